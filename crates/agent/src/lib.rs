@@ -1,0 +1,1 @@
+//! procwatch-agent (to be written).

@@ -1,0 +1,1 @@
+//! procwatch-alarm (to be written).

@@ -1,0 +1,1 @@
+//! procwatch-collector (to be written).

@@ -1,0 +1,5 @@
+//! One module per subcommand: flag definitions and the glue into the library crates.
+
+pub mod agent;
+pub mod alarm;
+pub mod server;

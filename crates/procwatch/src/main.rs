@@ -1,0 +1,85 @@
+//! The one `procwatch` binary: parses flags, layers the config, and hands off to the library
+//! crates. It holds no logic of its own beyond that glue.
+
+mod cmd;
+mod config;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Per-process CPU and memory monitor.
+///
+/// Every setting is taken from, in order of precedence: the command-line flag, the
+/// environment variable `PROCWATCH_<NAME>`, the TOML file given with `--config`.
+#[derive(Debug, Parser)]
+#[command(name = "procwatch", version, about, long_about)]
+struct Cli {
+    /// TOML config file (see procwatch.example.toml).
+    #[arg(long, global = true, env = "PROCWATCH_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Log line format.
+    #[arg(long, global = true, env = "PROCWATCH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sample every process and ship the batches to the server.
+    Agent(cmd::agent::AgentArgs),
+    /// The REST server: ingestion, storage, queries, alarms, dashboard.
+    Server(cmd::server::ServerArgs),
+    /// The alarm service, and `alarm backtest` to score forecasters on traces.
+    Alarm(cmd::alarm::AlarmArgs),
+}
+
+fn main() -> ExitCode {
+    // The config file feeds the environment before clap parses, so precedence is
+    // flag > PROCWATCH_* env > file, with no second code path.
+    if let Err(err) = config::apply_config_file::<Cli>() {
+        eprintln!("procwatch: {err:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.log_format);
+    let result = match cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Server(args) => cmd::server::run(args),
+        Command::Alarm(args) => cmd::alarm::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("procwatch: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("PROCWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

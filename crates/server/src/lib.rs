@@ -1,0 +1,1 @@
+//! procwatch-server (to be written).

@@ -1,0 +1,1 @@
+//! procwatch-store-influx (to be written).

@@ -1,0 +1,1 @@
+//! procwatch-store-sqlite (to be written).

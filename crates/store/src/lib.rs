@@ -1,0 +1,197 @@
+//! The storage boundary of procwatch.
+//!
+//! The server holds one `Arc<dyn Storage>` and never knows which backend is behind it (the
+//! embedded SQLite store or InfluxDB). Every backend passes the same conformance suite.
+//!
+//! Contract for every implementation:
+//! - `write_batch` returning `Ok` means the batch is durable: it survives `kill -9` of the
+//!   process right after.
+//! - Writes are idempotent: a sample with the same (host, process, ts) as a stored one
+//!   replaces it.
+//! - A batch is written whole or not at all.
+//! - Query windows are half-open: `from <= ts < to`, in Unix milliseconds.
+
+use async_trait::async_trait;
+use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, Sample, TsMs};
+use serde::{Deserialize, Serialize};
+
+/// What went wrong in a backend. Kept small on purpose: the HTTP layer maps each variant to
+/// one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The caller asked for something malformed (400).
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    /// No such host or (host, process) (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The backend cannot be reached or is overloaded; the caller may retry (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (500).
+    #[error("store error: {0}")]
+    Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a durable write did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Samples written (new or replaced).
+    pub samples: usize,
+    /// Host-total rows written.
+    pub host_totals: usize,
+    /// Batches missing between the previous `seq` seen from this host and this one.
+    pub seq_gap: u64,
+}
+
+/// A host as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host: String,
+    /// Timestamp of the newest sample or host total received from the host.
+    pub last_seen: TsMs,
+    /// Interval the agent declared in its last batch (0 if unknown).
+    pub interval_ms: u64,
+    /// Highest batch `seq` received.
+    pub last_seq: u64,
+    /// Total batches missing in the `seq` numbers received so far.
+    pub seq_gaps: u64,
+    /// Total samples the agent reported dropped.
+    pub dropped_samples: u64,
+    /// The newest host totals, if any.
+    pub latest: Option<HostTotal>,
+}
+
+/// Statistics of one metric over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The value at the newest timestamp in the window.
+    pub last: f64,
+    /// 95th percentile (linear interpolation between closest ranks).
+    pub p95: f64,
+}
+
+/// Usage of one process group over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// `None` when rows of all hosts were merged (`UsageQuery::per_host == false`).
+    pub host: Option<String>,
+    pub process: String,
+    pub cpu: Stats,
+    pub cores: Stats,
+    pub mem: Stats,
+    pub rss: Stats,
+    /// Process count at the newest sample.
+    pub count: u32,
+    /// Samples in the window.
+    pub samples: u64,
+    pub last_ts: TsMs,
+}
+
+/// Filters for `usage` and `window`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageQuery {
+    pub from: TsMs,
+    pub to: TsMs,
+    /// Exact host name; `None` = all hosts.
+    pub host: Option<String>,
+    /// Exact process name; `None` = all processes.
+    pub process: Option<String>,
+    /// `true`: one row per (host, process). `false`: one row per process name, the
+    /// statistics taken over every host's samples together.
+    pub per_host: bool,
+}
+
+/// All samples of one series in a window, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesWindow {
+    pub host: String,
+    pub process: String,
+    pub samples: Vec<Sample>,
+}
+
+/// History of one (host, process), downsampled by `step` (0 = raw samples).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub host: String,
+    pub process: String,
+    pub from: TsMs,
+    pub to: TsMs,
+    pub step_ms: i64,
+}
+
+/// One step of a history: the mean and max of each metric over `[ts, ts + step)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub ts: TsMs,
+    pub cpu: f64,
+    pub cpu_max: f64,
+    pub cores: f64,
+    pub mem: f64,
+    pub mem_max: f64,
+    pub rss: f64,
+    pub count: f64,
+}
+
+/// Filters for alarm events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlarmQuery {
+    /// Only events still open (`end == None`).
+    pub active_only: bool,
+    pub host: Option<String>,
+    pub process: Option<String>,
+    pub metric: Option<Metric>,
+    pub level: Option<Level>,
+    /// Events that started at or after `from`.
+    pub from: Option<TsMs>,
+    /// Events that started before `to`.
+    pub to: Option<TsMs>,
+    /// Newest first, at most this many (0 = no limit).
+    pub limit: usize,
+}
+
+/// The storage engine behind the server. Object-safe: the server keeps an `Arc<dyn Storage>`.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// A short name for logs and `/readyz` ("sqlite", "influxdb", "memory").
+    fn backend(&self) -> &'static str;
+
+    /// Stores a batch durably, whole or not at all.
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome>;
+
+    /// Every host ever seen (within retention), sorted by name.
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>>;
+
+    /// Statistics per process group over a window.
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+
+    /// Raw samples per series over a window (`per_host` is ignored: always per series).
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>>;
+
+    /// History of one series. `NotFound` if the store has never seen it.
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>>;
+
+    /// Host totals of one host over a window, oldest first.
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>>;
+
+    /// Drops everything older than `cutoff`. Returns the number of samples removed (backends
+    /// that drop whole chunks may report an estimate).
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64>;
+
+    /// Inserts or replaces (by `id`) an alarm event.
+    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()>;
+
+    /// Alarm events matching the query, newest first.
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>>;
+
+    /// `Ok` when the backend can take writes and answer queries.
+    async fn health(&self) -> StoreResult<()>;
+
+    /// Flushes whatever is buffered; called once at shutdown.
+    async fn close(&self) -> StoreResult<()>;
+}
