@@ -10,6 +10,30 @@
 //!   replaces it.
 //! - A batch is written whole or not at all.
 //! - Query windows are half-open: `from <= ts < to`, in Unix milliseconds.
+//!
+//! Reference semantics (what `memory::MemoryStore` does and `conformance` checks):
+//! - `usage`: one row per (host, process) sorted by (host, process) when `per_host`, else one
+//!   row per process name sorted by name, its statistics over every matching host's samples
+//!   together. `last` and `count` are those of the newest sample (on a tie between hosts in a
+//!   merged row, any one of them). `p95` is numpy's default linear percentile. Series with no
+//!   sample in the window give no row. See `agg` for the shared arithmetic.
+//! - `window`: one entry per series with samples in the window, sorted by (host, process),
+//!   samples oldest first.
+//! - `history`: points at bucket starts aligned to multiples of `step_ms` (`ts - ts mod step`),
+//!   empty buckets omitted; `step_ms == 0` gives one point per raw sample. `NotFound` when the
+//!   series was never written.
+//! - Hosts and `seq`: the first batch of a host opens no gap; a batch whose `seq` exceeds the
+//!   highest seen adds `seq - last_seq - 1` to `seq_gaps`; a batch at or below it (a retry or a
+//!   late batch) adds nothing, and does not add its `dropped_samples` again. `last_seen` is the
+//!   newest sample or host-total `ts`; `latest` the host total with the newest `ts`.
+//! - `apply_retention(cutoff)`: samples and host totals with `ts < cutoff` go, hosts not seen
+//!   since `cutoff` go, closed alarm events that ended before `cutoff` go.
+//! - Alarm events: newest first by `start` (ties by `id`, descending).
+
+pub mod agg;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod memory;
 
 use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, Sample, TsMs};

@@ -1,0 +1,233 @@
+//! Aggregation helpers shared by the backends, so every backend computes the same figures
+//! the same way (the reference semantics of `Stats` and `HistoryPoint`).
+
+use crate::{HistoryPoint, Stats};
+use procwatch_model::{Sample, TsMs};
+
+/// Percentile `q` in [0, 1] of `sorted` (ascending, non-empty), by linear interpolation between
+/// the closest ranks: numpy's default (`method="linear"`).
+pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
+    debug_assert!(!sorted.is_empty());
+    let n = sorted.len();
+    if n == 1 {
+        return sorted[0];
+    }
+    let rank = q * (n - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    let frac = rank - lo as f64;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+}
+
+/// Statistics of `values` given in time order (the last one is `last`). `values` is sorted in
+/// place. Empty input gives all zeros.
+pub fn stats(values: &mut [f64]) -> Stats {
+    if values.is_empty() {
+        return Stats::default();
+    }
+    let last = values[values.len() - 1];
+    let sum: f64 = values.iter().sum();
+    let mean = sum / values.len() as f64;
+    values.sort_by(f64::total_cmp);
+    Stats {
+        mean,
+        min: values[0],
+        max: values[values.len() - 1],
+        last,
+        p95: percentile_sorted(values, 0.95),
+    }
+}
+
+/// Accumulates the four metric columns of samples in time order and turns them into
+/// `Stats` (see `UsageRow`).
+#[derive(Debug, Default, Clone)]
+pub struct UsageAcc {
+    pub cpu: Vec<f64>,
+    pub cores: Vec<f64>,
+    pub mem: Vec<f64>,
+    pub rss: Vec<f64>,
+    pub last_ts: TsMs,
+    pub count: u32,
+}
+
+impl UsageAcc {
+    /// Adds one sample. Samples must be pushed oldest first (ties: the later push is "last").
+    pub fn push(&mut self, s: &Sample) {
+        self.cpu.push(s.cpu);
+        self.cores.push(s.cores);
+        self.mem.push(s.mem);
+        self.rss.push(s.rss as f64);
+        if self.cpu.len() == 1 || s.ts >= self.last_ts {
+            self.last_ts = s.ts;
+            self.count = s.count;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cpu.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_empty()
+    }
+
+    /// Finishes into a row.
+    pub fn finish(mut self, host: Option<String>, process: String) -> crate::UsageRow {
+        crate::UsageRow {
+            host,
+            process,
+            cpu: stats(&mut self.cpu),
+            cores: stats(&mut self.cores),
+            mem: stats(&mut self.mem),
+            rss: stats(&mut self.rss),
+            count: self.count,
+            samples: self.cpu.len() as u64,
+            last_ts: self.last_ts,
+        }
+    }
+}
+
+/// Merges per-host sample lists (each oldest first) into one list ordered by `ts`, ties broken
+/// by the order of `lists` (so the list given last wins "last" on a tie).
+pub fn merge_by_ts<'a>(lists: &[&'a [Sample]]) -> Vec<&'a Sample> {
+    let mut all: Vec<(usize, &Sample)> =
+        lists.iter().enumerate().flat_map(|(i, l)| l.iter().map(move |s| (i, s))).collect();
+    all.sort_by_key(|(i, s)| (s.ts, *i));
+    all.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Start of the step bucket holding `ts`: buckets are aligned to multiples of `step_ms`.
+pub fn bucket_start(ts: TsMs, step_ms: i64) -> TsMs {
+    if step_ms <= 0 {
+        ts
+    } else {
+        ts - ts.rem_euclid(step_ms)
+    }
+}
+
+/// Downsamples samples (oldest first, all inside the queried range) into history points.
+/// `step_ms <= 0` returns one point per sample. Empty buckets produce no point.
+pub fn history_points<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    step_ms: i64,
+) -> Vec<HistoryPoint> {
+    let mut out: Vec<HistoryPoint> = Vec::new();
+    let mut cur: Option<(TsMs, HistAcc)> = None;
+    for s in samples {
+        let b = bucket_start(s.ts, step_ms);
+        match &mut cur {
+            Some((cb, acc)) if *cb == b => acc.push(s),
+            _ => {
+                if let Some((cb, acc)) = cur.take() {
+                    out.push(acc.finish(cb));
+                }
+                let mut acc = HistAcc::default();
+                acc.push(s);
+                cur = Some((b, acc));
+            }
+        }
+    }
+    if let Some((cb, acc)) = cur {
+        out.push(acc.finish(cb));
+    }
+    out
+}
+
+#[derive(Default)]
+struct HistAcc {
+    n: f64,
+    cpu: f64,
+    cpu_max: f64,
+    cores: f64,
+    mem: f64,
+    mem_max: f64,
+    rss: f64,
+    count: f64,
+}
+
+impl HistAcc {
+    fn push(&mut self, s: &Sample) {
+        if self.n == 0.0 {
+            self.cpu_max = s.cpu;
+            self.mem_max = s.mem;
+        } else {
+            self.cpu_max = self.cpu_max.max(s.cpu);
+            self.mem_max = self.mem_max.max(s.mem);
+        }
+        self.n += 1.0;
+        self.cpu += s.cpu;
+        self.cores += s.cores;
+        self.mem += s.mem;
+        self.rss += s.rss as f64;
+        self.count += f64::from(s.count);
+    }
+
+    fn finish(self, ts: TsMs) -> HistoryPoint {
+        HistoryPoint {
+            ts,
+            cpu: self.cpu / self.n,
+            cpu_max: self.cpu_max,
+            cores: self.cores / self.n,
+            mem: self.mem / self.n,
+            mem_max: self.mem_max,
+            rss: self.rss / self.n,
+            count: self.count / self.n,
+        }
+    }
+}
+
+/// Seq bookkeeping of one host, shared by the backends: returns the updated
+/// `(last_seq, seq_gaps, gap_of_this_batch, batch_is_new)`.
+///
+/// Rules: the first batch of a host opens no gap. A batch whose `seq` is above the highest
+/// seen opens a gap of `seq - last_seq - 1`. A batch at or below the highest seen (a retry,
+/// or a late batch) opens none and changes nothing; gaps are never closed by late arrivals.
+/// `batch_is_new` tells whether the batch's `dropped_samples` should be added (not on retries).
+pub fn seq_update(prev: Option<(u64, u64)>, seq: u64) -> (u64, u64, u64, bool) {
+    match prev {
+        None => (seq, 0, 0, true),
+        Some((last, gaps)) if seq > last => {
+            let gap = seq - last - 1;
+            (seq, gaps + gap, gap, true)
+        }
+        Some((last, gaps)) => (last, gaps, 0, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        // numpy.percentile([1, 2, 3, 4], 95) == 3.85
+        assert!((percentile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.95) - 3.85).abs() < 1e-12);
+        // numpy.percentile(range(1, 21), 95) == 19.05
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert!((percentile_sorted(&v, 0.95) - 19.05).abs() < 1e-12);
+        assert_eq!(percentile_sorted(&[7.0], 0.95), 7.0);
+    }
+
+    #[test]
+    fn stats_keeps_last_in_time_order() {
+        let mut v = vec![5.0, 1.0, 3.0];
+        let s = stats(&mut v);
+        assert_eq!((s.min, s.max, s.last, s.mean), (1.0, 5.0, 3.0, 3.0));
+    }
+
+    #[test]
+    fn buckets_align_to_multiples_of_step() {
+        assert_eq!(bucket_start(12_345, 1000), 12_000);
+        assert_eq!(bucket_start(-1, 1000), -1000);
+        assert_eq!(bucket_start(77, 0), 77);
+    }
+
+    #[test]
+    fn seq_rules() {
+        assert_eq!(seq_update(None, 5), (5, 0, 0, true));
+        assert_eq!(seq_update(Some((5, 0)), 6), (6, 0, 0, true));
+        assert_eq!(seq_update(Some((6, 0)), 9), (9, 2, 2, true));
+        assert_eq!(seq_update(Some((9, 2)), 9), (9, 2, 0, false));
+        assert_eq!(seq_update(Some((9, 2)), 7), (9, 2, 0, false));
+    }
+}

@@ -1,0 +1,258 @@
+//! `MemoryStore`: a simple, obviously correct in-memory backend. It is the reference semantics
+//! of the `Storage` contract (every backend must answer the conformance suite as it does), and
+//! a store for tests. Nothing survives the process, so "durable" here means "visible to every
+//! later query".
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
+
+use crate::agg::{self, UsageAcc};
+use crate::{
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, StoreError, StoreResult,
+    UsageQuery, UsageRow, WriteOutcome,
+};
+
+#[derive(Debug, Default)]
+struct HostState {
+    last_seen: TsMs,
+    interval_ms: u64,
+    seq: Option<(u64, u64)>,
+    dropped_samples: u64,
+    totals: BTreeMap<TsMs, HostTotal>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (host, process) → ts → sample.
+    series: BTreeMap<(String, String), BTreeMap<TsMs, Sample>>,
+    hosts: BTreeMap<String, HostState>,
+    alarms: BTreeMap<String, AlarmEvent>,
+}
+
+/// In-memory `Storage`. Cheap to create; share it as `Arc<dyn Storage>`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Checks the invariants every backend enforces itself (the server validates the rest).
+pub fn check_batch(batch: &Batch) -> StoreResult<()> {
+    if batch.host.is_empty() {
+        return Err(StoreError::InvalidInput("empty host".into()));
+    }
+    for (i, s) in batch.samples.iter().enumerate() {
+        if s.process.is_empty() {
+            return Err(StoreError::InvalidInput(format!("sample {i}: empty process")));
+        }
+        if !(s.cpu.is_finite() && s.cores.is_finite() && s.mem.is_finite()) {
+            return Err(StoreError::InvalidInput(format!("sample {i}: non-finite value")));
+        }
+    }
+    for (i, t) in batch.host_totals.iter().enumerate() {
+        if !(t.cpu.is_finite() && t.mem.is_finite()) {
+            return Err(StoreError::InvalidInput(format!("host total {i}: non-finite value")));
+        }
+    }
+    Ok(())
+}
+
+fn matches(q: &UsageQuery, host: &str, process: &str) -> bool {
+    q.host.as_deref().is_none_or(|h| h == host) && q.process.as_deref().is_none_or(|p| p == process)
+}
+
+#[async_trait]
+impl crate::Storage for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        check_batch(batch)?;
+        let mut g = self.inner.write();
+        let inner = &mut *g;
+        for s in &batch.samples {
+            inner
+                .series
+                .entry((batch.host.clone(), s.process.clone()))
+                .or_default()
+                .insert(s.ts, s.clone());
+        }
+        let h = inner.hosts.entry(batch.host.clone()).or_default();
+        for t in &batch.host_totals {
+            h.totals.insert(t.ts, t.clone());
+        }
+        let newest =
+            batch.samples.iter().map(|s| s.ts).chain(batch.host_totals.iter().map(|t| t.ts)).max();
+        if let Some(ts) = newest {
+            h.last_seen = h.last_seen.max(ts);
+        }
+        let (last, gaps, gap, new) = agg::seq_update(h.seq, batch.seq);
+        h.seq = Some((last, gaps));
+        if new {
+            h.dropped_samples += batch.dropped_samples;
+            h.interval_ms = batch.interval_ms;
+        }
+        Ok(WriteOutcome {
+            samples: batch.samples.len(),
+            host_totals: batch.host_totals.len(),
+            seq_gap: gap,
+        })
+    }
+
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
+        let g = self.inner.read();
+        Ok(g.hosts
+            .iter()
+            .map(|(name, h)| HostInfo {
+                host: name.clone(),
+                last_seen: h.last_seen,
+                interval_ms: h.interval_ms,
+                last_seq: h.seq.map_or(0, |s| s.0),
+                seq_gaps: h.seq.map_or(0, |s| s.1),
+                dropped_samples: h.dropped_samples,
+                latest: h.totals.values().next_back().cloned(),
+            })
+            .collect())
+    }
+
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        let g = self.inner.read();
+        let mut rows = Vec::new();
+        if q.per_host {
+            for ((host, process), ss) in &g.series {
+                if !matches(q, host, process) {
+                    continue;
+                }
+                let mut acc = UsageAcc::default();
+                for s in ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s) {
+                    acc.push(s);
+                }
+                if !acc.is_empty() {
+                    rows.push(acc.finish(Some(host.clone()), process.clone()));
+                }
+            }
+        } else {
+            // process → per-host lists, hosts in name order.
+            let mut by_proc: BTreeMap<&str, Vec<Vec<Sample>>> = BTreeMap::new();
+            for ((host, process), ss) in &g.series {
+                if !matches(q, host, process) {
+                    continue;
+                }
+                let v: Vec<Sample> =
+                    ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s.clone()).collect();
+                if !v.is_empty() {
+                    by_proc.entry(process).or_default().push(v);
+                }
+            }
+            for (process, lists) in by_proc {
+                let refs: Vec<&[Sample]> = lists.iter().map(Vec::as_slice).collect();
+                let mut acc = UsageAcc::default();
+                for s in agg::merge_by_ts(&refs) {
+                    acc.push(s);
+                }
+                rows.push(acc.finish(None, process.to_string()));
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        let g = self.inner.read();
+        Ok(g.series
+            .iter()
+            .filter(|((h, p), _)| matches(q, h, p))
+            .filter_map(|((host, process), ss)| {
+                let samples: Vec<Sample> =
+                    ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s.clone()).collect();
+                (!samples.is_empty()).then(|| SeriesWindow {
+                    host: host.clone(),
+                    process: process.clone(),
+                    samples,
+                })
+            })
+            .collect())
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        let g = self.inner.read();
+        let ss = g
+            .series
+            .get(&(q.host.clone(), q.process.clone()))
+            .ok_or_else(|| StoreError::NotFound(format!("{}/{}", q.host, q.process)))?;
+        Ok(agg::history_points(ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s), q.step_ms))
+    }
+
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        let g = self.inner.read();
+        Ok(g.hosts
+            .get(host)
+            .map(|h| h.totals.range(from..to.max(from)).map(|(_, t)| t.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        let mut g = self.inner.write();
+        let mut removed = 0u64;
+        g.series.retain(|_, ss| {
+            let keep = ss.split_off(&cutoff);
+            removed += ss.len() as u64;
+            *ss = keep;
+            !ss.is_empty()
+        });
+        g.hosts.retain(|_, h| {
+            h.totals = h.totals.split_off(&cutoff);
+            h.last_seen >= cutoff
+        });
+        g.alarms.retain(|_, e| e.end.is_none_or(|end| end >= cutoff));
+        Ok(removed)
+    }
+
+    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
+        self.inner.write().alarms.insert(event.id.clone(), event.clone());
+        Ok(())
+    }
+
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        let g = self.inner.read();
+        let mut v: Vec<AlarmEvent> =
+            g.alarms.values().filter(|e| alarm_matches(q, e)).cloned().collect();
+        sort_newest_first(&mut v);
+        if q.limit > 0 {
+            v.truncate(q.limit);
+        }
+        Ok(v)
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Whether an event passes the filters of `q` (shared by the backends).
+pub fn alarm_matches(q: &AlarmQuery, e: &AlarmEvent) -> bool {
+    (!q.active_only || e.end.is_none())
+        && q.host.as_deref().is_none_or(|h| h == e.host)
+        && q.process.as_deref().is_none_or(|p| p == e.process)
+        && q.metric.is_none_or(|m| m == e.metric)
+        && q.level.is_none_or(|l| l == e.level)
+        && q.from.is_none_or(|f| e.start >= f)
+        && q.to.is_none_or(|t| e.start < t)
+}
+
+/// Newest first: by `start` descending, ties by `id` descending.
+pub fn sort_newest_first(v: &mut [AlarmEvent]) {
+    v.sort_by(|a, b| b.start.cmp(&a.start).then_with(|| b.id.cmp(&a.id)));
+}
