@@ -1,1 +1,3 @@
-//! procwatch-alarm (to be written).
+//! procwatch-alarm (in progress).
+pub mod backtest;
+pub mod forecast;
