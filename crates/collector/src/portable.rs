@@ -1,0 +1,83 @@
+//! The portable collector on the `sysinfo` crate (macOS, Windows; Linux with
+//! `--collector sysinfo`).
+
+use crate::{parse, sys, CollectError, Collector, CollectorOptions, Grouper, Sweep};
+use std::time::Instant;
+use sysinfo::{
+    ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, ThreadKind, UpdateKind,
+};
+
+pub(crate) struct SysinfoCollector {
+    sys: System,
+    opts: CollectorOptions,
+    prev_at: Option<Instant>,
+}
+
+impl SysinfoCollector {
+    pub(crate) fn new(opts: CollectorOptions) -> Self {
+        SysinfoCollector { sys: System::new(), opts, prev_at: None }
+    }
+}
+
+impl Collector for SysinfoCollector {
+    fn sweep(&mut self) -> Result<Option<Sweep>, CollectError> {
+        let at = Instant::now();
+        let ts = crate::now_ms();
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_memory();
+        let kind = ProcessRefreshKind::nothing()
+            .with_cpu()
+            .with_memory()
+            .with_cmd(UpdateKind::OnlyIfNotSet)
+            .with_exe(UpdateKind::OnlyIfNotSet);
+        self.sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        let Some(prev_at) = self.prev_at.replace(at) else { return Ok(None) };
+
+        let ncpu = match self.sys.cpus().len() {
+            0 => sys::online_cpus() as f64,
+            n => n as f64,
+        };
+        let mem_total = self.sys.total_memory();
+        let mut grouper = Grouper::new(self.opts.per_pid);
+        for (pid, p) in self.sys.processes() {
+            match p.thread_kind() {
+                // sysinfo lists the threads of a process too; the process already counts them.
+                Some(ThreadKind::Userland) => continue,
+                Some(ThreadKind::Kernel) if !self.opts.include_kernel_threads => continue,
+                _ => {}
+            }
+            if matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead) {
+                continue;
+            }
+            let comm = p.name().to_string_lossy();
+            let argv0 = p.cmd().first().and_then(|a| a.to_str()).and_then(|a| {
+                let base = a.rsplit(['/', '\\']).next()?;
+                (!base.is_empty()).then_some(base)
+            });
+            let exe = p.exe().and_then(|e| e.file_name()).and_then(|s| s.to_str());
+            let name = parse::resolve_name(&comm, &[argv0, exe]);
+            // sysinfo's cpu_usage is percent of one core.
+            let cores = f64::from(p.cpu_usage()) / 100.0;
+            grouper.add(pid.as_u32(), name, cores, p.memory(), ncpu, mem_total);
+        }
+        let host_mem = if mem_total == 0 {
+            0.0
+        } else {
+            100.0 * mem_total.saturating_sub(self.sys.available_memory()) as f64 / mem_total as f64
+        };
+        let host_total = crate::host_total(
+            ts,
+            f64::from(self.sys.global_cpu_usage()),
+            host_mem,
+            grouper.cpu_sum(),
+        );
+        let (samples, processes) = grouper.finish(ts, ncpu, mem_total);
+        Ok(Some(Sweep {
+            ts,
+            elapsed_ms: (at - prev_at).as_millis() as u64,
+            host_total,
+            samples,
+            processes,
+        }))
+    }
+}

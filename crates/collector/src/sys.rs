@@ -1,0 +1,83 @@
+//! The few libc calls the collector needs, each in one small function. This is the only module
+//! with `unsafe` code.
+
+use std::time::Duration;
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `/proc` CPU times. 100 when
+/// unknown.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf takes an integer name and touches no memory of ours.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+/// Bytes per memory page (`sysconf(_SC_PAGESIZE)`), the unit of `/proc/PID/stat` rss. 4096
+/// when unknown.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn page_size() -> u64 {
+    // SAFETY: as above.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
+/// Online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn online_cpus() -> u64 {
+    // SAFETY: as above.
+    let v = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if v > 0 {
+        v as u64
+    } else {
+        1
+    }
+}
+
+/// CPU time (user + system) this process has used so far
+/// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`), for benchmarks.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(not(unix))]
+pub fn online_cpus() -> u64 {
+    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysconf_values_are_sane() {
+        assert!(clk_tck() >= 1);
+        assert!(page_size() >= 1024 && page_size().is_power_of_two());
+        assert!(online_cpus() >= 1);
+        let a = process_cpu_time();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_time() > a);
+    }
+}
