@@ -11,6 +11,8 @@
 //! - `mem`: resident set size over `MemTotal`, percent, 0–100.
 //! - `rss`: resident set size, bytes.
 
+pub mod validate;
+
 use serde::{Deserialize, Serialize};
 
 /// Unix milliseconds.
