@@ -38,7 +38,7 @@ pub trait Forecaster: Send {
     fn push(&mut self, ts: TsMs, y: f64);
     /// The forecast for the instant `at` (after the last pushed sample), judged against
     /// `threshold`; `None` when the forecaster has too few samples.
-    fn forecast(&self, at: TsMs, threshold: f64) -> Option<Forecast>;
+    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast>;
     /// Forgets every sample (after a gap that made the series stale).
     fn reset(&mut self);
 }
@@ -113,7 +113,7 @@ impl Forecaster for Linear {
         self.buf.push_back((ts, y));
     }
 
-    fn forecast(&self, at: TsMs, threshold: f64) -> Option<Forecast> {
+    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
         let (slope_s, at_last, t_last) = self.fit()?;
         let value = at_last + slope_s * ((at - t_last) as f64 / 1000.0);
         let y_last = self.buf.back()?.1;
@@ -156,7 +156,7 @@ impl Forecaster for Holt {
         });
     }
 
-    fn forecast(&self, at: TsMs, threshold: f64) -> Option<Forecast> {
+    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
         let (l, b, t) = self.state?;
         let h = (at - t) as f64 / self.interval_ms as f64;
         let value = l + h * b;
@@ -183,12 +183,170 @@ impl Forecaster for Persistence {
         self.last = Some(y);
     }
 
-    fn forecast(&self, _at: TsMs, threshold: f64) -> Option<Forecast> {
+    fn forecast(&mut self, _at: TsMs, threshold: f64) -> Option<Forecast> {
         let value = self.last?;
         Some(Forecast { value, above: value > threshold, eta_ms: (value > threshold).then_some(0) })
     }
 
     fn reset(&mut self) {
         self.last = None;
+    }
+}
+
+/// procwatch's default forecaster: an empirical crossing probability plus a trend.
+///
+/// It works on a fixed time grid of `step = H/2` buckets (5 min at H = 10 min), whatever the
+/// sampling interval, so what was tuned on the 5-minute traces holds at live 10 s sampling;
+/// each bucket keeps the mean and the max of its samples. The forecast for `t + H` is judged
+/// above the threshold T when either
+///
+/// 1. **analog:** among the buckets of the last `history` (24 h) whose mean is within `eps`
+///    (2 points) of the current value, at least `min_matches` (3) exist and a share of at
+///    least `p` (0.8) had some bucket above T within the next `H/step` buckets — i.e. the
+///    empirical chance of crossing within H, given this level, is high; or
+/// 2. **trend:** Holt's linear smoothing over the bucket means (α = 1, β = 0.6, undamped)
+///    reads above T at `t + H`.
+///
+/// The first catches recurring load (periodic jobs, a series hovering near T), which is most
+/// of what precedes the CPU crossings on the shared traces; the second catches gradual rises.
+/// Chosen and tuned on the shared traces by the backtest (BENCHMARKS.md, Forecaster).
+#[derive(Debug, Clone)]
+pub struct Analog {
+    params: AnalogParams,
+    /// Closed buckets, oldest first: (mean, max).
+    history: std::collections::VecDeque<(f64, f64)>,
+    /// The open bucket: id, sum, count, max.
+    current: Option<(i64, f64, u32, f64)>,
+    /// Holt state after the last closed bucket: (level, trend).
+    holt: Option<(f64, f64)>,
+    last: Option<(TsMs, f64)>,
+}
+
+/// Parameters of [`Analog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnalogParams {
+    /// Bucket width, ms (H/2).
+    pub step_ms: i64,
+    /// Buckets between "now" and the horizon (H/step = 2).
+    pub horizon_buckets: usize,
+    /// Buckets of history kept (24 h / step).
+    pub history: usize,
+    pub eps: f64,
+    pub p: f64,
+    pub min_matches: usize,
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl AnalogParams {
+    /// The defaults for a horizon `horizon_ms`.
+    pub fn for_horizon(horizon_ms: i64) -> Self {
+        let step_ms = (horizon_ms / 2).max(1);
+        Self {
+            step_ms,
+            horizon_buckets: 2,
+            history: (86_400_000 / step_ms).max(1) as usize,
+            eps: 2.0,
+            p: 0.8,
+            min_matches: 3,
+            alpha: 1.0,
+            beta: 0.6,
+        }
+    }
+}
+
+impl Analog {
+    pub fn new(params: AnalogParams) -> Self {
+        Self { params, history: Default::default(), current: None, holt: None, last: None }
+    }
+
+    fn holt_step(&self, state: Option<(f64, f64)>, y: f64) -> (f64, f64) {
+        match state {
+            None => (y, 0.0),
+            Some((l0, b0)) => {
+                let l = self.params.alpha * y + (1.0 - self.params.alpha) * (l0 + b0);
+                (l, self.params.beta * (l - l0) + (1.0 - self.params.beta) * b0)
+            }
+        }
+    }
+
+    fn close_current(&mut self) {
+        if let Some((_, sum, n, max)) = self.current.take() {
+            let mean = sum / f64::from(n);
+            self.holt = Some(self.holt_step(self.holt, mean));
+            if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
+                self.history.pop_front();
+            }
+            self.history.push_back((mean, max));
+        }
+    }
+
+    /// Empirical share of similar-level buckets followed by a crossing within H, the number
+    /// of matches, and the mean buckets until the crossing among the hits.
+    fn analog(&self, now_value: f64, threshold: f64) -> (f64, usize, f64) {
+        let cur = self.current.map(|(_, s, n, m)| (s / f64::from(n), m));
+        let seq: Vec<(f64, f64)> = self.history.iter().copied().chain(cur).collect();
+        let h = self.params.horizon_buckets;
+        let (mut matches, mut hits, mut wait) = (0usize, 0usize, 0usize);
+        if seq.len() > h + 1 {
+            let first = (seq.len() - 1 - h).saturating_sub(self.params.history);
+            for j in first..seq.len() - 1 - h {
+                if (seq[j].0 - now_value).abs() <= self.params.eps {
+                    matches += 1;
+                    if let Some(k) = (1..=h).find(|&k| seq[j + k].1 > threshold) {
+                        hits += 1;
+                        wait += k;
+                    }
+                }
+            }
+        }
+        let share = if matches > 0 { hits as f64 / matches as f64 } else { 0.0 };
+        let mean_wait = if hits > 0 { wait as f64 / hits as f64 } else { 0.0 };
+        (share, matches, mean_wait)
+    }
+}
+
+impl Forecaster for Analog {
+    fn push(&mut self, ts: TsMs, y: f64) {
+        let id = ts.div_euclid(self.params.step_ms);
+        match &mut self.current {
+            Some((cid, sum, n, max)) if *cid == id => {
+                *sum += y;
+                *n += 1;
+                *max = max.max(y);
+            }
+            _ => {
+                self.close_current();
+                self.current = Some((id, y, 1, y));
+            }
+        }
+        self.last = Some((ts, y));
+    }
+
+    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
+        let (t_last, y_last) = self.last?;
+        let (_, sum, n, _) = self.current?;
+        // Need a few buckets before saying anything.
+        if self.history.len() < self.params.horizon_buckets + 4 {
+            return None;
+        }
+        let (l, b) = self.holt_step(self.holt, sum / f64::from(n));
+        let h = (at - t_last) as f64 / self.params.step_ms as f64;
+        let value = l + h * b;
+        let trend_above = value > threshold;
+        let (share, matches, wait) = self.analog(y_last, threshold);
+        let analog_above = matches >= self.params.min_matches && share >= self.params.p;
+        let eta_ms = if y_last > threshold {
+            Some(0)
+        } else if analog_above {
+            Some((wait * self.params.step_ms as f64).round() as i64)
+        } else {
+            eta_from_slope(l, b / self.params.step_ms as f64, threshold)
+        };
+        Some(Forecast { value, above: trend_above || analog_above, eta_ms })
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new(self.params);
     }
 }
