@@ -1,0 +1,179 @@
+//! A real `influxd` for tests (feature `testing`): its own temp directory, free loopback
+//! ports, killed by PID on drop.
+//!
+//! When `influxd` is not installed, [`Influxd::start_or_skip`] prints
+//! `SKIPPED: influxd not installed` and returns `None` so the test passes, unless the
+//! environment variable `CI` is set, where a missing daemon fails the test (CI installs
+//! Debian's `influxdb` package from `.ci/packages.txt`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::InfluxConfig;
+
+/// A running `influxd` started by a test.
+pub struct Influxd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    http_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The `influxd` binary: `$INFLUXD` or the first `influxd` on `PATH`.
+pub fn influxd_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("INFLUXD") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("influxd")).find(|p| p.is_file())
+    })
+}
+
+/// `GET /ping` with a raw HTTP/1.0 request; true on 204.
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.0 204")
+        || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 204")
+}
+
+impl Influxd {
+    /// Starts `influxd`, or returns `None` after printing `SKIPPED: ...` when it is not
+    /// installed and `CI` is unset. Panics when it is missing under `CI`, or fails to start.
+    pub fn start_or_skip(test: &str) -> Option<Self> {
+        let Some(bin) = influxd_binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: influxd is not installed but CI is set (apt-get install influxdb)");
+            }
+            eprintln!("SKIPPED: influxd not installed ({test})");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http_port = free_port();
+        let rpc_port = free_port();
+        let conf = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[coordinator]
+  log-queries-after = "0s"
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  log-enabled = false
+[logging]
+  level = "warn"
+[monitor]
+  store-enabled = false
+[subscriber]
+  enabled = false
+[continuous_queries]
+  enabled = false
+"#,
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
+        let mut d = Influxd { child: None, dir, http_port };
+        d.spawn(&bin);
+        Some(d)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("influxd.log")
+    }
+
+    fn spawn(&mut self, bin: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("influxd log");
+        let child = Command::new(bin)
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn influxd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ping(self.http_port) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("influxd exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("influxd did not answer /ping within 30 s:\n{}", self.log());
+    }
+
+    /// The daemon's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// A store configuration for database `db` on this daemon (short timeout for tests).
+    pub fn config(&self, db: &str) -> InfluxConfig {
+        let mut c = InfluxConfig::new(self.url(), db);
+        c.timeout = Duration::from_secs(5);
+        c
+    }
+
+    /// Kills the daemon (SIGKILL to its PID) and waits for it; its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same directories and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = influxd_binary().expect("influxd");
+        self.spawn(&bin);
+    }
+
+    /// Whether the daemon is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
