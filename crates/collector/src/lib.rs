@@ -67,6 +67,8 @@ mod portable;
 pub mod sys;
 
 #[cfg(target_os = "linux")]
+pub mod bench;
+#[cfg(target_os = "linux")]
 pub mod floor;
 
 use procwatch_model::{HostTotal, Sample, TsMs};
@@ -171,6 +173,11 @@ pub fn new_collector(
         CollectorKind::Proc => Err(CollectError::Unsupported(kind)),
         CollectorKind::Sysinfo => Ok(Box::new(portable::SysinfoCollector::new(opts))),
     }
+}
+
+/// The machine's host name (the agent's default `--host`), `None` when it cannot be read.
+pub fn hostname() -> Option<String> {
+    sysinfo::System::host_name().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
 }
 
 /// Unix milliseconds now.
