@@ -1,0 +1,138 @@
+//! `ApiError`: the one error type of every handler, and its JSON body
+//! `{"error": "...", "problems": [...]}`.
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use procwatch_model::validate::{Problem, Rejection};
+use procwatch_store::StoreError;
+use serde::Serialize;
+
+/// Everything a handler can answer besides success. Each variant is one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a refused batch or a bad parameter. `problems` names index and field.
+    #[error("{message}")]
+    BadRequest { message: String, problems: Vec<Problem> },
+    /// 401: no or wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token of the wrong kind.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown host, process or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 408: the request took longer than the server's request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// 413: body over the limit, before or after decompression.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: a `Content-Encoding` other than gzip or identity.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429: too many requests in flight.
+    #[error("too many requests")]
+    TooManyRequests,
+    /// 503: the store cannot be reached; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: the details are logged, the body stays generic.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest { message: message.into(), problems: Vec::new() }
+    }
+
+    /// A bad query or path parameter, named as a problem.
+    pub fn bad_param(name: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError::BadRequest {
+            message: format!("bad parameter {name}: {reason}"),
+            problems: vec![Problem { index: None, field: name.to_owned(), reason }],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub problems: Vec<Problem>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (error, problems) = match self {
+            ApiError::BadRequest { message, problems } => (message, problems),
+            ApiError::Internal(detail) => {
+                tracing::error!(message = "Internal error.", %detail);
+                ("internal error".to_owned(), Vec::new())
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(message = "Store unavailable.", %detail);
+                (format!("store unavailable: {detail}"), Vec::new())
+            }
+            other => (other.to_string(), Vec::new()),
+        };
+        (status, Json(ErrorBody { error, problems })).into_response()
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::BadRequest { message: r.message(), problems: r.problems }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidInput(m) => ApiError::bad_request(m),
+            StoreError::NotFound(m) => ApiError::NotFound(format!("not found: {m}")),
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Other(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text()))
+        } else {
+            ApiError::bad_request(format!("cannot read request body: {}", r.body_text()))
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request(format!("bad query string: {}", r.body_text()))
+    }
+}

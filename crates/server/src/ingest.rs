@@ -1,0 +1,151 @@
+//! Ingestion: `POST /api/v1/samples` and the legacy `PUT /ressources-usage/save-all`.
+//!
+//! The body is read whole (at most `max_body_bytes` on the wire), gunzipped when
+//! `Content-Encoding: gzip` through a decoder that stops at `max_body_bytes` of output (so a
+//! gzip bomb costs at most that much memory and answers `413`), parsed and validated by
+//! `procwatch_model::validate`, and only a fully valid batch reaches the store. Large bodies are
+//! decoded on the blocking pool so they do not stall the async workers.
+
+use std::io::Read;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use bytes::Bytes;
+use procwatch_model::validate::{self, Limits, Rejection};
+use procwatch_model::Batch;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::time::now_ms;
+use crate::AppState;
+
+/// Bodies at least this large are decoded on the blocking pool.
+const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Samples stored (new or replaced).
+    pub samples: usize,
+    pub host_totals: usize,
+    /// Batches missing between the previous `seq` of this host and this one.
+    pub seq_gap: u64,
+}
+
+pub async fn post_samples(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let batch = decode(&st, &headers, body?, validate::decode_batch).await?;
+    let out = st.store.write_batch(&batch).await?;
+    Ok(Json(Accepted { samples: out.samples, host_totals: out.host_totals, seq_gap: out.seq_gap }))
+}
+
+/// The seed's answer.
+#[derive(Debug, Serialize)]
+pub struct LegacyOk {
+    #[serde(rename = "Response")]
+    pub response: &'static str,
+}
+
+pub async fn put_legacy(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LegacyOk>, ApiError> {
+    let batch = decode(&st, &headers, body?, validate::decode_legacy).await?;
+    st.store.write_batch(&batch).await?;
+    Ok(Json(LegacyOk { response: "Ok" }))
+}
+
+type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;
+
+async fn decode(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    decoder: Decoder,
+) -> Result<Batch, ApiError> {
+    let gzip = is_gzip(headers)?;
+    let max = st.config.max_body_bytes;
+    let limits = Limits {
+        max_samples: st.config.max_samples,
+        ..Limits::new(now_ms(), st.config.retention.as_millis() as i64)
+    };
+    let work = move || -> Result<Batch, ApiError> {
+        if gzip {
+            let raw = gunzip_bounded(&body, max)?;
+            Ok(decoder(&raw, &limits)?)
+        } else {
+            Ok(decoder(&body, &limits)?)
+        }
+    };
+    if body_len(headers).unwrap_or(0) >= BLOCKING_DECODE_BYTES || gzip {
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        work()
+    }
+}
+
+fn body_len(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else { return Ok(false) };
+    let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match v.as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {other:?} not supported: send gzip or no encoding"
+        ))),
+    }
+}
+
+/// Gunzips `body`, refusing with 413 as soon as the output would pass `max` bytes.
+pub fn gunzip_bounded(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity((body.len() * 4).min(max));
+    let mut dec = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|e| ApiError::bad_request(format!("invalid gzip body: {e}")))?;
+    if out.len() > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "request body over {max} bytes after decompression"
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_round_trip_and_bounds() {
+        let data = vec![b'x'; 10_000];
+        assert_eq!(gunzip_bounded(&gz(&data), 10_000).unwrap(), data);
+        assert!(matches!(gunzip_bounded(&gz(&data), 9_999), Err(ApiError::PayloadTooLarge(_))));
+        assert!(matches!(gunzip_bounded(b"not gzip", 100), Err(ApiError::BadRequest { .. })));
+    }
+
+    #[test]
+    fn encodings() {
+        let mut h = HeaderMap::new();
+        assert!(!is_gzip(&h).unwrap());
+        h.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert!(is_gzip(&h).unwrap());
+        h.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert!(matches!(is_gzip(&h), Err(ApiError::UnsupportedMediaType(_))));
+    }
+}

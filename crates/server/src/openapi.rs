@@ -1,0 +1,227 @@
+//! `GET /api/v1/openapi.json`: a hand-written OpenAPI 3.0 document of every route in
+//! [`crate::ROUTES`] (a test checks that the two list the same routes).
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde_json::{json, Value};
+
+pub async fn serve() -> Json<Value> {
+    Json(document().clone())
+}
+
+fn p(name: &str, place: &str, required: bool, description: &str) -> Value {
+    json!({"name": name, "in": place, "required": required,
+           "schema": {"type": "string"}, "description": description})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn err(description: &str) -> Value {
+    ok(description, json!({"$ref": "#/components/schemas/Error"}))
+}
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let host = p("host", "query", false, "Exact host name; all hosts when absent.");
+    let time_doc = "Unix ms, RFC 3339 UTC, or relative to now (`now`, `-2h`, `now-30m`).";
+    let from = p("from", "query", false, time_doc);
+    let to = p("to", "query", false, &format!("{time_doc} Default: now + 5 min."));
+    let auth_read = json!([{"readToken": []}, {}]);
+    let auth_write = json!([{"writeToken": []}, {}]);
+    let std_errors = |extra: &[(&str, &str)]| {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "400".into(),
+            err("Bad parameter or refused batch; `problems` names index and field."),
+        );
+        m.insert("401".into(), err("Missing or wrong bearer token."));
+        m.insert("403".into(), err("A token of the other role."));
+        m.insert("408".into(), err("The request timed out."));
+        m.insert("503".into(), err("The store is unavailable; retry."));
+        for (code, d) in extra {
+            m.insert((*code).into(), err(d));
+        }
+        m
+    };
+    let with = |ok_code: &str, ok_body: Value, extra: &[(&str, &str)]| {
+        let mut m = std_errors(extra);
+        m.insert(ok_code.into(), ok_body);
+        Value::Object(m)
+    };
+    let gzip = p("Content-Encoding", "header", false, "`gzip` or absent.");
+    json!({
+      "openapi": "3.0.3",
+      "info": {
+        "title": "procwatch server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Per-process CPU and memory monitor. Times are Unix milliseconds; cpu and mem are percent 0-100 of the host; cores is CPU time in cores."
+      },
+      "paths": {
+        "/healthz": {"get": {"summary": "The process answers.", "responses": {"200": ok("Alive.", json!({"type": "object"}))}}},
+        "/readyz": {"get": {"summary": "The store answers.", "responses": {
+            "200": ok("Ready.", json!({"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string"}}})),
+            "503": err("The store is not ready.")}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": ok("OpenAPI 3 document.", json!({"type": "object"}))}}},
+        "/api/v1/samples": {"post": {
+            "summary": "Ingest one agent batch, all or nothing, durable on 2xx, idempotent per (host, process, ts).",
+            "security": auth_write,
+            "parameters": [gzip],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": r("Batch")}}},
+            "responses": with("200", ok("Stored.", r("Accepted")), &[
+                ("413", "Body over 16 MiB on the wire or after decompression."),
+                ("415", "Unsupported Content-Encoding.")])}},
+        "/ressources-usage/save-all": {"put": {
+            "summary": "Legacy ingestion (the seed system's collector). cpu and mem points of one (process, timestamp) join into one sample; legacy cpu is per-core percent, up to 102400, stored as cores = value/100 and cpu = min(value, 100). A point with only one of the two takes the other from the nearest point in time of the same process in the same request, else 0.",
+            "security": auth_write,
+            "parameters": [gzip],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": r("LegacyPayload")}}},
+            "responses": with("200", ok("Stored.", json!({"type": "object", "properties": {"Response": {"type": "string", "enum": ["Ok"]}}})), &[
+                ("413", "Body too large."), ("415", "Unsupported Content-Encoding.")])}},
+        "/ressources-usage/get-all": {"get": {
+            "summary": "Per process: [mem_mean, cpu_mean] over the last 5 minutes. Without host: the mean over every host's samples.",
+            "security": auth_read,
+            "parameters": [host],
+            "responses": with("200", ok("Means.", json!({"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}})), &[])}},
+        "/ressources-usage/get-all-detailed": {"get": {
+            "summary": "Per process: the values of one metric over the last 5 minutes, oldest first. Without host: per timestamp the mean over the hosts with a sample there.",
+            "security": auth_read,
+            "parameters": [host, {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["mem", "cpu", "cores"], "default": "mem"}}],
+            "responses": with("200", ok("Values.", json!({"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}})), &[])}},
+        "/api/v1/hosts": {"get": {
+            "summary": "Every host within retention: last seen, stale (no data for 3 intervals), seq gaps, dropped samples, latest host totals.",
+            "security": auth_read,
+            "responses": with("200", ok("Hosts.", json!({"type": "object", "properties": {
+                "now": {"type": "integer"}, "hosts": {"type": "array", "items": r("Host")}}})), &[])}},
+        "/api/v1/usage": {"get": {
+            "summary": "Statistics (mean, min, max, last, p95) of cpu, cores, mem and rss per process over a window.",
+            "security": auth_read,
+            "parameters": [
+                p("window", "query", false, "Duration back from now (`5m`, `2h`, or ms). Default 5m. Not with `from`."),
+                from, to.clone(),
+                p("host", "query", false, "Exact host, or a glob with `*`. 404 if an exact host is unknown."),
+                p("process", "query", false, "Exact process name, or a glob with `*`."),
+                {"name": "per_host", "in": "query", "required": false, "schema": {"type": "boolean", "default": true}, "description": "false: one row per process name over all hosts."},
+                p("sort", "query", false, "`process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`."),
+                {"name": "order", "in": "query", "required": false, "schema": {"type": "string", "enum": ["asc", "desc"]}, "description": "Default desc for figures, asc for names."},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Top N after sorting."}],
+            "responses": with("200", ok("Rows.", json!({"type": "object", "properties": {
+                "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}}})), &[("404", "Unknown host.")])}},
+        "/api/v1/hosts/{host}/processes/{process}/history": {"get": {
+            "summary": "History of one (host, process), downsampled server-side: per step bucket (aligned to multiples of the step) the mean and max.",
+            "security": auth_read,
+            "parameters": [
+                p("host", "path", true, "Host name."),
+                p("process", "path", true, "Process name (percent-encoded)."),
+                p("from", "query", false, &format!("{time_doc} Default: now-1h.")), to.clone(),
+                p("step", "query", false, "Bucket width (`1m`, `10s`, or ms); 0 or absent: raw samples.")],
+            "responses": with("200", ok("Points, oldest first.", json!({"type": "object", "properties": {
+                "host": {"type": "string"}, "process": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
+                "step_ms": {"type": "integer"}, "points": {"type": "array", "items": r("HistoryPoint")}}})), &[("404", "Unknown host or process.")])}},
+        "/api/v1/hosts/{host}/totals": {"get": {
+            "summary": "Host totals (host cpu, host mem, unattributed cpu) over a range, oldest first.",
+            "security": auth_read,
+            "parameters": [p("host", "path", true, "Host name."), p("from", "query", false, &format!("{time_doc} Default: now-1h.")), to],
+            "responses": with("200", ok("Totals.", json!({"type": "object", "properties": {
+                "host": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
+                "totals": {"type": "array", "items": r("HostTotal")}}})), &[("404", "Unknown host.")])}}
+      },
+      "components": {
+        "securitySchemes": {
+          "readToken": {"type": "http", "scheme": "bearer", "description": "Needed on query routes when the server has a read token."},
+          "writeToken": {"type": "http", "scheme": "bearer", "description": "Needed on ingestion routes when the server has a write token."}
+        },
+        "schemas": {
+          "Error": {"type": "object", "required": ["error", "problems"], "properties": {
+            "error": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "object", "properties": {
+              "index": {"type": "integer", "nullable": true, "description": "Index in samples / host_totals / data; null for batch-level fields."},
+              "field": {"type": "string"}, "reason": {"type": "string"}}}}}},
+          "Sample": {"type": "object", "required": ["ts", "process", "cpu", "mem"], "properties": {
+            "ts": {"type": "integer", "description": "Unix ms; not older than the retention, at most 5 min ahead."},
+            "process": {"type": "string", "description": "1-255 bytes of UTF-8, no control characters."},
+            "cpu": {"type": "number", "minimum": 0, "maximum": 100},
+            "cores": {"type": "number", "minimum": 0, "default": 0},
+            "mem": {"type": "number", "minimum": 0, "maximum": 100},
+            "rss": {"type": "integer", "minimum": 0, "default": 0},
+            "count": {"type": "integer", "minimum": 0, "default": 1}}},
+          "HostTotal": {"type": "object", "required": ["ts", "cpu", "mem"], "properties": {
+            "ts": {"type": "integer"}, "cpu": {"type": "number", "minimum": 0, "maximum": 100},
+            "mem": {"type": "number", "minimum": 0, "maximum": 100},
+            "unattributed_cpu": {"type": "number", "minimum": 0, "maximum": 100}}},
+          "Batch": {"type": "object", "required": ["host"], "properties": {
+            "host": {"type": "string", "description": "1-253 bytes of [A-Za-z0-9._:-]."},
+            "agent": {"type": "string"}, "seq": {"type": "integer", "minimum": 0},
+            "interval_ms": {"type": "integer", "minimum": 0},
+            "dropped_samples": {"type": "integer", "minimum": 0},
+            "host_totals": {"type": "array", "items": r("HostTotal")},
+            "samples": {"type": "array", "maxItems": 100000, "items": r("Sample")}}},
+          "Accepted": {"type": "object", "properties": {
+            "samples": {"type": "integer"}, "host_totals": {"type": "integer"}, "seq_gap": {"type": "integer"}}},
+          "LegacyPayload": {"type": "object", "required": ["ipaddress", "data"], "properties": {
+            "ipaddress": {"type": "string"},
+            "data": {"type": "array", "items": {"type": "object", "required": ["timestamp", "value", "process_name", "type_data"], "properties": {
+              "timestamp": {"type": "number", "description": "Unix seconds, float."},
+              "value": {"type": "number"}, "process_name": {"type": "string"},
+              "type_data": {"type": "string", "enum": ["cpu", "mem"]}}}}}},
+          "Host": {"type": "object", "properties": {
+            "host": {"type": "string"}, "last_seen": {"type": "integer"}, "age_ms": {"type": "integer"},
+            "stale": {"type": "boolean"}, "interval_ms": {"type": "integer"}, "last_seq": {"type": "integer"},
+            "seq_gaps": {"type": "integer"}, "dropped_samples": {"type": "integer"},
+            "latest": {"allOf": [r("HostTotal")], "nullable": true}}},
+          "Stats": {"type": "object", "properties": {
+            "mean": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"},
+            "last": {"type": "number"}, "p95": {"type": "number"}}},
+          "UsageRow": {"type": "object", "properties": {
+            "host": {"type": "string", "nullable": true, "description": "null when per_host=false."},
+            "process": {"type": "string"}, "cpu": r("Stats"), "cores": r("Stats"), "mem": r("Stats"), "rss": r("Stats"),
+            "count": {"type": "integer"}, "samples": {"type": "integer"}, "last_ts": {"type": "integer"}}},
+          "HistoryPoint": {"type": "object", "properties": {
+            "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_max": {"type": "number"},
+            "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_max": {"type": "number"},
+            "rss": {"type": "number"}, "count": {"type": "number"}}}
+        }
+      }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn document_lists_exactly_the_served_routes() {
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> =
+            crate::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn every_ref_resolves() {
+        let text = document().to_string();
+        let schemas = document()["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(schemas.contains_key(&name), "dangling $ref {name}");
+        }
+    }
+}

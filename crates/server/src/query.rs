@@ -1,0 +1,427 @@
+//! Query handlers: the seed-compatible `get-all` / `get-all-detailed`, and the v1 API.
+//!
+//! Semantics a user needs to know:
+//! - "The last 5 minutes" (`--window`, 5 min by default) means samples with
+//!   `ts >= now - window`, including those up to 5 min ahead of the server's clock (the most
+//!   ingestion accepts), so a slightly fast agent clock does not hide its newest samples.
+//! - `get-all` without `?host=` gives per process name the mean over every host's samples
+//!   together; `get-all-detailed` without `?host=` merges the series of every host by
+//!   timestamp and gives, per timestamp, the mean over the hosts that have a sample there.
+//!   An unknown host gives `{}` on these seed routes (as the seed did), `404` on the v1 ones.
+//! - v1 `usage`: `window` (default the query window) or `from`/`to`; `host` and `process`
+//!   filter exactly, or as a glob when they contain `*`; `per_host` (default `true`);
+//!   `sort` is `process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`;
+//!   `order` `asc`/`desc` (default `desc` for figures, `asc` for names); `limit` N keeps the
+//!   first N rows after sorting.
+//! - v1 `history`: `from` (default `now-1h`), `to` (default now + 5 min), `step` (default 0:
+//!   raw samples; else buckets aligned to multiples of the step, mean and max of each).
+//! - A host is `stale` when its newest sample is older than 3 intervals (its agent's declared
+//!   `interval_ms`, or the server's `--interval` when unknown).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use procwatch_model::validate::MAX_FUTURE_MS;
+use procwatch_model::{HostTotal, Metric, TsMs};
+use procwatch_store::{HistoryPoint, HistoryQuery, HostInfo, Stats, UsageQuery, UsageRow};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::time::{now_ms, parse_duration_ms, parse_time_ms};
+use crate::AppState;
+
+/// Query string of the seed routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct SeedParams {
+    pub host: Option<String>,
+    pub metric: Option<String>,
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    Ok(q?.0)
+}
+
+fn seed_window(st: &AppState, host: Option<String>) -> UsageQuery {
+    let now = now_ms();
+    UsageQuery {
+        from: now - st.config.query_window.as_millis() as i64,
+        to: now + MAX_FUTURE_MS + 1,
+        host: host.filter(|h| !h.is_empty()),
+        process: None,
+        per_host: false,
+    }
+}
+
+/// `GET /ressources-usage/get-all` → `{"postgres": [mem_mean, cpu_mean], ...}`.
+pub async fn get_all(
+    State(st): State<AppState>,
+    q: Result<Query<SeedParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BTreeMap<String, [f64; 2]>>, ApiError> {
+    let p = query(q)?;
+    if let Some(m) = p.metric {
+        return Err(ApiError::bad_param("metric", format!("{m:?}: get-all takes no metric")));
+    }
+    let rows = st.store.usage(&seed_window(&st, p.host)).await?;
+    Ok(Json(rows.into_iter().map(|r| (r.process, [r.mem.mean, r.cpu.mean])).collect()))
+}
+
+/// `GET /ressources-usage/get-all-detailed[?metric=mem|cpu|cores][&host=]` →
+/// `{"postgres": [v_oldest, ..., v_newest]}`.
+pub async fn get_all_detailed(
+    State(st): State<AppState>,
+    q: Result<Query<SeedParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BTreeMap<String, Vec<f64>>>, ApiError> {
+    let p = query(q)?;
+    let metric = match p.metric.as_deref() {
+        None | Some("") => Metric::Mem,
+        Some(m) => m.parse::<Metric>().map_err(|e| ApiError::bad_param("metric", e))?,
+    };
+    let series = st.store.window(&seed_window(&st, p.host)).await?;
+    // process -> ts -> (sum, n)
+    let mut merged: BTreeMap<String, BTreeMap<TsMs, (f64, u32)>> = BTreeMap::new();
+    for s in series {
+        let per_ts = merged.entry(s.process).or_default();
+        for sample in &s.samples {
+            let slot = per_ts.entry(sample.ts).or_insert((0.0, 0));
+            slot.0 += metric.of(sample);
+            slot.1 += 1;
+        }
+    }
+    Ok(Json(
+        merged
+            .into_iter()
+            .map(|(p, per_ts)| (p, per_ts.into_values().map(|(s, n)| s / f64::from(n)).collect()))
+            .collect(),
+    ))
+}
+
+/// One host in `GET /api/v1/hosts`.
+#[derive(Debug, Serialize)]
+pub struct HostView {
+    pub host: String,
+    /// Newest sample or host-total timestamp, Unix ms.
+    pub last_seen: TsMs,
+    /// `now - last_seen`, ms.
+    pub age_ms: i64,
+    /// No data for 3 intervals.
+    pub stale: bool,
+    pub interval_ms: u64,
+    pub last_seq: u64,
+    pub seq_gaps: u64,
+    pub dropped_samples: u64,
+    pub latest: Option<HostTotal>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostsResponse {
+    pub now: TsMs,
+    pub hosts: Vec<HostView>,
+}
+
+fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
+    let interval = if h.interval_ms > 0 {
+        h.interval_ms as i64
+    } else {
+        st.config.interval.as_millis() as i64
+    };
+    HostView {
+        age_ms: now - h.last_seen,
+        stale: now - h.last_seen > 3 * interval,
+        host: h.host,
+        last_seen: h.last_seen,
+        interval_ms: h.interval_ms,
+        last_seq: h.last_seq,
+        seq_gaps: h.seq_gaps,
+        dropped_samples: h.dropped_samples,
+        latest: h.latest,
+    }
+}
+
+/// `GET /api/v1/hosts`.
+pub async fn hosts(State(st): State<AppState>) -> Result<Json<HostsResponse>, ApiError> {
+    let now = now_ms();
+    let hosts = st.store.hosts().await?;
+    Ok(Json(HostsResponse {
+        now,
+        hosts: hosts.into_iter().map(|h| host_view(&st, h, now)).collect(),
+    }))
+}
+
+async fn ensure_host(st: &AppState, host: &str) -> Result<(), ApiError> {
+    if st.store.hosts().await?.iter().any(|h| h.host == host) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("unknown host {host:?}")))
+    }
+}
+
+/// Query string of `GET /api/v1/usage`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    pub window: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub host: Option<String>,
+    pub process: Option<String>,
+    pub per_host: Option<bool>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageResponse {
+    pub from: TsMs,
+    pub to: TsMs,
+    pub rows: Vec<UsageRow>,
+}
+
+/// Resolves `window` / `from` / `to` into a half-open `[from, to)`.
+fn resolve_range(
+    window: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    default_window_ms: i64,
+    now: TsMs,
+) -> Result<(TsMs, TsMs), ApiError> {
+    let to = match to {
+        Some(t) => parse_time_ms(t, now).map_err(|e| ApiError::bad_param("to", e))?,
+        None => now + MAX_FUTURE_MS + 1,
+    };
+    let from = match (window, from) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_param("window", "give either window or from, not both"))
+        }
+        (Some(w), None) => {
+            now - parse_duration_ms(w).map_err(|e| ApiError::bad_param("window", e))?
+        }
+        (None, Some(f)) => parse_time_ms(f, now).map_err(|e| ApiError::bad_param("from", e))?,
+        (None, None) => now - default_window_ms,
+    };
+    if from >= to {
+        return Err(ApiError::bad_param("from", format!("from {from} is not before to {to}")));
+    }
+    Ok((from, to))
+}
+
+/// Matches `pattern` with `*` wildcards against `s`.
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+type SortKey = Box<dyn Fn(&UsageRow) -> SortVal + Send>;
+
+#[derive(PartialEq, PartialOrd)]
+enum SortVal {
+    Num(f64),
+    Text(String),
+}
+
+fn sort_key(spec: &str) -> Result<(SortKey, bool), String> {
+    let text = |f: fn(&UsageRow) -> String| -> (SortKey, bool) {
+        (Box::new(move |r| SortVal::Text(f(r))), false)
+    };
+    match spec {
+        "process" => return Ok(text(|r| r.process.clone())),
+        "host" => return Ok(text(|r| r.host.clone().unwrap_or_default())),
+        "samples" => return Ok((Box::new(|r| SortVal::Num(r.samples as f64)), true)),
+        "count" => return Ok((Box::new(|r| SortVal::Num(f64::from(r.count))), true)),
+        _ => {}
+    }
+    let (metric, stat) = spec.split_once('.').unwrap_or((spec, "mean"));
+    let metric: fn(&UsageRow) -> &Stats = match metric {
+        "cpu" => |r| &r.cpu,
+        "cores" => |r| &r.cores,
+        "mem" => |r| &r.mem,
+        "rss" => |r| &r.rss,
+        _ => return Err(format!("{spec:?}: expected process, host, samples, count or <cpu|cores|mem|rss>.<mean|min|max|last|p95>")),
+    };
+    let stat: fn(&Stats) -> f64 = match stat {
+        "mean" => |s| s.mean,
+        "min" => |s| s.min,
+        "max" => |s| s.max,
+        "last" => |s| s.last,
+        "p95" => |s| s.p95,
+        _ => return Err(format!("{spec:?}: the statistic is one of mean, min, max, last, p95")),
+    };
+    Ok((Box::new(move |r| SortVal::Num(stat(metric(r)))), true))
+}
+
+/// `GET /api/v1/usage`.
+pub async fn usage(
+    State(st): State<AppState>,
+    q: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageResponse>, ApiError> {
+    let p = query(q)?;
+    let now = now_ms();
+    let default_window = st.config.query_window.as_millis() as i64;
+    let (from, to) = resolve_range(
+        p.window.as_deref(),
+        p.from.as_deref(),
+        p.to.as_deref(),
+        default_window,
+        now,
+    )?;
+    let sort =
+        p.sort.as_deref().map(sort_key).transpose().map_err(|e| ApiError::bad_param("sort", e))?;
+    let desc = match p.order.as_deref() {
+        None => sort.as_ref().is_some_and(|s| s.1),
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(o) => return Err(ApiError::bad_param("order", format!("{o:?}: asc or desc"))),
+    };
+    let exact = |f: &Option<String>| f.clone().filter(|v| !v.is_empty() && !v.contains('*'));
+    let glob = |f: &Option<String>| f.clone().filter(|v| v.contains('*'));
+    let uq = UsageQuery {
+        from,
+        to,
+        host: exact(&p.host),
+        process: exact(&p.process),
+        per_host: p.per_host.unwrap_or(true),
+    };
+    let mut rows = st.store.usage(&uq).await?;
+    if let Some(g) = glob(&p.host) {
+        if uq.per_host {
+            rows.retain(|r| r.host.as_deref().is_some_and(|h| glob_match(&g, h)));
+        } else {
+            return Err(ApiError::bad_param("host", "a host glob needs per_host=true"));
+        }
+    }
+    if let Some(g) = glob(&p.process) {
+        rows.retain(|r| glob_match(&g, &r.process));
+    }
+    if rows.is_empty() {
+        if let Some(h) = &uq.host {
+            ensure_host(&st, h).await?;
+        }
+    }
+    if let Some((key, _)) = sort {
+        let mut keyed: Vec<(SortVal, UsageRow)> = rows.into_iter().map(|r| (key(&r), r)).collect();
+        keyed.sort_by(|a, b| {
+            let o = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal);
+            if desc {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        rows = keyed.into_iter().map(|(_, r)| r).collect();
+    } else if desc {
+        rows.reverse();
+    }
+    if let Some(n) = p.limit {
+        rows.truncate(n);
+    }
+    Ok(Json(UsageResponse { from, to, rows }))
+}
+
+/// Query string of history and totals.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryResponse {
+    pub host: String,
+    pub process: String,
+    pub from: TsMs,
+    pub to: TsMs,
+    pub step_ms: i64,
+    pub points: Vec<HistoryPoint>,
+}
+
+const DEFAULT_HISTORY_MS: i64 = 3_600_000;
+
+/// `GET /api/v1/hosts/{host}/processes/{process}/history`.
+pub async fn history(
+    State(st): State<AppState>,
+    Path((host, process)): Path<(String, String)>,
+    q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let p = query(q)?;
+    let now = now_ms();
+    let (from, to) =
+        resolve_range(None, p.from.as_deref(), p.to.as_deref(), DEFAULT_HISTORY_MS, now)?;
+    let step_ms = match p.step.as_deref() {
+        None => 0,
+        Some(s) => parse_duration_ms(s).map_err(|e| ApiError::bad_param("step", e))?,
+    };
+    let hq = HistoryQuery { host, process, from, to, step_ms };
+    let points = st.store.history(&hq).await?;
+    Ok(Json(HistoryResponse { host: hq.host, process: hq.process, from, to, step_ms, points }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TotalsResponse {
+    pub host: String,
+    pub from: TsMs,
+    pub to: TsMs,
+    pub totals: Vec<HostTotal>,
+}
+
+/// `GET /api/v1/hosts/{host}/totals`.
+pub async fn totals(
+    State(st): State<AppState>,
+    Path(host): Path<String>,
+    q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TotalsResponse>, ApiError> {
+    let p = query(q)?;
+    if p.step.is_some() {
+        return Err(ApiError::bad_param("step", "totals take no step"));
+    }
+    let now = now_ms();
+    let (from, to) =
+        resolve_range(None, p.from.as_deref(), p.to.as_deref(), DEFAULT_HISTORY_MS, now)?;
+    let totals = st.store.host_totals(&host, from, to).await?;
+    if totals.is_empty() {
+        ensure_host(&st, &host).await?;
+    }
+    Ok(Json(TotalsResponse { host, from, to, totals }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("web-*", "web-1"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*sql*", "postgresql"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxcyyb"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn sort_keys() {
+        assert!(sort_key("cpu.p95").unwrap().1);
+        assert!(sort_key("mem").unwrap().1);
+        assert!(!sort_key("process").unwrap().1);
+        assert!(sort_key("disk.mean").is_err());
+        assert!(sort_key("cpu.median").is_err());
+    }
+}

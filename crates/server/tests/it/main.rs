@@ -1,0 +1,7 @@
+//! Integration tests: the real server on `127.0.0.1:0`, talked to over real HTTP.
+
+mod util;
+
+mod ingest;
+mod query;
+mod server;

@@ -1,0 +1,151 @@
+//! Server plumbing: health, errors, auth, routes vs OpenAPI, retention, shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use procwatch_server::{ServerConfig, ROUTES};
+use procwatch_store::memory::MemoryStore;
+use procwatch_store::Storage;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(app.get_json("/healthz").await, (200, json!({"status": "ok"})));
+    assert_eq!(app.get_json("/readyz").await, (200, json!({"status": "ready", "store": "memory"})));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let app = spawn_app().await;
+    let (status, err) = app.get_json("/nope").await;
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains("/nope"));
+    assert_eq!(err["problems"], json!([]));
+    let resp = app.client.delete(app.url("/api/v1/samples")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
+    app.stop().await;
+}
+
+/// Every route of the table (the one the OpenAPI document is checked against) is served: none
+/// of them falls through to the "no route" 404.
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get_json("/api/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    for r in ROUTES {
+        let path = r.path.replace("{host}", "h").replace("{process}", "p");
+        assert!(
+            doc["paths"][r.path][r.method.as_str().to_lowercase()].is_object(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        let resp =
+            app.client.request(r.method.clone(), app.url(&path)).body("{}").send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        let fell_through =
+            status == 404 && body["error"].as_str().unwrap_or("").starts_with("no route");
+        assert!(!fell_through, "{} {} is not served", r.method, r.path);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_guard_reads_and_writes() {
+    let config = ServerConfig {
+        write_token: Some("w-secret".into()),
+        read_token: Some("r-secret".into()),
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(Arc::new(MemoryStore::new()), config).await;
+    let b = batch("auth-1", 1, vec![sample(now_ms(), "a", 1.0, 1.0)]);
+    let post = |token: Option<&str>| {
+        let mut req = app.client.post(app.url("/api/v1/samples")).json(&b);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(post(Some("r-secret")).await.unwrap().status(), 403);
+    let ok = post(Some("w-secret")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let get = |token: Option<&str>| {
+        let mut req = app.client.get(app.url("/ressources-usage/get-all"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let denied = get(None).await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let err: Value = denied.json().await.unwrap();
+    assert!(!err.to_string().contains("secret"), "tokens never echoed: {err}");
+    assert_eq!(get(Some("w-secret")).await.unwrap().status(), 403);
+    let ok = get(Some("r-secret")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap(), json!({"a": [1.0, 1.0]}));
+    // Health and the document stay open.
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    assert_eq!(app.get_json("/api/v1/openapi.json").await.0, 200);
+    app.stop().await;
+}
+
+/// Retention runs at start: a server restarted with a shorter retention over the same store
+/// drops what is now too old, and keeps the rest.
+#[tokio::test]
+async fn retention_removes_old_samples() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    let now = now_ms();
+    let app = spawn_app_with(store.clone(), ServerConfig::default()).await;
+    let samples =
+        vec![sample(now - 2 * 3_600_000, "old", 1.0, 1.0), sample(now - 60_000, "new", 1.0, 1.0)];
+    assert_eq!(app.post_batch(&batch("r", 1, samples)).await.0, 200);
+    app.stop().await;
+
+    let short = ServerConfig { retention: Duration::from_secs(3600), ..ServerConfig::default() };
+    let app = spawn_app_with(store, short).await;
+    let (_, usage) = app.get_json("/api/v1/usage?host=r&from=-3h").await;
+    let names: Vec<&str> =
+        usage["rows"].as_array().unwrap().iter().map(|r| r["process"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["new"]);
+    // And ingestion refuses what is past the retention.
+    let (status, err) =
+        app.post_batch(&batch("r", 2, vec![sample(now - 2 * 3_600_000, "old", 1.0, 1.0)])).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["problems"][0]["field"], "ts");
+    app.stop().await;
+}
+
+/// The periodic retention task runs too, not only the one at start.
+#[tokio::test]
+async fn retention_runs_periodically() {
+    let config = ServerConfig {
+        retention: Duration::from_secs(2),
+        retention_interval: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(Arc::new(MemoryStore::new()), config).await;
+    assert_eq!(
+        app.post_batch(&batch("p", 1, vec![sample(now_ms() - 1_000, "a", 1.0, 1.0)])).await.0,
+        200
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, hosts) = app.get_json("/api/v1/hosts").await;
+        if hosts["hosts"] == json!([]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never ran: {hosts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
