@@ -439,7 +439,8 @@ fn sweep_loop(
 /// A request built from the spool.
 struct Request {
     seq: u64,
-    last_id: u64,
+    /// The last record id the request holds; `None` for a request that only reports drops.
+    last_id: Option<u64>,
     dropped: u64,
     records: u64,
     samples: u64,
@@ -494,11 +495,26 @@ fn next_request(
         }
         recs.truncate(keep);
         if recs.is_empty() {
-            return Ok(Next::Idle);
+            if st.dropped_pending == 0 {
+                return Ok(Next::Idle);
+            }
+            // Drops to report and no sweep to carry them: a batch of no samples carries them.
+            let seq = st.next_seq;
+            spool.take_seq(seq)?;
+            return Ok(Next::Send(Request {
+                seq,
+                last_id: None,
+                dropped: st.dropped_pending,
+                records: 0,
+                samples: 0,
+                body: build_batch(&cfg.host, &cfg.agent, seq, st.dropped_pending, &[]),
+                single: false,
+            }));
         }
         (recs, st.next_seq, st.dropped_pending)
     };
     let last_id = records.last().map_or(0, |r| r.id);
+    let req_last_id = Some(last_id);
     let mut parts = Vec::with_capacity(records.len());
     let mut host = cfg.host.clone();
     for r in &records {
@@ -515,7 +531,7 @@ fn next_request(
     let body = build_batch(&host, &cfg.agent, seq, dropped, &parts);
     let req = Request {
         seq,
-        last_id,
+        last_id: req_last_id,
         dropped,
         records: records.len() as u64,
         samples: records.iter().map(|r| r.samples as u64).sum(),
@@ -565,7 +581,7 @@ async fn send_loop(
                 continue;
             }
         };
-        if solo && req.last_id >= solo_until {
+        if solo && req.last_id.is_some_and(|l| l >= solo_until) {
             solo = false;
         }
         let result = shipper.send(&req.body).await;
@@ -582,7 +598,10 @@ async fn send_loop(
                 let r = spool
                     .lock()
                     .map_err(|_| ())
-                    .and_then(|mut sp| sp.ack_through(req.last_id, req.dropped).map_err(|e| {
+                    .and_then(|mut sp| match req.last_id {
+                        Some(id) => sp.ack_through(id, req.dropped),
+                        None => sp.ack_dropped(req.dropped),
+                    }.map_err(|e| {
                         error!(message = "Could not persist the ack; the batch may be resent.", error = %e);
                     }));
                 let _ = r;
@@ -611,7 +630,7 @@ async fn send_loop(
                     %reason
                 );
                 solo = true;
-                solo_until = req.last_id;
+                solo_until = req.last_id.unwrap_or(0);
                 if let Ok(mut sp) = spool.lock() {
                     let _ = sp.clear_inflight(true);
                 }
@@ -631,7 +650,9 @@ async fn send_loop(
                     // The server stored nothing: give the seq back, keep its drop count
                     // pending, and count the refused samples as dropped.
                     let _ = sp.clear_inflight(true).and_then(|()| {
-                        sp.ack_through(req.last_id, 0)?;
+                        if let Some(id) = req.last_id {
+                            sp.ack_through(id, 0)?;
+                        }
                         sp.count_dropped(Dropped { records: req.records, samples: req.samples })
                     });
                 }
@@ -664,7 +685,7 @@ async fn send_loop(
 /// Writes a refused request to `<spool>/quarantine/`; returns the file path (or why not).
 fn quarantine(cfg: &AgentConfig, req: &Request, reason: &str) -> String {
     let dir = cfg.spool.dir.join("quarantine");
-    let name = format!("{}-seq{}-id{}", now_ms(), req.seq, req.last_id);
+    let name = format!("{}-seq{}-id{}", now_ms(), req.seq, req.last_id.unwrap_or(0));
     let body = dir.join(format!("{name}.json"));
     let err = dir.join(format!("{name}.error.txt"));
     let result = std::fs::create_dir_all(&dir)

@@ -435,6 +435,18 @@ impl Spool {
         self.persist()
     }
 
+    /// Takes `seq` for a request that holds no record (it only reports drops).
+    pub fn take_seq(&mut self, seq: u64) -> Result<(), SpoolError> {
+        self.state.next_seq = self.state.next_seq.max(seq + 1);
+        self.persist()
+    }
+
+    /// The server accepted a request that only reported `reported` dropped samples.
+    pub fn ack_dropped(&mut self, reported: u64) -> Result<(), SpoolError> {
+        self.state.dropped_pending = self.state.dropped_pending.saturating_sub(reported);
+        self.persist()
+    }
+
     /// Forgets the request in flight without acking (e.g. it is to be split), giving its `seq`
     /// back when the server never accepted it.
     pub fn clear_inflight(&mut self, reuse_seq: bool) -> Result<(), SpoolError> {

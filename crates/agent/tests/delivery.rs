@@ -1,0 +1,282 @@
+//! Delivery against fake servers (real HTTP on 127.0.0.1): one that fails the first N
+//! requests, one that refuses a bad batch, one that starts late, and a spool cap that forces
+//! a drop. Every sample the agent took must arrive exactly once, or be counted as dropped.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use procwatch_agent::{AgentConfig, BackoffConfig, SweepData, SweepFn};
+use procwatch_model::{Batch, HostTotal, Sample};
+
+#[derive(Default)]
+struct Fake {
+    /// Answer 500 to this many requests first.
+    fail_first: AtomicU64,
+    /// Refuse (400) any batch holding a sample of this process.
+    poison: Option<String>,
+    token: Option<String>,
+    accepted: Mutex<Vec<Batch>>,
+    requests: AtomicU64,
+    refused_400: AtomicU64,
+    unauthorized: AtomicU64,
+}
+
+async fn ingest(
+    State(f): State<Arc<Fake>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    f.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(t) = &f.token {
+        let want = format!("Bearer {t}");
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+            f.unauthorized.fetch_add(1, Ordering::SeqCst);
+            return (StatusCode::UNAUTHORIZED, r#"{"error":"bad token"}"#.into());
+        }
+    }
+    if f.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"boom"}"#.into());
+    }
+    let json = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).unwrap();
+        out
+    } else {
+        body.to_vec()
+    };
+    let batch: Batch = match serde_json::from_slice(&json) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!(r#"{{"error":"{e}"}}"#)),
+    };
+    if let Some(p) = &f.poison {
+        if let Some(i) = batch.samples.iter().position(|s| &s.process == p) {
+            f.refused_400.fetch_add(1, Ordering::SeqCst);
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    r#"{{"error":"invalid batch","problems":[{{"index":{i},"field":"process","reason":"poisoned"}}]}}"#
+                ),
+            );
+        }
+    }
+    f.accepted.lock().unwrap().push(batch);
+    (StatusCode::OK, "{}".into())
+}
+
+async fn serve(fake: Arc<Fake>, listener: tokio::net::TcpListener) {
+    let app = Router::new().route("/api/v1/samples", post(ingest)).with_state(fake);
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn start(fake: Arc<Fake>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve(fake, l));
+    addr
+}
+
+/// A recent whole second, Unix ms (the spool drops sweeps older than 48 h).
+fn t0() -> i64 {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    now - now % 1000 - 60_000
+}
+
+/// A synthetic collector: sweep k has `3 + k % 4` samples at ts = t0 + k s; records what it
+/// produced.
+fn synthetic(taken: Arc<Mutex<BTreeMap<i64, usize>>>, poison_at: Option<i64>) -> SweepFn {
+    let mut k = 0i64;
+    let base = t0();
+    Box::new(move || {
+        let ts = base + k * 1000;
+        let n = 3 + (k % 4) as usize;
+        let samples = (0..n)
+            .map(|i| Sample {
+                ts,
+                process: if Some(k) == poison_at && i == 0 {
+                    "poison".into()
+                } else {
+                    format!("proc-{i}")
+                },
+                cpu: 1.5,
+                cores: 0.03,
+                mem: 0.7,
+                rss: 4096,
+                count: 1,
+            })
+            .collect();
+        k += 1;
+        taken.lock().unwrap().insert(ts, n);
+        Ok(Some(SweepData {
+            ts,
+            host_totals: vec![HostTotal { ts, cpu: 12.0, mem: 40.0, unattributed_cpu: Some(1.0) }],
+            samples,
+        }))
+    })
+}
+
+fn config(addr: SocketAddr, spool: &std::path::Path, sweeps: u64) -> AgentConfig {
+    let mut c = AgentConfig::new("test-host", format!("http://{addr}"), spool);
+    c.interval = Duration::from_millis(40);
+    c.backoff = BackoffConfig {
+        base: Duration::from_millis(10),
+        factor: 2.0,
+        max: Duration::from_millis(80),
+    };
+    c.spool.fsync = false;
+    c.max_sweeps = Some(sweeps);
+    c.drain_timeout = Duration::from_secs(10);
+    c
+}
+
+/// Samples per ts the server accepted.
+fn received(fake: &Fake) -> BTreeMap<i64, usize> {
+    let mut m = BTreeMap::new();
+    for b in fake.accepted.lock().unwrap().iter() {
+        for s in &b.samples {
+            *m.entry(s.ts).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+fn seqs(fake: &Fake) -> Vec<u64> {
+    fake.accepted.lock().unwrap().iter().map(|b| b.seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_failing_first_requests_gets_everything_exactly_once() {
+    let fake = Arc::new(Fake {
+        fail_first: AtomicU64::new(4),
+        token: Some("s3cret".into()),
+        ..Fake::default()
+    });
+    let addr = start(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut cfg = config(addr, dir.path(), 12);
+    cfg.shipper.token = Some("s3cret".into());
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(received(&fake), *taken.lock().unwrap());
+    assert_eq!(taken.lock().unwrap().len(), 12);
+    // Each accepted request has the next seq: no gap, no duplicate.
+    let s = seqs(&fake);
+    assert_eq!(s, (0..s.len() as u64).collect::<Vec<_>>());
+    assert!(stats.retries.load(Ordering::Relaxed) >= 4);
+    assert_eq!(fake.unauthorized.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.dropped_samples.load(Ordering::Relaxed), 0);
+    assert!(fake
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|b| b.host == "test-host" && b.interval_ms == 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batch_is_quarantined_and_reported_not_retried() {
+    let fake = Arc::new(Fake { poison: Some("poison".into()), ..Fake::default() });
+    let addr = start(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let cfg = config(addr, dir.path(), 8);
+    let stats =
+        procwatch_agent::run(cfg, synthetic(taken.clone(), Some(3)), std::future::pending())
+            .await
+            .unwrap();
+    let taken = taken.lock().unwrap().clone();
+    let bad_ts = *taken.keys().nth(3).unwrap();
+    let mut want = taken.clone();
+    let bad_n = want.remove(&bad_ts).unwrap();
+    assert_eq!(received(&fake), want);
+    // Refused at most twice (once in a merged request, once alone), never in a loop.
+    let refused = fake.refused_400.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&refused), "refused {refused} times");
+    assert_eq!(stats.quarantined_records.load(Ordering::Relaxed), 1);
+    let q: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let body = q.iter().find(|p| p.extension().is_some_and(|x| x == "json")).unwrap();
+    let quarantined: Batch = serde_json::from_slice(&std::fs::read(body).unwrap()).unwrap();
+    assert_eq!(quarantined.samples.len(), bad_n);
+    let err = q.iter().find(|p| p.to_string_lossy().ends_with(".error.txt")).unwrap();
+    assert!(std::fs::read_to_string(err).unwrap().contains("poisoned"));
+    // The refused samples are reported as dropped, once; seqs have no gap.
+    let dropped: u64 = fake.accepted.lock().unwrap().iter().map(|b| b.dropped_samples).sum();
+    assert_eq!(dropped, bad_n as u64);
+    let s = seqs(&fake);
+    assert_eq!(s, (0..s.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_starting_late_gets_the_backlog_merged_and_in_order() {
+    // Reserve a port, then leave it closed for the first sweeps.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let fake = Arc::new(Fake::default());
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let cfg = config(addr, dir.path(), 16);
+    let f2 = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(6 * 40 + 20)).await;
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        serve(f2, l).await;
+    });
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(received(&fake), *taken.lock().unwrap());
+    let batches = fake.accepted.lock().unwrap().clone();
+    // The backlog went in fewer requests than sweeps, oldest first.
+    assert!(batches.len() < 16, "{} requests", batches.len());
+    assert!(batches.iter().any(|b| b.host_totals.len() > 1));
+    let ts: Vec<i64> = batches.iter().flat_map(|b| b.host_totals.iter().map(|h| h.ts)).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]));
+    assert!(stats.retries.load(Ordering::Relaxed) > 0);
+    assert_eq!(stats.dropped_samples.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_cap_drop_is_counted_and_reported_to_the_server() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let fake = Arc::new(Fake::default());
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut cfg = config(addr, dir.path(), 20);
+    // About 500 bytes a sweep: a 3000-byte spool in 1000-byte segments overflows.
+    cfg.spool.max_bytes = 3000;
+    cfg.spool.segment_bytes = 1000;
+    let f2 = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(15 * 40)).await;
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        serve(f2, l).await;
+    });
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    let taken: usize = taken.lock().unwrap().values().sum();
+    let got: usize = received(&fake).values().sum();
+    let dropped = stats.dropped_samples.load(Ordering::Relaxed);
+    assert!(dropped > 0);
+    assert_eq!(got as u64 + dropped, taken as u64);
+    let reported: u64 = fake.accepted.lock().unwrap().iter().map(|b| b.dropped_samples).sum();
+    assert_eq!(reported, dropped);
+}
