@@ -391,27 +391,11 @@ impl InfluxStore {
             }
         };
         for s in &batch.samples {
-            write_point(
-                &mut cur,
-                PROC,
-                &[("host", host), ("process", &s.process)],
-                &[
-                    ("cpu", Field::Float(s.cpu)),
-                    ("cores", Field::Float(s.cores)),
-                    ("mem", Field::Float(s.mem)),
-                    ("rss", int(s.rss)),
-                    ("count", Field::Int(i64::from(s.count))),
-                ],
-                s.ts,
-            );
+            line::sample_point(&mut cur, host, s);
             push(&mut cur, &mut n, &mut chunks);
         }
         for t in &batch.host_totals {
-            let mut fields = vec![("cpu", Field::Float(t.cpu)), ("mem", Field::Float(t.mem))];
-            if let Some(u) = t.unattributed_cpu.filter(|u| u.is_finite()) {
-                fields.push(("unattributed_cpu", Field::Float(u)));
-            }
-            write_point(&mut cur, HOST, &[("host", host)], &fields, t.ts);
+            line::host_total_point(&mut cur, host, t);
             push(&mut cur, &mut n, &mut chunks);
         }
         if !cur.is_empty() {

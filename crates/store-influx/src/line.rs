@@ -6,12 +6,13 @@
 //! - string field values: `"` and `\` are backslash-escaped, the value is double-quoted;
 //! - integer fields carry an `i` suffix, floats are written in Rust's shortest round-trip form.
 //!
-//! One case the line protocol cannot carry: a tag value in which an odd run of backslashes
-//! stands right before `,`, `=`, space or the end of the value (`foo\`, `a\ b`). InfluxDB
-//! neither unescapes `\\` in tag values nor lets a lone `\` precede a separator, so such a
-//! value cannot round-trip. [`encode_tag_value`] replaces the last backslash of each such run
-//! by U+001A (SUB) and [`decode_tag_value`] maps it back; process names never contain control
-//! characters (SPEC section 2), so the mapping is unambiguous. Every other value is stored as
+//! What the line protocol cannot carry: a tag value that *ends* with a backslash (InfluxDB 1.x
+//! takes the separator after it as escaped and refuses the line), and backslashes right
+//! before a backslash or an escaped `,`, `=` or space, which InfluxDB 1.x reads literally but
+//! parsers that honour `\\` as an escape (possibly 3.x) may not. [`encode_tag_value`] replaces each
+//! such backslash by U+001A (SUB) and [`decode_tag_value`] maps it back; process names never
+//! contain control characters (SPEC section 2), so the mapping is unambiguous. Every other value
+//! (a backslash before an ordinary character included, `C:\Program Files\x`) is stored as
 //! is, so `SHOW TAG VALUES` shows real process names.
 
 use std::borrow::Cow;
@@ -35,27 +36,12 @@ pub fn encode_tag_value(v: &str) -> Cow<'_, str> {
     if !v.contains('\\') {
         return Cow::Borrowed(v);
     }
-    let chars: Vec<char> = v.chars().collect();
     let mut out = String::with_capacity(v.len());
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] != '\\' {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && chars[i] == '\\' {
-            i += 1;
-        }
-        let run = i - start;
-        let before_special = i == chars.len() || matches!(chars[i], ',' | '=' | ' ');
-        if run % 2 == 1 && before_special {
-            out.extend(std::iter::repeat_n('\\', run - 1));
-            out.push(SUB);
-        } else {
-            out.extend(std::iter::repeat_n('\\', run));
-        }
+    let mut it = v.chars().peekable();
+    while let Some(c) = it.next() {
+        let unsafe_backslash =
+            c == '\\' && it.peek().is_none_or(|n| matches!(n, '\\' | ',' | '=' | ' '));
+        out.push(if unsafe_backslash { SUB } else { c });
     }
     Cow::Owned(out)
 }
@@ -119,6 +105,32 @@ pub fn write_point(
         }
     }
     let _ = writeln!(out, " {ts}");
+}
+
+/// The point of one sample: measurement `proc`, tags `host` and `process`.
+pub fn sample_point(out: &mut String, host: &str, s: &procwatch_model::Sample) {
+    write_point(
+        out,
+        "proc",
+        &[("host", host), ("process", &s.process)],
+        &[
+            ("cpu", Field::Float(s.cpu)),
+            ("cores", Field::Float(s.cores)),
+            ("mem", Field::Float(s.mem)),
+            ("rss", int(s.rss)),
+            ("count", Field::Int(i64::from(s.count))),
+        ],
+        s.ts,
+    );
+}
+
+/// The point of one host total: measurement `host`, tag `host`.
+pub fn host_total_point(out: &mut String, host: &str, t: &procwatch_model::HostTotal) {
+    let mut fields = vec![("cpu", Field::Float(t.cpu)), ("mem", Field::Float(t.mem))];
+    if let Some(u) = t.unattributed_cpu.filter(|u| u.is_finite()) {
+        fields.push(("unattributed_cpu", Field::Float(u)));
+    }
+    write_point(out, "host", &[("host", host)], &fields, t.ts);
 }
 
 /// `u64` to a line-protocol integer (InfluxDB 1.x integers are signed 64-bit).
@@ -195,23 +207,21 @@ mod tests {
     }
 
     #[test]
-    fn backslashes_that_can_round_trip_are_kept() {
+    fn backslashes_before_ordinary_characters_are_kept() {
         assert_eq!(encode_tag_value(r"C:\Program Files\x"), r"C:\Program Files\x");
-        assert_eq!(encode_tag_value(r"a\\b"), r"a\\b");
-        assert_eq!(encode_tag_value(r"a\\"), r"a\\");
-        assert_eq!(encode_tag_value(r"a\\ b"), r"a\\ b");
-        let l = line("m", &[("p", r"a\\ b")], &[("f", Field::Int(1))], 0);
-        assert_eq!(l, "m,p=a\\\\\\ b f=1i 0\n");
+        let l = line("m", &[("p", r"C:\Program Files\x")], &[("f", Field::Int(1))], 0);
+        assert_eq!(l, "m,p=C:\\Program\\ Files\\x f=1i 0\n");
     }
 
     #[test]
-    fn backslashes_before_a_separator_are_substituted_and_restored() {
+    fn other_backslashes_are_substituted_and_restored() {
         for (raw, enc) in [
             (r"foo\", "foo\u{1A}"),
             (r"a\ b", "a\u{1A} b"),
             (r"a\,b", "a\u{1A},b"),
             (r"a\=b", "a\u{1A}=b"),
-            (r"a\\\", "a\\\\\u{1A}"),
+            (r"a\\b", "a\u{1A}\\b"),
+            (r"a\\", "a\u{1A}\u{1A}"),
             (r"\", "\u{1A}"),
         ] {
             assert_eq!(encode_tag_value(raw), enc, "{raw}");
