@@ -1,10 +1,202 @@
-//! `procwatch server`.
+//! `procwatch server`: parses flags, builds the tokio runtime, opens the store, binds, and runs
+//! `procwatch_server::run` until SIGINT or SIGTERM (then finishes the requests in flight and
+//! closes the store).
+//!
+//! `--addr-file FILE` writes the bound address (`127.0.0.1:41234`) to FILE once the socket is
+//! listening, so scripts and tests can use `--listen 127.0.0.1:0`.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use procwatch_server::ServerConfig;
+use procwatch_store::Storage;
 
 #[derive(Debug, clap::Args)]
-pub struct ServerArgs {}
+pub struct ServerArgs {
+    /// Address to listen on (port 0: any free port; see --addr-file).
+    #[arg(long, env = "PROCWATCH_LISTEN", default_value = "127.0.0.1:8000", value_name = "ADDR")]
+    pub listen: String,
 
-pub fn run(_args: ServerArgs) -> Result<()> {
-    anyhow::bail!("procwatch server is not built yet")
+    /// Directory of the embedded store.
+    #[arg(
+        long,
+        env = "PROCWATCH_DATA_DIR",
+        default_value = "./procwatch-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// How long samples are kept (humantime: 48h, 7d, 30m).
+    #[arg(long, env = "PROCWATCH_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often retention runs (it also runs at start).
+    #[arg(long, env = "PROCWATCH_RETENTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+
+    /// Storage engine.
+    #[arg(long, env = "PROCWATCH_STORE", default_value = "sqlite")]
+    pub store: StoreKind,
+
+    /// Expected agent interval; a host is stale after 3 intervals without data.
+    #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// The window of the seed routes ("the last 5 minutes") and default v1 usage window.
+    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+
+    /// Bearer token required on ingestion routes.
+    #[arg(
+        long,
+        env = "PROCWATCH_WRITE_TOKEN",
+        value_name = "T",
+        hide_env_values = true,
+        conflicts_with = "write_token_file"
+    )]
+    pub write_token: Option<Secret>,
+
+    /// File holding the write token (surrounding whitespace ignored).
+    #[arg(long, env = "PROCWATCH_WRITE_TOKEN_FILE", value_name = "FILE")]
+    pub write_token_file: Option<PathBuf>,
+
+    /// Bearer token required on query routes.
+    #[arg(
+        long,
+        env = "PROCWATCH_READ_TOKEN",
+        value_name = "T",
+        hide_env_values = true,
+        conflicts_with = "read_token_file"
+    )]
+    pub read_token: Option<Secret>,
+
+    /// File holding the read token (surrounding whitespace ignored).
+    #[arg(long, env = "PROCWATCH_READ_TOKEN_FILE", value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+
+    /// Write the bound address to FILE once listening.
+    #[arg(long, env = "PROCWATCH_ADDR_FILE", value_name = "FILE")]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// Which backend holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Embedded SQLite in --data-dir (default).
+    Sqlite,
+    /// An external InfluxDB.
+    Influxdb,
+    /// In memory, gone at exit (tests and demos).
+    Memory,
+}
+
+/// A token: its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+fn token(given: Option<Secret>, file: Option<&Path>, what: &str) -> Result<Option<String>> {
+    let token = match (given, file) {
+        (Some(s), _) => s.0,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} token file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        bail!("the {what} token is empty");
+    }
+    Ok(Some(token))
+}
+
+/// Opens the storage backend chosen by `--store`.
+pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
+    match args.store {
+        StoreKind::Sqlite => {
+            bail!("the sqlite store is not built yet (use --store memory for now)")
+        }
+        StoreKind::Influxdb => bail!("the influxdb store is not built yet"),
+        StoreKind::Memory => Ok(Arc::new(procwatch_store::memory::MemoryStore::new())),
+    }
+}
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let config = ServerConfig {
+        retention: args.retention,
+        retention_interval: args.retention_interval,
+        interval: args.interval,
+        query_window: args.window,
+        write_token: token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?,
+        read_token: token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?,
+        ..ServerConfig::default()
+    };
+    if args.retention_interval.is_zero() {
+        bail!("--retention-interval must be more than 0");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("procwatch-server")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let store = open_store(&args).await?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        if let Some(path) = &args.addr_file {
+            // Written whole then renamed, so a reader never sees half an address.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, addr.to_string())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("cannot write the address file {}", path.display()))?;
+        }
+        procwatch_server::run(listener, config, store, shutdown_signal())
+            .await
+            .context("server failed")
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(message = "Cannot listen for SIGINT.", %error);
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(message = "Cannot listen for SIGTERM.", %error);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!(message = "Shutting down: finishing requests in flight.");
 }
