@@ -7,7 +7,12 @@
 //!   skips the deadlines it missed rather than bunching up). Until shipping is wired, each batch
 //!   is written to stdout as one JSON line (`--format json`, the default without `--once`) or
 //!   as a table.
+//! - `--server URL`: every sweep is spooled on disk, then shipped (see `ship` and the
+//!   `procwatch_agent` crate docs); with `--once`, one sweep is taken, shipped, and the agent
+//!   exits.
 //! - `--bench N`: the collector's cost beside its peers (see `procwatch_collector::bench`).
+
+mod ship;
 
 use anyhow::{bail, Context, Result};
 use procwatch_collector::{new_collector, Collector, CollectorKind, CollectorOptions, Sweep};
@@ -68,6 +73,9 @@ pub struct AgentArgs {
     /// With --bench: spawn sleeping processes until at least this many exist.
     #[arg(long, env = "PROCWATCH_BENCH_PROCS", default_value_t = 1000, value_name = "N")]
     pub bench_procs: usize,
+
+    #[command(flatten)]
+    pub delivery: ship::DeliveryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,7 +154,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let host = args.host_name()?;
     let mut collector = args.build_collector()?;
     let stdout = std::io::stdout();
-    if args.once {
+    if args.once && args.server.is_none() {
         let format = args.format.unwrap_or(Format::Table);
         let start = Instant::now();
         collector.sweep().context("sweep failed")?;
@@ -157,10 +165,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let mut out = stdout.lock();
         return ignore_broken_pipe(emit(&mut out, format, &host, 1, args.interval, &sweep));
     }
-    if args.server.is_some() {
-        tracing::warn!(
-            message = "Shipping to --server is not wired yet; writing batches to stdout."
-        );
+    if let Some(server) = &args.server {
+        return ship::run(&args, server, host, collector);
     }
     let format = args.format.unwrap_or(Format::Json);
     let mut deadline = Instant::now();

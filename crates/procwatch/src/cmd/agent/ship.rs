@@ -1,0 +1,152 @@
+//! `procwatch agent --server URL`: the collector plugged into `procwatch_agent::run` (spool
+//! first, then ship; nothing taken is lost).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use procwatch_agent::{AgentConfig, BackoffConfig, BoxError, SweepData};
+use procwatch_collector::Collector;
+
+use super::AgentArgs;
+
+/// Delivery flags (used with `--server`).
+#[derive(Debug, clap::Args)]
+pub struct DeliveryArgs {
+    /// Cap on the spool's size on disk; past it the oldest sweeps are dropped, counted and
+    /// reported to the server (e.g. 256MiB, 1GiB, 500000).
+    #[arg(long, env = "PROCWATCH_SPOOL_MAX_BYTES", default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub spool_max_bytes: u64,
+
+    /// Spooled sweeps older than this are dropped (counted and reported).
+    #[arg(long, env = "PROCWATCH_SPOOL_MAX_AGE", default_value = "48h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub spool_max_age: Duration,
+
+    /// fdatasync the spool after every sweep (a sweep survives a power loss once spooled).
+    #[arg(long, env = "PROCWATCH_SPOOL_FSYNC", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub spool_fsync: bool,
+
+    /// Largest wait between two delivery attempts (exponential backoff from 500ms, full
+    /// jitter).
+    #[arg(long, env = "PROCWATCH_RETRY_MAX", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub retry_max: Duration,
+
+    /// Timeout of one delivery request.
+    #[arg(long, env = "PROCWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+}
+
+/// The spool directory when `--spool-dir` is not given: under the data directory that
+/// `procwatch up` uses too.
+pub const DEFAULT_SPOOL_DIR: &str = "procwatch-data/spool";
+
+/// Parses `256MiB`, `1GiB`, `64KiB`, `10MB`, `500000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 256MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+fn to_sweep_data(s: procwatch_collector::Sweep) -> SweepData {
+    SweepData { ts: s.ts, host_totals: vec![s.host_total], samples: s.samples }
+}
+
+pub fn run(
+    args: &AgentArgs,
+    server: &str,
+    host: String,
+    mut collector: Box<dyn Collector + Send>,
+) -> Result<()> {
+    let d = &args.delivery;
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+    let mut cfg = AgentConfig::new(host, server, &spool_dir);
+    cfg.agent = super::AGENT_ID.to_string();
+    cfg.interval = args.interval;
+    cfg.shipper.token = args.token.clone();
+    cfg.shipper.timeout = d.request_timeout;
+    cfg.backoff = BackoffConfig { max: d.retry_max, ..BackoffConfig::default() };
+    cfg.spool.max_bytes = d.spool_max_bytes;
+    cfg.spool.max_age = d.spool_max_age;
+    cfg.spool.fsync = d.spool_fsync;
+    cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(64 << 10, 8 << 20);
+    if args.once {
+        cfg.max_sweeps = Some(1);
+        cfg.drain_timeout = d.request_timeout;
+    }
+    tracing::info!(
+        message = "Agent starting.",
+        server,
+        host = %cfg.host,
+        interval_ms = cfg.interval.as_millis() as u64,
+        spool = %spool_dir.display()
+    );
+    let sweep = Box::new(move || {
+        collector.sweep().map(|o| o.map(to_sweep_data)).map_err(|e| Box::new(e) as BoxError)
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let stats =
+        rt.block_on(procwatch_agent::run(cfg, sweep, shutdown_signal())).context("agent failed")?;
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        message = "Agent stopped.",
+        sweeps = stats.sweeps.load(Relaxed),
+        sent_samples = stats.sent_samples.load(Relaxed),
+        dropped_samples = stats.dropped_samples.load(Relaxed),
+        quarantined_records = stats.quarantined_records.load(Relaxed)
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("500000"), Ok(500_000));
+        assert_eq!(parse_size("1.5 KiB"), Ok(1536));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}
