@@ -1,0 +1,196 @@
+//! The InfluxDB backend against a real influxd: retention policy management, two stores on
+//! one database, and InfluxDB going down, slow, and coming back.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, Sample};
+use procwatch_store::conformance::{base_ts, sample};
+use procwatch_store::{AlarmQuery, Storage, StoreError, UsageQuery};
+use procwatch_store_influx::testing::Influxd;
+use procwatch_store_influx::{InfluxConfig, InfluxStore};
+
+fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
+    Batch {
+        host: host.into(),
+        agent: "test".into(),
+        seq,
+        interval_ms: 10_000,
+        host_totals: vec![],
+        samples,
+        dropped_samples: 0,
+    }
+}
+
+fn usage_q(t0: i64) -> UsageQuery {
+    UsageQuery { from: t0 - 60_000, to: t0 + 600_000, host: None, process: None, per_host: true }
+}
+
+/// Runs InfluxQL directly (not through the store) and returns the JSON answer.
+async fn influxql(url: &str, db: &str, q: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{url}/query"))
+        .query(&[("db", db)])
+        .form(&[("q", q)])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// `SHOW RETENTION POLICIES` as (name, duration, shard duration, default).
+async fn policies(url: &str, db: &str) -> Vec<(String, String, String, bool)> {
+    let v = influxql(url, db, &format!("SHOW RETENTION POLICIES ON \"{db}\"")).await;
+    v["results"][0]["series"][0]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_str().unwrap().to_string(),
+                r[2].as_str().unwrap().to_string(),
+                r[4].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_policy_is_created_as_default_then_altered() {
+    let Some(d) = Influxd::start_or_skip("retention_policy_is_created_as_default_then_altered")
+    else {
+        return;
+    };
+    let store = InfluxStore::connect(d.config("rpdb")).await.expect("connect");
+    store.health().await.expect("healthy");
+    let p = policies(&d.url(), "rpdb").await;
+    assert!(p.contains(&("procwatch".into(), "48h0m0s".into(), "1h0m0s".into(), true)), "{p:?}");
+    assert!(p.iter().any(|r| r.0 == "procwatch_events" && r.1 == "0s" && !r.3), "{p:?}");
+    assert!(p.iter().any(|r| r.0 == "autogen" && !r.3), "autogen is no longer default: {p:?}");
+
+    // Data lands in the policy.
+    let t0 = base_ts();
+    store.write_batch(&batch("rp-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await.expect("write");
+    let v =
+        influxql(&d.url(), "rpdb", r#"SELECT count("cpu") FROM "rpdb"."procwatch"."proc""#).await;
+    assert_eq!(v["results"][0]["series"][0]["values"][0][1], 1, "{v}");
+
+    // A second server start with another retention ALTERs the policy.
+    let mut cfg = d.config("rpdb");
+    cfg.retention = Duration::from_secs(72 * 3600);
+    let store2 = InfluxStore::connect(cfg).await.expect("connect");
+    store2.health().await.expect("healthy");
+    let p = policies(&d.url(), "rpdb").await;
+    assert!(p.contains(&("procwatch".into(), "72h0m0s".into(), "24h0m0s".into(), true)), "{p:?}");
+    // A named policy.
+    let mut cfg = d.config("rpdb");
+    cfg.rp = Some("short term".into());
+    cfg.retention = Duration::from_secs(3600);
+    InfluxStore::connect(cfg).await.expect("connect").health().await.expect("healthy");
+    let p = policies(&d.url(), "rpdb").await;
+    assert!(p.contains(&("short term".into(), "1h0m0s".into(), "1h0m0s".into(), true)), "{p:?}");
+}
+
+fn event(id: &str, host: &str, start: i64) -> AlarmEvent {
+    AlarmEvent {
+        id: id.into(),
+        kind: AlarmKind::Series,
+        host: host.into(),
+        process: "java".into(),
+        metric: Metric::Cpu,
+        level: Level::Red,
+        previous: Level::Ok,
+        start,
+        end: None,
+        value: 95.0,
+        peak: 95.0,
+        threshold: 80.0,
+        forecast: None,
+        eta_seconds: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_database_agree() {
+    let Some(d) = Influxd::start_or_skip("two_stores_on_one_database_agree") else {
+        return;
+    };
+    let a = InfluxStore::connect(d.config("shared")).await.expect("connect a");
+    let b = InfluxStore::connect(d.config("shared")).await.expect("connect b");
+    let t0 = base_ts();
+    let s1: Vec<Sample> = (0..10).map(|i| sample(t0 + i * 10_000, "web", i as f64, 2.0)).collect();
+    a.write_batch(&batch("two-1", 1, s1)).await.expect("write via a");
+    // The seq bookkeeping is shared: b sees a's batch 1, so batch 3 opens a gap of 1.
+    let s3 = vec![sample(t0 + 100_000, "web", 50.0, 2.0)];
+    let out = b.write_batch(&batch("two-1", 3, s3)).await.expect("write via b");
+    assert_eq!(out.seq_gap, 1);
+
+    let (ua, ub) = (a.usage(&usage_q(t0)).await.unwrap(), b.usage(&usage_q(t0)).await.unwrap());
+    assert_eq!(ua, ub);
+    assert_eq!(ua[0].samples, 11);
+    let (ha, hb) = (a.hosts().await.unwrap(), b.hosts().await.unwrap());
+    assert_eq!(ha, hb);
+    assert_eq!((ha[0].last_seq, ha[0].seq_gaps), (3, 1));
+
+    a.put_alarm_event(&event("ev-1", "two-1", t0)).await.expect("put");
+    let mut closed = event("ev-1", "two-1", t0);
+    closed.end = Some(t0 + 50_000);
+    b.put_alarm_event(&closed).await.expect("close via b");
+    let q = AlarmQuery::default();
+    let (ea, eb) = (a.alarm_events(&q).await.unwrap(), b.alarm_events(&q).await.unwrap());
+    assert_eq!(ea, vec![closed.clone()]);
+    assert_eq!(ea, eb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxd_down_is_unavailable_and_the_store_recovers() {
+    let Some(mut d) = Influxd::start_or_skip("influxd_down_is_unavailable_and_the_store_recovers")
+    else {
+        return;
+    };
+    let store = InfluxStore::connect(d.config("outage")).await.expect("connect");
+    let t0 = base_ts();
+    let first: Vec<Sample> = (0..5).map(|i| sample(t0 + i * 10_000, "db", 1.0, 1.0)).collect();
+    let second: Vec<Sample> = (5..10).map(|i| sample(t0 + i * 10_000, "db", 2.0, 1.0)).collect();
+    store.write_batch(&batch("out-1", 1, first)).await.expect("write while up");
+
+    d.stop();
+    let unavailable = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("influxdb"), "{what}: {msg}"),
+        other => panic!("{what} while influxd is down: {other:?}"),
+    };
+    let b2 = batch("out-1", 2, second.clone());
+    unavailable(store.write_batch(&b2).await.map(drop), "write");
+    unavailable(store.usage(&usage_q(t0)).await.map(drop), "usage");
+    unavailable(store.window(&usage_q(t0)).await.map(drop), "window");
+    unavailable(store.hosts().await.map(drop), "hosts");
+    unavailable(store.alarm_events(&AlarmQuery::default()).await.map(drop), "alarm_events");
+    unavailable(store.put_alarm_event(&event("x", "out-1", t0)).await, "put_alarm_event");
+    unavailable(store.health().await, "health");
+
+    // Back on the same data: the same store object carries on, the retried batch lands.
+    d.restart();
+    store.health().await.expect("healthy again");
+    store.write_batch(&b2).await.expect("retry after restart");
+    let u = store.usage(&usage_q(t0)).await.expect("usage");
+    assert_eq!(u[0].samples, 10);
+    let h = store.hosts().await.expect("hosts");
+    assert_eq!((h[0].last_seq, h[0].seq_gaps), (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_influxdb_times_out_as_unavailable() {
+    // A socket that accepts connections (the kernel's backlog) but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut cfg = InfluxConfig::new(format!("http://{}", silent.local_addr().unwrap()), "slow");
+    cfg.timeout = Duration::from_millis(500);
+    let store = InfluxStore::new(cfg).expect("store");
+    let t0 = base_ts();
+    let r = store.write_batch(&batch("slow-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    let r = store.usage(&usage_q(t0)).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+}
