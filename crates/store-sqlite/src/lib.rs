@@ -1,1 +1,1467 @@
-//! procwatch-store-sqlite (to be written).
+//! procwatch's embedded store: SQLite (bundled, WAL) laid out as a time-series store.
+//!
+//! # Usage (what the server calls)
+//!
+//! ```ignore
+//! let store = Arc::new(SqliteStore::open(&data_dir, SqliteOptions { retention_ms, ..Default::default() })?);
+//! let storage: Arc<dyn Storage> = store.clone();
+//! ```
+//!
+//! `open` is synchronous: it creates the directory and the database, folds whatever a crash
+//! left in the head, rebuilds the in-memory recent window, and starts one background
+//! maintenance thread (`SqliteOptions::maintenance_interval`, 60 s; `Duration::ZERO` starts
+//! none). The thread holds only a weak reference; it stops at `close()` or when the store is
+//! dropped. `SqliteStore::maintain_at`/`compact_at`/`vacuum` run the same work on demand.
+//!
+//! # Files
+//!
+//! `<dir>/procwatch.db` plus SQLite's `-wal` and `-shm` files. Tables:
+//! - `series(id, host_id, process)`, `hosts(id, name, last_seen, interval_ms, last_seq,
+//!   seq_gaps, dropped)`: the catalog, also held in memory.
+//! - `head(id, host_id, min_ts, max_ts, n, data)`: one row per accepted batch, appended in
+//!   arrival order; `data` is the batch's samples, 48 bytes each, little-endian
+//!   (`series_id u32, ts i64, cpu f64, cores f64, mem f64, rss u64, count u32`). One INSERT per
+//!   batch is what makes ingestion fast.
+//! - `chunks(id, series_id, start_ts, end_ts, n, gen, level, data)`: compressed runs of one
+//!   series (`codec`: delta-of-delta timestamps, Gorilla XOR floats, zig-zag deltas for rss
+//!   and count). Level 0 chunks are what a fold produced; once a whole aligned block
+//!   (`block_ms`, 2 h) is older than the memory floor, its chunks are merged into one level-1
+//!   chunk (≈720 samples at 10 s). `gen` orders writes: where chunks overlap, the higher
+//!   `gen` wins, so a rewrite of an old timestamp replaces it.
+//! - `host_totals(host_id, ts, ...)` (one row per host and sweep), `alarms(id, ..., body)`
+//!   (the event as JSON), `meta` (the memory floor and the retention floor).
+//!
+//! # The memory floor `F`, queries and compaction
+//!
+//! Every sample with `ts >= F` is in the in-memory index (per host, per process, in columns)
+//! and in `head` or `chunks`; every sample with `ts < F` is in `chunks`. `F` trails the wall
+//! clock by `memory_window_ms` (15 min) and moves forward in `fold_step_ms` (5 min) steps: the
+//! maintenance thread first folds the head rows reaching below the new `F` into level-0 chunks
+//! (a prefix of the head, in arrival order, so later writes still win), then raises `F` and
+//! drops older samples from memory. A batch holding samples older than `F` (an agent
+//! replaying its spool) writes those as level-0 chunks directly, in the same transaction.
+//! Queries whose window starts at or after `F` (the usage, `get-all` and fleet queries, the
+//! alarms' windows) are answered from memory alone; older parts (history) come from chunks,
+//! merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
+//! Memory use: about 44 bytes per sample in the window (100 hosts × 300 processes × 15 min at
+//! 10 s ≈ 120 MB; one host ≈ 1.2 MB).
+//!
+//! # Durability
+//!
+//! `write_batch` returns after its transaction (head row, late chunks, host totals, host
+//! state) commits. With the default `Durability::Process` (`synchronous=NORMAL` in WAL mode)
+//! a committed batch survives the server being killed (SIGKILL, panic, OOM kill): the WAL is in
+//! the OS page cache and is replayed at the next open. A power loss or kernel crash can lose the
+//! last transactions (never corrupt the file). `Durability::Power` (`synchronous=FULL`) fsyncs
+//! the WAL at each commit and also survives power loss, at a much lower write rate.
+//!
+//! # Retention
+//!
+//! `apply_retention(cutoff)` (and the maintenance thread, with `now - retention_ms`, 48 h)
+//! raises a persisted retention floor: queries never return anything older. Physically it
+//! deletes whole chunks that end before the cutoff (one indexed DELETE, no rewrite), host
+//! totals and closed alarm events that ended before it; a chunk straddling the cutoff stays
+//! until it is wholly older. Freed pages go back to the OS with `incremental_vacuum`.
+//! Samples written with a `ts` older than the retention floor are dropped.
+//!
+//! # Idempotency and seq
+//!
+//! A sample with the same (host, process, ts) as a stored one replaces it, wherever the old one
+//! lives (memory and head: replaced in place; chunks: the newer `gen` wins on read and at the
+//! next merge). Host `seq` bookkeeping follows `procwatch_store::agg::seq_update`.
+
+mod codec;
+mod index;
+
+pub use codec::{decode as decode_chunk, encode as encode_chunk, Columns, CorruptChunk};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
+use procwatch_store::memory::{alarm_matches, check_batch, sort_newest_first};
+use procwatch_store::{
+    agg, AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
+    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use index::{HostIndex, RowAcc};
+
+/// What a successful write survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a kill of the process (WAL, `synchronous=NORMAL`). The default.
+    #[default]
+    Process,
+    /// Also survives power loss (`synchronous=FULL`: an fsync per commit).
+    Power,
+}
+
+/// Options of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Samples older than this are dropped by the maintenance thread. Default 48 h.
+    pub retention_ms: i64,
+    /// See `Durability`. Default `Process`.
+    pub durability: Durability,
+    /// How far back the in-memory index reaches. Default 15 min.
+    pub memory_window_ms: i64,
+    /// The memory floor moves in steps of this; the head holds up to window + step. Default 5 min.
+    pub fold_step_ms: i64,
+    /// Aligned span of a merged chunk. Default 2 h.
+    pub block_ms: i64,
+    /// Period of the background maintenance thread; `Duration::ZERO` starts none. Default 60 s.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            retention_ms: 48 * 3_600_000,
+            durability: Durability::Process,
+            memory_window_ms: 15 * 60_000,
+            fold_step_ms: 5 * 60_000,
+            block_ms: 2 * 3_600_000,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Head rows folded into chunks.
+    pub head_rows_folded: u64,
+    /// Level-0 chunks merged into level-1 chunks.
+    pub chunks_merged: u64,
+}
+
+/// The embedded SQLite store. See the crate documentation.
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+const DB_FILE: &str = "procwatch.db";
+const HEAD_REC: usize = 48;
+
+#[derive(Debug, Default, Clone)]
+struct HostState {
+    last_seen: TsMs,
+    interval_ms: u64,
+    seq: Option<(u64, u64)>,
+    dropped: u64,
+    latest: Option<HostTotal>,
+}
+
+struct HostEntry {
+    name: String,
+    id: u32,
+    state: Mutex<HostState>,
+    index: RwLock<HostIndex>,
+    series: RwLock<BTreeMap<String, u32>>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    hosts: BTreeMap<String, Arc<HostEntry>>,
+    by_id: HashMap<u32, Arc<HostEntry>>,
+    /// series id → (host id, process)
+    series: HashMap<u32, (u32, String)>,
+}
+
+struct Writer {
+    conn: Connection,
+    next_host: u32,
+    next_series: u32,
+    gen: i64,
+}
+
+struct Inner {
+    path: PathBuf,
+    opts: SqliteOptions,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    catalog: RwLock<Catalog>,
+    /// The memory floor F (see the crate doc). Changed only under the writer lock.
+    floor: AtomicI64,
+    /// Nothing older is ever returned.
+    retention_floor: AtomicI64,
+    stop: AtomicBool,
+}
+
+fn now_ms() -> TsMs {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(Box::new(e)),
+    }
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(Box::new(e))
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hosts(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+  last_seen INTEGER NOT NULL, interval_ms INTEGER NOT NULL, last_seq INTEGER,
+  seq_gaps INTEGER NOT NULL, dropped INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, host_id INTEGER NOT NULL,
+  process TEXT NOT NULL, UNIQUE(host_id, process));
+CREATE TABLE IF NOT EXISTS head(id INTEGER PRIMARY KEY, host_id INTEGER NOT NULL,
+  min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS head_min_ts ON head(min_ts);
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL,
+  start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, n INTEGER NOT NULL, gen INTEGER NOT NULL,
+  level INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_series ON chunks(series_id, start_ts);
+CREATE INDEX IF NOT EXISTS chunks_end ON chunks(end_ts);
+CREATE INDEX IF NOT EXISTS chunks_l0 ON chunks(start_ts) WHERE level = 0;
+CREATE TABLE IF NOT EXISTS host_totals(host_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+  cpu REAL NOT NULL, mem REAL NOT NULL, unattributed REAL, PRIMARY KEY(host_id, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms(id TEXT PRIMARY KEY, start INTEGER NOT NULL, end_ts INTEGER,
+  host TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarms_start ON alarms(start);
+";
+
+fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let sync = match durability {
+        Durability::Process => "NORMAL",
+        Durability::Power => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
+    ))?;
+    Ok(conn)
+}
+
+/// One decoded head record.
+#[derive(Debug, Clone, Copy)]
+struct HeadRec {
+    sid: u32,
+    ts: TsMs,
+    cpu: f64,
+    cores: f64,
+    mem: f64,
+    rss: u64,
+    count: u32,
+}
+
+fn encode_head(recs: &[HeadRec]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(recs.len() * HEAD_REC);
+    for r in recs {
+        out.extend_from_slice(&r.sid.to_le_bytes());
+        out.extend_from_slice(&r.ts.to_le_bytes());
+        out.extend_from_slice(&r.cpu.to_le_bytes());
+        out.extend_from_slice(&r.cores.to_le_bytes());
+        out.extend_from_slice(&r.mem.to_le_bytes());
+        out.extend_from_slice(&r.rss.to_le_bytes());
+        out.extend_from_slice(&r.count.to_le_bytes());
+    }
+    out
+}
+
+fn decode_head(data: &[u8], out: &mut Vec<HeadRec>) -> Result<(), CorruptChunk> {
+    if !data.chunks_exact(HEAD_REC).remainder().is_empty() {
+        return Err(CorruptChunk("head row length"));
+    }
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+    for b in data.chunks_exact(HEAD_REC) {
+        out.push(HeadRec {
+            sid: u32_at(b, 0),
+            ts: u64_at(b, 4) as i64,
+            cpu: f64::from_bits(u64_at(b, 12)),
+            cores: f64::from_bits(u64_at(b, 20)),
+            mem: f64::from_bits(u64_at(b, 28)),
+            rss: u64_at(b, 36),
+            count: u32_at(b, 44),
+        });
+    }
+    Ok(())
+}
+
+/// Sorts records by (series, ts), keeping the last written of equal (series, ts).
+fn sort_dedup(recs: &mut Vec<HeadRec>) {
+    // Stable sort keeps write order among equal keys; keep the last of each run.
+    recs.sort_by_key(|r| (r.sid, r.ts));
+    let mut out: Vec<HeadRec> = Vec::with_capacity(recs.len());
+    for r in recs.drain(..) {
+        match out.last_mut() {
+            Some(l) if l.sid == r.sid && l.ts == r.ts => *l = r,
+            _ => out.push(r),
+        }
+    }
+    *recs = out;
+}
+
+/// Inserts level-0 chunks for sorted, deduplicated records (any series), split by block.
+fn insert_chunks(
+    tx: &rusqlite::Transaction,
+    recs: &[HeadRec],
+    gen: i64,
+    block_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+    )?;
+    let mut i = 0;
+    while i < recs.len() {
+        let sid = recs[i].sid;
+        let block = agg::bucket_start(recs[i].ts, block_ms);
+        let mut j = i;
+        let mut c = Columns::default();
+        while j < recs.len()
+            && recs[j].sid == sid
+            && agg::bucket_start(recs[j].ts, block_ms) == block
+        {
+            let r = &recs[j];
+            c.push(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+            j += 1;
+        }
+        stmt.execute(params![
+            sid,
+            c.ts[0],
+            c.ts[c.len() - 1],
+            c.len() as i64,
+            gen,
+            codec::encode(&c)
+        ])?;
+        i = j;
+    }
+    Ok(())
+}
+
+/// Merges chunk columns given in ascending `gen` (later wins on equal ts) into one sorted
+/// series restricted to `from <= ts < to`.
+fn merge_columns(parts: Vec<Columns>, from: TsMs, to: TsMs) -> Columns {
+    if parts.len() == 1 {
+        let c = &parts[0];
+        if c.ts.windows(2).all(|w| w[0] < w[1]) {
+            let a = c.ts.partition_point(|&t| t < from);
+            let b = c.ts.partition_point(|&t| t < to).max(a);
+            if a == 0 && b == c.len() {
+                return parts.into_iter().next().expect("one");
+            }
+            let mut out = Columns::with_capacity(b - a);
+            for i in a..b {
+                out.push(c.ts[i], c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+            }
+            return out;
+        }
+    }
+    let mut all: Vec<(TsMs, usize, usize)> = Vec::new();
+    for (p, c) in parts.iter().enumerate() {
+        for (i, &t) in c.ts.iter().enumerate() {
+            if t >= from && t < to {
+                all.push((t, p, i));
+            }
+        }
+    }
+    all.sort_unstable();
+    let mut out = Columns::with_capacity(all.len());
+    let mut k = 0;
+    while k < all.len() {
+        // The last of equal ts has the highest part index = highest gen.
+        while k + 1 < all.len() && all[k + 1].0 == all[k].0 {
+            k += 1;
+        }
+        let (t, p, i) = all[k];
+        let c = &parts[p];
+        out.push(t, c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+        k += 1;
+    }
+    out
+}
+
+/// Samples of one series from chunks in `[from, to)`.
+fn disk_series(conn: &Connection, sid: u32, from: TsMs, to: TsMs) -> StoreResult<Columns> {
+    if from >= to {
+        return Ok(Columns::default());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
+    let mut parts = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let blob = row
+            .get_ref(0)
+            .map_err(db_err)?
+            .as_blob()
+            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        parts.push(codec::decode(blob).map_err(other)?);
+    }
+    if parts.is_empty() {
+        return Ok(Columns::default());
+    }
+    Ok(merge_columns(parts, from, to))
+}
+
+fn append_columns(dst: &mut Columns, src: &Columns, r: std::ops::Range<usize>) {
+    dst.ts.extend_from_slice(&src.ts[r.clone()]);
+    dst.cpu.extend_from_slice(&src.cpu[r.clone()]);
+    dst.cores.extend_from_slice(&src.cores[r.clone()]);
+    dst.mem.extend_from_slice(&src.mem[r.clone()]);
+    dst.rss.extend_from_slice(&src.rss[r.clone()]);
+    dst.count.extend_from_slice(&src.count[r]);
+}
+
+fn col_sample(c: &Columns, i: usize, process: &str) -> Sample {
+    Sample {
+        ts: c.ts[i],
+        process: process.to_string(),
+        cpu: c.cpu[i],
+        cores: c.cores[i],
+        mem: c.mem[i],
+        rss: c.rss[i],
+        count: c.count[i],
+    }
+}
+
+/// One series selected by a query.
+struct Sel {
+    host: Arc<HostEntry>,
+    process: String,
+    sid: u32,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`. See the crate documentation.
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(other)?;
+        let path = dir.join(DB_FILE);
+        let conn = open_conn(&path, opts.durability).map_err(db_err)?;
+        // auto_vacuum only takes effect before the first table exists.
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;")
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+
+        let meta = |k: &str| -> StoreResult<Option<i64>> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()
+                .map_err(db_err)
+        };
+        let floor = meta("mem_floor")?.unwrap_or(now_ms() - opts.memory_window_ms);
+        let retention_floor = meta("retention_floor")?.unwrap_or(i64::MIN);
+        let max = |sql: &str| -> StoreResult<i64> {
+            conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.unwrap_or(0))
+                .map_err(db_err)
+        };
+        let next_host = max("SELECT max(id) FROM hosts")? as u32 + 1;
+        let next_series = max("SELECT max(id) FROM series")? as u32 + 1;
+        let gen = max("SELECT max(gen) FROM chunks")?;
+
+        let catalog = load_catalog(&conn, floor)?;
+        let inner = Arc::new(Inner {
+            path,
+            opts: opts.clone(),
+            writer: Mutex::new(Writer { conn, next_host, next_series, gen }),
+            readers: Mutex::new(Vec::new()),
+            catalog: RwLock::new(catalog),
+            floor: AtomicI64::new(floor),
+            retention_floor: AtomicI64::new(retention_floor),
+            stop: AtomicBool::new(false),
+        });
+        {
+            let w = inner.writer.lock();
+            w.conn
+                .execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('mem_floor', ?1)", [floor])
+                .map_err(db_err)?;
+        }
+        // Fold what a crash or a long stop left behind, then rebuild the recent window.
+        inner.advance(now_ms() - opts.memory_window_ms)?;
+        inner.rebuild_index()?;
+
+        let store = SqliteStore { inner, thread: Mutex::new(None) };
+        if !opts.maintenance_interval.is_zero() {
+            let weak = Arc::downgrade(&store.inner);
+            let every = opts.maintenance_interval;
+            let handle = std::thread::Builder::new()
+                .name("procwatch-store-maint".into())
+                .spawn(move || maintenance_loop(weak, every))
+                .map_err(other)?;
+            *store.thread.lock() = Some(handle);
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The current memory floor (every sample at or after it is served from memory).
+    pub fn memory_floor(&self) -> TsMs {
+        self.inner.floor.load(Ordering::SeqCst)
+    }
+
+    /// One maintenance pass as the background thread runs it, as if the clock read `now`:
+    /// retention at `now - retention_ms`, fold and merge, incremental vacuum.
+    pub fn maintain_at(&self, now: TsMs) -> StoreResult<CompactStats> {
+        self.inner.maintain(now)
+    }
+
+    /// Folds the head and merges complete blocks as if the clock read `now` (no retention).
+    pub fn compact_at(&self, now: TsMs) -> StoreResult<CompactStats> {
+        self.inner.compact(now)
+    }
+
+    /// Checkpoints the WAL and rewrites the file compactly (`VACUUM`); for benchmarks and
+    /// backups, it blocks writers while it runs.
+    pub fn vacuum(&self) -> StoreResult<()> {
+        let w = self.inner.writer.lock();
+        w.conn
+            .execute_batch(
+                "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .map_err(db_err)
+    }
+
+    /// Total bytes of the database, its WAL and shared-memory files.
+    pub fn disk_bytes(&self) -> u64 {
+        let p = self.inner.path.as_os_str().to_owned();
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut f = p.clone();
+                f.push(suffix);
+                std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0)
+            })
+            .sum()
+    }
+
+    fn stop_thread(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.thread.lock().take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}").into()))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
+    loop {
+        std::thread::park_timeout(every);
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(error) = inner.maintain(now_ms()) {
+            tracing::warn!(message = "Store maintenance failed.", %error);
+        }
+    }
+}
+
+fn load_catalog(conn: &Connection, floor: TsMs) -> StoreResult<Catalog> {
+    let mut cat = Catalog::default();
+    let mut stmt = conn
+        .prepare("SELECT id, name, last_seen, interval_ms, last_seq, seq_gaps, dropped FROM hosts")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (id, name, last_seen, interval, last_seq, gaps, dropped) = row.map_err(db_err)?;
+        let latest = conn
+            .query_row(
+                "SELECT ts, cpu, mem, unattributed FROM host_totals WHERE host_id = ?1 ORDER BY ts DESC LIMIT 1",
+                [id],
+                |r| Ok(HostTotal { ts: r.get(0)?, cpu: r.get(1)?, mem: r.get(2)?, unattributed_cpu: r.get(3)? }),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let entry = Arc::new(HostEntry {
+            name: name.clone(),
+            id,
+            state: Mutex::new(HostState {
+                last_seen,
+                interval_ms: interval as u64,
+                seq: last_seq.map(|s| (s as u64, gaps as u64)),
+                dropped: dropped as u64,
+                latest,
+            }),
+            index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
+            series: RwLock::new(BTreeMap::new()),
+        });
+        cat.by_id.insert(id, entry.clone());
+        cat.hosts.insert(name, entry);
+    }
+    let mut stmt = conn.prepare("SELECT id, host_id, process FROM series").map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))
+        .map_err(db_err)?;
+    for row in rows {
+        let (sid, hid, process) = row.map_err(db_err)?;
+        if let Some(h) = cat.by_id.get(&hid) {
+            h.series.write().insert(process.clone(), sid);
+        }
+        cat.series.insert(sid, (hid, process));
+    }
+    Ok(cat)
+}
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.readers.lock().pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.path, self.opts.durability).map_err(db_err)?,
+        };
+        let out = {
+            let tx = conn.unchecked_transaction().map_err(db_err)?;
+            let out = f(&tx);
+            tx.finish().map_err(db_err)?;
+            out
+        };
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        check_batch(batch)?;
+        let mut w = self.writer.lock();
+        let floor = self.floor.load(Ordering::SeqCst);
+        let rfloor = self.retention_floor.load(Ordering::SeqCst);
+        let existing = self.catalog.read().hosts.get(&batch.host).cloned();
+        let res = self.write_locked(&mut w, batch, existing.as_ref(), floor, rfloor);
+        if res.is_err() {
+            // Ids handed out inside the failed transaction are free again.
+            let max = |sql: &str| {
+                w.conn
+                    .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            let (h, s) = (max("SELECT max(id) FROM hosts"), max("SELECT max(id) FROM series"));
+            w.next_host = h as u32 + 1;
+            w.next_series = s as u32 + 1;
+        }
+        res
+    }
+
+    fn write_locked(
+        &self,
+        w: &mut Writer,
+        batch: &Batch,
+        existing: Option<&Arc<HostEntry>>,
+        floor: TsMs,
+        rfloor: TsMs,
+    ) -> StoreResult<WriteOutcome> {
+        let host_id = existing.map_or(w.next_host, |h| h.id);
+        let mut new_series: Vec<(String, u32)> = Vec::new();
+        let mut head = Vec::with_capacity(batch.samples.len());
+        let mut late = Vec::new();
+        let mut next_series = w.next_series;
+        {
+            let known = existing.map(|h| h.series.read());
+            for s in &batch.samples {
+                if s.ts < rfloor {
+                    continue;
+                }
+                let sid = match known.as_ref().and_then(|k| k.get(&s.process)) {
+                    Some(&sid) => sid,
+                    None => match new_series.iter().find(|(p, _)| *p == s.process) {
+                        Some((_, sid)) => *sid,
+                        None => {
+                            let sid = next_series;
+                            next_series += 1;
+                            new_series.push((s.process.clone(), sid));
+                            sid
+                        }
+                    },
+                };
+                let rec = HeadRec {
+                    sid,
+                    ts: s.ts,
+                    cpu: s.cpu,
+                    cores: s.cores,
+                    mem: s.mem,
+                    rss: s.rss,
+                    count: s.count,
+                };
+                if s.ts >= floor {
+                    head.push(rec);
+                } else {
+                    late.push(rec);
+                }
+            }
+        }
+        let totals: Vec<&HostTotal> = batch.host_totals.iter().filter(|t| t.ts >= rfloor).collect();
+        let mut state = existing.map(|h| h.state.lock().clone()).unwrap_or_default();
+        let newest =
+            head.iter().chain(&late).map(|r| r.ts).chain(totals.iter().map(|t| t.ts)).max();
+        if let Some(ts) = newest {
+            state.last_seen = state.last_seen.max(ts);
+        }
+        let (last, gaps, gap, is_new) = agg::seq_update(state.seq, batch.seq);
+        state.seq = Some((last, gaps));
+        if is_new {
+            state.dropped += batch.dropped_samples;
+            state.interval_ms = batch.interval_ms;
+        }
+        for t in &totals {
+            if state.latest.as_ref().is_none_or(|l| t.ts >= l.ts) {
+                state.latest = Some((*t).clone());
+            }
+        }
+
+        let block_ms = self.opts.block_ms;
+        let gen = w.gen + 1;
+        let tx =
+            w.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        if existing.is_none() {
+            tx.execute(
+                "INSERT INTO hosts(id, name, last_seen, interval_ms, last_seq, seq_gaps, dropped) VALUES (?1, ?2, 0, 0, NULL, 0, 0)",
+                params![host_id, batch.host],
+            )
+            .map_err(db_err)?;
+        }
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO series(id, host_id, process) VALUES (?1, ?2, ?3)")
+                .map_err(db_err)?;
+            for (p, sid) in &new_series {
+                st.execute(params![sid, host_id, p]).map_err(db_err)?;
+            }
+        }
+        if !head.is_empty() {
+            let min_ts = head.iter().map(|r| r.ts).min().unwrap_or(0);
+            let max_ts = head.iter().map(|r| r.ts).max().unwrap_or(0);
+            tx.prepare_cached(
+                "INSERT INTO head(host_id, min_ts, max_ts, n, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![host_id, min_ts, max_ts, head.len() as i64, encode_head(&head)])
+            })
+            .map_err(db_err)?;
+        }
+        if !late.is_empty() {
+            sort_dedup(&mut late);
+            insert_chunks(&tx, &late, gen, block_ms).map_err(db_err)?;
+        }
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO host_totals(host_id, ts, cpu, mem, unattributed) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_err)?;
+            for t in &totals {
+                st.execute(params![host_id, t.ts, t.cpu, t.mem, t.unattributed_cpu])
+                    .map_err(db_err)?;
+            }
+        }
+        tx.prepare_cached(
+            "UPDATE hosts SET last_seen = ?2, interval_ms = ?3, last_seq = ?4, seq_gaps = ?5, dropped = ?6 WHERE id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                host_id,
+                state.last_seen,
+                state.interval_ms as i64,
+                last as i64,
+                gaps as i64,
+                state.dropped as i64
+            ])
+        })
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+
+        // Committed: publish to memory.
+        if !late.is_empty() {
+            w.gen = gen;
+        }
+        w.next_series = next_series;
+        let entry = match existing {
+            Some(e) => e.clone(),
+            None => {
+                w.next_host = host_id + 1;
+                let e = Arc::new(HostEntry {
+                    name: batch.host.clone(),
+                    id: host_id,
+                    state: Mutex::new(HostState::default()),
+                    index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
+                    series: RwLock::new(BTreeMap::new()),
+                });
+                let mut cat = self.catalog.write();
+                cat.hosts.insert(batch.host.clone(), e.clone());
+                cat.by_id.insert(host_id, e.clone());
+                e
+            }
+        };
+        if !new_series.is_empty() {
+            let mut cat = self.catalog.write();
+            let mut ser = entry.series.write();
+            for (p, sid) in &new_series {
+                ser.insert(p.clone(), *sid);
+                cat.series.insert(*sid, (host_id, p.clone()));
+            }
+        }
+        *entry.state.lock() = state;
+        {
+            let mut idx = entry.index.write();
+            for s in &batch.samples {
+                if s.ts >= floor && s.ts >= rfloor {
+                    let ring = match idx.series.get_mut(&s.process) {
+                        Some(r) => r,
+                        None => idx.series.entry(s.process.clone()).or_default(),
+                    };
+                    ring.upsert(s.ts, s.cpu, s.cores, s.mem, s.rss, s.count);
+                }
+            }
+        }
+        Ok(WriteOutcome {
+            samples: head.len() + late.len(),
+            host_totals: totals.len(),
+            seq_gap: gap,
+        })
+    }
+
+    /// Rebuilds the in-memory index from chunks reaching the floor and the whole head.
+    fn rebuild_index(&self) -> StoreResult<()> {
+        let floor = self.floor.load(Ordering::SeqCst);
+        let cat = self.catalog.read();
+        let w = self.writer.lock();
+        let mut per_series: HashMap<u32, Vec<Columns>> = HashMap::new();
+        {
+            let mut stmt = w
+                .conn
+                .prepare("SELECT series_id, data FROM chunks WHERE end_ts >= ?1 ORDER BY gen, id")
+                .map_err(db_err)?;
+            let mut rows = stmt.query([floor]).map_err(db_err)?;
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let sid: u32 = row.get(0).map_err(db_err)?;
+                let blob: Vec<u8> = row.get(1).map_err(db_err)?;
+                per_series.entry(sid).or_default().push(codec::decode(&blob).map_err(other)?);
+            }
+        }
+        for (sid, parts) in per_series {
+            let Some((hid, process)) = cat.series.get(&sid) else { continue };
+            let Some(h) = cat.by_id.get(hid) else { continue };
+            let merged = merge_columns(parts, floor, TsMs::MAX);
+            let mut idx = h.index.write();
+            let ring = idx.series.entry(process.clone()).or_default();
+            for i in 0..merged.len() {
+                ring.upsert(
+                    merged.ts[i],
+                    merged.cpu[i],
+                    merged.cores[i],
+                    merged.mem[i],
+                    merged.rss[i],
+                    merged.count[i],
+                );
+            }
+        }
+        let mut stmt = w.conn.prepare("SELECT data FROM head ORDER BY id").map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut recs = Vec::new();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            recs.clear();
+            let blob = row
+                .get_ref(0)
+                .map_err(db_err)?
+                .as_blob()
+                .map_err(|e| other(rusqlite::Error::from(e)))?;
+            decode_head(blob, &mut recs).map_err(other)?;
+            for r in &recs {
+                if r.ts < floor {
+                    continue;
+                }
+                let Some((hid, process)) = cat.series.get(&r.sid) else { continue };
+                let Some(h) = cat.by_id.get(hid) else { continue };
+                let mut idx = h.index.write();
+                idx.series
+                    .entry(process.clone())
+                    .or_default()
+                    .upsert(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds head rows so that every sample older than `target` is in chunks, then raises the
+    /// memory floor to `target` and evicts memory. Returns the head rows folded.
+    fn advance(&self, target: TsMs) -> StoreResult<u64> {
+        let mut folded = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let floor = self.floor.load(Ordering::SeqCst);
+            if target <= floor {
+                return Ok(folded);
+            }
+            // The prefix of the head (by arrival) up to the last row reaching below target.
+            let limit: Option<i64> = w
+                .conn
+                .query_row("SELECT max(id) FROM head WHERE min_ts < ?1", [target], |r| r.get(0))
+                .map_err(db_err)?;
+            let Some(limit) = limit else {
+                let tx = w.conn.transaction().map_err(db_err)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('mem_floor', ?1)",
+                    [target],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                self.floor.store(target, Ordering::SeqCst);
+                drop(w);
+                let hosts: Vec<Arc<HostEntry>> =
+                    self.catalog.read().hosts.values().cloned().collect();
+                for h in hosts {
+                    h.index.write().evict(target);
+                }
+                return Ok(folded);
+            };
+            // Fold up to 64 rows of the host of the oldest row in the prefix.
+            let host_id: i64 = w
+                .conn
+                .query_row(
+                    "SELECT host_id FROM head WHERE id <= ?1 ORDER BY id LIMIT 1",
+                    [limit],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let gen = w.gen + 1;
+            let tx = w.conn.transaction().map_err(db_err)?;
+            let mut recs = Vec::new();
+            let mut ids = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached("SELECT id, data FROM head WHERE id <= ?1 AND host_id = ?2 ORDER BY id LIMIT 64")
+                    .map_err(db_err)?;
+                let mut rows = stmt.query(params![limit, host_id]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                    let blob = row
+                        .get_ref(1)
+                        .map_err(db_err)?
+                        .as_blob()
+                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    decode_head(blob, &mut recs).map_err(other)?;
+                }
+            }
+            sort_dedup(&mut recs);
+            insert_chunks(&tx, &recs, gen, self.opts.block_ms).map_err(db_err)?;
+            {
+                let mut del =
+                    tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
+                for id in &ids {
+                    del.execute([id]).map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            w.gen = gen;
+            folded += ids.len() as u64;
+        }
+    }
+
+    /// Merges the chunks of every complete block (ending at or before the memory floor) that
+    /// still has level-0 chunks into one level-1 chunk.
+    fn merge_blocks(&self) -> StoreResult<u64> {
+        let b = self.opts.block_ms;
+        let mut merged = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let floor = self.floor.load(Ordering::SeqCst);
+            let block_floor = agg::bucket_start(floor, b);
+            let todo: Vec<(u32, TsMs)> = {
+                let mut stmt = w
+                    .conn
+                    .prepare_cached(
+                        "SELECT DISTINCT series_id, start_ts - (((start_ts % ?2) + ?2) % ?2) FROM chunks WHERE level = 0 AND start_ts < ?1 LIMIT 256",
+                    )
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![block_floor, b], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(db_err)?;
+                rows.collect::<Result<_, _>>().map_err(db_err)?
+            };
+            if todo.is_empty() {
+                return Ok(merged);
+            }
+            let tx = w.conn.transaction().map_err(db_err)?;
+            for (sid, block) in todo {
+                let mut ids = Vec::new();
+                let mut parts = Vec::new();
+                let mut gen = 0i64;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND start_ts >= ?2 AND start_ts < ?3 ORDER BY gen, id",
+                        )
+                        .map_err(db_err)?;
+                    let mut rows = stmt.query(params![sid, block, block + b]).map_err(db_err)?;
+                    while let Some(row) = rows.next().map_err(db_err)? {
+                        ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                        gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
+                        if row.get::<_, i64>(2).map_err(db_err)? == 0 {
+                            merged += 1;
+                        }
+                        let blob = row
+                            .get_ref(3)
+                            .map_err(db_err)?
+                            .as_blob()
+                            .map_err(|e| other(rusqlite::Error::from(e)))?;
+                        parts.push(codec::decode(blob).map_err(other)?);
+                    }
+                }
+                let c = merge_columns(parts, TsMs::MIN, TsMs::MAX);
+                {
+                    let mut del =
+                        tx.prepare_cached("DELETE FROM chunks WHERE id = ?1").map_err(db_err)?;
+                    for id in &ids {
+                        del.execute([id]).map_err(db_err)?;
+                    }
+                }
+                if !c.is_empty() {
+                    tx.prepare_cached(
+                        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![sid, c.ts[0], c.ts[c.len() - 1], c.len() as i64, gen, codec::encode(&c)])
+                    })
+                    .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+        }
+    }
+
+    fn compact(&self, now: TsMs) -> StoreResult<CompactStats> {
+        let target = now - self.opts.memory_window_ms;
+        let floor = self.floor.load(Ordering::SeqCst);
+        let mut stats = CompactStats::default();
+        if target - floor >= self.opts.fold_step_ms {
+            stats.head_rows_folded = self.advance(target)?;
+        }
+        stats.chunks_merged = self.merge_blocks()?;
+        Ok(stats)
+    }
+
+    fn maintain(&self, now: TsMs) -> StoreResult<CompactStats> {
+        self.apply_retention(now - self.opts.retention_ms)?;
+        let stats = self.compact(now)?;
+        let w = self.writer.lock();
+        w.conn.execute_batch("PRAGMA incremental_vacuum(2048);").map_err(db_err)?;
+        Ok(stats)
+    }
+
+    fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        if cutoff <= self.retention_floor.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        // Everything older than the cutoff must be in chunks before whole chunks are dropped.
+        self.advance(cutoff)?;
+        let mut w = self.writer.lock();
+        let tx = w.conn.transaction().map_err(db_err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('retention_floor', ?1)",
+            [cutoff],
+        )
+        .map_err(db_err)?;
+        let removed: i64 = tx
+            .query_row("SELECT COALESCE(SUM(n), 0) FROM chunks WHERE end_ts < ?1", [cutoff], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)?;
+        tx.execute("DELETE FROM chunks WHERE end_ts < ?1", [cutoff]).map_err(db_err)?;
+        let hosts: Vec<Arc<HostEntry>> = self.catalog.read().hosts.values().cloned().collect();
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM host_totals WHERE host_id = ?1 AND ts < ?2")
+                .map_err(db_err)?;
+            for h in &hosts {
+                st.execute(params![h.id, cutoff]).map_err(db_err)?;
+            }
+        }
+        tx.execute("DELETE FROM alarms WHERE end_ts IS NOT NULL AND end_ts < ?1", [cutoff])
+            .map_err(db_err)?;
+        // Hosts silent since before the cutoff are forgotten (their seq history too).
+        tx.execute(
+            "UPDATE hosts SET last_seq = NULL, seq_gaps = 0, dropped = 0 WHERE last_seen < ?1",
+            [cutoff],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        self.retention_floor.store(cutoff, Ordering::SeqCst);
+        for h in &hosts {
+            let mut st = h.state.lock();
+            if st.last_seen < cutoff {
+                st.seq = None;
+                st.dropped = 0;
+            }
+            if st.latest.as_ref().is_some_and(|l| l.ts < cutoff) {
+                st.latest = None;
+            }
+        }
+        Ok(removed.max(0) as u64)
+    }
+
+    /// The series a query selects, sorted by (host, process).
+    fn select(&self, host: Option<&str>, process: Option<&str>) -> Vec<Sel> {
+        let cat = self.catalog.read();
+        let hosts: Vec<Arc<HostEntry>> = match host {
+            Some(h) => cat.hosts.get(h).cloned().into_iter().collect(),
+            None => cat.hosts.values().cloned().collect(),
+        };
+        drop(cat);
+        let mut out = Vec::new();
+        for h in hosts {
+            let ser = h.series.read();
+            match process {
+                Some(p) => {
+                    if let Some(&sid) = ser.get(p) {
+                        out.push(Sel { host: h.clone(), process: p.to_string(), sid });
+                    }
+                }
+                None => {
+                    for (p, &sid) in ser.iter() {
+                        out.push(Sel { host: h.clone(), process: p.clone(), sid });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Full columns of `sel` in `[from, to)`: chunks below the host's memory floor, memory above.
+    fn series_columns(&self, sels: &[Sel], from: TsMs, to: TsMs) -> StoreResult<Vec<Columns>> {
+        let mut mem_parts = Vec::with_capacity(sels.len());
+        let mut need_disk = false;
+        for s in sels {
+            let idx = s.host.index.read();
+            let floor = idx.floor;
+            let mut c = Columns::default();
+            if let Some(ring) = idx.series.get(&s.process) {
+                let r = ring.range(from.max(floor), to);
+                append_columns(&mut c, &ring.c, r);
+            }
+            need_disk |= from < floor;
+            mem_parts.push((floor, c));
+        }
+        if !need_disk {
+            return Ok(mem_parts.into_iter().map(|(_, c)| c).collect());
+        }
+        self.with_reader(|conn| {
+            let mut out = Vec::with_capacity(sels.len());
+            for (s, (floor, mem)) in sels.iter().zip(mem_parts) {
+                if from < floor {
+                    let mut c = disk_series(conn, s.sid, from, to.min(floor))?;
+                    append_columns(&mut c, &mem, 0..mem.len());
+                    out.push(c);
+                } else {
+                    out.push(mem);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        let from = q.from.max(self.retention_floor.load(Ordering::SeqCst));
+        let to = q.to;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let sels = self.select(q.host.as_deref(), q.process.as_deref());
+        let all_in_memory = sels.iter().all(|s| s.host.index.read().floor <= from);
+        let mut acc = RowAcc::default();
+        let mut rows = Vec::new();
+        if all_in_memory {
+            // Fast path: straight from the rings, no copies but the p95 scratch.
+            if q.per_host {
+                for s in &sels {
+                    let idx = s.host.index.read();
+                    let Some(ring) = idx.series.get(&s.process) else { continue };
+                    let r = ring.range(from, to);
+                    if r.is_empty() {
+                        continue;
+                    }
+                    acc.clear();
+                    acc.add(&ring.c, r);
+                    rows.push(acc.finish(Some(s.host.name.clone()), s.process.clone()));
+                }
+            } else {
+                let mut by_proc: BTreeMap<&str, Vec<&Sel>> = BTreeMap::new();
+                for s in &sels {
+                    by_proc.entry(&s.process).or_default().push(s);
+                }
+                for (p, group) in by_proc {
+                    acc.clear();
+                    for s in group {
+                        let idx = s.host.index.read();
+                        if let Some(ring) = idx.series.get(&s.process) {
+                            let r = ring.range(from, to);
+                            acc.add(&ring.c, r);
+                        }
+                    }
+                    if acc.cpu.len() > 0 {
+                        rows.push(acc.finish(None, p.to_string()));
+                    }
+                }
+            }
+            return Ok(rows);
+        }
+        let cols = self.series_columns(&sels, from, to)?;
+        if q.per_host {
+            for (s, c) in sels.iter().zip(&cols) {
+                if c.is_empty() {
+                    continue;
+                }
+                acc.clear();
+                acc.add(c, 0..c.len());
+                rows.push(acc.finish(Some(s.host.name.clone()), s.process.clone()));
+            }
+        } else {
+            let mut by_proc: BTreeMap<&str, Vec<&Columns>> = BTreeMap::new();
+            for (s, c) in sels.iter().zip(&cols) {
+                by_proc.entry(&s.process).or_default().push(c);
+            }
+            for (p, group) in by_proc {
+                acc.clear();
+                for c in group {
+                    acc.add(c, 0..c.len());
+                }
+                if acc.cpu.len() > 0 {
+                    rows.push(acc.finish(None, p.to_string()));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        let from = q.from.max(self.retention_floor.load(Ordering::SeqCst));
+        if from >= q.to {
+            return Ok(Vec::new());
+        }
+        let sels = self.select(q.host.as_deref(), q.process.as_deref());
+        let cols = self.series_columns(&sels, from, q.to)?;
+        Ok(sels
+            .iter()
+            .zip(&cols)
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(s, c)| SeriesWindow {
+                host: s.host.name.clone(),
+                process: s.process.clone(),
+                samples: (0..c.len()).map(|i| col_sample(c, i, &s.process)).collect(),
+            })
+            .collect())
+    }
+
+    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        let sels = self.select(Some(&q.host), Some(&q.process));
+        if sels.is_empty() {
+            return Err(StoreError::NotFound(format!("{}/{}", q.host, q.process)));
+        }
+        let from = q.from.max(self.retention_floor.load(Ordering::SeqCst));
+        if from >= q.to {
+            return Ok(Vec::new());
+        }
+        let cols = self.series_columns(&sels, from, q.to)?;
+        let c = &cols[0];
+        let samples: Vec<Sample> = (0..c.len()).map(|i| col_sample(c, i, "")).collect();
+        Ok(agg::history_points(&samples, q.step_ms))
+    }
+
+    fn hosts(&self) -> Vec<HostInfo> {
+        let rfloor = self.retention_floor.load(Ordering::SeqCst);
+        let hosts: Vec<Arc<HostEntry>> = self.catalog.read().hosts.values().cloned().collect();
+        hosts
+            .iter()
+            .filter_map(|h| {
+                let st = h.state.lock();
+                (st.last_seen >= rfloor && st.seq.is_some()).then(|| HostInfo {
+                    host: h.name.clone(),
+                    last_seen: st.last_seen,
+                    interval_ms: st.interval_ms,
+                    last_seq: st.seq.map_or(0, |s| s.0),
+                    seq_gaps: st.seq.map_or(0, |s| s.1),
+                    dropped_samples: st.dropped,
+                    latest: st.latest.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        let Some(h) = self.catalog.read().hosts.get(host).cloned() else { return Ok(Vec::new()) };
+        let from = from.max(self.retention_floor.load(Ordering::SeqCst));
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT ts, cpu, mem, unattributed FROM host_totals WHERE host_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![h.id, from, to], |r| {
+                    Ok(HostTotal { ts: r.get(0)?, cpu: r.get(1)?, mem: r.get(2)?, unattributed_cpu: r.get(3)? })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+    }
+
+    fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
+        let body = serde_json::to_string(e).map_err(other)?;
+        let w = self.writer.lock();
+        w.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO alarms(id, start, end_ts, host, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![e.id, e.start, e.end, e.host, body]))
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        let mut v = self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM alarms WHERE start >= ?1 AND start < ?2 AND (?3 IS NULL OR host = ?3) AND (?4 = 0 OR end_ts IS NULL)",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.from.unwrap_or(i64::MIN),
+                        q.to.unwrap_or(i64::MAX),
+                        q.host,
+                        q.active_only
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for body in rows {
+                let e: AlarmEvent = serde_json::from_str(&body.map_err(db_err)?).map_err(other)?;
+                if alarm_matches(q, &e) {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })?;
+        sort_newest_first(&mut v);
+        if q.limit > 0 {
+            v.truncate(q.limit);
+        }
+        Ok(v)
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        let batch = batch.clone();
+        self.blocking(move |i| i.write_batch(&batch)).await
+    }
+
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
+        Ok(self.inner.hosts())
+    }
+
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        let q = q.clone();
+        self.blocking(move |i| i.usage(&q)).await
+    }
+
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        let q = q.clone();
+        self.blocking(move |i| i.window(&q)).await
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        let q = q.clone();
+        self.blocking(move |i| i.history(&q)).await
+    }
+
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        let host = host.to_string();
+        self.blocking(move |i| i.host_totals(&host, from, to)).await
+    }
+
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        self.blocking(move |i| i.apply_retention(cutoff)).await
+    }
+
+    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
+        let e = event.clone();
+        self.blocking(move |i| i.put_alarm_event(&e)).await
+    }
+
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        let q = q.clone();
+        self.blocking(move |i| i.alarm_events(&q)).await
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        self.blocking(|i| {
+            i.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
+        })
+        .await
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        self.stop_thread();
+        self.blocking(|i| {
+            let w = i.writer.lock();
+            w.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(db_err)
+        })
+        .await
+    }
+}
