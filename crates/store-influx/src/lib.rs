@@ -38,10 +38,13 @@
 //! 48 h) and makes it the database's DEFAULT, or ALTERs it to that duration if it exists.
 //! Shards are 1 h long for retentions up to 2 days (InfluxDB drops whole shards, so data lives
 //! at most one shard duration past the retention; 1 d shards up to 180 days, 7 d beyond).
-//! `apply_retention(cutoff)` additionally DELETEs samples and host totals older than the
-//! cutoff (exact, and cheap once the RP has dropped the old shards), drops hosts not seen since
-//! the cutoff and closed alarm events that ended before it, and returns the exact number of
-//! samples it deleted.
+//! `apply_retention(cutoff)` leaves samples and host totals to the policy when the cutoff is
+//! what the policy enforces anyway (within 5 min of "now − duration": the server's periodic
+//! call), returning 0 as its estimate; so queries may still see data up to one shard duration
+//! past the retention. A more recent cutoff (a test, or `--retention` under InfluxDB's 1 h
+//! minimum) is applied exactly with `DELETE ... WHERE time < cutoff`, returning the number of
+//! samples deleted. Every call also drops hosts not seen since the cutoff and closed alarm
+//! events that ended before it.
 //!
 //! # Queries
 //! Statistics are computed by InfluxDB: `mean`, `min`, `max`, `count`, the newest point
@@ -94,6 +97,9 @@ const PROC: &str = "proc";
 const HOST: &str = "host";
 const BATCH: &str = "batch";
 const ALARM: &str = "alarm_event";
+/// How much earlier than "now − RP duration" a retention cutoff may be and still be left to
+/// the retention policy.
+const RP_SLACK_MS: i64 = 5 * 60_000;
 const METRICS: [&str; 4] = ["cpu", "cores", "mem", "rss"];
 
 /// Where and how to reach InfluxDB.
@@ -308,7 +314,7 @@ impl InfluxStore {
             }
         }
         let rp = self.cfg.rp.clone().unwrap_or_else(|| DEFAULT_RP.to_string());
-        let secs = self.cfg.retention.as_secs().max(3600);
+        let secs = self.rp_duration().as_secs();
         let shard = shard_duration(self.cfg.retention);
         let create = format!(
             "CREATE RETENTION POLICY {} ON {db} DURATION {secs}s REPLICATION 1 SHARD DURATION \
@@ -756,26 +762,20 @@ impl InfluxStore {
             return Ok(0);
         }
         let rp = s.data_rp.as_deref();
-        let counts = format!(
-            "SELECT count(\"cpu\") AS n FROM {} WHERE time < {cutoff}ms; \
-             SELECT count(\"cpu\") AS n FROM {} WHERE time < {cutoff}ms",
-            self.from(rp, PROC),
-            self.from(rp, HOST)
-        );
-        let res = self.client.query(self.db(), &counts).await?;
-        let count = |i: usize| -> u64 {
-            res.get(i)
-                .and_then(|r| r.series.first())
-                .and_then(|s| s.rows().next().and_then(|r| r.u64("n")))
-                .unwrap_or(0)
-        };
-        let (samples, totals) = (count(0), count(1));
         let mut stmts = Vec::new();
-        if samples > 0 {
-            stmts.push(format!("DELETE FROM {} WHERE time < {cutoff}ms", ident(PROC)));
-        }
-        if totals > 0 {
-            stmts.push(format!("DELETE FROM {} WHERE time < {cutoff}ms", ident(HOST)));
+        let mut samples = 0;
+        // The retention policy drops what is older than its duration (by whole shards): only a
+        // cutoff more recent than that needs DELETEs (tests, or a --retention under 1 h).
+        let rp_cutoff = now_ms() - self.rp_duration().as_millis() as i64 + RP_SLACK_MS;
+        if cutoff > rp_cutoff {
+            let (n, totals) = self.count_older(rp, cutoff).await?;
+            samples = n;
+            if n > 0 {
+                stmts.push(format!("DELETE FROM {} WHERE time < {cutoff}ms", ident(PROC)));
+            }
+            if totals > 0 {
+                stmts.push(format!("DELETE FROM {} WHERE time < {cutoff}ms", ident(HOST)));
+            }
         }
         for h in self.hosts_inner().await? {
             if h.last_seen < cutoff {
@@ -807,6 +807,29 @@ impl InfluxStore {
             self.client.query(self.db(), &stmts.join("; ")).await?;
         }
         Ok(samples)
+    }
+
+    /// The retention policy's duration (InfluxDB's minimum is 1 h).
+    fn rp_duration(&self) -> Duration {
+        Duration::from_secs(self.cfg.retention.as_secs().max(3600))
+    }
+
+    /// Samples and host totals older than `cutoff`.
+    async fn count_older(&self, rp: Option<&str>, cutoff: TsMs) -> StoreResult<(u64, u64)> {
+        let counts = format!(
+            "SELECT count(\"cpu\") AS n FROM {} WHERE time < {cutoff}ms; \
+             SELECT count(\"cpu\") AS n FROM {} WHERE time < {cutoff}ms",
+            self.from(rp, PROC),
+            self.from(rp, HOST)
+        );
+        let res = self.client.query(self.db(), &counts).await?;
+        let count = |i: usize| -> u64 {
+            res.get(i)
+                .and_then(|r| r.series.first())
+                .and_then(|s| s.rows().next().and_then(|r| r.u64("n")))
+                .unwrap_or(0)
+        };
+        Ok((count(0), count(1)))
     }
 
     async fn put_alarm_event_inner(&self, e: &AlarmEvent) -> StoreResult<()> {
