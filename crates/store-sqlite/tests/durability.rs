@@ -1,0 +1,263 @@
+//! Durability, restart, compaction and retention of the SQLite store, on real files.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use procwatch_model::{Batch, Sample, TsMs};
+use procwatch_store::{HistoryQuery, Storage, UsageQuery};
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+
+fn now_ms() -> TsMs {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn opts() -> SqliteOptions {
+    SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
+}
+
+/// Deterministic, irregular values for (series k, step i).
+fn sample(k: usize, i: i64, ts: TsMs) -> Sample {
+    let x = ((k as i64 * 7919 + i * 104_729) % 1000) as f64 / 10.0;
+    Sample {
+        ts,
+        process: format!("proc-{k}"),
+        cpu: if k % 3 == 0 { 0.0 } else { x },
+        cores: x / 50.0,
+        mem: 1.0 + (k as f64) / 7.0 + if i % 5 == 0 { 0.25 } else { 0.0 },
+        rss: 1_000_000 + (k as u64) * 4096 + (i as u64 % 5) * 4096,
+        count: 1 + (i % 3) as u32,
+    }
+}
+
+fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
+    Batch {
+        host: host.into(),
+        agent: "test".into(),
+        seq,
+        interval_ms: 10_000,
+        host_totals: vec![],
+        samples,
+        dropped_samples: 0,
+    }
+}
+
+fn all(host: &str) -> UsageQuery {
+    UsageQuery { from: 0, to: i64::MAX, host: Some(host.into()), process: None, per_host: true }
+}
+
+const CHILD_ENV: &str = "PROCWATCH_STORE_KILL9_DIR";
+
+/// The child half of `acknowledged_batches_survive_sigkill`: writes batches forever, printing
+/// `ACK <seq>` after each `Ok`. Ignored unless run by that test (it needs the env var).
+#[test]
+#[ignore = "run as a child process by acknowledged_batches_survive_sigkill"]
+fn kill9_child_writer() {
+    let dir = std::env::var(CHILD_ENV).expect("child env");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A 2 s memory window with 1 s steps and a 100 ms maintenance thread, so folds and merges
+    // run (and are killed) while batches are written.
+    let store = SqliteStore::open(
+        std::path::Path::new(&dir),
+        SqliteOptions {
+            memory_window_ms: 2_000,
+            fold_step_ms: 500,
+            block_ms: 60_000,
+            maintenance_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let t0 = now_ms() - 60_000;
+    for seq in 1.. {
+        let i = seq as i64;
+        // Mostly current timestamps, every 7th batch a late one (straight into chunks).
+        let ts = if seq % 7 == 0 { t0 + i } else { now_ms() };
+        let b = batch("kill9", seq, (0..40).map(|k| sample(k, i, ts)).collect());
+        rt.block_on(store.write_batch(&b)).unwrap();
+        println!("ACK {seq} {ts}");
+    }
+}
+
+#[test]
+fn acknowledged_batches_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "kill9_child_writer", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut acked: Vec<(u64, TsMs)> = Vec::new();
+    let mut line = String::new();
+    while acked.len() < 400 {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.trim().strip_prefix("ACK ") {
+            let mut it = rest.split(' ');
+            acked.push((it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap()));
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Acknowledgements printed before the kill still count.
+    for line in out.lines() {
+        if let Some(rest) = line.unwrap().trim().strip_prefix("ACK ") {
+            let mut it = rest.split(' ');
+            acked.push((it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap()));
+        }
+    }
+    assert!(acked.len() >= 400, "child acknowledged only {} batches", acked.len());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    let w = rt.block_on(store.window(&all("kill9"))).unwrap();
+    assert_eq!(w.len(), 40);
+    for sw in &w {
+        let k: usize = sw.process.trim_start_matches("proc-").parse().unwrap();
+        for &(seq, ts) in &acked {
+            let got = sw.samples.iter().find(|s| s.ts == ts);
+            let want = sample(k, seq as i64, ts);
+            // A later batch may share the timestamp (same ms): then the later one is stored.
+            let later_same_ts = acked.iter().any(|&(s2, t2)| t2 == ts && s2 > seq);
+            if !later_same_ts {
+                assert_eq!(got, Some(&want), "series {k}, batch {seq} lost after SIGKILL");
+            }
+        }
+    }
+    let hosts = rt.block_on(store.hosts()).unwrap();
+    assert!(hosts[0].last_seq >= acked.last().unwrap().0);
+}
+
+#[tokio::test]
+async fn restart_rebuilds_the_recent_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let t0 = now - 3_600_000; // one hour: most in chunks, the last 15 minutes in memory
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    for i in 0..360 {
+        let ts = t0 + i * 10_000;
+        let b = batch("rs-1", i as u64 + 1, (0..20).map(|k| sample(k, i, ts)).collect());
+        store.write_batch(&b).await.unwrap();
+    }
+    let recent = UsageQuery { from: now - 5 * 60_000, ..all("rs-1") };
+    assert!(recent.from >= store.memory_floor(), "the recent query is served from memory");
+    let before_usage = store.usage(&recent).await.unwrap();
+    let before_merged =
+        store.usage(&UsageQuery { per_host: false, ..recent.clone() }).await.unwrap();
+    let before_all = store.window(&all("rs-1")).await.unwrap();
+    assert_eq!(before_all[0].samples.len(), 360);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.usage(&recent).await.unwrap(), before_usage);
+    assert_eq!(
+        store.usage(&UsageQuery { per_host: false, ..recent.clone() }).await.unwrap(),
+        before_merged
+    );
+    assert_eq!(store.window(&all("rs-1")).await.unwrap(), before_all);
+    let hosts = store.hosts().await.unwrap();
+    assert_eq!(hosts[0].last_seq, 360);
+}
+
+fn sql_count(store: &SqliteStore, sql: &str, p: i64) -> i64 {
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    conn.query_row(sql, [p], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn compaction_round_trip_and_rewrite_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let t0 = now - 3 * 3_600_000;
+    // A 4 h memory window: everything starts in the head and in memory.
+    let store =
+        SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 4 * 3_600_000, ..opts() })
+            .unwrap();
+    for i in 0..1080 {
+        let ts = t0 + i * 10_000 + (i % 7) * 3; // jittered
+        let b = batch("cp-1", i as u64 + 1, (0..5).map(|k| sample(k, i, ts)).collect());
+        store.write_batch(&b).await.unwrap();
+    }
+    assert_eq!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0), 0);
+    let hq = HistoryQuery {
+        host: "cp-1".into(),
+        process: "proc-1".into(),
+        from: t0,
+        to: now,
+        step_ms: 600_000,
+    };
+    let before = store.window(&all("cp-1")).await.unwrap();
+    let before_hist = store.history(&hq).await.unwrap();
+    let before_usage = store.usage(&all("cp-1")).await.unwrap();
+
+    // Fold everything and merge every complete block.
+    let stats = store.compact_at(now + 10 * 3_600_000).unwrap();
+    assert_eq!(stats.head_rows_folded, 1080);
+    assert!(stats.chunks_merged > 0);
+    assert_eq!(sql_count(&store, "SELECT count(*) FROM head WHERE n > ?1", 0), 0);
+    assert_eq!(sql_count(&store, "SELECT count(*) FROM chunks WHERE level = ?1", 0), 0);
+    assert!(sql_count(&store, "SELECT count(*) FROM chunks WHERE level = ?1", 1) > 0);
+    assert!(store.memory_floor() > now);
+
+    assert_eq!(store.window(&all("cp-1")).await.unwrap(), before);
+    assert_eq!(store.history(&hq).await.unwrap(), before_hist);
+    assert_eq!(store.usage(&all("cp-1")).await.unwrap(), before_usage);
+
+    // Rewriting an already compacted sample replaces it, before and after the next merge.
+    let old_ts = before[1].samples[100].ts;
+    let mut fixed = sample(1, 100, old_ts);
+    fixed.cpu = 99.5;
+    store.write_batch(&batch("cp-1", 2000, vec![fixed.clone()])).await.unwrap();
+    let check = |w: Vec<procwatch_store::SeriesWindow>| {
+        let s = &w[1].samples;
+        assert_eq!(s.len(), 1080);
+        assert_eq!(s[100], fixed);
+        assert_eq!(s[99], before[1].samples[99]);
+    };
+    check(store.window(&all("cp-1")).await.unwrap());
+    store.compact_at(now + 10 * 3_600_000).unwrap();
+    check(store.window(&all("cp-1")).await.unwrap());
+    drop(store);
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    check(store.window(&all("cp-1")).await.unwrap());
+}
+
+#[tokio::test]
+async fn retention_drops_whole_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let t0 = now - 8 * 3_600_000;
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    for i in 0..(8 * 360) {
+        let ts = t0 + i * 10_000;
+        let b = batch("rt-1", i as u64 + 1, (0..3).map(|k| sample(k, i, ts)).collect());
+        store.write_batch(&b).await.unwrap();
+    }
+    store.compact_at(now).unwrap();
+    let chunks_before = sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0);
+    let cutoff = now - 3 * 3_600_000 - 1234;
+    let removed = store.apply_retention(cutoff).await.unwrap();
+    // Whole chunks only: everything wholly older is gone, a straddling chunk may stay.
+    assert_eq!(sql_count(&store, "SELECT count(*) FROM chunks WHERE end_ts < ?1", cutoff), 0);
+    assert!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0) < chunks_before);
+    let older = (0..(8 * 360)).filter(|i| t0 + i * 10_000 < cutoff).count() as u64 * 3;
+    assert!(removed > 0 && removed <= older, "removed {removed} of {older}");
+    // Queries never see anything older than the cutoff, even from a straddling chunk.
+    let w = store.window(&all("rt-1")).await.unwrap();
+    for sw in &w {
+        assert!(sw.samples.iter().all(|s| s.ts >= cutoff));
+        let want = (0..(8 * 360)).filter(|i| t0 + i * 10_000 >= cutoff).count();
+        assert_eq!(sw.samples.len(), want);
+    }
+    // The floor survives a restart.
+    drop(store);
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    let w = store.window(&all("rt-1")).await.unwrap();
+    assert!(w[0].samples.iter().all(|s| s.ts >= cutoff));
+}
