@@ -174,7 +174,6 @@ async fn tokens_from_flags_and_files() {
 
 /// A 2xx means durable: the data is still there after SIGKILL and a restart on the same dir.
 #[tokio::test]
-#[ignore = "needs the SQLite store (not landed yet)"]
 async fn data_survives_sigkill_and_restart() {
     let (_tmp, data) = temp_dir();
     let client = reqwest::Client::new();
@@ -207,7 +206,6 @@ async fn data_survives_sigkill_and_restart() {
 /// Retention runs at start: restarted with a shorter `--retention`, the server drops what is
 /// now too old and keeps the rest.
 #[tokio::test]
-#[ignore = "needs the SQLite store (not landed yet)"]
 async fn retention_removes_old_samples_on_restart() {
     let (_tmp, data) = temp_dir();
     let client = reqwest::Client::new();

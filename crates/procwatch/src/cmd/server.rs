@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use procwatch_server::ServerConfig;
 use procwatch_store::Storage;
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -88,7 +89,7 @@ pub enum StoreKind {
     Sqlite,
     /// An external InfluxDB.
     Influxdb,
-    /// In memory, gone at exit (tests and demos).
+    /// In memory, gone at exit (tests and demos; --data-dir is unused).
     Memory,
 }
 
@@ -128,7 +129,18 @@ fn token(given: Option<Secret>, file: Option<&Path>, what: &str) -> Result<Optio
 pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
     match args.store {
         StoreKind::Sqlite => {
-            bail!("the sqlite store is not built yet (use --store memory for now)")
+            let opts = SqliteOptions {
+                retention_ms: args.retention.as_millis() as i64,
+                ..SqliteOptions::default()
+            };
+            let dir = args.data_dir.clone();
+            // Opening folds what a crash left and rebuilds the recent window: blocking work.
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, opts))
+                .await?
+                .with_context(|| {
+                format!("cannot open the store in {}", args.data_dir.display())
+            })?;
+            Ok(Arc::new(store))
         }
         StoreKind::Influxdb => bail!("the influxdb store is not built yet"),
         StoreKind::Memory => Ok(Arc::new(procwatch_store::memory::MemoryStore::new())),

@@ -7,8 +7,16 @@ use serde_json::{json, Value};
 use crate::util::*;
 
 #[tokio::test]
-async fn batch_round_trip() {
-    let app = spawn_app().await;
+async fn batch_round_trip_sqlite() {
+    round_trip(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn batch_round_trip_memory() {
+    round_trip(spawn_memory_app().await).await;
+}
+
+async fn round_trip(app: TestApp) {
     let t = now_ms() - 60_000;
     let b = batch(
         "web-1",

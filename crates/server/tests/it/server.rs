@@ -14,7 +14,7 @@ use crate::util::*;
 async fn health_and_readiness() {
     let app = spawn_app().await;
     assert_eq!(app.get_json("/healthz").await, (200, json!({"status": "ok"})));
-    assert_eq!(app.get_json("/readyz").await, (200, json!({"status": "ready", "store": "memory"})));
+    assert_eq!(app.get_json("/readyz").await, (200, json!({"status": "ready", "store": "sqlite"})));
     app.stop().await;
 }
 

@@ -7,6 +7,7 @@ use procwatch_model::{Batch, HostTotal, Sample, TsMs};
 use procwatch_server::ServerConfig;
 use procwatch_store::memory::MemoryStore;
 use procwatch_store::Storage;
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::sync::oneshot;
 
 /// A running server. Dropping it without [`TestApp::stop`] aborts it.
@@ -14,6 +15,8 @@ pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Storage>,
+    /// The data dir of a SQLite-backed app; removed on drop.
+    _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), procwatch_server::ServerError>>>,
 }
@@ -55,8 +58,18 @@ impl Drop for TestApp {
     }
 }
 
-/// Starts the real server on `127.0.0.1:0` over a fresh `MemoryStore`.
+/// Starts the real server on `127.0.0.1:0` over a fresh `SqliteStore` (the default backend)
+/// in a temp dir.
 pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open sqlite");
+    let mut app = spawn_app_with(Arc::new(store), ServerConfig::default()).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the real server on `127.0.0.1:0` over a fresh `MemoryStore`.
+pub async fn spawn_memory_app() -> TestApp {
     spawn_app_with(Arc::new(MemoryStore::new()), ServerConfig::default()).await
 }
 
@@ -72,6 +85,7 @@ pub async fn spawn_app_with(store: Arc<dyn Storage>, config: ServerConfig) -> Te
         url: format!("http://{addr}"),
         client: reqwest::Client::new(),
         store,
+        _dir: None,
         stop: Some(tx),
         handle: Some(handle),
     }

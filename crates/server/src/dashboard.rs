@@ -1,0 +1,532 @@
+//! The web dashboard: a page of our own (HTML, CSS and vanilla JavaScript, no framework, no
+//! third-party code) embedded in the binary, and server-side SVG charts drawn with `plotters`.
+//!
+//! Routes:
+//! - `GET /` — the page; `GET /assets/{name}` — its script, stylesheet and icon. Always open
+//!   (they hold no data). The page links its assets with `?v=<content hash>`; such requests are
+//!   cached for a year (`immutable`), the page itself is `no-cache`, and every asset has an
+//!   `ETag` answered with `304`.
+//! - `GET /api/v1/hosts/{host}/processes/{process}/chart.svg` — a read route (needs the read
+//!   token when one is set). Parameters: `metric` (`cpu` default, `mem`, `cores`), `window`
+//!   (default `1h`), `threshold` (default 80 for cpu and mem, none for cores), `horizon`
+//!   (default `10m`), `forecast_window` (default `10m`), `theme` (`light` default, `dark`),
+//!   `width` and `height` in pixels. The chart shows the history (mean per step, a marker per
+//!   point), the threshold as a dashed red line and, to the right of "now", the forecast at
+//!   now + horizon as a dashed amber line: `predict_linear` (least squares over the last
+//!   `forecast_window` of raw samples, the same `procwatch_alarm::forecast::Linear` the
+//!   backtest scores). The x axis is minutes relative to the server's clock (no time zone to
+//!   get wrong).
+//!
+//! The page (see `assets/app.js`):
+//! - Data comes from the v1 API: `/api/v1/hosts`, `/api/v1/usage`, the chart route, and the
+//!   alarm routes `/api/v1/alarms?active=true`, `/api/v1/alarms?limit=50` and the stream
+//!   `/api/v1/alarms/stream` (Server-Sent Events, read with `fetch` so the token can be sent).
+//!   When the alarm routes answer 404 the page shows "alarms unavailable" and goes on.
+//! - Refresh: every agent interval (the smallest `interval_ms` of the hosts), clamped to
+//!   1–10 s; alarms are refreshed at once on every stream event, and polled at the same
+//!   interval while the stream is down.
+//! - Token: with `--read-token` set, the page asks for it once and keeps it in the browser's
+//!   `localStorage` (key `procwatch.token`); opening `/#token=<token>` stores it too and clears
+//!   it from the address bar. It is sent as `Authorization: Bearer`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use procwatch_alarm::forecast::{Forecaster, Linear};
+use procwatch_model::TsMs;
+use procwatch_store::{HistoryPoint, HistoryQuery};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::time::{now_ms, parse_duration_ms};
+use crate::AppState;
+
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/app.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../assets/favicon.svg"),
+    },
+];
+
+const INDEX_TEMPLATE: &str = include_str!("../assets/index.html");
+
+/// FNV-1a, 64 bit: a content hash for cache busting and ETags (not for security).
+pub fn content_hash(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The page with each `{{name}}` placeholder replaced by `/assets/name?v=<hash>`.
+fn index() -> &'static (String, String) {
+    static INDEX: OnceLock<(String, String)> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut page = INDEX_TEMPLATE.to_owned();
+        for a in ASSETS {
+            let url = format!("/assets/{}?v={}", a.name, &content_hash(a.body)[..12]);
+            page = page.replace(&format!("{{{{{}}}}}", a.name), &url);
+        }
+        page = page.replace("{{version}}", env!("CARGO_PKG_VERSION"));
+        let etag = format!("\"{}\"", content_hash(page.as_bytes()));
+        (page, etag)
+    })
+}
+
+/// Bytes of the page and all its assets, as served (uncompressed).
+pub fn page_weight() -> usize {
+    index().0.len() + ASSETS.iter().map(|a| a.body.len()).sum::<usize>()
+}
+
+/// The page, its assets, and the chart route.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let charts = Router::new()
+        .route("/api/v1/hosts/{host}/processes/{process}/chart.svg", get(chart))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::require_read));
+    Router::new()
+        .route("/", get(serve_index))
+        .route("/index.html", get(serve_index))
+        .route("/assets/{name}", get(serve_asset))
+        .merge(charts)
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+async fn serve_index(headers: HeaderMap) -> Response {
+    let (page, etag) = index();
+    if not_modified(&headers, etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (header::ETAG, etag.clone()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'"
+                    .to_owned(),
+            ),
+        ],
+        page.clone(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct AssetParams {
+    v: Option<String>,
+}
+
+async fn serve_asset(
+    Path(name): Path<String>,
+    Query(p): Query<AssetParams>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(a) = ASSETS.iter().find(|a| a.name == name) else {
+        return ApiError::NotFound(format!("no asset {name:?}")).into_response();
+    };
+    let hash = content_hash(a.body);
+    let etag = format!("\"{hash}\"");
+    // A versioned URL never changes content; an unversioned one is revalidated.
+    let cache = if p.v.as_deref().is_some_and(|v| hash.starts_with(v) && !v.is_empty()) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    if not_modified(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let mut resp = (
+        [(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, cache)],
+        a.body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// Query string of the chart route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartParams {
+    pub metric: Option<String>,
+    pub window: Option<String>,
+    pub threshold: Option<f64>,
+    pub horizon: Option<String>,
+    pub forecast_window: Option<String>,
+    pub theme: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// Which figure a chart shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartMetric {
+    Cpu,
+    Mem,
+    Cores,
+}
+
+impl ChartMetric {
+    fn parse(s: Option<&str>) -> Result<Self, String> {
+        match s.unwrap_or("cpu") {
+            "cpu" => Ok(ChartMetric::Cpu),
+            "mem" => Ok(ChartMetric::Mem),
+            "cores" => Ok(ChartMetric::Cores),
+            other => Err(format!("{other:?}: expected cpu, mem or cores")),
+        }
+    }
+    fn of(self, p: &HistoryPoint) -> f64 {
+        match self {
+            ChartMetric::Cpu => p.cpu,
+            ChartMetric::Mem => p.mem,
+            ChartMetric::Cores => p.cores,
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            ChartMetric::Cpu => "cpu %",
+            ChartMetric::Mem => "mem %",
+            ChartMetric::Cores => "cores",
+        }
+    }
+}
+
+/// Colours of one theme.
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub background: (u8, u8, u8),
+    pub text: (u8, u8, u8),
+    pub grid: (u8, u8, u8),
+    pub line: (u8, u8, u8),
+    pub threshold: (u8, u8, u8),
+    pub forecast: (u8, u8, u8),
+}
+
+pub const LIGHT: Theme = Theme {
+    background: (255, 255, 255),
+    text: (55, 60, 70),
+    grid: (228, 231, 236),
+    line: (37, 99, 235),
+    threshold: (220, 38, 38),
+    forecast: (217, 119, 6),
+};
+
+pub const DARK: Theme = Theme {
+    background: (24, 27, 33),
+    text: (200, 205, 215),
+    grid: (52, 58, 68),
+    line: (96, 165, 250),
+    threshold: (248, 113, 113),
+    forecast: (251, 191, 36),
+};
+
+/// Everything one chart shows, already fetched: pure input of [`render_svg`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartData {
+    pub title: String,
+    pub y_label: &'static str,
+    /// (minutes relative to now, value), oldest first.
+    pub points: Vec<(f64, f64)>,
+    /// x range in minutes relative to now.
+    pub x_from: f64,
+    pub x_to: f64,
+    pub threshold: Option<f64>,
+    /// (minutes relative to now, value) of the forecast, starting at the last point.
+    pub forecast: Option<[(f64, f64); 2]>,
+    /// Percent metrics start at 0 and reach at least the threshold.
+    pub percent: bool,
+}
+
+/// Renders a chart as an SVG document. Pure: same data, same bytes.
+pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Result<String, String> {
+    use plotters::prelude::*;
+    let rgb = |c: (u8, u8, u8)| RGBColor(c.0, c.1, c.2);
+    let mut y_max = d.points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    if let Some(t) = d.threshold {
+        y_max = y_max.max(t);
+    }
+    if let Some(f) = d.forecast {
+        y_max = y_max.max(f[1].1);
+    }
+    y_max = if d.percent { (y_max * 1.12).clamp(5.0, 112.0) } else { (y_max * 1.15).max(0.1) };
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&rgb(theme.background)).map_err(|e| err(&e))?;
+        let text = rgb(theme.text);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(8)
+            .caption(&d.title, ("sans-serif", 14).into_font().color(&text))
+            .x_label_area_size(30)
+            .y_label_area_size(42)
+            .build_cartesian_2d(d.x_from..d.x_to, 0.0..y_max)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .light_line_style(rgb(theme.grid).mix(0.5))
+            .bold_line_style(rgb(theme.grid))
+            .axis_style(rgb(theme.grid))
+            .label_style(("sans-serif", 11).into_font().color(&text))
+            .axis_desc_style(("sans-serif", 11).into_font().color(&text))
+            .x_desc("minutes from now")
+            .y_desc(d.y_label)
+            .x_labels(7)
+            .y_labels(6)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| if y_max >= 10.0 { format!("{y:.0}") } else { format!("{y:.2}") })
+            .draw()
+            .map_err(|e| err(&e))?;
+        if let Some(t) = d.threshold {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(d.x_from, t), (d.x_to, t)],
+                    6,
+                    4,
+                    rgb(theme.threshold).stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+        }
+        let line = rgb(theme.line);
+        chart
+            .draw_series(LineSeries::new(d.points.iter().copied(), line.stroke_width(2)))
+            .map_err(|e| err(&e))?;
+        let r = if d.points.len() > 150 { 1 } else { 2 };
+        chart
+            .draw_series(d.points.iter().map(|&p| Circle::new(p, r, line.filled())))
+            .map_err(|e| err(&e))?;
+        if let Some(f) = d.forecast {
+            chart
+                .draw_series(DashedLineSeries::new(f, 5, 3, rgb(theme.forecast).stroke_width(2)))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(Circle::new(f[1], 3, rgb(theme.forecast).filled())))
+                .map_err(|e| err(&e))?;
+        }
+        // "now"
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (0.0, y_max)], rgb(theme.grid).stroke_width(1)))
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(out)
+}
+
+/// A history step that keeps a chart near `target` points.
+pub fn chart_step_ms(window_ms: i64, target: i64) -> i64 {
+    let step = window_ms / target.max(1);
+    if step < 1000 {
+        0
+    } else {
+        step
+    }
+}
+
+fn dur(name: &str, v: Option<&str>, default_ms: i64) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(default_ms),
+        Some(s) => parse_duration_ms(s).map_err(|e| ApiError::bad_param(name, e)),
+    }
+}
+
+async fn chart(
+    State(st): State<AppState>,
+    Path((host, process)): Path<(String, String)>,
+    q: Result<Query<ChartParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = q?.0;
+    let metric = ChartMetric::parse(p.metric.as_deref()).map_err(|e| ApiError::bad_param("metric", e))?;
+    let window = dur("window", p.window.as_deref(), 3_600_000)?;
+    if !(10_000..=7 * 86_400_000).contains(&window) {
+        return Err(ApiError::bad_param("window", "between 10s and 7d"));
+    }
+    let horizon = dur("horizon", p.horizon.as_deref(), 600_000)?;
+    let fwindow = dur("forecast_window", p.forecast_window.as_deref(), 600_000)?;
+    let theme = match p.theme.as_deref() {
+        None | Some("light") => &LIGHT,
+        Some("dark") => &DARK,
+        Some(t) => return Err(ApiError::bad_param("theme", format!("{t:?}: light or dark"))),
+    };
+    let width = p.width.unwrap_or(640).clamp(200, 2000);
+    let height = p.height.unwrap_or(260).clamp(120, 1200);
+    let threshold = match (p.threshold, metric) {
+        (Some(t), _) if t.is_finite() => Some(t),
+        (Some(_), _) => return Err(ApiError::bad_param("threshold", "not finite")),
+        (None, ChartMetric::Cores) => None,
+        (None, _) => Some(80.0),
+    };
+    let now = now_ms();
+    let to = now + procwatch_model::validate::MAX_FUTURE_MS + 1;
+    let history = st
+        .store
+        .history(&HistoryQuery {
+            host: host.clone(),
+            process: process.clone(),
+            from: now - window,
+            to,
+            step_ms: chart_step_ms(window, 240),
+        })
+        .await?;
+    let minutes = |ts: TsMs| (ts - now) as f64 / 60_000.0;
+    let points: Vec<(f64, f64)> = history.iter().map(|h| (minutes(h.ts), metric.of(h))).collect();
+    // The forecast, from raw samples of the last forecast window.
+    let interval = st
+        .store
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.host == host)
+        .map(|h| h.interval_ms as i64)
+        .filter(|i| *i > 0)
+        .unwrap_or(st.config.interval.as_millis() as i64);
+    let raw = st
+        .store
+        .history(&HistoryQuery { host: host.clone(), process: process.clone(), from: now - fwindow, to, step_ms: 0 })
+        .await?;
+    let forecast = forecast(&raw, metric, fwindow, interval, horizon, threshold.unwrap_or(f64::INFINITY));
+    let x_from = -(window as f64) / 60_000.0;
+    let x_to = if forecast.is_some() { minutes(now + horizon) } else { 0.0f64.max(points.last().map_or(0.0, |p| p.0)) };
+    let data = ChartData {
+        title: format!("{process} on {host} — {}", metric.label()),
+        y_label: metric.label(),
+        points,
+        x_from,
+        x_to: x_to.max(x_from + 0.1),
+        threshold,
+        forecast: forecast.map(|(last, f_ts, f)| [(minutes(last.0), last.1), (minutes(f_ts), f)]),
+        percent: metric != ChartMetric::Cores,
+    };
+    let svg = render_svg(&data, theme, width, height).map_err(ApiError::Internal)?;
+    Ok((
+        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")],
+        svg,
+    )
+        .into_response())
+}
+
+/// The `predict_linear` forecast at the last sample + `horizon`: ((last ts, last value),
+/// forecast ts, forecast value). `None` with too few samples.
+pub fn forecast(
+    raw: &[HistoryPoint],
+    metric: ChartMetric,
+    window_ms: i64,
+    interval_ms: i64,
+    horizon_ms: i64,
+    threshold: f64,
+) -> Option<((TsMs, f64), TsMs, f64)> {
+    let last = raw.last()?;
+    let mut f = Linear::new(Linear::samples_for(window_ms, interval_ms));
+    for p in raw {
+        f.push(p.ts, metric.of(p));
+    }
+    let at = last.ts + horizon_ms;
+    let out = f.forecast(at, threshold)?;
+    let value = if metric == ChartMetric::Cores { out.value.max(0.0) } else { out.value.clamp(0.0, 100.0) };
+    Some(((last.ts, metric.of(last)), at, value))
+}
+
+/// How long the page waits between refreshes at most (documented in the module docs).
+pub const MAX_REFRESH: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(ts: TsMs, cpu: f64) -> HistoryPoint {
+        HistoryPoint { ts, cpu, cpu_max: cpu, cores: cpu / 50.0, mem: 1.0, mem_max: 1.0, rss: 1.0, count: 1.0 }
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        assert_eq!(content_hash(b""), "cbf29ce484222325");
+        assert_ne!(content_hash(b"a"), content_hash(b"b"));
+    }
+
+    #[test]
+    fn index_links_versioned_assets() {
+        let (page, etag) = index();
+        for a in ASSETS {
+            assert!(page.contains(&format!("/assets/{}?v=", a.name)), "{} not linked", a.name);
+        }
+        assert!(!page.contains("{{"), "placeholder left in the page");
+        assert!(etag.starts_with('"'));
+        assert!(page_weight() > page.len());
+    }
+
+    #[test]
+    fn svg_has_points_threshold_and_forecast() {
+        let data = ChartData {
+            title: "java on web-1 — cpu %".into(),
+            y_label: "cpu %",
+            points: vec![(-3.0, 10.0), (-2.0, 20.0), (-1.0, 30.0)],
+            x_from: -5.0,
+            x_to: 10.0,
+            threshold: Some(80.0),
+            forecast: Some([(-1.0, 30.0), (10.0, 90.0)]),
+            percent: true,
+        };
+        let svg = render_svg(&data, &LIGHT, 400, 200).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
+        // 3 markers + the forecast's end marker
+        assert_eq!(svg.matches("<circle").count(), 4);
+        assert!(svg.contains("java on web-1"));
+        assert!(svg.contains("#DC2626") || svg.to_lowercase().contains("#dc2626"), "threshold colour");
+        assert_eq!(render_svg(&data, &LIGHT, 400, 200).unwrap(), svg, "deterministic");
+        let dark = render_svg(&data, &DARK, 400, 200).unwrap();
+        assert_ne!(dark, svg);
+    }
+
+    #[test]
+    fn forecast_follows_the_trend() {
+        // +1 per 10 s: 10 minutes ahead is +60.
+        let raw: Vec<HistoryPoint> = (0..5).map(|i| point(i * 10_000, 10.0 + i as f64)).collect();
+        let ((ts, v), at, f) = forecast(&raw, ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).unwrap();
+        assert_eq!((ts, v), (40_000, 14.0));
+        assert_eq!(at, 640_000);
+        assert!((f - 74.0).abs() < 1e-6, "{f}");
+        assert!(forecast(&raw[..1], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
+        assert!(forecast(&[], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
+    }
+
+    #[test]
+    fn steps() {
+        assert_eq!(chart_step_ms(3_600_000, 240), 15_000);
+        assert_eq!(chart_step_ms(60_000, 240), 0);
+    }
+}

@@ -1,0 +1,664 @@
+//! `GET /metrics`: the server's own metrics and the monitored processes, in the Prometheus
+//! text format (version 0.0.4), encoded by the `prometheus-client` crate.
+//!
+//! What a user needs to know:
+//! - **Per-process gauges** (labels `host`, `process`) are the newest values of the last
+//!   query window (5 min by default): `procwatch_process_cpu_percent`,
+//!   `procwatch_process_cores`, `procwatch_process_mem_percent`, `procwatch_process_rss_bytes`,
+//!   `procwatch_process_count`, and `procwatch_process_alarm_level` (labels `host`, `process`,
+//!   `metric`; 0 OK, 1 STALE, 2 AMBER, 3 RED). A process without a sample in the window has no
+//!   series (Prometheus marks it stale).
+//! - **Cardinality cap**: per host, the top [`DEFAULT_PROCESS_CAP`] (20) processes by their
+//!   newest cpu, plus every process with an active alarm, whatever its rank. How many were left
+//!   out is `procwatch_process_series_capped{host}`. The full list stays in `/api/v1/usage`.
+//! - **Per-host gauges**: `procwatch_host_cpu_percent`, `procwatch_host_mem_percent`,
+//!   `procwatch_host_last_seen_timestamp_seconds`, `procwatch_host_stale` (1 after 3 intervals
+//!   without data).
+//! - **Server self-metrics**: `procwatch_ingested_batches_total{format}` and
+//!   `procwatch_ingested_samples_total{format}` (`format` = `v1` or `legacy`),
+//!   `procwatch_refused_batches_total{reason}` (`invalid`, `unauthorized`, `forbidden`,
+//!   `too_large`, `unsupported_encoding`, `timeout`, `store_unavailable`, `other`),
+//!   `procwatch_http_request_duration_seconds{method,route,status}` (route = the matched route
+//!   template, `unmatched` otherwise, so paths never explode the label set),
+//!   `procwatch_store_write_duration_seconds`, `procwatch_store_hosts`,
+//!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
+//!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
+//!   the alarm engine through [`Metrics::observe_evaluation`]), and `procwatch_build_info`.
+//!   The store's size on disk is not exported: `Storage` has no size query (hosts and series
+//!   are the proxies).
+//! - Access: `/metrics` is a read route: with `--read-token` set, Prometheus needs
+//!   `authorization: {credentials: <token>}` in its scrape config.
+//!
+//! Ingestion is counted without touching the handlers: [`MeteredStore`] wraps the store (it
+//! counts what `write_batch` durably wrote) and [`track`] classifies refused ingestion
+//! requests by their status code.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, TsMs};
+use procwatch_store::{
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, StoreResult, Storage,
+    UsageQuery, UsageRow, WriteOutcome,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::ApiError;
+use crate::time::now_ms;
+use crate::AppState;
+
+/// Processes exported per host (by newest cpu), besides those in alarm.
+pub const DEFAULT_PROCESS_CAP: usize = 20;
+
+/// The ingestion routes whose refusals are counted.
+const INGEST_ROUTES: [&str; 2] = ["/api/v1/samples", "/ressources-usage/save-all"];
+
+type GaugeF = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabels {
+    format: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcLabels {
+    host: String,
+    process: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabels {
+    host: String,
+    process: String,
+    metric: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LevelLabels {
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The gauges rebuilt on every scrape from the store.
+#[derive(Default)]
+struct Snapshot {
+    proc_cpu: Family<ProcLabels, GaugeF>,
+    proc_cores: Family<ProcLabels, GaugeF>,
+    proc_mem: Family<ProcLabels, GaugeF>,
+    proc_rss: Family<ProcLabels, Gauge>,
+    proc_count: Family<ProcLabels, Gauge>,
+    proc_alarm: Family<AlarmLabels, Gauge>,
+    capped: Family<HostLabels, Gauge>,
+    host_cpu: Family<HostLabels, GaugeF>,
+    host_mem: Family<HostLabels, GaugeF>,
+    host_seen: Family<HostLabels, GaugeF>,
+    host_stale: Family<HostLabels, Gauge>,
+    alarms_active: Family<LevelLabels, Gauge>,
+    store_hosts: Gauge,
+    store_series: Gauge,
+    store_up: Gauge,
+}
+
+impl Snapshot {
+    fn clear(&self) {
+        self.proc_cpu.clear();
+        self.proc_cores.clear();
+        self.proc_mem.clear();
+        self.proc_rss.clear();
+        self.proc_count.clear();
+        self.proc_alarm.clear();
+        self.capped.clear();
+        self.host_cpu.clear();
+        self.host_mem.clear();
+        self.host_seen.clear();
+        self.host_stale.clear();
+        self.alarms_active.clear();
+    }
+}
+
+/// Every metric of one server. Cheap to share (`Arc`), one per [`AppState`].
+pub struct Metrics {
+    registry: Registry,
+    batches: Family<FormatLabels, Counter>,
+    samples: Family<FormatLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+    http: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    store_write: Histogram,
+    evaluation: Histogram,
+    snapshot: Snapshot,
+    /// One scrape at a time rebuilds the snapshot.
+    scrape: tokio::sync::Mutex<()>,
+    process_cap: AtomicUsize,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("procwatch");
+        let batches = Family::<FormatLabels, Counter>::default();
+        let samples = Family::<FormatLabels, Counter>::default();
+        let refused = Family::<ReasonLabels, Counter>::default();
+        let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let store_write = latency_histogram();
+        let evaluation = latency_histogram();
+        let snapshot = Snapshot::default();
+        let build = Family::<VersionLabels, Gauge>::default();
+        build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+
+        r.register("ingested_batches", "Batches accepted and stored durably", batches.clone());
+        r.register("ingested_samples", "Samples accepted and stored durably", samples.clone());
+        r.register("refused_batches", "Ingestion requests refused, by reason", refused.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, matched route and status",
+            http.clone(),
+        );
+        r.register(
+            "store_write_duration_seconds",
+            "Time to write one batch durably",
+            store_write.clone(),
+        );
+        r.register(
+            "alarm_evaluation_duration_seconds",
+            "Time of one alarm evaluation round",
+            evaluation.clone(),
+        );
+        r.register("build_info", "procwatch version", build);
+        let s = &snapshot;
+        r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
+        r.register("store_series", "Series with a sample in the query window", s.store_series.clone());
+        r.register("store_up", "1 when the store answers its health check", s.store_up.clone());
+        r.register("alarms_active", "Active alarm events by level", s.alarms_active.clone());
+        r.register("host_cpu_percent", "Host CPU busy, newest host total", s.host_cpu.clone());
+        r.register("host_mem_percent", "Host memory used, newest host total", s.host_mem.clone());
+        r.register(
+            "host_last_seen_timestamp_seconds",
+            "Newest sample or host total of the host",
+            s.host_seen.clone(),
+        );
+        r.register("host_stale", "1 when the host sent nothing for 3 intervals", s.host_stale.clone());
+        r.register(
+            "process_cpu_percent",
+            "Newest cpu of the process group, percent of the host's capacity",
+            s.proc_cpu.clone(),
+        );
+        r.register("process_cores", "Newest cpu of the process group in cores", s.proc_cores.clone());
+        r.register(
+            "process_mem_percent",
+            "Newest resident memory of the process group, percent of MemTotal",
+            s.proc_mem.clone(),
+        );
+        r.register("process_rss_bytes", "Newest resident memory of the process group", s.proc_rss.clone());
+        r.register("process_count", "Live processes in the group at the newest sample", s.proc_count.clone());
+        r.register(
+            "process_alarm_level",
+            "Alarm level of the series: 0 OK, 1 STALE, 2 AMBER, 3 RED",
+            s.proc_alarm.clone(),
+        );
+        r.register(
+            "process_series_capped",
+            "Processes of the host left out of the process_* series by the cardinality cap",
+            s.capped.clone(),
+        );
+        Metrics {
+            registry: r,
+            batches,
+            samples,
+            refused,
+            http,
+            store_write,
+            evaluation,
+            snapshot,
+            scrape: tokio::sync::Mutex::new(()),
+            process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
+        }
+    }
+
+    /// Processes exported per host besides those in alarm (default [`DEFAULT_PROCESS_CAP`]).
+    pub fn set_process_cap(&self, cap: usize) {
+        self.process_cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Records one alarm evaluation round (called by the alarm engine).
+    pub fn observe_evaluation(&self, took: Duration) {
+        self.evaluation.observe(took.as_secs_f64());
+    }
+
+    fn ingested(&self, batch: &Batch, out: &WriteOutcome, took: Duration) {
+        // `procwatch_model::validate::decode_legacy` names the agent "legacy".
+        let format = if batch.agent == "legacy" { "legacy" } else { "v1" };
+        let l = FormatLabels { format };
+        self.batches.get_or_create(&l).inc();
+        self.samples.get_or_create(&l).inc_by(out.samples as u64);
+        self.store_write.observe(took.as_secs_f64());
+    }
+
+    fn refused(&self, status: StatusCode) {
+        self.refused.get_or_create(&ReasonLabels { reason: refusal_reason(status) }).inc();
+    }
+
+    /// Rebuilds the store-derived gauges and encodes everything.
+    pub async fn render(&self, st: &AppState) -> Result<String, std::fmt::Error> {
+        let _one = self.scrape.lock().await;
+        let snap = collect(st, self.process_cap.load(Ordering::Relaxed)).await;
+        let s = &self.snapshot;
+        s.clear();
+        s.store_up.set(i64::from(snap.up));
+        s.store_hosts.set(snap.hosts.len() as i64);
+        s.store_series.set(snap.series as i64);
+        for (level, n) in &snap.alarm_counts {
+            s.alarms_active.get_or_create(&LevelLabels { level }).set(*n);
+        }
+        for h in &snap.hosts {
+            let l = HostLabels { host: h.host.clone() };
+            if let Some(t) = &h.latest {
+                s.host_cpu.get_or_create(&l).set(t.cpu);
+                s.host_mem.get_or_create(&l).set(t.mem);
+            }
+            s.host_seen.get_or_create(&l).set(h.last_seen as f64 / 1000.0);
+            s.host_stale.get_or_create(&l).set(i64::from(h.stale));
+            s.capped.get_or_create(&l).set(h.capped as i64);
+        }
+        for p in &snap.processes {
+            let l = ProcLabels { host: p.host.clone(), process: p.process.clone() };
+            s.proc_cpu.get_or_create(&l).set(p.cpu);
+            s.proc_cores.get_or_create(&l).set(p.cores);
+            s.proc_mem.get_or_create(&l).set(p.mem);
+            s.proc_rss.get_or_create(&l).set(p.rss.min(i64::MAX as u64) as i64);
+            s.proc_count.get_or_create(&l).set(i64::from(p.count));
+            for (metric, level) in [("cpu", p.cpu_level), ("mem", p.mem_level)] {
+                let al = AlarmLabels { host: p.host.clone(), process: p.process.clone(), metric };
+                s.proc_alarm.get_or_create(&al).set(level_value(level));
+            }
+        }
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The numeric value of a level in `procwatch_process_alarm_level`.
+pub fn level_value(l: Level) -> i64 {
+    match l {
+        Level::Ok => 0,
+        Level::Stale => 1,
+        Level::Amber => 2,
+        Level::Red => 3,
+    }
+}
+
+/// The `reason` label of a refused ingestion request.
+pub fn refusal_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid",
+        401 => "unauthorized",
+        403 => "forbidden",
+        413 => "too_large",
+        415 => "unsupported_encoding",
+        408 => "timeout",
+        503 => "store_unavailable",
+        _ => "other",
+    }
+}
+
+/// One exported (host, process) row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRow {
+    pub host: String,
+    pub process: String,
+    pub cpu: f64,
+    pub cores: f64,
+    pub mem: f64,
+    pub rss: u64,
+    pub count: u32,
+    pub cpu_level: Level,
+    pub mem_level: Level,
+}
+
+#[derive(Debug)]
+struct HostRow {
+    host: String,
+    last_seen: TsMs,
+    stale: bool,
+    latest: Option<HostTotal>,
+    capped: usize,
+}
+
+#[derive(Debug, Default)]
+struct Collected {
+    up: bool,
+    hosts: Vec<HostRow>,
+    series: usize,
+    processes: Vec<ProcessRow>,
+    alarm_counts: Vec<(&'static str, i64)>,
+}
+
+/// The worst active level per (host, process, metric); `Cores` alarms count as cpu.
+fn active_levels(events: &[AlarmEvent]) -> std::collections::HashMap<(String, String, &'static str), Level> {
+    let mut m = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.end.is_none()) {
+        let metric = match e.metric {
+            Metric::Mem => "mem",
+            Metric::Cpu | Metric::Cores => "cpu",
+        };
+        let slot = m.entry((e.host.clone(), e.process.clone(), metric)).or_insert(Level::Ok);
+        *slot = (*slot).max(e.level);
+    }
+    m
+}
+
+/// Applies the cardinality cap: per host, the top `cap` rows by newest cpu (ties by name),
+/// plus every row with an active alarm. Returns the kept rows (sorted by host, process) and
+/// how many were left out per host.
+pub fn cap_rows(
+    rows: Vec<ProcessRow>,
+    cap: usize,
+) -> (Vec<ProcessRow>, std::collections::BTreeMap<String, usize>) {
+    let mut by_host: std::collections::BTreeMap<String, Vec<ProcessRow>> = Default::default();
+    for r in rows {
+        by_host.entry(r.host.clone()).or_default().push(r);
+    }
+    let mut kept = Vec::new();
+    let mut capped = std::collections::BTreeMap::new();
+    for (host, mut rows) in by_host {
+        rows.sort_by(|a, b| {
+            b.cpu.partial_cmp(&a.cpu).unwrap_or(std::cmp::Ordering::Equal).then(a.process.cmp(&b.process))
+        });
+        let mut left_out = 0;
+        let mut host_kept: Vec<ProcessRow> = Vec::new();
+        for (i, r) in rows.into_iter().enumerate() {
+            let alarmed = r.cpu_level > Level::Ok || r.mem_level > Level::Ok;
+            if i < cap || alarmed {
+                host_kept.push(r);
+            } else {
+                left_out += 1;
+            }
+        }
+        host_kept.sort_by(|a, b| a.process.cmp(&b.process));
+        kept.extend(host_kept);
+        capped.insert(host, left_out);
+    }
+    (kept, capped)
+}
+
+async fn collect(st: &AppState, cap: usize) -> Collected {
+    let mut c = Collected { up: st.store.health().await.is_ok(), ..Default::default() };
+    let now = now_ms();
+    let hosts = st.store.hosts().await.unwrap_or_default();
+    let events = st
+        .store
+        .alarm_events(&AlarmQuery { active_only: true, ..Default::default() })
+        .await
+        .unwrap_or_default();
+    for level in [Level::Red, Level::Amber, Level::Stale] {
+        let n = events.iter().filter(|e| e.end.is_none() && e.level == level).count();
+        c.alarm_counts.push((level.as_str(), n as i64));
+    }
+    let levels = active_levels(&events);
+    let window = st.config.query_window.as_millis() as i64;
+    let q = UsageQuery {
+        from: now - window,
+        to: now + procwatch_model::validate::MAX_FUTURE_MS + 1,
+        host: None,
+        process: None,
+        per_host: true,
+    };
+    let rows = st.store.usage(&q).await.unwrap_or_default();
+    c.series = rows.len();
+    let level = |h: &str, p: &str, m: &'static str| {
+        levels.get(&(h.to_owned(), p.to_owned(), m)).copied().unwrap_or(Level::Ok)
+    };
+    let rows: Vec<ProcessRow> = rows
+        .into_iter()
+        .map(|r: UsageRow| {
+            let host = r.host.unwrap_or_default();
+            ProcessRow {
+                cpu_level: level(&host, &r.process, "cpu"),
+                mem_level: level(&host, &r.process, "mem"),
+                cpu: r.cpu.last,
+                cores: r.cores.last,
+                mem: r.mem.last,
+                rss: r.rss.last.max(0.0) as u64,
+                count: r.count,
+                host,
+                process: r.process,
+            }
+        })
+        .collect();
+    let (kept, capped) = cap_rows(rows, cap);
+    c.processes = kept;
+    let default_interval = st.config.interval.as_millis() as i64;
+    c.hosts = hosts
+        .into_iter()
+        .map(|h: HostInfo| {
+            let interval = if h.interval_ms > 0 { h.interval_ms as i64 } else { default_interval };
+            HostRow {
+                stale: now - h.last_seen > 3 * interval,
+                capped: capped.get(&h.host).copied().unwrap_or(0),
+                host: h.host,
+                last_seen: h.last_seen,
+                latest: h.latest,
+            }
+        })
+        .collect();
+    c
+}
+
+/// `GET /metrics`, a read route.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(serve))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::require_read))
+}
+
+async fn serve(State(st): State<AppState>) -> Response {
+    match st.metrics.render(&st).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+/// Middleware: request latency by (method, matched route, status); refused ingestion requests
+/// by reason. Install with `axum::middleware::from_fn_with_state(metrics, track)`.
+pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    m.http
+        .get_or_create(&HttpLabels { method, route: route.clone(), status: status.as_u16() })
+        .observe(started.elapsed().as_secs_f64());
+    if INGEST_ROUTES.contains(&route.as_str()) && (status.is_client_error() || status.is_server_error())
+    {
+        m.refused(status);
+    }
+    resp
+}
+
+/// A [`Storage`] that counts what it durably wrote; everything else passes through.
+pub struct MeteredStore {
+    inner: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner` so that every successful `write_batch` is counted in `metrics`.
+    pub fn wrap(inner: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Arc<dyn Storage> {
+        Arc::new(MeteredStore { inner, metrics })
+    }
+}
+
+#[async_trait]
+impl Storage for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        let started = Instant::now();
+        let out = self.inner.write_batch(batch).await?;
+        self.metrics.ingested(batch, &out, started.elapsed());
+        Ok(out)
+    }
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
+        self.inner.hosts().await
+    }
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        self.inner.usage(q).await
+    }
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        self.inner.window(q).await
+    }
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        self.inner.history(q).await
+    }
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        self.inner.host_totals(host, from, to).await
+    }
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        self.inner.apply_retention(cutoff).await
+    }
+    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
+        self.inner.put_alarm_event(event).await
+    }
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        self.inner.alarm_events(q).await
+    }
+    async fn health(&self) -> StoreResult<()> {
+        self.inner.health().await
+    }
+    async fn close(&self) -> StoreResult<()> {
+        self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(host: &str, process: &str, cpu: f64, level: Level) -> ProcessRow {
+        ProcessRow {
+            host: host.into(),
+            process: process.into(),
+            cpu,
+            cores: cpu / 50.0,
+            mem: 1.0,
+            rss: 1,
+            count: 1,
+            cpu_level: level,
+            mem_level: Level::Ok,
+        }
+    }
+
+    #[test]
+    fn cap_keeps_top_n_per_host_and_every_alarm() {
+        let rows = vec![
+            row("a", "p1", 10.0, Level::Ok),
+            row("a", "p2", 30.0, Level::Ok),
+            row("a", "p3", 20.0, Level::Ok),
+            row("a", "idle", 0.0, Level::Red),
+            row("b", "q1", 1.0, Level::Ok),
+        ];
+        let (kept, capped) = cap_rows(rows, 2);
+        let names: Vec<(&str, &str)> =
+            kept.iter().map(|r| (r.host.as_str(), r.process.as_str())).collect();
+        assert_eq!(names, [("a", "idle"), ("a", "p2"), ("a", "p3"), ("b", "q1")]);
+        assert_eq!(capped["a"], 1);
+        assert_eq!(capped["b"], 0);
+    }
+
+    #[test]
+    fn refusal_reasons() {
+        assert_eq!(refusal_reason(StatusCode::BAD_REQUEST), "invalid");
+        assert_eq!(refusal_reason(StatusCode::PAYLOAD_TOO_LARGE), "too_large");
+        assert_eq!(refusal_reason(StatusCode::SERVICE_UNAVAILABLE), "store_unavailable");
+        assert_eq!(refusal_reason(StatusCode::IM_A_TEAPOT), "other");
+    }
+
+    #[test]
+    fn active_levels_take_the_worst_open_event() {
+        let ev = |level, end| AlarmEvent {
+            id: format!("{level:?}{end:?}"),
+            kind: Default::default(),
+            host: "h".into(),
+            process: "p".into(),
+            metric: Metric::Cores,
+            level,
+            previous: Level::Ok,
+            start: 0,
+            end,
+            value: 90.0,
+            peak: 90.0,
+            threshold: 80.0,
+            forecast: None,
+            eta_seconds: None,
+        };
+        let m = active_levels(&[ev(Level::Amber, None), ev(Level::Red, None), ev(Level::Red, Some(5))]);
+        assert_eq!(m[&("h".to_owned(), "p".to_owned(), "cpu")], Level::Red);
+        let m = active_levels(&[ev(Level::Red, Some(5))]);
+        assert!(m.is_empty());
+    }
+}
