@@ -22,7 +22,7 @@ fn sample(k: usize, i: i64, ts: TsMs) -> Sample {
     Sample {
         ts,
         process: format!("proc-{k}"),
-        cpu: if k % 3 == 0 { 0.0 } else { x },
+        cpu: if k.is_multiple_of(3) { 0.0 } else { x },
         cores: x / 50.0,
         mem: 1.0 + (k as f64) / 7.0 + if i % 5 == 0 { 0.25 } else { 0.0 },
         rss: 1_000_000 + (k as u64) * 4096 + (i as u64 % 5) * 4096,
