@@ -1,0 +1,505 @@
+// procwatch dashboard: plain JavaScript, no framework, no dependency.
+// Data: the v1 API. Live alarms: the SSE stream read with fetch (so the token can be sent),
+// and polling as the fallback. Everything is drawn with DOM calls and textContent (never
+// innerHTML with data); charts are the server's SVG, parsed as an inert document.
+'use strict';
+
+const TOKEN_KEY = 'procwatch.token';
+const LEVEL_RANK = { OK: 0, STALE: 1, AMBER: 2, RED: 3 };
+
+const state = {
+  token: null,
+  hosts: [],
+  rows: [],
+  active: new Map(), // "host\u0000process\u0000metric" -> AlarmEvent
+  history: [],
+  alarmsAvailable: null, // null unknown, true, false
+  streamUp: false,
+  sort: { key: 'cpu_mean', desc: true },
+  hostFilter: '',
+  textFilter: '',
+  top: 20,
+  window: '5m',
+  chartWindow: '1h',
+  selected: null, // {host, process}
+  refreshMs: 5000,
+  lastChart: 0,
+  authNeeded: false,
+  timer: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'style') el.style.cssText = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// ---------- formatting ----------
+const num = (v, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '–');
+function bytes(v) {
+  if (!Number.isFinite(v)) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+function ago(ms) {
+  if (!Number.isFinite(ms)) return '–';
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)} h ago`;
+  return `${(s / 86400).toFixed(1)} d ago`;
+}
+const clock = (ts) => (ts ? new Date(ts).toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '–');
+const alarmKey = (e) => `${e.host}\u0000${e.process}\u0000${e.metric === 'cores' ? 'cpu' : e.metric}`;
+
+// ---------- HTTP ----------
+class AuthError extends Error {}
+class NotFound extends Error {}
+
+function headers() {
+  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+}
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { headers: headers(), cache: 'no-store', ...opts });
+  if (r.status === 401 || r.status === 403) throw new AuthError(`${r.status}`);
+  if (r.status === 404) throw new NotFound(path);
+  if (!r.ok) {
+    let msg = `${r.status}`;
+    try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
+    throw new Error(`${path}: ${msg}`);
+  }
+  return r;
+}
+const getJson = async (path) => (await api(path)).json();
+
+function showError(msg) {
+  const el = $('#error');
+  el.hidden = !msg;
+  el.textContent = msg || '';
+}
+
+function needAuth() {
+  state.authNeeded = true;
+  $('#login').hidden = false;
+  setLive('off', 'token needed');
+  $('#token-input').focus();
+}
+
+// ---------- loading ----------
+async function loadHosts() {
+  const body = await getJson('/api/v1/hosts');
+  state.hosts = body.hosts || [];
+  const intervals = state.hosts.map((x) => x.interval_ms).filter((x) => x > 0);
+  const iv = intervals.length ? Math.min(...intervals) : 10000;
+  state.refreshMs = Math.min(10000, Math.max(1000, iv));
+}
+
+async function loadUsage() {
+  const q = new URLSearchParams({ window: state.window, per_host: 'true' });
+  const body = await getJson(`/api/v1/usage?${q}`);
+  state.rows = body.rows || [];
+}
+
+function alarmList(body) {
+  if (Array.isArray(body)) return body;
+  return body.alarms || body.events || body.items || [];
+}
+
+async function loadAlarms() {
+  try {
+    const active = alarmList(await getJson('/api/v1/alarms?active=true'));
+    state.active = new Map();
+    for (const e of active) {
+      if (e.end == null && e.level !== 'OK') upsertActive(e);
+    }
+    state.history = alarmList(await getJson('/api/v1/alarms?limit=50'));
+    state.alarmsAvailable = true;
+  } catch (e) {
+    if (e instanceof NotFound) {
+      state.alarmsAvailable = false;
+      state.active = new Map();
+      state.history = [];
+    } else {
+      throw e;
+    }
+  }
+}
+
+function upsertActive(e) {
+  const k = alarmKey(e);
+  const old = state.active.get(k);
+  if (!old || LEVEL_RANK[e.level] >= LEVEL_RANK[old.level] || old.id === e.id) state.active.set(k, e);
+}
+
+function applyEvent(e) {
+  const k = alarmKey(e);
+  if (e.end != null || e.level === 'OK') {
+    const cur = state.active.get(k);
+    if (cur && (cur.id === e.id || e.level === 'OK')) state.active.delete(k);
+  } else {
+    state.active.set(k, e);
+  }
+  state.history = [e, ...state.history.filter((x) => x.id !== e.id)].slice(0, 50);
+  renderAlarms();
+  renderTable();
+  renderHistory();
+}
+
+// ---------- live stream (SSE over fetch) ----------
+function setLive(kind, text) {
+  const el = $('#live');
+  el.className = `live ${kind}`;
+  el.textContent = text;
+}
+
+async function stream() {
+  for (;;) {
+    if (state.authNeeded || state.alarmsAvailable === false) {
+      await sleep(5000);
+      continue;
+    }
+    try {
+      const r = await api('/api/v1/alarms/stream', { headers: { ...headers(), Accept: 'text/event-stream' } });
+      state.streamUp = true;
+      setLive('on', 'live');
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      let data = [];
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).replace(/\r$/, '');
+          buf = buf.slice(nl + 1);
+          if (line === '') {
+            if (data.length) dispatch(data.join('\n'));
+            data = [];
+          } else if (line.startsWith('data:')) {
+            data.push(line.slice(5).replace(/^ /, ''));
+          }
+        }
+      }
+    } catch (e) {
+      if (e instanceof AuthError) needAuth();
+      if (e instanceof NotFound) state.alarmsAvailable = false;
+    }
+    state.streamUp = false;
+    setLive('poll', 'polling');
+    await sleep(3000);
+  }
+}
+
+function dispatch(text) {
+  let e;
+  try { e = JSON.parse(text); } catch (_) { return; }
+  if (e && e.host !== undefined && e.level) {
+    applyEvent(e);
+    // Reconcile with the server soon after (the event may close another).
+    loadAlarms().then(() => { renderAlarms(); renderTable(); renderHistory(); }).catch(() => {});
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------- rendering ----------
+function badge(level) {
+  return h('span', { class: `badge ${level.toLowerCase()}`, text: level });
+}
+
+function renderAlarms() {
+  const box = $('#alarms');
+  box.replaceChildren();
+  if (state.alarmsAvailable === false) {
+    box.append(h('span', { class: 'muted', id: 'alarms-unavailable', text: 'alarms unavailable (this server has no alarm service)' }));
+    return;
+  }
+  const list = [...state.active.values()].sort((a, b) => LEVEL_RANK[b.level] - LEVEL_RANK[a.level] || b.start - a.start);
+  if (!list.length) {
+    box.append(h('span', { class: 'muted', text: state.alarmsAvailable ? 'No active alarms.' : 'loading…' }));
+    return;
+  }
+  for (const e of list) {
+    const what = e.kind === 'host_silent' ? 'host silent' : `${e.process} ${e.metric}`;
+    const detail = e.level === 'AMBER' && Number.isFinite(e.forecast)
+      ? `forecast ${num(e.forecast)} > ${num(e.threshold, 0)}${Number.isFinite(e.eta_seconds) ? ` in ${Math.round(e.eta_seconds / 60)} min` : ''}`
+      : `${num(e.value)} > ${num(e.threshold, 0)}`;
+    box.append(h('div', {
+      class: `alarm ${e.level.toLowerCase()}`,
+      'data-level': e.level,
+      'data-host': e.host,
+      'data-process': e.process,
+      title: `since ${clock(e.start)}, peak ${num(e.peak)}`,
+      onclick: () => { if (e.process) select(e.host, e.process); },
+    }, badge(e.level), h('strong', { text: e.host }), what, h('span', { class: 'muted', text: detail })));
+  }
+}
+
+function meter(label, v) {
+  const pct = Number.isFinite(v) ? Math.max(0, Math.min(100, v)) : 0;
+  return h('div', { class: 'meter' },
+    h('span', { class: 'muted', text: label }),
+    h('div', { class: 'track' }, h('div', { class: `fill${pct >= 80 ? ' hot' : ''}`, style: `width:${pct}%` })),
+    h('span', { class: 'v', text: Number.isFinite(v) ? `${num(v)} %` : '–' }));
+}
+
+function renderHosts() {
+  const box = $('#hosts');
+  box.replaceChildren();
+  if (!state.hosts.length) {
+    box.append(h('span', { class: 'muted', text: 'No host has reported yet. Start an agent: procwatch agent --server URL' }));
+  }
+  for (const x of state.hosts) {
+    const latest = x.latest || {};
+    box.append(h('div', {
+      class: `host${state.hostFilter === x.host ? ' selected' : ''}`,
+      'data-host': x.host,
+      title: 'show only this host',
+      onclick: () => { state.hostFilter = state.hostFilter === x.host ? '' : x.host; $('#host-filter').value = state.hostFilter; renderHosts(); renderTable(); },
+    },
+    h('div', { class: 'name' }, h('span', { text: x.host }), x.stale ? badge('STALE') : null),
+    h('div', { class: 'seen', text: `last seen ${ago(x.age_ms)}${x.interval_ms ? ` · every ${num(x.interval_ms / 1000, x.interval_ms < 1000 ? 1 : 0)} s` : ''}` }),
+    meter('cpu', latest.cpu),
+    meter('mem', latest.mem)));
+  }
+  // host filter options
+  const sel = $('#host-filter');
+  const want = ['', ...state.hosts.map((x) => x.host)];
+  const have = [...sel.options].map((o) => o.value);
+  if (want.join('\u0000') !== have.join('\u0000')) {
+    sel.replaceChildren(...want.map((v) => h('option', { value: v, text: v || 'all' })));
+    sel.value = state.hostFilter;
+  }
+}
+
+function rowLevel(r) {
+  let best = 'OK';
+  for (const m of ['cpu', 'mem']) {
+    const e = state.active.get(`${r.host}\u0000${r.process}\u0000${m}`);
+    if (e && LEVEL_RANK[e.level] > LEVEL_RANK[best]) best = e.level;
+  }
+  return best;
+}
+
+const SORT_KEYS = {
+  host: (r) => r.host || '',
+  process: (r) => r.process,
+  level: (r) => LEVEL_RANK[rowLevel(r)],
+  cpu_mean: (r) => r.cpu.mean,
+  cpu_last: (r) => r.cpu.last,
+  cores: (r) => r.cores.last,
+  mem_mean: (r) => r.mem.mean,
+  mem_last: (r) => r.mem.last,
+  rss: (r) => r.rss.last,
+  count: (r) => r.count,
+};
+
+function visibleRows() {
+  const f = state.textFilter.toLowerCase();
+  let rows = state.rows.filter((r) => (!state.hostFilter || r.host === state.hostFilter) && (!f || r.process.toLowerCase().includes(f)));
+  const key = SORT_KEYS[state.sort.key];
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    const c = typeof x === 'string' ? x.localeCompare(y) : x - y;
+    return (state.sort.desc ? -c : c) || a.process.localeCompare(b.process);
+  });
+  const total = rows.length;
+  if (state.top > 0) rows = rows.slice(0, state.top);
+  return { rows, total };
+}
+
+function renderTable() {
+  const { rows, total } = visibleRows();
+  const maxCpu = Math.max(1, ...rows.map((r) => r.cpu.mean));
+  const tbody = $('#procs tbody');
+  tbody.replaceChildren(...rows.map((r) => {
+    const level = rowLevel(r);
+    const sel = state.selected && state.selected.host === r.host && state.selected.process === r.process;
+    return h('tr', {
+      class: sel ? 'selected' : '',
+      'data-host': r.host,
+      'data-process': r.process,
+      'data-level': level,
+      onclick: () => select(r.host, r.process),
+    },
+    h('td', { text: r.host }),
+    h('td', { class: 'proc', title: r.process, text: r.process }),
+    h('td', {}, level === 'OK' ? h('span', { class: 'muted', text: 'ok' }) : badge(level)),
+    h('td', { class: 'num' }, h('span', { class: 'cell-bar', style: `width:${Math.round(28 * r.cpu.mean / maxCpu)}px` }), num(r.cpu.mean)),
+    h('td', { class: 'num', text: num(r.cpu.last) }),
+    h('td', { class: 'num opt', text: num(r.cores.last, 2) }),
+    h('td', { class: 'num', text: num(r.mem.mean) }),
+    h('td', { class: 'num opt', text: num(r.mem.last) }),
+    h('td', { class: 'num opt', text: bytes(r.rss.last) }),
+    h('td', { class: 'num opt', text: r.count }));
+  }));
+  if (!rows.length) {
+    tbody.append(h('tr', {}, h('td', { colspan: 10, class: 'muted', text: state.rows.length ? 'No process matches the filter.' : `No samples in the last ${state.window}.` })));
+  }
+  $('#row-count').textContent = `${rows.length} of ${total}`;
+  for (const th of document.querySelectorAll('#procs th.sortable')) {
+    const on = th.dataset.key === state.sort.key;
+    th.classList.toggle('sorted', on);
+    th.classList.toggle('desc', on && state.sort.desc);
+    th.classList.toggle('asc', on && !state.sort.desc);
+    th.setAttribute('aria-sort', on ? (state.sort.desc ? 'descending' : 'ascending') : 'none');
+  }
+}
+
+function renderHistory() {
+  const tbody = $('#alarm-history tbody');
+  if (state.alarmsAvailable === false) {
+    tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8, class: 'muted', text: 'alarms unavailable' })));
+    return;
+  }
+  if (!state.history.length) {
+    tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8, class: 'muted', text: 'No alarm so far.' })));
+    return;
+  }
+  tbody.replaceChildren(...state.history.map((e) => h('tr', { onclick: () => { if (e.process) select(e.host, e.process); } },
+    h('td', {}, badge(e.level)),
+    h('td', { text: e.host }),
+    h('td', { class: 'proc', text: e.kind === 'host_silent' ? '(host silent)' : e.process }),
+    h('td', { text: e.metric }),
+    h('td', { class: 'num', text: num(e.peak) }),
+    h('td', { class: 'num', text: num(e.threshold, 0) }),
+    h('td', { text: clock(e.start) }),
+    h('td', { text: e.end == null ? 'active' : clock(e.end) }))));
+}
+
+// ---------- charts ----------
+const darkQuery = window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null;
+
+function select(host, process) {
+  state.selected = { host, process };
+  $('#detail').hidden = false;
+  renderTable();
+  loadCharts(true);
+}
+
+async function loadChart(metric) {
+  const fig = $(`#chart-${metric}`);
+  const { host, process } = state.selected;
+  const alarm = state.active.get(`${host}\u0000${process}\u0000${metric}`);
+  const width = Math.max(320, Math.min(1200, Math.round(fig.clientWidth || 600)));
+  const q = new URLSearchParams({
+    metric,
+    window: state.chartWindow,
+    theme: darkQuery && darkQuery.matches ? 'dark' : 'light',
+    width: String(width),
+    height: String(width < 480 ? 220 : 260),
+  });
+  if (alarm && Number.isFinite(alarm.threshold)) q.set('threshold', String(alarm.threshold));
+  const path = `/api/v1/hosts/${encodeURIComponent(host)}/processes/${encodeURIComponent(process)}/chart.svg?${q}`;
+  try {
+    const text = await (await api(path)).text();
+    const doc = new DOMParser().parseFromString(text, 'image/svg+xml');
+    const svg = doc.documentElement;
+    if (svg.nodeName !== 'svg') throw new Error('not an SVG');
+    svg.removeAttribute('width');
+    svg.removeAttribute('height');
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', `${metric} history of ${process} on ${host}`);
+    fig.replaceChildren(document.importNode(svg, true));
+    fig.dataset.metric = metric;
+    fig.dataset.points = String(svg.querySelectorAll('circle').length);
+  } catch (e) {
+    if (e instanceof AuthError) needAuth();
+    fig.replaceChildren(h('p', { class: 'muted', text: e instanceof NotFound ? 'no history for this process' : `chart failed: ${e.message}` }));
+  }
+}
+
+function loadCharts(force) {
+  if (!state.selected) return;
+  const now = Date.now();
+  if (!force && now - state.lastChart < Math.max(5000, state.refreshMs)) return;
+  state.lastChart = now;
+  $('#detail-title').textContent = `History — ${state.selected.process} on ${state.selected.host}`;
+  loadChart('cpu');
+  loadChart('mem');
+}
+
+// ---------- the loop ----------
+async function refresh() {
+  clearTimeout(state.timer);
+  if (state.authNeeded) return;
+  try {
+    await Promise.all([loadHosts(), loadUsage(), loadAlarms()]);
+    showError('');
+    if (!state.streamUp) setLive(state.alarmsAvailable === false ? 'poll' : 'poll', 'polling');
+    renderHosts();
+    renderAlarms();
+    renderTable();
+    renderHistory();
+    if (!state.selected && state.rows.length) {
+      const first = visibleRows().rows[0];
+      if (first) select(first.host, first.process);
+    } else {
+      loadCharts(false);
+    }
+    document.body.dataset.loaded = 'true';
+  } catch (e) {
+    if (e instanceof AuthError) { needAuth(); return; }
+    showError(`Cannot reach the server: ${e.message}`);
+    setLive('off', 'offline');
+  }
+  state.timer = setTimeout(refresh, state.refreshMs);
+}
+
+function init() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    localStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  state.token = localStorage.getItem(TOKEN_KEY);
+
+  $('#login').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    state.token = $('#token-input').value.trim() || null;
+    if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
+    else localStorage.removeItem(TOKEN_KEY);
+    state.authNeeded = false;
+    $('#login').hidden = true;
+    refresh();
+  });
+  $('#token-button').addEventListener('click', () => { $('#login').hidden = !$('#login').hidden; });
+  $('#window').addEventListener('change', (ev) => { state.window = ev.target.value; refresh(); });
+  $('#chart-window').addEventListener('change', (ev) => { state.chartWindow = ev.target.value; loadCharts(true); });
+  $('#host-filter').addEventListener('change', (ev) => { state.hostFilter = ev.target.value; renderHosts(); renderTable(); });
+  $('#text-filter').addEventListener('input', (ev) => { state.textFilter = ev.target.value; renderTable(); });
+  $('#top').addEventListener('change', (ev) => { state.top = Number(ev.target.value); renderTable(); });
+  for (const th of document.querySelectorAll('#procs th.sortable')) {
+    th.addEventListener('click', () => {
+      const key = th.dataset.key;
+      if (state.sort.key === key) state.sort.desc = !state.sort.desc;
+      else state.sort = { key, desc: !['host', 'process'].includes(key) };
+      renderTable();
+    });
+  }
+  if (darkQuery && darkQuery.addEventListener) darkQuery.addEventListener('change', () => loadCharts(true));
+  let resizeTimer = null;
+  window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => loadCharts(true), 300); });
+  refresh();
+  stream();
+}
+
+document.addEventListener('DOMContentLoaded', init);
