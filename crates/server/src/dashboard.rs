@@ -168,11 +168,9 @@ async fn serve_asset(
     if not_modified(&headers, &etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let mut resp = (
-        [(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, cache)],
-        a.body,
-    )
-        .into_response();
+    let mut resp =
+        ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, cache)], a.body)
+            .into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -310,7 +308,13 @@ pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Resu
             .x_labels(7)
             .y_labels(6)
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| if y_max >= 10.0 { format!("{y:.0}") } else { format!("{y:.2}") })
+            .y_label_formatter(&|y| {
+                if y_max >= 10.0 {
+                    format!("{y:.0}")
+                } else {
+                    format!("{y:.2}")
+                }
+            })
             .draw()
             .map_err(|e| err(&e))?;
         if let Some(t) = d.threshold {
@@ -341,7 +345,10 @@ pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Resu
         }
         // "now"
         chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (0.0, y_max)], rgb(theme.grid).stroke_width(1)))
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (0.0, y_max)],
+                rgb(theme.grid).stroke_width(1),
+            ))
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
@@ -371,7 +378,8 @@ async fn chart(
     q: Result<Query<ChartParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = q?.0;
-    let metric = ChartMetric::parse(p.metric.as_deref()).map_err(|e| ApiError::bad_param("metric", e))?;
+    let metric =
+        ChartMetric::parse(p.metric.as_deref()).map_err(|e| ApiError::bad_param("metric", e))?;
     let window = dur("window", p.window.as_deref(), 3_600_000)?;
     if !(10_000..=7 * 86_400_000).contains(&window) {
         return Err(ApiError::bad_param("window", "between 10s and 7d"));
@@ -417,11 +425,22 @@ async fn chart(
         .unwrap_or(st.config.interval.as_millis() as i64);
     let raw = st
         .store
-        .history(&HistoryQuery { host: host.clone(), process: process.clone(), from: now - fwindow, to, step_ms: 0 })
+        .history(&HistoryQuery {
+            host: host.clone(),
+            process: process.clone(),
+            from: now - fwindow,
+            to,
+            step_ms: 0,
+        })
         .await?;
-    let forecast = forecast(&raw, metric, fwindow, interval, horizon, threshold.unwrap_or(f64::INFINITY));
+    let forecast =
+        forecast(&raw, metric, fwindow, interval, horizon, threshold.unwrap_or(f64::INFINITY));
     let x_from = -(window as f64) / 60_000.0;
-    let x_to = if forecast.is_some() { minutes(now + horizon) } else { 0.0f64.max(points.last().map_or(0.0, |p| p.0)) };
+    let x_to = if forecast.is_some() {
+        minutes(now + horizon)
+    } else {
+        0.0f64.max(points.last().map_or(0.0, |p| p.0))
+    };
     let data = ChartData {
         title: format!("{process} on {host} — {}", metric.label()),
         y_label: metric.label(),
@@ -433,10 +452,7 @@ async fn chart(
         percent: metric != ChartMetric::Cores,
     };
     let svg = render_svg(&data, theme, width, height).map_err(ApiError::Internal)?;
-    Ok((
-        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")],
-        svg,
-    )
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg)
         .into_response())
 }
 
@@ -457,7 +473,8 @@ pub fn forecast(
     }
     let at = last.ts + horizon_ms;
     let out = f.forecast(at, threshold)?;
-    let value = if metric == ChartMetric::Cores { out.value.max(0.0) } else { out.value.clamp(0.0, 100.0) };
+    let value =
+        if metric == ChartMetric::Cores { out.value.max(0.0) } else { out.value.clamp(0.0, 100.0) };
     Some(((last.ts, metric.of(last)), at, value))
 }
 
@@ -469,7 +486,16 @@ mod tests {
     use super::*;
 
     fn point(ts: TsMs, cpu: f64) -> HistoryPoint {
-        HistoryPoint { ts, cpu, cpu_max: cpu, cores: cpu / 50.0, mem: 1.0, mem_max: 1.0, rss: 1.0, count: 1.0 }
+        HistoryPoint {
+            ts,
+            cpu,
+            cpu_max: cpu,
+            cores: cpu / 50.0,
+            mem: 1.0,
+            mem_max: 1.0,
+            rss: 1.0,
+            count: 1.0,
+        }
     }
 
     #[test]
@@ -506,7 +532,10 @@ mod tests {
         // 3 markers + the forecast's end marker
         assert_eq!(svg.matches("<circle").count(), 4);
         assert!(svg.contains("java on web-1"));
-        assert!(svg.contains("#DC2626") || svg.to_lowercase().contains("#dc2626"), "threshold colour");
+        assert!(
+            svg.contains("#DC2626") || svg.to_lowercase().contains("#dc2626"),
+            "threshold colour"
+        );
         assert_eq!(render_svg(&data, &LIGHT, 400, 200).unwrap(), svg, "deterministic");
         let dark = render_svg(&data, &DARK, 400, 200).unwrap();
         assert_ne!(dark, svg);
@@ -516,7 +545,8 @@ mod tests {
     fn forecast_follows_the_trend() {
         // +1 per 10 s: 10 minutes ahead is +60.
         let raw: Vec<HistoryPoint> = (0..5).map(|i| point(i * 10_000, 10.0 + i as f64)).collect();
-        let ((ts, v), at, f) = forecast(&raw, ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).unwrap();
+        let ((ts, v), at, f) =
+            forecast(&raw, ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).unwrap();
         assert_eq!((ts, v), (40_000, 14.0));
         assert_eq!(at, 640_000);
         assert!((f - 74.0).abs() < 1e-6, "{f}");

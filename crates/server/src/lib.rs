@@ -31,8 +31,10 @@
 //! - Times in query strings: Unix ms, RFC 3339 UTC, or relative (`now`, `-2h`, `now-30m`); see
 //!   [`time`]. Query semantics: see [`query`].
 
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod time;
@@ -116,11 +118,14 @@ impl std::fmt::Debug for ServerConfig {
 pub struct AppState {
     pub store: Arc<dyn Storage>,
     pub config: Arc<ServerConfig>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Storage>, config: ServerConfig) -> Self {
-        AppState { store, config: Arc::new(config) }
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = metrics::MeteredStore::wrap(store, metrics.clone());
+        AppState { store, config: Arc::new(config), metrics }
     }
 }
 
@@ -232,6 +237,8 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
     open.merge(read)
         .merge(write)
+        .merge(dashboard::router(&state))
+        .merge(metrics::router(&state))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
@@ -253,6 +260,7 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .timeout(timeout),
         )
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }
 

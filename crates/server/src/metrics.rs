@@ -46,7 +46,7 @@ use axum::routing::get;
 use axum::Router;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, TsMs};
 use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, StoreResult, Storage,
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
     UsageQuery, UsageRow, WriteOutcome,
 };
 use prometheus_client::encoding::EncodeLabelSet;
@@ -218,7 +218,11 @@ impl Metrics {
         r.register("build_info", "procwatch version", build);
         let s = &snapshot;
         r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
-        r.register("store_series", "Series with a sample in the query window", s.store_series.clone());
+        r.register(
+            "store_series",
+            "Series with a sample in the query window",
+            s.store_series.clone(),
+        );
         r.register("store_up", "1 when the store answers its health check", s.store_up.clone());
         r.register("alarms_active", "Active alarm events by level", s.alarms_active.clone());
         r.register("host_cpu_percent", "Host CPU busy, newest host total", s.host_cpu.clone());
@@ -228,20 +232,36 @@ impl Metrics {
             "Newest sample or host total of the host",
             s.host_seen.clone(),
         );
-        r.register("host_stale", "1 when the host sent nothing for 3 intervals", s.host_stale.clone());
+        r.register(
+            "host_stale",
+            "1 when the host sent nothing for 3 intervals",
+            s.host_stale.clone(),
+        );
         r.register(
             "process_cpu_percent",
             "Newest cpu of the process group, percent of the host's capacity",
             s.proc_cpu.clone(),
         );
-        r.register("process_cores", "Newest cpu of the process group in cores", s.proc_cores.clone());
+        r.register(
+            "process_cores",
+            "Newest cpu of the process group in cores",
+            s.proc_cores.clone(),
+        );
         r.register(
             "process_mem_percent",
             "Newest resident memory of the process group, percent of MemTotal",
             s.proc_mem.clone(),
         );
-        r.register("process_rss_bytes", "Newest resident memory of the process group", s.proc_rss.clone());
-        r.register("process_count", "Live processes in the group at the newest sample", s.proc_count.clone());
+        r.register(
+            "process_rss_bytes",
+            "Newest resident memory of the process group",
+            s.proc_rss.clone(),
+        );
+        r.register(
+            "process_count",
+            "Live processes in the group at the newest sample",
+            s.proc_count.clone(),
+        );
         r.register(
             "process_alarm_level",
             "Alarm level of the series: 0 OK, 1 STALE, 2 AMBER, 3 RED",
@@ -386,7 +406,9 @@ struct Collected {
 }
 
 /// The worst active level per (host, process, metric); `Cores` alarms count as cpu.
-fn active_levels(events: &[AlarmEvent]) -> std::collections::HashMap<(String, String, &'static str), Level> {
+fn active_levels(
+    events: &[AlarmEvent],
+) -> std::collections::HashMap<(String, String, &'static str), Level> {
     let mut m = std::collections::HashMap::new();
     for e in events.iter().filter(|e| e.end.is_none()) {
         let metric = match e.metric {
@@ -414,7 +436,10 @@ pub fn cap_rows(
     let mut capped = std::collections::BTreeMap::new();
     for (host, mut rows) in by_host {
         rows.sort_by(|a, b| {
-            b.cpu.partial_cmp(&a.cpu).unwrap_or(std::cmp::Ordering::Equal).then(a.process.cmp(&b.process))
+            b.cpu
+                .partial_cmp(&a.cpu)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.process.cmp(&b.process))
         });
         let mut left_out = 0;
         let mut host_kept: Vec<ProcessRow> = Vec::new();
@@ -532,7 +557,8 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
     m.http
         .get_or_create(&HttpLabels { method, route: route.clone(), status: status.as_u16() })
         .observe(started.elapsed().as_secs_f64());
-    if INGEST_ROUTES.contains(&route.as_str()) && (status.is_client_error() || status.is_server_error())
+    if INGEST_ROUTES.contains(&route.as_str())
+        && (status.is_client_error() || status.is_server_error())
     {
         m.refused(status);
     }
@@ -656,7 +682,8 @@ mod tests {
             forecast: None,
             eta_seconds: None,
         };
-        let m = active_levels(&[ev(Level::Amber, None), ev(Level::Red, None), ev(Level::Red, Some(5))]);
+        let m =
+            active_levels(&[ev(Level::Amber, None), ev(Level::Red, None), ev(Level::Red, Some(5))]);
         assert_eq!(m[&("h".to_owned(), "p".to_owned(), "cpu")], Level::Red);
         let m = active_levels(&[ev(Level::Red, Some(5))]);
         assert!(m.is_empty());
