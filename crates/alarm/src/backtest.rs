@@ -170,7 +170,9 @@ impl std::str::FromStr for Scale {
                 .ok()
                 .filter(|f| f.is_finite() && *f > 0.0)
                 .map(Scale::Factor)
-                .ok_or_else(|| format!("bad --scale {f:?}: expected auto, none or a positive factor")),
+                .ok_or_else(|| {
+                    format!("bad --scale {f:?}: expected auto, none or a positive factor")
+                }),
         }
     }
 }
@@ -315,10 +317,12 @@ pub fn score(p: &Prepared, proto: &Protocol, forecast_above: &[bool]) -> Score {
     let n = p.y.len();
     let th = proto.threshold;
     let h = horizon_samples(p, proto);
-    let raw: Vec<bool> =
-        (0..n).map(|i| i >= WARMUP && p.y[i] <= th && forecast_above.get(i).copied().unwrap_or(false)).collect();
+    let raw: Vec<bool> = (0..n)
+        .map(|i| i >= WARMUP && p.y[i] <= th && forecast_above.get(i).copied().unwrap_or(false))
+        .collect();
     let d = proto.debounce.max(1) as usize;
-    let amber: Vec<bool> = (0..n).map(|i| i + 1 >= d && raw[i + 1 - d..=i].iter().all(|&r| r)).collect();
+    let amber: Vec<bool> =
+        (0..n).map(|i| i + 1 >= d && raw[i + 1 - d..=i].iter().all(|&r| r)).collect();
     let above_in = |from: usize, to: usize| p.y[from.min(n)..to.min(n)].iter().any(|&v| v > th);
 
     let mut s = Score { traces: 1, ..Score::default() };
@@ -335,12 +339,10 @@ pub fn score(p: &Prepared, proto: &Protocol, forecast_above: &[bool]) -> Score {
             i += 1;
             continue;
         }
-        let start = i;
         while i + 1 < n && amber[i + 1] {
             i += 1;
         }
         let e = i;
-        let _ = start;
         if e + h > n - 1 {
             s.unscored_episodes += 1;
         } else if above_in(e + 1, e + h + 1) {
@@ -350,13 +352,14 @@ pub fn score(p: &Prepared, proto: &Protocol, forecast_above: &[bool]) -> Score {
         }
         i += 1;
     }
+    #[allow(clippy::needless_range_loop)] // i indexes y and amber and is the sample index
     for i in WARMUP..n {
         if p.y[i] <= th {
             s.eligible_samples += 1;
         }
         if amber[i] {
             s.amber_samples += 1;
-            if i + h <= n - 1 && !above_in(i + 1, i + h + 1) {
+            if i + h < n && !above_in(i + 1, i + h + 1) {
                 s.false_amber_samples += 1;
                 s.false_amber_ms += p.step_ms;
             }
@@ -391,7 +394,9 @@ mod tests {
 
     #[test]
     fn trace_parses_and_rejects() {
-        let t = parse_trace("x", "timestamp,value\n2014-02-14 14:30:00,0.5\n2014-02-14 14:35:00,1\n").unwrap();
+        let t =
+            parse_trace("x", "timestamp,value\n2014-02-14 14:30:00,0.5\n2014-02-14 14:35:00,1\n")
+                .unwrap();
         assert_eq!(t.ts, vec![1_392_388_200_000, 1_392_388_500_000]);
         assert_eq!(t.y, vec![0.5, 1.0]);
         assert_eq!(

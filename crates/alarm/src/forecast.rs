@@ -197,15 +197,16 @@ impl Forecaster for Persistence {
 ///
 /// It works on a fixed time grid of `step = H/2` buckets (5 min at H = 10 min), whatever the
 /// sampling interval, so what was tuned on the 5-minute traces holds at live 10 s sampling;
-/// each bucket keeps the mean and the max of its samples. The forecast for `t + H` is judged
+/// each bucket keeps the median (its level: robust to a lone spike at live sampling) and
+/// the max of its samples. The forecast for `t + H` is judged
 /// above the threshold T when either
 ///
-/// 1. **analog:** among the buckets of the last `history` (24 h) whose mean is within `eps`
+/// 1. **analog:** among the buckets of the last `history` (24 h) whose median is within `eps`
 ///    (2 points) of the current value, at least `min_matches` (3) exist and a share of at
 ///    least `p` (0.8) had some bucket above T within the next `H/step` buckets — i.e. the
 ///    empirical chance of crossing within H, given this level, is high; or
-/// 2. **trend:** Holt's linear smoothing over the bucket means (α = 1, β = 0.6, undamped)
-///    reads above T at `t + H`.
+/// 2. **trend:** the latest value plus Holt's trend over the bucket medians (α = 1, β = 0.6,
+///    undamped) times `(t + H − t_last)/step` is above T.
 ///
 /// The first catches recurring load (periodic jobs, a series hovering near T), which is most
 /// of what precedes the CPU crossings on the shared traces; the second catches gradual rises.
@@ -213,10 +214,10 @@ impl Forecaster for Persistence {
 #[derive(Debug, Clone)]
 pub struct Analog {
     params: AnalogParams,
-    /// Closed buckets, oldest first: (mean, max).
+    /// Closed buckets, oldest first: (median, max).
     history: std::collections::VecDeque<(f64, f64)>,
-    /// The open bucket: id, sum, count, max.
-    current: Option<(i64, f64, u32, f64)>,
+    /// The open bucket: id and its samples.
+    current: Option<(i64, Vec<f64>)>,
     /// Holt state after the last closed bucket: (level, trend).
     holt: Option<(f64, f64)>,
     last: Option<(TsMs, f64)>,
@@ -270,21 +271,30 @@ impl Analog {
         }
     }
 
+    /// (median, max) of a bucket's samples.
+    fn summary(values: &[f64]) -> (f64, f64) {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        (median, v[n - 1])
+    }
+
     fn close_current(&mut self) {
-        if let Some((_, sum, n, max)) = self.current.take() {
-            let mean = sum / f64::from(n);
-            self.holt = Some(self.holt_step(self.holt, mean));
+        if let Some((_, values)) = self.current.take() {
+            let (median, max) = Self::summary(&values);
+            self.holt = Some(self.holt_step(self.holt, median));
             if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
                 self.history.pop_front();
             }
-            self.history.push_back((mean, max));
+            self.history.push_back((median, max));
         }
     }
 
     /// Empirical share of similar-level buckets followed by a crossing within H, the number
     /// of matches, and the mean buckets until the crossing among the hits.
     fn analog(&self, now_value: f64, threshold: f64) -> (f64, usize, f64) {
-        let cur = self.current.map(|(_, s, n, m)| (s / f64::from(n), m));
+        let cur = self.current.as_ref().map(|(_, v)| Self::summary(v));
         let seq: Vec<(f64, f64)> = self.history.iter().copied().chain(cur).collect();
         let h = self.params.horizon_buckets;
         let (mut matches, mut hits, mut wait) = (0usize, 0usize, 0usize);
@@ -310,14 +320,10 @@ impl Forecaster for Analog {
     fn push(&mut self, ts: TsMs, y: f64) {
         let id = ts.div_euclid(self.params.step_ms);
         match &mut self.current {
-            Some((cid, sum, n, max)) if *cid == id => {
-                *sum += y;
-                *n += 1;
-                *max = max.max(y);
-            }
+            Some((cid, values)) if *cid == id => values.push(y),
             _ => {
                 self.close_current();
-                self.current = Some((id, y, 1, y));
+                self.current = Some((id, vec![y]));
             }
         }
         self.last = Some((ts, y));
@@ -325,14 +331,16 @@ impl Forecaster for Analog {
 
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
         let (t_last, y_last) = self.last?;
-        let (_, sum, n, _) = self.current?;
+        let (level, _) = Self::summary(&self.current.as_ref()?.1);
         // Need a few buckets before saying anything.
         if self.history.len() < self.params.horizon_buckets + 4 {
             return None;
         }
-        let (l, b) = self.holt_step(self.holt, sum / f64::from(n));
+        let (l, b) = self.holt_step(self.holt, level);
         let h = (at - t_last) as f64 / self.params.step_ms as f64;
-        let value = l + h * b;
+        // The trend line starts from the latest value (the bucket level at 5-min sampling),
+        // so a sharp drop inside the current bucket is not projected upwards.
+        let value = y_last + h * b;
         let trend_above = value > threshold;
         let (share, matches, wait) = self.analog(y_last, threshold);
         let analog_above = matches >= self.params.min_matches && share >= self.params.p;

@@ -1,3 +1,63 @@
-//! procwatch-alarm (in progress).
+//! procwatch-alarm: the alarm engine, the forecasters and the forecaster scorer. No I/O:
+//! time is always an argument, nothing is read from a clock, a file or the network.
+//!
+//! # Engine (called by the server every interval)
+//!
+//! ```ignore
+//! let mut engine = Engine::new(RuleSet::from_specs(&defaults, &rules)?);
+//! engine.restore(&open_events_from_store);              // after a restart
+//! let events = engine.evaluate(now, &series, &hosts);   // store + notify these
+//! let open = engine.active();
+//! ```
+//!
+//! - **Series.** One state machine per (host, process, metric). cpu and mem are always
+//!   evaluated; `cores` only where a rule names it. The first rule whose host glob, process
+//!   glob and metric match wins; otherwise the defaults: T = 80, hysteresis 5, clear_for 2,
+//!   H = 10 min, W = 10 min, debounce 2, procwatch's forecaster.
+//! - **Steps per sample.** Each new sample (newer than the last one seen) is one evaluation
+//!   step, with the sample's timestamp as the time of any transition, so results do not
+//!   depend on when the server happens to call `evaluate`. `debounce` and `clear_for` count
+//!   samples.
+//! - **RED** when the value is above T. It clears when the value is below T − hysteresis on
+//!   `clear_for` samples in a row (to AMBER if the forecast still says so, else OK).
+//! - **AMBER** when not RED and the forecaster says "above T at t + H" on `debounce` samples
+//!   in a row; it clears after `clear_for` samples without that signal. AMBER never fires
+//!   before the window W is full (W/interval + 1 samples since the series started or came
+//!   back from a gap). Its event carries the forecast and the estimated seconds to T.
+//! - **Stale.** A series with no sample for 3 intervals: if it has an open alarm, that alarm
+//!   is closed and a STALE event opens (it is never reported as resolved); an OK series is
+//!   simply forgotten (processes exit all the time). When samples return, the series is
+//!   evaluated afresh from STALE (the forecast history restarts after the gap).
+//! - **Host silent** (dead man's switch). A host whose `last_seen` is 3 intervals old opens a
+//!   RED event with `kind = host_silent`, `process = ""`, `metric = cpu` (the model needs
+//!   one), `value` = seconds silent, `threshold` = the 3-interval limit in seconds. It closes
+//!   with an OK event when the host is heard from again.
+//! - **Events.** Every transition returns the previous open event closed (`end` set; level
+//!   unchanged) followed by the new event with `previous` set; a return to OK is an event of
+//!   level OK with `start == end`. Ids are FNV-1a hashes of (kind, host, process, metric,
+//!   start): stable, so storing by id is an upsert. `peak` grows while an event is open
+//!   (see [`Engine::active`]).
+//!
+//! # Forecasters
+//!
+//! [`forecast::Forecaster`] is fed samples with real timestamps and asked about `t + H`.
+//! `linear` (Prometheus `predict_linear`, least squares over W/interval + 1 samples),
+//! `holt` (α, β per sample), `persistence`, and procwatch's default [`forecast::Analog`]:
+//! AMBER when, among the last 24 h of 5-minute (H/2) buckets whose level is within 2 points
+//! of the current value, at least 80 % were followed by a crossing within H (at least 3 such
+//! buckets), or when Holt's trend (α = 1, β = 0.6) over those buckets reads above T at t + H.
+//! Why: BENCHMARKS.md, section Forecaster.
+//!
+//! # Backtest
+//!
+//! [`backtest`] implements SPEC section 4 "Scoring a forecaster" exactly (it reproduces the
+//! SPEC's cross-check counts); the forecasters it scores are the ones above.
+
 pub mod backtest;
+pub mod engine;
 pub mod forecast;
+pub mod rules;
+
+pub use engine::{event_id, Engine, HostSeen, SeriesInput, STALE_INTERVALS};
+pub use forecast::{Forecast, Forecaster};
+pub use rules::{Glob, Method, Rule, RuleError, RuleSet, RuleSpec};

@@ -1,0 +1,361 @@
+//! The alarm state machine: one per (host, process, metric), plus one per host.
+
+use crate::forecast::Forecaster;
+use crate::rules::{Rule, RuleSet};
+use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, Sample, TsMs};
+use std::collections::BTreeMap;
+
+/// A series or host with no sample for this many intervals is stale / silent.
+pub const STALE_INTERVALS: i64 = 3;
+/// The interval assumed for a restored alarm whose series was not seen again yet.
+const FALLBACK_INTERVAL_MS: i64 = 10_000;
+
+/// The samples of one (host, process) the server hands to [`Engine::evaluate`].
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesInput<'a> {
+    pub host: &'a str,
+    pub process: &'a str,
+    /// Oldest first. Samples at or before the last one the engine saw are skipped, so
+    /// overlapping windows are fine.
+    pub samples: &'a [Sample],
+    pub interval_ms: i64,
+}
+
+/// When the server last heard from a host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSeen<'a> {
+    pub host: &'a str,
+    pub last_seen: TsMs,
+    pub interval_ms: i64,
+}
+
+type Key = (String, String, Metric);
+
+struct SeriesState {
+    rule: Rule,
+    forecaster: Option<Box<dyn Forecaster>>,
+    interval_ms: Option<i64>,
+    last_ts: Option<TsMs>,
+    last_value: f64,
+    /// Samples pushed since the forecaster was (re)started.
+    seen: usize,
+    level: Level,
+    open: Option<AlarmEvent>,
+    /// Consecutive samples with the forecast signal on / off.
+    signal_on: u32,
+    signal_off: u32,
+    /// Consecutive samples below T − hysteresis while RED.
+    below: u32,
+}
+
+struct HostState {
+    open: Option<AlarmEvent>,
+}
+
+/// The alarm engine. Pure: time comes in as arguments, nothing is read or written.
+pub struct Engine {
+    rules: RuleSet,
+    series: BTreeMap<Key, SeriesState>,
+    hosts: BTreeMap<String, HostState>,
+}
+
+/// Stable event id: FNV-1a 64 of (kind, host, process, metric, start), hex.
+pub fn event_id(kind: AlarmKind, host: &str, process: &str, metric: Metric, start: TsMs) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let kind = match kind {
+        AlarmKind::Series => "series",
+        AlarmKind::HostSilent => "host_silent",
+    };
+    let start = start.to_string();
+    for part in [kind, host, process, metric.as_str(), start.as_str()] {
+        for &b in part.as_bytes().iter().chain(std::iter::once(&0u8)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// What one transition produces: the closed previous event (if any) and the new one.
+fn transition(out: &mut Vec<AlarmEvent>, open: &mut Option<AlarmEvent>, proto: AlarmEvent) {
+    let prev = open.take().map(|mut ev| {
+        ev.end = Some(proto.start);
+        out.push(ev.clone());
+        ev
+    });
+    let mut ev = proto;
+    ev.previous = prev.as_ref().map_or(Level::Ok, |p| p.level);
+    if ev.level == Level::Ok {
+        ev.end = Some(ev.start);
+        out.push(ev);
+    } else {
+        out.push(ev.clone());
+        *open = Some(ev);
+    }
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet) -> Self {
+        Self { rules, series: BTreeMap::new(), hosts: BTreeMap::new() }
+    }
+
+    /// One evaluation pass at `now`: feeds the new samples through each series' state
+    /// machine (one step per new sample), then marks silent series and hosts. Returns every
+    /// transition, in order: for a series leaving a non-OK level, its event closed (`end`
+    /// set), then the new event (an OK event has `start == end`).
+    pub fn evaluate(
+        &mut self,
+        now: TsMs,
+        series: &[SeriesInput<'_>],
+        hosts: &[HostSeen<'_>],
+    ) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for input in series {
+            for metric in [Metric::Cpu, Metric::Cores, Metric::Mem] {
+                let Some(rule) = self.rules.rule_for(input.host, input.process, metric) else {
+                    continue;
+                };
+                let key = (input.host.to_owned(), input.process.to_owned(), metric);
+                let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule.clone()));
+                st.feed(input, metric, &mut out);
+            }
+        }
+        // Silent series: an open alarm turns Stale; an OK series is forgotten.
+        let host_interval: BTreeMap<&str, i64> =
+            hosts.iter().map(|h| (h.host, h.interval_ms)).collect();
+        self.series.retain(|(host, process, metric), st| {
+            let interval = st
+                .interval_ms
+                .or_else(|| host_interval.get(host.as_str()).copied())
+                .unwrap_or(FALLBACK_INTERVAL_MS);
+            let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
+            let silent = last.is_some_and(|t| now - t >= STALE_INTERVALS * interval);
+            if !silent {
+                return true;
+            }
+            match st.level {
+                Level::Ok => false,
+                Level::Stale => true,
+                _ => {
+                    let proto =
+                        st.event(host, process, *metric, Level::Stale, now, st.last_value, None);
+                    transition(&mut out, &mut st.open, proto);
+                    st.level = Level::Stale;
+                    st.restart();
+                    true
+                }
+            }
+        });
+        for h in hosts {
+            let state = self.hosts.entry(h.host.to_owned()).or_insert(HostState { open: None });
+            let limit = STALE_INTERVALS * h.interval_ms.max(1);
+            let silent_ms = now - h.last_seen;
+            let proto = |level| AlarmEvent {
+                id: event_id(AlarmKind::HostSilent, h.host, "", Metric::Cpu, now),
+                kind: AlarmKind::HostSilent,
+                host: h.host.to_owned(),
+                process: String::new(),
+                metric: Metric::Cpu,
+                level,
+                previous: Level::Ok,
+                start: now,
+                end: None,
+                value: silent_ms as f64 / 1000.0,
+                peak: silent_ms as f64 / 1000.0,
+                threshold: limit as f64 / 1000.0,
+                forecast: None,
+                eta_seconds: None,
+            };
+            match (&mut state.open, silent_ms >= limit) {
+                (None, true) => transition(&mut out, &mut state.open, proto(Level::Red)),
+                (Some(ev), true) => {
+                    ev.value = silent_ms as f64 / 1000.0;
+                    ev.peak = ev.value;
+                }
+                (Some(_), false) => transition(&mut out, &mut state.open, proto(Level::Ok)),
+                (None, false) => {}
+            }
+        }
+        out
+    }
+
+    /// The currently open alarms (series and hosts), ordered by host, process, metric.
+    pub fn active(&self) -> Vec<AlarmEvent> {
+        let mut v: Vec<AlarmEvent> = self.series.values().filter_map(|s| s.open.clone()).collect();
+        v.extend(self.hosts.values().filter_map(|h| h.open.clone()));
+        v.sort_by(|a, b| (&a.host, &a.process, a.metric).cmp(&(&b.host, &b.process, b.metric)));
+        v
+    }
+
+    /// Re-opens the alarms the store holds as open (after a restart), so the next
+    /// evaluation continues them instead of raising them again.
+    pub fn restore(&mut self, open: &[AlarmEvent]) {
+        for ev in open.iter().filter(|e| e.end.is_none() && e.level != Level::Ok) {
+            match ev.kind {
+                AlarmKind::HostSilent => {
+                    self.hosts.insert(ev.host.clone(), HostState { open: Some(ev.clone()) });
+                }
+                AlarmKind::Series => {
+                    let rule = self
+                        .rules
+                        .rule_for(&ev.host, &ev.process, ev.metric)
+                        .unwrap_or(&self.rules.defaults)
+                        .clone();
+                    let mut st = SeriesState::new(rule);
+                    st.level = ev.level;
+                    st.last_value = ev.value;
+                    st.open = Some(ev.clone());
+                    self.series.insert((ev.host.clone(), ev.process.clone(), ev.metric), st);
+                }
+            }
+        }
+    }
+}
+
+impl SeriesState {
+    fn new(rule: Rule) -> Self {
+        Self {
+            rule,
+            forecaster: None,
+            interval_ms: None,
+            last_ts: None,
+            last_value: 0.0,
+            seen: 0,
+            level: Level::Ok,
+            open: None,
+            signal_on: 0,
+            signal_off: 0,
+            below: 0,
+        }
+    }
+
+    /// Forgets the forecaster's history (after a gap).
+    fn restart(&mut self) {
+        if let Some(f) = &mut self.forecaster {
+            f.reset();
+        }
+        self.seen = 0;
+        self.signal_on = 0;
+        self.signal_off = 0;
+    }
+
+    /// Samples needed before AMBER may fire: the window W full.
+    fn min_samples(&self) -> usize {
+        let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS).max(1);
+        (self.rule.window_ms / interval) as usize + 1
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        host: &str,
+        process: &str,
+        metric: Metric,
+        level: Level,
+        at: TsMs,
+        value: f64,
+        forecast: Option<(f64, Option<i64>)>,
+    ) -> AlarmEvent {
+        AlarmEvent {
+            id: event_id(AlarmKind::Series, host, process, metric, at),
+            kind: AlarmKind::Series,
+            host: host.to_owned(),
+            process: process.to_owned(),
+            metric,
+            level,
+            previous: self.level,
+            start: at,
+            end: None,
+            value,
+            peak: value,
+            threshold: self.rule.threshold,
+            forecast: forecast.map(|f| f.0),
+            eta_seconds: forecast.and_then(|f| f.1).map(|ms| ms as f64 / 1000.0),
+        }
+    }
+
+    fn feed(&mut self, input: &SeriesInput<'_>, metric: Metric, out: &mut Vec<AlarmEvent>) {
+        let interval = input.interval_ms.max(1);
+        if self.interval_ms != Some(interval) {
+            self.interval_ms = Some(interval);
+            self.forecaster = None;
+        }
+        for s in input.samples {
+            if self.last_ts.is_some_and(|t| s.ts <= t) {
+                continue;
+            }
+            // A gap of STALE_INTERVALS or more restarts the forecast history.
+            if self.last_ts.is_some_and(|t| s.ts - t >= STALE_INTERVALS * interval) {
+                self.restart();
+            }
+            self.step(input.host, input.process, metric, s.ts, metric.of(s), out);
+        }
+    }
+
+    /// One sample through the state machine.
+    fn step(
+        &mut self,
+        host: &str,
+        process: &str,
+        metric: Metric,
+        ts: TsMs,
+        v: f64,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let rule = &self.rule;
+        let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS);
+        let f = self.forecaster.get_or_insert_with(|| {
+            rule.method.forecaster(rule.window_ms, rule.horizon_ms, interval)
+        });
+        f.push(ts, v);
+        let fc = f.forecast(ts + rule.horizon_ms, rule.threshold);
+        self.seen += 1;
+        self.last_ts = Some(ts);
+        self.last_value = v;
+        let signal = self.seen >= self.min_samples() && fc.is_some_and(|f| f.above);
+        if signal {
+            self.signal_on += 1;
+            self.signal_off = 0;
+        } else {
+            self.signal_off += 1;
+            self.signal_on = 0;
+        }
+        let t = self.rule.threshold;
+        let amber_ready = self.signal_on >= self.rule.debounce;
+        let next = if v > t {
+            Level::Red
+        } else {
+            match self.level {
+                Level::Red => {
+                    if v < t - self.rule.hysteresis {
+                        self.below += 1;
+                    } else {
+                        self.below = 0;
+                    }
+                    match (self.below >= self.rule.clear_for, amber_ready) {
+                        (false, _) => Level::Red,
+                        (true, true) => Level::Amber,
+                        (true, false) => Level::Ok,
+                    }
+                }
+                Level::Amber if self.signal_off >= self.rule.clear_for => Level::Ok,
+                Level::Amber => Level::Amber,
+                Level::Ok | Level::Stale if amber_ready => Level::Amber,
+                Level::Ok | Level::Stale => Level::Ok,
+            }
+        };
+        if let Some(open) = &mut self.open {
+            open.peak = open.peak.max(v);
+        }
+        if next == self.level {
+            return;
+        }
+        if next == Level::Red {
+            self.below = 0;
+        }
+        let forecast = fc.map(|f| (f.value, if next == Level::Amber { f.eta_ms } else { None }));
+        let proto = self.event(host, process, metric, next, ts, v, forecast);
+        transition(out, &mut self.open, proto);
+        self.level = next;
+    }
+}

@@ -1,0 +1,350 @@
+//! Alarm rules: which threshold, horizon, window and forecast method apply to a series.
+
+use crate::forecast::{Analog, AnalogParams, Forecaster, Holt, Linear, Persistence};
+use procwatch_model::Metric;
+use serde::Deserialize;
+
+/// A `*`/`?` glob over a whole name (`*` any run, `?` any one character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl Glob {
+    pub fn new(pattern: impl Into<String>) -> Self {
+        Self(pattern.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `name` matches the whole pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        let p: Vec<char> = self.0.chars().collect();
+        let s: Vec<char> = name.chars().collect();
+        // Iterative wildcard match with backtracking to the last `*`.
+        let (mut pi, mut si) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while si < s.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+                pi += 1;
+                si += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some((pi, si));
+                pi += 1;
+            } else if let Some((sp, ss)) = star {
+                pi = sp + 1;
+                si = ss + 1;
+                star = Some((sp, ss + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|&c| c == '*')
+    }
+}
+
+impl Default for Glob {
+    fn default() -> Self {
+        Self::new("*")
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Glob)
+    }
+}
+
+/// The forecast method of a rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// procwatch's default ([`Analog`]).
+    Procwatch,
+    /// `predict_linear` over the rule's window.
+    Linear,
+    /// Holt's linear smoothing, per sample.
+    Holt { alpha: f64, beta: f64 },
+    /// `f = y` (never AMBER).
+    Persistence,
+}
+
+impl Method {
+    /// A fresh forecaster for a series sampled every `interval_ms`.
+    pub fn forecaster(
+        &self,
+        window_ms: i64,
+        horizon_ms: i64,
+        interval_ms: i64,
+    ) -> Box<dyn Forecaster> {
+        match *self {
+            Method::Procwatch => Box::new(Analog::new(AnalogParams::for_horizon(horizon_ms))),
+            Method::Linear => Box::new(Linear::new(Linear::samples_for(window_ms, interval_ms))),
+            Method::Holt { alpha, beta } => Box::new(Holt::new(alpha, beta, interval_ms)),
+            Method::Persistence => Box::new(Persistence::default()),
+        }
+    }
+
+    /// Parses a method name; Holt takes `alpha` and `beta`.
+    pub fn parse(name: &str, alpha: f64, beta: f64) -> Result<Self, RuleError> {
+        match name {
+            "procwatch" | "default" => Ok(Method::Procwatch),
+            "linear" | "predict_linear" => Ok(Method::Linear),
+            "holt" => Ok(Method::Holt { alpha, beta }),
+            "persistence" => Ok(Method::Persistence),
+            other => Err(RuleError::Method(other.to_owned())),
+        }
+    }
+}
+
+/// A rule or default that does not make sense.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RuleError {
+    #[error("unknown forecast method {0:?}: expected procwatch, linear, holt or persistence")]
+    Method(String),
+    #[error("bad duration {0:?}: {1}")]
+    Duration(String, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A resolved rule: every setting is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub host: Glob,
+    pub process: Glob,
+    /// `None` matches cpu and mem (the always-evaluated metrics).
+    pub metric: Option<Metric>,
+    pub threshold: f64,
+    pub hysteresis: f64,
+    pub clear_for: u32,
+    pub horizon_ms: i64,
+    pub window_ms: i64,
+    pub debounce: u32,
+    pub method: Method,
+}
+
+impl Default for Rule {
+    /// T = 80, hysteresis 5, clear_for 2, H = 10 min, W = 10 min, debounce 2, procwatch's
+    /// forecaster, every host and process.
+    fn default() -> Self {
+        Self {
+            host: Glob::default(),
+            process: Glob::default(),
+            metric: None,
+            threshold: 80.0,
+            hysteresis: 5.0,
+            clear_for: 2,
+            horizon_ms: 600_000,
+            window_ms: 600_000,
+            debounce: 2,
+            method: Method::Procwatch,
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, host: &str, process: &str, metric: Metric) -> bool {
+        let metric_ok = match self.metric {
+            Some(m) => m == metric,
+            None => metric != Metric::Cores,
+        };
+        metric_ok && self.host.matches(host) && self.process.matches(process)
+    }
+
+    fn validate(self) -> Result<Self, RuleError> {
+        let bad = |what: &str| Err(RuleError::Invalid(what.to_owned()));
+        if !self.threshold.is_finite() || !self.hysteresis.is_finite() || self.hysteresis < 0.0 {
+            return bad("threshold and hysteresis must be finite, hysteresis ≥ 0");
+        }
+        if self.horizon_ms <= 0 || self.window_ms <= 0 {
+            return bad("horizon and window must be positive");
+        }
+        if let Method::Holt { alpha, beta } = self.method {
+            if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
+                return bad("holt alpha and beta must be in 0..=1");
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// One `[[rules]]` table (or `[alarm_defaults]`) as written in TOML; unset fields inherit.
+///
+/// ```toml
+/// [[rules]]
+/// host = "db-*"
+/// process = "postgres"
+/// metric = "mem"
+/// threshold = 90
+/// horizon = "30m"
+/// method = "linear"
+/// window = "15m"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub host: Option<Glob>,
+    pub process: Option<Glob>,
+    pub metric: Option<Metric>,
+    pub threshold: Option<f64>,
+    pub hysteresis: Option<f64>,
+    pub clear_for: Option<u32>,
+    /// A duration such as `10m`.
+    pub horizon: Option<String>,
+    pub window: Option<String>,
+    pub debounce: Option<u32>,
+    pub method: Option<String>,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+}
+
+/// Parses a duration such as `10m`, `90s`, `1h 30m`.
+pub fn parse_duration_ms(s: &str) -> Result<i64, RuleError> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| RuleError::Duration(s.to_owned(), e.to_string()))
+}
+
+impl RuleSpec {
+    /// Fills the unset fields from `base`.
+    pub fn resolve(&self, base: &Rule) -> Result<Rule, RuleError> {
+        let (alpha, beta) = match base.method {
+            Method::Holt { alpha, beta } => (alpha, beta),
+            _ => (0.8, 0.4),
+        };
+        let method = match &self.method {
+            Some(m) => Method::parse(m, self.alpha.unwrap_or(alpha), self.beta.unwrap_or(beta))?,
+            None => match base.method {
+                Method::Holt { .. } => Method::Holt {
+                    alpha: self.alpha.unwrap_or(alpha),
+                    beta: self.beta.unwrap_or(beta),
+                },
+                m => m,
+            },
+        };
+        Rule {
+            host: self.host.clone().unwrap_or_else(|| base.host.clone()),
+            process: self.process.clone().unwrap_or_else(|| base.process.clone()),
+            metric: self.metric.or(base.metric),
+            threshold: self.threshold.unwrap_or(base.threshold),
+            hysteresis: self.hysteresis.unwrap_or(base.hysteresis),
+            clear_for: self.clear_for.unwrap_or(base.clear_for).max(1),
+            horizon_ms: self
+                .horizon
+                .as_deref()
+                .map(parse_duration_ms)
+                .transpose()?
+                .unwrap_or(base.horizon_ms),
+            window_ms: self
+                .window
+                .as_deref()
+                .map(parse_duration_ms)
+                .transpose()?
+                .unwrap_or(base.window_ms),
+            debounce: self.debounce.unwrap_or(base.debounce).max(1),
+            method,
+        }
+        .validate()
+    }
+}
+
+/// The defaults plus the ordered rules. The first rule matching (host, process, metric)
+/// wins; a series no rule matches uses the defaults. cpu and mem are always evaluated;
+/// cores only for series a rule names `metric = "cores"` for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RuleSet {
+    pub defaults: Rule,
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Resolves the TOML tables: `defaults` over [`Rule::default`], each rule over those.
+    pub fn from_specs(defaults: &RuleSpec, rules: &[RuleSpec]) -> Result<Self, RuleError> {
+        let defaults = defaults.resolve(&Rule::default())?;
+        let base = Rule {
+            host: Glob::default(),
+            process: Glob::default(),
+            metric: None,
+            ..defaults.clone()
+        };
+        let rules = rules.iter().map(|r| r.resolve(&base)).collect::<Result<_, _>>()?;
+        Ok(Self { defaults: base, rules })
+    }
+
+    /// The rule for a series, if the metric is evaluated for it at all.
+    pub fn rule_for(&self, host: &str, process: &str, metric: Metric) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(host, process, metric))
+            .or_else(|| (metric != Metric::Cores).then_some(&self.defaults))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        let cases = [
+            ("*", "anything", true),
+            ("*", "", true),
+            ("web-*", "web-1", true),
+            ("web-*", "db-1", false),
+            ("web-?", "web-12", false),
+            ("*java*", "/usr/bin/java", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("postgres", "postgres", true),
+            ("postgres", "postgres2", false),
+        ];
+        for (pattern, name, want) in cases {
+            assert_eq!(Glob::new(pattern).matches(name), want, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_cores_needs_a_rule() {
+        let toml = r#"
+            [defaults]
+            threshold = 85
+            [[rules]]
+            host = "db-*"
+            metric = "mem"
+            threshold = 95
+            horizon = "30m"
+            method = "linear"
+            [[rules]]
+            host = "db-*"
+            threshold = 70
+            [[rules]]
+            process = "java"
+            metric = "cores"
+            threshold = 4
+        "#;
+        #[derive(Deserialize)]
+        struct File {
+            defaults: RuleSpec,
+            rules: Vec<RuleSpec>,
+        }
+        let f: File = toml::from_str(toml).unwrap();
+        let set = RuleSet::from_specs(&f.defaults, &f.rules).unwrap();
+        let r = set.rule_for("db-1", "pg", Metric::Mem).unwrap();
+        assert_eq!((r.threshold, r.horizon_ms, r.method), (95.0, 1_800_000, Method::Linear));
+        assert_eq!(set.rule_for("db-1", "pg", Metric::Cpu).unwrap().threshold, 70.0);
+        assert_eq!(set.rule_for("web-1", "pg", Metric::Cpu).unwrap().threshold, 85.0);
+        assert_eq!(set.rule_for("web-1", "pg", Metric::Cores), None);
+        assert_eq!(set.rule_for("web-1", "java", Metric::Cores).unwrap().threshold, 4.0);
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let bad_method = RuleSpec { method: Some("magic".into()), ..Default::default() };
+        assert_eq!(bad_method.resolve(&Rule::default()), Err(RuleError::Method("magic".into())));
+        let bad_duration = RuleSpec { horizon: Some("soon".into()), ..Default::default() };
+        assert!(matches!(bad_duration.resolve(&Rule::default()), Err(RuleError::Duration(..))));
+        let bad_alpha =
+            RuleSpec { method: Some("holt".into()), alpha: Some(2.0), ..Default::default() };
+        assert!(matches!(bad_alpha.resolve(&Rule::default()), Err(RuleError::Invalid(_))));
+    }
+}

@@ -1,0 +1,239 @@
+//! State-machine tests as tables: each case is a rule, a series, and the transitions it must
+//! produce, through the one `check` helper.
+
+use procwatch_alarm::{Engine, HostSeen, Method, Rule, RuleSet, SeriesInput};
+use procwatch_model::{AlarmEvent, AlarmKind, Level, Sample};
+
+const MIN: i64 = 60_000;
+
+fn sample(ts: i64, cpu: f64) -> Sample {
+    Sample { ts, process: "p".into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 }
+}
+
+/// One line per returned event: `i previous->level v=.. [eta=..]`; closed events as
+/// `i close LEVEL`.
+fn render(i: usize, ev: &AlarmEvent) -> String {
+    if ev.end.is_some() && ev.level != Level::Ok {
+        return format!("{i} close {}", ev.level);
+    }
+    let mut s = format!("{i} {}->{} v={:.1}", ev.previous, ev.level, ev.value);
+    if let Some(eta) = ev.eta_seconds {
+        s += &format!(" eta={:.0}m", eta / 60.0);
+    }
+    s
+}
+
+/// Feeds `values` (one a minute; NaN = no sample that minute) to an engine with `rule`,
+/// evaluating every minute, and compares the transitions with `expect` (one per line).
+fn check(rule: Rule, values: &[f64], expect: &str) {
+    let mut engine = Engine::new(RuleSet { defaults: rule, rules: vec![] });
+    let mut got = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let now = i as i64 * MIN;
+        if !v.is_nan() {
+            samples.push(sample(now, v));
+        }
+        // The server hands over a window; overlapping windows must not double count.
+        let window = &samples[samples.len().saturating_sub(5)..];
+        let input = SeriesInput { host: "h", process: "p", samples: window, interval_ms: MIN };
+        for ev in engine.evaluate(now, &[input], &[]) {
+            if ev.metric == procwatch_model::Metric::Cpu {
+                got.push(render(i, &ev));
+            }
+        }
+    }
+    let want: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(got, want, "\nvalues: {values:?}");
+}
+
+fn ramp(from: f64, step: f64, n: usize) -> Vec<f64> {
+    (0..n).map(|i| from + step * i as f64).collect()
+}
+
+/// Deterministic noise in [-a, a].
+fn noisy(level: f64, a: f64, n: usize) -> Vec<f64> {
+    let mut x: u64 = 42;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            level + a * (((x >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+fn with(values: &[&[f64]]) -> Vec<f64> {
+    values.concat()
+}
+
+#[test]
+fn steady_ramp_raises_amber_before_red_with_a_sensible_eta() {
+    // +0.5 %/min from 40: crosses 80 at minute 81. AMBER about 10 min ahead (H = 10 min),
+    // with an ETA of about the remaining time; then RED, then OK once it falls back.
+    let up = ramp(40.0, 0.5, 90);
+    let down = [50.0; 4];
+    let values = with(&[&up, &down]);
+    for (method, expect) in [
+        (
+            Method::Procwatch,
+            "73 OK->AMBER v=76.5 eta=9m
+             81 close AMBER
+             81 AMBER->RED v=80.5
+             91 close RED
+             91 RED->OK v=50.0",
+        ),
+        (
+            Method::Linear,
+            "72 OK->AMBER v=76.0 eta=8m
+             81 close AMBER
+             81 AMBER->RED v=80.5
+             91 close RED
+             91 RED->OK v=50.0",
+        ),
+    ] {
+        check(Rule { method, ..Rule::default() }, &values, expect);
+    }
+}
+
+#[test]
+fn table_of_series() {
+    let flat = [40.0; 40];
+    let spike = with(&[&flat, &[95.0], &flat[..6]]);
+    // After a spike the value wobbles around T: RED holds (hysteresis), no flapping.
+    let wobble = with(&[&flat, &[95.0, 79.0, 81.0, 78.0, 82.0, 77.0, 76.0, 70.0, 60.0, 60.0]]);
+    let cases: Vec<(&str, Rule, Vec<f64>, &str)> = vec![
+        (
+            "single spike: RED, clears after 2 samples below 75",
+            Rule::default(),
+            spike,
+            "40 OK->RED v=95.0
+             42 close RED
+             42 RED->OK v=40.0",
+        ),
+        (
+            "spike then wobble around T: one RED, no flapping",
+            Rule::default(),
+            wobble,
+            "40 OK->RED v=95.0
+             48 close RED
+             48 RED->OK v=60.0",
+        ),
+        (
+            "noisy flat 70 ± 6 for 400 min: no AMBER storm (three short AMBERs, each when a \
+             5-minute median ended about 5 points high)",
+            Rule::default(),
+            noisy(70.0, 6.0, 400),
+            "71 OK->AMBER v=74.5 eta=7m
+             75 close AMBER
+             75 AMBER->OK v=68.0
+             176 OK->AMBER v=74.6 eta=6m
+             179 close AMBER
+             179 AMBER->OK v=64.3
+             358 OK->AMBER v=74.2 eta=10m
+             360 close AMBER
+             360 AMBER->OK v=73.4",
+        ),
+        ("noisy flat 70 ± 3: nothing at all", Rule::default(), noisy(70.0, 3.0, 400), ""),
+        (
+            "predict_linear on 70 ± 3: nothing either",
+            Rule { method: Method::Linear, ..Rule::default() },
+            noisy(70.0, 3.0, 400),
+            "",
+        ),
+        (
+            "too few samples: a steep start never raises AMBER",
+            Rule::default(),
+            vec![60.0, 66.0, 72.0, 78.0],
+            "",
+        ),
+        (
+            "too few samples for linear either",
+            Rule { method: Method::Linear, ..Rule::default() },
+            vec![60.0, 66.0, 72.0, 78.0],
+            "",
+        ),
+        (
+            "persistence never raises AMBER",
+            Rule { method: Method::Persistence, ..Rule::default() },
+            ramp(45.0, 1.0, 40),
+            "36 OK->RED v=81.0",
+        ),
+    ];
+    for (name, rule, values, expect) in cases {
+        eprintln!("case: {name}");
+        check(rule, &values, expect);
+    }
+}
+
+#[test]
+fn a_gap_makes_an_alarm_stale_not_resolved() {
+    let nan = f64::NAN;
+    // RED, then silence: stale after 3 intervals; data returns low: STALE -> OK.
+    let values = with(&[&[40.0; 20], &[90.0, 91.0], &[nan; 5], &[40.0, 40.0]]);
+    check(
+        Rule::default(),
+        &values,
+        "20 OK->RED v=90.0
+         24 close RED
+         24 RED->STALE v=91.0
+         27 close STALE
+         27 STALE->OK v=40.0",
+    );
+    // An OK series that goes silent is forgotten without an event.
+    check(Rule::default(), &with(&[&[40.0; 20], &[nan; 10]]), "");
+}
+
+#[test]
+fn silent_host_raises_its_own_alarm_and_clears() {
+    let mut engine = Engine::new(RuleSet::default());
+    let seen = |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000 }];
+    assert!(engine.evaluate(20_000, &[], &seen(0)).is_empty(), "2 intervals: not yet");
+    let ev = engine.evaluate(30_000, &[], &seen(0));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].kind, ev[0].level, ev[0].host.as_str(), ev[0].value),
+        (AlarmKind::HostSilent, Level::Red, "web-1", 30.0)
+    );
+    assert!(engine.evaluate(40_000, &[], &seen(0)).is_empty(), "no repeat while silent");
+    assert_eq!(engine.active().len(), 1);
+    let back = engine.evaluate(50_000, &[], &seen(45_000));
+    let lv: Vec<(Level, Option<i64>)> = back.iter().map(|e| (e.level, e.end)).collect();
+    assert_eq!(lv, vec![(Level::Red, Some(50_000)), (Level::Ok, Some(50_000))]);
+    assert_eq!(back[0].id, ev[0].id, "the closed event keeps its id");
+    assert!(engine.active().is_empty());
+}
+
+#[test]
+fn restore_continues_open_alarms_without_raising_them_again() {
+    let samples: Vec<Sample> = (0..3).map(|i| sample(i * MIN, 95.0)).collect();
+    fn input(s: &[Sample]) -> SeriesInput<'_> {
+        SeriesInput { host: "h", process: "p", samples: s, interval_ms: MIN }
+    }
+    let mut first = Engine::new(RuleSet::default());
+    let opened = first.evaluate(0, &[input(&samples[..1])], &[]);
+    assert_eq!(opened.len(), 1);
+    let mut second = Engine::new(RuleSet::default());
+    second.restore(&first.active());
+    assert!(second.evaluate(2 * MIN, &[input(&samples)], &[]).is_empty());
+    let low: Vec<Sample> = (3..5).map(|i| sample(i * MIN, 10.0)).collect();
+    let closed = second.evaluate(4 * MIN, &[input(&low)], &[]);
+    assert_eq!(closed[0].id, opened[0].id);
+    assert_eq!((closed[0].end, closed[0].peak), (Some(4 * MIN), 95.0));
+    assert_eq!(closed[1].level, Level::Ok);
+}
+
+#[test]
+fn event_ids_are_stable_and_distinct() {
+    use procwatch_alarm::event_id;
+    use procwatch_model::Metric;
+    let a = event_id(AlarmKind::Series, "h", "p", Metric::Cpu, 1);
+    assert_eq!(a, event_id(AlarmKind::Series, "h", "p", Metric::Cpu, 1));
+    for other in [
+        event_id(AlarmKind::Series, "h", "p", Metric::Mem, 1),
+        event_id(AlarmKind::Series, "h", "p", Metric::Cpu, 2),
+        event_id(AlarmKind::Series, "hp", "", Metric::Cpu, 1),
+        event_id(AlarmKind::HostSilent, "h", "p", Metric::Cpu, 1),
+    ] {
+        assert_ne!(a, other);
+    }
+}
