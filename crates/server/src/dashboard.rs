@@ -13,9 +13,11 @@
 //!   `width` and `height` in pixels. The chart shows the history (mean per step, a marker per
 //!   point), the threshold as a dashed red line and, to the right of "now", the forecast at
 //!   now + horizon as a dashed amber line: `predict_linear` (least squares over the last
-//!   `forecast_window` of raw samples, the same `procwatch_alarm::forecast::Linear` the
-//!   backtest scores). The x axis is minutes relative to the server's clock (no time zone to
-//!   get wrong).
+//!   `forecast_window` of raw samples, at least 3, the same
+//!   `procwatch_alarm::forecast::Linear` the backtest scores); while the series has an active
+//!   alarm that carries a forecast (AMBER), the alarm engine's own forecast is drawn instead.
+//!   The x axis is minutes relative to the server's clock (no time zone to get wrong); it
+//!   zooms on the data when the data covers less than `window`.
 //!
 //! The page (see `assets/app.js`):
 //! - Data comes from the v1 API: `/api/v1/hosts`, `/api/v1/usage`, the chart route, and the
@@ -30,7 +32,6 @@
 //!   it from the address bar. It is sent as `Authorization: Bearer`.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,7 +40,7 @@ use axum::routing::get;
 use axum::Router;
 use procwatch_alarm::forecast::{Forecaster, Linear};
 use procwatch_model::TsMs;
-use procwatch_store::{HistoryPoint, HistoryQuery};
+use procwatch_store::{AlarmQuery, HistoryPoint, HistoryQuery};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -433,9 +434,32 @@ async fn chart(
             step_ms: 0,
         })
         .await?;
-    let forecast =
+    let mut forecast =
         forecast(&raw, metric, fwindow, interval, horizon, threshold.unwrap_or(f64::INFINITY));
-    let x_from = -(window as f64) / 60_000.0;
+    // An active AMBER alarm carries the alarm engine's own forecast: show that one.
+    let alarm_metric = match metric {
+        ChartMetric::Cpu => Some(procwatch_model::Metric::Cpu),
+        ChartMetric::Mem => Some(procwatch_model::Metric::Mem),
+        ChartMetric::Cores => None,
+    };
+    if let (Some(m), Some(last)) = (alarm_metric, raw.last()) {
+        let active = st
+            .store
+            .alarm_events(&AlarmQuery {
+                active_only: true,
+                host: Some(host.clone()),
+                process: Some(process.clone()),
+                metric: Some(m),
+                ..Default::default()
+            })
+            .await?;
+        if let Some(f) = active.iter().find_map(|e| e.forecast.filter(|f| f.is_finite())) {
+            forecast = Some(((last.ts, metric.of(last)), last.ts + horizon, f));
+        }
+    }
+    // Zoom on the data when it covers less than the window (a new process, a new server).
+    let span = points.first().map_or(f64::INFINITY, |p| -p.0);
+    let x_from = -(window as f64 / 60_000.0).min((span * 1.1).max(1.0));
     let x_to = if forecast.is_some() {
         minutes(now + horizon)
     } else {
@@ -467,7 +491,11 @@ pub fn forecast(
     threshold: f64,
 ) -> Option<((TsMs, f64), TsMs, f64)> {
     let last = raw.last()?;
-    let mut f = Linear::new(Linear::samples_for(window_ms, interval_ms));
+    if raw.len() < 3 {
+        return None;
+    }
+    let n = Linear::samples_for(window_ms, interval_ms).min(raw.len());
+    let mut f = Linear::new(n);
     for p in raw {
         f.push(p.ts, metric.of(p));
     }
@@ -477,9 +505,6 @@ pub fn forecast(
         if metric == ChartMetric::Cores { out.value.max(0.0) } else { out.value.clamp(0.0, 100.0) };
     Some(((last.ts, metric.of(last)), at, value))
 }
-
-/// How long the page waits between refreshes at most (documented in the module docs).
-pub const MAX_REFRESH: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
