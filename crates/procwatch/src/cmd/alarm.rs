@@ -1,10 +1,242 @@
-//! `procwatch alarm`.
+//! `procwatch alarm`: the alarm service (a later phase) and `procwatch alarm backtest`, which
+//! replays traces through the alarm crate's forecasters and scores them by SPEC section 4.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use procwatch_alarm::backtest::{
+    forecast_flags, oracle_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
+};
+use procwatch_alarm::forecast::Forecaster;
+use procwatch_alarm::rules::{parse_duration_ms, Method};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct AlarmArgs {}
+pub struct AlarmArgs {
+    /// The server whose alarms to follow.
+    #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL")]
+    server: Option<String>,
 
-pub fn run(_args: AlarmArgs) -> Result<()> {
-    anyhow::bail!("procwatch alarm is not built yet")
+    /// Read token for the server.
+    #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<AlarmCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AlarmCommand {
+    /// Replay traces through a forecaster and print SPEC section 4's scores, per trace and
+    /// pooled per group (cpu_native, cpu_scaled, mem_scaled).
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BacktestArgs {
+    /// Trace CSV files (`timestamp,value`), or directories of them.
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    trace: Vec<PathBuf>,
+
+    /// Threshold T, percent.
+    #[arg(long, env = "PROCWATCH_THRESHOLD", default_value_t = 80.0)]
+    threshold: f64,
+
+    /// Forecast horizon H.
+    #[arg(long, env = "PROCWATCH_HORIZON", default_value = "10m")]
+    horizon: String,
+
+    /// AMBER needs the forecast above T on this many samples in a row (1 = none, as in the
+    /// SPEC's cross-checks).
+    #[arg(long, env = "PROCWATCH_DEBOUNCE", default_value_t = 1)]
+    debounce: u32,
+
+    /// Scaling: auto (the SPEC's rule), none, or a factor.
+    #[arg(long, env = "PROCWATCH_SCALE", default_value = "auto")]
+    scale: String,
+
+    /// Forecast method: linear, holt, persistence, oracle (reads the future: the scorer's
+    /// self-check); procwatch's default forecaster when absent.
+    #[arg(long, env = "PROCWATCH_METHOD")]
+    method: Option<String>,
+
+    /// Window W of `linear`.
+    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "10m")]
+    window: String,
+
+    /// Holt's level smoothing α.
+    #[arg(long, env = "PROCWATCH_ALPHA", default_value_t = 0.8)]
+    alpha: f64,
+
+    /// Holt's trend smoothing β.
+    #[arg(long, env = "PROCWATCH_BETA", default_value_t = 0.4)]
+    beta: f64,
+
+    /// Output format.
+    #[arg(long, env = "PROCWATCH_FORMAT", default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+pub fn run(args: AlarmArgs) -> Result<()> {
+    match args.command {
+        Some(AlarmCommand::Backtest(b)) => backtest(b),
+        None => {
+            let server = args.server.as_deref().unwrap_or("(none given)");
+            bail!(
+                "following a server's alarms (procwatch alarm --server {server}) is not built yet; \
+                 `procwatch alarm backtest` is"
+            )
+        }
+    }
+}
+
+/// The forecast method chosen on the command line.
+enum Chosen {
+    Oracle,
+    Model(Method),
+}
+
+fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut csv: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot list {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            csv.sort();
+            files.extend(csv);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        bail!("no trace files given");
+    }
+    Ok(files)
+}
+
+fn backtest(args: BacktestArgs) -> Result<()> {
+    let horizon_ms = parse_duration_ms(&args.horizon)?;
+    let window_ms = parse_duration_ms(&args.window)?;
+    let scale: Scale = args.scale.parse().map_err(anyhow::Error::msg)?;
+    let (chosen, method_name) = match args.method.as_deref() {
+        None | Some("procwatch") | Some("default") => {
+            (Chosen::Model(Method::Procwatch), "procwatch".to_owned())
+        }
+        Some("oracle") => (Chosen::Oracle, "oracle".to_owned()),
+        Some(m) => {
+            let method = Method::parse(m, args.alpha, args.beta)?;
+            let name = match method {
+                Method::Linear => format!("linear window={}", args.window),
+                Method::Holt { alpha, beta } => format!("holt alpha={alpha} beta={beta}"),
+                _ => m.to_owned(),
+            };
+            (Chosen::Model(method), name)
+        }
+    };
+    if horizon_ms <= 0 || window_ms <= 0 {
+        bail!("--horizon and --window must be positive");
+    }
+    let proto = Protocol { threshold: args.threshold, horizon_ms, debounce: args.debounce.max(1) };
+    let mut rows: Vec<(Prepared, Score)> = Vec::new();
+    for file in trace_files(&args.trace)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file
+            .file_name()
+            .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let trace =
+            parse_trace(&name, &text).with_context(|| format!("trace {}", file.display()))?;
+        let p = prepare(&trace, scale, args.threshold);
+        let flags = match &chosen {
+            Chosen::Oracle => oracle_flags(&p, &proto),
+            Chosen::Model(m) => {
+                let mut f: Box<dyn Forecaster> = m.forecaster(window_ms, horizon_ms, p.step_ms);
+                forecast_flags(&p, &proto, &mut *f)
+            }
+        };
+        let s = score(&p, &proto, &flags);
+        rows.push((p, s));
+    }
+    let mut groups: BTreeMap<String, Score> = BTreeMap::new();
+    for (p, s) in &rows {
+        groups.entry(p.group.clone()).or_default().add(s);
+    }
+    if args.format == "json" {
+        let json = serde_json::json!({
+            "method": method_name,
+            "threshold": args.threshold,
+            "horizon_seconds": horizon_ms / 1000,
+            "debounce": proto.debounce,
+            "traces": rows.iter().map(|(p, s)| figures(&p.name, Some(p), s)).collect::<Vec<_>>(),
+            "groups": groups.iter().map(|(g, s)| figures(g, None, s)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!(
+            "method {method_name}, T={} H={} debounce {}",
+            args.threshold, args.horizon, proto.debounce
+        );
+        println!(
+            "{:52} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7} {:>12}",
+            "trace / group",
+            "events",
+            "caught",
+            "recall",
+            "lead",
+            "prec",
+            "false",
+            "false/d",
+            "AMBER%",
+            "falseAmin/d"
+        );
+        for (p, s) in &rows {
+            println!("{}", table_row(&format!("{} ({})", p.name, p.group), s));
+        }
+        for (g, s) in &groups {
+            println!("{}", table_row(&format!("= {g} ({} traces)", s.traces), s));
+        }
+    }
+    Ok(())
+}
+
+fn table_row(name: &str, s: &Score) -> String {
+    format!(
+        "{name:52} {:>6} {:>6} {:>6.2} {:>5.1}m {:>6.2} {:>6} {:>8.2} {:>7.2} {:>12.1}",
+        s.events,
+        s.caught,
+        s.recall(),
+        s.lead_minutes(),
+        s.precision(),
+        s.false_episodes,
+        s.false_per_day(),
+        s.amber_pct(),
+        s.false_amber_minutes_per_day()
+    )
+}
+
+fn figures(name: &str, trace: Option<&Prepared>, s: &Score) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": name,
+        "traces": s.traces,
+        "events": s.events,
+        "caught": s.caught,
+        "recall": s.recall(),
+        "lead_minutes": s.lead_minutes(),
+        "true_episodes": s.true_episodes,
+        "false_episodes": s.false_episodes,
+        "unscored_episodes": s.unscored_episodes,
+        "precision": s.precision(),
+        "days": s.days,
+        "false_per_day": s.false_per_day(),
+        "amber_samples": s.amber_samples,
+        "amber_pct": s.amber_pct(),
+        "false_amber_minutes_per_day": s.false_amber_minutes_per_day(),
+    });
+    if let Some(p) = trace {
+        v["group"] = p.group.clone().into();
+        v["scaled"] = p.scaled.into();
+    }
+    v
 }
