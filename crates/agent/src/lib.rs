@@ -464,6 +464,7 @@ fn next_request(
 ) -> Result<Next, SpoolError> {
     let st = spool.state().clone();
     let (records, seq, dropped) = if let Some(inf) = st.inflight {
+        spool.settle_inflight_drops();
         let recs = spool.read_range(st.next_unacked, inf.last_id, usize::MAX, usize::MAX)?;
         if recs.is_empty() {
             // Its records went (caps) while it was in flight: nothing to resend.
@@ -599,7 +600,13 @@ async fn send_loop(
                     .lock()
                     .map_err(|_| ())
                     .and_then(|mut sp| match req.last_id {
-                        Some(id) => sp.ack_through(id, req.dropped),
+                        Some(id) => sp.ack_through(id, req.dropped).map(|restored| {
+                            let _ = stats.dropped_samples.fetch_update(
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                                |v| Some(v.saturating_sub(restored)),
+                            );
+                        }),
                         None => sp.ack_dropped(req.dropped),
                     }.map_err(|e| {
                         error!(message = "Could not persist the ack; the batch may be resent.", error = %e);

@@ -139,6 +139,10 @@ pub struct SpoolState {
     pub dropped_total: u64,
     #[serde(default)]
     pub inflight: Option<Inflight>,
+    /// Samples of the request in flight that a cap dropped while it was being sent: if that
+    /// attempt succeeds they were delivered after all and are taken off the drop counts.
+    #[serde(default)]
+    pub inflight_dropped: u64,
 }
 
 /// What a cap dropped.
@@ -418,13 +422,36 @@ impl Spool {
 
     /// Marks every record up to and including `id` as delivered, clears the request in flight
     /// and lowers the unreported drop count by `reported_dropped`; persists the state and
-    /// deletes fully acked segments.
-    pub fn ack_through(&mut self, id: u64, reported_dropped: u64) -> Result<(), SpoolError> {
+    /// deletes fully acked segments. Returns the samples counted as dropped that the request
+    /// delivered after all (a cap dropped them while it was on the wire).
+    pub fn ack_through(&mut self, id: u64, reported_dropped: u64) -> Result<u64, SpoolError> {
         self.state.next_unacked = self.state.next_unacked.max(id + 1);
         self.state.dropped_pending = self.state.dropped_pending.saturating_sub(reported_dropped);
+        let restored = std::mem::take(&mut self.state.inflight_dropped);
+        if restored > 0 {
+            self.state.dropped_pending = self.state.dropped_pending.saturating_sub(restored);
+            self.state.dropped_total = self.state.dropped_total.saturating_sub(restored);
+            info!(
+                message = "Dropped sweeps were in the request the server just accepted; not dropped after all.",
+                samples = restored
+            );
+        }
         self.state.inflight = None;
         self.persist()?;
-        self.gc()
+        self.gc()?;
+        Ok(restored)
+    }
+
+    /// The request in flight is about to be rebuilt from what the spool still holds: drops of
+    /// its records are final.
+    pub fn settle_inflight_drops(&mut self) {
+        self.state.inflight_dropped = 0;
+    }
+
+    fn note_drop(&mut self, id: u64, samples: u32) {
+        if self.state.inflight.is_some_and(|i| id <= i.last_id) {
+            self.state.inflight_dropped += samples as u64;
+        }
     }
 
     /// Records the request about to be sent (so a restart resends the same request with the
@@ -450,6 +477,7 @@ impl Spool {
     /// Forgets the request in flight without acking (e.g. it is to be split), giving its `seq`
     /// back when the server never accepted it.
     pub fn clear_inflight(&mut self, reuse_seq: bool) -> Result<(), SpoolError> {
+        self.state.inflight_dropped = 0;
         if let Some(inf) = self.state.inflight.take() {
             if reuse_seq && self.state.next_seq == inf.seq + 1 {
                 self.state.next_seq = inf.seq;
@@ -469,6 +497,7 @@ impl Spool {
         let cutoff = now.saturating_sub(self.cfg.max_age.as_millis() as i64);
         let mut d = Dropped::default();
         let mut through = None;
+        let mut gone = Vec::new();
         'outer: for seg in &self.segments {
             for m in &seg.records {
                 if m.id < self.state.next_unacked {
@@ -480,7 +509,11 @@ impl Spool {
                 d.records += 1;
                 d.samples += m.samples as u64;
                 through = Some(m.id);
+                gone.push((m.id, m.samples));
             }
+        }
+        for (id, samples) in gone {
+            self.note_drop(id, samples);
         }
         if let Some(id) = through {
             warn!(
@@ -511,9 +544,11 @@ impl Spool {
             if self.segments.is_empty() {
                 self.writer = None;
             }
-            for m in seg.records.iter().filter(|m| m.id >= self.state.next_unacked) {
+            let next_unacked = self.state.next_unacked;
+            for m in seg.records.iter().filter(|m| m.id >= next_unacked) {
                 d.records += 1;
                 d.samples += m.samples as u64;
+                self.note_drop(m.id, m.samples);
             }
             if let Some(last) = seg.last_id() {
                 self.state.next_unacked = self.state.next_unacked.max(last + 1);
@@ -840,6 +875,40 @@ mod tests {
         let last = r.last().unwrap().id;
         s.ack_through(last, dropped.samples).unwrap();
         assert_eq!(s.state().dropped_pending, 0);
+    }
+
+    #[test]
+    fn drop_of_a_request_on_the_wire_is_undone_when_it_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SpoolConfig {
+            max_bytes: 500,
+            segment_bytes: 250,
+            fsync: false,
+            ..SpoolConfig::new(dir.path())
+        };
+        let (mut s, _) = Spool::open(c).unwrap();
+        // 100-byte frames, 2 per segment.
+        s.append(now(), 5, &[1; 72], now()).unwrap();
+        s.append(now(), 5, &[1; 72], now()).unwrap();
+        s.set_inflight(Inflight { seq: 0, last_id: 1, dropped: 0 }).unwrap();
+        let mut dropped = Dropped::default();
+        for _ in 0..3 {
+            dropped.add(s.append(now(), 5, &[1; 72], now()).unwrap().1);
+        }
+        assert_eq!(dropped.samples, 10);
+        assert_eq!(s.state().dropped_pending, 10);
+        // The request holding ids 0 and 1 was accepted: they were delivered after all.
+        assert_eq!(s.ack_through(1, 0).unwrap(), 10);
+        assert_eq!(s.state().dropped_pending, 0);
+        assert_eq!(s.state().dropped_total, 0);
+        // Had it failed instead, the rebuilt request would not hold them: the drop is final.
+        s.set_inflight(Inflight { seq: 1, last_id: 3, dropped: 0 }).unwrap();
+        for _ in 0..3 {
+            s.append(now(), 5, &[1; 72], now()).unwrap();
+        }
+        s.settle_inflight_drops();
+        assert_eq!(s.ack_through(3, 0).unwrap(), 0);
+        assert!(s.state().dropped_pending > 0);
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn run(
     cfg.spool.max_bytes = d.spool_max_bytes;
     cfg.spool.max_age = d.spool_max_age;
     cfg.spool.fsync = d.spool_fsync;
-    cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(64 << 10, 8 << 20);
+    cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
     if args.once {
         cfg.max_sweeps = Some(1);
         cfg.drain_timeout = d.request_timeout;
