@@ -1,0 +1,245 @@
+//! A real Prometheus (Debian package `prometheus`) scrapes a real `procwatch server` fed by a
+//! real `procwatch agent`, with the read token in its scrape config, and its query API returns
+//! the per-process series.
+//!
+//! Without a `prometheus` binary the test prints "SKIPPED: ..." and passes, unless `CI` is
+//! set (then it fails). Every child is killed by PID on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const HOST: &str = "prom-e2e";
+const READ_TOKEN: &str = "prom-read-token";
+
+/// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc { child, name }
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("{} exited early: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+}
+
+/// SKIPPED outside CI, a failure under `CI=true`.
+fn skip_or_fail(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why} (CI is set: the CI machine must have it, see .ci/packages.txt)");
+    }
+    println!("SKIPPED: {why}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server(dir: &Path) -> (Proc, String) {
+    let addr_file = dir.join("server.addr");
+    let mut server = Proc::spawn(
+        "procwatch server",
+        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--interval", "1s", "--read-token", READ_TOKEN])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .env_remove("PROCWATCH_CONFIG"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            if !addr.trim().is_empty() {
+                return (server, format!("http://{}", addr.trim()));
+            }
+        }
+        server.assert_running();
+        assert!(Instant::now() < deadline, "procwatch server did not write its address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_agent(dir: &Path, url: &str) -> Proc {
+    Proc::spawn(
+        "procwatch agent",
+        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("agent")
+            .args(["--server", url, "--interval", "1s", "--host", HOST])
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .env_remove("PROCWATCH_CONFIG"),
+    )
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = client.get(url).bearer_auth(READ_TOKEN).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, at most `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn prom_config(port_of_server: &str) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: procwatch\n    metrics_path: /metrics\n    \
+         authorization:\n      credentials: {READ_TOKEN}\n    \
+         static_configs:\n      - targets: ['{port_of_server}']\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_per_process_series() {
+    let Some(prometheus) = which("prometheus") else {
+        skip_or_fail("no prometheus binary (Debian package prometheus)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(dir.path());
+    let _agent = start_agent(dir.path(), &url);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+
+    // /metrics needs the read token, and has the agent's processes once it has shipped.
+    let anonymous = client.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "/metrics is a read route");
+    let text = wait_for("process series in /metrics", Duration::from_secs(30), || async {
+        let r = client.get(format!("{url}/metrics")).bearer_auth(READ_TOKEN).send().await.ok()?;
+        assert!(r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let t = r.text().await.ok()?;
+        t.contains(&format!("procwatch_process_cpu_percent{{host=\"{HOST}\"")).then_some(t)
+    })
+    .await;
+    assert!(text.contains("# TYPE procwatch_ingested_samples_total counter"), "{text}");
+    assert!(text.contains("# TYPE procwatch_http_request_duration_seconds histogram"));
+
+    // A real Prometheus on a free loopback port, scraping every second.
+    let server_addr = url.trim_start_matches("http://").to_owned();
+    std::fs::write(dir.path().join("prom.yml"), prom_config(&server_addr)).unwrap();
+    let prom_port = free_port();
+    let prom_url = format!("http://127.0.0.1:{prom_port}");
+    let mut prom = Proc::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", dir.path().join("prom.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .current_dir(dir.path()),
+    );
+
+    let query = |q: String| {
+        let client = client.clone();
+        let prom_url = prom_url.clone();
+        async move {
+            let r = client
+                .get(format!("{prom_url}/api/v1/query"))
+                .query(&[("query", q.as_str())])
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            let result = v["data"]["result"].as_array()?.clone();
+            (v["status"] == "success" && !result.is_empty()).then_some(result)
+        }
+    };
+
+    let series =
+        wait_for("procwatch_process_cpu_percent in Prometheus", Duration::from_secs(60), || {
+            prom.assert_running();
+            query(format!("procwatch_process_cpu_percent{{host=\"{HOST}\"}}"))
+        })
+        .await;
+
+    // The series Prometheus holds are the server's processes of that host.
+    let usage = get_json(&client, &format!("{url}/api/v1/usage?host={HOST}&window=10m"))
+        .await
+        .expect("usage");
+    let known: Vec<&str> =
+        usage["rows"].as_array().unwrap().iter().map(|r| r["process"].as_str().unwrap()).collect();
+    assert!(!series.is_empty());
+    assert!(series.len() <= known.len().max(1), "more series than processes");
+    for s in &series {
+        let m = &s["metric"];
+        assert_eq!(m["host"], HOST);
+        assert_eq!(m["job"], "procwatch");
+        let process = m["process"].as_str().expect("process label");
+        assert!(known.contains(&process), "{process:?} is not a process of {HOST}: {known:?}");
+        let v: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
+        assert!((0.0..=100.0).contains(&v), "cpu {v} of {process}");
+    }
+
+    // The scrape itself is healthy and the server's own counters arrive too.
+    let up =
+        wait_for("up == 1", Duration::from_secs(20), || query("up{job=\"procwatch\"} == 1".into()))
+            .await;
+    assert_eq!(up.len(), 1);
+    let ingested = wait_for("ingested samples", Duration::from_secs(20), || {
+        query("procwatch_ingested_samples_total{format=\"v1\"} > 0".into())
+    })
+    .await;
+    assert_eq!(ingested.len(), 1);
+    for metric in [
+        "procwatch_process_mem_percent",
+        "procwatch_process_rss_bytes",
+        "procwatch_host_cpu_percent",
+    ] {
+        wait_for(metric, Duration::from_secs(20), || query(format!("{metric}{{host=\"{HOST}\"}}")))
+            .await;
+    }
+}
