@@ -48,7 +48,8 @@
 //!
 //! # Queries
 //! Statistics are computed by InfluxDB: `mean`, `min`, `max`, `count`, the newest point
-//! (`ORDER BY time DESC LIMIT 1` per group) and `percentile()`. InfluxDB's `percentile()` is
+//! (`ORDER BY time DESC LIMIT 1` per group) and `percentile()`; a usage query is one `count`
+//! round trip, then five concurrent requests (the newest points, then one per metric). InfluxDB's `percentile()` is
 //! nearest-rank, procwatch's p95 is numpy's linear interpolation between the two closest
 //! ranks; the store asks InfluxDB for exactly those two order statistics (a nearest-rank
 //! percentile argument that selects rank `k` of `n` values is `100·(k+1)/n`, one statement per
@@ -517,93 +518,86 @@ impl InfluxStore {
         let from = self.from(s.data_rp.as_deref(), PROC);
         let cond = self.usage_cond(q);
         let group = if q.per_host { r#""host", "process""# } else { r#""process""# };
-        let mut cols = Vec::new();
-        for m in METRICS {
-            let f = ident(m);
-            cols.push(format!("mean({f}) AS {m}_mean, min({f}) AS {m}_min, max({f}) AS {m}_max"));
-        }
-        cols.push(r#"count("cpu") AS n"#.to_string());
-        let q1 = format!(
-            "SELECT {} FROM {from} WHERE {cond} GROUP BY {group}; \
-             SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
-             ORDER BY time DESC LIMIT 1",
-            cols.join(", ")
-        );
-        let res = self.client.query(self.db(), &q1).await?;
 
+        // Round 1: the number of samples of each group (it picks the ranks of p95).
+        let count = format!("SELECT count(\"cpu\") AS n FROM {from} WHERE {cond} GROUP BY {group}");
+        let res = self.client.query(self.db(), &count).await?;
         struct Part {
             n: usize,
             stats: [Stats; 4],
             last: Option<Sample>,
         }
         let mut parts: BTreeMap<GroupKey, Part> = BTreeMap::new();
-        if let Some(r) = res.first() {
-            for series in &r.series {
-                let Some(row) = series.rows().next() else { continue };
-                let n = row.u64("n").unwrap_or(0) as usize;
-                if n == 0 {
-                    continue;
-                }
-                let stats = METRICS.map(|m| Stats {
-                    mean: row.f64(&format!("{m}_mean")).unwrap_or(0.0),
-                    min: row.f64(&format!("{m}_min")).unwrap_or(0.0),
-                    max: row.f64(&format!("{m}_max")).unwrap_or(0.0),
-                    last: 0.0,
-                    p95: 0.0,
-                });
-                parts.insert(group_key(series, q.per_host), Part { n, stats, last: None });
-            }
-        }
-        if let Some(r) = res.get(1) {
-            for series in &r.series {
-                let key = group_key(series, q.per_host);
-                if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
-                    p.last = Some(sample_from_row(&key.1, &row));
-                }
+        for series in res.first().map(|r| r.series.as_slice()).unwrap_or_default() {
+            let n = series.rows().next().and_then(|r| r.u64("n")).unwrap_or(0) as usize;
+            if n > 0 {
+                let part = Part { n, stats: [Stats::default(); 4], last: None };
+                parts.insert(group_key(series, q.per_host), part);
             }
         }
         if parts.is_empty() {
             return Ok(Vec::new());
         }
 
-        // p95: the two order statistics around numpy's linear rank, selected by InfluxDB's
-        // nearest-rank percentile(); one statement per distinct sample count.
+        // Round 2, as concurrent requests (InfluxDB runs each on its own core): the newest
+        // sample of each group, and per metric its mean, min, max and the two order statistics
+        // around numpy's linear p95 rank, selected by InfluxDB's nearest-rank percentile(); one
+        // statement per distinct sample count, restricted to the groups with that count (but
+        // the most common one).
         let mut by_n: BTreeMap<usize, Vec<&GroupKey>> = BTreeMap::new();
         for (k, p) in &parts {
             by_n.entry(p.n).or_default().push(k);
         }
         let majority = by_n.iter().max_by_key(|(_, v)| v.len()).map(|(n, _)| *n).unwrap_or(0);
-        let mut stmts = Vec::new();
         let ns: Vec<usize> = by_n.keys().copied().collect();
-        for &n in &ns {
-            let (lo, hi, _) = linear_ranks(0.95, n);
-            let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
-            let mut pc = Vec::new();
-            for m in METRICS {
-                let f = ident(m);
-                pc.push(format!(
-                    "percentile({f}, {alo}) AS {m}_lo, percentile({f}, {ahi}) AS {m}_hi"
+        let mut requests = vec![format!(
+            "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
+             ORDER BY time DESC LIMIT 1"
+        )];
+        for m in METRICS {
+            let f = ident(m);
+            let mut stmts = Vec::new();
+            for &n in &ns {
+                let (lo, hi, _) = linear_ranks(0.95, n);
+                let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
+                let mut c = cond.clone();
+                if n != majority {
+                    let keys: Vec<String> = by_n[&n].iter().map(|k| group_cond(k)).collect();
+                    c = format!("{c} AND ({})", keys.join(" OR "));
+                }
+                stmts.push(format!(
+                    "SELECT mean({f}) AS mean, min({f}) AS min, max({f}) AS max, \
+                     percentile({f}, {alo}) AS lo, percentile({f}, {ahi}) AS hi \
+                     FROM {from} WHERE {c} GROUP BY {group}"
                 ));
             }
-            let mut c = cond.clone();
-            if n != majority {
-                let keys: Vec<String> = by_n[&n].iter().map(|k| group_cond(k)).collect();
-                c = format!("{c} AND ({})", keys.join(" OR "));
-            }
-            stmts.push(format!("SELECT {} FROM {from} WHERE {c} GROUP BY {group}", pc.join(", ")));
+            requests.push(stmts.join("; "));
         }
-        let res = self.client.query(self.db(), &stmts.join("; ")).await?;
-        for (i, &n) in ns.iter().enumerate() {
-            let (_, _, frac) = linear_ranks(0.95, n);
-            let Some(r) = res.get(i) else { continue };
-            for series in &r.series {
-                let key = group_key(series, q.per_host);
-                let Some(p) = parts.get_mut(&key).filter(|p| p.n == n) else { continue };
-                let Some(row) = series.rows().next() else { continue };
-                for (j, m) in METRICS.iter().enumerate() {
-                    let lo = row.f64(&format!("{m}_lo")).unwrap_or(0.0);
-                    let hi = row.f64(&format!("{m}_hi")).unwrap_or(lo);
-                    p.stats[j].p95 = lo + (hi - lo) * frac;
+        let answers =
+            futures::future::try_join_all(requests.iter().map(|r| self.client.query(self.db(), r)))
+                .await?;
+        for series in answers[0].first().map(|r| r.series.as_slice()).unwrap_or_default() {
+            let key = group_key(series, q.per_host);
+            if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
+                p.last = Some(sample_from_row(&key.1, &row));
+            }
+        }
+        for (j, answer) in answers[1..].iter().enumerate() {
+            for (i, &n) in ns.iter().enumerate() {
+                let (_, _, frac) = linear_ranks(0.95, n);
+                for series in answer.get(i).map(|r| r.series.as_slice()).unwrap_or_default() {
+                    let key = group_key(series, q.per_host);
+                    let Some(p) = parts.get_mut(&key).filter(|p| p.n == n) else { continue };
+                    let Some(row) = series.rows().next() else { continue };
+                    let lo = row.f64("lo").unwrap_or(0.0);
+                    let hi = row.f64("hi").unwrap_or(lo);
+                    p.stats[j] = Stats {
+                        mean: row.f64("mean").unwrap_or(0.0),
+                        min: row.f64("min").unwrap_or(0.0),
+                        max: row.f64("max").unwrap_or(0.0),
+                        last: 0.0,
+                        p95: lo + (hi - lo) * frac,
+                    };
                 }
             }
         }
