@@ -80,6 +80,23 @@ pub struct ServerArgs {
     /// Write the bound address to FILE once listening.
     #[arg(long, env = "PROCWATCH_ADDR_FILE", value_name = "FILE")]
     pub addr_file: Option<PathBuf>,
+
+    /// InfluxDB base URL, for --store influxdb (1.x; 2.x/3.x through their v1 API).
+    #[arg(long, env = "PROCWATCH_INFLUX_URL", value_name = "URL")]
+    pub influx_url: Option<String>,
+
+    /// InfluxDB database (2.x/3.x: the database name of a DBRP mapping).
+    #[arg(long, env = "PROCWATCH_INFLUX_DB", default_value = "procwatch", value_name = "NAME")]
+    pub influx_db: String,
+
+    /// InfluxDB API token (2.x/3.x), sent as `Authorization: Token T`.
+    #[arg(long, env = "PROCWATCH_INFLUX_TOKEN", value_name = "T", hide_env_values = true)]
+    pub influx_token: Option<Secret>,
+
+    /// InfluxDB retention policy, created with --retention and made the default [default:
+    /// procwatch; on 2.x the database's default].
+    #[arg(long, env = "PROCWATCH_INFLUX_RP", value_name = "NAME")]
+    pub influx_rp: Option<String>,
 }
 
 /// Which backend holds the data.
@@ -142,7 +159,19 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
             })?;
             Ok(Arc::new(store))
         }
-        StoreKind::Influxdb => bail!("the influxdb store is not built yet"),
+        StoreKind::Influxdb => {
+            let Some(url) = &args.influx_url else {
+                bail!("--store influxdb needs --influx-url (e.g. http://127.0.0.1:8086)");
+            };
+            let mut cfg = procwatch_store_influx::InfluxConfig::new(url, &args.influx_db);
+            cfg.token = args.influx_token.as_ref().map(|t| t.0.clone());
+            cfg.rp = args.influx_rp.clone();
+            cfg.retention = args.retention;
+            let store = procwatch_store_influx::InfluxStore::connect(cfg)
+                .await
+                .context("cannot open the influxdb store")?;
+            Ok(Arc::new(store))
+        }
         StoreKind::Memory => Ok(Arc::new(procwatch_store::memory::MemoryStore::new())),
     }
 }
