@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use procwatch_model::TsMs;
+use std::ops::Range;
+
 use procwatch_store::{Stats, UsageRow};
 
 use crate::codec::Columns;
@@ -84,91 +86,36 @@ impl HostIndex {
     }
 }
 
-/// Streaming statistics: one pass for mean/min/max/last, p95 through a small top-k buffer
-/// when the rank is near the top (the usual case), else `select_nth_unstable`.
-#[derive(Debug, Default)]
-pub struct StatAcc {
-    vals: Vec<f64>,
-    sum: f64,
-    min: f64,
-    max: f64,
-    last: f64,
-    last_ts: TsMs,
-}
-
-impl StatAcc {
-    pub fn clear(&mut self) {
-        self.vals.clear();
-        self.sum = 0.0;
+/// Statistics of `vals` (time order; `last` is the value at the newest timestamp). Values are
+/// finite (the store refuses others). `scratch` is only used when the p95 rank is far from
+/// the top.
+pub fn stats_of(vals: &[f64], last: f64, scratch: &mut Vec<f64>) -> Stats {
+    let n = vals.len();
+    if n == 0 {
+        return Stats::default();
     }
-
-    pub fn len(&self) -> usize {
-        self.vals.len()
-    }
-
-    /// Adds a run of values whose last one is at `last_ts`; `last` moves to this run's last
-    /// value when `last_ts` is not older than the current one (ties: the later run wins).
-    pub fn extend(&mut self, vals: &[f64], last_ts: TsMs) {
-        let Some(&lastv) = vals.last() else { return };
-        if self.vals.is_empty() {
-            self.min = f64::INFINITY;
-            self.max = f64::NEG_INFINITY;
-            self.last_ts = TsMs::MIN;
-        }
-        for &v in vals {
-            self.sum += v;
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
-        }
-        self.vals.extend_from_slice(vals);
-        if last_ts >= self.last_ts {
-            self.last_ts = last_ts;
-            self.last = lastv;
-        }
-    }
-
-    pub fn finish(&mut self) -> Stats {
-        let n = self.vals.len();
-        if n == 0 {
-            return Stats::default();
-        }
-        Stats {
-            mean: self.sum / n as f64,
-            min: self.min,
-            max: self.max,
-            last: self.last,
-            p95: p95(&mut self.vals),
-        }
-    }
-}
-
-/// numpy's linear 95th percentile of `v` (non-empty); reorders `v`.
-pub fn p95(v: &mut [f64]) -> f64 {
-    let n = v.len();
     if n == 1 {
-        return v[0];
+        let v = vals[0];
+        return Stats { mean: v, min: v, max: v, last, p95: v };
     }
     let rank = 0.95 * (n - 1) as f64;
     let lo = rank.floor() as usize;
     let hi = rank.ceil() as usize;
     let frac = rank - lo as f64;
     let k = n - lo; // sorted[lo] is the k-th largest
-    let (a, b) = if k <= 16 {
-        // Top-k, descending.
+    let mut sum = 0.0;
+    let mut min = f64::INFINITY;
+    let (a, b, max) = if k <= 16 {
+        // One pass: sum, min and the k largest (descending) in a small array.
         let mut top = [f64::NEG_INFINITY; 16];
-        let mut len = 0usize;
-        for &x in v.iter() {
-            if len < k {
-                let mut i = len;
-                while i > 0 && top[i - 1].total_cmp(&x).is_lt() {
-                    top[i] = top[i - 1];
-                    i -= 1;
-                }
-                top[i] = x;
-                len += 1;
-            } else if top[k - 1].total_cmp(&x).is_lt() {
-                let mut i = k - 1;
-                while i > 0 && top[i - 1].total_cmp(&x).is_lt() {
+        for (j, &x) in vals.iter().enumerate() {
+            sum += x;
+            if x < min {
+                min = x;
+            }
+            if j < k || top[k - 1] < x {
+                let mut i = if j < k { j } else { k - 1 };
+                while i > 0 && top[i - 1] < x {
                     top[i] = top[i - 1];
                     i -= 1;
                 }
@@ -176,68 +123,111 @@ pub fn p95(v: &mut [f64]) -> f64 {
             }
         }
         let a = top[k - 1];
-        let b = if hi == lo { a } else { top[k - 2] };
-        (a, b)
+        (a, if hi == lo { a } else { top[k - 2] }, top[0])
     } else {
-        let (_, a, rest) = v.select_nth_unstable_by(lo, f64::total_cmp);
+        let mut max = f64::NEG_INFINITY;
+        for &x in vals {
+            sum += x;
+            if x < min {
+                min = x;
+            }
+            if x > max {
+                max = x;
+            }
+        }
+        scratch.clear();
+        scratch.extend_from_slice(vals);
+        let (_, a, rest) = scratch.select_nth_unstable_by(lo, f64::total_cmp);
         let a = *a;
-        let b = if hi == lo { a } else { rest.iter().copied().min_by(f64::total_cmp).unwrap_or(a) };
-        (a, b)
+        let b = if hi == lo { a } else { rest.iter().copied().fold(f64::INFINITY, f64::min) };
+        (a, b, max)
     };
-    a + (b - a) * frac
+    Stats { mean: sum / n as f64, min, max, last, p95: a + (b - a) * frac }
 }
 
-/// Accumulates the four metrics of one usage row.
+/// Reusable buffers of one query.
 #[derive(Debug, Default)]
-pub struct RowAcc {
-    pub cpu: StatAcc,
-    pub cores: StatAcc,
-    pub mem: StatAcc,
-    pub rss: StatAcc,
-    rss_buf: Vec<f64>,
-    pub count: u32,
-    pub last_ts: TsMs,
+pub struct Scratch {
+    sel: Vec<f64>,
+    rss: Vec<f64>,
 }
 
-impl RowAcc {
+/// The usage row of `c[r]` (non-empty), straight from the columns.
+pub fn row_of(
+    c: &Columns,
+    r: Range<usize>,
+    host: Option<String>,
+    process: String,
+    s: &mut Scratch,
+) -> UsageRow {
+    let l = r.end - 1;
+    s.rss.clear();
+    s.rss.extend(c.rss[r.clone()].iter().map(|&x| x as f64));
+    let rss = stats_of(&s.rss, c.rss[l] as f64, &mut s.sel);
+    UsageRow {
+        host,
+        process,
+        cpu: stats_of(&c.cpu[r.clone()], c.cpu[l], &mut s.sel),
+        cores: stats_of(&c.cores[r.clone()], c.cores[l], &mut s.sel),
+        mem: stats_of(&c.mem[r.clone()], c.mem[l], &mut s.sel),
+        rss,
+        count: c.count[l],
+        samples: r.len() as u64,
+        last_ts: c.ts[l],
+    }
+}
+
+/// Accumulates the samples of several series (hosts) into one merged usage row.
+#[derive(Debug, Default)]
+pub struct MergedAcc {
+    cpu: Vec<f64>,
+    cores: Vec<f64>,
+    mem: Vec<f64>,
+    rss: Vec<f64>,
+    last: Option<(TsMs, [f64; 4], u32)>,
+}
+
+impl MergedAcc {
     pub fn clear(&mut self) {
         self.cpu.clear();
         self.cores.clear();
         self.mem.clear();
         self.rss.clear();
-        self.count = 0;
-        self.last_ts = TsMs::MIN;
+        self.last = None;
     }
 
-    /// Adds `c[r]`.
-    pub fn add(&mut self, c: &Columns, r: std::ops::Range<usize>) {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_empty()
+    }
+
+    /// Adds `c[r]`; on a tie of the newest timestamp the later call wins `last`.
+    pub fn add(&mut self, c: &Columns, r: Range<usize>) {
         if r.is_empty() {
             return;
         }
-        let last_ts = c.ts[r.end - 1];
-        self.cpu.extend(&c.cpu[r.clone()], last_ts);
-        self.cores.extend(&c.cores[r.clone()], last_ts);
-        self.mem.extend(&c.mem[r.clone()], last_ts);
-        self.rss_buf.clear();
-        self.rss_buf.extend(c.rss[r.clone()].iter().map(|&x| x as f64));
-        self.rss.extend(&self.rss_buf, last_ts);
-        if self.cpu.len() == r.len() || last_ts >= self.last_ts {
-            self.last_ts = last_ts;
-            self.count = c.count[r.end - 1];
+        self.cpu.extend_from_slice(&c.cpu[r.clone()]);
+        self.cores.extend_from_slice(&c.cores[r.clone()]);
+        self.mem.extend_from_slice(&c.mem[r.clone()]);
+        self.rss.extend(c.rss[r.clone()].iter().map(|&x| x as f64));
+        let l = r.end - 1;
+        if self.last.is_none_or(|(t, _, _)| c.ts[l] >= t) {
+            self.last =
+                Some((c.ts[l], [c.cpu[l], c.cores[l], c.mem[l], c.rss[l] as f64], c.count[l]));
         }
     }
 
-    pub fn finish(&mut self, host: Option<String>, process: String) -> UsageRow {
+    pub fn finish(&self, process: String, s: &mut Scratch) -> UsageRow {
+        let (last_ts, last, count) = self.last.unwrap_or((0, [0.0; 4], 0));
         UsageRow {
-            host,
+            host: None,
             process,
+            cpu: stats_of(&self.cpu, last[0], &mut s.sel),
+            cores: stats_of(&self.cores, last[1], &mut s.sel),
+            mem: stats_of(&self.mem, last[2], &mut s.sel),
+            rss: stats_of(&self.rss, last[3], &mut s.sel),
+            count,
             samples: self.cpu.len() as u64,
-            cpu: self.cpu.finish(),
-            cores: self.cores.finish(),
-            mem: self.mem.finish(),
-            rss: self.rss.finish(),
-            count: self.count,
-            last_ts: self.last_ts,
+            last_ts,
         }
     }
 }
@@ -253,8 +243,10 @@ mod tests {
             let mut sorted = v.clone();
             sorted.sort_by(f64::total_cmp);
             let want = procwatch_store::agg::percentile_sorted(&sorted, 0.95);
-            let mut w = v.clone();
-            prop_assert_eq!(p95(&mut w), want);
+            let st = stats_of(&v, v[v.len() - 1], &mut Vec::new());
+            prop_assert_eq!(st.p95, want);
+            prop_assert_eq!(st.min, sorted[0]);
+            prop_assert_eq!(st.max, sorted[sorted.len() - 1]);
         }
     }
 

@@ -91,7 +91,7 @@ use procwatch_store::{
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use index::{HostIndex, RowAcc};
+use index::{HostIndex, MergedAcc, Scratch};
 
 /// What a successful write survives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -438,6 +438,94 @@ fn col_sample(c: &Columns, i: usize, process: &str) -> Sample {
         rss: c.rss[i],
         count: c.count[i],
     }
+}
+
+/// Runs `f` over `items`, split in two halves on two threads when `big`; results in order.
+fn par_split<T: Sync, R: Send>(
+    items: &[T],
+    big: bool,
+    f: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    if !big || items.len() < 2 {
+        return f(items);
+    }
+    let (a, b) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let hb = scope.spawn(|| f(b));
+        let mut ra = f(a);
+        match hb.join() {
+            Ok(rb) => {
+                ra.extend(rb);
+                ra
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Usage rows when every selected host's memory covers `[from, to)`: straight from the rings.
+/// Big queries (the fleet) use two threads.
+fn usage_from_memory(
+    hosts: &[Arc<HostEntry>],
+    q: &UsageQuery,
+    from: TsMs,
+    to: TsMs,
+) -> Vec<UsageRow> {
+    if q.per_host {
+        let big = hosts.len() >= 8;
+        return par_split(hosts, big, |hs| {
+            let mut scratch = Scratch::default();
+            let mut rows = Vec::new();
+            for h in hs {
+                let idx = h.index.read();
+                let mut one = |p: &String, ring: &index::Ring| {
+                    let r = ring.range(from, to);
+                    if !r.is_empty() {
+                        let host = Some(h.name.clone());
+                        rows.push(index::row_of(&ring.c, r, host, p.clone(), &mut scratch));
+                    }
+                };
+                match &q.process {
+                    Some(p) => {
+                        if let Some(ring) = idx.series.get(p) {
+                            one(p, ring);
+                        }
+                    }
+                    None => idx.series.iter().for_each(|(p, ring)| one(p, ring)),
+                }
+            }
+            rows
+        });
+    }
+    let procs: Vec<String> = match &q.process {
+        Some(p) => vec![p.clone()],
+        None => {
+            let mut set = std::collections::BTreeSet::new();
+            for h in hosts {
+                set.extend(h.index.read().series.keys().cloned());
+            }
+            set.into_iter().collect()
+        }
+    };
+    let big = hosts.len() * procs.len() >= 2_000;
+    par_split(&procs, big, |ps| {
+        let mut scratch = Scratch::default();
+        let mut acc = MergedAcc::default();
+        let mut rows = Vec::new();
+        for p in ps {
+            acc.clear();
+            for h in hosts {
+                let idx = h.index.read();
+                if let Some(ring) = idx.series.get(p) {
+                    acc.add(&ring.c, ring.range(from, to));
+                }
+            }
+            if !acc.is_empty() {
+                rows.push(acc.finish(p.clone(), &mut scratch));
+            }
+        }
+        rows
+    })
 }
 
 /// One series selected by a query.
@@ -1214,67 +1302,41 @@ impl Inner {
         if from >= to {
             return Ok(Vec::new());
         }
-        let sels = self.select(q.host.as_deref(), q.process.as_deref());
-        let all_in_memory = sels.iter().all(|s| s.host.index.read().floor <= from);
-        let mut acc = RowAcc::default();
-        let mut rows = Vec::new();
-        if all_in_memory {
-            // Fast path: straight from the rings, no copies but the p95 scratch.
-            if q.per_host {
-                for s in &sels {
-                    let idx = s.host.index.read();
-                    let Some(ring) = idx.series.get(&s.process) else { continue };
-                    let r = ring.range(from, to);
-                    if r.is_empty() {
-                        continue;
-                    }
-                    acc.clear();
-                    acc.add(&ring.c, r);
-                    rows.push(acc.finish(Some(s.host.name.clone()), s.process.clone()));
-                }
-            } else {
-                let mut by_proc: BTreeMap<&str, Vec<&Sel>> = BTreeMap::new();
-                for s in &sels {
-                    by_proc.entry(&s.process).or_default().push(s);
-                }
-                for (p, group) in by_proc {
-                    acc.clear();
-                    for s in group {
-                        let idx = s.host.index.read();
-                        if let Some(ring) = idx.series.get(&s.process) {
-                            let r = ring.range(from, to);
-                            acc.add(&ring.c, r);
-                        }
-                    }
-                    if acc.cpu.len() > 0 {
-                        rows.push(acc.finish(None, p.to_string()));
-                    }
-                }
+        let hosts: Vec<Arc<HostEntry>> = {
+            let cat = self.catalog.read();
+            match &q.host {
+                Some(h) => cat.hosts.get(h).cloned().into_iter().collect(),
+                None => cat.hosts.values().cloned().collect(),
             }
-            return Ok(rows);
+        };
+        if hosts.iter().all(|h| h.index.read().floor <= from) {
+            return Ok(usage_from_memory(&hosts, q, from, to));
         }
+        let sels = self.select(q.host.as_deref(), q.process.as_deref());
         let cols = self.series_columns(&sels, from, to)?;
+        let mut scratch = Scratch::default();
+        let mut rows = Vec::new();
         if q.per_host {
             for (s, c) in sels.iter().zip(&cols) {
-                if c.is_empty() {
-                    continue;
+                if !c.is_empty() {
+                    let host = Some(s.host.name.clone());
+                    rows.push(index::row_of(c, 0..c.len(), host, s.process.clone(), &mut scratch));
                 }
-                acc.clear();
-                acc.add(c, 0..c.len());
-                rows.push(acc.finish(Some(s.host.name.clone()), s.process.clone()));
             }
         } else {
+            // `sels` is sorted by (host, process): grouping keeps host order inside a process.
             let mut by_proc: BTreeMap<&str, Vec<&Columns>> = BTreeMap::new();
             for (s, c) in sels.iter().zip(&cols) {
                 by_proc.entry(&s.process).or_default().push(c);
             }
+            let mut acc = MergedAcc::default();
             for (p, group) in by_proc {
                 acc.clear();
                 for c in group {
                     acc.add(c, 0..c.len());
                 }
-                if acc.cpu.len() > 0 {
-                    rows.push(acc.finish(None, p.to_string()));
+                if !acc.is_empty() {
+                    rows.push(acc.finish(p.to_string(), &mut scratch));
                 }
             }
         }

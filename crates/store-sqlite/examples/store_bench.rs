@@ -1,0 +1,359 @@
+//! Store-level benchmark of the embedded SQLite store (no HTTP).
+//!
+//! `cargo run --release -p procwatch-store-sqlite --example store_bench [-- --quick]`
+//!
+//! Measures, on data shaped like the agent's (integer CPU ticks over a jittered 10 s interval
+//! on a 2-CPU host, RSS in pages, most processes idle):
+//! - ingest: samples/s of durable `write_batch` calls (each one a committed transaction), for
+//!   300- and 5,000-sample batches, with and without parsing the batch from JSON; against
+//!   the same samples inserted as rows keyed (ts, series) in one WAL table (the issue's peer);
+//! - `get-all` (1 host × 300 processes, 2 h of history, last 5 min), the fleet query
+//!   (100 hosts × 300 processes, 10 min), history of one process over 2 h: p50/p99;
+//! - bytes on disk per sample once compacted and vacuumed, for agent-like and for random values.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use procwatch_model::{Batch, Sample, TsMs};
+use procwatch_store::{HistoryQuery, Storage, UsageQuery};
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+
+fn now_ms() -> TsMs {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn f64(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One host's processes, evolving like the agent would report them.
+struct Host {
+    name: String,
+    rng: Rng,
+    rss: Vec<u64>,
+    count: Vec<u32>,
+    last_ts: TsMs,
+    random: bool,
+}
+
+const MEM_TOTAL: f64 = 16.0 * 1024.0 * 1024.0 * 1024.0;
+
+impl Host {
+    fn new(i: usize, procs: usize, t0: TsMs, random: bool) -> Host {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1234_5678_9abc));
+        let rss = (0..procs).map(|_| (1 + rng.below(50_000)) * 4096).collect();
+        let count =
+            (0..procs).map(|k| if k % 10 == 0 { 1 + rng.below(8) as u32 } else { 1 }).collect();
+        Host { name: format!("host-{i:03}"), rng, rss, count, last_ts: t0, random }
+    }
+
+    /// The sweep at nominal time `t` (10 s apart): one sample per process.
+    fn sweep(&mut self, t: TsMs, seq: u64) -> Batch {
+        let ts = t + self.rng.below(40) as i64; // sweep start jitter
+        let dt = (ts - self.last_ts).max(1) as f64 / 1000.0;
+        self.last_ts = ts;
+        let n = self.rss.len();
+        let mut samples = Vec::with_capacity(n);
+        for k in 0..n {
+            let class = k % 10; // 0..5 idle, 6..8 light, 9 busy
+            let (ticks, p_rss) = match class {
+                0..=5 => (u64::from(self.rng.below(20) == 0), 0.03),
+                6..=8 => (self.rng.below(30), 0.3),
+                _ => (100 + self.rng.below(100), 0.8),
+            };
+            if self.rng.f64() < p_rss {
+                let d = self.rng.below(64) as i64 - 24;
+                self.rss[k] = (self.rss[k] as i64 + d * 4096).max(4096) as u64;
+            }
+            let (cpu, cores, mem, rss) = if self.random {
+                let r = self.rng.next();
+                (self.rng.f64() * 100.0, self.rng.f64() * 2.0, self.rng.f64() * 100.0, r >> 20)
+            } else {
+                let cores = ticks as f64 / (dt * 100.0);
+                (100.0 * cores / 2.0, cores, 100.0 * self.rss[k] as f64 / MEM_TOTAL, self.rss[k])
+            };
+            samples.push(Sample {
+                ts,
+                process: format!("process-{k:03}"),
+                cpu: cpu.min(100.0),
+                cores,
+                mem,
+                rss,
+                count: self.count[k],
+            });
+        }
+        Batch {
+            host: self.name.clone(),
+            agent: "bench".into(),
+            seq,
+            interval_ms: 10_000,
+            host_totals: vec![],
+            samples,
+            dropped_samples: 0,
+        }
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn time_ms<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
+    f(); // warm
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    (pct(&mut t, 0.5), pct(&mut t, 0.99))
+}
+
+fn opts() -> SqliteOptions {
+    SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
+}
+
+/// Ingest `batches` (already built) into a fresh store; samples/s.
+fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    let bodies: Vec<Vec<u8>> = if json {
+        batches.iter().map(|b| serde_json::to_vec(b).unwrap()).collect()
+    } else {
+        vec![]
+    };
+    let n: usize = batches.iter().map(|b| b.samples.len()).sum();
+    let start = Instant::now();
+    rt.block_on(async {
+        for (i, b) in batches.iter().enumerate() {
+            if json {
+                let parsed: Batch = serde_json::from_slice(&bodies[i]).unwrap();
+                store.write_batch(&parsed).await.unwrap();
+            } else {
+                store.write_batch(b).await.unwrap();
+            }
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The issue's peer: the same samples as rows keyed (ts, series) in one WAL table.
+fn ingest_rows_peer(batches: &[Batch], json: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("rows.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE series(id INTEGER PRIMARY KEY, host TEXT, process TEXT, UNIQUE(host, process));
+         CREATE TABLE samples(ts INTEGER, series INTEGER, cpu REAL, cores REAL, mem REAL, rss INTEGER,
+           count INTEGER, PRIMARY KEY(ts, series)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let bodies: Vec<Vec<u8>> = if json {
+        batches.iter().map(|b| serde_json::to_vec(b).unwrap()).collect()
+    } else {
+        vec![]
+    };
+    let mut ids: std::collections::HashMap<(String, String), i64> = Default::default();
+    let n: usize = batches.iter().map(|b| b.samples.len()).sum();
+    let start = Instant::now();
+    for (i, b) in batches.iter().enumerate() {
+        let parsed;
+        let b = if json {
+            parsed = serde_json::from_slice::<Batch>(&bodies[i]).unwrap();
+            &parsed
+        } else {
+            b
+        };
+        let tx = conn.transaction().unwrap();
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO samples VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .unwrap();
+            for s in &b.samples {
+                let key = (b.host.clone(), s.process.clone());
+                let next = ids.len() as i64 + 1;
+                let id = *ids.entry(key).or_insert_with(|| {
+                    tx.execute(
+                        "INSERT INTO series(id, host, process) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![next, b.host, s.process],
+                    )
+                    .unwrap();
+                    next
+                });
+                ins.execute(rusqlite::params![
+                    s.ts,
+                    id,
+                    s.cpu,
+                    s.cores,
+                    s.mem,
+                    s.rss as i64,
+                    s.count
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Writes `sweeps` sweeps of `hosts` hosts ending now, through the head (a long memory
+/// window), then reopens with the default options: the reopen folds what is older than 15
+/// min into chunks as the live store would have, and complete blocks are merged.
+fn load(
+    dir: &std::path::Path,
+    hosts: usize,
+    procs: usize,
+    sweeps: i64,
+    random: bool,
+) -> (SqliteStore, usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let now = now_ms();
+    let t0 = now - sweeps * 10_000;
+    let mut hs: Vec<Host> = (0..hosts).map(|i| Host::new(i, procs, t0 - 10_000, random)).collect();
+    let store = SqliteStore::open(
+        dir,
+        SqliteOptions { memory_window_ms: sweeps * 10_000 + 3_600_000, ..opts() },
+    )
+    .unwrap();
+    let mut n = 0;
+    rt.block_on(async {
+        for i in 0..sweeps {
+            for h in hs.iter_mut() {
+                let b = h.sweep(t0 + i * 10_000, i as u64 + 1);
+                n += b.samples.len();
+                store.write_batch(&b).await.unwrap();
+            }
+        }
+    });
+    drop(store);
+    let store = SqliteStore::open(dir, opts()).unwrap();
+    store.compact_at(now).unwrap();
+    (store, n)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!(
+        "# procwatch embedded store benchmark ({} CPUs)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+
+    // --- Ingest.
+    let now = now_ms();
+    let total = if quick { 120_000 } else { 1_200_000 };
+    for (procs, label) in [(300usize, "300-sample batches"), (5000, "5,000-sample batches")] {
+        let sweeps = 40;
+        let hosts = (total / procs / sweeps).max(1);
+        let mut hs: Vec<Host> =
+            (0..hosts).map(|i| Host::new(i, procs, now - 420_000, false)).collect();
+        let mut batches = Vec::new();
+        for i in 0..sweeps as i64 {
+            for h in hs.iter_mut() {
+                batches.push(h.sweep(now - 400_000 + i * 10_000, i as u64 + 1));
+            }
+        }
+        let store = ingest(&rt, &batches, false);
+        let store_json = ingest(&rt, &batches, true);
+        let peer_json = ingest_rows_peer(&batches, true);
+        println!(
+            "ingest {label}: {:.0} samples/s (store only), {:.0} samples/s (JSON parse + store); peer rows keyed (ts, series): {:.0} samples/s (JSON parse + insert)",
+            store, store_json, peer_json
+        );
+    }
+
+    // --- get-all and history on 1 host × 300 processes × 2 h.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, n) = load(dir.path(), 1, 300, 720, false);
+    let store = Arc::new(store);
+    let now = now_ms();
+    let runs = if quick { 50 } else { 300 };
+    let q = UsageQuery {
+        from: now - 300_000,
+        to: now + 1,
+        host: Some("host-000".into()),
+        process: None,
+        per_host: false,
+    };
+    let (p50, p99) = time_ms(runs, || {
+        let r = rt.block_on(store.usage(&q)).unwrap();
+        assert_eq!(r.len(), 300);
+    });
+    println!("get-all (1 host × 300 processes, 2 h stored, last 5 min): p50 {p50:.3} ms, p99 {p99:.3} ms");
+    for (step, label) in [(60_000, "step 60 s"), (0, "raw")] {
+        let hq = HistoryQuery {
+            host: "host-000".into(),
+            process: "process-007".into(),
+            from: now - 7_200_000,
+            to: now + 1,
+            step_ms: step,
+        };
+        let (p50, p99) = time_ms(runs, || {
+            let r = rt.block_on(store.history(&hq)).unwrap();
+            assert!(r.len() >= 100);
+        });
+        println!("history of one process over 2 h ({label}): p50 {p50:.3} ms, p99 {p99:.3} ms");
+    }
+    // Bytes per sample once compacted.
+    store.compact_at(now + 86_400_000).unwrap();
+    store.vacuum().unwrap();
+    println!(
+        "on disk, agent-like values: {:.2} bytes/sample ({} samples, {} bytes after compaction + VACUUM)",
+        store.disk_bytes() as f64 / n as f64,
+        n,
+        store.disk_bytes()
+    );
+    drop(store);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, n) = load(dir.path(), 1, 300, 720, true);
+    store.compact_at(now + 86_400_000).unwrap();
+    store.vacuum().unwrap();
+    println!(
+        "on disk, random values (worst case): {:.2} bytes/sample ({} samples)",
+        store.disk_bytes() as f64 / n as f64,
+        n
+    );
+    drop(store);
+
+    // --- Fleet: 100 hosts × 300 processes × 10 min.
+    let hosts = if quick { 20 } else { 100 };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = load(dir.path(), hosts, 300, 60, false);
+    drop(store);
+    let t = Instant::now();
+    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    println!(
+        "reopen + rebuild of the recent window ({hosts} hosts × 300 × 10 min): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let now = now_ms();
+    let runs = if quick { 10 } else { 50 };
+    for (per_host, label) in [(true, "per host and process"), (false, "per process, hosts merged")]
+    {
+        let q =
+            UsageQuery { from: now - 600_000, to: now + 1, host: None, process: None, per_host };
+        let (p50, p99) = time_ms(runs, || {
+            let r = rt.block_on(store.usage(&q)).unwrap();
+            assert!(r.len() >= 300);
+        });
+        println!("fleet usage ({hosts} hosts × 300 processes, 10 min, {label}): p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+}
