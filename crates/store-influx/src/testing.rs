@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 
 use crate::InfluxConfig;
 
+/// `sh -c WATCHDOG <influxd> <config>`: starts influxd, kills it when stdin reaches EOF, exits
+/// with influxd's status.
+const WATCHDOG: &str = r#"exec 3<&0
+"$0" -config "$1" & pid=$!
+( cat <&3 >/dev/null; kill -9 "$pid" ) & wpid=$!
+wait "$pid"; status=$?
+kill "$wpid" 2>/dev/null
+exit "$status"
+"#;
+
 /// A running `influxd` started by a test.
 pub struct Influxd {
     child: Option<Child>,
@@ -112,14 +122,19 @@ bind-address = "127.0.0.1:{rpc_port}"
             .append(true)
             .open(self.log_path())
             .expect("influxd log");
-        let child = Command::new(bin)
-            .arg("-config")
+        // influxd runs under a small sh that kills exactly it (by its PID) as soon as our end
+        // of the pipe on its stdin closes: on drop, and also when the test process dies
+        // without dropping (a panic in a static, a SIGKILL), so no influxd outlives a test.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(bin)
             .arg(self.dir.path().join("influxdb.conf"))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("spawn influxd");
+            .expect("spawn sh for influxd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -154,7 +169,8 @@ bind-address = "127.0.0.1:{rpc_port}"
     /// Kills the daemon (SIGKILL to its PID) and waits for it; its data stays.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // Closing the pipe makes the watchdog kill influxd; then the watchdog exits.
+            drop(c.stdin.take());
             let _ = c.wait();
         }
     }
