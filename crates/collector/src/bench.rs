@@ -5,7 +5,7 @@
 //! `CLOCK_PROCESS_CPUTIME_ID`) of N sweeps of:
 //! - procwatch's `/proc` collector,
 //! - the floor reader ([`crate::floor::FloorReader`]: `stat` + `statm` of every PID, nothing
-//!   computed),
+//!   computed), and for reference the same with `stat` alone,
 //! - the `sysinfo` collector (procwatch's portable fallback),
 //! - psutil's `process_iter(['name', 'cpu_percent', 'memory_percent'])` loop, in a `python3`
 //!   child that times itself with `time.process_time()` (skipped with a note if python3 or
@@ -75,17 +75,22 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
 }
 
-/// Times `sweeps` calls of `f` after one untimed warm-up call; median CPU seconds.
-fn time_sweeps(opts: &BenchOptions, mut f: impl FnMut()) -> Option<f64> {
-    f();
-    let mut times = Vec::with_capacity(opts.sweeps as usize);
+/// Calls every contender once (untimed warm-up, which also primes the collectors), then
+/// `sweeps` rounds of each in turn, `gap` apart; the median CPU seconds of each.
+fn time_rounds(opts: &BenchOptions, contenders: &mut [Box<dyn FnMut() + '_>]) -> Vec<Option<f64>> {
+    for f in contenders.iter_mut() {
+        f();
+    }
+    let mut times = vec![Vec::with_capacity(opts.sweeps as usize); contenders.len()];
     for _ in 0..opts.sweeps {
         std::thread::sleep(opts.gap);
-        let t0 = sys::process_cpu_time();
-        f();
-        times.push((sys::process_cpu_time() - t0).as_secs_f64());
+        for (f, t) in contenders.iter_mut().zip(&mut times) {
+            let t0 = sys::process_cpu_time();
+            f();
+            t.push((sys::process_cpu_time() - t0).as_secs_f64());
+        }
     }
-    median(times)
+    times.into_iter().map(median).collect()
 }
 
 const PSUTIL_LOOP: &str = r#"
@@ -161,53 +166,63 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
         // Let every child finish its exec so that all are `sleep`, not half-started forks.
         std::thread::sleep(Duration::from_millis(500));
     }
-    let mut rows = Vec::new();
-
-    let mut c = new_collector(CollectorKind::Proc, CollectorOptions::default())
+    let mut proc_c = new_collector(CollectorKind::Proc, CollectorOptions::default())
         .map_err(std::io::Error::other)?;
-    let mut groups = 0;
-    let mut procs = 0;
-    let t = time_sweeps(opts, || {
-        if let Ok(Some(s)) = c.sweep() {
-            groups = s.samples.len();
-            procs = s.samples.iter().map(|s| s.count as usize).sum();
-        }
-    });
-    rows.push(BenchRow {
-        name: "procwatch /proc collector".into(),
-        median_sweep_s: t,
-        processes: count_processes(),
-        note: format!("{procs} user processes in {groups} groups; reads stat only"),
-    });
-    drop(c);
-
+    let mut sysinfo_c = new_collector(CollectorKind::Sysinfo, CollectorOptions::default())
+        .map_err(std::io::Error::other)?;
     let mut floor = FloorReader::new();
-    let mut floor_pids = 0;
-    let t = time_sweeps(opts, || {
-        if let Ok((p, _)) = floor.sweep() {
-            floor_pids = p;
-        }
-    });
-    rows.push(BenchRow {
-        name: "floor: read stat + statm".into(),
-        median_sweep_s: t,
-        processes: floor_pids,
-        note: "reads only, computes nothing".into(),
-    });
-
-    let mut s = new_collector(CollectorKind::Sysinfo, CollectorOptions::default())
-        .map_err(std::io::Error::other)?;
-    let t = time_sweeps(opts, || {
-        let _ = s.sweep();
-    });
-    rows.push(BenchRow {
-        name: "procwatch sysinfo collector".into(),
-        median_sweep_s: t,
-        processes: count_processes(),
-        note: "portable fallback (sysinfo 0.33)".into(),
-    });
-    drop(s);
-
+    let mut stat_only = FloorReader::with_files(&["stat"]);
+    let (mut groups, mut procs, mut floor_pids) = (0, 0, 0);
+    // The Rust contenders take turns within each round, so each sees the same load.
+    let times = {
+        let mut contenders: Vec<Box<dyn FnMut() + '_>> = vec![
+            Box::new(|| {
+                if let Ok(Some(s)) = proc_c.sweep() {
+                    groups = s.samples.len();
+                    procs = s.samples.iter().map(|s| s.count as usize).sum();
+                }
+            }),
+            Box::new(|| {
+                if let Ok((p, _)) = floor.sweep() {
+                    floor_pids = p;
+                }
+            }),
+            Box::new(|| {
+                let _ = stat_only.sweep();
+            }),
+            Box::new(|| {
+                let _ = sysinfo_c.sweep();
+            }),
+        ];
+        time_rounds(opts, &mut contenders)
+    };
+    let live = count_processes();
+    let mut rows = vec![
+        BenchRow {
+            name: "procwatch /proc collector".into(),
+            median_sweep_s: times[0],
+            processes: live,
+            note: format!("{procs} user processes in {groups} groups; pread of kept-open stat"),
+        },
+        BenchRow {
+            name: "floor: read stat + statm".into(),
+            median_sweep_s: times[1],
+            processes: floor_pids,
+            note: "open/read/close both files, computes nothing".into(),
+        },
+        BenchRow {
+            name: "read stat only".into(),
+            median_sweep_s: times[2],
+            processes: floor_pids,
+            note: "for reference: one file, open/read/close each sweep".into(),
+        },
+        BenchRow {
+            name: "procwatch sysinfo collector".into(),
+            median_sweep_s: times[3],
+            processes: live,
+            note: "portable fallback (sysinfo 0.33, its default rayon threads)".into(),
+        },
+    ];
     rows.push(psutil_row(opts));
     drop(sleepers);
     Ok(rows)
@@ -216,20 +231,25 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
 /// The rows as a Markdown table, ratios against the floor.
 pub fn format_table(rows: &[BenchRow]) -> String {
     let floor = rows.iter().find(|r| r.name.starts_with("floor")).and_then(|r| r.median_sweep_s);
+    let ours = rows.first().and_then(|r| r.median_sweep_s);
     let mut s = String::from(
-        "| reader | processes | CPU ms / sweep (median) | µs / process | × floor | note |\n\
-         | --- | ---: | ---: | ---: | ---: | --- |\n",
+        "| reader | processes | CPU ms / sweep (median) | µs / process | × floor | × procwatch | note |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     for r in rows {
-        let (ms, per, ratio) = match r.median_sweep_s {
+        let (ms, per, ratio, vs_ours) = match r.median_sweep_s {
             Some(t) => (
                 format!("{:.2}", t * 1e3),
                 format!("{:.1}", t * 1e6 / r.processes.max(1) as f64),
                 floor.map(|f| format!("{:.2}", t / f)).unwrap_or_default(),
+                ours.map(|o| format!("{:.2}", t / o)).unwrap_or_default(),
             ),
-            None => ("–".into(), "–".into(), "–".into()),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
-        s += &format!("| {} | {} | {ms} | {per} | {ratio} | {} |\n", r.name, r.processes, r.note);
+        s += &format!(
+            "| {} | {} | {ms} | {per} | {ratio} | {vs_ours} | {} |\n",
+            r.name, r.processes, r.note
+        );
     }
     s
 }

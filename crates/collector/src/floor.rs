@@ -5,25 +5,39 @@
 use crate::linux::{entry_pid, pid_path, read_proc_file};
 
 /// Reuses its buffers between sweeps, like the collector does.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FloorReader {
+    files: &'static [&'static str],
     buf: Vec<u8>,
     path: String,
 }
 
+impl Default for FloorReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FloorReader {
+    /// The floor of the issue: `stat` and `statm`.
     pub fn new() -> Self {
-        FloorReader { buf: vec![0; 4096], path: String::with_capacity(64) }
+        Self::with_files(&["stat", "statm"])
     }
 
-    /// Reads `stat` and `statm` of every PID; returns how many PIDs and bytes were read.
+    /// A reader of other files per PID (e.g. `stat` alone, for comparison).
+    pub fn with_files(files: &'static [&'static str]) -> Self {
+        FloorReader { files, buf: vec![0; 4096], path: String::with_capacity(64) }
+    }
+
+    /// Opens, reads and closes each file of every PID; returns how many PIDs and bytes were
+    /// read.
     pub fn sweep(&mut self) -> std::io::Result<(usize, usize)> {
         let (mut pids, mut bytes) = (0, 0);
         for entry in std::fs::read_dir("/proc")? {
             let Ok(entry) = entry else { continue };
             let Some(pid) = entry_pid(&entry) else { continue };
             pids += 1;
-            for file in ["stat", "statm"] {
+            for file in self.files {
                 pid_path(&mut self.path, pid, file);
                 bytes += read_proc_file(&self.path, &mut self.buf).unwrap_or(0);
             }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 /// Reads a whole `/proc` file into `buf` (reused; grown when a file does not fit) and returns
@@ -49,22 +50,34 @@ struct Prev {
     cpu: Option<CpuTimes>,
 }
 
-struct CachedName {
-    comm: Box<str>,
-    name: Box<str>,
+/// What the collector keeps about one PID between sweeps.
+struct Tracked {
+    /// `/proc/PID/stat`, kept open and re-read with `pread` at offset 0: one system call per
+    /// process and sweep instead of three. It is bound to the process, not to the number: once
+    /// the process is gone it reads `ESRCH`, even if the PID has been reused.
+    file: Option<File>,
+    starttime: u64,
+    ticks: u64,
+    /// The sweep that last saw it; entries not seen in a sweep are dropped (and their file closed).
     generation: u64,
+    /// For a 15-byte comm: (comm, resolved name), resolved once.
+    long_name: Option<(Box<str>, Box<str>)>,
 }
+
+/// Descriptors kept back for everything else the agent opens (sockets, spool files).
+const FD_RESERVE: u64 = 256;
+/// At most this many `/proc/PID/stat` files are kept open; more processes are read with
+/// open/read/close.
+const MAX_KEPT_OPEN: u64 = 1 << 16;
 
 pub(crate) struct ProcCollector {
     opts: CollectorOptions,
     clk_tck: f64,
     page_size: u64,
     prev: Option<Prev>,
-    /// pid → (starttime, utime+stime) at the previous sweep.
-    prev_ticks: HashMap<u32, (u64, u64)>,
-    next_ticks: HashMap<u32, (u64, u64)>,
-    /// (pid, starttime) → resolved name, for comms of exactly 15 bytes only.
-    names: HashMap<(u32, u64), CachedName>,
+    tracked: HashMap<u32, Tracked>,
+    kept_open: usize,
+    max_kept_open: usize,
     generation: u64,
     buf: Vec<u8>,
     aux: Vec<u8>,
@@ -76,14 +89,15 @@ impl ProcCollector {
         // Fail early, with a clear message, where there is no /proc.
         std::fs::metadata("/proc/stat")
             .map_err(|source| CollectError::Io { path: "/proc/stat".into(), source })?;
+        let limit = sys::raise_open_files_limit(MAX_KEPT_OPEN + FD_RESERVE);
         Ok(ProcCollector {
             opts,
             clk_tck: sys::clk_tck() as f64,
             page_size: sys::page_size(),
             prev: None,
-            prev_ticks: HashMap::new(),
-            next_ticks: HashMap::new(),
-            names: HashMap::new(),
+            tracked: HashMap::new(),
+            kept_open: 0,
+            max_kept_open: limit.saturating_sub(FD_RESERVE).min(MAX_KEPT_OPEN) as usize,
             generation: 0,
             buf: vec![0; 4096],
             aux: vec![0; 4096],
@@ -95,6 +109,20 @@ impl ProcCollector {
         let n = read_proc_file(file, &mut self.buf)
             .map_err(|source| CollectError::Io { path: file.into(), source })?;
         std::str::from_utf8(&self.buf[..n]).map_err(|_| CollectError::Parse { path: file.into() })
+    }
+}
+
+/// Re-reads a kept-open `/proc` file from offset 0 into `buf`.
+fn pread_all(file: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut len = 0;
+    loop {
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            return Ok(len);
+        }
+        let grown = buf.len() * 2;
+        buf.resize(grown, 0);
     }
 }
 
@@ -110,42 +138,85 @@ impl Collector for ProcCollector {
         let ticks_per_core = self.prev.as_ref().map(|p| (at - p.at).as_secs_f64() * self.clk_tck);
         let mut grouper = Grouper::new(self.opts.per_pid);
         self.generation += 1;
+        let generation = self.generation;
 
         let dir = std::fs::read_dir("/proc")
             .map_err(|source| CollectError::Io { path: "/proc".into(), source })?;
         for entry in dir {
             let Ok(entry) = entry else { continue };
             let Some(pid) = entry_pid(&entry) else { continue };
-            pid_path(&mut self.path, pid, "stat");
-            // Gone or denied between the listing and the read: skipped.
-            let Ok(n) = read_proc_file(&self.path, &mut self.buf) else { continue };
-            let text = String::from_utf8_lossy(&self.buf[..n]);
+            let tracked = self.tracked.get_mut(&pid);
+            // Re-read the kept file; if its process is gone (the PID may be reused already),
+            // fall through to a fresh open.
+            let mut n = None;
+            if let Some(t) = tracked {
+                if let Some(f) = &t.file {
+                    match pread_all(f, &mut self.buf) {
+                        Ok(len) => n = Some(len),
+                        Err(_) => {
+                            t.file = None;
+                            self.kept_open -= 1;
+                        }
+                    }
+                }
+            }
+            let n = match n {
+                Some(n) => n,
+                None => {
+                    pid_path(&mut self.path, pid, "stat");
+                    // Gone or denied between the listing and the read: skipped.
+                    let Ok(f) = File::open(&self.path) else { continue };
+                    let Ok(len) = pread_all(&f, &mut self.buf) else { continue };
+                    let t = self.tracked.entry(pid).or_insert(Tracked {
+                        file: None,
+                        starttime: u64::MAX,
+                        ticks: 0,
+                        generation,
+                        long_name: None,
+                    });
+                    if t.file.is_none() && self.kept_open < self.max_kept_open {
+                        t.file = Some(f);
+                        self.kept_open += 1;
+                    }
+                    len
+                }
+            };
+            // comm may hold any bytes; valid UTF-8 (the rule) is checked on the fast path.
+            let text = match std::str::from_utf8(&self.buf[..n]) {
+                Ok(t) => std::borrow::Cow::Borrowed(t),
+                Err(_) => String::from_utf8_lossy(&self.buf[..n]),
+            };
             let Some(stat) = parse::parse_pid_stat(&text) else { continue };
+            let Some(t) = self.tracked.get_mut(&pid) else { continue };
+            t.generation = generation;
+            let ticks = stat.ticks();
+            let delta = if t.starttime == stat.starttime {
+                ticks.saturating_sub(t.ticks)
+            } else {
+                // New since the previous sweep (or a reused PID): all its ticks are in the
+                // interval, and whatever name was cached belonged to another process.
+                t.starttime = stat.starttime;
+                t.long_name = None;
+                ticks
+            };
+            t.ticks = ticks;
             if stat.is_dead() || (stat.is_kernel_thread() && !self.opts.include_kernel_threads) {
                 continue;
             }
-            let ticks = stat.ticks();
-            let delta = match self.prev_ticks.get(&pid) {
-                Some(&(start, before)) if start == stat.starttime => ticks.saturating_sub(before),
-                // New since the previous sweep (or a reused PID): all its ticks are in the interval.
-                _ => ticks,
-            };
-            self.next_ticks.insert(pid, (stat.starttime, ticks));
             let Some(tpc) = ticks_per_core else { continue };
-            let name = resolve_cached(
-                &mut self.names,
-                &mut self.aux,
-                &mut self.path,
-                &stat,
-                self.generation,
-            );
+            let name = resolve_cached(&mut t.long_name, &mut self.aux, &mut self.path, &stat);
             let cores = if tpc > 0.0 { delta as f64 / tpc } else { 0.0 };
             grouper.add(pid, name, cores, stat.rss_pages * self.page_size, ncpu, mem.total);
         }
-        std::mem::swap(&mut self.prev_ticks, &mut self.next_ticks);
-        self.next_ticks.clear();
-        let generation = self.generation;
-        self.names.retain(|_, c| c.generation == generation);
+        let mut closed = 0;
+        self.tracked.retain(|_, t| {
+            let keep = t.generation == generation;
+            if !keep && t.file.is_some() {
+                closed += 1;
+            }
+            keep
+        });
+        self.kept_open -= closed;
 
         let prev = self.prev.replace(Prev { at, cpu });
         let Some(prev) = prev else { return Ok(None) };
@@ -166,29 +237,21 @@ impl Collector for ProcCollector {
 }
 
 /// The name of a process: comm, or for a 15-byte comm the longer name of SPEC section 1,
-/// resolved once per (pid, starttime, comm) and cached.
+/// resolved once per process (and again only if its comm changes, after an exec).
 fn resolve_cached<'a>(
-    names: &'a mut HashMap<(u32, u64), CachedName>,
+    cache: &'a mut Option<(Box<str>, Box<str>)>,
     aux: &mut Vec<u8>,
     path: &mut String,
     stat: &PidStat<'a>,
-    generation: u64,
 ) -> &'a str {
     if stat.comm.len() != COMM_MAX {
         return stat.comm;
     }
-    let key = (stat.pid, stat.starttime);
-    let fresh = match names.get(&key) {
-        Some(c) => *c.comm != *stat.comm,
-        None => true,
-    };
-    if fresh {
+    if cache.as_ref().is_none_or(|(comm, _)| **comm != *stat.comm) {
         let name = lookup_long_name(aux, path, stat.pid, stat.comm);
-        names.insert(key, CachedName { comm: stat.comm.into(), name: name.into(), generation });
+        *cache = Some((stat.comm.into(), name.into()));
     }
-    let cached = names.get_mut(&key).expect("inserted above");
-    cached.generation = generation;
-    &cached.name
+    cache.as_ref().map(|(_, name)| &**name).unwrap_or(stat.comm)
 }
 
 /// Reads `/proc/PID/cmdline`, then `/proc/PID/exe`, for a name that continues a truncated comm.

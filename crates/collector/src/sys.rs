@@ -58,6 +58,27 @@ pub fn process_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Raises the soft limit on open files towards the hard limit (at most `want`) and returns the
+/// soft limit in force afterwards. The `/proc` collector keeps one descriptor per process.
+#[cfg(unix)]
+#[allow(unsafe_code, clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+pub fn raise_open_files_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    let target = want.min(lim.rlim_max as u64);
+    if (lim.rlim_cur as u64) < target {
+        let raised = libc::rlimit { rlim_cur: target as libc::rlim_t, rlim_max: lim.rlim_max };
+        // SAFETY: `raised` is a valid rlimit; setrlimit only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return target;
+        }
+    }
+    lim.rlim_cur as u64
+}
+
 #[cfg(not(unix))]
 pub fn online_cpus() -> u64 {
     std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
