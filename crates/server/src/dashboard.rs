@@ -13,7 +13,7 @@
 //!   `width` and `height` in pixels. The chart shows the history (mean per step, a marker per
 //!   point), the threshold as a dashed red line and, to the right of "now", the forecast at
 //!   now + horizon as a dashed amber line: `predict_linear` (least squares over the last
-//!   `forecast_window` of raw samples, at least 3, the same
+//!   `forecast_window` of raw samples, once they cover half of it, the same
 //!   `procwatch_alarm::forecast::Linear` the backtest scores); while the series has an active
 //!   alarm that carries a forecast (AMBER), the alarm engine's own forecast is drawn instead.
 //!   The x axis is minutes relative to the server's clock (no time zone to get wrong); it
@@ -284,6 +284,18 @@ pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Resu
         y_max = y_max.max(f[1].1);
     }
     y_max = if d.percent { (y_max * 1.12).clamp(5.0, 112.0) } else { (y_max * 1.15).max(0.1) };
+    // Short spans are labelled in seconds; `+ 0.0` turns -0 into 0.
+    let span = d.x_to - d.x_from;
+    let seconds = span <= 3.0;
+    let x_label = |x: &f64| {
+        if seconds {
+            format!("{:.0}", (x * 60.0).round() + 0.0)
+        } else if span <= 30.0 {
+            format!("{:.1}", x + 0.0)
+        } else {
+            format!("{:.0}", x.round() + 0.0)
+        }
+    };
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
@@ -304,11 +316,11 @@ pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Resu
             .axis_style(rgb(theme.grid))
             .label_style(("sans-serif", 11).into_font().color(&text))
             .axis_desc_style(("sans-serif", 11).into_font().color(&text))
-            .x_desc("minutes from now")
+            .x_desc(if seconds { "seconds from now" } else { "minutes from now" })
             .y_desc(d.y_label)
             .x_labels(7)
             .y_labels(6)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&x_label)
             .y_label_formatter(&|y| {
                 if y_max >= 10.0 {
                     format!("{y:.0}")
@@ -491,7 +503,10 @@ pub fn forecast(
     threshold: f64,
 ) -> Option<((TsMs, f64), TsMs, f64)> {
     let last = raw.last()?;
-    if raw.len() < 3 {
+    // A trend from a few seconds of data read 10 minutes ahead is noise: wait until the
+    // samples cover half the window.
+    let first = raw.first()?;
+    if raw.len() < 3 || last.ts - first.ts < window_ms / 2 {
         return None;
     }
     let n = Linear::samples_for(window_ms, interval_ms).min(raw.len());
@@ -577,6 +592,9 @@ mod tests {
         assert!((f - 74.0).abs() < 1e-6, "{f}");
         assert!(forecast(&raw[..1], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
         assert!(forecast(&[], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
+        // Three samples over 4 s do not make a trend of a 20 s window.
+        let short: Vec<HistoryPoint> = (0..3).map(|i| point(i * 2_000, 10.0 + i as f64)).collect();
+        assert!(forecast(&short, ChartMetric::Cpu, 20_000, 2_000, 600_000, 80.0).is_none());
     }
 
     #[test]
