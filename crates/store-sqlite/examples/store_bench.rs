@@ -280,6 +280,10 @@ fn main() {
         );
     }
 
+    if std::env::args().any(|a| a == "--ingest-only") {
+        return;
+    }
+
     // --- get-all and history on 1 host × 300 processes × 2 h.
     let dir = tempfile::tempdir().unwrap();
     let (store, n) = load(dir.path(), 1, 300, 720, false);

@@ -165,7 +165,7 @@ struct HostEntry {
     id: u32,
     state: Mutex<HostState>,
     index: RwLock<HostIndex>,
-    series: RwLock<BTreeMap<String, u32>>,
+    series: RwLock<HashMap<String, u32>>,
 }
 
 #[derive(Default)]
@@ -718,7 +718,7 @@ fn load_catalog(conn: &Connection, floor: TsMs) -> StoreResult<Catalog> {
                 latest,
             }),
             index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
-            series: RwLock::new(BTreeMap::new()),
+            series: RwLock::new(HashMap::new()),
         });
         cat.by_id.insert(id, entry.clone());
         cat.hosts.insert(name, entry);
@@ -921,7 +921,7 @@ impl Inner {
                     id: host_id,
                     state: Mutex::new(HostState::default()),
                     index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
-                    series: RwLock::new(BTreeMap::new()),
+                    series: RwLock::new(HashMap::new()),
                 });
                 let mut cat = self.catalog.write();
                 cat.hosts.insert(batch.host.clone(), e.clone());
@@ -1254,7 +1254,9 @@ impl Inner {
                     }
                 }
                 None => {
-                    for (p, &sid) in ser.iter() {
+                    let mut all: Vec<(&String, &u32)> = ser.iter().collect();
+                    all.sort_unstable();
+                    for (p, &sid) in all {
                         out.push(Sel { host: h.clone(), process: p.clone(), sid });
                     }
                 }
@@ -1469,6 +1471,13 @@ impl Storage for SqliteStore {
     }
 
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        // On a multi-thread runtime, write in place (no copy of the batch, no thread hop);
+        // elsewhere, on the blocking pool.
+        if tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            return tokio::task::block_in_place(|| self.inner.write_batch(batch));
+        }
         let batch = batch.clone();
         self.blocking(move |i| i.write_batch(&batch)).await
     }
