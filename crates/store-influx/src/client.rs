@@ -157,7 +157,9 @@ fn statement_error(msg: String) -> StoreError {
 }
 
 fn map_status(what: &str, status: StatusCode, msg: String) -> StoreError {
-    if status.is_server_error()
+    // 501: the server does not implement the statement (2.x/3.x refusing CREATE, DELETE...):
+    // not something a retry fixes.
+    if (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || is_missing_schema(&msg)
@@ -190,6 +192,10 @@ mod tests {
         ));
         assert!(matches!(
             map_status("w", StatusCode::UNAUTHORIZED, "bad token".into()),
+            StoreError::Other(_)
+        ));
+        assert!(matches!(
+            map_status("q", StatusCode::NOT_IMPLEMENTED, "not implemented".into()),
             StoreError::Other(_)
         ));
     }

@@ -704,7 +704,12 @@ impl InfluxStore {
             }
         }
         if points.is_empty() {
-            let show = format!("SHOW SERIES FROM {} WHERE {series_cond}", ident(PROC));
+            // SHOW TAG VALUES rather than SHOW SERIES: InfluxDB 2.x/3.x serve it too.
+            let show = format!(
+                "SHOW TAG VALUES FROM {} WITH KEY = {} WHERE {series_cond}",
+                ident(PROC),
+                ident("process")
+            );
             let res = self.client.query(self.db(), &show).await?;
             let known = res.first().is_some_and(|r| r.series.iter().any(|s| !s.values.is_empty()));
             if !known {
