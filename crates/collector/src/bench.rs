@@ -76,18 +76,22 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Calls every contender once (untimed warm-up, which also primes the collectors), then
-/// `sweeps` rounds of each in turn, `gap` apart; the median CPU seconds of each.
+/// `sweeps` rounds of each in turn (the order rotating), `gap` apart; the median CPU seconds
+/// of each.
 fn time_rounds(opts: &BenchOptions, contenders: &mut [Box<dyn FnMut() + '_>]) -> Vec<Option<f64>> {
     for f in contenders.iter_mut() {
         f();
     }
     let mut times = vec![Vec::with_capacity(opts.sweeps as usize); contenders.len()];
-    for _ in 0..opts.sweeps {
+    let k = contenders.len();
+    for round in 0..opts.sweeps as usize {
         std::thread::sleep(opts.gap);
-        for (f, t) in contenders.iter_mut().zip(&mut times) {
+        // Rotate who goes first: the first reader after the pause finds the kernel's caches
+        // cold (other processes ran meanwhile), the others find them warm.
+        for i in (0..k).map(|i| (i + round) % k) {
             let t0 = sys::process_cpu_time();
-            f();
-            t.push((sys::process_cpu_time() - t0).as_secs_f64());
+            contenders[i]();
+            times[i].push((sys::process_cpu_time() - t0).as_secs_f64());
         }
     }
     times.into_iter().map(median).collect()
