@@ -15,7 +15,9 @@
 //!
 //! # Files
 //!
-//! `<dir>/procwatch.db` plus SQLite's `-wal` and `-shm` files. Tables:
+//! `<dir>/procwatch.db` plus SQLite's `-wal` and `-shm` files, and `<dir>/procwatch.lock`,
+//! held exclusively while the store is open: a second store (or process) opening the same
+//! directory gets `StoreError::Unavailable`. Tables:
 //! - `series(id, host_id, process)`, `hosts(id, name, last_seen, interval_ms, last_seq,
 //!   seq_gaps, dropped)`: the catalog, also held in memory.
 //! - `head(id, host_id, min_ts, max_ts, n, data)`: one row per accepted batch, appended in
@@ -184,6 +186,8 @@ struct Writer {
 }
 
 struct Inner {
+    /// Holds `<dir>/procwatch.lock` exclusively: one process per data directory.
+    _lock: Mutex<Connection>,
     path: PathBuf,
     opts: SqliteOptions,
     writer: Mutex<Writer>,
@@ -252,6 +256,23 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
         "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
     ))?;
     Ok(conn)
+}
+
+/// Takes the data directory's lock: an exclusive transaction held open on a small SQLite
+/// file (POSIX advisory locks underneath, released by the kernel when the process dies).
+fn take_dir_lock(dir: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(dir.join("procwatch.lock")).map_err(db_err)?;
+    conn.busy_timeout(Duration::ZERO).map_err(db_err)?;
+    match conn.execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;") {
+        Ok(()) => Ok(conn),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            Err(StoreError::Unavailable(format!(
+                "data directory {} is in use by another procwatch store",
+                dir.display()
+            )))
+        }
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 /// One decoded head record.
@@ -539,6 +560,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`. See the crate documentation.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(other)?;
+        let lock = take_dir_lock(dir)?;
         let path = dir.join(DB_FILE);
         let conn = open_conn(&path, opts.durability).map_err(db_err)?;
         // auto_vacuum only takes effect before the first table exists.
@@ -564,6 +586,7 @@ impl SqliteStore {
 
         let catalog = load_catalog(&conn, floor)?;
         let inner = Arc::new(Inner {
+            _lock: Mutex::new(lock),
             path,
             opts: opts.clone(),
             writer: Mutex::new(Writer { conn, next_host, next_series, gen }),

@@ -261,3 +261,13 @@ async fn retention_drops_whole_chunks() {
     let w = store.window(&all("rt-1")).await.unwrap();
     assert!(w[0].samples.iter().all(|s| s.ts >= cutoff));
 }
+
+#[tokio::test]
+async fn a_data_dir_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path(), opts()).unwrap();
+    let second = SqliteStore::open(dir.path(), opts());
+    assert!(matches!(second, Err(procwatch_store::StoreError::Unavailable(_))));
+    drop(first);
+    SqliteStore::open(dir.path(), opts()).expect("reopen after the first is gone");
+}
