@@ -115,7 +115,9 @@ fn build() -> Value {
                 {"name": "per_host", "in": "query", "required": false, "schema": {"type": "boolean", "default": true}, "description": "false: one row per process name over all hosts."},
                 p("sort", "query", false, "`process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`."),
                 {"name": "order", "in": "query", "required": false, "schema": {"type": "string", "enum": ["asc", "desc"]}, "description": "Default desc for figures, asc for names."},
-                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Top N after sorting."}],
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Top N after sorting."},
+                p("metrics", "query", false, "Comma list of cpu, cores, mem, rss: only these in each row (default all)."),
+                p("stats", "query", false, "Comma list of mean, min, max, last, p95: only these in each metric (default all).")],
             "responses": with("200", ok("Rows.", json!({"type": "object", "properties": {
                 "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}}})), &[("404", "Unknown host.")])}},
         "/api/v1/hosts/{host}/processes/{process}/history": {"get": {

@@ -12,7 +12,9 @@
 //!   filter exactly, or as a glob when they contain `*`; `per_host` (default `true`);
 //!   `sort` is `process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`;
 //!   `order` `asc`/`desc` (default `desc` for figures, `asc` for names); `limit` N keeps the
-//!   first N rows after sorting.
+//!   first N rows after sorting; `metrics=cpu,mem` and `stats=mean,p95` (comma lists, default
+//!   all) keep only those figures in each row, which makes a fleet-wide answer several times
+//!   smaller.
 //! - v1 `history`: `from` (default `now-1h`), `to` (default now + 5 min), `step` (default 0:
 //!   raw samples; else buckets aligned to multiples of the step, mean and max of each).
 //! - A host is `stale` when its newest sample is older than 3 intervals (its agent's declared
@@ -169,13 +171,94 @@ pub struct UsageParams {
     pub sort: Option<String>,
     pub order: Option<String>,
     pub limit: Option<usize>,
+    /// Comma list of cpu, cores, mem, rss (default all).
+    pub metrics: Option<String>,
+    /// Comma list of mean, min, max, last, p95 (default all).
+    pub stats: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct UsageResponse {
     pub from: TsMs,
     pub to: TsMs,
-    pub rows: Vec<UsageRow>,
+    pub rows: Vec<RowView>,
+}
+
+const METRICS: [&str; 4] = ["cpu", "cores", "mem", "rss"];
+const STATS: [&str; 5] = ["mean", "min", "max", "last", "p95"];
+
+/// Which metrics and statistics a usage answer carries (bit i = `METRICS[i]` / `STATS[i]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    metrics: u8,
+    stats: u8,
+}
+
+impl Fields {
+    pub const ALL: Fields = Fields { metrics: 0b1111, stats: 0b11111 };
+
+    /// Parses the comma lists of `metrics=` and `stats=` (absent: all).
+    pub fn parse(metrics: Option<&str>, stats: Option<&str>) -> Result<Fields, ApiError> {
+        fn mask(list: Option<&str>, names: &[&str], param: &str) -> Result<u8, ApiError> {
+            let Some(list) = list.filter(|l| !l.is_empty()) else {
+                return Ok((1u8 << names.len()) - 1);
+            };
+            let mut m = 0;
+            for item in list.split(',') {
+                let i = names.iter().position(|n| *n == item.trim()).ok_or_else(|| {
+                    ApiError::bad_param(param, format!("{item:?}: one of {}", names.join(", ")))
+                })?;
+                m |= 1 << i;
+            }
+            Ok(m)
+        }
+        Ok(Fields {
+            metrics: mask(metrics, &METRICS, "metrics")?,
+            stats: mask(stats, &STATS, "stats")?,
+        })
+    }
+}
+
+/// A `UsageRow` with only the requested metrics and statistics.
+#[derive(Debug)]
+pub struct RowView {
+    pub row: UsageRow,
+    pub fields: Fields,
+}
+
+struct StatsView<'a>(&'a Stats, u8);
+
+impl Serialize for StatsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let v = [self.0.mean, self.0.min, self.0.max, self.0.last, self.0.p95];
+        let mut m = s.serialize_map(Some(self.1.count_ones() as usize))?;
+        for (i, name) in STATS.iter().enumerate() {
+            if self.1 & (1 << i) != 0 {
+                m.serialize_entry(name, &v[i])?;
+            }
+        }
+        m.end()
+    }
+}
+
+impl Serialize for RowView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = &self.row;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("host", &r.host)?;
+        m.serialize_entry("process", &r.process)?;
+        for (i, (name, st)) in METRICS.iter().zip([&r.cpu, &r.cores, &r.mem, &r.rss]).enumerate() {
+            if self.fields.metrics & (1 << i) != 0 {
+                m.serialize_entry(name, &StatsView(st, self.fields.stats))?;
+            }
+        }
+        m.serialize_entry("count", &r.count)?;
+        m.serialize_entry("samples", &r.samples)?;
+        m.serialize_entry("last_ts", &r.last_ts)?;
+        m.end()
+    }
 }
 
 /// Resolves `window` / `from` / `to` into a half-open `[from, to)`.
@@ -279,6 +362,7 @@ pub async fn usage(
         default_window,
         now,
     )?;
+    let fields = Fields::parse(p.metrics.as_deref(), p.stats.as_deref())?;
     let sort =
         p.sort.as_deref().map(sort_key).transpose().map_err(|e| ApiError::bad_param("sort", e))?;
     let desc = match p.order.as_deref() {
@@ -329,6 +413,7 @@ pub async fn usage(
     if let Some(n) = p.limit {
         rows.truncate(n);
     }
+    let rows = rows.into_iter().map(|row| RowView { row, fields }).collect();
     Ok(Json(UsageResponse { from, to, rows }))
 }
 
@@ -423,5 +508,32 @@ mod tests {
         assert!(!sort_key("process").unwrap().1);
         assert!(sort_key("disk.mean").is_err());
         assert!(sort_key("cpu.median").is_err());
+    }
+
+    #[test]
+    fn row_view_keeps_only_the_asked_fields() {
+        let st = Stats { mean: 1.0, min: 0.5, max: 2.0, last: 1.5, p95: 1.9 };
+        let row = UsageRow {
+            host: Some("h".into()),
+            process: "p".into(),
+            cpu: st,
+            cores: st,
+            mem: st,
+            rss: st,
+            count: 2,
+            samples: 3,
+            last_ts: 7,
+        };
+        let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL }).unwrap();
+        assert_eq!(all, serde_json::to_value(&row).unwrap());
+        let fields = Fields::parse(Some("cpu,mem"), Some("mean")).unwrap();
+        let some = serde_json::to_value(RowView { row, fields }).unwrap();
+        assert_eq!(
+            some,
+            serde_json::json!({"host": "h", "process": "p", "cpu": {"mean": 1.0},
+                "mem": {"mean": 1.0}, "count": 2, "samples": 3, "last_ts": 7})
+        );
+        assert!(Fields::parse(Some("disk"), None).is_err());
+        assert!(Fields::parse(None, Some("median")).is_err());
     }
 }

@@ -149,3 +149,99 @@ async fn retention_runs_periodically() {
     }
     app.stop().await;
 }
+
+/// A store whose writes wait for a go-ahead, to hold a request in flight.
+struct GatedStore {
+    inner: MemoryStore,
+    started: tokio::sync::Notify,
+    go: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Storage for GatedStore {
+    fn backend(&self) -> &'static str {
+        "gated"
+    }
+    async fn write_batch(
+        &self,
+        b: &procwatch_model::Batch,
+    ) -> procwatch_store::StoreResult<procwatch_store::WriteOutcome> {
+        self.started.notify_one();
+        let _permit = self.go.acquire().await.expect("semaphore");
+        self.inner.write_batch(b).await
+    }
+    async fn hosts(&self) -> procwatch_store::StoreResult<Vec<procwatch_store::HostInfo>> {
+        self.inner.hosts().await
+    }
+    async fn usage(
+        &self,
+        q: &procwatch_store::UsageQuery,
+    ) -> procwatch_store::StoreResult<Vec<procwatch_store::UsageRow>> {
+        self.inner.usage(q).await
+    }
+    async fn window(
+        &self,
+        q: &procwatch_store::UsageQuery,
+    ) -> procwatch_store::StoreResult<Vec<procwatch_store::SeriesWindow>> {
+        self.inner.window(q).await
+    }
+    async fn history(
+        &self,
+        q: &procwatch_store::HistoryQuery,
+    ) -> procwatch_store::StoreResult<Vec<procwatch_store::HistoryPoint>> {
+        self.inner.history(q).await
+    }
+    async fn host_totals(
+        &self,
+        host: &str,
+        from: i64,
+        to: i64,
+    ) -> procwatch_store::StoreResult<Vec<procwatch_model::HostTotal>> {
+        self.inner.host_totals(host, from, to).await
+    }
+    async fn apply_retention(&self, cutoff: i64) -> procwatch_store::StoreResult<u64> {
+        self.inner.apply_retention(cutoff).await
+    }
+    async fn put_alarm_event(
+        &self,
+        e: &procwatch_model::AlarmEvent,
+    ) -> procwatch_store::StoreResult<()> {
+        self.inner.put_alarm_event(e).await
+    }
+    async fn alarm_events(
+        &self,
+        q: &procwatch_store::AlarmQuery,
+    ) -> procwatch_store::StoreResult<Vec<procwatch_model::AlarmEvent>> {
+        self.inner.alarm_events(q).await
+    }
+    async fn health(&self) -> procwatch_store::StoreResult<()> {
+        Ok(())
+    }
+    async fn close(&self) -> procwatch_store::StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Shutdown waits for a write in flight: it is stored and answered 200 before `run` returns.
+#[tokio::test]
+async fn shutdown_finishes_writes_in_flight() {
+    let gated = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        started: tokio::sync::Notify::new(),
+        go: tokio::sync::Semaphore::new(0),
+    });
+    let app = spawn_app_with(gated.clone(), ServerConfig::default()).await;
+    let b = batch("inflight", 1, vec![sample(now_ms(), "a", 5.0, 1.0)]);
+    let (client, url) = (app.client.clone(), app.url("/api/v1/samples"));
+    let request = tokio::spawn(async move { client.post(url).json(&b).send().await });
+    gated.started.notified().await;
+    // The write is in the store now; ask the server to stop, then let the write finish.
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stopping.is_finished(), "run returned with a write in flight");
+    gated.go.add_permits(1);
+    let resp = request.await.unwrap().expect("the in-flight request is answered");
+    assert_eq!(resp.status(), 200);
+    stopping.await.unwrap();
+    assert_eq!(gated.inner.hosts().await.unwrap()[0].host, "inflight");
+}

@@ -1,0 +1,498 @@
+//! The server over real HTTP, beside InfluxDB 1.x fed the same data in the same run.
+//!
+//! ```text
+//! cargo bench -p procwatch-server --bench http
+//! ```
+//!
+//! Environment: `PROCWATCH_BENCH_STORE=sqlite|memory` (default sqlite),
+//! `PROCWATCH_BENCH_INFLUX=0` to skip InfluxDB (else `influxd` must be on PATH),
+//! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4).
+//!
+//! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
+//! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
+//! Data (the same for both, pre-serialized before any timing): host `solo`, 300 processes,
+//! 2 h at 10 s (216,000 samples) sent in batches of 5,000 samples; then the fleet, 100 hosts ×
+//! 300 processes, 10 min at 10 s (1.8 M samples) sent one host sweep (300 samples) a batch.
+//! Each sample carries the same fields on both sides: cpu, cores, mem (floats), rss, count
+//! (integers); InfluxDB gets them as line protocol, tags host and process, `precision=ms`.
+//! Ingestion is timed from the first request to the last 2xx with `CONNS` connections in
+//! flight. Queries run one at a time on one connection and are timed to the last body byte.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use procwatch_model::{Batch, Sample};
+use procwatch_server::ServerConfig;
+use procwatch_store::memory::MemoryStore;
+use procwatch_store::Storage;
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+
+const STEP_MS: i64 = 10_000;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Deterministic pseudo-random numbers in [0, 1).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn process_names(n: usize) -> Vec<String> {
+    let stems =
+        ["postgres", "nginx", "java", "python3", "node", "redis-server", "sshd", "kworker/0:1"];
+    (0..n).map(|i| format!("{}-{i:03}", stems[i % stems.len()])).collect()
+}
+
+/// Sweeps of one host: `sweeps` timestamps ending at `end`, every process at each.
+fn host_samples(rng: &mut Lcg, procs: &[String], end: i64, sweeps: usize) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(sweeps * procs.len());
+    let base: Vec<(f64, f64)> =
+        procs.iter().map(|_| (rng.next() * 20.0, rng.next() * 5.0)).collect();
+    for k in 0..sweeps {
+        let ts = end - (sweeps - 1 - k) as i64 * STEP_MS;
+        for (p, (c, m)) in procs.iter().zip(&base) {
+            let cpu = (c + rng.next() * 10.0).min(100.0);
+            let mem = m + rng.next() * 0.5;
+            out.push(Sample {
+                ts,
+                process: p.clone(),
+                cpu: (cpu * 1000.0).round() / 1000.0,
+                cores: (cpu * 2.0 / 100.0 * 10_000.0).round() / 10_000.0,
+                mem: (mem * 1000.0).round() / 1000.0,
+                rss: (mem * 80_000_000.0) as u64 / 4096 * 4096,
+                count: 1 + (p.len() % 4) as u32,
+            });
+        }
+    }
+    out
+}
+
+fn batch_of(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
+    Batch {
+        host: host.into(),
+        agent: "bench".into(),
+        seq,
+        interval_ms: STEP_MS as u64,
+        host_totals: Vec::new(),
+        samples,
+        dropped_samples: 0,
+    }
+}
+
+fn escape_tag(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, ',' | '=' | ' ' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+fn line_protocol(b: &Batch) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(b.samples.len() * 120);
+    let host = escape_tag(&b.host);
+    for s in &b.samples {
+        let _ = writeln!(
+            out,
+            "procs,host={host},process={} cpu={},cores={},mem={},rss={}i,count={}i {}",
+            escape_tag(&s.process),
+            s.cpu,
+            s.cores,
+            s.mem,
+            s.rss,
+            s.count,
+            s.ts
+        );
+    }
+    out
+}
+
+struct Payloads {
+    json: Vec<Bytes>,
+    lines: Vec<Bytes>,
+    samples: usize,
+}
+
+fn payloads(batches: &[Batch]) -> Payloads {
+    Payloads {
+        json: batches.iter().map(|b| Bytes::from(serde_json::to_vec(b).unwrap())).collect(),
+        lines: batches.iter().map(|b| Bytes::from(line_protocol(b))).collect(),
+        samples: batches.iter().map(|b| b.samples.len()).sum(),
+    }
+}
+
+/// Sends every body with `conns` requests in flight; returns the elapsed time.
+async fn send_all(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    bodies: &[Bytes],
+    conns: usize,
+) -> Duration {
+    let next = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(bodies.to_vec());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, url, next, bodies) =
+            (client.clone(), url.to_owned(), next.clone(), bodies.clone());
+        let ct = content_type.to_owned();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let resp = client
+                    .post(&url)
+                    .header("content-type", &ct)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                assert!(status.is_success(), "{url}: {status} {text}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+    bytes: usize,
+}
+
+/// Runs `n` GETs one after another; latencies in ms.
+async fn latency(client: &reqwest::Client, url: &str, n: usize) -> Latency {
+    let mut ms = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for i in 0..n + 2 {
+        let t = Instant::now();
+        let resp = client.get(url).send().await.expect("GET");
+        let status = resp.status();
+        let body = resp.bytes().await.expect("body");
+        assert!(status.is_success(), "{url}: {status} {}", String::from_utf8_lossy(&body));
+        if i >= 2 {
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        bytes = body.len();
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    Latency { p50: pct(0.5), p99: pct(0.99), bytes }
+}
+
+/// Bytes of the files under `dir` whose name passes `keep`.
+fn dir_bytes(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                total += dir_bytes(&e.path(), keep);
+            } else if keep(&e.path()) {
+                total += md.len();
+            }
+        }
+    }
+    total
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `influxd` with a temp config on free loopback ports; killed on drop.
+struct Influx {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Influx {
+    fn start(dir: &Path) -> Option<Influx> {
+        let (http, rpc) = (free_port(), free_port());
+        let config = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "2s"
+  compact-full-write-cold-duration = "5s"
+  max-series-per-database = 0
+  max-values-per-tag = 0
+[http]
+  bind-address = "127.0.0.1:{http}"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"#,
+            d = dir.display()
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("influxdb.conf");
+        std::fs::write(&cfg, config).unwrap();
+        let child = Command::new("influxd")
+            .arg("-config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Influx { child, url: format!("http://127.0.0.1:{http}"), dir: dir.to_owned() })
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("{}/ping", self.url)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "influxd did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let resp = client
+            .post(format!("{}/query", self.url))
+            .form(&[("q", "CREATE DATABASE bench")])
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
+    fn query_url(&self, q: &str) -> String {
+        let mut u = reqwest::Url::parse(&format!("{}/query", self.url)).unwrap();
+        u.query_pairs_mut().append_pair("db", "bench").append_pair("q", q);
+        u.to_string()
+    }
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    let store_kind = std::env::var("PROCWATCH_BENCH_STORE").unwrap_or_else(|_| "sqlite".into());
+    let with_influx = std::env::var("PROCWATCH_BENCH_INFLUX").map(|v| v != "0").unwrap_or(true);
+    let hosts = env_usize("PROCWATCH_BENCH_HOSTS", 100);
+    let nprocs = env_usize("PROCWATCH_BENCH_PROCS", 300);
+    let conns = env_usize("PROCWATCH_BENCH_CONNS", 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("procwatch");
+
+    // Data, built and serialized before any timing.
+    let procs = process_names(nprocs);
+    let mut rng = Lcg(42);
+    let end = now_ms() / STEP_MS * STEP_MS;
+    let solo = host_samples(&mut rng, &procs, end, 720);
+    let solo_batches: Vec<Batch> = solo
+        .chunks(5_000)
+        .enumerate()
+        .map(|(i, c)| batch_of("solo", i as u64 + 1, c.to_vec()))
+        .collect();
+    let mut fleet_batches = Vec::new();
+    let fleet_hosts: Vec<String> = (0..hosts).map(|h| format!("fleet-{h:03}")).collect();
+    let per_host: Vec<Vec<Sample>> =
+        fleet_hosts.iter().map(|_| host_samples(&mut rng, &procs, end, 60)).collect();
+    for k in 0..60 {
+        for (h, samples) in fleet_hosts.iter().zip(&per_host) {
+            let sweep = samples[k * nprocs..(k + 1) * nprocs].to_vec();
+            fleet_batches.push(batch_of(h, k as u64 + 1, sweep));
+        }
+    }
+    let solo_p = payloads(&solo_batches);
+    let fleet_p = payloads(&fleet_batches);
+    drop((solo_batches, fleet_batches, per_host, solo));
+    eprintln!(
+        "data: solo {} samples in {} batches; fleet {} samples in {} batches",
+        solo_p.samples,
+        solo_p.json.len(),
+        fleet_p.samples,
+        fleet_p.json.len()
+    );
+
+    // The server, on its own 2-thread runtime.
+    let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
+        "memory" => (Arc::new(MemoryStore::new()), None),
+        _ => {
+            let s = Arc::new(SqliteStore::open(&data_dir, SqliteOptions::default()).unwrap());
+            (s.clone(), Some(s))
+        }
+    };
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server_rt.spawn(procwatch_server::run(
+        listener,
+        ServerConfig::default(),
+        store.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let client_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let influx = if with_influx { Influx::start(&tmp.path().join("influx")) } else { None };
+    if with_influx && influx.is_none() {
+        eprintln!("SKIPPED InfluxDB: influxd not found (apt-get install -y influxdb)");
+    }
+
+    let mut results: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    client_rt.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(conns * 2).build().unwrap();
+        if let Some(ix) = &influx {
+            ix.wait_ready(&client).await;
+        }
+        let ingest = format!("{base}/api/v1/samples");
+        let rate = |n: usize, d: Duration| format!("{:.0} samples/s", n as f64 / d.as_secs_f64());
+
+        let d = send_all(&client, &ingest, "application/json", &solo_p.json, conns).await;
+        let ours_5k = rate(solo_p.samples, d);
+        let d = send_all(&client, &ingest, "application/json", &fleet_p.json, conns).await;
+        let ours_300 = rate(fleet_p.samples, d);
+        let (mut theirs_5k, mut theirs_300) = ("-".to_owned(), "-".to_owned());
+        if let Some(ix) = &influx {
+            let url = format!("{}/write?db=bench&precision=ms", ix.url);
+            let d = send_all(&client, &url, "text/plain", &solo_p.lines, conns).await;
+            theirs_5k = rate(solo_p.samples, d);
+            let d = send_all(&client, &url, "text/plain", &fleet_p.lines, conns).await;
+            theirs_300 = rate(fleet_p.samples, d);
+        }
+        results.insert("1 ingest, batches of 5,000 samples", (ours_5k, theirs_5k));
+        results.insert("2 ingest, batches of 1 host x 300 processes", (ours_300, theirs_300));
+
+        let fmt = |l: &Latency| format!("p50 {:.2} ms, p99 {:.2} ms ({} B)", l.p50, l.p99, l.bytes);
+        let proc7 = &procs[7];
+        let queries: Vec<(&str, String, String, usize)> = vec![
+            (
+                "3 get-all, 1 host x 300 processes, last 5 min",
+                format!("{base}/ressources-usage/get-all?host=solo"),
+                "SELECT mean(cpu), mean(mem) FROM procs WHERE host = 'solo' AND time > now() - 5m GROUP BY process".into(),
+                200,
+            ),
+            (
+                "4 fleet means per host and process, 100 x 300, last 10 min",
+                format!("{base}/api/v1/usage?window=10m&metrics=cpu,mem&stats=mean"),
+                "SELECT mean(cpu), mean(mem) FROM procs WHERE time > now() - 10m GROUP BY host, process".into(),
+                20,
+            ),
+            (
+                "4b fleet usage, every figure (4 metrics x mean/min/max/last/p95), 100 x 300, 10 min",
+                format!("{base}/api/v1/usage?window=10m"),
+                String::new(), // no InfluxQL counterpart asked
+                20,
+            ),
+            (
+                "5 history of one process, 2 h, step 1 min",
+                format!("{base}/api/v1/hosts/solo/processes/{}/history?from=-2h&step=1m", urlencode(proc7)),
+                format!("SELECT mean(cpu), max(cpu), mean(mem), max(mem) FROM procs WHERE host = 'solo' AND process = '{proc7}' AND time > now() - 2h GROUP BY time(1m)"),
+                200,
+            ),
+            (
+                "6 history of one process, 2 h, raw samples",
+                format!("{base}/api/v1/hosts/solo/processes/{}/history?from=-2h", urlencode(proc7)),
+                format!("SELECT cpu, cores, mem, rss, count FROM procs WHERE host = 'solo' AND process = '{proc7}' AND time > now() - 2h"),
+                200,
+            ),
+        ];
+        for (name, ours_url, influxql, n) in queries {
+            let ours = fmt(&latency(&client, &ours_url, n).await);
+            let theirs = match &influx {
+                Some(_) if influxql.is_empty() => "-".into(),
+                Some(ix) => fmt(&latency(&client, &ix.query_url(&influxql), n.min(50)).await),
+                None => "-".into(),
+            };
+            results.insert(name, (ours, theirs));
+        }
+    });
+
+    // Bytes on disk, compacted: procwatch folds the head into chunks, merges and vacuums;
+    // InfluxDB gets a few seconds past its cold-compaction durations.
+    let total = (solo_p.samples + fleet_p.samples) as f64;
+    let _ = stop_tx.send(());
+    server_rt.block_on(server).unwrap().unwrap();
+    let ours_disk = match &sqlite {
+        Some(s) => {
+            let before = s.disk_bytes();
+            s.compact_at(now_ms() + 4 * 3_600_000).unwrap();
+            s.vacuum().unwrap();
+            let after = s.disk_bytes();
+            format!(
+                "{:.2} B/sample compacted ({:.1} B/sample before compaction)",
+                after as f64 / total,
+                before as f64 / total
+            )
+        }
+        None => "- (memory store)".into(),
+    };
+    let theirs_disk = match &influx {
+        Some(ix) => {
+            std::thread::sleep(Duration::from_secs(30));
+            let is_tsm = |p: &Path| p.extension().is_some_and(|e| e == "tsm");
+            let tsm = dir_bytes(&ix.dir.join("data"), &is_tsm);
+            let other = dir_bytes(&ix.dir.join("data"), &|p| !is_tsm(p));
+            let wal = dir_bytes(&ix.dir.join("wal"), &|_| true);
+            format!(
+                "{:.2} B/sample in TSM files ({:.2} B/sample with the series file and index: TSM {tsm} B, other {other} B, WAL {wal} B)",
+                tsm as f64 / total,
+                (tsm + other + wal) as f64 / total
+            )
+        }
+        None => "-".into(),
+    };
+    results.insert("7 bytes on disk per sample", (ours_disk, theirs_disk));
+
+    println!("\nprocwatch server ({store_kind} store) vs InfluxDB over HTTP, {conns} connections for ingestion");
+    println!(
+        "{} samples: solo 1 x {nprocs} x 2 h at 10 s, fleet {hosts} x {nprocs} x 10 min at 10 s\n",
+        total
+    );
+    println!("| measure | procwatch | InfluxDB |");
+    println!("| --- | --- | --- |");
+    for (name, (ours, theirs)) in &results {
+        println!("| {} | {ours} | {theirs} |", name.split_once(' ').map_or(*name, |x| x.1));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
