@@ -242,4 +242,75 @@ async fn prometheus_scrapes_per_process_series() {
         wait_for(metric, Duration::from_secs(20), || query(format!("{metric}{{host=\"{HOST}\"}}")))
             .await;
     }
+
+    // The Grafana dashboard in the repository queries only metrics the server exports, in
+    // PromQL this Prometheus accepts.
+    let grafana: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/procwatch.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs = grafana_exprs(&grafana);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        for name in metric_names(e) {
+            let base = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(text.contains(&format!("# TYPE {base}")), "{name} (in {e}) is not exported");
+        }
+        let q = e.replace("$host", ".*").replace("$topn", "10").replace("$__rate_interval", "1m");
+        let r: Value = client
+            .get(format!("{prom_url}/api/v1/query"))
+            .query(&[("query", q.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "success", "{q}: {r}");
+    }
+}
+
+/// Every `expr` of every panel target.
+fn grafana_exprs(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", Value::String(s)) => out.push(s.clone()),
+                    _ => out.extend(grafana_exprs(x)),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| out.extend(grafana_exprs(x))),
+        _ => {}
+    }
+    out
+}
+
+/// The `procwatch_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("procwatch_") {
+        let tail = &rest[i..];
+        let end =
+            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn metric_names_in_promql() {
+    assert_eq!(
+        metric_names(
+            "histogram_quantile(0.95, sum by (le) (rate(procwatch_a_bucket[1m]))) / procwatch_b"
+        ),
+        ["procwatch_a_bucket", "procwatch_b"]
+    );
 }

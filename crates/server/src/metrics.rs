@@ -191,6 +191,14 @@ impl Metrics {
         let http = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
+        // Every label value known up front starts at 0, so `rate()` sees the first increment.
+        for format in ["v1", "legacy"] {
+            batches.get_or_create_owned(&FormatLabels { format });
+            samples.get_or_create_owned(&FormatLabels { format });
+        }
+        for reason in REFUSAL_REASONS {
+            refused.get_or_create_owned(&ReasonLabels { reason });
+        }
         let store_write = latency_histogram();
         let evaluation = latency_histogram();
         let snapshot = Snapshot::default();
@@ -358,6 +366,18 @@ pub fn level_value(l: Level) -> i64 {
         Level::Red => 3,
     }
 }
+
+/// Every value of the `reason` label of `procwatch_refused_batches_total`.
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "too_large",
+    "unsupported_encoding",
+    "timeout",
+    "store_unavailable",
+    "other",
+];
 
 /// The `reason` label of a refused ingestion request.
 pub fn refusal_reason(status: StatusCode) -> &'static str {
@@ -662,6 +682,10 @@ mod tests {
         assert_eq!(refusal_reason(StatusCode::PAYLOAD_TOO_LARGE), "too_large");
         assert_eq!(refusal_reason(StatusCode::SERVICE_UNAVAILABLE), "store_unavailable");
         assert_eq!(refusal_reason(StatusCode::IM_A_TEAPOT), "other");
+        for code in 400..600 {
+            let r = refusal_reason(StatusCode::from_u16(code).unwrap());
+            assert!(REFUSAL_REASONS.contains(&r), "{r}");
+        }
     }
 
     #[test]
