@@ -160,7 +160,7 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
 pub const COMM_MAX: usize = 15;
 
 /// The basename of `argv[0]` from the raw bytes of `/proc/PID/cmdline` (NUL-separated).
-/// `None` when argv[0] is empty, ends in `/` or is not UTF-8.
+/// `None` when `argv[0]` is empty, ends in `/` or is not UTF-8.
 pub fn argv0_basename(cmdline: &[u8]) -> Option<&str> {
     let argv0 = cmdline.split(|&b| b == 0).next()?;
     let argv0 = std::str::from_utf8(argv0).ok()?;
@@ -169,7 +169,7 @@ pub fn argv0_basename(cmdline: &[u8]) -> Option<&str> {
 }
 
 /// The process name of SPEC section 1: comm, unless comm is exactly 15 bytes (the kernel
-/// truncated it) and a candidate (the basename of argv[0] or of the executable) is longer and
+/// truncated it) and a candidate (the basename of `argv[0]` or of the executable) is longer and
 /// starts with it; then that candidate.
 pub fn resolve_name<'a>(comm: &'a str, candidates: &[Option<&'a str>]) -> &'a str {
     if comm.len() != COMM_MAX {
