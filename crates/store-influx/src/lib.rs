@@ -48,13 +48,15 @@
 //!
 //! # Queries
 //! Statistics are computed by InfluxDB: `mean`, `min`, `max`, `count`, the newest point
-//! (`ORDER BY time DESC LIMIT 1` per group) and `percentile()`; a usage query is one `count`
-//! round trip, then five concurrent requests (the newest points, then one per metric). InfluxDB's `percentile()` is
-//! nearest-rank, procwatch's p95 is numpy's linear interpolation between the two closest
-//! ranks; the store asks InfluxDB for exactly those two order statistics (a nearest-rank
-//! percentile argument that selects rank `k` of `n` values is `100·(k+1)/n`, one statement per
-//! distinct sample count `n` in the answer) and interpolates between them, so both backends
-//! give the same p95. History is `GROUP BY time(step) fill(none)`, whose buckets InfluxDB
+//! (`ORDER BY time DESC LIMIT 1` per group), `top()` and `percentile()`; a usage query is one
+//! `count` round trip, then five concurrent requests (the newest points, then one per metric).
+//! InfluxDB's `percentile()` is nearest-rank, procwatch's p95 is numpy's linear interpolation
+//! between the two closest ranks `lo` and `lo + 1`; the store asks InfluxDB for exactly those
+//! two order statistics and interpolates between them, so both backends give the same p95.
+//! For windows of up to ~600 samples they come from `top(f, n − lo)` (which also gives the
+//! max); above, from two `percentile()` calls (a nearest-rank argument that selects rank `k`
+//! of `n` values is `100·(k+1)/n`). Both need `n`, hence one statement per distinct sample
+//! count in the answer. History is `GROUP BY time(step) fill(none)`, whose buckets InfluxDB
 //! aligns to multiples of the step like every backend.
 //!
 //! # Failures
@@ -222,6 +224,26 @@ fn sample_from_row(process: &str, r: &influxql::Row<'_>) -> Sample {
         mem: r.f64("mem").unwrap_or(0.0),
         rss: r.u64("rss").unwrap_or(0),
         count: r.u64("count").unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// `top(f, k)` answers p95 and max when `k = n − lo ≤ TOP_MAX` (windows of up to ~600
+/// samples); above, two `percentile()` calls and `max()` do.
+const TOP_MAX: usize = 32;
+
+/// What one statement of a usage query answers.
+#[derive(Debug, Clone, Copy)]
+enum StmtKind {
+    MeanMin { n: usize },
+    Top { n: usize },
+    Percentiles { n: usize },
+}
+
+impl StmtKind {
+    fn n(self) -> usize {
+        match self {
+            StmtKind::MeanMin { n } | StmtKind::Top { n } | StmtKind::Percentiles { n } => n,
+        }
     }
 }
 
@@ -541,35 +563,53 @@ impl InfluxStore {
 
         // Round 2, as concurrent requests (InfluxDB runs each on its own core): the newest
         // sample of each group, and per metric its mean, min, max and the two order statistics
-        // around numpy's linear p95 rank, selected by InfluxDB's nearest-rank percentile(); one
-        // statement per distinct sample count, restricted to the groups with that count (but
-        // the most common one).
+        // around numpy's linear p95 rank. Those come from `top(f, k)` (the k = n − lo largest
+        // values, max included) when k is small, else from InfluxDB's nearest-rank
+        // `percentile()` at the two ranks. One statement per distinct sample count n,
+        // restricted to the groups with that count (but the most common one).
         let mut by_n: BTreeMap<usize, Vec<&GroupKey>> = BTreeMap::new();
         for (k, p) in &parts {
             by_n.entry(p.n).or_default().push(k);
         }
         let majority = by_n.iter().max_by_key(|(_, v)| v.len()).map(|(n, _)| *n).unwrap_or(0);
-        let ns: Vec<usize> = by_n.keys().copied().collect();
         let mut requests = vec![format!(
             "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
              ORDER BY time DESC LIMIT 1"
         )];
-        for m in METRICS {
+        // What each statement of a metric's request answers (the same for every metric).
+        let mut kinds: Vec<StmtKind> = Vec::new();
+        for (j, m) in METRICS.iter().enumerate() {
             let f = ident(m);
             let mut stmts = Vec::new();
-            for &n in &ns {
+            for (&n, keys) in &by_n {
                 let (lo, hi, _) = linear_ranks(0.95, n);
-                let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
                 let mut c = cond.clone();
                 if n != majority {
-                    let keys: Vec<String> = by_n[&n].iter().map(|k| group_cond(k)).collect();
+                    let keys: Vec<String> = keys.iter().map(|k| group_cond(k)).collect();
                     c = format!("{c} AND ({})", keys.join(" OR "));
                 }
-                stmts.push(format!(
-                    "SELECT mean({f}) AS mean, min({f}) AS min, max({f}) AS max, \
-                     percentile({f}, {alo}) AS lo, percentile({f}, {ahi}) AS hi \
-                     FROM {from} WHERE {c} GROUP BY {group}"
-                ));
+                let k = n - lo;
+                if k <= TOP_MAX {
+                    stmts.push(format!(
+                        "SELECT mean({f}) AS mean, min({f}) AS min FROM {from} WHERE {c} \
+                         GROUP BY {group}; \
+                         SELECT top({f}, {k}) AS top FROM {from} WHERE {c} GROUP BY {group}"
+                    ));
+                    if j == 0 {
+                        kinds.push(StmtKind::MeanMin { n });
+                        kinds.push(StmtKind::Top { n });
+                    }
+                } else {
+                    let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
+                    stmts.push(format!(
+                        "SELECT mean({f}) AS mean, min({f}) AS min, max({f}) AS max, \
+                         percentile({f}, {alo}) AS lo, percentile({f}, {ahi}) AS hi \
+                         FROM {from} WHERE {c} GROUP BY {group}"
+                    ));
+                    if j == 0 {
+                        kinds.push(StmtKind::Percentiles { n });
+                    }
+                }
             }
             requests.push(stmts.join("; "));
         }
@@ -583,21 +623,38 @@ impl InfluxStore {
             }
         }
         for (j, answer) in answers[1..].iter().enumerate() {
-            for (i, &n) in ns.iter().enumerate() {
-                let (_, _, frac) = linear_ranks(0.95, n);
-                for series in answer.get(i).map(|r| r.series.as_slice()).unwrap_or_default() {
+            for (kind, result) in kinds.iter().zip(answer) {
+                let n = kind.n();
+                let (lo, hi, frac) = linear_ranks(0.95, n);
+                for series in &result.series {
                     let key = group_key(series, q.per_host);
                     let Some(p) = parts.get_mut(&key).filter(|p| p.n == n) else { continue };
-                    let Some(row) = series.rows().next() else { continue };
-                    let lo = row.f64("lo").unwrap_or(0.0);
-                    let hi = row.f64("hi").unwrap_or(lo);
-                    p.stats[j] = Stats {
-                        mean: row.f64("mean").unwrap_or(0.0),
-                        min: row.f64("min").unwrap_or(0.0),
-                        max: row.f64("max").unwrap_or(0.0),
-                        last: 0.0,
-                        p95: lo + (hi - lo) * frac,
-                    };
+                    let st = &mut p.stats[j];
+                    match kind {
+                        StmtKind::MeanMin { .. } => {
+                            let Some(row) = series.rows().next() else { continue };
+                            st.mean = row.f64("mean").unwrap_or(0.0);
+                            st.min = row.f64("min").unwrap_or(0.0);
+                        }
+                        StmtKind::Top { .. } => {
+                            // The n − lo largest values, largest first: index i is rank n−1−i.
+                            let mut top: Vec<f64> =
+                                series.rows().filter_map(|r| r.f64("top")).collect();
+                            top.sort_by(|a, b| b.total_cmp(a));
+                            let at = |rank: usize| top.get(n - 1 - rank).copied().unwrap_or(0.0);
+                            st.max = top.first().copied().unwrap_or(0.0);
+                            st.p95 = at(lo) + (at(hi) - at(lo)) * frac;
+                        }
+                        StmtKind::Percentiles { .. } => {
+                            let Some(row) = series.rows().next() else { continue };
+                            let plo = row.f64("lo").unwrap_or(0.0);
+                            let phi = row.f64("hi").unwrap_or(plo);
+                            st.mean = row.f64("mean").unwrap_or(0.0);
+                            st.min = row.f64("min").unwrap_or(0.0);
+                            st.max = row.f64("max").unwrap_or(0.0);
+                            st.p95 = plo + (phi - plo) * frac;
+                        }
+                    }
                 }
             }
         }

@@ -194,3 +194,76 @@ async fn slow_influxdb_times_out_as_unavailable() {
     let r = store.usage(&usage_q(t0)).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
 }
+
+/// Usage statistics equal the reference store's (`MemoryStore`) on groups of very different
+/// sample counts: 1, 2, 20, 21, 45 and 700 samples (both ways InfluxDB is asked for p95: `top()`
+/// and `percentile()`), with ties, per host and merged, over the whole data and a sub-window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_matches_the_reference_store_on_mixed_sample_counts() {
+    let Some(d) = Influxd::start_or_skip("usage_matches_the_reference_store") else {
+        return;
+    };
+    let influx = InfluxStore::connect(d.config("mixed")).await.expect("connect");
+    let reference = procwatch_store::memory::MemoryStore::new();
+    let t0 = base_ts() - 3 * 3_600_000;
+    let mut seed: u64 = 42;
+    let mut rnd = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // Coarse values so that ties happen.
+        ((seed >> 33) % 400) as f64 / 4.0
+    };
+    for (h, host) in ["mx-1", "mx-2"].iter().enumerate() {
+        let mut samples = Vec::new();
+        for (p, n) in [1usize, 2, 20, 21, 45, 700].iter().enumerate() {
+            for i in 0..*n + h * 3 {
+                let mut s =
+                    sample(t0 + i as i64 * 10_000 + h as i64, &format!("p{p}"), rnd(), rnd());
+                s.count = (i % 5) as u32 + 1;
+                samples.push(s);
+            }
+        }
+        for (seq, chunk) in samples.chunks(500).enumerate() {
+            let b = batch(host, seq as u64 + 1, chunk.to_vec());
+            influx.write_batch(&b).await.expect("influx write");
+            reference.write_batch(&b).await.expect("reference write");
+        }
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    for per_host in [true, false] {
+        for (from, to) in [(t0, t0 + 8_000_000), (t0 + 50_000, t0 + 260_000)] {
+            let q = UsageQuery { from, to, host: None, process: None, per_host };
+            let got = influx.usage(&q).await.expect("influx usage");
+            let want = reference.usage(&q).await.expect("reference usage");
+            assert_eq!(got.len(), want.len(), "{q:?}");
+            for (g, w) in got.iter().zip(&want) {
+                let what = format!("{q:?} {:?}/{}", w.host, w.process);
+                assert_eq!(
+                    (&g.host, &g.process, g.samples),
+                    (&w.host, &w.process, w.samples),
+                    "{what}"
+                );
+                assert_eq!(g.last_ts, w.last_ts, "{what}");
+                if per_host {
+                    // Merged rows may take `count` from either host on a timestamp tie.
+                    assert_eq!(g.count, w.count, "{what}");
+                }
+                for (name, gs, ws) in [
+                    ("cpu", g.cpu, w.cpu),
+                    ("cores", g.cores, w.cores),
+                    ("mem", g.mem, w.mem),
+                    ("rss", g.rss, w.rss),
+                ] {
+                    for (stat, a, b) in [
+                        ("mean", gs.mean, ws.mean),
+                        ("min", gs.min, ws.min),
+                        ("max", gs.max, ws.max),
+                        ("last", gs.last, ws.last),
+                        ("p95", gs.p95, ws.p95),
+                    ] {
+                        assert!(close(a, b), "{what} {name}.{stat}: influx {a}, reference {b}");
+                    }
+                }
+            }
+        }
+    }
+}
