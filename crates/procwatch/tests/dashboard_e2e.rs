@@ -521,9 +521,11 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
     println!("screenshot: {}", shot.display());
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+/// The median of the finite values (NaN when there is none: the metric does not apply).
+fn median(v: &mut Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// What one load of a page cost, read from the browser's Performance API.
@@ -557,7 +559,8 @@ async fn measure(browser: &Browser, url: &str, ready: &str, loads: usize) -> Val
 }
 
 /// The benchmark of BENCHMARKS.md, section Dashboard: page weight and first render of the
-/// dashboard, beside Prometheus' own web UI (`/graph`) measured the same way in the same run.
+/// dashboard, beside Prometheus' own web UI (`/graph`; Debian's prometheus 2.42 ships the
+/// classic jQuery/Bootstrap UI) measured the same way in the same run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: cargo test -p procwatch --test dashboard_e2e -- --ignored --nocapture"]
 async fn dashboard_page_weight_and_first_render() {
@@ -610,7 +613,7 @@ async fn dashboard_page_weight_and_first_render() {
     let peer = measure(
         &browser,
         &format!("http://127.0.0.1:{port}/graph"),
-        "return document.readyState === 'complete' && !!document.querySelector('#root *')",
+        "return document.readyState === 'complete'",
         9,
     )
     .await;
