@@ -228,3 +228,47 @@ async fn retention_removes_old_samples_on_restart() {
     assert!(status == 404 || hist["points"] == json!([]), "{status} {hist}");
     assert!(s.terminate().success());
 }
+
+/// An agent started with `--server` shows up in `/api/v1/hosts`, and its processes in
+/// `get-all`, within two intervals (plus slack for starting the binary on a loaded machine).
+#[tokio::test]
+async fn agent_shows_up_within_two_intervals() {
+    let (tmp, data) = temp_dir();
+    let s = Server::start(&data, &[]);
+    let client = reqwest::Client::new();
+    let interval = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        .arg("agent")
+        .args(["--server", &s.url, "--interval", "1s", "--host", "e2e-agent", "--spool-dir"])
+        .arg(tmp.path().join("spool"))
+        .env_remove("PROCWATCH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn procwatch agent");
+    let deadline = started + 2 * interval + Duration::from_secs(5);
+    let seen = loop {
+        let (_, hosts) = get(&client, &s, "/api/v1/hosts").await;
+        let (_, all) = get(&client, &s, "/ressources-usage/get-all?host=e2e-agent").await;
+        let host_seen = hosts["hosts"].as_array().unwrap().iter().any(|h| h["host"] == "e2e-agent");
+        if host_seen && all.get("procwatch").is_some() {
+            break started.elapsed();
+        }
+        if Instant::now() > deadline || matches!(agent.try_wait(), Ok(Some(_))) {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            panic!("agent not visible after {:?}: hosts {hosts}, get-all {all}", started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("agent visible after {seen:?}");
+    let (_, hosts) = get(&client, &s, "/api/v1/hosts").await;
+    let host =
+        hosts["hosts"].as_array().unwrap().iter().find(|h| h["host"] == "e2e-agent").unwrap();
+    assert_eq!(host["stale"], false);
+    assert_eq!(host["interval_ms"], 1000);
+    agent.kill().expect("kill agent");
+    agent.wait().expect("wait agent");
+}
