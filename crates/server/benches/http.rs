@@ -426,6 +426,26 @@ fn main() {
                 200,
             ),
         ];
+        // Where the fleet time goes: the store call alone, in process.
+        let q = procwatch_store::UsageQuery {
+            from: now_ms() - 600_000,
+            to: now_ms() + 300_000,
+            host: None,
+            process: None,
+            per_host: true,
+        };
+        let mut ms = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let rows = store.usage(&q).await.unwrap();
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(rows.len() >= hosts * nprocs * 9 / 10, "{} rows", rows.len());
+        }
+        ms.sort_by(f64::total_cmp);
+        results.insert(
+            "4c fleet: Storage::usage alone, in process (no HTTP, no JSON)",
+            (format!("p50 {:.2} ms", ms[ms.len() / 2]), "-".into()),
+        );
         for (name, ours_url, influxql, n) in queries {
             let ours = fmt(&latency(&client, &ours_url, n).await);
             let theirs = match &influx {
