@@ -38,7 +38,7 @@ impl FloorReader {
             let Some(pid) = entry_pid(&entry) else { continue };
             pids += 1;
             for file in self.files {
-                pid_path(&mut self.path, pid, file);
+                pid_path(&mut self.path, "/proc", pid, file);
                 bytes += read_proc_file(&self.path, &mut self.buf).unwrap_or(0);
             }
         }

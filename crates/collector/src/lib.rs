@@ -176,7 +176,7 @@ pub fn new_collector(
 ) -> Result<Box<dyn Collector + Send>, CollectError> {
     match kind {
         #[cfg(target_os = "linux")]
-        CollectorKind::Proc => Ok(Box::new(linux::ProcCollector::new(opts)?)),
+        CollectorKind::Proc => Ok(Box::new(linux::ProcCollector::new("/proc", opts)?)),
         #[cfg(not(target_os = "linux"))]
         CollectorKind::Proc => Err(CollectError::Unsupported(kind)),
         CollectorKind::Sysinfo => Ok(Box::new(portable::SysinfoCollector::new(opts))),
@@ -186,6 +186,17 @@ pub fn new_collector(
 /// The machine's host name (the agent's default `--host`), `None` when it cannot be read.
 pub fn hostname() -> Option<String> {
     sysinfo::System::host_name().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
+}
+
+/// A `/proc` collector reading procfs mounted at `root` instead of `/proc`: for an agent in a
+/// container that sees the host's processes under e.g. `/host/proc`, and for tests over
+/// fixture directories. (CPU counts, clock ticks and page size are still this system's.)
+#[cfg(target_os = "linux")]
+pub fn new_proc_collector_at(
+    root: &str,
+    opts: CollectorOptions,
+) -> Result<Box<dyn Collector + Send>, CollectError> {
+    Ok(Box::new(linux::ProcCollector::new(root, opts)?))
 }
 
 /// Unix milliseconds now.

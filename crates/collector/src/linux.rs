@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+#[cfg(test)]
+use std::time::Duration;
 use std::time::Instant;
 
 /// Reads a whole `/proc` file into `buf` (reused; grown when a file does not fit) and returns
@@ -29,10 +31,10 @@ pub(crate) fn read_proc_file(path: &str, buf: &mut Vec<u8>) -> std::io::Result<u
     }
 }
 
-/// `/proc/<pid>/<file>` into `path` (reused).
-pub(crate) fn pid_path(path: &mut String, pid: u32, file: &str) {
+/// `<root>/<pid>/<file>` into `path` (reused).
+pub(crate) fn pid_path(path: &mut String, root: &str, pid: u32, file: &str) {
     path.clear();
-    let _ = write!(path, "/proc/{pid}/{file}");
+    let _ = write!(path, "{root}/{pid}/{file}");
 }
 
 /// The PID of a `/proc` directory entry, `None` for the non-process entries.
@@ -71,6 +73,10 @@ const FD_RESERVE: u64 = 256;
 const MAX_KEPT_OPEN: u64 = 1 << 16;
 
 pub(crate) struct ProcCollector {
+    /// Where procfs is mounted: `/proc`, or e.g. `/host/proc` in a container.
+    root: String,
+    stat_path: String,
+    meminfo_path: String,
     opts: CollectorOptions,
     clk_tck: f64,
     page_size: u64,
@@ -85,12 +91,17 @@ pub(crate) struct ProcCollector {
 }
 
 impl ProcCollector {
-    pub(crate) fn new(opts: CollectorOptions) -> Result<Self, CollectError> {
-        // Fail early, with a clear message, where there is no /proc.
-        std::fs::metadata("/proc/stat")
-            .map_err(|source| CollectError::Io { path: "/proc/stat".into(), source })?;
+    pub(crate) fn new(root: &str, opts: CollectorOptions) -> Result<Self, CollectError> {
+        let root = root.trim_end_matches('/').to_owned();
+        let stat_path = format!("{root}/stat");
+        // Fail early, with a clear message, where there is no procfs.
+        std::fs::metadata(&stat_path)
+            .map_err(|source| CollectError::Io { path: stat_path.clone(), source })?;
         let limit = sys::raise_open_files_limit(MAX_KEPT_OPEN + FD_RESERVE);
         Ok(ProcCollector {
+            meminfo_path: format!("{root}/meminfo"),
+            stat_path,
+            root,
             opts,
             clk_tck: sys::clk_tck() as f64,
             page_size: sys::page_size(),
@@ -105,10 +116,12 @@ impl ProcCollector {
         })
     }
 
-    fn read_host(&mut self, file: &str) -> Result<&str, CollectError> {
+    /// Reads `<root>/stat` (`meminfo == false`) or `<root>/meminfo` into the buffer.
+    fn read_host(&mut self, meminfo: bool) -> Result<&str, CollectError> {
+        let file = if meminfo { &self.meminfo_path } else { &self.stat_path };
         let n = read_proc_file(file, &mut self.buf)
-            .map_err(|source| CollectError::Io { path: file.into(), source })?;
-        std::str::from_utf8(&self.buf[..n]).map_err(|_| CollectError::Parse { path: file.into() })
+            .map_err(|source| CollectError::Io { path: file.clone(), source })?;
+        std::str::from_utf8(&self.buf[..n]).map_err(|_| CollectError::Parse { path: file.clone() })
     }
 }
 
@@ -130,9 +143,9 @@ impl Collector for ProcCollector {
     fn sweep(&mut self) -> Result<Option<Sweep>, CollectError> {
         let at = Instant::now();
         let ts = crate::now_ms();
-        let cpu = parse::parse_proc_stat_cpu(self.read_host("/proc/stat")?);
-        let mem = parse::parse_meminfo(self.read_host("/proc/meminfo")?)
-            .ok_or_else(|| CollectError::Parse { path: "/proc/meminfo".into() })?;
+        let cpu = parse::parse_proc_stat_cpu(self.read_host(false)?);
+        let mem = parse::parse_meminfo(self.read_host(true)?)
+            .ok_or_else(|| CollectError::Parse { path: self.meminfo_path.clone() })?;
         let ncpu = sys::online_cpus() as f64;
         // Ticks per core over the interval; None on the priming sweep.
         let ticks_per_core = self.prev.as_ref().map(|p| (at - p.at).as_secs_f64() * self.clk_tck);
@@ -140,8 +153,8 @@ impl Collector for ProcCollector {
         self.generation += 1;
         let generation = self.generation;
 
-        let dir = std::fs::read_dir("/proc")
-            .map_err(|source| CollectError::Io { path: "/proc".into(), source })?;
+        let dir = std::fs::read_dir(&self.root)
+            .map_err(|source| CollectError::Io { path: self.root.clone(), source })?;
         for entry in dir {
             let Ok(entry) = entry else { continue };
             let Some(pid) = entry_pid(&entry) else { continue };
@@ -163,7 +176,7 @@ impl Collector for ProcCollector {
             let n = match n {
                 Some(n) => n,
                 None => {
-                    pid_path(&mut self.path, pid, "stat");
+                    pid_path(&mut self.path, &self.root, pid, "stat");
                     // Gone or denied between the listing and the read: skipped.
                     let Ok(f) = File::open(&self.path) else { continue };
                     let Ok(len) = pread_all(&f, &mut self.buf) else { continue };
@@ -204,7 +217,8 @@ impl Collector for ProcCollector {
                 continue;
             }
             let Some(tpc) = ticks_per_core else { continue };
-            let name = resolve_cached(&mut t.long_name, &mut self.aux, &mut self.path, &stat);
+            let name =
+                resolve_cached(&mut t.long_name, &mut self.aux, &mut self.path, &self.root, &stat);
             let cores = if tpc > 0.0 { delta as f64 / tpc } else { 0.0 };
             grouper.add(pid, name, cores, stat.rss_pages * self.page_size, ncpu, mem.total);
         }
@@ -242,21 +256,28 @@ fn resolve_cached<'a>(
     cache: &'a mut Option<(Box<str>, Box<str>)>,
     aux: &mut Vec<u8>,
     path: &mut String,
+    root: &str,
     stat: &PidStat<'a>,
 ) -> &'a str {
     if stat.comm.len() != COMM_MAX {
         return stat.comm;
     }
     if cache.as_ref().is_none_or(|(comm, _)| **comm != *stat.comm) {
-        let name = lookup_long_name(aux, path, stat.pid, stat.comm);
+        let name = lookup_long_name(aux, path, root, stat.pid, stat.comm);
         *cache = Some((stat.comm.into(), name.into()));
     }
     cache.as_ref().map(|(_, name)| &**name).unwrap_or(stat.comm)
 }
 
 /// Reads `/proc/PID/cmdline`, then `/proc/PID/exe`, for a name that continues a truncated comm.
-fn lookup_long_name(aux: &mut Vec<u8>, path: &mut String, pid: u32, comm: &str) -> String {
-    pid_path(path, pid, "cmdline");
+fn lookup_long_name(
+    aux: &mut Vec<u8>,
+    path: &mut String,
+    root: &str,
+    pid: u32,
+    comm: &str,
+) -> String {
+    pid_path(path, root, pid, "cmdline");
     let argv0 = match read_proc_file(path, aux) {
         Ok(n) => parse::argv0_basename(&aux[..n]).map(str::to_owned),
         Err(_) => None,
@@ -267,7 +288,7 @@ fn lookup_long_name(aux: &mut Vec<u8>, path: &mut String, pid: u32, comm: &str) 
             return name.to_owned();
         }
     }
-    pid_path(path, pid, "exe");
+    pid_path(path, root, pid, "exe");
     let exe = std::fs::read_link(&*path).ok();
     let exe_base = exe
         .as_deref()
@@ -275,4 +296,126 @@ fn lookup_long_name(aux: &mut Vec<u8>, path: &mut String, pid: u32, comm: &str) 
         .and_then(|s| s.to_str())
         .map(|s| s.strip_suffix(" (deleted)").unwrap_or(s));
     parse::resolve_name(comm, &[exe_base]).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The collector over a fixture procfs in a temp dir: identity, grouping, exclusions and
+    //! names, with files rewritten between two sweeps.
+    use super::*;
+    use crate::Collector;
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[allow(clippy::too_many_arguments)]
+    fn stat_line(
+        pid: u32,
+        comm: &str,
+        state: char,
+        flags: u64,
+        utime: u64,
+        stime: u64,
+        start: u64,
+        rss: u64,
+    ) -> String {
+        format!(
+            "{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 {flags} 0 0 0 0 {utime} {stime} 0 0 20 0 1 0 \
+             {start} 1000000 {rss} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
+        )
+    }
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const USER: u64 = 0x0040_0100;
+    const KTHREAD: u64 = 0x0020_8040;
+
+    #[test]
+    fn fixture_procfs_two_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let long = "procwatch-long-"; // 15 bytes: truncated by the kernel
+        write(root, "meminfo", "MemTotal: 1000000 kB\nMemFree: 1 kB\nMemAvailable: 250000 kB\n");
+        write(root, "stat", "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 1 1 1\n");
+        write(root, "self/stat", "not a process");
+        write(root, "10/stat", &stat_line(10, "app", 'S', USER, 100, 10, 500, 256));
+        write(root, "11/stat", &stat_line(11, "app", 'R', USER, 7, 0, 510, 100));
+        write(root, "12/stat", &stat_line(12, "kworker/0:1", 'I', KTHREAD, 0, 50, 3, 0));
+        write(root, "13/stat", &stat_line(13, "z", 'Z', USER, 5, 5, 520, 0));
+        write(root, "14/stat", &stat_line(14, "old", 'S', USER, 1000, 0, 600, 10));
+        write(root, "15/stat", &stat_line(15, long, 'S', USER, 1, 1, 700, 20));
+        write(root, "15/cmdline", "/usr/bin/procwatch-long-name-x\0--flag\0");
+        write(root, "17/stat", &stat_line(17, "gone", 'S', USER, 1, 1, 800, 20));
+        std::fs::create_dir_all(root.join("18")).unwrap(); // listed, but no stat: skipped
+
+        let root_s = root.to_str().unwrap();
+        let opts = CollectorOptions { include_kernel_threads: false, per_pid: true };
+        let mut c = ProcCollector::new(root_s, opts).unwrap();
+        assert!(c.sweep().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(300));
+
+        write(root, "stat", "cpu  200 0 200 1000 0 0 0 0 0 0\n");
+        write(root, "10/stat", &stat_line(10, "app", 'S', USER, 104, 12, 500, 256));
+        write(root, "11/stat", &stat_line(11, "app", 'R', USER, 10, 0, 510, 100));
+        write(root, "12/stat", &stat_line(12, "kworker/0:1", 'I', KTHREAD, 0, 90, 3, 0));
+        write(root, "13/stat", &stat_line(13, "z", 'Z', USER, 5, 5, 520, 0));
+        // PID 14 reused by another process (new start time): all its 4 ticks count.
+        write(root, "14/stat", &stat_line(14, "new", 'S', USER, 3, 1, 900, 10));
+        write(root, "15/stat", &stat_line(15, long, 'S', USER, 2, 2, 700, 20));
+        // PID 16 started after the first sweep: all its 5 ticks count.
+        write(root, "16/stat", &stat_line(16, "fresh", 'R', USER, 5, 0, 950, 30));
+        std::fs::remove_dir_all(root.join("17")).unwrap();
+
+        let sweep = c.sweep().unwrap().expect("measures");
+        let tpc = sweep.elapsed_ms as f64 / 1000.0 * sys::clk_tck() as f64;
+        let ncpu = sys::online_cpus() as f64;
+        let page = sys::page_size();
+        let near = |a: f64, b: f64| (a - b).abs() <= 0.01 * b.abs() + 1e-12;
+        let by = |name: &str| sweep.samples.iter().find(|s| s.process == name).cloned();
+
+        let app = by("app").unwrap();
+        assert_eq!(app.count, 2);
+        assert!(near(app.cores, 9.0 / tpc), "{} vs {}", app.cores, 9.0 / tpc);
+        assert!((app.cpu - 100.0 * app.cores / ncpu).abs() < 1e-9);
+        assert_eq!(app.rss, 356 * page);
+        assert!((app.mem - 100.0 * (356 * page) as f64 / 1_024_000_000.0).abs() < 1e-9);
+        assert!(near(by("new").unwrap().cores, 4.0 / tpc));
+        assert!(near(by("fresh").unwrap().cores, 5.0 / tpc));
+        assert!(near(by("procwatch-long-name-x").unwrap().cores, 2.0 / tpc));
+        for absent in ["old", "gone", "z", "kworker/0:1", long] {
+            assert!(by(absent).is_none(), "{absent} should not be a group");
+        }
+        assert_eq!(sweep.samples.len(), 4);
+        assert!(sweep.samples.windows(2).all(|w| w[0].cores >= w[1].cores));
+        assert_eq!(sweep.processes.len(), 5);
+
+        let h = &sweep.host_total;
+        assert_eq!(h.cpu, 50.0);
+        assert_eq!(h.mem, 75.0);
+        let sum: f64 = sweep.samples.iter().map(|s| s.cpu).sum();
+        assert!((h.unattributed_cpu.unwrap() - (50.0 - sum).max(0.0)).abs() < 1e-9);
+
+        // With kernel threads: kworker's 40 ticks appear.
+        let opts = CollectorOptions { include_kernel_threads: true, per_pid: false };
+        let mut k = ProcCollector::new(root_s, opts).unwrap();
+        assert!(k.sweep().unwrap().is_none());
+        write(root, "12/stat", &stat_line(12, "kworker/0:1", 'I', KTHREAD, 0, 95, 3, 0));
+        let sweep = k.sweep().unwrap().unwrap();
+        let kw = sweep.samples.iter().find(|s| s.process == "kworker/0:1").expect("kthread");
+        assert_eq!((kw.count, kw.rss), (1, 0));
+        assert!(kw.cores > 0.0);
+        assert!(sweep.processes.is_empty());
+    }
+
+    #[test]
+    fn a_missing_procfs_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ProcCollector::new(dir.path().to_str().unwrap(), CollectorOptions::default())
+            .err()
+            .expect("no stat file");
+        assert!(err.to_string().contains("/stat"), "{err}");
+    }
 }
