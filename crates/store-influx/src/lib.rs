@@ -29,8 +29,9 @@
 //!   infinite duration, so an alarm that stays open longer than the data retention is not
 //!   lost; `apply_retention` deletes closed events that ended before the cutoff.
 //!
-//! Line protocol escaping and the one process-name case it cannot carry (a backslash right
-//! before a separator) are described in [`line`].
+//! InfluxDB merges the fields of a rewritten point: a host total rewritten without
+//! `unattributed_cpu` keeps the old one. Line protocol escaping, and the backslashes in process
+//! names it cannot carry (stored as U+001A, read back as `\\`), are described in [`line`].
 //!
 //! # Retention
 //! At start (and again after influxd comes back empty) the store creates the database and the
@@ -60,13 +61,27 @@
 //! aligns to multiples of the step like every backend.
 //!
 //! # Failures
-//! Connection refused, timeouts (default 10 s per request), HTTP 5xx/429 and a database or
-//! retention policy that vanished are `StoreError::Unavailable`, which the server answers
+//! Connection refused, timeouts (default 10 s per request), HTTP 5xx (but 501) and 429, and a
+//! database or retention policy that vanished are `StoreError::Unavailable`, which the server
+//! answers
 //! with 503 (agents keep the batch in their spool and retry). The store needs no restart:
 //! every call after an `Unavailable` re-checks the schema and carries on when influxd is back.
 //! A large batch is written in requests of 10,000 points; if influxd fails between two of
 //! them, the batch is answered 503 and its retry rewrites every point (idempotent), so a
-//! batch acknowledged with 2xx is always stored whole.
+//! batch acknowledged with 2xx is always stored whole; InfluxDB has no transactions, so the
+//! first part of a refused batch may be visible until the agent's retry lands.
+//!
+//! # Costs
+//! A batch costs two writes and one query (the host's bookkeeping). A usage query costs
+//! InfluxDB work in proportion to (series in the answer × function calls, about 14): fine for
+//! one host, seconds for `get-all` merged over a fleet of thousands of series on a small
+//! InfluxDB (see BENCHMARKS.md, "InfluxDB backend").
+//!
+//! # Tests
+//! The feature `testing` provides `testing::Influxd`, a real `influxd` (from `$INFLUXD` or
+//! `PATH`) in a temp dir on free loopback ports, killed by PID when dropped or when the test
+//! process ends. Without influxd, tests print `SKIPPED: influxd not installed` and pass, unless
+//! `CI` is set.
 
 pub mod influxql;
 pub mod line;
