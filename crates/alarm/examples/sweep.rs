@@ -70,14 +70,16 @@ fn main() {
     ];
     let base = AnalogParams::for_horizon(600_000);
     let variants: Vec<(String, AnalogParams)> = vec![
-        ("default".into(), base),
-        ("eps 1".into(), AnalogParams { eps: 1.0, ..base }),
-        ("eps 4".into(), AnalogParams { eps: 4.0, ..base }),
+        ("procwatch default".into(), base),
+        ("eps 2".into(), AnalogParams { eps: 2.0, ..base }),
         ("p 0.7".into(), AnalogParams { p: 0.7, ..base }),
-        ("history 12 h".into(), AnalogParams { history: 144, ..base }),
+        ("p 0.9".into(), AnalogParams { p: 0.9, ..base }),
+        ("gate 5".into(), AnalogParams { gate: 5.0, ..base }),
+        ("no gate".into(), AnalogParams { gate: f64::INFINITY, ..base }),
         ("beta 0.8".into(), AnalogParams { beta: 0.8, ..base }),
-        ("beta 1.0 alpha 0.85".into(), AnalogParams { alpha: 0.85, beta: 1.0, ..base }),
-        ("analog only (beta 0, no trend)".into(), AnalogParams { beta: 0.0, ..base }),
+        ("history 12 h".into(), AnalogParams { history: 144, ..base }),
+        ("analog only (no trend)".into(), AnalogParams { beta: 0.0, ..base }),
+        ("trend only (no analog)".into(), AnalogParams { p: 2.0, ..base }),
     ];
     for (set_name, set) in &sets {
         println!("== {set_name}");

@@ -277,8 +277,10 @@ impl SeriesState {
     fn feed(&mut self, input: &SeriesInput<'_>, metric: Metric, out: &mut Vec<AlarmEvent>) {
         let interval = input.interval_ms.max(1);
         if self.interval_ms != Some(interval) {
+            // A new sampling interval: the forecaster is rebuilt for it.
             self.interval_ms = Some(interval);
             self.forecaster = None;
+            self.seen = 0;
         }
         for s in input.samples {
             if self.last_ts.is_some_and(|t| s.ts <= t) {

@@ -202,11 +202,13 @@ impl Forecaster for Persistence {
 /// above the threshold T when either
 ///
 /// 1. **analog:** among the buckets of the last `history` (24 h) whose median is within `eps`
-///    (2 points) of the current value, at least `min_matches` (3) exist and a share of at
+///    (1 point) of the current value, at least `min_matches` (3) exist and a share of at
 ///    least `p` (0.8) had some bucket above T within the next `H/step` buckets — i.e. the
 ///    empirical chance of crossing within H, given this level, is high; or
-/// 2. **trend:** the latest value plus Holt's trend over the bucket medians (α = 1, β = 0.6,
-///    undamped) times `(t + H − t_last)/step` is above T.
+/// 2. **trend:** the latest value is at least `T − gate` (72 at T = 80) and the latest value
+///    plus Holt's trend over the bucket medians (α = 1, β = 0.6, undamped) times
+///    `(t + H − t_last)/step` is above T. The gate keeps a steep rise far from T (a batch job
+///    starting at 20 %) from raising AMBER; most false AMBERs of a pure trend rule are those.
 ///
 /// The first catches recurring load (periodic jobs, a series hovering near T), which is most
 /// of what precedes the CPU crossings on the shared traces; the second catches gradual rises.
@@ -237,6 +239,8 @@ pub struct AnalogParams {
     pub min_matches: usize,
     pub alpha: f64,
     pub beta: f64,
+    /// The trend term only counts when the latest value is at least `T − gate`.
+    pub gate: f64,
 }
 
 impl AnalogParams {
@@ -247,11 +251,12 @@ impl AnalogParams {
             step_ms,
             horizon_buckets: 2,
             history: (86_400_000 / step_ms).max(1) as usize,
-            eps: 2.0,
+            eps: 1.0,
             p: 0.8,
             min_matches: 3,
             alpha: 1.0,
             beta: 0.6,
+            gate: 8.0,
         }
     }
 }
@@ -341,7 +346,7 @@ impl Forecaster for Analog {
         // The trend line starts from the latest value (the bucket level at 5-min sampling),
         // so a sharp drop inside the current bucket is not projected upwards.
         let value = y_last + h * b;
-        let trend_above = value > threshold;
+        let trend_above = value > threshold && y_last >= threshold - self.params.gate;
         let (share, matches, wait) = self.analog(y_last, threshold);
         let analog_above = matches >= self.params.min_matches && share >= self.params.p;
         let eta_ms = if y_last > threshold {

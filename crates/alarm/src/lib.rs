@@ -23,7 +23,9 @@
 //! - **AMBER** when not RED and the forecaster says "above T at t + H" on `debounce` samples
 //!   in a row; it clears after `clear_for` samples without that signal. AMBER never fires
 //!   before the window W is full (W/interval + 1 samples since the series started or came
-//!   back from a gap). Its event carries the forecast and the estimated seconds to T.
+//!   back from a gap); procwatch's default forecaster also needs 30 min (six 5-minute buckets)
+//!   of history before it says anything. The AMBER event carries the forecast value and the
+//!   estimated seconds until T is crossed.
 //! - **Stale.** A series with no sample for 3 intervals: if it has an open alarm, that alarm
 //!   is closed and a STALE event opens (it is never reported as resolved); an OK series is
 //!   simply forgotten (processes exit all the time). When samples return, the series is
@@ -43,9 +45,10 @@
 //! [`forecast::Forecaster`] is fed samples with real timestamps and asked about `t + H`.
 //! `linear` (Prometheus `predict_linear`, least squares over W/interval + 1 samples),
 //! `holt` (α, β per sample), `persistence`, and procwatch's default [`forecast::Analog`]:
-//! AMBER when, among the last 24 h of 5-minute (H/2) buckets whose level is within 2 points
+//! AMBER when, among the last 24 h of 5-minute (H/2) buckets whose level is within 1 point
 //! of the current value, at least 80 % were followed by a crossing within H (at least 3 such
-//! buckets), or when Holt's trend (α = 1, β = 0.6) over those buckets reads above T at t + H.
+//! buckets), or when the value is within 8 points of T and Holt's trend (α = 1, β = 0.6) over
+//! those buckets reads above T at t + H.
 //! Why: BENCHMARKS.md, section Forecaster.
 //!
 //! # Backtest
