@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian `chromium`), driven over WebDriver by
-//! Debian's `chromedriver` (plain HTTP with reqwest): a real `procwatch server` fed by a real
-//! `procwatch agent`; the page shows the host and its processes, sorts, filters and cuts to
+//! Debian's `chromedriver` (plain HTTP with reqwest): a real `procwatch server` (with a read
+//! token) fed by a real `procwatch agent`; the page asks for the token, and once given it
+//! (`/#token=`) shows the host and its processes, sorts, filters and cuts to
 //! top N, draws a process chart with points, shows a forced RED alarm as a badge within two
 //! intervals without a reload (or "alarms unavailable" while the server has no alarm routes),
 //! and saves `docs/screenshot-dashboard.png`.
@@ -20,6 +21,8 @@ use serde_json::{json, Value};
 
 const HOST: &str = "dash-e2e";
 const INTERVAL_S: u64 = 2;
+/// The server runs with a read token: the page must ask for it and send it.
+const READ_TOKEN: &str = "dash-read-token";
 
 /// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
 struct Proc {
@@ -103,6 +106,7 @@ fn start_server(dir: &Path) -> (Proc, String) {
         Command::new(env!("CARGO_BIN_EXE_procwatch"))
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--interval", &format!("{INTERVAL_S}s")])
+            .args(["--read-token", READ_TOKEN])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--addr-file")
@@ -278,6 +282,13 @@ impl Browser {
     }
 }
 
+/// An HTTP client that sends the read token (ingestion is open: no write token is set).
+fn api_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {READ_TOKEN}").parse().unwrap());
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(h).build().unwrap()
+}
+
 /// Standard base64 (the WebDriver screenshot encoding).
 fn base64_decode(s: &str) -> Vec<u8> {
     let val = |c: u8| -> Option<u32> {
@@ -349,10 +360,20 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
     let Some(browser) = Browser::start(dir.path(), 1280, 1500).await else { return };
     let (_server, url) = start_server(dir.path());
     let _agent = start_agent(dir.path(), &url);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = api_client();
     let processes = wait_host_data(&client, &url).await;
 
+    // Without the token the page asks for it; `/#token=` stores it and loads the data.
     browser.goto(&format!("{url}/")).await;
+    browser
+        .wait_js(
+            "the token form",
+            "return !document.querySelector('#login').hidden",
+            Duration::from_secs(20),
+        )
+        .await;
+    browser.goto("about:blank").await;
+    browser.goto(&format!("{url}/#token={READ_TOKEN}")).await;
     let origin = browser.js("return performance.timeOrigin").await;
     let host_sel = format!("#hosts .host[data-host={}]", js_str(HOST));
 
@@ -568,8 +589,9 @@ async fn dashboard_page_weight_and_first_render() {
     let Some(browser) = Browser::start(dir.path(), 1280, 1000).await else { return };
     let (_server, url) = start_server(dir.path());
     let _agent = start_agent(dir.path(), &url);
-    let client = reqwest::Client::new();
+    let client = api_client();
     wait_host_data(&client, &url).await;
+    browser.goto(&format!("{url}/#token={READ_TOKEN}")).await;
     let ours = measure(
         &browser,
         &format!("{url}/"),
