@@ -31,7 +31,7 @@
 //!
 //! InfluxDB merges the fields of a rewritten point: a host total rewritten without
 //! `unattributed_cpu` keeps the old one. Line protocol escaping, and the backslashes in process
-//! names it cannot carry (stored as U+001A, read back as `\\`), are described in [`line`].
+//! names it cannot carry (stored as U+001A, read back as `\`), are described in [`mod@line`].
 //!
 //! # Retention
 //! At start (and again after influxd comes back empty) the store creates the database and the
