@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-#[cfg(test)]
-use std::time::Duration;
 use std::time::Instant;
 
 /// Reads a whole `/proc` file into `buf` (reused; grown when a file does not fit) and returns
