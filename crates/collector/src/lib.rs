@@ -150,12 +150,9 @@ pub struct CollectorOptions {
 /// Why a sweep failed. Per-process failures never surface here: those processes are skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message (not a `source`), so one line says it all in logs.
+    #[error("cannot read {path}: {err}")]
+    Io { path: String, err: std::io::Error },
     #[error("cannot parse {path}")]
     Parse { path: String },
     #[error("the {0:?} collector is not available on this system")]

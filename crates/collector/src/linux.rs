@@ -94,7 +94,7 @@ impl ProcCollector {
         let stat_path = format!("{root}/stat");
         // Fail early, with a clear message, where there is no procfs.
         std::fs::metadata(&stat_path)
-            .map_err(|source| CollectError::Io { path: stat_path.clone(), source })?;
+            .map_err(|err| CollectError::Io { path: stat_path.clone(), err })?;
         let limit = sys::raise_open_files_limit(MAX_KEPT_OPEN + FD_RESERVE);
         Ok(ProcCollector {
             meminfo_path: format!("{root}/meminfo"),
@@ -118,7 +118,7 @@ impl ProcCollector {
     fn read_host(&mut self, meminfo: bool) -> Result<&str, CollectError> {
         let file = if meminfo { &self.meminfo_path } else { &self.stat_path };
         let n = read_proc_file(file, &mut self.buf)
-            .map_err(|source| CollectError::Io { path: file.clone(), source })?;
+            .map_err(|err| CollectError::Io { path: file.clone(), err })?;
         std::str::from_utf8(&self.buf[..n]).map_err(|_| CollectError::Parse { path: file.clone() })
     }
 }
@@ -152,7 +152,7 @@ impl Collector for ProcCollector {
         let generation = self.generation;
 
         let dir = std::fs::read_dir(&self.root)
-            .map_err(|source| CollectError::Io { path: self.root.clone(), source })?;
+            .map_err(|err| CollectError::Io { path: self.root.clone(), err })?;
         for entry in dir {
             let Ok(entry) = entry else { continue };
             let Some(pid) = entry_pid(&entry) else { continue };

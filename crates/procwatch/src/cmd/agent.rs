@@ -62,6 +62,11 @@ pub struct AgentArgs {
     #[arg(long, env = "PROCWATCH_INCLUDE_KERNEL_THREADS")]
     pub include_kernel_threads: bool,
 
+    /// Where procfs is mounted (proc collector), e.g. /host/proc for an agent in a container
+    /// that watches its host.
+    #[arg(long, env = "PROCWATCH_PROC_ROOT", default_value = "/proc", value_name = "DIR")]
+    pub proc_root: String,
+
     /// Also print one row per process (table format only; batches stay per process name).
     #[arg(long, env = "PROCWATCH_PER_PID")]
     pub per_pid: bool,
@@ -130,6 +135,11 @@ impl AgentArgs {
             include_kernel_threads: self.include_kernel_threads,
             per_pid: self.per_pid,
         };
+        #[cfg(target_os = "linux")]
+        if self.collector == CollectorKindArg::Proc && self.proc_root != "/proc" {
+            return procwatch_collector::new_proc_collector_at(&self.proc_root, opts)
+                .context("cannot start the collector");
+        }
         new_collector(self.collector.into(), opts).context("cannot start the collector")
     }
 }
