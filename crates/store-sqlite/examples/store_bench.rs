@@ -248,6 +248,127 @@ fn load(
     (store, n)
 }
 
+/// Bytes allocated on disk under `p` (InfluxDB preallocates sparse index files, so their
+/// length would overstate it).
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// The peer: the same 1 host × 300 processes × 2 h of agent-like samples written through
+/// `procwatch-store-influx` (measurement with host/process tags and the same five fields)
+/// into a real influxd (Debian's 1.6), configured to snapshot and fully compact after 1 s of
+/// write silence; bytes of its `data` directory (TSM files) once compaction settles.
+fn influx_bytes_per_sample(rt: &tokio::runtime::Runtime) {
+    let Some(bin) =
+        ["/usr/bin/influxd", "/usr/sbin/influxd"].iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        println!("influxdb peer: SKIPPED (influxd not installed)");
+        return;
+    };
+    let port =
+        |_: ()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (http, rpc) = (port(()), port(()));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "1s"
+  compact-full-write-cold-duration = "1s"
+[http]
+  bind-address = "127.0.0.1:{http}"
+  log-enabled = false
+[logging]
+  level = "warn"
+[monitor]
+  store-enabled = false
+"#
+    );
+    std::fs::write(dir.path().join("influxdb.conf"), conf).unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(["-config", &format!("{d}/influxdb.conf")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{http}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "influxd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = rt.block_on(async {
+        let store = procwatch_store_influx::InfluxStore::connect(
+            procwatch_store_influx::InfluxConfig::new(&url, "bench"),
+        )
+        .await
+        .unwrap();
+        let now = now_ms();
+        let t0 = now - 720 * 10_000;
+        let mut h = Host::new(0, 300, t0 - 10_000, false);
+        let mut n = 0;
+        for i in 0..720 {
+            let b = h.sweep(t0 + i * 10_000, i as u64 + 1);
+            n += b.samples.len();
+            store.write_batch(&b).await.unwrap();
+        }
+        n
+    });
+    // Wait for the snapshot and the full compaction: data stable, WAL empty.
+    let data = dir.path().join("data");
+    let wal = dir.path().join("wal");
+    let mut last = (0, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let size = dir_bytes(&data);
+        if size != last.0 {
+            last = (size, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) && dir_bytes(&wal) < 1_000_000 {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!("influxdb peer: compaction did not settle in 120 s");
+            break;
+        }
+    }
+    let bytes = dir_bytes(&data);
+    println!(
+        "influxdb peer (same samples and fields, after snapshot + full compaction): {:.2} bytes/sample ({} samples, {} bytes allocated in data/; WAL {} bytes)",
+        bytes as f64 / n as f64,
+        n,
+        bytes,
+        dir_bytes(&wal)
+    );
+    if std::env::var_os("BENCH_LIST").is_some() {
+        let out = std::process::Command::new("find")
+            .arg(&data)
+            .arg("-type")
+            .arg("f")
+            .arg("-size")
+            .arg("+1k")
+            .arg("-ls")
+            .output()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rt =
@@ -256,6 +377,11 @@ fn main() {
         "# procwatch embedded store benchmark ({} CPUs)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+
+    if std::env::args().any(|a| a == "--influx-only") {
+        influx_bytes_per_sample(&rt);
+        return;
+    }
 
     // --- Ingest.
     let now = now_ms();
@@ -320,10 +446,11 @@ fn main() {
     store.compact_at(now + 86_400_000).unwrap();
     store.vacuum().unwrap();
     println!(
-        "on disk, agent-like values: {:.2} bytes/sample ({} samples, {} bytes after compaction + VACUUM)",
+        "on disk, agent-like values: {:.2} bytes/sample ({} samples, {} bytes after compaction + VACUUM; {} bytes allocated)",
         store.disk_bytes() as f64 / n as f64,
         n,
-        store.disk_bytes()
+        store.disk_bytes(),
+        dir_bytes(dir.path())
     );
     drop(store);
     let dir = tempfile::tempdir().unwrap();
@@ -336,6 +463,9 @@ fn main() {
         n
     );
     drop(store);
+    if !std::env::args().any(|a| a == "--no-influx") {
+        influx_bytes_per_sample(&rt);
+    }
 
     // --- Fleet: 100 hosts × 300 processes × 10 min.
     let hosts = if quick { 20 } else { 100 };
