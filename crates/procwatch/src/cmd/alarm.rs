@@ -163,6 +163,7 @@ fn backtest(args: BacktestArgs) -> Result<()> {
     for (p, s) in &rows {
         groups.entry(p.group.clone()).or_default().add(s);
     }
+    let mut out;
     if args.format == "json" {
         let json = serde_json::json!({
             "method": method_name,
@@ -172,14 +173,14 @@ fn backtest(args: BacktestArgs) -> Result<()> {
             "traces": rows.iter().map(|(p, s)| figures(&p.name, Some(p), s)).collect::<Vec<_>>(),
             "groups": groups.iter().map(|(g, s)| figures(g, None, s)).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        out = serde_json::to_string_pretty(&json)? + "\n";
     } else {
-        println!(
-            "method {method_name}, T={} H={} debounce {}",
+        out = format!(
+            "method {method_name}, T={} H={} debounce {}\n",
             args.threshold, args.horizon, proto.debounce
         );
-        println!(
-            "{:52} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7} {:>12}",
+        out += &format!(
+            "{:52} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7} {:>12}\n",
             "trace / group",
             "events",
             "caught",
@@ -192,13 +193,17 @@ fn backtest(args: BacktestArgs) -> Result<()> {
             "falseAmin/d"
         );
         for (p, s) in &rows {
-            println!("{}", table_row(&format!("{} ({})", p.name, p.group), s));
+            out += &(table_row(&format!("{} ({})", p.name, p.group), s) + "\n");
         }
         for (g, s) in &groups {
-            println!("{}", table_row(&format!("= {g} ({} traces)", s.traces), s));
+            out += &(table_row(&format!("= {g} ({} traces)", s.traces), s) + "\n");
         }
     }
-    Ok(())
+    // A closed pipe (`| head`) is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn table_row(name: &str, s: &Score) -> String {
