@@ -5,7 +5,8 @@
 //! - `GET /` — the page; `GET /assets/{name}` — its script, stylesheet and icon. Always open
 //!   (they hold no data). The page links its assets with `?v=<content hash>`; such requests are
 //!   cached for a year (`immutable`), the page itself is `no-cache`, and every asset has an
-//!   `ETag` answered with `304`.
+//!   `ETag` answered with `304`. The page, its assets and the charts are gzipped when the
+//!   client accepts it.
 //! - `GET /api/v1/hosts/{host}/processes/{process}/chart.svg` — a read route (needs the read
 //!   token when one is set). Parameters: `metric` (`cpu` default, `mem`, `cores`), `window`
 //!   (default `1h`), `threshold` (default 80 for cpu and mem, none for cores), `horizon`
@@ -114,6 +115,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/index.html", get(serve_index))
         .route("/assets/{name}", get(serve_asset))
         .merge(charts)
+        // Text compresses well (the page and its assets ~3x, the SVG charts ~10x).
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
@@ -161,7 +164,7 @@ async fn serve_asset(
     let hash = content_hash(a.body);
     let etag = format!("\"{hash}\"");
     // A versioned URL never changes content; an unversioned one is revalidated.
-    let cache = if p.v.as_deref().is_some_and(|v| hash.starts_with(v) && !v.is_empty()) {
+    let cache = if p.v.as_deref().is_some_and(|v| v.len() >= 12 && hash.starts_with(v)) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
@@ -595,6 +598,151 @@ mod tests {
         // Three samples over 4 s do not make a trend of a 20 s window.
         let short: Vec<HistoryPoint> = (0..3).map(|i| point(i * 2_000, 10.0 + i as f64)).collect();
         assert!(forecast(&short, ChartMetric::Cpu, 20_000, 2_000, 600_000, 80.0).is_none());
+    }
+
+    mod http {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use axum::http::{header, Request, StatusCode};
+        use procwatch_model::{Batch, Sample};
+        use procwatch_store::memory::MemoryStore;
+        use tower::ServiceExt;
+
+        use crate::{AppState, ServerConfig};
+
+        async fn app(read_token: Option<&str>) -> (axum::Router, AppState) {
+            let config =
+                ServerConfig { read_token: read_token.map(str::to_owned), ..Default::default() };
+            let state = AppState::new(Arc::new(MemoryStore::new()), config);
+            let now = crate::time::now_ms();
+            let samples = (0..5)
+                .map(|i| Sample {
+                    ts: now - (5 - i) * 10_000,
+                    process: "java".into(),
+                    cpu: 10.0 * i as f64,
+                    cores: 0.2 * i as f64,
+                    mem: 5.0,
+                    rss: 1 << 30,
+                    count: 2,
+                })
+                .collect();
+            let batch = Batch {
+                host: "web-1".into(),
+                agent: "test".into(),
+                seq: 1,
+                interval_ms: 10_000,
+                host_totals: vec![],
+                samples,
+                dropped_samples: 0,
+            };
+            state.store.write_batch(&batch).await.unwrap();
+            (crate::router(state.clone()), state)
+        }
+
+        async fn get(
+            app: &axum::Router,
+            uri: &str,
+            headers: &[(&str, &str)],
+        ) -> (StatusCode, axum::http::HeaderMap, String) {
+            let mut req = Request::get(uri);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+        }
+
+        #[tokio::test]
+        async fn page_and_assets_with_cache_headers() {
+            let (app, _) = app(Some("secret")).await;
+            let (status, h, body) = get(&app, "/", &[]).await;
+            assert_eq!(status, StatusCode::OK, "the page is open even with a read token");
+            assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            assert!(body.contains("<title>procwatch</title>"));
+            let etag = h[header::ETAG].to_str().unwrap().to_owned();
+            let (status, _, _) = get(&app, "/", &[("if-none-match", &etag)]).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+            let versioned = body
+                .split('"')
+                .find(|s| s.starts_with("/assets/app.js?v="))
+                .expect("the page links app.js")
+                .to_owned();
+            let (status, h, js) = get(&app, &versioned, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+            assert_eq!(h[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+            assert!(js.contains("EventSource") || js.contains("text/event-stream"));
+            let (_, h, _) = get(&app, "/assets/app.js?v=1", &[]).await;
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache", "a wrong version is not immutable");
+            let (_, h, _) = get(&app, "/assets/app.css", &[("accept-encoding", "gzip")]).await;
+            assert_eq!(h[header::CONTENT_TYPE], "text/css; charset=utf-8");
+            assert_eq!(h[header::CONTENT_ENCODING], "gzip");
+            let (status, h, body) = get(&app, "/assets/nope.js", &[]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
+            assert!(body.contains("nope.js"));
+        }
+
+        #[tokio::test]
+        async fn chart_route() {
+            let (app, _) = app(Some("secret")).await;
+            let auth = [("authorization", "Bearer secret")];
+            let base = "/api/v1/hosts/web-1/processes/java/chart.svg";
+            let (status, _, _) = get(&app, base, &[]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "charts are a read route");
+            let (status, h, svg) = get(&app, &format!("{base}?window=5m&theme=dark"), &auth).await;
+            assert_eq!(status, StatusCode::OK, "{svg}");
+            assert_eq!(h[header::CONTENT_TYPE], "image/svg+xml");
+            assert!(svg.starts_with("<svg"));
+            assert_eq!(svg.matches("<circle").count(), 5, "one marker per sample");
+            let (status, _, body) = get(&app, &format!("{base}?metric=disk"), &auth).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(body.contains("metric"));
+            let (status, _, _) = get(&app, &format!("{base}?window=1s"), &auth).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            let (status, _, _) =
+                get(&app, "/api/v1/hosts/web-1/processes/nope/chart.svg", &auth).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+
+        #[tokio::test]
+        async fn metrics_route() {
+            let (app, _) = app(None).await;
+            let (status, h, text) = get(&app, "/metrics", &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"));
+            assert!(
+                text.contains(
+                    "procwatch_process_cpu_percent{host=\"web-1\",process=\"java\"} 40.0"
+                ),
+                "{text}"
+            );
+            assert!(text.contains(
+                "procwatch_process_rss_bytes{host=\"web-1\",process=\"java\"} 1073741824"
+            ));
+            assert!(text.contains("procwatch_ingested_samples_total{format=\"v1\"} 5"));
+            assert!(text.contains("procwatch_refused_batches_total{reason=\"invalid\"} 0"));
+            // A refused batch is counted by reason, and the request by route.
+            let req = Request::post("/api/v1/samples").body(Body::from("{not json")).unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+            let (_, _, text) = get(&app, "/metrics", &[]).await;
+            assert!(
+                text.contains("procwatch_refused_batches_total{reason=\"invalid\"} 1"),
+                "{text}"
+            );
+            assert!(text.contains(
+                "procwatch_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/samples\",status=\"400\"} 1"
+            ));
+        }
     }
 
     #[test]
