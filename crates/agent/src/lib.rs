@@ -1,10 +1,10 @@
 //! procwatch-agent: take a sweep on schedule, spool it, ship it; lose nothing.
 //!
 //! ```text
-//!  sweep thread ──append──▶ Spool (disk) ──read oldest first──▶ sender task ──POST──▶ server
-//!  (on schedule,           segments + CRC,                      (tokio; retries,
-//!   never waits on          state.json                           backoff, quarantine)
-//!   the network)                 ◀──────────── ack on 2xx ───────────┘
+//!  sweep thread ──queue──▶ spool thread ──append+fsync──▶ Spool ──oldest first──▶ sender task ──POST──▶ server
+//!  (on schedule; never                                    (segments,             (tokio; retries,
+//!   waits on disk                                          CRC, state)            backoff, quarantine)
+//!   or network)                                              ▲─────────── ack on 2xx ──────┘
 //! ```
 //!
 //! Decisions a user needs to know:
@@ -14,8 +14,10 @@
 //!   `kill -9`; after a restart the spooled backlog is sent oldest first.
 //! - **Schedule.** Sweeps run on a dedicated thread at `start + k × interval` (from the
 //!   previous deadline, so no drift); a sweep that overruns a whole interval skips the missed
-//!   ticks (counted) rather than bunching up. The sweep thread never waits on the network: it
-//!   only appends to the spool. [`AgentStats`] records how late each sweep started.
+//!   ticks (counted) rather than bunching up. The sweep thread never waits on the network nor
+//!   on the disk: it hands each sweep to a spool thread (a queue of at most 64 sweeps) that
+//!   appends and fsyncs it, and only then is it sent. [`AgentStats`] records how late each
+//!   sweep started.
 //! - **Batches.** Live, one request per sweep. After an outage the backlog is replayed oldest
 //!   first in larger requests: up to [`AgentConfig::max_batch_records`] sweeps (default 360),
 //!   4 MiB of JSON and 50,000 samples a request, gzip-compressed.
@@ -145,18 +147,31 @@ pub struct AgentStats {
     pub dropped_samples: AtomicU64,
     /// Records resent after a restart because they were in flight when the agent stopped.
     pub resent_records: AtomicU64,
-    lateness_us: Mutex<Vec<u64>>,
+    /// The latest sweep start since the agent started, microseconds after its schedule.
+    pub max_lateness_us: AtomicU64,
+    /// The longest spool append (lock wait + write + fsync), microseconds.
+    pub max_append_us: AtomicU64,
+    lateness_us: Mutex<std::collections::VecDeque<u64>>,
 }
 
+/// How many sweep lateness figures [`AgentStats::lateness_us`] keeps (the most recent).
+pub const LATENESS_KEPT: usize = 10_000;
+
 impl AgentStats {
-    /// How late each sweep started after its scheduled time, microseconds, in order.
+    /// How late each of the last [`LATENESS_KEPT`] sweeps started after its scheduled time,
+    /// microseconds, oldest first.
     pub fn lateness_us(&self) -> Vec<u64> {
-        self.lateness_us.lock().map(|v| v.clone()).unwrap_or_default()
+        self.lateness_us.lock().map(|v| v.iter().copied().collect()).unwrap_or_default()
     }
 
     fn record_lateness(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.max_lateness_us.fetch_max(us, Ordering::Relaxed);
         if let Ok(mut v) = self.lateness_us.lock() {
-            v.push(d.as_micros() as u64);
+            if v.len() >= LATENESS_KEPT {
+                v.pop_front();
+            }
+            v.push_back(us);
         }
     }
 }
@@ -167,6 +182,7 @@ pub struct Agent {
     stop: Arc<AtomicBool>,
     stop_tx: mpsc::Sender<()>,
     sweeper: Option<std::thread::JoinHandle<()>>,
+    appender: Option<std::thread::JoinHandle<()>>,
     sender: tokio::task::JoinHandle<()>,
     sender_stop: Arc<Notify>,
     sweeps_done: Arc<Notify>,
@@ -225,15 +241,24 @@ impl Agent {
         let sweeps_done = Arc::new(Notify::new());
         let (stop_tx, stop_rx) = mpsc::channel();
 
-        let sweeper = {
+        let (to_spool, from_sweeps) = mpsc::sync_channel(APPEND_QUEUE);
+        let appender = {
             let spool = spool.clone();
             let wake = wake.clone();
             let stats = stats.clone();
             let cfg = config.clone();
             let done = sweeps_done.clone();
             std::thread::Builder::new()
+                .name("procwatch-spool".into())
+                .spawn(move || append_loop(cfg, from_sweeps, spool, wake, stats, done))
+                .map_err(|e| AgentError::Thread(e.to_string()))?
+        };
+        let sweeper = {
+            let stats = stats.clone();
+            let cfg = config.clone();
+            std::thread::Builder::new()
                 .name("procwatch-sweep".into())
-                .spawn(move || sweep_loop(cfg, sweep, spool, wake, stats, stop_rx, done))
+                .spawn(move || sweep_loop(cfg, sweep, to_spool, stats, stop_rx))
                 .map_err(|e| AgentError::Thread(e.to_string()))?
         };
         let sender = tokio::spawn(send_loop(
@@ -250,6 +275,7 @@ impl Agent {
             stop,
             stop_tx,
             sweeper: Some(sweeper),
+            appender: Some(appender),
             sender,
             sender_stop,
             sweeps_done,
@@ -265,6 +291,10 @@ impl Agent {
     pub async fn stop(mut self) {
         let _ = self.stop_tx.send(());
         if let Some(h) = self.sweeper.take() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        // The sweep loop is gone, so the queue closes: the appender spools what is left.
+        if let Some(h) = self.appender.take() {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         self.stop.store(true, Ordering::SeqCst);
@@ -369,16 +399,18 @@ pub fn build_batch(
     out
 }
 
+/// How many taken sweeps may wait for the disk before the sweep loop itself waits.
+const APPEND_QUEUE: usize = 64;
+
+/// Takes the sweeps on schedule and hands them to the appender. It touches neither the disk
+/// nor the spool lock, so a slow fsync or a busy sender cannot delay a sweep's start.
 fn sweep_loop(
     cfg: AgentConfig,
     mut sweep: SweepFn,
-    spool: Arc<Mutex<Spool>>,
-    wake: Arc<Notify>,
+    to_spool: mpsc::SyncSender<SweepData>,
     stats: Arc<AgentStats>,
     stop_rx: mpsc::Receiver<()>,
-    done: Arc<Notify>,
 ) {
-    let interval_ms = cfg.interval.as_millis() as u64;
     let mut deadline = Instant::now();
     let mut taken = 0u64;
     loop {
@@ -391,28 +423,8 @@ fn sweep_loop(
         stats.record_lateness(started.saturating_duration_since(deadline));
         match sweep() {
             Ok(Some(s)) => {
-                let n = s.samples.len() as u32;
-                let payload = encode_sweep(&cfg.host, interval_ms, &s);
-                let result = match spool.lock() {
-                    Ok(mut sp) => sp.append(s.ts, n, &payload, now_ms()),
-                    Err(_) => return,
-                };
-                match result {
-                    Ok((id, dropped)) => {
-                        stats.sweeps.fetch_add(1, Ordering::Relaxed);
-                        stats.spooled_samples.fetch_add(n as u64, Ordering::Relaxed);
-                        if dropped.samples > 0 {
-                            stats.dropped_samples.fetch_add(dropped.samples, Ordering::Relaxed);
-                        }
-                        debug!(message = "Sweep spooled.", ts = s.ts, samples = n, id);
-                        wake.notify_one();
-                    }
-                    Err(e) => {
-                        // The disk refused: the sweep is lost, and we say so.
-                        stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
-                        stats.dropped_samples.fetch_add(n as u64, Ordering::Relaxed);
-                        error!(message = "Could not spool a sweep; it is lost.", error = %e, samples = n);
-                    }
+                if to_spool.send(s).is_err() {
+                    return;
                 }
                 taken += 1;
             }
@@ -423,7 +435,6 @@ fn sweep_loop(
             }
         }
         if cfg.max_sweeps.is_some_and(|m| taken >= m) {
-            done.notify_one();
             return;
         }
         deadline += cfg.interval;
@@ -434,6 +445,47 @@ fn sweep_loop(
             stats.missed_ticks.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Appends every taken sweep to the spool (fsynced), then wakes the sender. Returns when the
+/// sweep loop has stopped and every sweep it took is spooled.
+fn append_loop(
+    cfg: AgentConfig,
+    from_sweeps: mpsc::Receiver<SweepData>,
+    spool: Arc<Mutex<Spool>>,
+    wake: Arc<Notify>,
+    stats: Arc<AgentStats>,
+    done: Arc<Notify>,
+) {
+    let interval_ms = cfg.interval.as_millis() as u64;
+    while let Ok(s) = from_sweeps.recv() {
+        let n = s.samples.len() as u32;
+        let payload = encode_sweep(&cfg.host, interval_ms, &s);
+        let t = Instant::now();
+        let result = match spool.lock() {
+            Ok(mut sp) => sp.append(s.ts, n, &payload, now_ms()),
+            Err(_) => break,
+        };
+        stats.max_append_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok((id, dropped)) => {
+                stats.sweeps.fetch_add(1, Ordering::Relaxed);
+                stats.spooled_samples.fetch_add(n as u64, Ordering::Relaxed);
+                if dropped.samples > 0 {
+                    stats.dropped_samples.fetch_add(dropped.samples, Ordering::Relaxed);
+                }
+                debug!(message = "Sweep spooled.", ts = s.ts, samples = n, id);
+                wake.notify_one();
+            }
+            Err(e) => {
+                // The disk refused: the sweep is lost, and we say so.
+                stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
+                stats.dropped_samples.fetch_add(n as u64, Ordering::Relaxed);
+                error!(message = "Could not spool a sweep; it is lost.", error = %e, samples = n);
+            }
+        }
+    }
+    done.notify_one();
 }
 
 /// A request built from the spool.

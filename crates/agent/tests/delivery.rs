@@ -280,3 +280,34 @@ async fn spool_cap_drop_is_counted_and_reported_to_the_server() {
     let reported: u64 = fake.accepted.lock().unwrap().iter().map(|b| b.dropped_samples).sum();
     assert_eq!(reported, dropped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_go_on_while_the_server_hangs_and_stay_spooled() {
+    // A server that accepts connections and never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            held.push(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut cfg = config(addr, dir.path(), 10);
+    cfg.drain_timeout = Duration::from_millis(100);
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(stats.sweeps.load(Ordering::Relaxed), 10);
+    assert_eq!(stats.requests_ok.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.lateness_us().len(), 10);
+    // Everything taken is in the spool for the next start, oldest first.
+    let (spool, report) =
+        procwatch_agent::Spool::open(procwatch_agent::SpoolConfig::new(dir.path())).unwrap();
+    assert_eq!(report.pending_records, 10);
+    assert!(report.inflight.is_some(), "the first request was on the wire");
+    let recs = spool.read(100, usize::MAX).unwrap();
+    let ts: Vec<i64> = recs.iter().map(|r| r.ts).collect();
+    assert_eq!(ts, taken.lock().unwrap().keys().copied().collect::<Vec<_>>());
+}
