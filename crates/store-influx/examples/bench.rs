@@ -171,7 +171,9 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
 
     let influxd = Influxd::start_or_skip("bench").expect("influxd is needed for this benchmark");
-    let influx = InfluxStore::connect(influxd.config("bench")).await.expect("influx");
+    let mut cfg = influxd.config("bench");
+    cfg.timeout = Duration::from_secs(60);
+    let influx = InfluxStore::connect(cfg).await.expect("influx");
     run("influxdb 1.6 (WAL fsync per write)", Arc::new(influx), &a, data.clone(), now).await;
     drop(influxd);
 

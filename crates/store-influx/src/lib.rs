@@ -50,7 +50,8 @@
 //! # Queries
 //! Statistics are computed by InfluxDB: `mean`, `min`, `max`, `count`, the newest point
 //! (`ORDER BY time DESC LIMIT 1` per group), `top()` and `percentile()`; a usage query is one
-//! `count` round trip, then five concurrent requests (the newest points, then one per metric).
+//! round trip of two concurrent requests (`count`, the newest points), then a round of four
+//! (one per metric).
 //! InfluxDB's `percentile()` is nearest-rank, procwatch's p95 is numpy's linear interpolation
 //! between the two closest ranks `lo` and `lo + 1`; the store asks InfluxDB for exactly those
 //! two order statistics and interpolates between them, so both backends give the same p95.
@@ -556,9 +557,17 @@ impl InfluxStore {
         let cond = self.usage_cond(q);
         let group = if q.per_host { r#""host", "process""# } else { r#""process""# };
 
-        // Round 1: the number of samples of each group (it picks the ranks of p95).
+        // Round 1, two concurrent requests: the number of samples of each group (it picks the
+        // ranks of p95) and the newest sample of each group.
         let count = format!("SELECT count(\"cpu\") AS n FROM {from} WHERE {cond} GROUP BY {group}");
-        let res = self.client.query(self.db(), &count).await?;
+        let newest = format!(
+            "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
+             ORDER BY time DESC LIMIT 1"
+        );
+        let (res, newest) = tokio::try_join!(
+            self.client.query(self.db(), &count),
+            self.client.query(self.db(), &newest)
+        )?;
         struct Part {
             n: usize,
             stats: [Stats; 4],
@@ -576,8 +585,8 @@ impl InfluxStore {
             return Ok(Vec::new());
         }
 
-        // Round 2, as concurrent requests (InfluxDB runs each on its own core): the newest
-        // sample of each group, and per metric its mean, min, max and the two order statistics
+        // Round 2, as concurrent requests (InfluxDB runs each on its own core): per metric its
+        // mean, min, max and the two order statistics
         // around numpy's linear p95 rank. Those come from `top(f, k)` (the k = n − lo largest
         // values, max included) when k is small, else from InfluxDB's nearest-rank
         // `percentile()` at the two ranks. One statement per distinct sample count n,
@@ -587,10 +596,7 @@ impl InfluxStore {
             by_n.entry(p.n).or_default().push(k);
         }
         let majority = by_n.iter().max_by_key(|(_, v)| v.len()).map(|(n, _)| *n).unwrap_or(0);
-        let mut requests = vec![format!(
-            "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
-             ORDER BY time DESC LIMIT 1"
-        )];
+        let mut requests = Vec::new();
         // What each statement of a metric's request answers (the same for every metric).
         let mut kinds: Vec<StmtKind> = Vec::new();
         for (j, m) in METRICS.iter().enumerate() {
@@ -631,13 +637,13 @@ impl InfluxStore {
         let answers =
             futures::future::try_join_all(requests.iter().map(|r| self.client.query(self.db(), r)))
                 .await?;
-        for series in answers[0].first().map(|r| r.series.as_slice()).unwrap_or_default() {
+        for series in newest.first().map(|r| r.series.as_slice()).unwrap_or_default() {
             let key = group_key(series, q.per_host);
             if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
                 p.last = Some(sample_from_row(&key.1, &row));
             }
         }
-        for (j, answer) in answers[1..].iter().enumerate() {
+        for (j, answer) in answers.iter().enumerate() {
             for (kind, result) in kinds.iter().zip(answer) {
                 let n = kind.n();
                 let (lo, hi, frac) = linear_ranks(0.95, n);
