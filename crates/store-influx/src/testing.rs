@@ -38,10 +38,10 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The `influxd` binary: `$INFLUXD` or the first `influxd` on `PATH`.
+/// The `influxd` binary: `$INFLUXD` (if it is a file) or the first `influxd` on `PATH`.
 pub fn influxd_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("INFLUXD") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths).map(|d| d.join("influxd")).find(|p| p.is_file())
@@ -77,6 +77,20 @@ impl Influxd {
             eprintln!("SKIPPED: influxd not installed ({test})");
             return None;
         };
+        // A port picked free may be taken before influxd binds it: try fresh ports again.
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            let mut d = Influxd::configure();
+            match d.try_spawn(&bin) {
+                Ok(()) => return Some(d),
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("{test}: influxd did not start: {last_error}");
+    }
+
+    /// A temp dir with an `influxdb.conf` on fresh free loopback ports.
+    fn configure() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let http_port = free_port();
         let rpc_port = free_port();
@@ -107,16 +121,15 @@ bind-address = "127.0.0.1:{rpc_port}"
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
-        let mut d = Influxd { child: None, dir, http_port };
-        d.spawn(&bin);
-        Some(d)
+        Influxd { child: None, dir, http_port }
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("influxd.log")
     }
 
-    fn spawn(&mut self, bin: &Path) {
+    /// Starts influxd and waits for `/ping`; on failure it is stopped and its log returned.
+    fn try_spawn(&mut self, bin: &Path) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,14 +152,16 @@ bind-address = "127.0.0.1:{rpc_port}"
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ping(self.http_port) {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("influxd exited with {status}:\n{}", self.log());
+                self.child = None;
+                return Err(format!("influxd exited with {status}:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("influxd did not answer /ping within 30 s:\n{}", self.log());
+        self.stop();
+        Err(format!("influxd did not answer /ping within 30 s:\n{}", self.log()))
     }
 
     /// The daemon's log so far (for failure messages).
@@ -179,7 +194,9 @@ bind-address = "127.0.0.1:{rpc_port}"
     pub fn restart(&mut self) {
         self.stop();
         let bin = influxd_binary().expect("influxd");
-        self.spawn(&bin);
+        if let Err(e) = self.try_spawn(&bin) {
+            panic!("influxd did not restart: {e}");
+        }
     }
 
     /// Whether the daemon is running.
