@@ -13,7 +13,7 @@
 //! - [`Holt`] — Holt's linear exponential smoothing, per sample, `f = l + h·b` with
 //!   `h = (at − t_last)/Δ`.
 //! - [`Persistence`] — `f = y`. Never raises AMBER (the value is already the forecast).
-//! - [`Guarded`] — procwatch's default (see its docs and BENCHMARKS.md, section Forecaster).
+//! - [`Analog`] — procwatch's default (see its docs and BENCHMARKS.md, section Forecaster).
 
 use procwatch_model::TsMs;
 
@@ -24,20 +24,21 @@ pub struct Forecast {
     pub value: f64,
     /// Whether the forecaster judges the threshold will be exceeded at the asked instant.
     /// Point forecasters answer `value > threshold`; interval forecasters answer with their
-    /// own rule (for [`Guarded`]: the trend and the lower prediction bound).
+    /// own rule (for [`Analog`]: the empirical crossing share or the gated trend).
     pub above: bool,
     /// Estimated milliseconds from the last sample until the threshold is crossed, when the
     /// forecaster has a trend that reaches it (`None` when it does not or has no trend).
     pub eta_ms: Option<i64>,
 }
 
-/// A one-series forecaster. Implementations keep only what they need (a window, or
-/// smoothed state), so feeding a long series costs O(1) per sample.
+/// A one-series forecaster. Implementations keep bounded state (a window of samples, smoothed
+/// values, or a day of 5-minute buckets), never the whole series.
 pub trait Forecaster: Send {
     /// Feeds the next sample. Timestamps must increase.
     fn push(&mut self, ts: TsMs, y: f64);
     /// The forecast for the instant `at` (after the last pushed sample), judged against
-    /// `threshold`; `None` when the forecaster has too few samples.
+    /// `threshold`; `None` when the forecaster has too few samples. Called once per pushed
+    /// sample (`&mut` so a forecaster may keep decision state).
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast>;
     /// Forgets every sample (after a gap that made the series stale).
     fn reset(&mut self);

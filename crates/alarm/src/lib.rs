@@ -40,6 +40,27 @@
 //!   start): stable, so storing by id is an upsert. `peak` grows while an event is open
 //!   (see [`Engine::active`]).
 //!
+//! # Rules (TOML)
+//!
+//! The server reads `[alarm_defaults]` and `[[rules]]` from the config file as [`RuleSpec`]s
+//! and resolves them with [`RuleSet::from_specs`]: unset fields of the defaults take the
+//! built-in values above, unset fields of a rule take the defaults. Durations are humantime
+//! strings; `metric` absent means cpu and mem; `method` is `procwatch` (default), `linear`
+//! (uses `window`), `holt` (uses `alpha`, `beta`) or `persistence`. Unknown keys are errors.
+//!
+//! ```toml
+//! [alarm_defaults]
+//! threshold = 85
+//! [[rules]]
+//! host = "db-*"
+//! process = "postgres"
+//! metric = "mem"
+//! threshold = 90
+//! horizon = "30m"
+//! method = "linear"
+//! window = "15m"
+//! ```
+//!
 //! # Forecasters
 //!
 //! [`forecast::Forecaster`] is fed samples with real timestamps and asked about `t + H`.

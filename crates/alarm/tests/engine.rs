@@ -237,3 +237,47 @@ fn event_ids_are_stable_and_distinct() {
         assert_ne!(a, other);
     }
 }
+
+#[test]
+fn rules_pick_thresholds_by_glob_and_enable_cores() {
+    use procwatch_alarm::RuleSpec;
+    let java = RuleSpec {
+        process: Some(procwatch_alarm::Glob::new("java*")),
+        threshold: Some(50.0),
+        ..Default::default()
+    };
+    let cores = RuleSpec {
+        process: Some(procwatch_alarm::Glob::new("java*")),
+        metric: Some(procwatch_model::Metric::Cores),
+        threshold: Some(2.0),
+        ..Default::default()
+    };
+    let rules = RuleSet::from_specs(&RuleSpec::default(), &[cores, java]).unwrap();
+    let mut engine = Engine::new(rules);
+    let s = |process: &str| Sample {
+        ts: 0,
+        process: process.into(),
+        cpu: 60.0,
+        cores: 3.0,
+        mem: 1.0,
+        rss: 0,
+        count: 1,
+    };
+    let (javad, nginx) = ([s("javad")], [s("nginx")]);
+    let inputs = [
+        SeriesInput { host: "h", process: "javad", samples: &javad, interval_ms: MIN },
+        SeriesInput { host: "h", process: "nginx", samples: &nginx, interval_ms: MIN },
+    ];
+    let got: Vec<(String, String, Level, f64)> = engine
+        .evaluate(0, &inputs, &[])
+        .into_iter()
+        .map(|e| (e.process, e.metric.to_string(), e.level, e.threshold))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("javad".into(), "cpu".into(), Level::Red, 50.0),
+            ("javad".into(), "cores".into(), Level::Red, 2.0),
+        ]
+    );
+}
