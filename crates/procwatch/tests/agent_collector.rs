@@ -397,3 +397,35 @@ fn agent_runs_on_a_fixed_cadence_writing_json_lines() {
     assert!((800..=1100).contains(&span), "span {span} ms for 3 × 300 ms");
     assert!(batches.iter().all(|b| b.host == "cadence" && !b.samples.is_empty()));
 }
+
+#[test]
+fn agent_flags_come_from_the_environment_too() {
+    let _g = serial();
+    let out = procwatch()
+        .args(["agent"])
+        .env("PROCWATCH_ONCE", "true")
+        .env("PROCWATCH_INTERVAL", "200ms")
+        .env("PROCWATCH_FORMAT", "json")
+        .env("PROCWATCH_HOST", "from-env")
+        .env("PROCWATCH_COLLECTOR", "proc")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch: Batch = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((batch.host.as_str(), batch.interval_ms), ("from-env", 200));
+    assert!(!batch.samples.is_empty());
+}
+
+#[test]
+fn agent_reports_a_missing_procfs_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-proc-here");
+    let out = procwatch()
+        .args(["agent", "--once", "--interval", "10ms", "--proc-root"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-proc-here/stat"), "{err}");
+}
