@@ -417,16 +417,24 @@ async fn chart(
     };
     let now = now_ms();
     let to = now + procwatch_model::validate::MAX_FUTURE_MS + 1;
-    let history = st
-        .store
-        .history(&HistoryQuery {
-            host: host.clone(),
-            process: process.clone(),
-            from: now - window,
-            to,
-            step_ms: chart_step_ms(window, 240),
-        })
-        .await?;
+    let step = chart_step_ms(window, 240);
+    let mut hq = HistoryQuery {
+        host: host.clone(),
+        process: process.clone(),
+        from: now - window,
+        to,
+        step_ms: step,
+    };
+    let mut history = st.store.history(&hq).await?;
+    // Data younger than the window: finer steps over what there is.
+    if let Some(first) = history.first() {
+        let finer = chart_step_ms((now - first.ts).max(10_000), 240);
+        if finer < step {
+            hq.from = first.ts;
+            hq.step_ms = finer;
+            history = st.store.history(&hq).await?;
+        }
+    }
     let minutes = |ts: TsMs| (ts - now) as f64 / 60_000.0;
     let points: Vec<(f64, f64)> = history.iter().map(|h| (minutes(h.ts), metric.of(h))).collect();
     // The forecast, from raw samples of the last forecast window.
