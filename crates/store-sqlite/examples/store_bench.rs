@@ -373,16 +373,34 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = &rt;
     println!(
         "# procwatch embedded store benchmark ({} CPUs)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
 
     if std::env::args().any(|a| a == "--influx-only") {
-        influx_bytes_per_sample(&rt);
+        influx_bytes_per_sample(rt);
         return;
     }
 
+    if !std::env::args().any(|a| a == "--fleet-only") {
+        single_host(rt, quick);
+    }
+    fleet(rt, quick);
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn single_host(rt: &tokio::runtime::Runtime, quick: bool) {
     // --- Ingest.
     let now = now_ms();
     let total = if quick { 120_000 } else { 1_200_000 };
@@ -397,8 +415,8 @@ fn main() {
                 batches.push(h.sweep(now - 400_000 + i * 10_000, i as u64 + 1));
             }
         }
-        let store = ingest(&rt, &batches, false);
-        let store_json = ingest(&rt, &batches, true);
+        let store = ingest(rt, &batches, false);
+        let store_json = ingest(rt, &batches, true);
         let peer_json = ingest_rows_peer(&batches, true);
         println!(
             "ingest {label}: {:.0} samples/s (store only), {:.0} samples/s (JSON parse + store); peer rows keyed (ts, series): {:.0} samples/s (JSON parse + insert)",
@@ -464,9 +482,11 @@ fn main() {
     );
     drop(store);
     if !std::env::args().any(|a| a == "--no-influx") {
-        influx_bytes_per_sample(&rt);
+        influx_bytes_per_sample(rt);
     }
+}
 
+fn fleet(rt: &tokio::runtime::Runtime, quick: bool) {
     // --- Fleet: 100 hosts × 300 processes × 10 min.
     let hosts = if quick { 20 } else { 100 };
     let dir = tempfile::tempdir().unwrap();
@@ -484,10 +504,12 @@ fn main() {
     {
         let q =
             UsageQuery { from: now - 600_000, to: now + 1, host: None, process: None, per_host };
+        let cpu0 = cpu_seconds();
         let (p50, p99) = time_ms(runs, || {
             let r = rt.block_on(store.usage(&q)).unwrap();
             assert!(r.len() >= 300);
         });
-        println!("fleet usage ({hosts} hosts × 300 processes, 10 min, {label}): p50 {p50:.2} ms, p99 {p99:.2} ms");
+        let cpu = (cpu_seconds() - cpu0) * 1000.0 / (runs + 1) as f64;
+        println!("fleet usage ({hosts} hosts × 300 processes, 10 min, {label}): p50 {p50:.2} ms, p99 {p99:.2} ms, CPU {cpu:.1} ms/query (both threads)");
     }
 }
