@@ -4,9 +4,11 @@
 //!   table (default) or as the JSON batch of SPEC section 2 (`--format json`), and exits.
 //! - otherwise: runs forever. The first reading primes the counters; then one batch per
 //!   interval, each deadline = previous deadline + interval (no drift; a sweep that overruns
-//!   skips the deadlines it missed rather than bunching up). Until shipping is wired, each batch
-//!   is written to stdout as one JSON line (`--format json`, the default without `--once`) or
-//!   as a table.
+//!   skips the deadlines it missed rather than bunching up). Without `--server`, each batch is
+//!   written to stdout as one JSON line (`--format json`, the default without `--once`) or as
+//!   a table.
+//! - `--proc-root DIR`: read procfs at DIR instead of `/proc` (an agent in a container watching
+//!   its host through a bind mount of the host's `/proc`).
 //! - `--server URL`: every sweep is spooled on disk, then shipped (see `ship` and the
 //!   `procwatch_agent` crate docs); with `--once`, one sweep is taken, shipped, and the agent
 //!   exits.
