@@ -40,6 +40,8 @@
 //! - Kernel threads (`PF_KTHREAD`) are left out unless
 //!   [`CollectorOptions::include_kernel_threads`]. Zombies are left out (they hold no memory
 //!   and can use no more CPU).
+//! - Names are made acceptable to the server: control characters (comm may hold any byte)
+//!   become `?`, and names are cut at 255 bytes.
 //! - A process that vanishes or denies access between the directory listing and the read is
 //!   skipped without error. cpu and mem are clamped to [0, 100], so a batch is never refused
 //!   for a rounding overshoot.
@@ -249,6 +251,8 @@ impl Grouper {
     ) {
         let cores = if cores.is_finite() { cores.max(0.0) } else { 0.0 };
         self.cpu_sum += 100.0 * cores / ncpu;
+        let name = parse::sanitize_name(name);
+        let name = name.as_ref();
         match self.groups.get_mut(name) {
             Some(g) => {
                 g.cores += cores;
@@ -347,6 +351,17 @@ mod tests {
         assert_eq!(a.mem, 15.0);
         assert_eq!(a.ts, 7);
         assert_eq!(procs.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![2, 1, 3, 4]);
+    }
+
+    #[test]
+    fn grouper_cleans_names_the_server_would_refuse() {
+        let mut g = Grouper::new(true);
+        g.add(1, "evil\nname", 0.0, 1, 1.0, 100);
+        g.add(2, "evil\tname", 0.0, 1, 1.0, 100);
+        let (samples, procs) = g.finish(0, 1.0, 100);
+        assert_eq!(samples.len(), 1);
+        assert_eq!((samples[0].process.as_str(), samples[0].count), ("evil?name", 2));
+        assert!(procs.iter().all(|p| p.name == "evil?name"));
     }
 
     #[test]

@@ -183,6 +183,29 @@ pub fn resolve_name<'a>(comm: &'a str, candidates: &[Option<&'a str>]) -> &'a st
         .unwrap_or(comm)
 }
 
+/// A process name the server accepts (SPEC section 2: 1–255 bytes of UTF-8, no control
+/// characters). comm may hold any byte (`prctl(PR_SET_NAME)`): control characters become `?`,
+/// an empty name becomes `?`, and a name is cut at 255 bytes on a character boundary. Names
+/// that need nothing are borrowed.
+pub fn sanitize_name(name: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 255;
+    if !name.is_empty() && name.len() <= MAX && !name.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len().min(MAX));
+    for c in name.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > MAX {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        out.push('?');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +321,17 @@ mod tests {
         // Nothing continues it: comm.
         assert_eq!(resolve_name(comm, &[Some("other"), None]), comm);
         assert_eq!(resolve_name(comm, &[None, None]), comm);
+    }
+
+    #[test]
+    fn names_are_made_acceptable_to_the_server() {
+        assert!(matches!(sanitize_name("nginx"), std::borrow::Cow::Borrowed("nginx")));
+        assert_eq!(sanitize_name("a\tb\nc"), "a?b?c");
+        assert_eq!(sanitize_name(""), "?");
+        assert_eq!(sanitize_name("\u{1b}[31m"), "?[31m");
+        let long = "é".repeat(200); // 400 bytes
+        let cut = sanitize_name(&long);
+        assert!(cut.len() <= 255 && cut.len() >= 254);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 }
