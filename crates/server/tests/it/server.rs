@@ -155,6 +155,27 @@ struct GatedStore {
     inner: MemoryStore,
     started: tokio::sync::Notify,
     go: tokio::sync::Semaphore,
+    /// Every call fails with `Unavailable` while set.
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl GatedStore {
+    fn new(permits: usize) -> Self {
+        GatedStore {
+            inner: MemoryStore::new(),
+            started: tokio::sync::Notify::new(),
+            go: tokio::sync::Semaphore::new(permits),
+            down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn check(&self) -> procwatch_store::StoreResult<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(procwatch_store::StoreError::Unavailable("disk on fire".into()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -166,11 +187,13 @@ impl Storage for GatedStore {
         &self,
         b: &procwatch_model::Batch,
     ) -> procwatch_store::StoreResult<procwatch_store::WriteOutcome> {
+        self.check()?;
         self.started.notify_one();
         let _permit = self.go.acquire().await.expect("semaphore");
         self.inner.write_batch(b).await
     }
     async fn hosts(&self) -> procwatch_store::StoreResult<Vec<procwatch_store::HostInfo>> {
+        self.check()?;
         self.inner.hosts().await
     }
     async fn usage(
@@ -215,7 +238,7 @@ impl Storage for GatedStore {
         self.inner.alarm_events(q).await
     }
     async fn health(&self) -> procwatch_store::StoreResult<()> {
-        Ok(())
+        self.check()
     }
     async fn close(&self) -> procwatch_store::StoreResult<()> {
         Ok(())
@@ -225,11 +248,7 @@ impl Storage for GatedStore {
 /// Shutdown waits for a write in flight: it is stored and answered 200 before `run` returns.
 #[tokio::test]
 async fn shutdown_finishes_writes_in_flight() {
-    let gated = Arc::new(GatedStore {
-        inner: MemoryStore::new(),
-        started: tokio::sync::Notify::new(),
-        go: tokio::sync::Semaphore::new(0),
-    });
+    let gated = Arc::new(GatedStore::new(0));
     let app = spawn_app_with(gated.clone(), ServerConfig::default()).await;
     let b = batch("inflight", 1, vec![sample(now_ms(), "a", 5.0, 1.0)]);
     let (client, url) = (app.client.clone(), app.url("/api/v1/samples"));
@@ -244,4 +263,38 @@ async fn shutdown_finishes_writes_in_flight() {
     assert_eq!(resp.status(), 200);
     stopping.await.unwrap();
     assert_eq!(gated.inner.hosts().await.unwrap()[0].host, "inflight");
+}
+
+/// A request running past the request timeout is answered 408 in the JSON error shape.
+#[tokio::test]
+async fn slow_request_is_408() {
+    let config =
+        ServerConfig { request_timeout: Duration::from_millis(200), ..ServerConfig::default() };
+    let gated = Arc::new(GatedStore::new(0));
+    let app = spawn_app_with(gated.clone(), config).await;
+    let (status, err) =
+        app.post_batch(&batch("slow", 1, vec![sample(now_ms(), "a", 1.0, 1.0)])).await;
+    assert_eq!(status, 408, "{err}");
+    assert_eq!(err["error"], "request timed out");
+    gated.go.add_permits(1);
+    app.stop().await;
+}
+
+/// A store that cannot be reached gives 503 (the agent retries) and a not-ready `/readyz`,
+/// while `/healthz` stays up.
+#[tokio::test]
+async fn store_down_is_503() {
+    let gated = Arc::new(GatedStore::new(100));
+    let app = spawn_app_with(gated.clone(), ServerConfig::default()).await;
+    gated.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, err) =
+        app.post_batch(&batch("down", 1, vec![sample(now_ms(), "a", 1.0, 1.0)])).await;
+    assert_eq!(status, 503, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("unavailable"), "{err}");
+    assert_eq!(app.get_json("/api/v1/hosts").await.0, 503);
+    assert_eq!(app.get_json("/readyz").await.0, 503);
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    gated.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+    app.stop().await;
 }
