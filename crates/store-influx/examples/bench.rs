@@ -11,7 +11,9 @@
 //! sweep per batch, 10 s apart, ending now), written by `concurrency` concurrent writers.
 //! Query: `usage(host = h, per_host, last 5 min)`, the store side of
 //! `GET /ressources-usage/get-all?host=h`, `queries` times one after another; and the same
-//! without a host filter, merged (`get-all` over every host), `merged-queries` times.
+//! without a host filter, merged (`get-all` over every host), `merged-queries` times. Then the
+//! same data (re-timestamped to end now) through the real server over HTTP, on a fresh
+//! influxd and a fresh SQLite store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -149,10 +151,72 @@ async fn run(name: &str, store: Arc<dyn Storage>, a: &Args, data: Arc<Vec<Batch>
     store.close().await.expect("close");
 }
 
+/// The same through the real server over HTTP (`POST /api/v1/samples` as JSON from
+/// `concurrency` connections, `GET /ressources-usage/get-all[?host=]`).
+async fn run_http(name: &str, store: Arc<dyn Storage>, a: &Args, data: &[Batch]) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = procwatch_server::ServerConfig::default();
+    let server = tokio::spawn(procwatch_server::run(listener, config, store, async {
+        let _ = rx.await;
+    }));
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new(data.iter().map(|b| serde_json::to_vec(b).expect("json")).collect());
+    let client = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (client, bodies, next, url) =
+            (client.clone(), bodies.clone(), next.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(body) = bodies.get(i) else { break };
+                let resp = client
+                    .post(format!("{url}/api/v1/samples"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("POST");
+                assert!(resp.status().is_success(), "POST: {}", resp.status());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let samples: usize = data.iter().map(|b| b.samples.len()).sum();
+    let rate = samples as f64 / t.elapsed().as_secs_f64();
+    let mut lat = |path: String, n: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let resp = client.get(format!("{url}{path}")).send().await.expect("GET");
+                assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+                let body: serde_json::Value = resp.json().await.expect("json");
+                v.push(t.elapsed());
+                assert_eq!(body.as_object().map(|o| o.len()), Some(a.procs), "{path}");
+            }
+            v.sort();
+            (pct(&v, 0.5), pct(&v, 0.99))
+        }
+    };
+    let (p50, p99) = lat("/ressources-usage/get-all?host=bench-00".into(), a.queries).await;
+    let (ap50, ap99) = lat("/ressources-usage/get-all".into(), a.merged_queries).await;
+    println!("| {name} | {rate:.0} | {p50:.2} | {p99:.2} | {ap50:.2} | {ap99:.2} |");
+    let _ = tx.send(());
+    server.await.expect("server task").expect("server");
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = parse_args();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = now_ms();
     let data = Arc::new(batches(&a, now));
     println!(
         "{} hosts x {} sweeps x {} processes = {} samples in {} batches, {} writers, {} queries",
@@ -176,22 +240,46 @@ async fn main() {
     let influx = InfluxStore::connect(cfg).await.expect("influx");
     run("influxdb 1.6 (WAL fsync per write)", Arc::new(influx), &a, data.clone(), now).await;
     drop(influxd);
+    let influxd_http = Influxd::start_or_skip("bench").expect("influxd");
 
     for (name, durability) in [
         ("sqlite (default, Durability::Process)", Durability::Process),
         ("sqlite (Durability::Power, fsync per commit)", Durability::Power),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = SqliteOptions {
-            durability,
-            maintenance_interval: Duration::ZERO,
-            ..SqliteOptions::default()
-        };
-        let path = dir.path().to_path_buf();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))
-            .await
-            .unwrap()
-            .expect("sqlite");
-        run(name, Arc::new(store), &a, data.clone(), now).await;
+        run(name, sqlite(dir.path(), durability).await, &a, data.clone(), now).await;
     }
+
+    println!("\nThrough the server over HTTP (JSON batches, seed route get-all):\n");
+    println!(
+        "| backend | ingestion samples/s | GET get-all?host= p50 ms | p99 ms | GET get-all \
+         (all hosts) p50 ms | p99 ms |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let data = Arc::new(batches(&a, now_ms()));
+    let mut cfg = influxd_http.config("bench_http");
+    cfg.timeout = Duration::from_secs(60);
+    let influx = InfluxStore::connect(cfg).await.expect("influx");
+    run_http("influxdb 1.6", Arc::new(influx), &a, &data).await;
+    drop(influxd_http);
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_http("sqlite (default)", sqlite(dir.path(), Durability::Process).await, &a, &data).await;
+}
+
+async fn sqlite(dir: &std::path::Path, durability: Durability) -> Arc<dyn Storage> {
+    let opts = SqliteOptions {
+        durability,
+        maintenance_interval: Duration::ZERO,
+        ..SqliteOptions::default()
+    };
+    let path = dir.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))
+        .await
+        .unwrap()
+        .expect("sqlite");
+    Arc::new(store)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
