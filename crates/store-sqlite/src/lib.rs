@@ -1065,13 +1065,14 @@ impl Inner {
                 )
                 .map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
+                // Still under the writer lock: no write sees the new floor before memory does.
                 self.floor.store(target, Ordering::SeqCst);
-                drop(w);
                 let hosts: Vec<Arc<HostEntry>> =
                     self.catalog.read().hosts.values().cloned().collect();
                 for h in hosts {
                     h.index.write().evict(target);
                 }
+                drop(w);
                 return Ok(folded);
             };
             // Fold up to 64 rows of the host of the oldest row in the prefix.
