@@ -190,7 +190,7 @@ async fn run_http(name: &str, store: Arc<dyn Storage>, a: &Args, data: &[Batch])
     }
     let samples: usize = data.iter().map(|b| b.samples.len()).sum();
     let rate = samples as f64 / t.elapsed().as_secs_f64();
-    let mut lat = |path: String, n: usize| {
+    let lat = |path: String, n: usize| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let mut v = Vec::with_capacity(n);
