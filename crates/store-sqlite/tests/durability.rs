@@ -72,7 +72,7 @@ fn kill9_child_writer() {
     for seq in 1.. {
         let i = seq as i64;
         // Mostly current timestamps, every 7th batch a late one (straight into chunks).
-        let ts = if seq % 7 == 0 { t0 + i } else { now_ms() };
+        let ts = if seq.is_multiple_of(7) { t0 + i } else { now_ms() };
         let b = batch("kill9", seq, (0..40).map(|k| sample(k, i, ts)).collect());
         rt.block_on(store.write_batch(&b)).unwrap();
         println!("ACK {seq} {ts}");
@@ -300,11 +300,11 @@ async fn queries_stay_exact_while_maintenance_runs() {
         // Unique, increasing timestamps; every 5th batch rewrites an older one.
         let ts = now_ms().max(last_ts + 1);
         last_ts = ts;
-        let ts = if seq % 5 == 0 { ts - 700 } else { ts };
+        let ts = if seq.is_multiple_of(5) { ts - 700 } else { ts };
         let b = batch("mx-1", seq, (0..8).map(|k| sample(k, seq as i64, ts)).collect());
         store.write_batch(&b).await.unwrap();
         reference.write_batch(&b).await.unwrap();
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             let got = store.window(&all("mx-1")).await.unwrap();
             let want = reference.window(&all("mx-1")).await.unwrap();
             assert_eq!(got, want, "after batch {seq}");
