@@ -1,5 +1,8 @@
-//! `GET /api/v1/openapi.json`: a hand-written OpenAPI 3.0 document of every route in
-//! [`crate::ROUTES`] (a test checks that the two list the same routes).
+//! `GET /api/v1/openapi.json`: a hand-written OpenAPI 3.0 document of every route the server
+//! serves: those of [`crate::ROUTES`] (a unit test checks each is documented) and those of the
+//! routers merged beside it (dashboard, `/metrics`, listed in [`MERGED_ROUTES`]). An
+//! integration test requests every documented route and checks none falls through to the
+//! "no route" 404.
 
 use std::sync::OnceLock;
 
@@ -26,6 +29,15 @@ fn err(description: &str) -> Value {
 fn r(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
+
+/// Routes served by routers merged beside [`crate::ROUTES`] (method, path).
+pub const MERGED_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/index.html"),
+    ("GET", "/assets/{name}"),
+    ("GET", "/api/v1/hosts/{host}/processes/{process}/chart.svg"),
+    ("GET", "/metrics"),
+];
 
 /// The document, built once.
 pub fn document() -> &'static Value {
@@ -131,6 +143,32 @@ fn build() -> Value {
             "responses": with("200", ok("Points, oldest first.", json!({"type": "object", "properties": {
                 "host": {"type": "string"}, "process": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
                 "step_ms": {"type": "integer"}, "points": {"type": "array", "items": r("HistoryPoint")}}})), &[("404", "Unknown host or process.")])}},
+        "/": {"get": {"summary": "The web dashboard (HTML). Always open.", "responses": {
+            "200": {"description": "The page.", "content": {"text/html": {}}}}}},
+        "/index.html": {"get": {"summary": "The web dashboard (HTML), as `/`.", "responses": {
+            "200": {"description": "The page.", "content": {"text/html": {}}}}}},
+        "/assets/{name}": {"get": {"summary": "The dashboard's script, stylesheet and icon. Always open; cached by content hash, ETag answered with 304.",
+            "parameters": [p("name", "path", true, "Asset file name.")],
+            "responses": {"200": {"description": "The asset."}, "304": {"description": "Not modified."}, "404": err("No such asset.")}}},
+        "/api/v1/hosts/{host}/processes/{process}/chart.svg": {"get": {
+            "summary": "An SVG chart of one series: history, threshold and forecast.",
+            "security": auth_read,
+            "parameters": [
+                p("host", "path", true, "Host name."),
+                p("process", "path", true, "Process name (percent-encoded)."),
+                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "mem", "cores"], "default": "cpu"}},
+                p("window", "query", false, "History shown (default 1h)."),
+                {"name": "threshold", "in": "query", "required": false, "schema": {"type": "number"}, "description": "Default 80 for cpu and mem, none for cores."},
+                p("horizon", "query", false, "Forecast horizon (default 10m)."),
+                p("forecast_window", "query", false, "Samples the forecast is fitted on (default 10m)."),
+                {"name": "theme", "in": "query", "required": false, "schema": {"type": "string", "enum": ["light", "dark"]}},
+                {"name": "width", "in": "query", "required": false, "schema": {"type": "integer"}},
+                {"name": "height", "in": "query", "required": false, "schema": {"type": "integer"}}],
+            "responses": with("200", json!({"description": "The chart.", "content": {"image/svg+xml": {}}}), &[("404", "Unknown host or process.")])}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics of the server (text exposition format).",
+            "security": auth_read,
+            "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {}}}, "401": err("Missing or wrong bearer token.")}}},
         "/api/v1/hosts/{host}/totals": {"get": {
             "summary": "Host totals (host cpu, host mem, unattributed cpu) over a range, oldest first.",
             "security": auth_read,
@@ -212,8 +250,9 @@ mod tests {
                 documented.insert((method.to_uppercase(), path.clone()));
             }
         }
-        let served: BTreeSet<(String, String)> =
+        let mut served: BTreeSet<(String, String)> =
             crate::ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
+        served.extend(MERGED_ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())));
         assert_eq!(documented, served);
     }
 
