@@ -69,7 +69,7 @@ fn kill9_child_writer() {
     )
     .unwrap();
     let t0 = now_ms() - 60_000;
-    for seq in 1.. {
+    for seq in 1u64.. {
         let i = seq as i64;
         // Mostly current timestamps, every 7th batch a late one (straight into chunks).
         let ts = if seq.is_multiple_of(7) { t0 + i } else { now_ms() };
