@@ -355,7 +355,7 @@ impl Forecaster for Analog {
         } else if analog_above {
             Some((wait * self.params.step_ms as f64).round() as i64)
         } else {
-            eta_from_slope(l, b / self.params.step_ms as f64, threshold)
+            eta_from_slope(y_last, b / self.params.step_ms as f64, threshold)
         };
         Some(Forecast { value, above: trend_above || analog_above, eta_ms })
     }

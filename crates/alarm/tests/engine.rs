@@ -76,7 +76,7 @@ fn steady_ramp_raises_amber_before_red_with_a_sensible_eta() {
     for (method, expect) in [
         (
             Method::Procwatch,
-            "73 OK->AMBER v=76.5 eta=9m
+            "73 OK->AMBER v=76.5 eta=7m
              81 close AMBER
              81 AMBER->RED v=80.5
              91 close RED
@@ -126,7 +126,7 @@ fn table_of_series() {
             "71 OK->AMBER v=74.5 eta=7m
              75 close AMBER
              75 AMBER->OK v=68.0
-             176 OK->AMBER v=74.6 eta=6m
+             176 OK->AMBER v=74.6 eta=7m
              179 close AMBER
              179 AMBER->OK v=64.3
              358 OK->AMBER v=74.2 eta=10m
@@ -280,4 +280,30 @@ fn rules_pick_thresholds_by_glob_and_enable_cores() {
             ("javad".into(), "cores".into(), Level::Red, 2.0),
         ]
     );
+}
+
+#[test]
+fn default_forecaster_works_at_live_ten_second_sampling() {
+    // +0.5 %/min from 40, sampled every 10 s: crosses 80 after 80 min.
+    let mut engine = Engine::new(RuleSet::default());
+    let samples: Vec<Sample> =
+        (0..600).map(|i| sample(i * 10_000, 40.0 + 0.5 * i as f64 / 6.0)).collect();
+    let mut events = Vec::new();
+    for i in 0..samples.len() {
+        let input =
+            SeriesInput { host: "h", process: "p", samples: &samples[i..=i], interval_ms: 10_000 };
+        events.extend(engine.evaluate(i as i64 * 10_000, &[input], &[]));
+    }
+    let opened: Vec<(Level, i64, Option<f64>)> = events
+        .iter()
+        .filter(|e| e.end.is_none() && e.metric == procwatch_model::Metric::Cpu)
+        .map(|e| (e.level, e.start, e.eta_seconds))
+        .collect();
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    let (amber, red) = (opened[0], opened[1]);
+    assert_eq!((amber.0, red.0), (Level::Amber, Level::Red));
+    let lead_s = (red.1 - amber.1) / 1000;
+    assert!((300..=660).contains(&lead_s), "AMBER {lead_s} s before RED");
+    let eta = amber.2.expect("eta");
+    assert!((eta - lead_s as f64).abs() <= 120.0, "eta {eta} s vs actual {lead_s} s");
 }
