@@ -342,7 +342,7 @@ impl Forecaster for Analog {
         if self.history.len() < self.params.horizon_buckets + 4 {
             return None;
         }
-        let (l, b) = self.holt_step(self.holt, level);
+        let (_, b) = self.holt_step(self.holt, level);
         let h = (at - t_last) as f64 / self.params.step_ms as f64;
         // The trend line starts from the latest value (the bucket level at 5-min sampling),
         // so a sharp drop inside the current bucket is not projected upwards.
