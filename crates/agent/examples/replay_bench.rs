@@ -8,7 +8,8 @@
 //! cargo build --release -p procwatch
 //! cargo run --release -p procwatch-agent --example replay_bench -- target/release/procwatch
 //! ```
-//! Optional further arguments: `--interval-ms 1000 --sweeps 360 --procs 300`.
+//! Optional further arguments: `--interval-ms 1000 --sweeps 360 --procs 300 --peer 1` (`--peer
+//! 0` skips the one-sweep-per-request replay, which cannot keep up with very short intervals).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -112,6 +113,7 @@ struct Outcome {
     requests: u64,
     lateness_us: Vec<u64>,
     live_sweeps: u64,
+    max_append_us: u64,
 }
 
 async fn replay(
@@ -150,6 +152,7 @@ async fn replay(
         requests: stats.requests_ok.load(Ordering::Relaxed),
         lateness_us,
         live_sweeps: stats.sweeps.load(Ordering::Relaxed),
+        max_append_us: stats.max_append_us.load(Ordering::Relaxed),
     };
     agent.stop().await;
     outcome
@@ -161,7 +164,7 @@ fn report(name: &str, o: &Outcome) {
     let p99 = percentile(&mut l, 0.99);
     let max = l.iter().copied().max().unwrap_or(0);
     println!(
-        "| {name} | {:.2} s | {} | {:.0} | {} | {} | {:.1} / {:.1} / {:.1} ms |",
+        "| {name} | {:.2} s | {} | {:.0} | {} | {} | {:.1} / {:.1} / {:.1} ms | {:.1} ms |",
         o.secs,
         o.requests,
         o.samples as f64 / o.secs,
@@ -169,7 +172,8 @@ fn report(name: &str, o: &Outcome) {
         l.len(),
         p50 as f64 / 1000.0,
         p99 as f64 / 1000.0,
-        max as f64 / 1000.0
+        max as f64 / 1000.0,
+        o.max_append_us as f64 / 1000.0
     );
 }
 
@@ -180,12 +184,14 @@ async fn main() {
     let mut interval_ms = 1000u64;
     let mut backlog = 360u64;
     let mut procs = 300usize;
+    let mut peer = true;
     while let Some(a) = args.next() {
         let v: u64 = args.next().and_then(|v| v.parse().ok()).expect("a number");
         match a.as_str() {
             "--interval-ms" => interval_ms = v,
             "--sweeps" => backlog = v,
             "--procs" => procs = v as usize,
+            "--peer" => peer = v != 0,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -201,16 +207,20 @@ async fn main() {
 
     let (_server, url) = start_server(&bin, tmp.path());
     println!(
-        "\nReplay of {backlog} sweeps × {procs} processes (1 h at 10 s) to procwatch server \
-         (SQLite), live sweeps every {interval_ms} ms meanwhile:\n"
+        "\nReplay of {backlog} sweeps × {procs} processes ({:.0} h at 10 s) to procwatch server \
+         (SQLite), live sweeps every {interval_ms} ms meanwhile:\n",
+        backlog as f64 / 360.0
     );
     println!(
-        "| replay | time | requests | samples/s | live sweeps | sweep starts | lateness p50 / p99 / max |"
+        "| replay | time | requests | samples/s | live sweeps | sweep starts | lateness p50 / p99 / max | slowest append |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let merged =
         replay(&url, &tmp.path().join("sync"), "bench-sync", backlog, procs, interval, 360).await;
     report("merged (default: ≤360 sweeps, 4 MiB a request)", &merged);
+    if !peer {
+        return;
+    }
     fill(&tmp.path().join("single"), "bench-single", backlog, procs, true);
     let single =
         replay(&url, &tmp.path().join("single"), "bench-single", backlog, procs, interval, 1).await;
