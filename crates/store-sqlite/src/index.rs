@@ -86,27 +86,21 @@ impl HostIndex {
     }
 }
 
-/// Statistics of `vals` (time order; `last` is the value at the newest timestamp). Values are
-/// finite (the store refuses others). `scratch` is only used when the p95 rank is far from
-/// the top.
-pub fn stats_of(vals: &[f64], last: f64, scratch: &mut Vec<f64>) -> Stats {
-    let n = vals.len();
-    if n == 0 {
-        return Stats::default();
-    }
-    if n == 1 {
-        let v = vals[0];
-        return Stats { mean: v, min: v, max: v, last, p95: v };
-    }
+/// Ranks of numpy's linear 95th percentile over `n ≥ 2` values: (lo, hi, frac).
+fn p95_ranks(n: usize) -> (usize, usize, f64) {
     let rank = 0.95 * (n - 1) as f64;
     let lo = rank.floor() as usize;
-    let hi = rank.ceil() as usize;
-    let frac = rank - lo as f64;
+    (lo, rank.ceil() as usize, rank - lo as f64)
+}
+
+/// One pass over `vals` (n ≥ 2): sum, min, max, and — when the p95 rank is among the 16
+/// largest — the two values around it, from a small descending top-k array.
+fn one_pass(vals: &[f64], lo: usize, hi: usize) -> (f64, f64, f64, Option<(f64, f64)>) {
+    let n = vals.len();
     let k = n - lo; // sorted[lo] is the k-th largest
     let mut sum = 0.0;
     let mut min = f64::INFINITY;
-    let (a, b, max) = if k <= 16 {
-        // One pass: sum, min and the k largest (descending) in a small array.
+    if k <= 16 {
         let mut top = [f64::NEG_INFINITY; 16];
         for (j, &x) in vals.iter().enumerate() {
             sum += x;
@@ -123,7 +117,7 @@ pub fn stats_of(vals: &[f64], last: f64, scratch: &mut Vec<f64>) -> Stats {
             }
         }
         let a = top[k - 1];
-        (a, if hi == lo { a } else { top[k - 2] }, top[0])
+        (sum, min, top[0], Some((a, if hi == lo { a } else { top[k - 2] })))
     } else {
         let mut max = f64::NEG_INFINITY;
         for &x in vals {
@@ -135,13 +129,50 @@ pub fn stats_of(vals: &[f64], last: f64, scratch: &mut Vec<f64>) -> Stats {
                 max = x;
             }
         }
+        (sum, min, max, None)
+    }
+}
+
+/// sorted[lo] and sorted[hi] (hi ∈ {lo, lo + 1}) by selection; reorders `v`.
+fn select_pair(v: &mut [f64], lo: usize, hi: usize) -> (f64, f64) {
+    let (_, a, rest) = v.select_nth_unstable_by(lo, f64::total_cmp);
+    let a = *a;
+    let b = if hi == lo { a } else { rest.iter().copied().fold(f64::INFINITY, f64::min) };
+    (a, b)
+}
+
+/// Statistics of `vals` (time order; `last` is the value at the newest timestamp). Values are
+/// finite (the store refuses others). `scratch` is only used when the p95 rank is far from
+/// the top.
+pub fn stats_of(vals: &[f64], last: f64, scratch: &mut Vec<f64>) -> Stats {
+    let n = vals.len();
+    if n <= 1 {
+        let v = vals.first().copied().unwrap_or(0.0);
+        return if n == 0 {
+            Stats::default()
+        } else {
+            Stats { mean: v, min: v, max: v, last, p95: v }
+        };
+    }
+    let (lo, hi, frac) = p95_ranks(n);
+    let (sum, min, max, pair) = one_pass(vals, lo, hi);
+    let (a, b) = pair.unwrap_or_else(|| {
         scratch.clear();
         scratch.extend_from_slice(vals);
-        let (_, a, rest) = scratch.select_nth_unstable_by(lo, f64::total_cmp);
-        let a = *a;
-        let b = if hi == lo { a } else { rest.iter().copied().fold(f64::INFINITY, f64::min) };
-        (a, b, max)
-    };
+        select_pair(scratch, lo, hi)
+    });
+    Stats { mean: sum / n as f64, min, max, last, p95: a + (b - a) * frac }
+}
+
+/// `stats_of` for values the caller no longer needs in order: selects in place.
+pub fn stats_of_mut(vals: &mut [f64], last: f64) -> Stats {
+    let n = vals.len();
+    if n <= 1 {
+        return stats_of(vals, last, &mut Vec::new());
+    }
+    let (lo, hi, frac) = p95_ranks(n);
+    let (sum, min, max, pair) = one_pass(vals, lo, hi);
+    let (a, b) = pair.unwrap_or_else(|| select_pair(vals, lo, hi));
     Stats { mean: sum / n as f64, min, max, last, p95: a + (b - a) * frac }
 }
 
@@ -216,17 +247,18 @@ impl MergedAcc {
         }
     }
 
-    pub fn finish(&self, process: String, s: &mut Scratch) -> UsageRow {
+    /// The merged row; leaves the buffers reordered (call `clear` before reuse).
+    pub fn finish(&mut self, process: String) -> UsageRow {
         let (last_ts, last, count) = self.last.unwrap_or((0, [0.0; 4], 0));
         UsageRow {
             host: None,
             process,
-            cpu: stats_of(&self.cpu, last[0], &mut s.sel),
-            cores: stats_of(&self.cores, last[1], &mut s.sel),
-            mem: stats_of(&self.mem, last[2], &mut s.sel),
-            rss: stats_of(&self.rss, last[3], &mut s.sel),
-            count,
             samples: self.cpu.len() as u64,
+            cpu: stats_of_mut(&mut self.cpu, last[0]),
+            cores: stats_of_mut(&mut self.cores, last[1]),
+            mem: stats_of_mut(&mut self.mem, last[2]),
+            rss: stats_of_mut(&mut self.rss, last[3]),
+            count,
             last_ts,
         }
     }
@@ -244,6 +276,8 @@ mod tests {
             sorted.sort_by(f64::total_cmp);
             let want = procwatch_store::agg::percentile_sorted(&sorted, 0.95);
             let st = stats_of(&v, v[v.len() - 1], &mut Vec::new());
+            let mut w = v.clone();
+            prop_assert_eq!(stats_of_mut(&mut w, v[v.len() - 1]), st);
             prop_assert_eq!(st.p95, want);
             prop_assert_eq!(st.min, sorted[0]);
             prop_assert_eq!(st.max, sorted[sorted.len() - 1]);

@@ -530,7 +530,6 @@ fn usage_from_memory(
     };
     let big = hosts.len() * procs.len() >= 2_000;
     par_split(&procs, big, |ps| {
-        let mut scratch = Scratch::default();
         let mut acc = MergedAcc::default();
         let mut rows = Vec::new();
         for p in ps {
@@ -542,7 +541,7 @@ fn usage_from_memory(
                 }
             }
             if !acc.is_empty() {
-                rows.push(acc.finish(p.clone(), &mut scratch));
+                rows.push(acc.finish(p.clone()));
             }
         }
         rows
@@ -1362,7 +1361,7 @@ impl Inner {
                     acc.add(c, 0..c.len());
                 }
                 if !acc.is_empty() {
-                    rows.push(acc.finish(p.to_string(), &mut scratch));
+                    rows.push(acc.finish(p.to_string()));
                 }
             }
         }
