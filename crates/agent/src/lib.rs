@@ -37,6 +37,13 @@
 //! - **Drops.** When a spool cap (256 MiB, 48 h by default) forces a drop, the dropped samples
 //!   are counted, logged at `warn`, and sent as `dropped_samples` in the next request; the
 //!   count is cleared only when the server accepted that request.
+//! - **Where.** `procwatch agent --server URL` spools in `--spool-dir` (default
+//!   `./procwatch-data/spool`, the data directory `procwatch up` uses); the directory holds
+//!   the segment files, `state.json`, and `quarantine/` (refused sweeps as the JSON body that
+//!   was refused plus `*.error.txt` with the server's answer; not bounded by the caps and
+//!   never deleted by the agent — resend or remove them by hand). Caps: `--spool-max-bytes`
+//!   (256MiB), `--spool-max-age` (48h); `--spool-fsync false` skips the per-append fsync;
+//!   `--retry-max` caps the backoff (30s); `--request-timeout` (30s).
 //! - **Shutdown.** On shutdown the sweep loop stops, and the sender tries to deliver what is
 //!   spooled for up to [`AgentConfig::drain_timeout`] (default 5 s); whatever is left stays in
 //!   the spool for the next start.

@@ -311,3 +311,25 @@ async fn sweeps_go_on_while_the_server_hangs_and_stay_spooled() {
     let ts: Vec<i64> = recs.iter().map(|r| r.ts).collect();
     assert_eq!(ts, taken.lock().unwrap().keys().copied().collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_retried_and_nothing_is_quarantined() {
+    let fake = Arc::new(Fake { token: Some("right".into()), ..Fake::default() });
+    let addr = start(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut cfg = config(addr, dir.path(), 6);
+    cfg.shipper.token = Some("wrong".into());
+    cfg.drain_timeout = Duration::from_millis(200);
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    assert!(fake.unauthorized.load(Ordering::SeqCst) >= 2);
+    assert!(fake.accepted.lock().unwrap().is_empty());
+    assert_eq!(stats.quarantined_records.load(Ordering::Relaxed), 0);
+    assert!(!dir.path().join("quarantine").exists());
+    // Everything waits in the spool for a fixed token.
+    let (_, report) =
+        procwatch_agent::Spool::open(procwatch_agent::SpoolConfig::new(dir.path())).unwrap();
+    assert_eq!(report.pending_records, 6);
+}

@@ -55,7 +55,7 @@ struct Server {
 
 impl Server {
     /// Starts on `addr` (port 0: any) with the embedded store in `data`.
-    fn start(addr: SocketAddr, data: &Path) -> Server {
+    fn start(addr: SocketAddr, data: &Path, extra: &[&str]) -> Server {
         let addr_file = data.with_extension(format!("addr-{}", addr.port()));
         let _ = std::fs::remove_file(&addr_file);
         let mut child = Command::new(bin())
@@ -64,6 +64,7 @@ impl Server {
             .arg(data)
             .arg("--addr-file")
             .arg(&addr_file)
+            .args(extra)
             .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -277,7 +278,7 @@ async fn agent_started_before_the_server_delivers_every_sweep_with_its_timestamp
     // No server for 6 intervals (the first sweep primes the collector, so 5-6 sweeps).
     agent.wait_sweeps(5);
     let before_server = now_ms();
-    let server = Server::start(addr, &dir.path().join("data"));
+    let server = Server::start(addr, &dir.path().join("data"), &[]);
     agent.wait_sweeps(12);
     agent.stop();
     let taken = taken_from_log(&dir.path().join("agent.log"));
@@ -294,16 +295,22 @@ async fn agent_started_before_the_server_delivers_every_sweep_with_its_timestamp
 async fn server_sigkill_mid_stream_leaves_no_gap() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start("127.0.0.1:0".parse().unwrap(), &data);
+    // With a write token on the server and the same token on the agent.
+    let token = ["--write-token", "e2e-token"];
+    let server = Server::start("127.0.0.1:0".parse().unwrap(), &data, &token);
     let addr = server.addr;
-    let agent =
-        Agent::start(&server.url(), &dir.path().join("spool"), &dir.path().join("agent.log"), &[]);
+    let agent = Agent::start(
+        &server.url(),
+        &dir.path().join("spool"),
+        &dir.path().join("agent.log"),
+        &["--token", "e2e-token"],
+    );
     agent.wait_sweeps(4);
     server.kill9();
     let n = agent.taken().len();
     // Sweeps keep being taken while the server is down.
     agent.wait_sweeps(n + 4);
-    let server = Server::start(addr, &data);
+    let server = Server::start(addr, &data, &token);
     agent.wait_sweeps(n + 10);
     agent.stop();
     let taken = taken_from_log(&dir.path().join("agent.log"));
@@ -322,7 +329,7 @@ async fn agent_sigkill_while_spooling_then_restart_delivers_the_spool() {
     let first = Agent::start(&url, &spool, &dir.path().join("agent1.log"), &[]);
     first.wait_sweeps(5);
     first.kill9();
-    let server = Server::start(addr, &dir.path().join("data"));
+    let server = Server::start(addr, &dir.path().join("data"), &[]);
     let second = Agent::start(&url, &spool, &dir.path().join("agent2.log"), &[]);
     second.wait_sweeps(4);
     second.stop();
@@ -357,7 +364,7 @@ async fn spool_cap_drop_is_counted_and_shown_by_the_server() {
         assert!(Instant::now() < deadline, "the spool cap was never hit");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let server = Server::start(addr, &dir.path().join("data"));
+    let server = Server::start(addr, &dir.path().join("data"), &[]);
     let n = agent.taken().len();
     agent.wait_sweeps(n + 3);
     agent.stop();
