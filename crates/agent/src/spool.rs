@@ -369,9 +369,14 @@ impl Spool {
         };
         let Some(w) = self.writer.as_mut() else { unreachable!("a writer was just ensured") };
         let offset = seg.size;
-        w.write_all(&buf).map_err(io_err(&seg.path))?;
-        if self.cfg.fsync {
-            w.sync_data().map_err(io_err(&seg.path))?;
+        let written =
+            w.write_all(&buf).and_then(|()| if self.cfg.fsync { w.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            // E.g. the disk is full. Cut the partial record off, so that the next append does
+            // not land after garbage (which a reopen would cut off together with it).
+            let _ = w.set_len(offset);
+            self.writer = None;
+            return Err(io_err(&seg.path)(e));
         }
         seg.size += frame_len;
         seg.records.push(Meta { id, offset, len: frame_len, ts, samples });
