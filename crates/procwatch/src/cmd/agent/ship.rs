@@ -108,7 +108,10 @@ pub fn run(
         sweeps = stats.sweeps.load(Relaxed),
         sent_samples = stats.sent_samples.load(Relaxed),
         dropped_samples = stats.dropped_samples.load(Relaxed),
-        quarantined_records = stats.quarantined_records.load(Relaxed)
+        quarantined_records = stats.quarantined_records.load(Relaxed),
+        retries = stats.retries.load(Relaxed),
+        resent_after_restart = stats.resent_records.load(Relaxed),
+        max_sweep_lateness_ms = stats.max_lateness_us.load(Relaxed) / 1000
     );
     Ok(())
 }
