@@ -224,7 +224,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
             name: "procwatch sysinfo collector".into(),
             median_sweep_s: times[3],
             processes: live,
-            note: "portable fallback (sysinfo 0.33, its default rayon threads)".into(),
+            note: "portable fallback (sysinfo 0.34)".into(),
         },
     ];
     rows.push(psutil_row(opts));

@@ -64,14 +64,13 @@
 //!
 //! # The portable fallback (`CollectorKind::Sysinfo`)
 //!
-//! On the `sysinfo` crate, for macOS and Windows, selectable on Linux with
-//! `--collector sysinfo`. It produces the same shapes with these differences: sysinfo's per
-//! process CPU time base is the host's CPU ticks between refreshes rather than wall time (the
-//! same within a tick or so), and a process that had used no whole clock tick at the previous
-//! sweep (in particular one seen for the first time) reads 0 CPU on this one: sysinfo 0.33
-//! skips the computation when the previous utime and stime are both 0. Names longer than 15
-//! bytes are resolved the same way from sysinfo's `cmd`/`exe`; threads that sysinfo lists as
-//! processes are skipped. It costs about 3× the `/proc` collector.
+//! On the `sysinfo` crate (0.34), for macOS and Windows, selectable on Linux with
+//! `--collector sysinfo`. Same shapes and the same formula: Δ of each process's accumulated
+//! CPU time (sysinfo's, in ms) by (PID, start time), over the monotonic time between sweeps; a
+//! new process counts all its CPU time. Differences: the start time that identifies a process
+//! is in whole seconds; host cpu is sysinfo's global usage; names longer than 15 bytes are
+//! resolved the same way from sysinfo's `cmd`/`exe`; threads that sysinfo lists as processes
+//! are skipped. It costs about 3× the `/proc` collector (it reads several files per process).
 
 #[cfg(target_os = "linux")]
 mod linux;
