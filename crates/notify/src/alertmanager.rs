@@ -1,0 +1,210 @@
+//! Prometheus Alertmanager: `POST {url}/api/v2/alerts`.
+//!
+//! - Each open event (RED, AMBER, STALE, host silent) is one alert. Labels: `alertname`
+//!   (`ProcwatchRed`, `ProcwatchAmber`, `ProcwatchStale`, `ProcwatchHostSilent`), `host`,
+//!   `process` (absent for a host alarm: Alertmanager drops empty labels), `metric`,
+//!   `severity` (`critical` for RED and host silent, `warning` for AMBER, `info` for STALE).
+//!   Annotations: `summary` (the console line), `value`, `threshold`, and for AMBER
+//!   `forecast`.
+//! - `startsAt` is the event's start. A firing alert is sent with `endsAt` = now + 4 ×
+//!   `resend` and re-sent every `resend` (default 1 min) while it is open, as Prometheus does:
+//!   if procwatch alarm stops, Alertmanager resolves its alerts by itself a few minutes later.
+//! - When the event closes (the server sends it again with `end` set, on a change of level or
+//!   on recovery), the alert is sent once more with `endsAt` = its end: resolved.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use procwatch_model::{AlarmEvent, AlarmKind, Level, TsMs};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::console::format_line;
+use crate::webhook::{retryable, Backoff};
+use crate::{Notifier, NotifyError};
+
+pub struct Alertmanager {
+    url: String,
+    resend: Duration,
+    backoff: Backoff,
+    client: reqwest::Client,
+    /// Open alerts by event id, re-sent on every tick.
+    firing: Mutex<BTreeMap<String, AlarmEvent>>,
+}
+
+fn rfc3339(ms: TsMs) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime_rfc3339(t)
+}
+
+/// RFC 3339 UTC with milliseconds, without a dependency.
+fn humantime_rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn now_ms() -> TsMs {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as TsMs).unwrap_or(0)
+}
+
+/// The alert of an event; `ends_at` is when Alertmanager should consider it resolved.
+pub fn alert(ev: &AlarmEvent, ends_at: TsMs) -> Value {
+    let (name, severity) = match (ev.kind, ev.level) {
+        (AlarmKind::HostSilent, _) => ("ProcwatchHostSilent", "critical"),
+        (_, Level::Red) => ("ProcwatchRed", "critical"),
+        (_, Level::Amber) => ("ProcwatchAmber", "warning"),
+        (_, Level::Stale) => ("ProcwatchStale", "info"),
+        (_, Level::Ok) => ("ProcwatchOk", "none"),
+    };
+    let mut labels = json!({
+        "alertname": name,
+        "host": ev.host,
+        "metric": ev.metric.as_str(),
+        "severity": severity,
+    });
+    if !ev.process.is_empty() {
+        labels["process"] = ev.process.clone().into();
+    }
+    let mut annotations = json!({
+        "summary": format_line(ev),
+        "value": format!("{:.1}", ev.value),
+        "threshold": format!("{}", ev.threshold),
+    });
+    if let Some(f) = ev.forecast {
+        annotations["forecast"] = format!("{f:.1}").into();
+    }
+    json!({
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": rfc3339(ev.start),
+        "endsAt": rfc3339(ends_at),
+    })
+}
+
+impl Alertmanager {
+    /// `url` is Alertmanager's base URL (`http://127.0.0.1:9093`).
+    pub fn new(url: impl Into<String>, resend: Duration, backoff: Backoff) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let url = url.into().trim_end_matches('/').to_owned();
+        Self { url, resend, backoff, client, firing: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn firing_until(&self) -> TsMs {
+        now_ms() + 4 * self.resend.as_millis() as TsMs
+    }
+
+    async fn post(&self, alerts: &[Value]) -> Result<(), NotifyError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let url = format!("{}/api/v2/alerts", self.url);
+        let attempts = self.backoff.max_attempts.max(1);
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            let retry = match self.client.post(&url).json(alerts).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    last = format!("status {status}: {}", r.text().await.unwrap_or_default());
+                    retryable(status)
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    true
+                }
+            };
+            if !retry || attempt + 1 == attempts {
+                break;
+            }
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
+        }
+        Err(NotifyError::Delivery { target: url, reason: last })
+    }
+}
+
+#[async_trait]
+impl Notifier for Alertmanager {
+    fn name(&self) -> &str {
+        "alertmanager"
+    }
+
+    async fn notify(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+        let body = {
+            let mut firing = self.firing.lock().await;
+            match (ev.level, ev.end) {
+                // A recovery event: the closing copy of the alarm already ended its alert.
+                (Level::Ok, _) => return Ok(()),
+                (_, Some(end)) => {
+                    firing.remove(&ev.id);
+                    alert(ev, end)
+                }
+                (_, None) => {
+                    firing.insert(ev.id.clone(), ev.clone());
+                    alert(ev, self.firing_until())
+                }
+            }
+        };
+        self.post(&[body]).await
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        Some(self.resend)
+    }
+
+    async fn tick(&self) -> Result<(), NotifyError> {
+        let until = self.firing_until();
+        let alerts: Vec<Value> =
+            self.firing.lock().await.values().map(|ev| alert(ev, until)).collect();
+        self.post(&alerts).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_764_072_000_250), "2025-11-25T12:00:00.250Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn labels_name_the_level_and_drop_empty_process() {
+        let mut ev = crate::console::tests_support::event();
+        let a = alert(&ev, 2000);
+        assert_eq!(a["labels"]["alertname"], "ProcwatchRed");
+        assert_eq!(a["labels"]["severity"], "critical");
+        assert_eq!(a["labels"]["process"], "java");
+        assert_eq!(a["annotations"]["summary"], "RED   web-1 java cpu 93.1% > 80%");
+        assert_eq!(a["endsAt"], "1970-01-01T00:00:02.000Z");
+        ev.kind = AlarmKind::HostSilent;
+        ev.process.clear();
+        let a = alert(&ev, 2000);
+        assert_eq!(a["labels"]["alertname"], "ProcwatchHostSilent");
+        assert!(a["labels"].get("process").is_none());
+    }
+}

@@ -1,0 +1,220 @@
+//! Console lines: `RED   web-1 java cpu 93.1% > 80%` (level padded to 5), coloured by level
+//! when asked (RED red, AMBER amber, STALE grey, resolved green).
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric};
+
+use crate::{Notifier, NotifyError};
+
+/// A figure without a useless `.0`: `80`, `80.5`.
+fn short(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn unit(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cores => "",
+        Metric::Cpu | Metric::Mem => "%",
+    }
+}
+
+/// The line for one event, without colour codes:
+/// - `RED   web-1 java cpu 93.1% > 80%`
+/// - `AMBER web-1 java mem 61.0% forecast 85.2% > 80% in 7m`
+/// - `OK    web-1 java cpu 12.0% < 75% (was RED)` (resolved: below T − hysteresis is not
+///   known here, so the threshold is shown)
+/// - `STALE web-1 java cpu no data (was RED at 93.1%)`
+/// - `RED   web-1 host silent 32s > 30s`
+pub fn format_line(ev: &AlarmEvent) -> String {
+    let level = format!("{:5}", ev.level.as_str());
+    if ev.kind == AlarmKind::HostSilent {
+        return match ev.level {
+            Level::Ok => format!("{level} {} host heard from again", ev.host),
+            _ => format!(
+                "{level} {} host silent {}s > {}s",
+                ev.host,
+                short(ev.value.round()),
+                short(ev.threshold)
+            ),
+        };
+    }
+    let u = unit(ev.metric);
+    let what = format!("{level} {} {} {}", ev.host, ev.process, ev.metric);
+    match ev.level {
+        Level::Red => format!("{what} {:.1}{u} > {}{u}", ev.value, short(ev.threshold)),
+        Level::Amber => {
+            let mut s = format!("{what} {:.1}{u}", ev.value);
+            if let Some(f) = ev.forecast {
+                s += &format!(" forecast {f:.1}{u}");
+            }
+            s += &format!(" > {}{u}", short(ev.threshold));
+            if let Some(eta) = ev.eta_seconds {
+                s += &format!(" in {}", eta_text(eta));
+            }
+            s
+        }
+        Level::Ok => {
+            format!("{what} {:.1}{u} < {}{u} (was {})", ev.value, short(ev.threshold), ev.previous)
+        }
+        Level::Stale => format!("{what} no data (was {} at {:.1}{u})", ev.previous, ev.value),
+    }
+}
+
+fn eta_text(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// ANSI colour of a level: red, amber (256-colour 214, falls back to yellow-ish), grey,
+/// green.
+fn colour(level: Level) -> &'static str {
+    match level {
+        Level::Red => "\x1b[1;31m",
+        Level::Amber => "\x1b[38;5;214m",
+        Level::Stale => "\x1b[90m",
+        Level::Ok => "\x1b[32m",
+    }
+}
+
+/// Whether an event is a transition worth a line: the closing copy of the previous event
+/// (level unchanged, `end` set) is not, the event that replaced it is.
+pub fn is_transition(ev: &AlarmEvent) -> bool {
+    ev.end.is_none() || ev.level == Level::Ok
+}
+
+/// The line with colour codes when `colour` is on.
+pub fn render(ev: &AlarmEvent, colour_on: bool) -> String {
+    let line = format_line(ev);
+    if colour_on {
+        format!("{}{line}\x1b[0m", colour(ev.level))
+    } else {
+        line
+    }
+}
+
+/// Prints one line per transition to a writer (stdout in `procwatch alarm`).
+pub struct Console<W: Write + Send> {
+    out: Mutex<W>,
+    colour: bool,
+}
+
+impl<W: Write + Send> Console<W> {
+    pub fn new(out: W, colour: bool) -> Self {
+        Self { out: Mutex::new(out), colour }
+    }
+}
+
+#[async_trait]
+impl<W: Write + Send + 'static> Notifier for Console<W> {
+    fn name(&self) -> &str {
+        "console"
+    }
+
+    async fn notify(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+        if !is_transition(ev) {
+            return Ok(());
+        }
+        let line = render(ev, self.colour);
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NotifyError::Io)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// `RED web-1 java cpu 93.14 > 80`, open.
+    pub fn event() -> AlarmEvent {
+        super::tests::event(Level::Red, Level::Ok)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn event(level: Level, previous: Level) -> AlarmEvent {
+        AlarmEvent {
+            id: "x".into(),
+            kind: AlarmKind::Series,
+            host: "web-1".into(),
+            process: "java".into(),
+            metric: Metric::Cpu,
+            level,
+            previous,
+            start: 1,
+            end: None,
+            value: 93.14,
+            peak: 93.14,
+            threshold: 80.0,
+            forecast: None,
+            eta_seconds: None,
+        }
+    }
+
+    #[test]
+    fn lines_follow_the_spec() {
+        assert_eq!(format_line(&event(Level::Red, Level::Ok)), "RED   web-1 java cpu 93.1% > 80%");
+        let mut amber = event(Level::Amber, Level::Ok);
+        amber.value = 61.0;
+        amber.forecast = Some(85.24);
+        amber.eta_seconds = Some(420.0);
+        assert_eq!(format_line(&amber), "AMBER web-1 java cpu 61.0% forecast 85.2% > 80% in 7m");
+        let mut ok = event(Level::Ok, Level::Red);
+        ok.value = 12.0;
+        assert_eq!(format_line(&ok), "OK    web-1 java cpu 12.0% < 80% (was RED)");
+        let mut cores = event(Level::Red, Level::Ok);
+        cores.metric = Metric::Cores;
+        cores.value = 3.25;
+        cores.threshold = 2.5;
+        assert_eq!(format_line(&cores), "RED   web-1 java cores 3.2 > 2.5");
+        let mut host = event(Level::Red, Level::Ok);
+        host.kind = AlarmKind::HostSilent;
+        host.process = String::new();
+        host.value = 31.6;
+        host.threshold = 30.0;
+        assert_eq!(format_line(&host), "RED   web-1 host silent 32s > 30s");
+        let stale = event(Level::Stale, Level::Red);
+        assert_eq!(format_line(&stale), "STALE web-1 java cpu no data (was RED at 93.1%)");
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_closing_copies_are_skipped() {
+        let red = event(Level::Red, Level::Ok);
+        assert_eq!(render(&red, false), format_line(&red));
+        assert!(render(&red, true).starts_with("\x1b[1;31mRED   "));
+        assert!(render(&red, true).ends_with("\x1b[0m"));
+        assert!(render(&event(Level::Ok, Level::Red), true).starts_with("\x1b[32m"));
+        let mut closed = red.clone();
+        closed.end = Some(5);
+        assert!(!is_transition(&closed));
+        assert!(is_transition(&red));
+    }
+
+    #[tokio::test]
+    async fn console_writes_one_line_per_transition() {
+        let c = Console::new(Vec::new(), false);
+        let mut closed = event(Level::Red, Level::Ok);
+        closed.end = Some(9);
+        for ev in [event(Level::Red, Level::Ok), closed, event(Level::Ok, Level::Red)] {
+            c.notify(&ev).await.unwrap();
+        }
+        let text = String::from_utf8(c.out.into_inner().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("RED   web-1 java cpu 93.1%"));
+        assert!(lines[1].starts_with("OK    web-1 java cpu"));
+    }
+}

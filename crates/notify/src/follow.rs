@@ -1,0 +1,246 @@
+//! Following the server's alarm stream, and fanning events out to notifiers.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use procwatch_model::{AlarmEvent, Level};
+use tokio::sync::mpsc;
+
+use crate::sse::SseParser;
+use crate::webhook::Backoff;
+use crate::{Notifier, NotifyError};
+
+/// How to reach the stream.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The server's base URL (`http://127.0.0.1:8000`).
+    pub server: String,
+    /// Read token, sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// A connection silent this long is dead (the server sends keep-alives every 15 s).
+    pub idle_timeout: Duration,
+    /// Waits between reconnects.
+    pub backoff: Backoff,
+}
+
+impl FollowOptions {
+    pub fn new(server: impl Into<String>, token: Option<String>) -> Self {
+        Self {
+            server: server.into().trim_end_matches('/').to_owned(),
+            token,
+            idle_timeout: Duration::from_secs(45),
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(10),
+                max_attempts: u32::MAX,
+            },
+        }
+    }
+}
+
+/// Remembers the last few thousand deliveries so a replay after a reconnect is not notified
+/// twice.
+struct Seen {
+    set: HashSet<(String, Level, bool)>,
+    order: VecDeque<(String, Level, bool)>,
+}
+
+impl Seen {
+    const CAP: usize = 4096;
+
+    fn new() -> Self {
+        Self { set: HashSet::new(), order: VecDeque::new() }
+    }
+
+    /// `true` the first time an (id, level, closed) is offered.
+    fn first(&mut self, ev: &AlarmEvent) -> bool {
+        let key = (ev.id.clone(), ev.level, ev.end.is_some());
+        if !self.set.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+enum Ended {
+    /// The connection ended or failed; try again.
+    Retry(String),
+    /// The server refused; give up.
+    Fatal(String),
+}
+
+/// Follows the stream forever, sending each new event to `tx`. Returns only when the server
+/// refuses the stream (401, 403, 404) or `tx` is closed.
+pub async fn follow(
+    opts: FollowOptions,
+    tx: mpsc::UnboundedSender<AlarmEvent>,
+) -> Result<(), NotifyError> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| NotifyError::Config(e.to_string()))?;
+    let url = format!("{}/api/v1/alarms/stream", opts.server);
+    let mut seen = Seen::new();
+    let mut last_id: Option<String> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let mut connected = false;
+        match once(&client, &url, &opts, &mut last_id, &mut seen, &tx, &mut connected).await {
+            Ended::Fatal(why) => return Err(NotifyError::Refused(why)),
+            Ended::Retry(why) => {
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                if connected {
+                    failures = 0;
+                }
+                let wait = opts.backoff.delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(message = "Alarm stream lost; reconnecting.", reason = %why, wait_ms = wait.as_millis() as u64);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+async fn once(
+    client: &reqwest::Client,
+    url: &str,
+    opts: &FollowOptions,
+    last_id: &mut Option<String>,
+    seen: &mut Seen,
+    tx: &mpsc::UnboundedSender<AlarmEvent>,
+    connected: &mut bool,
+) -> Ended {
+    let mut req = client.get(url).header("accept", "text/event-stream");
+    if let Some(t) = &opts.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(id) = last_id.as_deref() {
+        req = req.header("last-event-id", id);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Ended::Retry(format!("cannot connect: {e}")),
+    };
+    let status = resp.status();
+    if matches!(status.as_u16(), 401 | 403 | 404) {
+        let body = resp.text().await.unwrap_or_default();
+        return Ended::Fatal(format!("{status}: {}", body.trim()));
+    }
+    if !status.is_success() {
+        return Ended::Retry(format!("status {status}"));
+    }
+    *connected = true;
+    tracing::info!(message = "Following the alarm stream.", url);
+    let mut parser = SseParser::new();
+    let mut body = resp.bytes_stream();
+    loop {
+        let chunk = match tokio::time::timeout(opts.idle_timeout, body.next()).await {
+            Err(_) => return Ended::Retry("no data or keep-alive in time".into()),
+            Ok(None) => return Ended::Retry("the server closed the stream".into()),
+            Ok(Some(Err(e))) => return Ended::Retry(e.to_string()),
+            Ok(Some(Ok(c))) => c,
+        };
+        for e in parser.push(&chunk) {
+            if e.id.is_some() {
+                last_id.clone_from(&e.id);
+            }
+            if e.event != "alarm" && e.event != "message" {
+                continue;
+            }
+            match serde_json::from_str::<AlarmEvent>(&e.data) {
+                Ok(ev) => {
+                    if seen.first(&ev) && tx.send(ev).is_err() {
+                        return Ended::Retry("receiver gone".into());
+                    }
+                }
+                Err(err) => tracing::warn!(message = "Unreadable alarm event.", %err),
+            }
+        }
+    }
+}
+
+/// Hands every event from `rx` to every notifier, each on its own task and in order, and
+/// runs the notifiers' periodic ticks. Returns when `rx` closes and every notifier is done.
+pub async fn dispatch(
+    mut rx: mpsc::UnboundedReceiver<AlarmEvent>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+) {
+    let mut lanes = Vec::new();
+    let mut tasks = Vec::new();
+    for n in notifiers {
+        let (tx, mut lane) = mpsc::unbounded_channel::<AlarmEvent>();
+        lanes.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = n.tick_every().map(|every| {
+                let mut t = tokio::time::interval(every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            loop {
+                let ticked = async {
+                    match &mut tick {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    ev = lane.recv() => {
+                        let Some(ev) = ev else { break };
+                        if let Err(error) = n.notify(&ev).await {
+                            tracing::warn!(message = "Notification failed.", notifier = n.name(), %error, id = %ev.id);
+                        }
+                    }
+                    () = ticked => {
+                        if let Err(error) = n.tick().await {
+                            tracing::warn!(message = "Notifier resend failed.", notifier = n.name(), %error);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    while let Some(ev) = rx.recv().await {
+        for lane in &lanes {
+            let _ = lane.send(ev.clone());
+        }
+    }
+    drop(lanes);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_drops_replays_but_not_the_closing_copy() {
+        let mut s = Seen::new();
+        let ev = crate::console::tests_support::event();
+        assert!(s.first(&ev));
+        assert!(!s.first(&ev));
+        let mut closed = ev.clone();
+        closed.end = Some(10);
+        assert!(s.first(&closed));
+        assert!(!s.first(&closed));
+        for i in 0..Seen::CAP + 10 {
+            let mut e = ev.clone();
+            e.id = i.to_string();
+            s.first(&e);
+        }
+        assert!(s.set.len() <= Seen::CAP);
+    }
+}
