@@ -520,6 +520,7 @@ fn next_request(
     cfg: &AgentConfig,
     spool: &mut Spool,
     solo_until: Option<u64>,
+    allow_drop_only: bool,
 ) -> Result<Next, SpoolError> {
     let st = spool.state().clone();
     let (records, seq, dropped) = if let Some(inf) = st.inflight {
@@ -528,7 +529,7 @@ fn next_request(
         if recs.is_empty() {
             // Its records went (caps) while it was in flight: nothing to resend.
             spool.clear_inflight(false)?;
-            return next_request(cfg, spool, solo_until);
+            return next_request(cfg, spool, solo_until, allow_drop_only);
         }
         (recs, inf.seq, inf.dropped)
     } else {
@@ -555,7 +556,7 @@ fn next_request(
         }
         recs.truncate(keep);
         if recs.is_empty() {
-            if st.dropped_pending == 0 {
+            if st.dropped_pending == 0 || !allow_drop_only {
                 return Ok(Next::Idle);
             }
             // Drops to report and no sweep to carry them: a batch of no samples carries them.
@@ -617,11 +618,13 @@ async fn send_loop(
     // Records up to this id are sent one per request (after a multi-sweep request was refused).
     let mut solo_until: u64 = 0;
     let mut solo = false;
+    // A request carrying only a drop count was refused: let the next sweep carry it instead.
+    let mut drop_only_refused = false;
     let mut outage_started: Option<Instant> = None;
     loop {
         let next = {
             let Ok(mut sp) = spool.lock() else { return };
-            next_request(&cfg, &mut sp, solo.then_some(solo_until))
+            next_request(&cfg, &mut sp, solo.then_some(solo_until), !drop_only_refused)
         };
         let req = match next {
             Ok(Next::Send(r)) => r,
@@ -655,6 +658,9 @@ async fn send_loop(
                     );
                 }
                 backoff.reset();
+                if req.last_id.is_some() {
+                    drop_only_refused = false;
+                }
                 let r = spool
                     .lock()
                     .map_err(|_| ())
@@ -687,6 +693,14 @@ async fn send_loop(
                         dropped_samples = req.dropped
                     );
                 }
+            }
+            Err(RetryAction::DontRetry(reason)) if req.last_id.is_none() => {
+                error!(
+                    message = "Server refused a batch reporting dropped samples; the next sweep will carry the count.",
+                    dropped_samples = req.dropped,
+                    %reason
+                );
+                drop_only_refused = true;
             }
             Err(RetryAction::DontRetry(reason)) if !req.single => {
                 warn!(
