@@ -127,8 +127,8 @@ fn opts() -> SqliteOptions {
     SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
 }
 
-/// Ingest `batches` (already built) into a fresh store; samples/s.
-fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> f64 {
+/// Ingest `batches` (already built) into a fresh store; (samples/s, CPU µs per sample).
+fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), opts()).unwrap();
     let bodies: Vec<Vec<u8>> = if json {
@@ -138,6 +138,7 @@ fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> f64 {
     };
     let n: usize = batches.iter().map(|b| b.samples.len()).sum();
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     rt.block_on(async {
         for (i, b) in batches.iter().enumerate() {
             if json {
@@ -148,11 +149,11 @@ fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> f64 {
             }
         }
     });
-    n as f64 / start.elapsed().as_secs_f64()
+    (n as f64 / start.elapsed().as_secs_f64(), (cpu_seconds() - cpu0) * 1e6 / n as f64)
 }
 
 /// The peer: the same samples as rows keyed (ts, series) in one WAL table.
-fn ingest_rows_peer(batches: &[Batch], json: bool) -> f64 {
+fn ingest_rows_peer(batches: &[Batch], json: bool) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = rusqlite::Connection::open(dir.path().join("rows.db")).unwrap();
     conn.execute_batch(
@@ -170,6 +171,7 @@ fn ingest_rows_peer(batches: &[Batch], json: bool) -> f64 {
     let mut ids: std::collections::HashMap<(String, String), i64> = Default::default();
     let n: usize = batches.iter().map(|b| b.samples.len()).sum();
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     for (i, b) in batches.iter().enumerate() {
         let parsed;
         let b = if json {
@@ -210,7 +212,7 @@ fn ingest_rows_peer(batches: &[Batch], json: bool) -> f64 {
         }
         tx.commit().unwrap();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    (n as f64 / start.elapsed().as_secs_f64(), (cpu_seconds() - cpu0) * 1e6 / n as f64)
 }
 
 /// Writes `sweeps` sweeps of `hosts` hosts ending now, through the head (a long memory
@@ -387,7 +389,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--fleet-only") {
         single_host(rt, quick);
     }
-    fleet(rt, quick);
+    if !std::env::args().any(|a| a == "--ingest-only") {
+        fleet(rt, quick);
+    }
 }
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat.
@@ -419,8 +423,8 @@ fn single_host(rt: &tokio::runtime::Runtime, quick: bool) {
         let store_json = ingest(rt, &batches, true);
         let peer_json = ingest_rows_peer(&batches, true);
         println!(
-            "ingest {label}: {:.0} samples/s (store only), {:.0} samples/s (JSON parse + store); peer rows keyed (ts, series): {:.0} samples/s (JSON parse + insert)",
-            store, store_json, peer_json
+            "ingest {label}: {:.0} samples/s, {:.2} µs CPU/sample (store only); {:.0} samples/s, {:.2} µs CPU/sample (JSON parse + store); peer rows keyed (ts, series): {:.0} samples/s, {:.2} µs CPU/sample (JSON parse + insert)",
+            store.0, store.1, store_json.0, store_json.1, peer_json.0, peer_json.1
         );
     }
 
