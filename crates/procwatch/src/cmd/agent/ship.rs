@@ -113,6 +113,12 @@ pub fn run(
         resent_after_restart = stats.resent_records.load(Relaxed),
         max_sweep_lateness_ms = stats.max_lateness_us.load(Relaxed) / 1000
     );
+    if args.once && stats.sent_records.load(Relaxed) < stats.sweeps.load(Relaxed) {
+        anyhow::bail!(
+            "the sweep was not delivered to {server}; it is kept in {} for the next start",
+            spool_dir.display()
+        );
+    }
     Ok(())
 }
 
