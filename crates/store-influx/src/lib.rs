@@ -21,8 +21,9 @@
 //!   batch), `last_seq`, `seq_gaps`, `dropped_samples`, `interval_ms`, `last_seen`. Before it
 //!   writes a batch point the store reads the host's newest one and applies the same `seq`
 //!   rules as every backend (`procwatch_store::agg::seq_update`); `hosts()` reads the newest
-//!   point of each host. Two batches *of one host* written at the same instant through two
-//!   replicas could race on these counters (an agent sends its batches one at a time).
+//!   point of each host. A replica handles one batch of a host at a time; two batches *of one
+//!   host* written at the same instant through two replicas could still race on these counters
+//!   (an agent sends its batches one at a time, to one server).
 //! - `alarm_event` (tags `host`, `id`, `metric`; fields `event` = the event as JSON,
 //!   `process`, `level`, `open`, `end`), timestamp = the event's `start`: a replace (same id,
 //!   same start) overwrites it. Events live in a second retention policy, `<rp>_events`, of
@@ -169,6 +170,9 @@ pub struct InfluxStore {
     client: Client,
     schema: Mutex<Option<Arc<Schema>>>,
     init_lock: tokio::sync::Mutex<()>,
+    /// One lock per host: this replica handles one batch of a host at a time, so a retry that
+    /// overtakes its original cannot race it on the host's bookkeeping.
+    host_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for InfluxStore {
@@ -285,7 +289,13 @@ impl InfluxStore {
             return Err(StoreError::InvalidInput("influxdb database name is empty".into()));
         }
         let client = Client::new(&cfg.url, cfg.token.clone(), cfg.timeout)?;
-        Ok(Self { cfg, client, schema: Mutex::new(None), init_lock: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            cfg,
+            client,
+            schema: Mutex::new(None),
+            init_lock: tokio::sync::Mutex::new(()),
+            host_locks: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// [`InfluxStore::new`], then one attempt to reach InfluxDB and set up the schema. An
@@ -447,6 +457,14 @@ impl InfluxStore {
             chunks.push(cur);
         }
 
+        let host_lock = self
+            .host_locks
+            .lock()
+            .expect("host locks")
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let _one_batch_of_this_host = host_lock.lock().await;
         // The data and the host's previous bookkeeping, concurrently; the batch point last, so
         // `hosts()` only counts batches whose data is stored.
         let (_, prev) =

@@ -267,3 +267,27 @@ async fn usage_matches_the_reference_store_on_mixed_sample_counts() {
         }
     }
 }
+
+/// Two batches of one host written at once through one store (an agent that overlapped its
+/// requests, or a retry overtaking its original) keep the seq bookkeeping exact: whichever
+/// order they are applied in, the host's newest seq is the highest, and its gaps are the gaps
+/// the writes reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_of_one_host_keep_the_bookkeeping() {
+    let Some(d) = Influxd::start_or_skip("concurrent_batches_of_one_host") else {
+        return;
+    };
+    let store = InfluxStore::connect(d.config("overlap")).await.expect("connect");
+    let t0 = base_ts();
+    store.write_batch(&batch("ov-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await.expect("seq 1");
+    let mk =
+        |seq: u64| batch("ov-1", seq, (1..50).map(|i| sample(t0 + i, "x", 1.0, 1.0)).collect());
+    let mut gaps = 0;
+    for round in 0..8u64 {
+        let (lo, hi) = (mk(2 + 2 * round), mk(3 + 2 * round));
+        let (r_lo, r_hi) = tokio::join!(store.write_batch(&lo), store.write_batch(&hi));
+        gaps += r_lo.expect("lower seq").seq_gap + r_hi.expect("higher seq").seq_gap;
+        let h = store.hosts().await.expect("hosts");
+        assert_eq!((h[0].last_seq, h[0].seq_gaps), (hi.seq, gaps), "round {round}");
+    }
+}
