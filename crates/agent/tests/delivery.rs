@@ -333,3 +333,45 @@ async fn wrong_token_is_retried_and_nothing_is_quarantined() {
         procwatch_agent::Spool::open(procwatch_agent::SpoolConfig::new(dir.path())).unwrap();
     assert_eq!(report.pending_records, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_in_flight_at_a_crash_is_resent_with_its_seq_then_the_sequence_goes_on() {
+    // A spool as an agent leaves it when killed mid-request: 4 sweeps, the first two in a
+    // request with seq 5 that was on the wire.
+    let dir = tempfile::tempdir().unwrap();
+    let base = t0();
+    {
+        let mut c = procwatch_agent::SpoolConfig::new(dir.path());
+        c.fsync = false;
+        let (mut spool, _) = procwatch_agent::Spool::open(c).unwrap();
+        for k in 0..4 {
+            let ts = base + k * 1000;
+            let s = SweepData {
+                ts,
+                host_totals: vec![HostTotal { ts, cpu: 1.0, mem: 2.0, unattributed_cpu: None }],
+                samples: vec![],
+            };
+            let p = procwatch_agent::encode_sweep("test-host", 40, &s);
+            spool.append(ts, 0, &p, ts).unwrap();
+        }
+        spool
+            .set_inflight(procwatch_agent::spool::Inflight { seq: 5, last_id: 1, dropped: 0 })
+            .unwrap();
+    }
+    let fake = Arc::new(Fake::default());
+    let addr = start(fake.clone()).await;
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut cfg = config(addr, dir.path(), 1);
+    cfg.max_batch_records = 2;
+    let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(stats.resent_records.load(Ordering::Relaxed), 2);
+    let batches = fake.accepted.lock().unwrap().clone();
+    let shape: Vec<(u64, Vec<i64>)> = batches
+        .iter()
+        .map(|b| (b.seq, b.host_totals.iter().map(|h| h.ts - base).collect()))
+        .collect();
+    let live = *taken.lock().unwrap().keys().next().unwrap() - base;
+    assert_eq!(shape, vec![(5, vec![0, 1000]), (6, vec![2000, 3000]), (7, vec![live])]);
+}
