@@ -75,6 +75,7 @@ async fn decode(
         max_samples: st.config.max_samples,
         ..Limits::new(now_ms(), st.config.retention.as_millis() as i64)
     };
+    let blocking = body.len() >= BLOCKING_DECODE_BYTES || gzip;
     let work = move || -> Result<Batch, ApiError> {
         if gzip {
             let raw = gunzip_bounded(&body, max)?;
@@ -83,15 +84,11 @@ async fn decode(
             Ok(decoder(&body, &limits)?)
         }
     };
-    if body_len(headers).unwrap_or(0) >= BLOCKING_DECODE_BYTES || gzip {
+    if blocking {
         tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
         work()
     }
-}
-
-fn body_len(headers: &HeaderMap) -> Option<usize> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
