@@ -502,6 +502,15 @@ fn fleet(rt: &tokio::runtime::Runtime, quick: bool) {
         "reopen + rebuild of the recent window ({hosts} hosts × 300 × 10 min): {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    println!("process RSS after the reopen (this window in memory; run with --fleet-only for a clean figure): {} MiB", rss_kb / 1024);
     let now = now_ms();
     let runs = if quick { 10 } else { 50 };
     for (per_host, label) in [(true, "per host and process"), (false, "per process, hosts merged")]

@@ -206,9 +206,14 @@ fn now_ms() -> TsMs {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        // Busy, disk full, I/O trouble: the caller may retry later (503).
+        Some(
+            rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::CannotOpen,
+        ) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Other(Box::new(e)),
     }
 }
