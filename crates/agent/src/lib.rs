@@ -1,10 +1,13 @@
 //! procwatch-agent: take a sweep on schedule, spool it, ship it; lose nothing.
 //!
 //! ```text
-//!  sweep thread ──queue──▶ spool thread ──append+fsync──▶ Spool ──oldest first──▶ sender task ──POST──▶ server
-//!  (on schedule; never                                    (segments,             (tokio; retries,
-//!   waits on disk                                          CRC, state)            backoff, quarantine)
-//!   or network)                                              ▲─────────── ack on 2xx ──────┘
+//!  sweep thread ──queue──▶ spool thread ──append + fsync──▶ Spool (segments, CRC, state)
+//!  (on schedule; never waits                                   │ oldest first    ▲ ack on 2xx
+//!   on the disk or the network)                                ▼                 │
+//!                                            sender task (tokio: retry, backoff, quarantine)
+//!                                                              │ POST /api/v1/samples (gzip)
+//!                                                              ▼
+//!                                                           server
 //! ```
 //!
 //! Decisions a user needs to know:
@@ -661,22 +664,7 @@ async fn send_loop(
                 if req.last_id.is_some() {
                     drop_only_refused = false;
                 }
-                let r = spool
-                    .lock()
-                    .map_err(|_| ())
-                    .and_then(|mut sp| match req.last_id {
-                        Some(id) => sp.ack_through(id, req.dropped).map(|restored| {
-                            let _ = stats.dropped_samples.fetch_update(
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                                |v| Some(v.saturating_sub(restored)),
-                            );
-                        }),
-                        None => sp.ack_dropped(req.dropped),
-                    }.map_err(|e| {
-                        error!(message = "Could not persist the ack; the batch may be resent.", error = %e);
-                    }));
-                let _ = r;
+                acked(&spool, &req, &stats);
                 stats.requests_ok.fetch_add(1, Ordering::Relaxed);
                 stats.sent_records.fetch_add(req.records, Ordering::Relaxed);
                 stats.sent_samples.fetch_add(req.samples, Ordering::Relaxed);
@@ -712,7 +700,9 @@ async fn send_loop(
                 solo = true;
                 solo_until = req.last_id.unwrap_or(0);
                 if let Ok(mut sp) = spool.lock() {
-                    let _ = sp.clear_inflight(true);
+                    if let Err(e) = sp.clear_inflight(true) {
+                        error!(message = "Could not persist the spool state.", error = %e);
+                    }
                 }
             }
             Err(RetryAction::DontRetry(reason)) => {
@@ -729,12 +719,15 @@ async fn send_loop(
                 if let Ok(mut sp) = spool.lock() {
                     // The server stored nothing: give the seq back, keep its drop count
                     // pending, and count the refused samples as dropped.
-                    let _ = sp.clear_inflight(true).and_then(|()| {
+                    let r = sp.clear_inflight(true).and_then(|()| {
                         if let Some(id) = req.last_id {
                             sp.ack_through(id, 0)?;
                         }
                         sp.count_dropped(Dropped { records: req.records, samples: req.samples })
                     });
+                    if let Err(e) = r {
+                        error!(message = "Could not persist the spool state.", error = %e);
+                    }
                 }
             }
             Err(RetryAction::Retry(reason)) => {
@@ -744,9 +737,20 @@ async fn send_loop(
                 }
                 let delay = backoff.next_delay();
                 if reason.contains("HTTP 401") || reason.contains("HTTP 403") {
-                    error!(message = "Server refused the token; will retry.", seq = req.seq, %reason, retry_in_ms = delay.as_millis() as u64);
+                    error!(
+                        message = "Server refused the token; will retry.",
+                        seq = req.seq,
+                        %reason,
+                        retry_in_ms = delay.as_millis() as u64
+                    );
                 } else {
-                    warn!(message = "Delivery failed; will retry.", seq = req.seq, attempt = backoff.attempt(), %reason, retry_in_ms = delay.as_millis() as u64);
+                    warn!(
+                        message = "Delivery failed; will retry.",
+                        seq = req.seq,
+                        attempt = backoff.attempt(),
+                        %reason,
+                        retry_in_ms = delay.as_millis() as u64
+                    );
                 }
                 if stop.load(Ordering::SeqCst) {
                     return;
@@ -759,6 +763,23 @@ async fn send_loop(
                 }
             }
         }
+    }
+}
+
+/// The server accepted `req`: move the ack cursor past it and settle the drop counts.
+fn acked(spool: &Mutex<Spool>, req: &Request, stats: &AgentStats) {
+    let Ok(mut sp) = spool.lock() else { return };
+    let result = match req.last_id {
+        Some(id) => sp.ack_through(id, req.dropped).map(|restored| {
+            let _ = stats.dropped_samples.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(restored))
+            });
+        }),
+        None => sp.ack_dropped(req.dropped),
+    };
+    if let Err(e) = result {
+        // The next start resends this request (same seq): a duplicate, not a loss.
+        error!(message = "Could not persist the ack; the batch may be resent.", error = %e);
     }
 }
 
