@@ -12,6 +12,8 @@
 //! - seed queries: `GET /ressources-usage/get-all`, `GET /ressources-usage/get-all-detailed`.
 //! - v1 queries: `GET /api/v1/hosts`, `/api/v1/usage`,
 //!   `/api/v1/hosts/{host}/processes/{process}/history`, `/api/v1/hosts/{host}/totals`.
+//! - alarms: `GET /ressources-usage/query-alarm/`, `/api/v1/alarms`, `/api/v1/alarms/stream`
+//!   (SSE), `/api/v1/rules`, and the evaluator task; see [`alarms`].
 //! - `GET /healthz` (the process answers) and `GET /readyz` (the store answers; 503 if not).
 //!
 //! Decisions a user needs to know:
@@ -31,6 +33,7 @@
 //! - Times in query strings: Unix ms, RFC 3339 UTC, or relative (`now`, `-2h`, `now-30m`); see
 //!   [`time`]. Query semantics: see [`query`].
 
+pub mod alarms;
 pub mod dashboard;
 pub mod error;
 pub mod ingest;
@@ -78,6 +81,8 @@ pub struct ServerConfig {
     pub max_samples: usize,
     /// A request running longer is answered 408.
     pub request_timeout: Duration,
+    /// Alarm rules (`[alarm_defaults]` and `[[rules]]` of the config file).
+    pub alarm_rules: procwatch_alarm::RuleSet,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +97,7 @@ impl Default for ServerConfig {
             max_body_bytes: procwatch_model::validate::MAX_BODY_BYTES,
             max_samples: procwatch_model::validate::MAX_SAMPLES,
             request_timeout: Duration::from_secs(30),
+            alarm_rules: procwatch_alarm::RuleSet::default(),
         }
     }
 }
@@ -119,13 +125,15 @@ pub struct AppState {
     pub store: Arc<dyn Storage>,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
+    pub alarms: Arc<alarms::Alarms>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Storage>, config: ServerConfig) -> Self {
         let metrics = Arc::new(metrics::Metrics::new());
         let store = metrics::MeteredStore::wrap(store, metrics.clone());
-        AppState { store, config: Arc::new(config), metrics }
+        let alarms = Arc::new(alarms::Alarms::new(config.alarm_rules.clone()));
+        AppState { store, config: Arc::new(config), metrics, alarms }
     }
 }
 
@@ -239,6 +247,7 @@ pub fn router(state: AppState) -> Router {
         .merge(write)
         .merge(dashboard::router(&state))
         .merge(metrics::router(&state))
+        .merge(alarms::router(&state))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
@@ -370,9 +379,16 @@ pub async fn run(
         store = store.backend(),
         config = ?state.config,
     );
+    let evaluator = alarms::spawn_evaluator(state.clone(), stop_tx.subscribe());
+    let hub = state.alarms.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close_streams(); // open alarm streams would hold the graceful shutdown
+    };
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = retention.await;
+    let _ = evaluator.await;
     let closed = store.close().await;
     tracing::info!(message = "Server stopped.");
     served?;

@@ -37,6 +37,11 @@ pub const MERGED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/assets/{name}"),
     ("GET", "/api/v1/hosts/{host}/processes/{process}/chart.svg"),
     ("GET", "/metrics"),
+    ("GET", "/ressources-usage/query-alarm/"),
+    ("GET", "/ressources-usage/query-alarm"),
+    ("GET", "/api/v1/alarms"),
+    ("GET", "/api/v1/alarms/stream"),
+    ("GET", "/api/v1/rules"),
 ];
 
 /// The document, built once.
@@ -165,6 +170,40 @@ fn build() -> Value {
                 {"name": "width", "in": "query", "required": false, "schema": {"type": "integer"}},
                 {"name": "height", "in": "query", "required": false, "schema": {"type": "integer"}}],
             "responses": with("200", json!({"description": "The chart.", "content": {"image/svg+xml": {}}}), &[("404", "Unknown host or process.")])}},
+        "/ressources-usage/query-alarm/": {"get": {
+            "summary": "Processes in alarm now: {process: RED|AMBER|STALE}, the worst level over their metrics; without host the worst across hosts.",
+            "security": auth_read,
+            "parameters": [host],
+            "responses": with("200", ok("Levels.", json!({"type": "object", "additionalProperties": {"type": "string", "enum": ["RED", "AMBER", "STALE"]}})), &[])}},
+        "/ressources-usage/query-alarm": {"get": {
+            "summary": "The same as /ressources-usage/query-alarm/.",
+            "security": auth_read,
+            "parameters": [host],
+            "responses": with("200", ok("Levels.", json!({"type": "object", "additionalProperties": {"type": "string"}})), &[])}},
+        "/api/v1/alarms": {"get": {
+            "summary": "Alarm events, newest first by start: active (open) ones or the history.",
+            "security": auth_read,
+            "parameters": [
+                {"name": "active", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}, "description": "true: only open events (no end)."},
+                p("host", "query", false, "Exact host."),
+                p("process", "query", false, "Exact process name."),
+                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "cores", "mem"]}},
+                {"name": "level", "in": "query", "required": false, "schema": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]}},
+                p("from", "query", false, &format!("Events that started at or after. {time_doc}")),
+                p("to", "query", false, &format!("Events that started before. {time_doc}")),
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "default": 100}, "description": "0: no limit."}],
+            "responses": with("200", ok("Events.", json!({"type": "object", "properties": {
+                "alarms": {"type": "array", "items": r("AlarmEvent")}}})), &[])}},
+        "/api/v1/alarms/stream": {"get": {
+            "summary": "Server-Sent Events: `event: alarm`, `data:` one AlarmEvent JSON per transition, `id: <boot>-<n>`, a keep-alive comment every 15 s. On connect the open alarms are sent first; with Last-Event-ID (of this server run, within its last 1024 events) the missed events instead.",
+            "security": auth_read,
+            "parameters": [p("Last-Event-ID", "header", false, "The id of the last event received.")],
+            "responses": {"200": {"description": "The stream.", "content": {"text/event-stream": {}}}, "401": err("Missing or wrong bearer token."), "403": err("A token of the other role.")}}},
+        "/api/v1/rules": {"get": {
+            "summary": "The effective alarm rules: the defaults and the [[rules]] of the server's config file, first match wins.",
+            "security": auth_read,
+            "responses": with("200", ok("Rules.", json!({"type": "object", "properties": {
+                "interval_ms": {"type": "integer"}, "defaults": r("Rule"), "rules": {"type": "array", "items": r("Rule")}}})), &[])}},
         "/metrics": {"get": {
             "summary": "Prometheus metrics of the server (text exposition format).",
             "security": auth_read,
@@ -227,6 +266,22 @@ fn build() -> Value {
             "host": {"type": "string", "nullable": true, "description": "null when per_host=false."},
             "process": {"type": "string"}, "cpu": r("Stats"), "cores": r("Stats"), "mem": r("Stats"), "rss": r("Stats"),
             "count": {"type": "integer"}, "samples": {"type": "integer"}, "last_ts": {"type": "integer"}}},
+          "AlarmEvent": {"type": "object", "required": ["id", "host", "process", "metric", "level", "previous", "start", "value", "peak", "threshold"], "properties": {
+            "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent"]},
+            "host": {"type": "string"}, "process": {"type": "string", "description": "Empty for a host alarm."},
+            "metric": {"type": "string", "enum": ["cpu", "cores", "mem"]},
+            "level": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
+            "previous": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
+            "start": {"type": "integer"}, "end": {"type": "integer", "description": "Absent while open."},
+            "value": {"type": "number"}, "peak": {"type": "number"}, "threshold": {"type": "number"},
+            "forecast": {"type": "number"}, "eta_seconds": {"type": "number"}}},
+          "Rule": {"type": "object", "properties": {
+            "host": {"type": "string", "description": "Glob."}, "process": {"type": "string", "description": "Glob."},
+            "metric": {"type": "string", "nullable": true, "description": "null: cpu and mem."},
+            "threshold": {"type": "number"}, "hysteresis": {"type": "number"}, "clear_for": {"type": "integer"},
+            "horizon_ms": {"type": "integer"}, "window_ms": {"type": "integer"}, "debounce": {"type": "integer"},
+            "method": {"type": "string", "enum": ["procwatch", "linear", "holt", "persistence"]},
+            "alpha": {"type": "number"}, "beta": {"type": "number"}}},
           "HistoryPoint": {"type": "object", "properties": {
             "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_max": {"type": "number"},
             "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_max": {"type": "number"},

@@ -1,0 +1,542 @@
+//! Alarms in the server: the evaluator task, the event log, and the alarm routes.
+//!
+//! What a user needs to know:
+//! - **Evaluation.** Every `--interval` (the server's interval, 10 s by default) the server
+//!   reads the new samples of every series from the store (`Storage::window`; the first pass
+//!   after start reads W + H back, the largest window + horizon of the rules, so forecasters
+//!   start primed; later passes read from the previous pass minus 3 intervals, so batches
+//!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
+//!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
+//!   intervals raises a `host_silent` RED alarm; a series with no sample for 3 intervals goes
+//!   STALE, never resolved. Each pass is timed: logged at debug, exported as
+//!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
+//!   [`Alarms::last_evaluation`].
+//! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
+//!   open event has no `end`). An open event's growing `peak` is written back after each pass.
+//!   At start the open events of the store are restored into the engine, so a restart neither
+//!   raises them again nor forgets them.
+//! - **Routes** (read token when one is set):
+//!   - `GET /ressources-usage/query-alarm/` (also without the trailing slash) →
+//!     `{"postgres": "RED", "java": "AMBER"}`: processes with an open alarm now (RED, AMBER
+//!     or STALE), the worst level over their metrics; `?host=` one host, else the worst level
+//!     across hosts. Host alarms (`host_silent`) have no process and are not listed here.
+//!   - `GET /api/v1/alarms` → `{"alarms": [AlarmEvent...]}` newest first; `active=true` only
+//!     open events; filters `host`, `process`, `metric`, `level`, `from`, `to` (on `start`;
+//!     times as in [`crate::time`]), `limit` (default 100, 0 = no limit).
+//!   - `GET /api/v1/alarms/stream`: Server-Sent Events, one `event: alarm` per transition,
+//!     `data:` the `AlarmEvent` JSON (the closing copy of the previous event, `end` set, comes
+//!     before its successor), `id: <boot>-<n>`, a `: keep-alive` comment every 15 s. On
+//!     connect the alarms open now are sent first; with a `Last-Event-ID` of this server's
+//!     run that is still in its log (the last 1024 events), the events after it are sent
+//!     instead, so a reconnecting client misses nothing. A client too slow to keep up is
+//!     disconnected (it reconnects and replays). Streams end when the server shuts down.
+//!   - `GET /api/v1/rules` → `{"interval_ms", "defaults": Rule, "rules": [Rule...]}`: the
+//!     effective rules, from `[alarm_defaults]` and `[[rules]]` of the config file.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use procwatch_alarm::{Engine, HostSeen, Method, Rule, RuleSet, SeriesInput};
+use procwatch_model::validate::MAX_FUTURE_MS;
+use procwatch_model::{AlarmEvent, Level, Metric, TsMs};
+use procwatch_store::{AlarmQuery, StoreError, UsageQuery};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::error::ApiError;
+use crate::time::{now_ms, parse_time_ms};
+use crate::AppState;
+
+/// Events kept for `Last-Event-ID` replays.
+const LOG_CAP: usize = 1024;
+/// Events a stream may fall behind before it is cut (it then reconnects and replays).
+const CHANNEL_CAP: usize = 256;
+/// Keep-alive comment period of the stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+struct Log {
+    seq: u64,
+    events: VecDeque<(u64, AlarmEvent)>,
+}
+
+/// The server's alarm state: the engine, the open alarms, the event log and its subscribers.
+pub struct Alarms {
+    rules: RuleSet,
+    engine: Mutex<Engine>,
+    active: RwLock<Vec<AlarmEvent>>,
+    log: Mutex<Log>,
+    tx: broadcast::Sender<(u64, AlarmEvent)>,
+    /// Tells apart the ids of this run from those of an earlier one.
+    boot: String,
+    /// Where the next pass starts reading samples (None: not evaluated yet).
+    cursor: Mutex<Option<TsMs>>,
+    /// (peak, value) last written of each open event.
+    written: Mutex<HashMap<String, (f64, f64)>>,
+    last_eval_us: AtomicU64,
+    closing: watch::Sender<bool>,
+}
+
+impl Alarms {
+    pub fn new(rules: RuleSet) -> Self {
+        let (tx, _) = broadcast::channel(CHANNEL_CAP);
+        let (closing, _) = watch::channel(false);
+        Self {
+            engine: Mutex::new(Engine::new(rules.clone())),
+            rules,
+            active: RwLock::new(Vec::new()),
+            log: Mutex::new(Log { seq: 0, events: VecDeque::new() }),
+            tx,
+            boot: format!("{:x}", now_ms()),
+            cursor: Mutex::new(None),
+            written: Mutex::new(HashMap::new()),
+            last_eval_us: AtomicU64::new(0),
+            closing,
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The alarms open now (series and hosts), by host, process, metric.
+    pub fn active(&self) -> Vec<AlarmEvent> {
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How long the last evaluation pass took (zero before the first).
+    pub fn last_evaluation(&self) -> Duration {
+        Duration::from_micros(self.last_eval_us.load(Ordering::Relaxed))
+    }
+
+    /// Ends every open stream (at shutdown, so the graceful shutdown does not wait on them).
+    pub fn close_streams(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    fn set_active(&self, v: Vec<AlarmEvent>) {
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    /// Appends to the log and tells the subscribers.
+    fn publish(&self, ev: AlarmEvent) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.seq += 1;
+        let seq = log.seq;
+        log.events.push_back((seq, ev.clone()));
+        if log.events.len() > LOG_CAP {
+            log.events.pop_front();
+        }
+        let _ = self.tx.send((seq, ev));
+    }
+
+    /// What a new stream starts with, and the sequence number after which live events follow.
+    fn replay(&self, last_event_id: Option<&str>) -> (Vec<(u64, AlarmEvent)>, u64) {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let since = last_event_id
+            .and_then(|id| id.split_once('-'))
+            .filter(|(boot, _)| *boot == self.boot)
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .filter(|n| *n <= log.seq);
+        let oldest = log.events.front().map_or(log.seq + 1, |(s, _)| *s);
+        match since {
+            Some(n) if n + 1 >= oldest => {
+                (log.events.iter().filter(|(s, _)| *s > n).cloned().collect(), log.seq)
+            }
+            _ => (self.active().into_iter().map(|ev| (log.seq, ev)).collect(), log.seq),
+        }
+    }
+
+    /// Re-opens the store's open events in the engine (once, at start).
+    pub async fn restore(&self, st: &AppState) -> Result<usize, StoreError> {
+        let open =
+            st.store.alarm_events(&AlarmQuery { active_only: true, ..Default::default() }).await?;
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        engine.restore(&open);
+        let active = engine.active();
+        drop(engine);
+        let n = active.len();
+        {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            for ev in &active {
+                written.insert(ev.id.clone(), (ev.peak, ev.value));
+            }
+        }
+        self.set_active(active);
+        Ok(n)
+    }
+
+    /// Samples read back on the first pass: the largest window + horizon of the rules.
+    fn lookback_ms(&self, interval_ms: i64) -> i64 {
+        std::iter::once(&self.rules.defaults)
+            .chain(&self.rules.rules)
+            .map(|r| r.window_ms + r.horizon_ms)
+            .max()
+            .unwrap_or(0)
+            .max(3 * interval_ms)
+    }
+
+    /// One evaluation pass at `now`: returns the transitions it stored and published.
+    pub async fn evaluate(&self, st: &AppState, now: TsMs) -> Result<Vec<AlarmEvent>, StoreError> {
+        let started = Instant::now();
+        let interval_ms = (st.config.interval.as_millis() as i64).max(1);
+        let from = {
+            let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            match cursor {
+                Some(c) => c - (3 * interval_ms).max(30_000),
+                None => now - self.lookback_ms(interval_ms),
+            }
+        };
+        let hosts = st.store.hosts().await?;
+        let windows = st
+            .store
+            .window(&UsageQuery {
+                from,
+                to: now + MAX_FUTURE_MS + 1,
+                host: None,
+                process: None,
+                per_host: true,
+            })
+            .await?;
+        let host_interval: BTreeMap<&str, i64> = hosts
+            .iter()
+            .map(|h| {
+                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
+                (h.host.as_str(), i)
+            })
+            .collect();
+        let series: Vec<SeriesInput<'_>> = windows
+            .iter()
+            .map(|w| SeriesInput {
+                host: &w.host,
+                process: &w.process,
+                samples: &w.samples,
+                interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(interval_ms),
+            })
+            .collect();
+        let seen: Vec<HostSeen<'_>> = hosts
+            .iter()
+            .map(|h| HostSeen {
+                host: &h.host,
+                last_seen: h.last_seen,
+                interval_ms: host_interval[h.host.as_str()],
+            })
+            .collect();
+        let (events, active) = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let events = engine.evaluate(now, &series, &seen);
+            (events, engine.active())
+        };
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        // Store first, then tell: a client that reacts to an event finds it in the store.
+        for ev in &events {
+            if let Err(error) = st.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
+            }
+        }
+        let mut updates = Vec::new();
+        {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let open: HashMap<&str, &AlarmEvent> =
+                active.iter().map(|e| (e.id.as_str(), e)).collect();
+            written.retain(|id, _| open.contains_key(id.as_str()));
+            for ev in &active {
+                let now_figures = (ev.peak, ev.value);
+                match written.insert(ev.id.clone(), now_figures) {
+                    Some(old) if old != now_figures => updates.push(ev.clone()),
+                    _ => {}
+                }
+            }
+        }
+        for ev in &updates {
+            if let Err(error) = st.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot update an alarm event.", %error, id = %ev.id);
+            }
+        }
+        self.set_active(active);
+        for ev in &events {
+            self.publish(ev.clone());
+        }
+        let took = started.elapsed();
+        self.last_eval_us.store(took.as_micros() as u64, Ordering::Relaxed);
+        st.metrics.observe_evaluation(took);
+        tracing::debug!(
+            message = "Alarms evaluated.",
+            series = windows.len(),
+            hosts = hosts.len(),
+            events = events.len(),
+            took_us = took.as_micros() as u64
+        );
+        for ev in events.iter().filter(|e| e.end.is_none() || e.level == Level::Ok) {
+            tracing::info!(
+                message = "Alarm.",
+                level = ev.level.as_str(),
+                host = %ev.host,
+                process = %ev.process,
+                metric = ev.metric.as_str(),
+                value = ev.value,
+                threshold = ev.threshold
+            );
+        }
+        Ok(events)
+    }
+}
+
+/// Restores the open alarms, then evaluates every interval until `stop` turns true.
+pub fn spawn_evaluator(
+    st: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match st.alarms.restore(&st).await {
+            Ok(n) => {
+                tracing::info!(message = "Alarm evaluation started.", restored = n, rules = st.alarms.rules.rules.len(), interval = ?st.config.interval)
+            }
+            Err(error) => tracing::warn!(message = "Cannot restore open alarms.", %error),
+        }
+        let mut tick = tokio::time::interval(st.config.interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(error) = st.alarms.evaluate(&st, now_ms()).await {
+                        tracing::warn!(message = "Alarm evaluation failed.", %error);
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// The alarm routes (read routes).
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/ressources-usage/query-alarm/", get(query_alarm))
+        .route("/ressources-usage/query-alarm", get(query_alarm))
+        .route("/api/v1/alarms", get(list))
+        .route("/api/v1/alarms/stream", get(stream))
+        .route("/api/v1/rules", get(rules))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::require_read))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HostParam {
+    pub host: Option<String>,
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// Processes in alarm now, worst level per process name.
+pub fn worst_by_process(active: &[AlarmEvent], host: Option<&str>) -> BTreeMap<String, Level> {
+    let mut out: BTreeMap<String, Level> = BTreeMap::new();
+    for ev in active {
+        if ev.process.is_empty() || ev.level == Level::Ok || host.is_some_and(|h| h != ev.host) {
+            continue;
+        }
+        let slot = out.entry(ev.process.clone()).or_insert(ev.level);
+        *slot = (*slot).max(ev.level);
+    }
+    out
+}
+
+/// `GET /ressources-usage/query-alarm/` → `{"postgres": "RED", "java": "AMBER"}`.
+async fn query_alarm(
+    State(st): State<AppState>,
+    q: QueryResult<HostParam>,
+) -> Result<Json<BTreeMap<String, Level>>, ApiError> {
+    let p = q?.0;
+    let host = p.host.filter(|h| !h.is_empty());
+    Ok(Json(worst_by_process(&st.alarms.active(), host.as_deref())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AlarmParams {
+    pub active: Option<String>,
+    pub host: Option<String>,
+    pub process: Option<String>,
+    pub metric: Option<String>,
+    pub level: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Parses the query string of `GET /api/v1/alarms`.
+pub fn alarm_query(p: AlarmParams, now: TsMs) -> Result<AlarmQuery, ApiError> {
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let active_only = match nonempty(p.active).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_param("active", format!("{other:?}: true or false")))
+        }
+    };
+    let metric = nonempty(p.metric)
+        .map(|m| m.parse::<Metric>().map_err(|e| ApiError::bad_param("metric", e)))
+        .transpose()?;
+    let level = nonempty(p.level)
+        .map(|l| match l.to_ascii_uppercase().as_str() {
+            "OK" => Ok(Level::Ok),
+            "STALE" => Ok(Level::Stale),
+            "AMBER" => Ok(Level::Amber),
+            "RED" => Ok(Level::Red),
+            _ => Err(ApiError::bad_param("level", format!("{l:?}: OK, STALE, AMBER or RED"))),
+        })
+        .transpose()?;
+    let time = |name: &str, v: Option<String>| {
+        nonempty(v)
+            .map(|s| parse_time_ms(&s, now).map_err(|e| ApiError::bad_param(name, e)))
+            .transpose()
+    };
+    let from = time("from", p.from)?;
+    let to = time("to", p.to)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::bad_param("from", "after to"));
+        }
+    }
+    let limit = match nonempty(p.limit) {
+        None => 100,
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_param("limit", format!("{s:?}: a number ≥ 0")))?,
+    };
+    Ok(AlarmQuery {
+        active_only,
+        host: nonempty(p.host),
+        process: nonempty(p.process),
+        metric,
+        level,
+        from,
+        to,
+        limit,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlarmsResponse {
+    pub alarms: Vec<AlarmEvent>,
+}
+
+/// `GET /api/v1/alarms`.
+async fn list(
+    State(st): State<AppState>,
+    q: QueryResult<AlarmParams>,
+) -> Result<Json<AlarmsResponse>, ApiError> {
+    let q = alarm_query(q?.0, now_ms())?;
+    Ok(Json(AlarmsResponse { alarms: st.store.alarm_events(&q).await? }))
+}
+
+fn sse_event(boot: &str, seq: u64, ev: &AlarmEvent) -> Event {
+    Event::default()
+        .event("alarm")
+        .id(format!("{boot}-{seq}"))
+        .json_data(ev)
+        .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+}
+
+/// `GET /api/v1/alarms/stream`.
+async fn stream(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let hub = st.alarms.clone();
+    // Subscribe before reading the log, so nothing falls between the two.
+    let rx = hub.tx.subscribe();
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let (first, after) = hub.replay(last);
+    let boot = hub.boot.clone();
+    let b1 = boot.clone();
+    let head =
+        futures::stream::iter(first.into_iter().map(move |(seq, ev)| Ok(sse_event(&b1, seq, &ev))));
+    // A lagging client is cut (take_while on the first error): it reconnects and replays.
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+        .take_while(|r| futures::future::ready(r.is_ok()))
+        .filter_map(move |r| {
+            let out = match r {
+                Ok((seq, ev)) if seq > after => Some(Ok(sse_event(&boot, seq, &ev))),
+                _ => None,
+            };
+            futures::future::ready(out)
+        });
+    let events = head.chain(live).take_until(hub.closed());
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}
+
+/// A rule as `GET /api/v1/rules` shows it.
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    pub host: String,
+    pub process: String,
+    /// `null`: cpu and mem.
+    pub metric: Option<Metric>,
+    pub threshold: f64,
+    pub hysteresis: f64,
+    pub clear_for: u32,
+    pub horizon_ms: i64,
+    pub window_ms: i64,
+    pub debounce: u32,
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+}
+
+impl From<&Rule> for RuleView {
+    fn from(r: &Rule) -> Self {
+        let (method, alpha, beta) = match r.method {
+            Method::Procwatch => ("procwatch", None, None),
+            Method::Linear => ("linear", None, None),
+            Method::Holt { alpha, beta } => ("holt", Some(alpha), Some(beta)),
+            Method::Persistence => ("persistence", None, None),
+        };
+        RuleView {
+            host: r.host.as_str().to_owned(),
+            process: r.process.as_str().to_owned(),
+            metric: r.metric,
+            threshold: r.threshold,
+            hysteresis: r.hysteresis,
+            clear_for: r.clear_for,
+            horizon_ms: r.horizon_ms,
+            window_ms: r.window_ms,
+            debounce: r.debounce,
+            method,
+            alpha,
+            beta,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RulesResponse {
+    pub interval_ms: u64,
+    pub defaults: RuleView,
+    pub rules: Vec<RuleView>,
+}
+
+/// `GET /api/v1/rules`.
+async fn rules(State(st): State<AppState>) -> Json<RulesResponse> {
+    let set = st.alarms.rules();
+    Json(RulesResponse {
+        interval_ms: st.config.interval.as_millis() as u64,
+        defaults: RuleView::from(&set.defaults),
+        rules: set.rules.iter().map(RuleView::from).collect(),
+    })
+}
