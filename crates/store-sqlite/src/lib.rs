@@ -45,8 +45,10 @@
 //! Queries whose window starts at or after `F` (the usage, `get-all` and fleet queries, the
 //! alarms' windows) are answered from memory alone; older parts (history) come from chunks,
 //! merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
-//! Memory use: about 44 bytes per sample in the window (100 hosts × 300 processes × 15 min at
-//! 10 s ≈ 120 MB; one host ≈ 1.2 MB).
+//! Memory use: 44 bytes per sample in the window plus vector slack (measured: 131 MiB of
+//! process RSS for 100 hosts × 300 processes × 10 min; one host × 300 processes × 15 min
+//! ≈ 1–2 MB). Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
+//! threads. Figures: BENCHMARKS.md, "Embedded store".
 //!
 //! # Durability
 //!
