@@ -32,6 +32,10 @@
 //!   then every `retention_interval` (1 min); ingestion refuses samples already past it.
 //! - Times in query strings: Unix ms, RFC 3339 UTC, or relative (`now`, `-2h`, `now-30m`); see
 //!   [`time`]. Query semantics: see [`query`].
+//! - Legacy `save-all`: cpu and mem points of one (process, timestamp) join into one sample;
+//!   a point with only one of the two takes the other from the nearest point in time of the
+//!   same process in the same request, else 0; see
+//!   `procwatch_model::validate::legacy_to_batch`.
 
 pub mod alarms;
 pub mod dashboard;
