@@ -66,7 +66,10 @@
 //! deletes whole chunks that end before the cutoff (one indexed DELETE, no rewrite), host
 //! totals and closed alarm events that ended before it; a chunk straddling the cutoff stays
 //! until it is wholly older. Freed pages go back to the OS with `incremental_vacuum`.
-//! Samples written with a `ts` older than the retention floor are dropped.
+//! Samples written with a `ts` older than the retention floor are dropped. A series left with
+//! no chunk and nothing in memory is forgotten (`history` answers `NotFound` again), so the
+//! catalog does not grow with every process name ever seen; hosts silent since before the
+//! cutoff drop out of `hosts()` and their `seq` bookkeeping restarts.
 //!
 //! # Idempotency and seq
 //!
@@ -1251,8 +1254,46 @@ impl Inner {
             [cutoff],
         )
         .map_err(db_err)?;
+        // Series left with no chunk and nothing in memory (so nothing in the head either)
+        // are forgotten, so the catalog does not grow with every process name ever seen.
+        let orphans: Vec<(u32, u32, String)> = {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT id, host_id, process FROM series s WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id)",
+                )
+                .map_err(db_err)?;
+            let rows =
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db_err)?;
+            let cat = self.catalog.read();
+            let mut out = Vec::new();
+            for row in rows {
+                let (sid, hid, process): (u32, u32, String) = row.map_err(db_err)?;
+                let in_memory = cat.by_id.get(&hid).is_some_and(|h| {
+                    h.index.read().series.get(&process).is_some_and(|r| !r.c.is_empty())
+                });
+                if !in_memory {
+                    out.push((sid, hid, process));
+                }
+            }
+            out
+        };
+        {
+            let mut st = tx.prepare_cached("DELETE FROM series WHERE id = ?1").map_err(db_err)?;
+            for (sid, _, _) in &orphans {
+                st.execute([sid]).map_err(db_err)?;
+            }
+        }
         tx.commit().map_err(db_err)?;
         self.retention_floor.store(cutoff, Ordering::SeqCst);
+        if !orphans.is_empty() {
+            let mut cat = self.catalog.write();
+            for (sid, hid, process) in &orphans {
+                cat.series.remove(sid);
+                if let Some(h) = cat.by_id.get(hid) {
+                    h.series.write().remove(process);
+                }
+            }
+        }
         for h in &hosts {
             let mut st = h.state.lock();
             if st.last_seen < cutoff {

@@ -255,6 +255,26 @@ async fn retention_drops_whole_chunks() {
         let want = (0..(8 * 360)).filter(|i| t0 + i * 10_000 >= cutoff).count();
         assert_eq!(sw.samples.len(), want);
     }
+    // A series with nothing left is forgotten: NotFound, like a series never written.
+    store.write_batch(&batch("rt-1", 10_000, vec![sample(9, 1, cutoff + 10)])).await.unwrap();
+    let found = HistoryQuery {
+        host: "rt-1".into(),
+        process: "proc-9".into(),
+        from: 0,
+        to: i64::MAX,
+        step_ms: 0,
+    };
+    assert_eq!(store.history(&found).await.unwrap().len(), 1);
+    store.apply_retention(cutoff + 20).await.unwrap();
+    let gone = HistoryQuery {
+        host: "rt-1".into(),
+        process: "proc-9".into(),
+        from: 0,
+        to: i64::MAX,
+        step_ms: 0,
+    };
+    assert!(matches!(store.history(&gone).await, Err(procwatch_store::StoreError::NotFound(_))));
+    assert!(store.history(&HistoryQuery { process: "proc-1".into(), ..gone }).await.is_ok());
     // The floor survives a restart.
     drop(store);
     let store = SqliteStore::open(dir.path(), opts()).unwrap();
