@@ -77,17 +77,17 @@ fn spec_cross_checks_are_reproduced_exactly() {
     assert!(persistence.values().all(|s| s.amber_samples == 0), "persistence raises no AMBER");
 }
 
-/// The bar for procwatch's default against predict_linear W = 10 min, as far as it is
-/// met (BENCHMARKS.md, Forecaster): on cpu_native and cpu_scaled at least as many events
-/// caught at fewer false AMBERs per day; AMBER % never above predict_linear's in any group.
-/// (On mem_scaled it catches fewer events than predict_linear; that part of the bar is not met
-/// and is not asserted.)
+/// The bar for procwatch's default against predict_linear W = 10 min
+/// (BENCHMARKS.md, Forecaster), in every group: AMBER % never above predict_linear's; on
+/// cpu_native and cpu_scaled at least as many events caught at fewer false AMBERs per day; on
+/// mem_scaled more events caught with at most half its false AMBERs per day.
 #[test]
 fn default_forecaster_against_predict_linear() {
     use procwatch_alarm::forecast::{Analog, AnalogParams};
     let traces = traces();
     let linear = pooled(&traces, with(|| Box::new(Linear::new(3))));
     let ours = pooled(&traces, with(|| Box::new(Analog::new(AnalogParams::for_horizon(600_000)))));
+    assert_eq!(ours.len(), 3, "three groups");
     for (group, l) in &linear {
         let o = &ours[group];
         assert!(
@@ -96,9 +96,13 @@ fn default_forecaster_against_predict_linear() {
             o.amber_pct(),
             l.amber_pct()
         );
-        assert!(o.false_per_day() < l.false_per_day(), "{group}: false/day");
-        if group.starts_with("cpu") {
-            assert!(o.caught >= l.caught, "{group}: caught {} < {}", o.caught, l.caught);
+        let (caught, false_day) = (o.caught, o.false_per_day());
+        if group.starts_with("mem") {
+            assert!(caught > l.caught, "{group}: caught {caught} <= {}", l.caught);
+            assert!(false_day <= l.false_per_day() / 2.0, "{group}: false/day {false_day}");
+        } else {
+            assert!(caught >= l.caught, "{group}: caught {caught} < {}", l.caught);
+            assert!(false_day < l.false_per_day(), "{group}: false/day {false_day}");
         }
     }
 }
