@@ -37,7 +37,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 429: too many requests in flight.
-    #[error("too many requests")]
+    #[error("too many requests in flight; retry later")]
     TooManyRequests,
     /// 503: the store cannot be reached; the client may retry.
     #[error("{0}")]

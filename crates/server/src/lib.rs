@@ -27,7 +27,8 @@
 //!   and never logged. `/healthz`, `/readyz` and `/api/v1/openapi.json` are always open.
 //! - Every error is JSON `{"error": "...", "problems": [{"index", "field", "reason"}]}`;
 //!   unknown routes are 404 and wrong methods 405, in the same shape. A request running past
-//!   `request_timeout` (30 s) is 408.
+//!   `request_timeout` (30 s) is 408. More than `max_inflight_writes` (64) ingestion requests
+//!   at once: 429 with `Retry-After: 1` (agents retry).
 //! - Retention: everything older than `now - retention` is dropped when the server starts and
 //!   then every `retention_interval` (1 min); ingestion refuses samples already past it.
 //! - Times in query strings: Unix ms, RFC 3339 UTC, or relative (`now`, `-2h`, `now-30m`); see
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub max_samples: usize,
     /// A request running longer is answered 408.
     pub request_timeout: Duration,
+    /// Ingestion requests in flight at most (bodies being read, decoded or stored); more are
+    /// answered 429 with `Retry-After: 1` at once, so memory stays bounded under a burst.
+    pub max_inflight_writes: usize,
     /// Alarm rules (`[alarm_defaults]` and `[[rules]]` of the config file).
     pub alarm_rules: procwatch_alarm::RuleSet,
 }
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             max_body_bytes: procwatch_model::validate::MAX_BODY_BYTES,
             max_samples: procwatch_model::validate::MAX_SAMPLES,
             request_timeout: Duration::from_secs(30),
+            max_inflight_writes: 64,
             alarm_rules: procwatch_alarm::RuleSet::default(),
         }
     }
@@ -119,6 +124,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_samples", &self.max_samples)
             .field("request_timeout", &self.request_timeout)
+            .field("max_inflight_writes", &self.max_inflight_writes)
             .finish()
     }
 }
@@ -130,6 +136,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub alarms: Arc<alarms::Alarms>,
+    /// One permit per ingestion request in flight (`ServerConfig::max_inflight_writes`).
+    pub write_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -137,7 +145,8 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::new());
         let store = metrics::MeteredStore::wrap(store, metrics.clone());
         let alarms = Arc::new(alarms::Alarms::new(config.alarm_rules.clone()));
-        AppState { store, config: Arc::new(config), metrics, alarms }
+        let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_writes));
+        AppState { store, config: Arc::new(config), metrics, alarms, write_permits }
     }
 }
 
@@ -339,10 +348,15 @@ async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> R
 }
 
 async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    match check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
+        return e.into_response();
     }
+    let Ok(_permit) = st.write_permits.clone().try_acquire_owned() else {
+        let mut resp = ApiError::TooManyRequests.into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return resp;
+    };
+    next.run(req).await
 }
 
 /// Drops what is older than the retention; logs and carries on when the store fails.

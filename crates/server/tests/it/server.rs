@@ -316,3 +316,27 @@ async fn store_down_is_503() {
     assert_eq!(app.get_json("/readyz").await.0, 200);
     app.stop().await;
 }
+
+/// Past `max_inflight_writes` ingestion requests at once, the next is refused with 429 and
+/// `Retry-After` (before its body is read), and accepted again once one finishes.
+#[tokio::test]
+async fn too_many_writes_in_flight_is_429() {
+    let config = ServerConfig { max_inflight_writes: 1, ..ServerConfig::default() };
+    let gated = Arc::new(GatedStore::new(0));
+    let app = spawn_app_with(gated.clone(), config).await;
+    let b = batch("busy", 1, vec![sample(now_ms(), "a", 1.0, 1.0)]);
+    let (client, url, first) = (app.client.clone(), app.url("/api/v1/samples"), b.clone());
+    let held = tokio::spawn(async move { client.post(url).json(&first).send().await });
+    gated.started.notified().await;
+    let resp = app.client.post(app.url("/api/v1/samples")).json(&b).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("retry"), "{err}");
+    // Reads are not limited.
+    assert_eq!(app.get_json("/api/v1/hosts").await.0, 200);
+    gated.go.add_permits(2);
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    assert_eq!(app.post_batch(&b).await.0, 200);
+    app.stop().await;
+}
