@@ -334,7 +334,8 @@ impl Spool {
             dropped.add(d);
             return Ok((self.next_id, dropped));
         }
-        dropped.add(self.enforce_bytes(frame_len)?);
+        // Room for the record and, conservatively, for a new segment header.
+        dropped.add(self.enforce_bytes(frame_len + HEADER_LEN)?);
         let need_new = match self.segments.back() {
             None => true,
             // An empty segment whose name is not the next id (its records were cut off) is

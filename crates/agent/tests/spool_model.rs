@@ -142,3 +142,80 @@ proptest! {
         prop_assert_eq!(ids, want);
     }
 }
+
+#[derive(Debug, Clone)]
+enum CapOp {
+    Append(usize),
+    Ack(usize),
+    Reopen,
+}
+
+fn cap_op() -> impl Strategy<Value = CapOp> {
+    prop_oneof![
+        6 => (0usize..120).prop_map(CapOp::Append),
+        2 => (0usize..4).prop_map(CapOp::Ack),
+        1 => Just(CapOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Under a byte cap: the spool never exceeds it, keeps the newest records in order, and
+    /// every record appended is either pending, acked, or counted as dropped.
+    #[test]
+    fn byte_cap_keeps_the_newest_and_counts_the_rest(
+        ops in proptest::collection::vec(cap_op(), 1..80),
+        max_bytes in 400u64..1500,
+        segment_bytes in 100u64..500,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig { max_bytes, segment_bytes, fsync: false, ..SpoolConfig::new(dir.path()) };
+        let (mut spool, _) = Spool::open(cfg.clone()).unwrap();
+        // Model: the unacked records (id -> samples), and what was dropped from them.
+        let mut live: std::collections::BTreeMap<u64, u32> = Default::default();
+        let mut model_dropped = 0u64;
+        let mut reported_dropped = 0u64;
+        let mut last_appended = None;
+        for op in ops {
+            match op {
+                CapOp::Append(len) => {
+                    let samples = len as u32 % 7;
+                    let (id, d) = spool.append(TS, samples, &vec![7u8; len], TS).unwrap();
+                    reported_dropped += d.samples;
+                    live.insert(id, samples);
+                    last_appended = Some(id);
+                    prop_assert!(spool.total_bytes() <= max_bytes,
+                        "{} > {max_bytes}", spool.total_bytes());
+                }
+                CapOp::Ack(k) => {
+                    let recs = spool.read(k, usize::MAX).unwrap();
+                    if let Some(last) = recs.last() {
+                        spool.ack_through(last.id, 0).unwrap();
+                        live.retain(|id, _| *id > last.id);
+                    }
+                }
+                CapOp::Reopen => {
+                    drop(spool);
+                    spool = Spool::open(cfg.clone()).unwrap().0;
+                }
+            }
+            let pending: Vec<u64> =
+                spool.read(usize::MAX, usize::MAX).unwrap().iter().map(|r| r.id).collect();
+            // Whatever left `live` without an ack was dropped by the cap.
+            let gone: Vec<u64> = live.keys().copied().filter(|id| !pending.contains(id)).collect();
+            for id in gone {
+                model_dropped += live.remove(&id).unwrap_or(0) as u64;
+            }
+            // Pending is exactly the model's unacked records, consecutive, the newest kept.
+            prop_assert_eq!(&pending, &live.keys().copied().collect::<Vec<_>>());
+            prop_assert!(pending.windows(2).all(|w| w[1] == w[0] + 1), "{pending:?}");
+            if !pending.is_empty() {
+                prop_assert_eq!(pending.last().copied(), last_appended);
+            }
+            prop_assert_eq!(model_dropped, reported_dropped);
+            prop_assert_eq!(spool.state().dropped_total, reported_dropped);
+            prop_assert_eq!(spool.pending_records(), pending.len() as u64);
+        }
+    }
+}
