@@ -347,12 +347,23 @@ async fn wait_host_data(client: &reqwest::Client, url: &str) -> Vec<String> {
     }
 }
 
-/// A batch for `HOST` with one process far above the threshold (SPEC: T = 80). `seq` 0 never
-/// passes the agent's own, so the host's gap accounting is untouched.
-fn red_batch() -> Value {
+/// A batch for `HOST` with one process that ends far above the threshold (SPEC: T = 80):
+/// with `ramp`, a minute of history climbing from 30 % to it (so its chart shows the crossing),
+/// else the newest sample alone. `seq` 0 never passes the agent's own, so the host's gap
+/// accounting is untouched.
+fn red_batch(ramp: bool) -> Value {
+    let now = now_ms();
+    let n = if ramp { 30 } else { 1 };
+    let samples: Vec<Value> = (0..n)
+        .map(|i| {
+            let age = (n - 1 - i) as i64 * 2_000;
+            let cpu = 97.5 - 67.5 * age as f64 / 58_000.0;
+            json!({"ts": now - age, "process": "forced-red", "cpu": cpu, "cores": cpu / 50.0,
+                   "mem": 2.0, "rss": 1_000_000, "count": 1})
+        })
+        .collect();
     json!({"host": HOST, "agent": "dashboard-e2e", "seq": 0, "interval_ms": INTERVAL_S * 1000,
-           "samples": [{"ts": now_ms(), "process": "forced-red", "cpu": 97.5, "cores": 1.95,
-                        "mem": 2.0, "rss": 1_000_000, "count": 1}]})
+           "samples": samples})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,10 +498,10 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
             let url = url.clone();
             tokio::spawn(async move {
                 // One sample per interval keeps the series fresh (not stale) until the end.
-                loop {
+                for i in 0.. {
                     let r = client
                         .post(format!("{url}/api/v1/samples"))
-                        .json(&red_batch())
+                        .json(&red_batch(i == 0))
                         .send()
                         .await;
                     assert!(r.is_ok_and(|r| r.status().is_success()), "forced batch refused");
