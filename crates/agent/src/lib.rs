@@ -30,7 +30,9 @@
 //!   the same records, so the server sees a retry, not a gap (and does not count its
 //!   `dropped_samples` twice). Records it held are counted in [`AgentStats::resent_records`]
 //!   (they may be duplicates; writes are idempotent). Deleting the spool directory restarts
-//!   `seq` at 0, which the server treats as old batches (no gap counted).
+//!   `seq` at 0, which the server treats as old batches: no gap is counted, and (a limit of
+//!   the store's rule) their `dropped_samples` are not added until `seq` passes the highest
+//!   one it saw before.
 //! - **Failures.** Connection errors, timeouts, 408, 429, 5xx, and also 401/403 (a token
 //!   problem is not a bad batch) are retried with exponential backoff and full jitter
 //!   ([`BackoffConfig`]: 500 ms × 2ⁿ, capped at 30 s). Any other 4xx (400, 413, …) means this

@@ -10,7 +10,8 @@
 //!   [`SpoolConfig::max_age`] (default 48 h, the server's default retention: older samples
 //!   would be refused anyway). Past the byte cap the *oldest* segment goes whole, so the
 //!   granularity of a drop is one segment ([`SpoolConfig::segment_bytes`], default 8 MiB,
-//!   1/32 of the cap). Past the age cap the expired records are skipped one by one.
+//!   1/32 of the cap; room for one 16-byte segment header is kept free). Past the age cap
+//!   the expired records are skipped one by one.
 //! - **Writer appends, reader acks.** One writer (the sweep loop) appends at the tail; one
 //!   reader (the sender) reads from the ack cursor, oldest first, and acks a prefix. A segment
 //!   whose records are all acked is deleted (never the one being written).
