@@ -485,8 +485,8 @@ fn par_split<T: Sync, R: Send>(
         let hb = scope.spawn(|| f(b));
         let mut ra = f(a);
         match hb.join() {
-            Ok(rb) => {
-                ra.extend(rb);
+            Ok(mut rb) => {
+                ra.append(&mut rb);
                 ra
             }
             Err(panic) => std::panic::resume_unwind(panic),
@@ -506,7 +506,11 @@ fn usage_from_memory(
         let big = hosts.len() >= 8;
         return par_split(hosts, big, |hs| {
             let mut scratch = Scratch::default();
-            let mut rows = Vec::new();
+            let cap = match q.process {
+                Some(_) => hs.len(),
+                None => hs.iter().map(|h| h.index.read().series.len()).sum(),
+            };
+            let mut rows = Vec::with_capacity(cap);
             for h in hs {
                 let idx = h.index.read();
                 let mut one = |p: &String, ring: &index::Ring| {
@@ -541,7 +545,7 @@ fn usage_from_memory(
     let big = hosts.len() * procs.len() >= 2_000;
     par_split(&procs, big, |ps| {
         let mut acc = MergedAcc::default();
-        let mut rows = Vec::new();
+        let mut rows = Vec::with_capacity(ps.len());
         for p in ps {
             acc.clear();
             for h in hosts {
@@ -1035,17 +1039,28 @@ impl Inner {
                 .as_blob()
                 .map_err(|e| other(rusqlite::Error::from(e)))?;
             decode_head(blob, &mut recs).map_err(other)?;
+            // One batch is one host: lock its index once per row.
+            let Some(h) = recs
+                .first()
+                .and_then(|r| cat.series.get(&r.sid))
+                .and_then(|(hid, _)| cat.by_id.get(hid))
+            else {
+                continue;
+            };
+            let mut idx = h.index.write();
             for r in &recs {
                 if r.ts < floor {
                     continue;
                 }
                 let Some((hid, process)) = cat.series.get(&r.sid) else { continue };
-                let Some(h) = cat.by_id.get(hid) else { continue };
-                let mut idx = h.index.write();
-                idx.series
-                    .entry(process.clone())
-                    .or_default()
-                    .upsert(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+                if *hid != h.id {
+                    continue; // never written so; a head row holds one host's samples
+                }
+                let ring = match idx.series.get_mut(process) {
+                    Some(ring) => ring,
+                    None => idx.series.entry(process.clone()).or_default(),
+                };
+                ring.upsert(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
             }
         }
         Ok(())
