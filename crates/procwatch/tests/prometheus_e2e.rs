@@ -1,6 +1,7 @@
 //! A real Prometheus (Debian package `prometheus`) scrapes a real `procwatch server` fed by a
 //! real `procwatch agent`, with the read token in its scrape config, and its query API returns
-//! the per-process series.
+//! the per-process series, including the alarm level of a process forced over the threshold;
+//! every query of the Grafana dashboard in `deploy/grafana` runs on it.
 //!
 //! Without a `prometheus` binary the test prints "SKIPPED: ..." and passes, unless `CI` is
 //! set (then it fails). Every child is killed by PID on drop.
@@ -223,6 +224,34 @@ async fn prometheus_scrapes_per_process_series() {
         let v: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
         assert!((0.0..=100.0).contains(&v), "cpu {v} of {process}");
     }
+
+    // A process forced over the threshold is exported whatever its rank, with level RED (3).
+    let poster = {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            loop {
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                let batch = serde_json::json!({"host": HOST, "agent": "prometheus-e2e", "seq": 0,
+                    "interval_ms": 1000, "samples": [{"ts": ts, "process": "forced-red",
+                    "cpu": 97.5, "cores": 1.95, "mem": 1.0, "rss": 1_000_000, "count": 1}]});
+                let r = client.post(format!("{url}/api/v1/samples")).json(&batch).send().await;
+                assert!(r.is_ok_and(|r| r.status().is_success()), "forced batch refused");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let red = wait_for("alarm level 3 in Prometheus", Duration::from_secs(30), || {
+        query(format!(
+            "procwatch_process_alarm_level{{host=\"{HOST}\",process=\"forced-red\",metric=\"cpu\"}} == 3"
+        ))
+    })
+    .await;
+    assert_eq!(red.len(), 1);
+    poster.abort();
 
     // The scrape itself is healthy and the server's own counters arrive too.
     let up =
