@@ -291,3 +291,111 @@ async fn concurrent_batches_of_one_host_keep_the_bookkeeping() {
         assert_eq!((h[0].last_seq, h[0].seq_gaps), (hi.seq, gaps), "round {round}");
     }
 }
+
+/// Merged usage over hosts that sample at the same instants (every agent sweeps at the same
+/// timestamps): every value counts, none is lost to a timestamp shared by two series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_usage_counts_samples_that_share_a_timestamp() {
+    let Some(d) = Influxd::start_or_skip("merged_usage_counts_samples_that_share_a_timestamp")
+    else {
+        return;
+    };
+    let influx = InfluxStore::connect(d.config("ties")).await.expect("connect");
+    let reference = procwatch_store::memory::MemoryStore::new();
+    let t0 = base_ts();
+    for (h, host) in ["tie-1", "tie-2", "tie-3"].iter().enumerate() {
+        // Host 3 holds the largest values, at the same timestamps as the others.
+        let samples: Vec<Sample> = (0..25)
+            .map(|i| sample(t0 + i * 10_000, "same", (i as f64 + 1.0) * (h as f64 + 1.0), 1.0))
+            .collect();
+        let b = batch(host, 1, samples);
+        influx.write_batch(&b).await.expect("write");
+        reference.write_batch(&b).await.expect("write");
+    }
+    let q = UsageQuery { from: t0, to: t0 + 600_000, host: None, process: None, per_host: false };
+    let got = influx.usage(&q).await.expect("usage");
+    let want = reference.usage(&q).await.expect("usage");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].samples, 75);
+    for (stat, a, b) in [
+        ("mean", got[0].cpu.mean, want[0].cpu.mean),
+        ("min", got[0].cpu.min, want[0].cpu.min),
+        ("max", got[0].cpu.max, want[0].cpu.max),
+        ("p95", got[0].cpu.p95, want[0].cpu.p95),
+    ] {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "cpu.{stat}: influx {a}, reference {b}");
+    }
+}
+
+/// What a 2.x-like server sees (a loopback listener reading the raw requests): the token as
+/// `Authorization: Token <t>` on every request, a refused `CREATE DATABASE` making the store
+/// "unmanaged" (writes go ahead without an RP), writes as gzip line protocol in ms precision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::thread::spawn(move || {
+        let mut heads: Vec<String> = Vec::new();
+        // /ping 204, CREATE DATABASE refused (501, as a 2.x would), other queries answered
+        // empty, writes 204; until the data write and the batch point write are in.
+        while heads.iter().filter(|h| h.starts_with("POST /write")).count() < 2 {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0;
+            let head = loop {
+                n += s.read(&mut buf[n..]).expect("read");
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                let Some(end) = text.find("\r\n\r\n") else { continue };
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if n >= end + 4 + len {
+                    break text[..end].to_string();
+                }
+            };
+            let queries = heads.iter().filter(|h| h.starts_with("POST /query")).count();
+            let (status, body) = if head.starts_with("GET /ping") {
+                ("204 No Content", "")
+            } else if head.starts_with("POST /query") && queries == 0 {
+                ("501 Not Implemented", "{}")
+            } else if head.starts_with("POST /query") {
+                ("200 OK", r#"{"results":[{"statement_id":0}]}"#)
+            } else {
+                ("204 No Content", "")
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).expect("answer");
+            heads.push(head);
+        }
+        heads
+    });
+    let mut cfg = InfluxConfig::new(url, "tokdb");
+    cfg.token = Some("s3cret".into());
+    cfg.timeout = Duration::from_secs(5);
+    let store = InfluxStore::new(cfg).expect("store");
+    let t0 = base_ts();
+    // Unmanaged (CREATE DATABASE refused): the write goes ahead on the database's default RP.
+    let out = store.write_batch(&batch("tok-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await;
+    assert_eq!(out.expect("write").samples, 1);
+    let heads = seen.join().expect("listener");
+    assert!(heads[0].starts_with("GET /ping"), "{heads:?}");
+    assert!(heads[1].starts_with("POST /query"), "{heads:?}");
+    let write = heads.iter().find(|h| h.starts_with("POST /write")).expect("a write");
+    assert!(!write.contains("rp="), "no RP when the store cannot manage one: {write}");
+    for h in &heads {
+        assert!(h.to_ascii_lowercase().contains("authorization: token s3cret"), "{h}");
+    }
+    let lower = write.to_ascii_lowercase();
+    assert!(lower.contains("content-encoding: gzip"), "{write}");
+    assert!(write.contains("precision=ms") && write.contains("db=tokdb"), "{write}");
+}
