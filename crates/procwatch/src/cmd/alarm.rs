@@ -1,5 +1,16 @@
-//! `procwatch alarm`: the alarm service (a later phase) and `procwatch alarm backtest`, which
-//! replays traces through the alarm crate's forecasters and scores them by SPEC section 4.
+//! `procwatch alarm`: the alarm service and `procwatch alarm backtest`, which replays traces
+//! through the alarm crate's forecasters and scores them by SPEC section 4.
+//!
+//! `procwatch alarm --server URL [--token T] [--color auto|always|never]` follows the server's
+//! alarm stream (`/api/v1/alarms/stream`, reconnecting with backoff forever; a 401/403/404 ends
+//! it with an error), prints one line per transition on stdout
+//! (`RED   web-1 java cpu 93.1% > 80%`; coloured by level when stdout is a terminal, plain
+//! otherwise), and forwards every event to the `[[notifiers]]` of its `--config` file
+//! (webhook, alertmanager: see `procwatch_notify`). Logs go to stderr. SIGINT/SIGTERM stop it
+//! (notifications in flight get 5 s to finish).
+//!
+//! The server reads its alarm rules (`[alarm_defaults]`, `[[rules]]`, top level of the same
+//! kind of file) through [`rules_from_config`].
 
 use anyhow::{bail, Context, Result};
 use procwatch_alarm::backtest::{
@@ -7,8 +18,15 @@ use procwatch_alarm::backtest::{
 };
 use procwatch_alarm::forecast::Forecaster;
 use procwatch_alarm::rules::{parse_duration_ms, Method};
+use procwatch_alarm::{RuleSet, RuleSpec};
+use procwatch_notify::follow::{dispatch, follow, FollowOptions};
+use procwatch_notify::{console::Console, Notifier, NotifierSpec};
+use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct AlarmArgs {
@@ -19,6 +37,10 @@ pub struct AlarmArgs {
     /// Read token for the server.
     #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// Colour the lines by level: auto (when stdout is a terminal), always, never.
+    #[arg(long, env = "PROCWATCH_COLOR", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    color: String,
 
     #[command(subcommand)]
     command: Option<AlarmCommand>,
@@ -79,14 +101,101 @@ struct BacktestArgs {
 pub fn run(args: AlarmArgs) -> Result<()> {
     match args.command {
         Some(AlarmCommand::Backtest(b)) => backtest(b),
-        None => {
-            let server = args.server.as_deref().unwrap_or("(none given)");
-            bail!(
-                "following a server's alarms (procwatch alarm --server {server}) is not built yet; \
-                 `procwatch alarm backtest` is"
-            )
+        None => service(args),
+    }
+}
+
+/// The alarm tables of the config file (other keys are someone else's).
+#[derive(Debug, Default, Deserialize)]
+struct AlarmTables {
+    #[serde(default)]
+    alarm_defaults: RuleSpec,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+    #[serde(default)]
+    notifiers: Vec<NotifierSpec>,
+}
+
+/// Reads the alarm tables of the `--config` file (the config layer exports its path as
+/// `PROCWATCH_CONFIG`); no file, no tables.
+fn config_tables() -> Result<AlarmTables> {
+    let Some(path) = std::env::var_os("PROCWATCH_CONFIG").map(PathBuf::from) else {
+        return Ok(AlarmTables::default());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// The server's alarm rules: `[alarm_defaults]` and `[[rules]]` of the config file over the
+/// built-in defaults.
+pub fn rules_from_config() -> Result<RuleSet> {
+    let t = config_tables()?;
+    RuleSet::from_specs(&t.alarm_defaults, &t.rules).context("alarm rules of the config file")
+}
+
+/// `procwatch alarm --server URL`: follow, print, notify.
+fn service(args: AlarmArgs) -> Result<()> {
+    let Some(server) = args.server.clone() else {
+        bail!("procwatch alarm needs --server URL (or PROCWATCH_SERVER); see also `procwatch alarm backtest`");
+    };
+    reqwest_url_check(&server)?;
+    let colour = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
+    };
+    let mut notifiers: Vec<Arc<dyn Notifier>> =
+        vec![Arc::new(Console::new(std::io::stdout(), colour))];
+    for spec in config_tables()?.notifiers {
+        notifiers.push(spec.build()?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("procwatch-alarm")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let fanout = tokio::spawn(dispatch(rx, notifiers));
+        let opts = FollowOptions::new(server, args.token);
+        let followed = tokio::select! {
+            r = follow(opts, tx) => r.map_err(anyhow::Error::from),
+            () = stop_signal() => Ok(()),
+        };
+        // The sender is gone: the notifiers finish what they have, within bounds.
+        let _ = tokio::time::timeout(Duration::from_secs(5), fanout).await;
+        followed
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
         }
     }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn reqwest_url_check(url: &str) -> Result<()> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--server {url:?}: expected an http:// or https:// URL");
+    }
+    Ok(())
 }
 
 /// The forecast method chosen on the command line.

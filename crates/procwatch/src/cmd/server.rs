@@ -184,6 +184,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
         query_window: args.window,
         write_token: token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?,
         read_token: token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?,
+        alarm_rules: super::alarm::rules_from_config()?,
         ..ServerConfig::default()
     };
     if args.retention_interval.is_zero() {

@@ -1,0 +1,523 @@
+//! Alarms end to end, with real processes and the real binary: `procwatch server` (rules from
+//! its `--config` file, evaluation every 500 ms), `procwatch agent` sampling this machine every
+//! 500 ms, `procwatch alarm` following the stream and notifying a webhook receiver (an axum
+//! server in this test) and a real Prometheus Alertmanager (Debian package
+//! `prometheus-alertmanager`, started here on a loopback port with clustering off).
+//!
+//! - A busy child (a copy of `/bin/sh` named `pwburn<N>` spinning `while :; do :; done`) with
+//!   the cpu threshold lowered to 10 %: RED at `query-alarm`, on `procwatch alarm`'s stdout, at
+//!   the webhook and in Alertmanager; stopped with SIGSTOP (alive, no CPU) it clears: absent
+//!   at `query-alarm`, an OK line, an OK event at the webhook, the alert resolved.
+//! - A child whose memory grows steadily (this test binary re-run as `pwramp<N>`, allocating
+//!   8 MiB every 100 ms) with the mem threshold set to what ~400 MiB is on this machine and a
+//!   linear forecast: AMBER comes before RED; killed, the series goes STALE (not resolved).
+//!
+//! Without an Alertmanager binary the Alertmanager checks print "SKIPPED: ..." and the rest
+//! runs, unless `CI` is set (then the test fails). Every child is killed by PID on drop.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const INTERVAL: &str = "500ms";
+
+/// A child process killed by PID (SIGKILL) on drop.
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc { child, name: name.to_owned() }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {} failed", self.name);
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("{} exited early: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A short name no other test or process uses (≤ 15 bytes, so `comm` is not truncated).
+fn unique(prefix: &str) -> String {
+    let n =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            % 100_000;
+    format!("{prefix}{}{n:05}", std::process::id() % 100)
+}
+
+fn start_server(dir: &Path, config: &str) -> (Proc, String) {
+    let config_file = dir.join("server.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let addr_file = dir.join("server.addr");
+    let mut server = Proc::spawn(
+        "procwatch server",
+        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("--config")
+            .arg(&config_file)
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--interval", INTERVAL, "--store", "memory"])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .env_remove("PROCWATCH_CONFIG"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            if !addr.trim().is_empty() {
+                return (server, format!("http://{}", addr.trim()));
+            }
+        }
+        server.assert_running();
+        assert!(Instant::now() < deadline, "procwatch server did not write its address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_agent(dir: &Path, url: &str, host: &str) -> Proc {
+    Proc::spawn(
+        "procwatch agent",
+        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("agent")
+            .args(["--server", url, "--interval", INTERVAL, "--host", host])
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .env_remove("PROCWATCH_CONFIG"),
+    )
+}
+
+/// `procwatch alarm --server URL`, its stdout lines collected as they come.
+struct Follower {
+    _proc: Proc,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Follower {
+    fn start(dir: &Path, url: &str, config: &str) -> Follower {
+        let config_file = dir.join("alarm.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("--config")
+            .arg(&config_file)
+            .args(["alarm", "--server", url])
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn procwatch alarm");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Follower { _proc: Proc { child, name: "procwatch alarm".into() }, lines }
+    }
+
+    /// The lines about `process` so far.
+    fn about(&self, process: &str) -> Vec<String> {
+        let needle = format!(" {process} ");
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(&needle)).cloned().collect()
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = client.get(url).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An HTTP server on 127.0.0.1:0 that records every JSON body POSTed to `/hook`.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, bodies)
+}
+
+/// A real Alertmanager on a free loopback port, or `None` (SKIPPED) when not installed.
+async fn start_alertmanager(dir: &Path) -> Option<(Proc, String)> {
+    let Some(bin) = which("prometheus-alertmanager").or_else(|| which("alertmanager")) else {
+        let why =
+            "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)";
+        assert!(std::env::var_os("CI").is_none(), "{why} (CI is set: see .ci/packages.txt)");
+        println!("SKIPPED: {why}; the Alertmanager checks are left out");
+        return None;
+    };
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(&config, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+        .unwrap();
+    std::fs::create_dir_all(dir.join("am-data")).unwrap();
+    let client = reqwest::Client::new();
+    // A free port may be taken between the probe and the bind: try a few.
+    for _ in 0..3 {
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let mut am = Proc::spawn(
+            "alertmanager",
+            Command::new(&bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address={}", url.trim_start_matches("http://")))
+                .arg("--cluster.listen-address="),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{url}/-/ready")).send().await {
+                if r.status().is_success() {
+                    return Some((am, url));
+                }
+            }
+            if am.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("alertmanager did not become ready");
+}
+
+/// Alertmanager's active alerts about `process`.
+async fn am_alerts(client: &reqwest::Client, am: &str, process: &str) -> Vec<Value> {
+    let all =
+        get_json(client, &format!("{am}/api/v2/alerts?active=true")).await.unwrap_or_default();
+    all.as_array()
+        .map(|a| a.iter().filter(|x| x["labels"]["process"] == process).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn hook_events(bodies: &Mutex<Vec<Value>>, process: &str) -> Vec<Value> {
+    bodies.lock().unwrap().iter().filter(|v| v["process"] == process).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let client = reqwest::Client::new();
+    let burn = unique("pwburn");
+    let host = "alarm-e2e-red";
+    let am = start_alertmanager(dir).await;
+    let (hook_url, hook) = webhook_receiver().await;
+    let mut notifiers = format!("[[notifiers]]\ntype = \"webhook\"\nurl = \"{hook_url}\"\n");
+    if let Some((_, am_url)) = &am {
+        notifiers += &format!(
+            "[[notifiers]]\ntype = \"alertmanager\"\nurl = \"{am_url}\"\nresend = \"2s\"\n"
+        );
+    }
+    let rules = format!("[[rules]]\nprocess = \"{burn}\"\nmetric = \"cpu\"\nthreshold = 10\n");
+    let (_server, url) = start_server(dir, &rules);
+    let follower = Follower::start(dir, &url, &notifiers);
+    let _agent = start_agent(dir, &url, host);
+
+    // The rule is in effect, and listed.
+    let listed = get_json(&client, &format!("{url}/api/v1/rules")).await.unwrap();
+    assert_eq!(listed["rules"][0]["process"], burn.as_str());
+    assert_eq!(listed["rules"][0]["threshold"], 10.0);
+    assert_eq!(listed["defaults"]["threshold"], 80.0);
+    // Wait until the agent's batches arrive, so the clock below measures the alarm only.
+    wait_for("the agent's first batch", Duration::from_secs(15), || async {
+        let h = get_json(&client, &format!("{url}/api/v1/hosts")).await?;
+        h["hosts"].as_array()?.iter().any(|x| x["host"] == host).then_some(())
+    })
+    .await;
+
+    // A copy of the shell under a unique name, spinning: one full core.
+    let exe = dir.join(&burn);
+    std::fs::copy("/bin/sh", &exe).unwrap();
+    let started = Instant::now();
+    let started_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let child = Proc::spawn(&burn, Command::new(&exe).args(["-c", "while :; do :; done"]));
+    let query = format!("{url}/ressources-usage/query-alarm/?host={host}");
+    wait_for("RED at query-alarm", Duration::from_secs(10), || async {
+        let v = get_json(&client, &query).await?;
+        (v[burn.as_str()] == "RED").then_some(())
+    })
+    .await;
+    let red_after = started.elapsed();
+    // Without ?host= the worst level across hosts: the same here.
+    let all = get_json(&client, &format!("{url}/ressources-usage/query-alarm/")).await.unwrap();
+    assert_eq!(all[burn.as_str()], "RED");
+    wait_for("the RED line of procwatch alarm", Duration::from_secs(5), || async {
+        follower
+            .about(&burn)
+            .iter()
+            .any(|l| l.starts_with(&format!("RED   {host} {burn} cpu ")))
+            .then_some(())
+    })
+    .await;
+    let line_after = started.elapsed();
+    println!("RED at query-alarm {red_after:?} and on the console {line_after:?} after the child started (interval {INTERVAL})");
+    let line = follower.about(&burn).into_iter().find(|l| l.starts_with("RED")).unwrap();
+    assert!(line.ends_with("% > 10%"), "{line}");
+    assert!(!line.contains('\x1b'), "colour codes on a pipe: {line:?}");
+    // The event is in the store, active, with the rule's threshold.
+    let active = get_json(&client, &format!("{url}/api/v1/alarms?active=true&process={burn}"))
+        .await
+        .unwrap();
+    let ev = &active["alarms"][0];
+    assert_eq!((ev["level"].as_str(), ev["metric"].as_str()), (Some("RED"), Some("cpu")));
+    assert!(ev.get("end").is_none());
+    assert_eq!(ev["threshold"], 10.0);
+    assert!(ev["value"].as_f64().unwrap() > 10.0);
+    // The RED sample is the agent's first or second sweep after the child started: within two
+    // intervals (1 s), plus 250 ms for a sweep that a loaded machine schedules late.
+    let red_sample_after = ev["start"].as_i64().unwrap() - started_ms;
+    println!("the RED sample was taken {red_sample_after} ms after the child started");
+    assert!(red_sample_after <= 1250, "RED sample {red_sample_after} ms after the start");
+    wait_for("the RED event at the webhook", Duration::from_secs(5), || async {
+        hook_events(&hook, &burn)
+            .iter()
+            .any(|e| e["level"] == "RED" && e["end"].is_null())
+            .then_some(())
+    })
+    .await;
+    if let Some((_, am_url)) = &am {
+        let alert = wait_for("the alert in Alertmanager", Duration::from_secs(5), || async {
+            am_alerts(&client, am_url, &burn).await.into_iter().next()
+        })
+        .await;
+        assert_eq!(alert["labels"]["alertname"], "ProcwatchRed");
+        assert_eq!(alert["labels"]["host"], host);
+        assert_eq!(alert["labels"]["metric"], "cpu");
+        assert_eq!(alert["labels"]["severity"], "critical");
+        assert_eq!(alert["status"]["state"], "active");
+        assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("RED   "));
+    }
+
+    // Stopped (alive, using no CPU): the alarm clears after clear_for = 2 low samples.
+    child.signal("-STOP");
+    wait_for("the alarm to clear at query-alarm", Duration::from_secs(10), || async {
+        let v = get_json(&client, &query).await?;
+        v.get(burn.as_str()).is_none().then_some(())
+    })
+    .await;
+    wait_for("the OK line", Duration::from_secs(5), || async {
+        follower
+            .about(&burn)
+            .iter()
+            .any(|l| l.starts_with(&format!("OK    {host} {burn} cpu ")))
+            .then_some(())
+    })
+    .await;
+    let lines = follower.about(&burn);
+    assert_eq!(lines.len(), 2, "one line per transition: {lines:?}");
+    wait_for("the OK event at the webhook", Duration::from_secs(5), || async {
+        hook_events(&hook, &burn)
+            .iter()
+            .any(|e| e["level"] == "OK" && e["previous"] == "RED")
+            .then_some(())
+    })
+    .await;
+    // The webhook got the RED event, its closing copy (end set), then OK, in that order.
+    let got: Vec<(String, bool)> = hook_events(&hook, &burn)
+        .iter()
+        .map(|e| (e["level"].as_str().unwrap().to_owned(), e["end"].is_number()))
+        .collect();
+    assert_eq!(got, [("RED".into(), false), ("RED".into(), true), ("OK".into(), true)]);
+    if let Some((_, am_url)) = &am {
+        wait_for("the alert to resolve in Alertmanager", Duration::from_secs(5), || async {
+            am_alerts(&client, am_url, &burn).await.is_empty().then_some(())
+        })
+        .await;
+    }
+    let history =
+        get_json(&client, &format!("{url}/api/v1/alarms?process={burn}&metric=cpu")).await.unwrap();
+    let levels: Vec<&str> = history["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["OK", "RED"], "newest first");
+    drop(child);
+}
+
+/// Not a test: the body of the memory-ramp child. `memory_ramp_goes_amber_then_red` runs this
+/// test binary again under another name with `PW_ALARM_RAMP` set; in a normal run it returns
+/// at once.
+#[test]
+fn child_memory_ramp() {
+    if std::env::var_os("PW_ALARM_RAMP").is_none() {
+        return;
+    }
+    const STEP: usize = 8 << 20;
+    const MAX: usize = 640 << 20;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        if held.len() * STEP < MAX {
+            held.push(vec![1u8; STEP]); // written, so resident
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!held.is_empty());
+}
+
+fn mem_total_bytes() -> f64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let client = reqwest::Client::new();
+    let ramp = unique("pwramp");
+    let host = "alarm-e2e-ramp";
+    // The threshold is what 400 MiB is on this machine: crossed ~5 s into an 80 MiB/s ramp.
+    let threshold = 100.0 * (400u64 << 20) as f64 / mem_total_bytes();
+    let rules = format!(
+        "[[rules]]\nprocess = \"{ramp}\"\nmetric = \"mem\"\nthreshold = {threshold:.4}\n\
+         method = \"linear\"\nwindow = \"2s\"\nhorizon = \"5s\"\n"
+    );
+    let (_server, url) = start_server(dir, &rules);
+    let follower = Follower::start(dir, &url, "");
+    let _agent = start_agent(dir, &url, host);
+    wait_for("the agent's first batch", Duration::from_secs(15), || async {
+        let h = get_json(&client, &format!("{url}/api/v1/hosts")).await?;
+        h["hosts"].as_array()?.iter().any(|x| x["host"] == host).then_some(())
+    })
+    .await;
+
+    let exe = dir.join(&ramp);
+    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &exe).unwrap();
+    let child = Proc::spawn(
+        &ramp,
+        Command::new(&exe)
+            .args(["--exact", "child_memory_ramp", "--nocapture", "--test-threads", "1"])
+            .env("PW_ALARM_RAMP", "1"),
+    );
+    let query = format!("{url}/ressources-usage/query-alarm/?host={host}");
+    wait_for("RED at query-alarm", Duration::from_secs(20), || async {
+        let v = get_json(&client, &query).await?;
+        (v[ramp.as_str()] == "RED").then_some(())
+    })
+    .await;
+    let prefix = |level: &str| format!("{level:5} {host} {ramp} mem ");
+    wait_for("the RED line", Duration::from_secs(5), || async {
+        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("RED"))).then_some(())
+    })
+    .await;
+    let lines = follower.about(&ramp);
+    let amber = lines.iter().position(|l| l.starts_with(&prefix("AMBER")));
+    let red = lines.iter().position(|l| l.starts_with(&prefix("RED")));
+    assert!(amber.is_some() && amber < red, "AMBER must come before RED: {lines:?}");
+    let amber_line = &lines[amber.unwrap()];
+    assert!(amber_line.contains(" forecast "), "{amber_line}");
+    // The stored history says the same: AMBER started before RED.
+    let history =
+        get_json(&client, &format!("{url}/api/v1/alarms?process={ramp}&metric=mem&limit=0"))
+            .await
+            .unwrap();
+    let start_of = |level: &str| {
+        history["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == level)
+            .map(|e| e["start"].as_i64().unwrap())
+            .min()
+    };
+    let (a, r) =
+        (start_of("AMBER").expect("an AMBER event"), start_of("RED").expect("a RED event"));
+    assert!(a < r, "AMBER at {a}, RED at {r}");
+    let amber_ev =
+        history["alarms"].as_array().unwrap().iter().find(|e| e["level"] == "AMBER").unwrap();
+    assert!(amber_ev["forecast"].as_f64().unwrap() > threshold);
+    assert!(amber_ev["value"].as_f64().unwrap() <= threshold);
+
+    // Killed: no more samples, so after 3 intervals the alarm is STALE, not resolved.
+    drop(child);
+    wait_for("STALE at query-alarm", Duration::from_secs(10), || async {
+        let v = get_json(&client, &query).await?;
+        (v[ramp.as_str()] == "STALE").then_some(())
+    })
+    .await;
+    wait_for("the STALE line", Duration::from_secs(5), || async {
+        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("STALE"))).then_some(())
+    })
+    .await;
+    assert!(
+        !follower.about(&ramp).iter().any(|l| l.starts_with("OK ")),
+        "a vanished series is not resolved"
+    );
+}
