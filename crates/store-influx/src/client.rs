@@ -23,6 +23,23 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("influxdb {what}: {e}"))
 }
 
+/// A reqwest error with its causes ("error sending request ...: connection refused"), and
+/// what it means for the operator.
+fn unreachable(what: &str, e: &reqwest::Error) -> StoreError {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    let kind = if e.is_timeout() { "did not answer in time" } else { "cannot be reached" };
+    StoreError::Unavailable(format!("influxdb {kind} ({what}): {msg}"))
+}
+
 fn other(msg: String) -> StoreError {
     StoreError::Other(msg.into())
 }
@@ -63,7 +80,7 @@ impl Client {
             .auth(self.http.get(format!("{}/ping", self.base)))
             .send()
             .await
-            .map_err(|e| unavailable("ping", e))?;
+            .map_err(|e| unreachable("ping", &e))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -90,7 +107,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| unavailable("write", e))?;
+            .map_err(|e| unreachable("write", &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -128,9 +145,9 @@ impl Client {
             .form(&[("q", q)])
             .send()
             .await
-            .map_err(|e| unavailable("query", e))?;
+            .map_err(|e| unreachable("query", &e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| unavailable("query", e))?;
+        let text = resp.text().await.map_err(|e| unreachable("query", &e))?;
         let parsed: Option<Response> = serde_json::from_str(&text).ok();
         if !status.is_success() {
             let msg = parsed.and_then(|r| r.error).unwrap_or_else(|| text.trim().to_string());
