@@ -176,7 +176,9 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
     }
 }
 
-pub fn run(args: ServerArgs) -> Result<()> {
+/// The library's settings from the flags (tokens read, alarm rules from the config file);
+/// shared with `procwatch up`.
+pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let config = ServerConfig {
         retention: args.retention,
         retention_interval: args.retention_interval,
@@ -190,6 +192,11 @@ pub fn run(args: ServerArgs) -> Result<()> {
     if args.retention_interval.is_zero() {
         bail!("--retention-interval must be more than 0");
     }
+    Ok(config)
+}
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let config = server_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("procwatch-server")
