@@ -69,7 +69,10 @@
 //! AMBER when, among the last 24 h of 5-minute (H/2) buckets whose level is within 1 point
 //! of the current value, at least 80 % were followed by a crossing within H (at least 3 such
 //! buckets), or when the value is within 8 points of T and Holt's trend (α = 1, β = 0.6) over
-//! those buckets reads above T at t + H.
+//! those buckets reads above T at t + H, or when the value is within 1 point of T (latched:
+//! it stays on while the value is within 2.5 points). None of these counts for 25 min after
+//! any sample above T (a re-crossing then is the same incident, already RED). The same
+//! default applies to cpu and mem.
 //! Why: BENCHMARKS.md, section Forecaster.
 //!
 //! # Backtest
