@@ -225,6 +225,128 @@ pub async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn block(id: &str, ev: &AlarmEvent) -> String {
+        format!("event: alarm\nid: {id}\ndata: {}\n\n", serde_json::to_string(ev).unwrap())
+    }
+
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn quick(url: &str, token: Option<&str>) -> FollowOptions {
+        let mut o = FollowOptions::new(url, token.map(str::to_owned));
+        o.backoff.base = Duration::from_millis(10);
+        o.backoff.max = Duration::from_millis(50);
+        o
+    }
+
+    /// The server closes the stream after each answer: the follower reconnects with
+    /// `Last-Event-ID` and the bearer token, and delivers each event once although the second
+    /// answer repeats the first event.
+    #[tokio::test]
+    async fn reconnects_with_last_event_id_and_drops_repeats() {
+        let a = crate::console::tests_support::event();
+        let mut b = a.clone();
+        b.id = "other".into();
+        b.process = "pg".into();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen_ids =
+            Arc::new(std::sync::Mutex::new(Vec::<(Option<String>, Option<String>)>::new()));
+        let (c, ids, a2, b2) = (calls.clone(), seen_ids.clone(), a.clone(), b.clone());
+        let app = axum::Router::new().route(
+            "/api/v1/alarms/stream",
+            axum::routing::get(move |h: HeaderMap| {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                ids.lock().unwrap().push((header("last-event-id"), header("authorization")));
+                let body = match n {
+                    0 => format!(": hello\n\n{}", block("r-1", &a2)),
+                    1 => format!("{}{}", block("r-1", &a2), block("r-2", &b2)),
+                    _ => String::new(),
+                };
+                async move { ([("content-type", "text/event-stream")], body) }
+            }),
+        );
+        let url = serve(app).await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(follow(quick(&url, Some("tok")), tx));
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert_eq!((first, second), (a, b));
+        // Wait for a third connection, then check nothing else was delivered.
+        while calls.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(rx.try_recv().is_err());
+        let ids = seen_ids.lock().unwrap().clone();
+        assert_eq!(ids[0], (None, Some("Bearer tok".into())));
+        assert_eq!(ids[1].0.as_deref(), Some("r-1"));
+        assert_eq!(ids[2].0.as_deref(), Some("r-2"));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_ends_the_follower() {
+        let app = axum::Router::new().route(
+            "/api/v1/alarms/stream",
+            axum::routing::get(|| async {
+                (StatusCode::UNAUTHORIZED, "{\"error\":\"wrong read token\"}")
+            }),
+        );
+        let url = serve(app).await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let err = tokio::time::timeout(Duration::from_secs(5), follow(quick(&url, None), tx))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("401"), "{err}");
+    }
+
+    /// Every notifier gets every event in order, and the periodic tick runs.
+    #[tokio::test]
+    async fn dispatch_fans_out_in_order() {
+        struct Rec(std::sync::Mutex<Vec<String>>, AtomicUsize);
+        #[async_trait::async_trait]
+        impl Notifier for Rec {
+            fn name(&self) -> &str {
+                "rec"
+            }
+            async fn notify(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+                self.0.lock().unwrap().push(ev.id.clone());
+                Ok(())
+            }
+            fn tick_every(&self) -> Option<Duration> {
+                Some(Duration::from_millis(5))
+            }
+            async fn tick(&self) -> Result<(), NotifyError> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+        let r1 = Arc::new(Rec(Default::default(), AtomicUsize::new(0)));
+        let r2 = Arc::new(Rec(Default::default(), AtomicUsize::new(0)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let d = tokio::spawn(dispatch(rx, vec![r1.clone(), r2.clone()]));
+        for i in 0..20 {
+            let mut ev = crate::console::tests_support::event();
+            ev.id = i.to_string();
+            tx.send(ev).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(tx);
+        d.await.unwrap();
+        let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        assert_eq!(*r1.0.lock().unwrap(), want);
+        assert_eq!(*r2.0.lock().unwrap(), want);
+        assert!(r1.1.load(Ordering::SeqCst) >= 1);
+    }
 
     #[test]
     fn seen_drops_replays_but_not_the_closing_copy() {
