@@ -44,6 +44,10 @@ enum Command {
     Server(cmd::server::ServerArgs),
     /// The alarm service, and `alarm backtest` to score forecasters on traces.
     Alarm(cmd::alarm::AlarmArgs),
+    /// Server, a local agent and the alarm console in one process: start here.
+    Up(Box<cmd::up::UpArgs>),
+    /// One screen of text from a server: hosts, top processes, active alarms.
+    Status(cmd::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Alarm(args) => cmd::alarm::run(args),
+        Command::Up(args) => cmd::up::run(*args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@
 //!   exits.
 //! - `--bench N`: the collector's cost beside its peers (see `procwatch_collector::bench`).
 
-mod ship;
+pub mod ship;
 
 use anyhow::{bail, Context, Result};
 use procwatch_collector::{new_collector, Collector, CollectorKind, CollectorOptions, Sweep};

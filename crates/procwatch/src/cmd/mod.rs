@@ -3,3 +3,5 @@
 pub mod agent;
 pub mod alarm;
 pub mod server;
+pub mod status;
+pub mod up;

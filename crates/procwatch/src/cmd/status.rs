@@ -1,0 +1,323 @@
+//! `procwatch status [--server URL] [--token T]`: one screen of text from a running server,
+//! for people who live in a terminal: the hosts (last seen, stale or not, host cpu and mem),
+//! the top processes by mean cpu over the last `--window` (default 5m, top `--top` 10, one row
+//! per host and process), and the alarms open now (RED, AMBER, STALE, silent hosts), in the
+//! console notifier's words. Lines fit in 100 columns (long names are cut with `…`).
+//!
+//! It reads `GET /api/v1/hosts`, `GET /api/v1/usage` and `GET /api/v1/alarms?active=true`
+//! (the read token, when the server has one, goes in `--token`). Exit code 1 when the server
+//! cannot be reached or refuses.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use procwatch_model::{AlarmEvent, HostTotal, TsMs};
+use serde::Deserialize;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The server to ask.
+    #[arg(long, env = "PROCWATCH_SERVER", default_value = "http://127.0.0.1:8000", value_name = "URL")]
+    pub server: String,
+
+    /// Read token for the server.
+    #[arg(long, env = "PROCWATCH_TOKEN", value_name = "T", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Window of the top processes (humantime: 5m, 1h).
+    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+
+    /// How many processes to show.
+    #[arg(long, env = "PROCWATCH_TOP", default_value_t = 10, value_name = "N")]
+    pub top: usize,
+}
+
+/// `GET /api/v1/hosts`.
+#[derive(Debug, Deserialize)]
+pub struct Hosts {
+    pub now: TsMs,
+    pub hosts: Vec<HostRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HostRow {
+    pub host: String,
+    pub age_ms: i64,
+    pub stale: bool,
+    #[serde(default)]
+    pub seq_gaps: u64,
+    #[serde(default)]
+    pub dropped_samples: u64,
+    pub latest: Option<HostTotal>,
+}
+
+/// `GET /api/v1/usage`.
+#[derive(Debug, Deserialize)]
+pub struct Usage {
+    pub rows: Vec<UsageRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageRow {
+    pub host: Option<String>,
+    pub process: String,
+    pub cpu: Figures,
+    pub mem: Figures,
+    pub rss: Figures,
+    pub count: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Figures {
+    #[serde(default)]
+    pub mean: f64,
+    #[serde(default)]
+    pub max: f64,
+    #[serde(default)]
+    pub last: f64,
+}
+
+/// `GET /api/v1/alarms?active=true`.
+#[derive(Debug, Deserialize)]
+pub struct Alarms {
+    pub alarms: Vec<AlarmEvent>,
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    let base = args.server.trim_end_matches('/').to_owned();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--server {base:?}: expected an http:// or https:// URL");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let text = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let get = |path: String| fetch(&client, &base, args.token.as_deref(), path);
+        let window = humantime::format_duration(args.window).to_string().replace(' ', "");
+        let hosts: Hosts = serde_json::from_str(&get("/api/v1/hosts".into()).await?)
+            .context("unexpected /api/v1/hosts answer")?;
+        let usage_path = format!(
+            "/api/v1/usage?window={window}&sort=cpu.mean&limit={}&metrics=cpu,mem,rss&stats=mean,max,last",
+            args.top
+        );
+        let usage: Usage =
+            serde_json::from_str(&get(usage_path).await?).context("unexpected /api/v1/usage answer")?;
+        let alarms: Alarms =
+            serde_json::from_str(&get("/api/v1/alarms?active=true&limit=0".into()).await?)
+                .context("unexpected /api/v1/alarms answer")?;
+        anyhow::Ok(render(&base, &window, &hosts, &usage, &alarms))
+    })?;
+    print!("{text}");
+    Ok(())
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    path: String,
+) -> Result<String> {
+    let mut req = client.get(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("cannot reach {base}"))?;
+    let status = resp.status();
+    let body = resp.text().await.context("cannot read the answer")?;
+    if !status.is_success() {
+        bail!("{base}{path}: {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+/// `3s`, `4m`, `2h`, `5d`.
+pub fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `268.0M`, `1.5G`, `512K`.
+fn bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b.max(0.0);
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+/// `s` cut to `n` characters, with `…` when cut.
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The screen: pure, so it is unit-tested.
+pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &Alarms) -> String {
+    let mut o = String::new();
+    let stale = hosts.hosts.iter().filter(|h| h.stale).count();
+    let _ = writeln!(
+        o,
+        "procwatch status of {}: {} host(s), {} stale, {} active alarm(s)",
+        cut(base, 50),
+        hosts.hosts.len(),
+        stale,
+        alarms.alarms.len()
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "HOSTS");
+    if hosts.hosts.is_empty() {
+        let _ = writeln!(o, "  (none yet: no agent has sent data)");
+    } else {
+        let _ = writeln!(
+            o,
+            "  {:<32} {:>9} {:<6} {:>6} {:>6} {:>7} {:>9}",
+            "HOST", "LAST SEEN", "STATE", "CPU%", "MEM%", "GAPS", "DROPPED"
+        );
+        for h in &hosts.hosts {
+            let (cpu, mem) = match &h.latest {
+                Some(t) => (format!("{:.1}", t.cpu), format!("{:.1}", t.mem)),
+                None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<32} {:>9} {:<6} {:>6} {:>6} {:>7} {:>9}",
+                cut(&h.host, 32),
+                format!("{} ago", ago(h.age_ms)),
+                if h.stale { "STALE" } else { "ok" },
+                cpu,
+                mem,
+                h.seq_gaps,
+                h.dropped_samples
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "TOP PROCESSES by mean cpu over the last {window}");
+    if usage.rows.is_empty() {
+        let _ = writeln!(o, "  (no samples in the window)");
+    } else {
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<28} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5}",
+            "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "N"
+        );
+        for r in &usage.rows {
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<28} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>8} {:>5}",
+                cut(r.host.as_deref().unwrap_or("*"), 20),
+                cut(&r.process, 28),
+                r.cpu.mean,
+                r.cpu.max,
+                r.mem.mean,
+                r.mem.max,
+                bytes(r.rss.last),
+                r.count
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "ACTIVE ALARMS");
+    if alarms.alarms.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    for ev in &alarms.alarms {
+        let line = procwatch_notify::console::format_line(ev);
+        let since = format!("  (since {} ago)", ago(hosts.now - ev.start));
+        let room = 98usize.saturating_sub(since.chars().count());
+        let _ = writeln!(o, "  {}{since}", cut(&line, room));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Hosts, Usage, Alarms) {
+        let hosts: Hosts = serde_json::from_value(serde_json::json!({
+            "now": 1_764_070_060_000_i64,
+            "hosts": [
+                {"host": "web-1", "last_seen": 1_764_070_057_000_i64, "age_ms": 3000, "stale": false,
+                 "interval_ms": 10000, "last_seq": 4, "seq_gaps": 0, "dropped_samples": 0,
+                 "latest": {"ts": 1_764_070_057_000_i64, "cpu": 41.5, "mem": 55.0}},
+                {"host": "a-very-long-host-name-that-goes-on-and-on.example.com", "last_seen": 1, "age_ms": 7_200_000,
+                 "stale": true, "interval_ms": 10000, "last_seq": 1, "seq_gaps": 2, "dropped_samples": 7,
+                 "latest": null}
+            ]
+        }))
+        .unwrap();
+        let usage: Usage = serde_json::from_value(serde_json::json!({
+            "from": 0, "to": 1,
+            "rows": [{"host": "web-1", "process": "java",
+                      "cpu": {"mean": 93.14, "max": 99.0, "last": 95.0},
+                      "mem": {"mean": 3.2, "max": 3.3, "last": 3.2},
+                      "rss": {"mean": 268435456.0, "max": 268435456.0, "last": 268435456.0},
+                      "count": 7, "samples": 30, "last_ts": 1}]
+        }))
+        .unwrap();
+        let alarms: Alarms = serde_json::from_value(serde_json::json!({
+            "alarms": [{"id": "x", "host": "web-1", "process": "java", "metric": "cpu",
+                        "level": "RED", "previous": "OK", "start": 1_764_069_760_000_i64,
+                        "value": 93.14, "peak": 99.0, "threshold": 80.0}]
+        }))
+        .unwrap();
+        (hosts, usage, alarms)
+    }
+
+    #[test]
+    fn one_screen_within_100_columns() {
+        let (h, u, a) = sample();
+        let text = render("http://127.0.0.1:8000", "5m", &h, &u, &a);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 100, "too wide: {line:?}");
+        }
+        assert!(text.contains("2 host(s), 1 stale, 1 active alarm(s)"), "{text}");
+        assert!(text.contains("web-1") && text.contains("3s ago") && text.contains("41.5"));
+        assert!(text.contains("STALE") && text.contains("2h ago"), "{text}");
+        assert!(text.contains("java") && text.contains("93.1") && text.contains("256.0M"));
+        assert!(text.contains("RED   web-1 java cpu 93.1% > 80%  (since 5m ago)"), "{text}");
+    }
+
+    #[test]
+    fn empty_server() {
+        let h = Hosts { now: 0, hosts: vec![] };
+        let text =
+            render("http://x", "5m", &h, &Usage { rows: vec![] }, &Alarms { alarms: vec![] });
+        assert!(text.contains("no agent has sent data") && text.contains("(none)"), "{text}");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(ago(59_999), "59s");
+        assert_eq!(ago(61_000), "1m");
+        assert_eq!(ago(90_000_000), "1d");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 4), "abc");
+        assert_eq!(bytes(512.0), "512B");
+    }
+}
