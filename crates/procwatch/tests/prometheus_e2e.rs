@@ -98,12 +98,13 @@ fn start_server(dir: &Path) -> (Proc, String) {
     }
 }
 
-fn start_agent(dir: &Path, url: &str) -> Proc {
+fn start_agent(dir: &Path, url: &str, metrics_addr: &str) -> Proc {
     Proc::spawn(
         "procwatch agent",
         Command::new(env!("CARGO_BIN_EXE_procwatch"))
             .arg("agent")
             .args(["--server", url, "--interval", "1s", "--host", HOST])
+            .args(["--metrics-listen", metrics_addr])
             .arg("--spool-dir")
             .arg(dir.join("spool"))
             .env_remove("PROCWATCH_CONFIG"),
@@ -134,12 +135,13 @@ where
     }
 }
 
-fn prom_config(port_of_server: &str) -> String {
+fn prom_config(server: &str, agent: &str) -> String {
     format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          scrape_configs:\n  - job_name: procwatch\n    metrics_path: /metrics\n    \
          authorization:\n      credentials: {READ_TOKEN}\n    \
-         static_configs:\n      - targets: ['{port_of_server}']\n"
+         static_configs:\n      - targets: ['{server}']\n\
+         \x20 - job_name: procwatch-agent\n    static_configs:\n      - targets: ['{agent}']\n"
     )
 }
 
@@ -151,7 +153,8 @@ async fn prometheus_scrapes_per_process_series() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_server, url) = start_server(dir.path());
-    let _agent = start_agent(dir.path(), &url);
+    let agent_addr = format!("127.0.0.1:{}", free_port());
+    let _agent = start_agent(dir.path(), &url, &agent_addr);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
 
     // /metrics needs the read token, and has the agent's processes once it has shipped.
@@ -172,7 +175,7 @@ async fn prometheus_scrapes_per_process_series() {
 
     // A real Prometheus on a free loopback port, scraping every second.
     let server_addr = url.trim_start_matches("http://").to_owned();
-    std::fs::write(dir.path().join("prom.yml"), prom_config(&server_addr)).unwrap();
+    std::fs::write(dir.path().join("prom.yml"), prom_config(&server_addr, &agent_addr)).unwrap();
     let prom_port = free_port();
     let prom_url = format!("http://127.0.0.1:{prom_port}");
     let mut prom = Proc::spawn(
@@ -272,6 +275,19 @@ async fn prometheus_scrapes_per_process_series() {
             .await;
     }
 
+    // The agent's own metrics (`--metrics-listen`), scraped by the same Prometheus.
+    for q in [
+        "procwatch_agent_sweeps_total > 0",
+        "procwatch_agent_sent_samples_total > 0",
+        "procwatch_agent_resident_memory_bytes > 1e6",
+        "procwatch_agent_cpu_seconds_total",
+        "procwatch_agent_spool_bytes",
+        "procwatch_agent_dropped_samples_total == 0",
+    ] {
+        let r = wait_for(q, Duration::from_secs(20), || query(q.to_owned())).await;
+        assert_eq!(r[0]["metric"]["job"], "procwatch-agent", "{q}");
+    }
+
     // The Grafana dashboard in the repository queries only metrics the server exports, in
     // PromQL this Prometheus accepts.
     let grafana: Value = serde_json::from_str(
@@ -281,6 +297,15 @@ async fn prometheus_scrapes_per_process_series() {
         .unwrap(),
     )
     .unwrap();
+    let agent_text = client
+        .get(format!("http://{agent_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let text = format!("{text}{agent_text}");
     let exprs = grafana_exprs(&grafana);
     assert!(exprs.len() >= 10, "{exprs:?}");
     for e in &exprs {

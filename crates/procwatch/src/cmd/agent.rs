@@ -14,6 +14,7 @@
 //!   exits.
 //! - `--bench N`: the collector's cost beside its peers (see `procwatch_collector::bench`).
 
+mod metrics;
 pub mod ship;
 
 use anyhow::{bail, Context, Result};

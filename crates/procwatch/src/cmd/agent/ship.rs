@@ -34,6 +34,11 @@ pub struct DeliveryArgs {
     /// Timeout of one delivery request.
     #[arg(long, env = "PROCWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub request_timeout: Duration,
+
+    /// Serve the agent's own metrics (CPU, RSS, spool depth, dropped samples) in the
+    /// Prometheus text format at http://ADDR/metrics (see `metrics`). Not with --once.
+    #[arg(long, env = "PROCWATCH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The spool directory when `--spool-dir` is not given: under the data directory that
@@ -100,8 +105,22 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let stats =
-        rt.block_on(procwatch_agent::run(cfg, sweep, shutdown_signal())).context("agent failed")?;
+    let stats = match d.metrics_listen.as_deref().filter(|_| !args.once) {
+        None => rt
+            .block_on(procwatch_agent::run(cfg, sweep, shutdown_signal()))
+            .context("agent failed")?,
+        Some(addr) => rt.block_on(async {
+            let agent = procwatch_agent::Agent::start(cfg, sweep).context("agent failed")?;
+            let stats = agent.stats();
+            let server = super::metrics::serve(addr, stats.clone(), spool_dir.clone()).await;
+            if server.is_ok() {
+                shutdown_signal().await;
+            }
+            agent.stop().await;
+            server?.abort();
+            anyhow::Ok(stats)
+        })?,
+    };
     use std::sync::atomic::Ordering::Relaxed;
     tracing::info!(
         message = "Agent stopped.",
