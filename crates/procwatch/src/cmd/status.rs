@@ -18,7 +18,12 @@ use serde::Deserialize;
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The server to ask.
-    #[arg(long, env = "PROCWATCH_SERVER", default_value = "http://127.0.0.1:8000", value_name = "URL")]
+    #[arg(
+        long,
+        env = "PROCWATCH_SERVER",
+        default_value = "http://127.0.0.1:8000",
+        value_name = "URL"
+    )]
     pub server: String,
 
     /// Read token for the server.

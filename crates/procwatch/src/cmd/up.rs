@@ -63,7 +63,13 @@ pub struct UpArgs {
     pub include_kernel_threads: bool,
 
     /// Where procfs is mounted (proc collector).
-    #[arg(long, env = "PROCWATCH_PROC_ROOT", default_value = "/proc", value_name = "DIR", help_heading = "Agent")]
+    #[arg(
+        long,
+        env = "PROCWATCH_PROC_ROOT",
+        default_value = "/proc",
+        value_name = "DIR",
+        help_heading = "Agent"
+    )]
     pub proc_root: String,
 
     #[command(flatten, next_help_heading = "Agent delivery")]
@@ -151,7 +157,9 @@ pub fn run(args: UpArgs) -> Result<()> {
         bail!("--interval must be at least 10ms");
     }
     if args.delivery.metrics_listen.is_some() {
-        bail!("--metrics-listen is not supported by `procwatch up`; the server's /metrics covers it");
+        bail!(
+            "--metrics-listen is not supported by `procwatch up`; the server's /metrics covers it"
+        );
     }
     let host = match &args.host {
         Some(h) => h.clone(),

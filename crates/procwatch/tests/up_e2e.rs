@@ -1,0 +1,228 @@
+//! `procwatch up` as a user runs it: the real binary, a real data directory, this machine's
+//! real processes.
+//!
+//! - Started with `--listen 127.0.0.1:0 --addr-file F --data-dir TMP --interval 1s` and a
+//!   config file whose one `[[rules]]` puts the cpu threshold of a busy child (a copy of
+//!   `/bin/sh` named `pwup<N>`, spinning) at 10 %.
+//! - Waits for `procwatch is up: dashboard at URL` on stdout (the URL matches the address
+//!   file), then finds this machine's host (its hostname: no `--host` given) in
+//!   `/api/v1/hosts` and the child in `get-all` and in `/api/v1/usage` (the dashboard's API)
+//!   within two intervals of the URL line (plus 3 s of slack for a loaded 2-core CI machine),
+//!   and the dashboard page at `/`.
+//! - The alarm console prints `RED   <host> pwup<N> cpu ...` on stdout.
+//! - SIGINT: exit code 0, and the log says the agent stopped before the server.
+//! - Started again on the same data directory: the child's samples are all still there
+//!   (at least as many as before the stop), and the host is listed.
+//!
+//! Every child is killed by PID on drop.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// A child process killed by PID on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `procwatch up` with its stdout and stderr collected line by line.
+struct Up {
+    proc: Proc,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Up {
+    fn start(dir: &Path, data: &Path, config: &Path) -> Up {
+        let addr_file = dir.join("up.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("--config")
+            .arg(config)
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "--interval", "1s", "--color", "never"])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--data-dir")
+            .arg(data)
+            .env_remove("PROCWATCH_CONFIG")
+            .env("PROCWATCH_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn procwatch up");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Up { proc: Proc(child), stdout, stderr }
+    }
+
+    /// Waits for the URL line; checks it against the address file.
+    fn url(&mut self, dir: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self.stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("procwatch is up: dashboard at ").map(|u| u.trim().to_owned())
+            });
+            if let Some(url) = found {
+                let addr = std::fs::read_to_string(dir.join("up.addr")).expect("address file");
+                assert_eq!(url, format!("http://{}/", addr.trim()));
+                return url.trim_end_matches('/').to_owned();
+            }
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                panic!(
+                    "procwatch up exited early ({status}): {}",
+                    self.stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(Instant::now() < deadline, "procwatch up printed no URL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT, then the exit status (waits up to 30 s).
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.proc.0.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "procwatch up did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_owned()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let resp = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// Samples of `process` on `host` over the last 10 minutes (0 when there is no row).
+async fn samples(client: &reqwest::Client, url: &str, host: &str, process: &str) -> u64 {
+    let q = format!("{url}/api/v1/usage?window=10m&host={host}&process={process}");
+    let resp = client.get(&q).send().await.unwrap_or_else(|e| panic!("GET {q}: {e}"));
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return 0; // the host has sent nothing yet
+    }
+    assert!(resp.status().is_success(), "GET {q}: {}", resp.status());
+    let v: Value = resp.json().await.unwrap();
+    v["rows"].as_array().unwrap().first().map_or(0, |r| r["samples"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("procwatch-data");
+    let n =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            % 100_000;
+    let name = format!("pwup{}{n:05}", std::process::id() % 100);
+    let burn_bin = dir.join(&name);
+    std::fs::copy("/bin/sh", &burn_bin).unwrap();
+    let config = dir.join("procwatch.toml");
+    std::fs::write(
+        &config,
+        format!("[[rules]]\nprocess = \"{name}\"\nmetric = \"cpu\"\nthreshold = 10\n"),
+    )
+    .unwrap();
+    let burn = Proc(
+        Command::new(&burn_bin)
+            .args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let host = hostname();
+    let client = reqwest::Client::new();
+
+    // First run.
+    let mut up = Up::start(dir, &data, &config);
+    let url = up.url(dir);
+    let shown = Instant::now();
+    let within = 2 * INTERVAL + Duration::from_secs(3);
+    loop {
+        let all = get_json(&client, &format!("{url}/ressources-usage/get-all")).await;
+        let usage = samples(&client, &url, &host, &name).await;
+        let hosts = get_json(&client, &format!("{url}/api/v1/hosts")).await;
+        let host_listed = hosts["hosts"].as_array().unwrap().iter().any(|h| h["host"] == host);
+        if all.get(&name).is_some() && usage > 0 && host_listed {
+            break;
+        }
+        assert!(
+            shown.elapsed() < within,
+            "{name} on {host} not in get-all/usage/hosts within {within:?}: get-all has {} names, usage {usage}, host listed {host_listed}",
+            all.as_object().map_or(0, |m| m.len())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = client.get(format!("{url}/")).send().await.unwrap();
+    assert!(page.status().is_success());
+    assert!(page.text().await.unwrap().to_ascii_lowercase().contains("<html"));
+
+    // The alarm console: a RED line for the busy child.
+    let red = format!("RED   {host} {name} cpu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.stdout.lock().unwrap().iter().any(|l| l.starts_with(&red)) {
+        assert!(
+            Instant::now() < deadline,
+            "no {red:?} line on stdout: {:?}",
+            up.stdout.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Stop with Ctrl-C: clean exit, the agent stopped before the server.
+    let before = samples(&client, &url, &host, &name).await;
+    assert!(before > 0);
+    drop(burn);
+    let status = up.interrupt();
+    let log = up.stderr.lock().unwrap().join("\n");
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let agent_at = log.find("Agent stopped.").expect("agent stop logged");
+    let server_at = log.find("Server stopped.").expect("server stop logged");
+    assert!(agent_at < server_at, "the agent must stop before the server:\n{log}");
+
+    // Second run on the same data directory: the data is still there.
+    let mut again = Up::start(dir, &data, &config);
+    let url = again.url(dir);
+    let after = samples(&client, &url, &host, &name).await;
+    assert!(after >= before, "{name}: {before} samples before the stop, {after} after the restart");
+    let all = get_json(&client, &format!("{url}/ressources-usage/get-all")).await;
+    assert!(all.get(&name).is_some(), "{name} missing from get-all after the restart");
+    let hosts = get_json(&client, &format!("{url}/api/v1/hosts")).await;
+    assert!(hosts["hosts"].as_array().unwrap().iter().any(|h| h["host"] == host));
+    let status = again.interrupt();
+    assert!(status.success(), "second run exit {status}");
+}
