@@ -370,7 +370,7 @@ pub fn decode_into(blob: &[u8], out: &mut Columns) -> Result<(), CorruptChunk> {
     let mut count = r.read(32)? as u32;
     out.count.push(count);
     for _ in 1..n {
-        count = (i64::from(count) + read_int(&mut r)?) as u32;
+        count = i64::from(count).wrapping_add(read_int(&mut r)?) as u32;
         out.count.push(count);
     }
     Ok(())
@@ -450,6 +450,18 @@ mod tests {
                 c.push(t, a, b, m, r, n);
             }
             prop_assert!(same(&decode(&encode(&c)).unwrap(), &c));
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(mut blob in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(b) = blob.first_mut() {
+                *b = VERSION;
+            }
+            // Garbage is an error or some columns of equal length, never a panic.
+            if let Ok(c) = decode(&blob) {
+                let n = c.ts.len();
+                prop_assert!([c.cpu.len(), c.cores.len(), c.mem.len(), c.rss.len(), c.count.len()] == [n; 5]);
+            }
         }
 
         #[test]
