@@ -10,7 +10,9 @@
 //!   `resend` and re-sent every `resend` (default 1 min) while it is open, as Prometheus does:
 //!   if procwatch alarm stops, Alertmanager resolves its alerts by itself a few minutes later.
 //! - When the event closes (the server sends it again with `end` set, on a change of level or
-//!   on recovery), the alert is sent once more with `endsAt` = its end: resolved.
+//!   on recovery), the alert is sent once more with `endsAt` = its end: resolved. After a
+//!   fresh connect the server lists the alarms open now; alerts not on that list (closed
+//!   while the follower was away) are resolved at once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,6 +171,17 @@ impl Notifier for Alertmanager {
         self.post(&[body]).await
     }
 
+    async fn synced(&self, active_ids: &[String]) -> Result<(), NotifyError> {
+        let now = now_ms();
+        let gone: Vec<Value> = {
+            let mut firing = self.firing.lock().await;
+            let stale: Vec<String> =
+                firing.keys().filter(|id| !active_ids.contains(id)).cloned().collect();
+            stale.iter().filter_map(|id| firing.remove(id)).map(|ev| alert(&ev, now)).collect()
+        };
+        self.post(&gone).await
+    }
+
     fn tick_every(&self) -> Option<Duration> {
         Some(self.resend)
     }
@@ -184,6 +197,48 @@ impl Notifier for Alertmanager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a recording receiver: firing with `endsAt` ahead, re-sent on tick, resolved on
+    /// the closing copy, and resolved at once when a sync no longer lists it.
+    #[tokio::test]
+    async fn fires_resends_and_resolves() {
+        let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let sink = posts.clone();
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let sink = sink.clone();
+                async move { sink.lock().unwrap().push(v) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let am = Alertmanager::new(url, Duration::from_secs(60), Backoff::default());
+        let mut a = crate::console::tests_support::event();
+        a.start = now_ms();
+        let mut b = a.clone();
+        b.id = "b".into();
+        b.process = "pg".into();
+        am.notify(&a).await.unwrap();
+        am.notify(&b).await.unwrap();
+        am.tick().await.unwrap();
+        let mut closed = a.clone();
+        closed.end = Some(a.start + 5000);
+        am.notify(&closed).await.unwrap();
+        am.synced(&[]).await.unwrap();
+        am.tick().await.unwrap(); // nothing left firing: nothing sent
+        server.abort();
+        let posts = posts.lock().unwrap().clone();
+        assert_eq!(posts.len(), 5, "{posts:#?}");
+        let ends = |p: &Value, i: usize| p[i]["endsAt"].as_str().unwrap().to_owned();
+        let now = rfc3339(now_ms());
+        assert!(ends(&posts[0], 0) > now, "firing ends ahead");
+        assert_eq!(posts[2].as_array().unwrap().len(), 2, "the tick re-sends both");
+        assert_eq!(ends(&posts[3], 0), rfc3339(a.start + 5000), "closed: resolved at its end");
+        assert_eq!(posts[4][0]["labels"]["process"], "pg", "not listed by the sync: resolved");
+        assert!(ends(&posts[4], 0) <= rfc3339(now_ms()));
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

@@ -12,6 +12,16 @@ use crate::sse::SseParser;
 use crate::webhook::Backoff;
 use crate::{Notifier, NotifyError};
 
+/// What the follower hands on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// A new event.
+    Event(AlarmEvent),
+    /// The server's list of the alarms open now (after a fresh connect): anything else a
+    /// notifier holds as open has closed meanwhile.
+    Synced(Vec<String>),
+}
+
 /// How to reach the stream.
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
@@ -70,6 +80,12 @@ impl Seen {
     }
 }
 
+/// `event: synced` data.
+#[derive(serde::Deserialize)]
+struct Synced {
+    active: Vec<String>,
+}
+
 enum Ended {
     /// The connection ended or failed; try again.
     Retry(String),
@@ -81,7 +97,7 @@ enum Ended {
 /// refuses the stream (401, 403, 404) or `tx` is closed.
 pub async fn follow(
     opts: FollowOptions,
-    tx: mpsc::UnboundedSender<AlarmEvent>,
+    tx: mpsc::UnboundedSender<Delivery>,
 ) -> Result<(), NotifyError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -117,7 +133,7 @@ async fn once(
     opts: &FollowOptions,
     last_id: &mut Option<String>,
     seen: &mut Seen,
-    tx: &mpsc::UnboundedSender<AlarmEvent>,
+    tx: &mpsc::UnboundedSender<Delivery>,
     connected: &mut bool,
 ) -> Ended {
     let mut req = client.get(url).header("accept", "text/event-stream");
@@ -154,16 +170,26 @@ async fn once(
             if e.id.is_some() {
                 last_id.clone_from(&e.id);
             }
-            if e.event != "alarm" && e.event != "message" {
-                continue;
-            }
-            match serde_json::from_str::<AlarmEvent>(&e.data) {
-                Ok(ev) => {
-                    if seen.first(&ev) && tx.send(ev).is_err() {
-                        return Ended::Retry("receiver gone".into());
+            let delivery = match e.event.as_str() {
+                "alarm" | "message" => match serde_json::from_str::<AlarmEvent>(&e.data) {
+                    Ok(ev) if seen.first(&ev) => Delivery::Event(ev),
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(message = "Unreadable alarm event.", %err);
+                        continue;
                     }
-                }
-                Err(err) => tracing::warn!(message = "Unreadable alarm event.", %err),
+                },
+                "synced" => match serde_json::from_str::<Synced>(&e.data) {
+                    Ok(s) => Delivery::Synced(s.active),
+                    Err(err) => {
+                        tracing::warn!(message = "Unreadable synced event.", %err);
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            if tx.send(delivery).is_err() {
+                return Ended::Retry("receiver gone".into());
             }
         }
     }
@@ -172,13 +198,13 @@ async fn once(
 /// Hands every event from `rx` to every notifier, each on its own task and in order, and
 /// runs the notifiers' periodic ticks. Returns when `rx` closes and every notifier is done.
 pub async fn dispatch(
-    mut rx: mpsc::UnboundedReceiver<AlarmEvent>,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
     notifiers: Vec<Arc<dyn Notifier>>,
 ) {
     let mut lanes = Vec::new();
     let mut tasks = Vec::new();
     for n in notifiers {
-        let (tx, mut lane) = mpsc::unbounded_channel::<AlarmEvent>();
+        let (tx, mut lane) = mpsc::unbounded_channel::<Delivery>();
         lanes.push(tx);
         tasks.push(tokio::spawn(async move {
             let mut tick = n.tick_every().map(|every| {
@@ -196,10 +222,14 @@ pub async fn dispatch(
                     }
                 };
                 tokio::select! {
-                    ev = lane.recv() => {
-                        let Some(ev) = ev else { break };
-                        if let Err(error) = n.notify(&ev).await {
-                            tracing::warn!(message = "Notification failed.", notifier = n.name(), %error, id = %ev.id);
+                    d = lane.recv() => {
+                        let result = match d {
+                            None => break,
+                            Some(Delivery::Event(ev)) => n.notify(&ev).await,
+                            Some(Delivery::Synced(ids)) => n.synced(&ids).await,
+                        };
+                        if let Err(error) = result {
+                            tracing::warn!(message = "Notification failed.", notifier = n.name(), %error);
                         }
                     }
                     () = ticked => {
@@ -279,7 +309,7 @@ mod tests {
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         let second =
             tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-        assert_eq!((first, second), (a, b));
+        assert_eq!((first, second), (Delivery::Event(a), Delivery::Event(b)));
         // Wait for a third connection, then check nothing else was delivered.
         while calls.load(Ordering::SeqCst) < 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -337,7 +367,7 @@ mod tests {
         for i in 0..20 {
             let mut ev = crate::console::tests_support::event();
             ev.id = i.to_string();
-            tx.send(ev).unwrap();
+            tx.send(Delivery::Event(ev)).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(tx);

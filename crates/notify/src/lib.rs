@@ -72,6 +72,12 @@ pub trait Notifier: Send + Sync {
     /// Delivers one event (retrying as the notifier sees fit).
     async fn notify(&self, ev: &AlarmEvent) -> Result<(), NotifyError>;
 
+    /// The server listed the alarms open now (after the follower connected afresh, e.g. to a
+    /// restarted server): whatever else the notifier holds as open has closed meanwhile.
+    async fn synced(&self, _active_ids: &[String]) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
     /// How often [`Notifier::tick`] wants to run, if at all.
     fn tick_every(&self) -> Option<Duration> {
         None

@@ -26,9 +26,11 @@
 //!   - `GET /api/v1/alarms/stream`: Server-Sent Events, one `event: alarm` per transition,
 //!     `data:` the `AlarmEvent` JSON (the closing copy of the previous event, `end` set, comes
 //!     before its successor), `id: <boot>-<n>`, a `: keep-alive` comment every 15 s. On
-//!     connect the alarms open now are sent first; with a `Last-Event-ID` of this server's
-//!     run that is still in its log (the last 1024 events), the events after it are sent
-//!     instead, so a reconnecting client misses nothing. A client too slow to keep up is
+//!     connect the alarms open now are sent first, then `event: synced` with
+//!     `data: {"active": [ids]}` (anything else a client thought open has closed meanwhile);
+//!     with a `Last-Event-ID` of this server's run that is still in its log (the last 1024
+//!     events), the events after it are sent instead, so a reconnecting client misses
+//!     nothing. A client too slow to keep up is
 //!     disconnected (it reconnects and replays). Streams end when the server shuts down.
 //!   - `GET /api/v1/rules` → `{"interval_ms", "defaults": Rule, "rules": [Rule...]}`: the
 //!     effective rules, from `[alarm_defaults]` and `[[rules]]` of the config file.
@@ -145,8 +147,9 @@ impl Alarms {
         let _ = self.tx.send((seq, ev));
     }
 
-    /// What a new stream starts with, and the sequence number after which live events follow.
-    fn replay(&self, last_event_id: Option<&str>) -> (Vec<(u64, AlarmEvent)>, u64) {
+    /// What a new stream starts with, the sequence number after which live events follow, and
+    /// whether the start is the active alarms (`true`) rather than the missed events.
+    fn replay(&self, last_event_id: Option<&str>) -> (Vec<(u64, AlarmEvent)>, u64, bool) {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let since = last_event_id
             .and_then(|id| id.split_once('-'))
@@ -156,9 +159,9 @@ impl Alarms {
         let oldest = log.events.front().map_or(log.seq + 1, |(s, _)| *s);
         match since {
             Some(n) if n + 1 >= oldest => {
-                (log.events.iter().filter(|(s, _)| *s > n).cloned().collect(), log.seq)
+                (log.events.iter().filter(|(s, _)| *s > n).cloned().collect(), log.seq, false)
             }
-            _ => (self.active().into_iter().map(|ev| (log.seq, ev)).collect(), log.seq),
+            _ => (self.active().into_iter().map(|ev| (log.seq, ev)).collect(), log.seq, true),
         }
     }
 
@@ -460,11 +463,21 @@ async fn stream(
     // Subscribe before reading the log, so nothing falls between the two.
     let rx = hub.tx.subscribe();
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let (first, after) = hub.replay(last);
+    let (first, after, snapshot) = hub.replay(last);
     let boot = hub.boot.clone();
+    // After a snapshot of the active alarms, `event: synced` lists their ids: a client may
+    // drop whatever else it believed open (an alarm that closed while it was away).
+    let synced = snapshot.then(|| {
+        let ids: Vec<&str> = first.iter().map(|(_, e)| e.id.as_str()).collect();
+        Event::default()
+            .event("synced")
+            .id(format!("{boot}-{after}"))
+            .data(serde_json::json!({ "active": ids }).to_string())
+    });
     let b1 = boot.clone();
-    let head =
-        futures::stream::iter(first.into_iter().map(move |(seq, ev)| Ok(sse_event(&b1, seq, &ev))));
+    let head = futures::stream::iter(
+        first.into_iter().map(move |(seq, ev)| sse_event(&b1, seq, &ev)).chain(synced).map(Ok),
+    );
     // A lagging client is cut (take_while on the first error): it reconnects and replays.
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
         .take_while(|r| futures::future::ready(r.is_ok()))
@@ -692,13 +705,20 @@ mod tests {
         let id = |n: u64| format!("{}-{n}", hub.boot);
         let procs =
             |v: Vec<(u64, AlarmEvent)>| v.into_iter().map(|(_, e)| e.process).collect::<Vec<_>>();
-        let (missed, after) = hub.replay(Some(&id(3)));
-        assert_eq!((procs(missed), after), (vec!["p3".to_owned(), "p4".to_owned()], 5));
+        let (missed, after, snapshot) = hub.replay(Some(&id(3)));
+        assert_eq!(
+            (procs(missed), after, snapshot),
+            (vec!["p3".to_owned(), "p4".to_owned()], 5, false)
+        );
         assert!(hub.replay(Some(&id(5))).0.is_empty());
         // No id, another run's id, or an id ahead of the log: the active alarms.
         for last in [None, Some("0-3".to_owned()), Some(id(99))] {
-            let (first, after) = hub.replay(last.as_deref());
-            assert_eq!((procs(first), after), (vec!["now-active".to_owned()], 5), "{last:?}");
+            let (first, after, snapshot) = hub.replay(last.as_deref());
+            assert_eq!(
+                (procs(first), after, snapshot),
+                (vec!["now-active".to_owned()], 5, true),
+                "{last:?}"
+            );
         }
         // An id older than the log's start: the active alarms too.
         for i in 0..LOG_CAP {
@@ -774,12 +794,14 @@ mod tests {
 
     type Body = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
-    /// The next SSE block with data (comments skipped).
-    async fn next_event(body: &mut Body, text: &mut String) -> String {
+    /// The next `event: alarm` block (comments skipped, `synced` counted).
+    async fn next_event(body: &mut Body, text: &mut String, synced: &mut usize) -> String {
         loop {
             if let Some(end) = text.find("\n\n") {
                 let block: String = text.drain(..end + 2).collect();
-                if block.lines().any(|l| l.starts_with("data:")) {
+                if block.lines().any(|l| l == "event:synced" || l == "event: synced") {
+                    *synced += 1;
+                } else if block.lines().any(|l| l.starts_with("data:")) {
                     return block;
                 }
                 continue;
@@ -825,6 +847,7 @@ mod tests {
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let mut body: Body = Box::pin(resp.bytes_stream());
         let mut text = String::new();
+        let mut synced = 0;
         let field = |block: &str, name: &str| {
             block
                 .lines()
@@ -832,14 +855,15 @@ mod tests {
                 .map(|v| v.trim().to_owned())
         };
         // The RED of java (the evaluator runs every 100 ms).
-        let first = next_event(&mut body, &mut text).await;
+        let first = next_event(&mut body, &mut text, &mut synced).await;
         assert_eq!(field(&first, "event").as_deref(), Some("alarm"));
         let ev: AlarmEvent = serde_json::from_str(&field(&first, "data").unwrap()).unwrap();
         assert_eq!((ev.process.as_str(), ev.level), ("java", Level::Red));
         let first_id = field(&first, "id").unwrap();
         // More events while "disconnected": a second process goes RED.
         store.write_batch(&batch("web-1", "pg", &[(now - 500, 97.0)])).await.unwrap();
-        let second = next_event(&mut body, &mut text).await;
+        let second = next_event(&mut body, &mut text, &mut synced).await;
+        assert_eq!(synced, 1, "a fresh stream says when its snapshot is complete");
         assert!(second.contains("\"process\":\"pg\""), "{second}");
         // Past the 300 ms request timeout, the stream is still open.
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -856,6 +880,7 @@ mod tests {
             got.contains("\"process\":\"pg\"") && !got.contains("\"process\":\"java\""),
             "{got}"
         );
+        assert!(!got.contains("synced"), "a replay is not a snapshot: {got}");
         // The list and query-alarm routes agree.
         let list: serde_json::Value = client
             .get(format!("{url}/api/v1/alarms?active=true"))
