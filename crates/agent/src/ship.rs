@@ -143,6 +143,9 @@ pub struct ShipperConfig {
     pub connect_timeout: Duration,
     /// Compress bodies with gzip. Default true.
     pub gzip: bool,
+    /// Extra trusted CA certificates (PEM, one or more) for an `https://` server with a
+    /// private CA; the system's web PKI roots stay trusted too. Default none.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ShipperConfig {
@@ -153,6 +156,7 @@ impl std::fmt::Debug for ShipperConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("gzip", &self.gzip)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -165,6 +169,7 @@ impl ShipperConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             gzip: true,
+            ca_pem: None,
         }
     }
 }
@@ -180,7 +185,13 @@ pub struct Shipper {
 
 impl Shipper {
     pub fn new(cfg: &ShipperConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &cfg.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))

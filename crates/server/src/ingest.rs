@@ -39,7 +39,7 @@ pub async fn post_samples(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
-    let batch = decode(&st, &headers, body?, validate::decode_batch).await?;
+    let batch = decode(&st, &headers, body, validate::decode_batch).await?;
     let out = st.store.write_batch(&batch).await?;
     Ok(Json(Accepted { samples: out.samples, host_totals: out.host_totals, seq_gap: out.seq_gap }))
 }
@@ -56,14 +56,32 @@ pub async fn put_legacy(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LegacyOk>, ApiError> {
-    let batch = decode(&st, &headers, body?, validate::decode_legacy).await?;
+    let batch = decode(&st, &headers, body, validate::decode_legacy).await?;
     st.store.write_batch(&batch).await?;
     Ok(Json(LegacyOk { response: "Ok" }))
 }
 
 type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;
 
+/// Decodes and validates a body; a refusal caused by a limit is counted
+/// (`crate::limits::count_rejection`).
 async fn decode(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    decoder: Decoder,
+) -> Result<Batch, ApiError> {
+    let decoded = match body {
+        Ok(body) => decode_body(st, headers, body, decoder).await,
+        Err(rejection) => Err(ApiError::from(rejection)),
+    };
+    if let Err(e) = &decoded {
+        crate::limits::count_rejection(st, e);
+    }
+    decoded
+}
+
+async fn decode_body(
     st: &AppState,
     headers: &HeaderMap,
     body: Bytes,

@@ -42,9 +42,11 @@ pub mod alarms;
 pub mod dashboard;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod serve;
 pub mod time;
 
 use std::future::Future;
@@ -91,6 +93,18 @@ pub struct ServerConfig {
     pub max_inflight_writes: usize,
     /// Alarm rules (`[alarm_defaults]` and `[[rules]]` of the config file).
     pub alarm_rules: procwatch_alarm::RuleSet,
+    /// A request head (request line and headers) not read within this closes the connection;
+    /// also bounds a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Requests in flight at most, all routes but `/healthz`, `/readyz` and the alarm stream;
+    /// more are answered 429 with `Retry-After: 1`.
+    pub max_concurrent_requests: usize,
+    /// Ingestion requests a second per key (the write token, else the peer IP); 0 = no limit.
+    pub ingest_rate: f64,
+    /// Ingestion requests a key may send at once after being idle.
+    pub ingest_burst: u32,
+    /// Serve HTTPS with this rustls config ([`serve::tls_config`]); `None` = plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +121,11 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_inflight_writes: 64,
             alarm_rules: procwatch_alarm::RuleSet::default(),
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            ingest_rate: 200.0,
+            ingest_burst: 400,
+            tls: None,
         }
     }
 }
@@ -125,6 +144,11 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_samples", &self.max_samples)
             .field("request_timeout", &self.request_timeout)
             .field("max_inflight_writes", &self.max_inflight_writes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("ingest_rate", &self.ingest_rate)
+            .field("ingest_burst", &self.ingest_burst)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -138,6 +162,10 @@ pub struct AppState {
     pub alarms: Arc<alarms::Alarms>,
     /// One permit per ingestion request in flight (`ServerConfig::max_inflight_writes`).
     pub write_permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per request in flight (`ServerConfig::max_concurrent_requests`).
+    pub request_permits: Arc<tokio::sync::Semaphore>,
+    /// Ingestion rate per key (`ServerConfig::ingest_rate`).
+    pub rate: Arc<limits::RateLimiter>,
 }
 
 impl AppState {
@@ -146,7 +174,17 @@ impl AppState {
         let store = metrics::MeteredStore::wrap(store, metrics.clone());
         let alarms = Arc::new(alarms::Alarms::new(config.alarm_rules.clone()));
         let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_writes));
-        AppState { store, config: Arc::new(config), metrics, alarms, write_permits }
+        let request_permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
+        let rate = Arc::new(limits::RateLimiter::new(config.ingest_rate, config.ingest_burst));
+        AppState {
+            store,
+            config: Arc::new(config),
+            metrics,
+            alarms,
+            write_permits,
+            request_permits,
+            rate,
+        }
     }
 }
 
@@ -256,6 +294,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_write))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     let timeout = state.config.request_timeout;
+    let timeout_metrics = state.metrics.clone();
     open.merge(read)
         .merge(write)
         .merge(dashboard::router(&state))
@@ -273,15 +312,20 @@ pub fn router(state: AppState) -> Router {
                         .unwrap_or("unmatched");
                     tracing::info_span!("http", method = %req.method(), route = path)
                 }))
-                .layer(HandleErrorLayer::new(|err: BoxError| async move {
-                    if err.is::<tower::timeout::error::Elapsed>() {
-                        ApiError::Timeout
-                    } else {
-                        ApiError::Internal(err.to_string())
+                .layer(HandleErrorLayer::new(move |err: BoxError| {
+                    let metrics = timeout_metrics.clone();
+                    async move {
+                        if err.is::<tower::timeout::error::Elapsed>() {
+                            metrics.limit_breach("request_timeout");
+                            ApiError::Timeout
+                        } else {
+                            ApiError::Internal(err.to_string())
+                        }
                     }
                 }))
                 .timeout(timeout),
         )
+        .layer(middleware::from_fn_with_state(state.clone(), limits::concurrency))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }
@@ -351,10 +395,11 @@ async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> 
     if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
         return e.into_response();
     }
+    if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), std::time::Instant::now()) {
+        return limits::too_many(&st, "rate_limited", wait);
+    }
     let Ok(_permit) = st.write_permits.clone().try_acquire_owned() else {
-        let mut resp = ApiError::TooManyRequests.into_response();
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return resp;
+        return limits::too_many(&st, "inflight_writes", Duration::from_secs(1));
     };
     next.run(req).await
 }
@@ -403,7 +448,12 @@ pub async fn run(
         shutdown.await;
         hub.close_streams(); // open alarm streams would hold the graceful shutdown
     };
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let opts = serve::ConnOptions {
+        tls: state.config.tls.clone(),
+        header_read_timeout: state.config.header_read_timeout,
+        metrics: state.metrics.clone(),
+    };
+    let served = serve::serve(listener, router(state), opts, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = retention.await;
     let _ = evaluator.await;

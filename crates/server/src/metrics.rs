@@ -161,6 +161,7 @@ pub struct Metrics {
     batches: Family<FormatLabels, Counter>,
     samples: Family<FormatLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
+    limit_breaches: Family<ReasonLabels, Counter>,
     http: Family<HttpLabels, Histogram, fn() -> Histogram>,
     store_write: Histogram,
     evaluation: Histogram,
@@ -199,6 +200,10 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             refused.get_or_create_owned(&ReasonLabels { reason });
         }
+        let limit_breaches = Family::<ReasonLabels, Counter>::default();
+        for reason in crate::limits::BREACH_REASONS {
+            limit_breaches.get_or_create_owned(&ReasonLabels { reason });
+        }
         let store_write = latency_histogram();
         let evaluation = latency_histogram();
         let snapshot = Snapshot::default();
@@ -208,6 +213,11 @@ impl Metrics {
         r.register("ingested_batches", "Batches accepted and stored durably", batches.clone());
         r.register("ingested_samples", "Samples accepted and stored durably", samples.clone());
         r.register("refused_batches", "Ingestion requests refused, by reason", refused.clone());
+        r.register(
+            "limit_breaches",
+            "Requests or connections refused by a server limit, by reason (see limits)",
+            limit_breaches.clone(),
+        );
         r.register(
             "http_request_duration_seconds",
             "HTTP request latency by method, matched route and status",
@@ -285,6 +295,7 @@ impl Metrics {
             batches,
             samples,
             refused,
+            limit_breaches,
             http,
             store_write,
             evaluation,
@@ -311,6 +322,11 @@ impl Metrics {
         self.batches.get_or_create(&l).inc();
         self.samples.get_or_create(&l).inc_by(out.samples as u64);
         self.store_write.observe(took.as_secs_f64());
+    }
+
+    /// Counts one breach of a server limit (`crate::limits::BREACH_REASONS`).
+    pub fn limit_breach(&self, reason: &'static str) {
+        self.limit_breaches.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     fn refused(&self, status: StatusCode) {

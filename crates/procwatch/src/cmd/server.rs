@@ -4,7 +4,22 @@
 //!
 //! `--addr-file FILE` writes the bound address (`127.0.0.1:41234`) to FILE once the socket is
 //! listening, so scripts and tests can use `--listen 127.0.0.1:0`.
+//!
+//! Hardening (see `procwatch_server::limits` for every limit and its answer):
+//! - Tokens come from `--write-token`/`--read-token`, their `PROCWATCH_*` env vars, or
+//!   `--write-token-file`/`--read-token-file`; they are never logged.
+//! - A listen address that is not loopback needs both tokens, else the server refuses to start
+//!   unless `--insecure` is given (a monitor open to the network would take anyone's data and
+//!   show every process name).
+//! - `--tls-cert FILE --tls-key FILE` (PEM) serve HTTPS with rustls; agents verify it
+//!   (`procwatch agent --ca-file` for a private CA).
+//! - Limits: `--max-body 16MiB` (wire and decompressed), `--max-samples 100000`,
+//!   `--max-request-time 30s` (408), `--header-read-timeout 10s` (slow clients),
+//!   `--max-concurrent-requests 1024` and `--max-inflight-writes 64` (429), `--ingest-rate 200`
+//!   requests/s per write token (or per peer IP without one) with `--ingest-burst 400` (429 with
+//!   `Retry-After`; 0 = off).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +112,57 @@ pub struct ServerArgs {
     /// procwatch; on 2.x the database's default].
     #[arg(long, env = "PROCWATCH_INFLUX_RP", value_name = "NAME")]
     pub influx_rp: Option<String>,
+
+    /// Serve on a non-loopback address without both tokens (anyone reaching the port may write
+    /// and read).
+    #[arg(long, env = "PROCWATCH_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure: bool,
+
+    /// TLS certificate chain (PEM); with --tls-key the server speaks HTTPS only.
+    #[arg(long, env = "PROCWATCH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PROCWATCH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest request body, on the wire and after gunzip (413 past it).
+    #[arg(long, env = "PROCWATCH_MAX_BODY", default_value = "16MiB", value_parser = super::agent::ship::parse_size, value_name = "SIZE")]
+    pub max_body: u64,
+
+    /// Samples a batch at most (400 past it).
+    #[arg(long, env = "PROCWATCH_MAX_SAMPLES", default_value_t = 100_000, value_name = "N")]
+    pub max_samples: usize,
+
+    /// A request running longer is answered 408.
+    #[arg(long, env = "PROCWATCH_MAX_REQUEST_TIME", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub max_request_time: Duration,
+
+    /// A request head not received within this closes the connection (slow clients); also
+    /// bounds a TLS handshake.
+    #[arg(long, env = "PROCWATCH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+
+    /// Requests in flight at most (429 past it; health probes and alarm streams excepted).
+    #[arg(
+        long,
+        env = "PROCWATCH_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Ingestion requests in flight at most (429 past it).
+    #[arg(long, env = "PROCWATCH_MAX_INFLIGHT_WRITES", default_value_t = 64, value_name = "N")]
+    pub max_inflight_writes: usize,
+
+    /// Ingestion requests a second per write token (per peer IP without one); 0 = no limit.
+    #[arg(long, env = "PROCWATCH_INGEST_RATE", default_value_t = 200.0, value_name = "PER_SECOND")]
+    pub ingest_rate: f64,
+
+    /// Ingestion requests a key may send at once after being idle.
+    #[arg(long, env = "PROCWATCH_INGEST_BURST", default_value_t = 400, value_name = "N")]
+    pub ingest_burst: u32,
 }
 
 /// Which backend holds the data.
@@ -176,23 +242,82 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
     }
 }
 
-/// The library's settings from the flags (tokens read, alarm rules from the config file);
-/// shared with `procwatch up`.
+/// True when `listen` (`ADDR:PORT`, `localhost:PORT`, `[::1]:PORT`) only accepts local peers.
+pub fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `--insecure` rule: a non-loopback listen address needs both tokens.
+pub fn check_exposure(
+    listen: &str,
+    write_token: bool,
+    read_token: bool,
+    insecure: bool,
+) -> Result<()> {
+    if insecure || is_loopback_listen(listen) || (write_token && read_token) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(!write_token, "--write-token"), (!read_token, "--read-token")]
+        .into_iter()
+        .filter_map(|(m, name)| m.then_some(name))
+        .collect();
+    bail!(
+        "refusing to listen on {listen} (not loopback) without {}: anyone reaching it could \
+         write and read; set the token(s) (or their *_FILE / PROCWATCH_* forms) or pass \
+         --insecure",
+        missing.join(" and ")
+    )
+}
+
+/// The library's settings from the flags (tokens read, alarm rules from the config file, TLS
+/// loaded, limits, the `--insecure` rule checked); shared with `procwatch up`.
 pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
-    let config = ServerConfig {
+    let write_token = token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?;
+    let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
+    check_exposure(&args.listen, write_token.is_some(), read_token.is_some(), args.insecure)?;
+    if args.retention_interval.is_zero() {
+        bail!("--retention-interval must be more than 0");
+    }
+    if args.max_body == 0 || args.max_samples == 0 {
+        bail!("--max-body and --max-samples must be more than 0");
+    }
+    if args.max_concurrent_requests == 0 || args.max_inflight_writes == 0 {
+        bail!("--max-concurrent-requests and --max-inflight-writes must be more than 0");
+    }
+    if !(args.ingest_rate >= 0.0 && args.ingest_rate.is_finite()) {
+        bail!("--ingest-rate must be a finite number, 0 or more");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            procwatch_server::serve::tls_config(cert, key).context("cannot load the TLS files")?,
+        ),
+        _ => None,
+    };
+    Ok(ServerConfig {
         retention: args.retention,
         retention_interval: args.retention_interval,
         interval: args.interval,
         query_window: args.window,
-        write_token: token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?,
-        read_token: token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?,
+        write_token,
+        read_token,
         alarm_rules: super::alarm::rules_from_config()?,
+        max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        max_samples: args.max_samples,
+        request_timeout: args.max_request_time,
+        header_read_timeout: args.header_read_timeout,
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_inflight_writes: args.max_inflight_writes,
+        ingest_rate: args.ingest_rate,
+        ingest_burst: args.ingest_burst,
+        tls,
         ..ServerConfig::default()
-    };
-    if args.retention_interval.is_zero() {
-        bail!("--retention-interval must be more than 0");
-    }
-    Ok(config)
+    })
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
@@ -248,4 +373,30 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!(message = "Shutting down: finishing requests in flight.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses() {
+        for a in ["127.0.0.1:8000", "127.3.4.5:0", "[::1]:8000", "localhost:8000", "LOCALHOST:1"] {
+            assert!(is_loopback_listen(a), "{a}");
+        }
+        for a in ["0.0.0.0:8000", "[::]:8000", "10.0.0.5:80", "example.org:80", "192.168.1.2:1"] {
+            assert!(!is_loopback_listen(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn exposure_rule() {
+        assert!(check_exposure("127.0.0.1:8000", false, false, false).is_ok());
+        assert!(check_exposure("0.0.0.0:8000", true, true, false).is_ok());
+        assert!(check_exposure("0.0.0.0:8000", false, false, true).is_ok());
+        let err = check_exposure("0.0.0.0:8000", true, false, false).unwrap_err().to_string();
+        assert!(err.contains("--read-token") && !err.contains("--write-token"), "{err}");
+        let err = check_exposure("[::]:80", false, false, false).unwrap_err().to_string();
+        assert!(err.contains("--write-token and --read-token") && err.contains("--insecure"));
+    }
 }

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod hardening;
 mod ingest;
 mod query;
 mod server;

@@ -35,6 +35,10 @@ pub struct DeliveryArgs {
     #[arg(long, env = "PROCWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub request_timeout: Duration,
 
+    /// Extra CA certificate(s) (PEM) trusted for an https:// --server with a private CA.
+    #[arg(long, env = "PROCWATCH_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Serve the agent's own metrics (CPU, RSS, spool depth, dropped samples) in the
     /// Prometheus text format at http://ADDR/metrics (see `metrics`). Not with --once.
     #[arg(long, env = "PROCWATCH_METRICS_LISTEN", value_name = "ADDR")]
@@ -64,6 +68,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// Reads `--ca-file` (PEM, at least one certificate).
+pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        anyhow::bail!("no PEM certificate in the CA file {}", path.display());
+    }
+    Ok(Some(pem))
+}
+
 fn to_sweep_data(s: procwatch_collector::Sweep) -> SweepData {
     SweepData { ts: s.ts, host_totals: vec![s.host_total], samples: s.samples }
 }
@@ -81,6 +96,7 @@ pub fn run(
     cfg.interval = args.interval;
     cfg.shipper.token = args.token.clone();
     cfg.shipper.timeout = d.request_timeout;
+    cfg.shipper.ca_pem = read_ca_file(d.ca_file.as_deref())?;
     cfg.backoff = BackoffConfig { max: d.retry_max, ..BackoffConfig::default() };
     cfg.spool.max_bytes = d.spool_max_bytes;
     cfg.spool.max_age = d.spool_max_age;
