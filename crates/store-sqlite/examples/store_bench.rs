@@ -129,8 +129,17 @@ fn opts() -> SqliteOptions {
 
 /// Ingest `batches` (already built) into a fresh store; (samples/s, CPU µs per sample).
 fn ingest(rt: &tokio::runtime::Runtime, batches: &[Batch], json: bool) -> (f64, f64) {
+    ingest_with(rt, batches, json, opts())
+}
+
+fn ingest_with(
+    rt: &tokio::runtime::Runtime,
+    batches: &[Batch],
+    json: bool,
+    o: SqliteOptions,
+) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), opts()).unwrap();
+    let store = SqliteStore::open(dir.path(), o).unwrap();
     let bodies: Vec<Vec<u8>> = if json {
         batches.iter().map(|b| serde_json::to_vec(b).unwrap()).collect()
     } else {
@@ -426,6 +435,20 @@ fn single_host(rt: &tokio::runtime::Runtime, quick: bool) {
             "ingest {label}: {:.0} samples/s, {:.2} µs CPU/sample (store only); {:.0} samples/s, {:.2} µs CPU/sample (JSON parse + store); peer rows keyed (ts, series): {:.0} samples/s, {:.2} µs CPU/sample (JSON parse + insert)",
             store.0, store.1, store_json.0, store_json.1, peer_json.0, peer_json.1
         );
+        if procs == 300 {
+            // Power-loss durability: an fsync of the WAL per batch (first 500 batches).
+            let some = &batches[..batches.len().min(500)];
+            let full = ingest_with(
+                rt,
+                some,
+                false,
+                SqliteOptions { durability: procwatch_store_sqlite::Durability::Power, ..opts() },
+            );
+            println!(
+                "ingest {label} with Durability::Power (synchronous=FULL): {:.0} samples/s, {:.2} µs CPU/sample",
+                full.0, full.1
+            );
+        }
     }
 
     // Sustained: current timestamps, a 60 s memory window, the maintenance thread folding the
