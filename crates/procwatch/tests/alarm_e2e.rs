@@ -521,3 +521,88 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
         "a vanished series is not resolved"
     );
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Starts `procwatch server` on a fixed port and an SQLite data dir (so it can be restarted
+/// at the same address with the same store).
+fn start_server_at(dir: &Path, port: u16) -> Proc {
+    let mut server = Proc::spawn(
+        "procwatch server",
+        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .arg("server")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", INTERVAL])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env_remove("PROCWATCH_CONFIG"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        server.assert_running();
+        assert!(Instant::now() < deadline, "procwatch server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// The server restarts under `procwatch alarm`: the open alarm is restored (not raised
+/// twice), the follower reconnects by itself and prints the recovery that happens after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reconnects_across_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let client = reqwest::Client::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let post = |samples: Vec<(i64, f64)>, seq: u64| {
+        let body = serde_json::json!({
+            "host": "restart-1", "agent": "e2e", "seq": seq, "interval_ms": 10_000,
+            "samples": samples.iter().map(|(ts, cpu)| serde_json::json!({
+                "ts": ts, "process": "hotproc", "cpu": cpu, "cores": cpu / 50.0, "mem": 1.0,
+                "rss": 1024, "count": 1})).collect::<Vec<_>>()
+        });
+        let req = client.post(format!("{url}/api/v1/samples")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    let server = start_server_at(dir, port);
+    let follower = Follower::start(dir, &url, "");
+    post(vec![(now_ms(), 95.0)], 1).await;
+    wait_for("the RED line", Duration::from_secs(10), || async {
+        follower
+            .about("hotproc")
+            .iter()
+            .any(|l| l.starts_with("RED   restart-1 hotproc cpu 95.0% > 80%"))
+            .then_some(())
+    })
+    .await;
+
+    let mut server = server;
+    server.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server ignored SIGTERM (an open stream held it?)");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _server = start_server_at(dir, port);
+    // Still hot after the restart: no second RED. Then two cool samples: recovered.
+    let t = now_ms();
+    post(vec![(t, 96.0)], 2).await;
+    post(vec![(t + 100, 10.0), (t + 200, 12.0)], 3).await;
+    wait_for("the OK line after the restart", Duration::from_secs(15), || async {
+        follower
+            .about("hotproc")
+            .iter()
+            .any(|l| l.starts_with("OK    restart-1 hotproc cpu "))
+            .then_some(())
+    })
+    .await;
+    let lines = follower.about("hotproc");
+    assert_eq!(lines.len(), 2, "RED once, then OK: {lines:?}");
+    let active = get_json(&client, &format!("{url}/ressources-usage/query-alarm/")).await.unwrap();
+    assert!(active.get("hotproc").is_none(), "{active}");
+}
