@@ -29,6 +29,12 @@
 //! - `apply_retention(cutoff)`: samples and host totals with `ts < cutoff` go, hosts not seen
 //!   since `cutoff` go, closed alarm events that ended before `cutoff` go.
 //! - Alarm events: newest first by `start` (ties by `id`, descending).
+//!
+//! Modules: `memory::MemoryStore` (the in-memory reference backend, also handy in tests),
+//! `agg` (the shared arithmetic: numpy-linear p95, history buckets, seq bookkeeping) and,
+//! behind the `conformance` feature, `conformance` (the suite every backend runs from its
+//! tests: `procwatch-store = { workspace = true, features = ["conformance"] }` as a
+//! dev-dependency, then `conformance::run_all(|| async { ... }).await`).
 
 pub mod agg;
 #[cfg(feature = "conformance")]
