@@ -57,7 +57,7 @@
 //! a committed batch survives the server being killed (SIGKILL, panic, OOM kill): the WAL is in
 //! the OS page cache and is replayed at the next open. A power loss or kernel crash can lose the
 //! last transactions (never corrupt the file). `Durability::Power` (`synchronous=FULL`) fsyncs
-//! the WAL at each commit and also survives power loss, at a much lower write rate.
+//! the WAL at each commit and also survives power loss, at the cost of an fsync per batch.
 //!
 //! # Retention
 //!
@@ -74,8 +74,8 @@
 //! # Idempotency and seq
 //!
 //! A sample with the same (host, process, ts) as a stored one replaces it, wherever the old one
-//! lives (memory and head: replaced in place; chunks: the newer `gen` wins on read and at the
-//! next merge). Host `seq` bookkeeping follows `procwatch_store::agg::seq_update`.
+//! lives (memory: replaced in place; head: the later row wins when the head is folded;
+//! chunks: the newer `gen` wins on read and at the next merge). Host `seq` bookkeeping follows `procwatch_store::agg::seq_update`.
 
 mod codec;
 mod index;
