@@ -48,6 +48,8 @@ enum Command {
     Up(Box<cmd::up::UpArgs>),
     /// One screen of text from a server: hosts, top processes, active alarms.
     Status(cmd::status::StatusArgs),
+    /// A simulated fleet against a server: throughput, latency, errors, server RSS.
+    Loadgen(cmd::loadgen::LoadgenArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Alarm(args) => cmd::alarm::run(args),
         Command::Up(args) => cmd::up::run(*args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Loadgen(args) => cmd::loadgen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

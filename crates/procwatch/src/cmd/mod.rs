@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod alarm;
+pub mod loadgen;
 pub mod server;
 pub mod status;
 pub mod up;
