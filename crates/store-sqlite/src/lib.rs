@@ -471,37 +471,40 @@ fn col_sample(c: &Columns, i: usize, process: &str) -> Sample {
     }
 }
 
-/// Runs `f` over `items`, split in two halves on two threads when `big`; results in order.
+/// Runs `f` over `items`, split in two halves on two threads when `big`; results in order,
+/// `None` when either half gives `None`.
 fn par_split<T: Sync, R: Send>(
     items: &[T],
     big: bool,
-    f: impl Fn(&[T]) -> Vec<R> + Sync,
-) -> Vec<R> {
+    f: impl Fn(&[T]) -> Option<Vec<R>> + Sync,
+) -> Option<Vec<R>> {
     if !big || items.len() < 2 {
         return f(items);
     }
     let (a, b) = items.split_at(items.len() / 2);
     std::thread::scope(|scope| {
         let hb = scope.spawn(|| f(b));
-        let mut ra = f(a);
+        let ra = f(a);
         match hb.join() {
-            Ok(mut rb) => {
+            Ok(rb) => {
+                let (mut ra, mut rb) = (ra?, rb?);
                 ra.append(&mut rb);
-                ra
+                Some(ra)
             }
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
 }
 
-/// Usage rows when every selected host's memory covers `[from, to)`: straight from the rings.
-/// Big queries (the fleet) use two threads.
+/// Usage rows straight from the rings, when every selected host's memory covers
+/// `[from, to)`; `None` as soon as one does not (the floor moved since the caller looked),
+/// and the caller takes the general path. Big queries (the fleet) use two threads.
 fn usage_from_memory(
     hosts: &[Arc<HostEntry>],
     q: &UsageQuery,
     from: TsMs,
     to: TsMs,
-) -> Vec<UsageRow> {
+) -> Option<Vec<UsageRow>> {
     if q.per_host {
         let big = hosts.len() >= 8;
         return par_split(hosts, big, |hs| {
@@ -513,6 +516,9 @@ fn usage_from_memory(
             let mut rows = Vec::with_capacity(cap);
             for h in hs {
                 let idx = h.index.read();
+                if idx.floor > from {
+                    return None;
+                }
                 let mut one = |p: &String, ring: &index::Ring| {
                     let r = ring.range(from, to);
                     if !r.is_empty() {
@@ -529,7 +535,7 @@ fn usage_from_memory(
                     None => idx.series.iter().for_each(|(p, ring)| one(p, ring)),
                 }
             }
-            rows
+            Some(rows)
         });
     }
     let procs: Vec<String> = match &q.process {
@@ -550,6 +556,9 @@ fn usage_from_memory(
             acc.clear();
             for h in hosts {
                 let idx = h.index.read();
+                if idx.floor > from {
+                    return None;
+                }
                 if let Some(ring) = idx.series.get(p) {
                     acc.add(&ring.c, ring.range(from, to));
                 }
@@ -558,7 +567,7 @@ fn usage_from_memory(
                 rows.push(acc.finish(p.clone()));
             }
         }
-        rows
+        Some(rows)
     })
 }
 
@@ -1398,7 +1407,9 @@ impl Inner {
             }
         };
         if hosts.iter().all(|h| h.index.read().floor <= from) {
-            return Ok(usage_from_memory(&hosts, q, from, to));
+            if let Some(rows) = usage_from_memory(&hosts, q, from, to) {
+                return Ok(rows);
+            }
         }
         let sels = self.select(q.host.as_deref(), q.process.as_deref());
         let cols = self.series_columns(&sels, from, to)?;
