@@ -9,7 +9,7 @@
 //!   the webhook and in Alertmanager; stopped with SIGSTOP (alive, no CPU) it clears: absent
 //!   at `query-alarm`, an OK line, an OK event at the webhook, the alert resolved.
 //! - A child whose memory grows steadily (this test binary re-run as `pwramp<N>`, allocating
-//!   8 MiB every 100 ms) with the mem threshold set to what ~400 MiB is on this machine and a
+//!   4 MiB every 100 ms) with the mem threshold set to what ~400 MiB is on this machine and a
 //!   linear forecast: AMBER comes before RED; killed, the series goes STALE (not resolved).
 //!
 //! Without an Alertmanager binary the Alertmanager checks print "SKIPPED: ..." and the rest
@@ -413,7 +413,7 @@ fn child_memory_ramp() {
     if std::env::var_os("PW_ALARM_RAMP").is_none() {
         return;
     }
-    const STEP: usize = 8 << 20;
+    const STEP: usize = 4 << 20;
     const MAX: usize = 640 << 20;
     let mut held: Vec<Vec<u8>> = Vec::new();
     let end = Instant::now() + Duration::from_secs(60);
@@ -443,11 +443,12 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
     let client = reqwest::Client::new();
     let ramp = unique("pwramp");
     let host = "alarm-e2e-ramp";
-    // The threshold is what 400 MiB is on this machine: crossed ~5 s into an 80 MiB/s ramp.
+    // The threshold is what 400 MiB is on this machine: crossed ~10 s into a 40 MiB/s ramp,
+    // while the linear forecast (2 s window, 10 s ahead) says so from ~3.5 s on.
     let threshold = 100.0 * (400u64 << 20) as f64 / mem_total_bytes();
     let rules = format!(
         "[[rules]]\nprocess = \"{ramp}\"\nmetric = \"mem\"\nthreshold = {threshold:.4}\n\
-         method = \"linear\"\nwindow = \"2s\"\nhorizon = \"5s\"\n"
+         method = \"linear\"\nwindow = \"2s\"\nhorizon = \"10s\"\n"
     );
     let (_server, url) = start_server(dir, &rules);
     let follower = Follower::start(dir, &url, "");
@@ -467,7 +468,7 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
             .env("PW_ALARM_RAMP", "1"),
     );
     let query = format!("{url}/ressources-usage/query-alarm/?host={host}");
-    wait_for("RED at query-alarm", Duration::from_secs(20), || async {
+    wait_for("RED at query-alarm", Duration::from_secs(30), || async {
         let v = get_json(&client, &query).await?;
         (v[ramp.as_str()] == "RED").then_some(())
     })
