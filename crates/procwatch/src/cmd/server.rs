@@ -316,7 +316,6 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         ingest_rate: args.ingest_rate,
         ingest_burst: args.ingest_burst,
         tls,
-        ..ServerConfig::default()
     })
 }
 
