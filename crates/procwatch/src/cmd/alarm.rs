@@ -51,6 +51,25 @@ enum AlarmCommand {
     /// Replay traces through a forecaster and print SPEC section 4's scores, per trace and
     /// pooled per group (cpu_native, cpu_scaled, mem_scaled).
     Backtest(BacktestArgs),
+    /// Time the server's alarm evaluation over a synthetic fleet in a temporary SQLite store:
+    /// the first pass (reads W + H back) and steady passes (new samples only), beside the
+    /// store's window read alone.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Hosts in the synthetic fleet.
+    #[arg(long, env = "PROCWATCH_HOSTS", default_value_t = 50)]
+    hosts: usize,
+
+    /// Process names per host.
+    #[arg(long, env = "PROCWATCH_PROCESSES", default_value_t = 200)]
+    processes: usize,
+
+    /// Steady passes to time (one new sweep of every series before each).
+    #[arg(long, env = "PROCWATCH_PASSES", default_value_t = 15)]
+    passes: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +120,7 @@ struct BacktestArgs {
 pub fn run(args: AlarmArgs) -> Result<()> {
     match args.command {
         Some(AlarmCommand::Backtest(b)) => backtest(b),
+        Some(AlarmCommand::Bench(b)) => bench(b),
         None => service(args),
     }
 }
@@ -353,4 +373,110 @@ fn figures(name: &str, trace: Option<&Prepared>, s: &Score) -> serde_json::Value
         v["scaled"] = p.scaled.into();
     }
     v
+}
+
+/// A synthetic sweep of one host: `processes` series, cpu cycling so that some are above 80.
+fn bench_batch(host: usize, processes: usize, seq: u64, stamps: &[i64]) -> procwatch_model::Batch {
+    let mut samples = Vec::with_capacity(stamps.len() * processes);
+    for (k, &ts) in stamps.iter().enumerate() {
+        for p in 0..processes {
+            let phase = (host * 31 + p * 17 + k) % 100;
+            let cpu = if p % 50 == 0 { 85.0 + (phase % 10) as f64 } else { (phase % 60) as f64 };
+            samples.push(procwatch_model::Sample {
+                ts,
+                process: format!("proc-{p:04}"),
+                cpu,
+                cores: cpu / 50.0,
+                mem: 1.0 + (p % 7) as f64,
+                rss: 1 << 20,
+                count: 1,
+            });
+        }
+    }
+    procwatch_model::Batch {
+        host: format!("bench-{host:04}"),
+        agent: "bench".into(),
+        seq,
+        interval_ms: 10_000,
+        host_totals: vec![],
+        samples,
+        dropped_samples: 0,
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    use procwatch_store::{Storage, UsageQuery};
+    if args.hosts == 0 || args.processes == 0 || args.passes == 0 {
+        bail!("--hosts, --processes and --passes must be more than 0");
+    }
+    let dir = std::env::temp_dir().join(format!("procwatch-alarm-bench-{}", std::process::id()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let result = runtime.block_on(async {
+        let opts = procwatch_store_sqlite::SqliteOptions::default();
+        let store: Arc<dyn Storage> = Arc::new(
+            procwatch_store_sqlite::SqliteStore::open(&dir, opts)
+                .with_context(|| format!("cannot open a store in {}", dir.display()))?,
+        );
+        let interval = 10_000i64;
+        let now0 = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64)
+            / interval
+            * interval;
+        // 21 minutes of history: more than the default W + H (20 min) the first pass reads.
+        let stamps: Vec<i64> = (0..126).rev().map(|k| now0 - k * interval).collect();
+        for h in 0..args.hosts {
+            store.write_batch(&bench_batch(h, args.processes, 1, &stamps)).await?;
+        }
+        let config = procwatch_server::ServerConfig {
+            interval: Duration::from_millis(interval as u64),
+            ..procwatch_server::ServerConfig::default()
+        };
+        let st = procwatch_server::AppState::new(store.clone(), config);
+        let t = std::time::Instant::now();
+        let first_events = st.alarms.evaluate(&st, now0).await?.len();
+        let first = t.elapsed();
+        let (mut evals, mut reads, mut events) = (Vec::new(), Vec::new(), 0);
+        for pass in 1..=args.passes as i64 {
+            let now = now0 + pass * interval;
+            for h in 0..args.hosts {
+                store.write_batch(&bench_batch(h, args.processes, 1 + pass as u64, &[now])).await?;
+            }
+            // The peer: the store read a steady pass does (the last 30 s), alone.
+            let t = std::time::Instant::now();
+            let q = UsageQuery { from: now - 30_000, to: now + 300_001, per_host: true, ..Default::default() };
+            let read = store.window(&q).await?;
+            reads.push(t.elapsed());
+            std::hint::black_box(read);
+            let t = std::time::Instant::now();
+            events += st.alarms.evaluate(&st, now).await?.len();
+            evals.push(t.elapsed());
+        }
+        let series = args.hosts * args.processes;
+        let (eval, read) = (median(&mut evals), median(&mut reads));
+        println!(
+            "alarm evaluation, {series} series ({} hosts x {} processes), SQLite store, {} steady passes",
+            args.hosts, args.processes, args.passes
+        );
+        println!("first pass (reads 20 min back, {first_events} events): {:>9.1} ms", first.as_secs_f64() * 1e3);
+        println!("steady pass, median ({events} events in all):       {:>9.1} ms", eval.as_secs_f64() * 1e3);
+        println!("  store window read alone (last 30 s), median:  {:>9.1} ms", read.as_secs_f64() * 1e3);
+        println!(
+            "  engine and the rest (difference):             {:>9.1} ms = {:.2} us per series",
+            eval.saturating_sub(read).as_secs_f64() * 1e3,
+            eval.saturating_sub(read).as_secs_f64() * 1e6 / series as f64
+        );
+        store.close().await?;
+        anyhow::Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
