@@ -20,10 +20,11 @@
 //! directory gets `StoreError::Unavailable`. Tables:
 //! - `series(id, host_id, process)`, `hosts(id, name, last_seen, interval_ms, last_seq,
 //!   seq_gaps, dropped)`: the catalog, also held in memory.
-//! - `head(id, host_id, min_ts, max_ts, n, data)`: one row per accepted batch, appended in
-//!   arrival order; `data` is the batch's samples, 48 bytes each, little-endian
+//! - `head(id, host_id, min_ts, max_ts, n, gen, data)`: one row per accepted batch, appended
+//!   in arrival order; `data` is the batch's samples, 48 bytes each, little-endian
 //!   (`series_id u32, ts i64, cpu f64, cores f64, mem f64, rss u64, count u32`). One INSERT per
-//!   batch is what makes ingestion fast.
+//!   batch is what makes ingestion fast. Samples older than the memory floor (an agent
+//!   replaying its spool) go to a second, "late" row of the batch (`gen > 0`).
 //! - `chunks(id, series_id, start_ts, end_ts, n, gen, level, data)`: compressed runs of one
 //!   series (`codec`: delta-of-delta timestamps, Gorilla XOR floats, zig-zag deltas for rss
 //!   and count). Level 0 chunks are what a fold produced; once a whole aligned block
@@ -36,15 +37,17 @@
 //! # The memory floor `F`, queries and compaction
 //!
 //! Every sample with `ts >= F` is in the in-memory index (per host, per process, in columns)
-//! and in `head` or `chunks`; every sample with `ts < F` is in `chunks`. `F` trails the wall
+//! and in `head` or `chunks`; every sample with `ts < F` is in `chunks` or a late head row. `F` trails the wall
 //! clock by `memory_window_ms` (15 min) and moves forward in `fold_step_ms` (5 min) steps: the
 //! maintenance thread first folds the head rows reaching below the new `F` into level-0 chunks
 //! (a prefix of the head, in arrival order, so later writes still win), then raises `F` and
-//! drops older samples from memory. A batch holding samples older than `F` (an agent
-//! replaying its spool) writes those as level-0 chunks directly, in the same transaction.
-//! Queries whose window starts at or after `F` (the usage, `get-all` and fleet queries, the
-//! alarms' windows) are answered from memory alone; older parts (history) come from chunks,
-//! merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
+//! drops older samples from memory. Samples older than `F` in a batch (a spool replay) are
+//! written as a late head row with its own `gen`; disk reads take them into account, and the
+//! maintenance thread (woken after 64 of them, else every pass) folds them into level-0
+//! chunks, host by host. Merges wait while late rows are pending, so a late rewrite always
+//! keeps the highest `gen`. Queries whose window starts at or after `F` (the usage, `get-all`
+//! and fleet queries, the alarms' windows) are answered from memory alone; older parts
+//! (history) come from chunks and late rows, merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
 //! Memory use: 44 bytes per sample in the window plus vector slack (measured: 131 MiB of
 //! process RSS for 100 hosts × 300 processes × 10 min; one host × 300 processes × 15 min
 //! ≈ 1–2 MB). Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
@@ -52,8 +55,7 @@
 //!
 //! # Durability
 //!
-//! `write_batch` returns after its transaction (head row, late chunks, host totals, host
-//! state) commits. With the default `Durability::Process` (`synchronous=NORMAL` in WAL mode)
+//! `write_batch` returns after its transaction (head rows, host totals, host state) commits. With the default `Durability::Process` (`synchronous=NORMAL` in WAL mode)
 //! a committed batch survives the server being killed (SIGKILL, panic, OOM kill): the WAL is in
 //! the OS page cache and is replayed at the next open. A power loss or kernel crash can lose the
 //! last transactions (never corrupt the file). `Durability::Power` (`synchronous=FULL`) fsyncs
@@ -203,7 +205,14 @@ struct Inner {
     /// Nothing older is ever returned.
     retention_floor: AtomicI64,
     stop: AtomicBool,
+    /// Late head rows written since the last fold of them.
+    late_rows: std::sync::atomic::AtomicU64,
+    /// The maintenance thread, woken early when late rows pile up.
+    maint_thread: Mutex<Option<std::thread::Thread>>,
 }
+
+/// Late head rows that wake the maintenance thread to fold them.
+const LATE_ROWS_WAKE: u64 = 64;
 
 fn now_ms() -> TsMs {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -235,8 +244,10 @@ CREATE TABLE IF NOT EXISTS hosts(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQ
 CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, host_id INTEGER NOT NULL,
   process TEXT NOT NULL, UNIQUE(host_id, process));
 CREATE TABLE IF NOT EXISTS head(id INTEGER PRIMARY KEY, host_id INTEGER NOT NULL,
-  min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);
+  min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL, n INTEGER NOT NULL,
+  gen INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS head_min_ts ON head(min_ts);
+CREATE INDEX IF NOT EXISTS head_late ON head(host_id, gen) WHERE gen > 0;
 CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL,
   start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, n INTEGER NOT NULL, gen INTEGER NOT NULL,
   level INTEGER NOT NULL, data BLOB NOT NULL);
@@ -424,30 +435,87 @@ fn merge_columns(parts: Vec<Columns>, from: TsMs, to: TsMs) -> Columns {
     out
 }
 
-/// Samples of one series from chunks in `[from, to)`.
-fn disk_series(conn: &Connection, sid: u32, from: TsMs, to: TsMs) -> StoreResult<Columns> {
+/// Late head rows (samples that were older than the memory floor when written) of one host
+/// overlapping `[from, to)`, oldest write first.
+fn late_rows(
+    conn: &Connection,
+    host_id: u32,
+    from: TsMs,
+    to: TsMs,
+) -> StoreResult<Vec<(i64, Vec<HeadRec>)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT gen, data FROM head WHERE gen > 0 AND host_id = ?1 AND min_ts < ?3 AND max_ts >= ?2 ORDER BY gen",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query(params![host_id, from, to]).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let gen: i64 = row.get(0).map_err(db_err)?;
+        let blob = row
+            .get_ref(1)
+            .map_err(db_err)?
+            .as_blob()
+            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let mut recs = Vec::new();
+        decode_head(blob, &mut recs).map_err(other)?;
+        out.push((gen, recs));
+    }
+    Ok(out)
+}
+
+/// Samples of one series in `[from, to)` from its chunks and its host's late head rows
+/// (`late`, from `late_rows`), merged by `gen`.
+fn disk_series(
+    conn: &Connection,
+    sid: u32,
+    late: &[(i64, Vec<HeadRec>)],
+    from: TsMs,
+    to: TsMs,
+) -> StoreResult<Columns> {
     if from >= to {
         return Ok(Columns::default());
     }
     let mut stmt = conn
         .prepare_cached(
-            "SELECT data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
+            "SELECT gen, data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
         )
         .map_err(db_err)?;
     let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
-    let mut parts = Vec::new();
+    let mut parts: Vec<(i64, Columns)> = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
+        let gen: i64 = row.get(0).map_err(db_err)?;
         let blob = row
-            .get_ref(0)
+            .get_ref(1)
             .map_err(db_err)?
             .as_blob()
             .map_err(|e| other(rusqlite::Error::from(e)))?;
-        parts.push(codec::decode(blob).map_err(other)?);
+        parts.push((gen, codec::decode(blob).map_err(other)?));
+    }
+    for (gen, recs) in late {
+        let mut c = Columns::default();
+        for r in recs.iter().filter(|r| r.sid == sid) {
+            c.push(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+        }
+        if !c.is_empty() {
+            // Within one row, a later record of the same ts wins: sort stably by ts, keep last.
+            let mut idx: Vec<usize> = (0..c.len()).collect();
+            idx.sort_by_key(|&i| c.ts[i]);
+            let mut sorted = Columns::with_capacity(c.len());
+            for (k, &i) in idx.iter().enumerate() {
+                if idx.get(k + 1).is_some_and(|&j| c.ts[j] == c.ts[i]) {
+                    continue;
+                }
+                sorted.push(c.ts[i], c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+            }
+            parts.push((*gen, sorted));
+        }
     }
     if parts.is_empty() {
         return Ok(Columns::default());
     }
-    Ok(merge_columns(parts, from, to))
+    parts.sort_by_key(|(g, _)| *g);
+    Ok(merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to))
 }
 
 fn append_columns(dst: &mut Columns, src: &Columns, r: std::ops::Range<usize>) {
@@ -617,6 +685,8 @@ impl SqliteStore {
             floor: AtomicI64::new(floor),
             retention_floor: AtomicI64::new(retention_floor),
             stop: AtomicBool::new(false),
+            late_rows: std::sync::atomic::AtomicU64::new(0),
+            maint_thread: Mutex::new(None),
         });
         {
             let w = inner.writer.lock();
@@ -636,6 +706,7 @@ impl SqliteStore {
                 .name("procwatch-store-maint".into())
                 .spawn(move || maintenance_loop(weak, every))
                 .map_err(other)?;
+            *store.inner.maint_thread.lock() = Some(handle.thread().clone());
             *store.thread.lock() = Some(handle);
         }
         Ok(store)
@@ -836,7 +907,7 @@ impl Inner {
         let host_id = existing.map_or(w.next_host, |h| h.id);
         let mut new_series: Vec<(String, u32)> = Vec::new();
         let mut head = Vec::with_capacity(batch.samples.len());
-        let mut late = Vec::new();
+        let mut late: Vec<HeadRec> = Vec::new();
         let mut next_series = w.next_series;
         {
             let known = existing.map(|h| h.series.read());
@@ -891,7 +962,6 @@ impl Inner {
             }
         }
 
-        let block_ms = self.opts.block_ms;
         let gen = w.gen + 1;
         let tx =
             w.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
@@ -922,8 +992,17 @@ impl Inner {
             .map_err(db_err)?;
         }
         if !late.is_empty() {
-            sort_dedup(&mut late);
-            insert_chunks(&tx, &late, gen, block_ms).map_err(db_err)?;
+            // Older than the memory floor: a late head row, read by disk queries and folded
+            // into chunks by the next maintenance pass.
+            let min_ts = late.iter().map(|r| r.ts).min().unwrap_or(0);
+            let max_ts = late.iter().map(|r| r.ts).max().unwrap_or(0);
+            tx.prepare_cached(
+                "INSERT INTO head(host_id, min_ts, max_ts, n, gen, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![host_id, min_ts, max_ts, late.len() as i64, gen, encode_head(&late)])
+            })
+            .map_err(db_err)?;
         }
         {
             let mut st = tx
@@ -955,6 +1034,11 @@ impl Inner {
         // Committed: publish to memory.
         if !late.is_empty() {
             w.gen = gen;
+            if self.late_rows.fetch_add(1, Ordering::SeqCst) + 1 >= LATE_ROWS_WAKE {
+                if let Some(t) = self.maint_thread.lock().as_ref() {
+                    t.unpark();
+                }
+            }
         }
         w.next_series = next_series;
         let entry = match existing {
@@ -1160,6 +1244,15 @@ impl Inner {
             let mut w = self.writer.lock();
             let floor = self.floor.load(Ordering::SeqCst);
             let block_floor = agg::bucket_start(floor, b);
+            // A late head row not folded yet may be newer than chunks of a block: merging
+            // would give its stale samples a higher gen. Wait for the fold.
+            let pending: bool = w
+                .conn
+                .query_row("SELECT EXISTS(SELECT 1 FROM head WHERE gen > 0)", [], |r| r.get(0))
+                .map_err(db_err)?;
+            if pending {
+                return Ok(merged);
+            }
             let todo: Vec<(u32, TsMs)> = {
                 let mut stmt = w
                     .conn
@@ -1223,12 +1316,64 @@ impl Inner {
         }
     }
 
+    /// Folds the late head rows into level-0 chunks, host by host, oldest write first; the
+    /// chunks take the highest `gen` of the rows they fold. Returns the rows folded.
+    fn fold_late(&self) -> StoreResult<u64> {
+        let mut folded = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let host_id: Option<i64> = w
+                .conn
+                .query_row("SELECT host_id FROM head WHERE gen > 0 LIMIT 1", [], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            let Some(host_id) = host_id else {
+                self.late_rows.store(0, Ordering::SeqCst);
+                return Ok(folded);
+            };
+            let tx = w.conn.transaction().map_err(db_err)?;
+            let mut recs = Vec::new();
+            let mut ids = Vec::new();
+            let mut gen = 0i64;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, gen, data FROM head WHERE gen > 0 AND host_id = ?1 ORDER BY gen LIMIT 256",
+                    )
+                    .map_err(db_err)?;
+                let mut rows = stmt.query([host_id]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                    gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
+                    let blob = row
+                        .get_ref(2)
+                        .map_err(db_err)?
+                        .as_blob()
+                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    decode_head(blob, &mut recs).map_err(other)?;
+                }
+            }
+            sort_dedup(&mut recs);
+            insert_chunks(&tx, &recs, gen, self.opts.block_ms).map_err(db_err)?;
+            {
+                let mut del =
+                    tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
+                for id in &ids {
+                    del.execute([id]).map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            folded += ids.len() as u64;
+        }
+    }
+
     fn compact(&self, now: TsMs) -> StoreResult<CompactStats> {
         let target = now - self.opts.memory_window_ms;
         let floor = self.floor.load(Ordering::SeqCst);
         let mut stats = CompactStats::default();
+        stats.head_rows_folded += self.fold_late()?;
         if target - floor >= self.opts.fold_step_ms {
-            stats.head_rows_folded = self.advance(target)?;
+            stats.head_rows_folded += self.advance(target)?;
         }
         stats.chunks_merged = self.merge_blocks()?;
         Ok(stats)
@@ -1248,6 +1393,7 @@ impl Inner {
         }
         // Everything older than the cutoff must be in chunks before whole chunks are dropped.
         self.advance(cutoff)?;
+        self.fold_late()?;
         let mut w = self.writer.lock();
         let tx = w.conn.transaction().map_err(db_err)?;
         tx.execute(
@@ -1380,9 +1526,17 @@ impl Inner {
         }
         self.with_reader(|conn| {
             let mut out = Vec::with_capacity(sels.len());
+            // Each host's late head rows, read once (usually none).
+            let mut late: HashMap<u32, Vec<(i64, Vec<HeadRec>)>> = HashMap::new();
             for (s, (floor, mem)) in sels.iter().zip(mem_parts) {
                 if from < floor {
-                    let mut c = disk_series(conn, s.sid, from, to.min(floor))?;
+                    let host_late = match late.entry(s.host.id) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(late_rows(conn, s.host.id, from, to)?)
+                        }
+                    };
+                    let mut c = disk_series(conn, s.sid, host_late, from, to.min(floor))?;
                     append_columns(&mut c, &mem, 0..mem.len());
                     out.push(c);
                 } else {

@@ -342,3 +342,36 @@ async fn queries_stay_exact_while_maintenance_runs() {
         reference.usage(&q).await.unwrap().iter().map(|r| r.samples).collect::<Vec<_>>()
     );
 }
+
+/// A spool replay (every sample older than the memory floor) is stored as late head rows,
+/// readable at once, and the maintenance thread is woken to fold them into chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_replay_is_readable_at_once_and_folded_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteOptions { maintenance_interval: Duration::from_secs(3600), ..Default::default() },
+    )
+    .unwrap();
+    let t0 = now_ms() - 3_600_000;
+    let mut want = Vec::new();
+    for i in 0..100 {
+        let ts = t0 + i * 10_000;
+        let s = sample(1, i, ts);
+        want.push(s.clone());
+        store.write_batch(&batch("replay", i as u64 + 1, vec![s])).await.unwrap();
+    }
+    // Readable at once, whether folded yet or not.
+    let w = store.window(&all("replay")).await.unwrap();
+    assert_eq!(w[0].samples, want);
+    // 64 late rows wake the thread (its period is an hour); wait for the fold.
+    let late =
+        |store: &SqliteStore| sql_count(store, "SELECT count(*) FROM head WHERE gen > ?1", 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while late(&store) >= 64 {
+        assert!(std::time::Instant::now() < deadline, "late rows were not folded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0) > 0);
+    assert_eq!(store.window(&all("replay")).await.unwrap()[0].samples, want);
+}
