@@ -7,7 +7,8 @@
 //! - A busy child (a copy of `/bin/sh` named `pwburn<N>` spinning `while :; do :; done`) with
 //!   the cpu threshold lowered to 10 %: RED at `query-alarm`, on `procwatch alarm`'s stdout, at
 //!   the webhook and in Alertmanager; stopped with SIGSTOP (alive, no CPU) it clears: absent
-//!   at `query-alarm`, an OK line, an OK event at the webhook, the alert resolved.
+//!   at `query-alarm`, an OK line, an OK event at the webhook, the alert resolved. Then the
+//!   agent is killed: the host raises its own RED alarm (host silent).
 //! - A child whose memory grows steadily (this test binary re-run as `pwramp<N>`, allocating
 //!   4 MiB every 100 ms) with the mem threshold set to what ~400 MiB is on this machine and a
 //!   linear forecast: AMBER comes before RED; killed, the series goes STALE (not resolved).
@@ -278,7 +279,7 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     let rules = format!("[[rules]]\nprocess = \"{burn}\"\nmetric = \"cpu\"\nthreshold = 10\n");
     let (_server, url) = start_server(dir, &rules);
     let follower = Follower::start(dir, &url, &notifiers);
-    let _agent = start_agent(dir, &url, host);
+    let agent = start_agent(dir, &url, host);
 
     // The rule is in effect, and listed.
     let listed = get_json(&client, &format!("{url}/api/v1/rules")).await.unwrap();
@@ -403,6 +404,37 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
         .collect();
     assert_eq!(levels, ["OK", "RED"], "newest first");
     drop(child);
+
+    // The agent dies: after 3 of its intervals the host raises its own alarm (dead man's
+    // switch), on the console and in the store.
+    drop(agent);
+    wait_for("the host-silent line", Duration::from_secs(10), || async {
+        let want = format!("RED   {host} host silent ");
+        follower.lines.lock().unwrap().iter().any(|l| l.starts_with(&want)).then_some(())
+    })
+    .await;
+    let active =
+        get_json(&client, &format!("{url}/api/v1/alarms?active=true&host={host}")).await.unwrap();
+    let silent: Vec<&Value> = active["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "host_silent")
+        .collect();
+    assert_eq!(silent.len(), 1, "{active}");
+    assert_eq!(silent[0]["level"], "RED");
+    if let Some((_, am_url)) = &am {
+        wait_for("the host-silent alert in Alertmanager", Duration::from_secs(5), || async {
+            let all = get_json(&client, &format!("{am_url}/api/v2/alerts")).await?;
+            all.as_array()?
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == "ProcwatchHostSilent" && a["labels"]["host"] == host
+                })
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 /// Not a test: the body of the memory-ramp child. `memory_ramp_goes_amber_then_red` runs this

@@ -7,7 +7,8 @@
 //!   start primed; later passes read from the previous pass minus 3 intervals, so batches
 //!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
 //!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
-//!   intervals raises a `host_silent` RED alarm; a series with no sample for 3 intervals goes
+//!   intervals raises a `host_silent` RED alarm (judged only from 3 of its intervals after
+//!   the server's first pass, so a server restart does not page for every host); a series with no sample for 3 intervals goes
 //!   STALE, never resolved. Each pass is timed: logged at debug, exported as
 //!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
 //!   [`Alarms::last_evaluation`].
@@ -47,7 +48,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use procwatch_alarm::{Engine, HostSeen, Method, Rule, RuleSet, SeriesInput};
+use procwatch_alarm::{Engine, HostSeen, Method, Rule, RuleSet, SeriesInput, STALE_INTERVALS};
 use procwatch_model::validate::MAX_FUTURE_MS;
 use procwatch_model::{AlarmEvent, Level, Metric, TsMs};
 use procwatch_store::{AlarmQuery, StoreError, UsageQuery};
@@ -81,6 +82,8 @@ pub struct Alarms {
     boot: String,
     /// Where the next pass starts reading samples (None: not evaluated yet).
     cursor: Mutex<Option<TsMs>>,
+    /// `now` of the first pass (host silence is judged from 3 intervals after it).
+    first_eval: Mutex<Option<TsMs>>,
     /// (peak, value) last written of each open event.
     written: Mutex<HashMap<String, (f64, f64)>>,
     last_eval_us: AtomicU64,
@@ -99,6 +102,7 @@ impl Alarms {
             tx,
             boot: format!("{:x}", now_ms()),
             cursor: Mutex::new(None),
+            first_eval: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
             last_eval_us: AtomicU64::new(0),
             closing,
@@ -232,8 +236,12 @@ impl Alarms {
                 interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(interval_ms),
             })
             .collect();
+        // A host is judged silent only once the server itself has been evaluating for 3 of the
+        // host's intervals: after a restart, agents need that long to be heard again.
+        let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
         let seen: Vec<HostSeen<'_>> = hosts
             .iter()
+            .filter(|h| now - first >= STALE_INTERVALS * host_interval[h.host.as_str()])
             .map(|h| HostSeen {
                 host: &h.host,
                 last_seen: h.last_seen,
@@ -745,7 +753,11 @@ mod tests {
         st.store.write_batch(&batch("web-1", "cool", &pts)).await.unwrap();
         // An old host, silent for a minute.
         st.store.write_batch(&batch("old-1", "x", &[(now - 60_000, 1.0)])).await.unwrap();
-        let events = st.alarms.evaluate(&st, now).await.unwrap();
+        let mut events = st.alarms.evaluate(&st, now).await.unwrap();
+        // Host silence is judged from 3 intervals after the first pass on.
+        assert!(events.iter().all(|e| e.kind == AlarmKind::Series), "{events:?}");
+        st.store.write_batch(&batch("web-1", "hot1", &[(now + 2500, 41.0)])).await.unwrap();
+        events.extend(st.alarms.evaluate(&st, now + 3000).await.unwrap());
         let red: Vec<_> = events.iter().filter(|e| e.level == Level::Red).collect();
         assert_eq!(red.len(), 2, "{events:?}");
         assert!(red.iter().any(|e| e.process == "hot1" && e.metric == Metric::Cpu));
@@ -759,7 +771,7 @@ mod tests {
         assert_eq!(stored.len(), 2);
         assert!(st.alarms.last_evaluation() > Duration::ZERO);
         // A second pass over the same samples changes nothing.
-        assert!(st.alarms.evaluate(&st, now + 10).await.unwrap().is_empty());
+        assert!(st.alarms.evaluate(&st, now + 3010).await.unwrap().is_empty());
 
         // A new server on the same store restores the open alarms and does not raise them again.
         let again = AppState::new(
@@ -772,9 +784,9 @@ mod tests {
         );
         assert_eq!(again.alarms.restore(&again).await.unwrap(), 2);
         assert_eq!(again.alarms.active().len(), 2);
-        let more: Vec<(TsMs, f64)> = vec![(now + 1000, 45.0)];
+        let more: Vec<(TsMs, f64)> = vec![(now + 4000, 45.0)];
         again.store.write_batch(&batch("web-1", "hot1", &more)).await.unwrap();
-        let evs = again.alarms.evaluate(&again, now + 1000).await.unwrap();
+        let evs = again.alarms.evaluate(&again, now + 4000).await.unwrap();
         assert!(
             evs.iter().all(|e| e.level != Level::Red || e.end.is_some()),
             "raised twice: {evs:?}"
