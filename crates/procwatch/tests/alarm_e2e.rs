@@ -132,12 +132,17 @@ struct Follower {
 
 impl Follower {
     fn start(dir: &Path, url: &str, config: &str) -> Follower {
+        Self::start_with(dir, url, config, &[])
+    }
+
+    fn start_with(dir: &Path, url: &str, config: &str, extra: &[&str]) -> Follower {
         let config_file = dir.join("alarm.toml");
         std::fs::write(&config_file, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
             .arg("--config")
             .arg(&config_file)
             .args(["alarm", "--server", url])
+            .args(extra)
             .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -559,14 +564,17 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+const READ_TOKEN: &str = "alarm-e2e-read";
+
 /// Starts `procwatch server` on a fixed port and an SQLite data dir (so it can be restarted
-/// at the same address with the same store).
+/// at the same address with the same store), with a read token.
 fn start_server_at(dir: &Path, port: u16) -> Proc {
     let mut server = Proc::spawn(
         "procwatch server",
         Command::new(env!("CARGO_BIN_EXE_procwatch"))
             .arg("server")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", INTERVAL])
+            .args(["--read-token", READ_TOKEN])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("PROCWATCH_CONFIG"),
@@ -580,7 +588,7 @@ fn start_server_at(dir: &Path, port: u16) -> Proc {
     server
 }
 
-/// The server restarts under `procwatch alarm`: the open alarm is restored (not raised
+/// The server restarts under `procwatch alarm --token`: the open alarm is restored (not raised
 /// twice), the follower reconnects by itself and prints the recovery that happens after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_reconnects_across_a_server_restart() {
@@ -603,7 +611,7 @@ async fn follower_reconnects_across_a_server_restart() {
         }
     };
     let server = start_server_at(dir, port);
-    let follower = Follower::start(dir, &url, "");
+    let follower = Follower::start_with(dir, &url, "", &["--token", READ_TOKEN]);
     post(vec![(now_ms(), 95.0)], 1).await;
     wait_for("the RED line", Duration::from_secs(10), || async {
         follower
@@ -636,6 +644,39 @@ async fn follower_reconnects_across_a_server_restart() {
     .await;
     let lines = follower.about("hotproc");
     assert_eq!(lines.len(), 2, "RED once, then OK: {lines:?}");
-    let active = get_json(&client, &format!("{url}/ressources-usage/query-alarm/")).await.unwrap();
+    let active: Value = client
+        .get(format!("{url}/ressources-usage/query-alarm/"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(active.get("hotproc").is_none(), "{active}");
+
+    // A wrong token does not fix itself: procwatch alarm stops with an error.
+    let err_file = dir.join("wrong-token.err");
+    let mut wrong = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_procwatch"))
+            .args(["alarm", "--server", &url, "--token", "wrong"])
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap(),
+        name: "procwatch alarm --token wrong".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = wrong.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "procwatch alarm kept going with a wrong token");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(err.contains("401"), "{err}");
 }
