@@ -4,10 +4,13 @@
 //! `procwatch alarm --server URL [--token T] [--color auto|always|never]` follows the server's
 //! alarm stream (`/api/v1/alarms/stream`, reconnecting with backoff forever; a 401/403/404 ends
 //! it with an error), prints one line per transition on stdout
-//! (`RED   web-1 java cpu 93.1% > 80%`; coloured by level when stdout is a terminal, plain
-//! otherwise), and forwards every event to the `[[notifiers]]` of its `--config` file
+//! (`RED   web-1 java cpu 93.1% > 80%`; coloured by level when stdout is a terminal and
+//! `NO_COLOR` is unset, plain otherwise), and forwards every event to the `[[notifiers]]` of its `--config` file
 //! (webhook, alertmanager: see `procwatch_notify`). Logs go to stderr. SIGINT/SIGTERM stop it
 //! (notifications in flight get 5 s to finish).
+//!
+//! `procwatch alarm bench` times the server's evaluation pass on a synthetic fleet (see
+//! BENCHMARKS.md, "Alarm evaluation").
 //!
 //! The server reads its alarm rules (`[alarm_defaults]`, `[[rules]]`, top level of the same
 //! kind of file) through [`rules_from_config`].
@@ -38,7 +41,8 @@ pub struct AlarmArgs {
     #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// Colour the lines by level: auto (when stdout is a terminal), always, never.
+    /// Colour the lines by level: auto (when stdout is a terminal and NO_COLOR is unset), always,
+    /// never.
     #[arg(long, env = "PROCWATCH_COLOR", default_value = "auto", value_parser = ["auto", "always", "never"])]
     color: String,
 
@@ -163,7 +167,7 @@ fn service(args: AlarmArgs) -> Result<()> {
     let colour = match args.color.as_str() {
         "always" => true,
         "never" => false,
-        _ => std::io::stdout().is_terminal(),
+        _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let mut notifiers: Vec<Arc<dyn Notifier>> =
         vec![Arc::new(Console::new(std::io::stdout(), colour))];
