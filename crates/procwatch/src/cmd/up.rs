@@ -9,7 +9,8 @@
 //!   the hostname), spool in `--spool-dir` (default `DATA_DIR/spool`), shipping to the bound
 //!   address over loopback with the server's write token when one is set. It takes the
 //!   agent's delivery flags (`--spool-max-bytes`, `--retry-max`, ...) too; `--metrics-listen`
-//!   is not supported under `up`.
+//!   and the server's `--tls-cert`/`--tls-key` are refused under `up` (run the services
+//!   separately for those).
 //! - **Alarm console**: follows the server's alarm stream over loopback (the same follower as
 //!   `procwatch alarm`) and prints one line per transition on stdout
 //!   (`RED   web-1 java cpu 93.1% > 80%`, coloured when stdout is a terminal, `--color`),
@@ -155,6 +156,9 @@ pub fn run(args: UpArgs) -> Result<()> {
     let config = super::server::server_config(&args.server)?;
     if args.server.interval < Duration::from_millis(10) {
         bail!("--interval must be at least 10ms");
+    }
+    if args.server.tls_cert.is_some() {
+        bail!("procwatch up serves plain HTTP for its local agent; for TLS run `procwatch server --tls-cert ...` and agents");
     }
     if args.delivery.metrics_listen.is_some() {
         bail!(
