@@ -187,6 +187,28 @@ impl Engine {
         v
     }
 
+    /// Ends the STALE alarms of series silent for `max_silence_ms` or more and forgets those
+    /// series (typically a process that exited while in alarm). Returns the closed events
+    /// (level STALE, `end = now`); no OK event follows: the series was never seen to recover.
+    pub fn expire_stale(&mut self, now: TsMs, max_silence_ms: i64) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        self.series.retain(|_, st| {
+            if st.level != Level::Stale {
+                return true;
+            }
+            let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
+            if !last.is_some_and(|t| now - t >= max_silence_ms) {
+                return true;
+            }
+            if let Some(mut ev) = st.open.take() {
+                ev.end = Some(now);
+                out.push(ev);
+            }
+            false
+        });
+        out
+    }
+
     /// Re-opens the alarms the store holds as open (after a restart), so the next
     /// evaluation continues them instead of raising them again.
     pub fn restore(&mut self, open: &[AlarmEvent]) {
@@ -359,5 +381,39 @@ impl SeriesState {
         let proto = self.event(host, process, metric, next, ts, v, forecast);
         transition(out, &mut self.open, proto);
         self.level = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_alarms_expire_and_only_they() {
+        let mut e = Engine::new(RuleSet::default());
+        let s = |ts, cpu| Sample {
+            ts,
+            process: "p".into(),
+            cpu,
+            cores: 0.0,
+            mem: 1.0,
+            rss: 0,
+            count: 1,
+        };
+        let hot = [s(1_000, 95.0)];
+        let input = |samples| SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 };
+        assert_eq!(e.evaluate(1_000, &[input(&hot)], &[])[0].level, Level::Red);
+        // Silent for 3 intervals: STALE.
+        let evs = e.evaluate(4_000, &[], &[]);
+        assert_eq!(evs.last().unwrap().level, Level::Stale);
+        assert!(e.expire_stale(5_000, 60_000).is_empty(), "not silent long enough");
+        let gone = e.expire_stale(61_000, 60_000);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].level, gone[0].end), (Level::Stale, Some(61_000)));
+        assert!(e.active().is_empty());
+        // A RED series that still reports is never expired.
+        e.evaluate(62_000, &[input(&[s(62_000, 95.0)])], &[]);
+        assert!(e.expire_stale(10_000_000, 1).is_empty());
+        assert_eq!(e.active()[0].level, Level::Red);
     }
 }

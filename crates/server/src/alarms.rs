@@ -9,7 +9,9 @@
 //!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
 //!   intervals raises a `host_silent` RED alarm (judged only from 3 of its intervals after
 //!   the server's first pass, so a server restart does not page for every host); a series with no sample for 3 intervals goes
-//!   STALE, never resolved. Each pass is timed: logged at debug, exported as
+//!   STALE, never resolved; a STALE alarm still silent after [`STALE_EXPIRY`] (1 h) is
+//!   closed (its event gets an `end`, no OK event follows) and the series forgotten, so a
+//!   process that exited while in alarm does not stay listed forever. Each pass is timed: logged at debug, exported as
 //!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
 //!   [`Alarms::last_evaluation`].
 //! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
@@ -63,6 +65,9 @@ use crate::AppState;
 const LOG_CAP: usize = 1024;
 /// Events a stream may fall behind before it is cut (it then reconnects and replays).
 const CHANNEL_CAP: usize = 256;
+/// A STALE alarm whose series stays silent this long is closed (end set, no OK event) and
+/// the series forgotten: typically a process that exited while in alarm.
+pub const STALE_EXPIRY: Duration = Duration::from_secs(3600);
 /// Keep-alive comment period of the stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -250,7 +255,8 @@ impl Alarms {
             .collect();
         let (events, active) = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let events = engine.evaluate(now, &series, &seen);
+            let mut events = engine.evaluate(now, &series, &seen);
+            events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
             (events, engine.active())
         };
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
@@ -622,6 +628,35 @@ mod tests {
             forecast: None,
             eta_seconds: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_vanished_series_goes_stale_then_expires() {
+        let st = state(RuleSet::default());
+        let now = crate::time::now_ms();
+        st.store.write_batch(&batch("web-1", "gone", &[(now, 95.0)])).await.unwrap();
+        // Keep the host itself alive, so only the series is silent.
+        let alive = |t: TsMs| batch("web-1", "alive", &[(t, 1.0)]);
+        let mut levels = Vec::new();
+        for t in [now, now + 3_000, now + 3_600_000, now + 3_603_000] {
+            st.store.write_batch(&alive(t)).await.unwrap();
+            for e in st.alarms.evaluate(&st, t).await.unwrap() {
+                levels.push((e.process, e.level, e.end.is_some()));
+            }
+        }
+        let gone: Vec<_> =
+            levels.into_iter().filter(|l| l.0 == "gone").map(|l| (l.1, l.2)).collect();
+        assert_eq!(
+            gone,
+            [(Level::Red, false), (Level::Red, true), (Level::Stale, false), (Level::Stale, true)]
+        );
+        assert!(st.alarms.active().is_empty());
+        let open = st
+            .store
+            .alarm_events(&AlarmQuery { active_only: true, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(open.is_empty(), "{open:?}");
     }
 
     #[test]
