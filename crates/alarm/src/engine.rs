@@ -197,7 +197,7 @@ impl Engine {
                 return true;
             }
             let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
-            if !last.is_some_and(|t| now - t >= max_silence_ms) {
+            if last.is_none_or(|t| now - t < max_silence_ms) {
                 return true;
             }
             if let Some(mut ev) = st.open.take() {
