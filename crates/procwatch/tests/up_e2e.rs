@@ -9,7 +9,8 @@
 //!   `/api/v1/hosts` and the child in `get-all` and in `/api/v1/usage` (the dashboard's API)
 //!   within two intervals of the URL line (plus 3 s of slack for a loaded 2-core CI machine),
 //!   and the dashboard page at `/`.
-//! - The alarm console prints `RED   <host> pwup<N> cpu ...` on stdout.
+//! - The alarm console prints `RED   <host> pwup<N> cpu ...` on stdout, and `procwatch
+//!   status` shows the host (fresh), the child among the top processes, and the alarm.
 //! - SIGINT: exit code 0, and the log says the agent stopped before the server.
 //! - Started again on the same data directory: the child's samples are all still there
 //!   (at least as many as before the stop), and the host is listed.
@@ -202,6 +203,26 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // `procwatch status` against the live server: the host, the busy child at the top, the
+    // alarm; one screen of at most 100 columns.
+    let out = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        .args(["status", "--top", "30", "--server", &url])
+        .env_remove("PROCWATCH_CONFIG")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(screen.lines().all(|l| l.chars().count() <= 100), "{screen}");
+    // (Other busy processes of the machine, a compiler say, may rank above the child.)
+    let listed = screen
+        .lines()
+        .skip_while(|l| !l.starts_with("TOP PROCESSES"))
+        .any(|l| l.contains(&name) && l.contains(&host));
+    assert!(listed, "{name} not among the top processes:\n{screen}");
+    assert!(screen.contains(&format!("  {red}")), "no alarm in:\n{screen}");
+    let host_row = screen.lines().find(|l| l.starts_with(&format!("  {host} "))).unwrap_or("");
+    assert!(host_row.contains(" ok "), "host not fresh:\n{screen}");
 
     // Stop with Ctrl-C: clean exit, the agent stopped before the server.
     let before = samples(&client, &url, &host, &name).await;
