@@ -13,7 +13,8 @@
 //!   status` shows the host (fresh), the child among the top processes, and the alarm.
 //! - SIGINT: exit code 0, and the log says the agent stopped before the server.
 //! - Started again on the same data directory: the child's samples are all still there
-//!   (at least as many as before the stop), and the host is listed.
+//!   (at least as many as before the stop), and the host is listed; SIGTERM stops it with
+//!   exit code 0 too.
 //!
 //! Every child is killed by PID on drop.
 
@@ -104,10 +105,10 @@ impl Up {
         }
     }
 
-    /// SIGINT, then the exit status (waits up to 30 s).
-    fn interrupt(&mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (`-INT`, `-TERM`), then the exit status (waits up to 30 s).
+    fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.proc.0.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.proc.0.try_wait().unwrap() {
@@ -228,7 +229,7 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
     let before = samples(&client, &url, &host, &name).await;
     assert!(before > 0);
     drop(burn);
-    let status = up.interrupt();
+    let status = up.stop("-INT");
     let log = up.stderr.lock().unwrap().join("\n");
     assert!(status.success(), "exit {status}; log:\n{log}");
     let agent_at = log.find("Agent stopped.").expect("agent stop logged");
@@ -244,6 +245,7 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
     assert!(all.get(&name).is_some(), "{name} missing from get-all after the restart");
     let hosts = get_json(&client, &format!("{url}/api/v1/hosts")).await;
     assert!(hosts["hosts"].as_array().unwrap().iter().any(|h| h["host"] == host));
-    let status = again.interrupt();
+    // SIGTERM (systemd, docker stop) stops it as cleanly.
+    let status = again.stop("-TERM");
     assert!(status.success(), "second run exit {status}");
 }
