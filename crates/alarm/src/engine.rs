@@ -46,10 +46,18 @@ struct SeriesState {
     signal_off: u32,
     /// Consecutive samples below T − hysteresis while RED.
     below: u32,
+    /// Restored from the store: samples at or before this instant only prime the forecaster
+    /// (they were judged before the restart, the open event is their outcome).
+    resume_after: Option<TsMs>,
+    /// While STALE: the level and event it replaced, so a late batch (samples older than the
+    /// STALE start) can withdraw it.
+    before_stale: Option<(Level, AlarmEvent)>,
 }
 
 struct HostState {
     open: Option<AlarmEvent>,
+    /// `last_seen` of the host when its open host-silent event was raised.
+    quiet_since: TsMs,
 }
 
 /// The alarm engine. Pure: time comes in as arguments, nothing is read or written.
@@ -77,7 +85,12 @@ pub fn event_id(kind: AlarmKind, host: &str, process: &str, metric: Metric, star
 }
 
 /// What one transition produces: the closed previous event (if any) and the new one.
-fn transition(out: &mut Vec<AlarmEvent>, open: &mut Option<AlarmEvent>, proto: AlarmEvent) {
+/// Returns the closed previous event.
+fn transition(
+    out: &mut Vec<AlarmEvent>,
+    open: &mut Option<AlarmEvent>,
+    proto: AlarmEvent,
+) -> Option<AlarmEvent> {
     let prev = open.take().map(|mut ev| {
         ev.end = Some(proto.start);
         out.push(ev.clone());
@@ -91,6 +104,28 @@ fn transition(out: &mut Vec<AlarmEvent>, open: &mut Option<AlarmEvent>, proto: A
     } else {
         out.push(ev.clone());
         *open = Some(ev);
+    }
+    prev
+}
+
+/// The host-silent event raised at `start` (`value` = seconds silent at `now`).
+fn host_event(h: &HostSeen<'_>, level: Level, start: TsMs, now: TsMs, limit: i64) -> AlarmEvent {
+    let silent_s = (now - h.last_seen).max(0) as f64 / 1000.0;
+    AlarmEvent {
+        id: event_id(AlarmKind::HostSilent, h.host, "", Metric::Cpu, start),
+        kind: AlarmKind::HostSilent,
+        host: h.host.to_owned(),
+        process: String::new(),
+        metric: Metric::Cpu,
+        level,
+        previous: Level::Ok,
+        start,
+        end: None,
+        value: silent_s,
+        peak: silent_s,
+        threshold: limit as f64 / 1000.0,
+        forecast: None,
+        eta_seconds: None,
     }
 }
 
@@ -120,60 +155,83 @@ impl Engine {
                 st.feed(input, metric, &mut out);
             }
         }
-        // Silent series: an open alarm turns Stale; an OK series is forgotten.
+        // Silent series: an open alarm turns Stale (from the moment the third interval
+        // without a sample ended, not from `now`); an OK series is forgotten.
         let host_interval: BTreeMap<&str, i64> =
             hosts.iter().map(|h| (h.host, h.interval_ms)).collect();
         self.series.retain(|(host, process, metric), st| {
             let interval = st
                 .interval_ms
                 .or_else(|| host_interval.get(host.as_str()).copied())
-                .unwrap_or(FALLBACK_INTERVAL_MS);
+                .unwrap_or(FALLBACK_INTERVAL_MS)
+                .max(1);
             let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
-            let silent = last.is_some_and(|t| now - t >= STALE_INTERVALS * interval);
-            if !silent {
+            let Some(stale_at) = last.map(|t| t + STALE_INTERVALS * interval) else {
+                return true;
+            };
+            if now < stale_at {
                 return true;
             }
             match st.level {
                 Level::Ok => false,
                 Level::Stale => true,
                 _ => {
-                    let proto =
-                        st.event(host, process, *metric, Level::Stale, now, st.last_value, None);
-                    transition(&mut out, &mut st.open, proto);
-                    st.level = Level::Stale;
-                    st.restart();
+                    st.go_stale(host, process, *metric, stale_at, &mut out);
                     true
                 }
             }
         });
+        // The first sample of each host in this pass's input, per host: when a silent host
+        // was heard from again.
+        let mut first_heard: BTreeMap<&str, Vec<TsMs>> = BTreeMap::new();
+        for input in series {
+            first_heard.entry(input.host).or_default().extend(input.samples.iter().map(|s| s.ts));
+        }
         for h in hosts {
-            let state = self.hosts.entry(h.host.to_owned()).or_insert(HostState { open: None });
+            let state = self
+                .hosts
+                .entry(h.host.to_owned())
+                .or_insert(HostState { open: None, quiet_since: h.last_seen });
             let limit = STALE_INTERVALS * h.interval_ms.max(1);
-            let silent_ms = now - h.last_seen;
-            let proto = |level| AlarmEvent {
-                id: event_id(AlarmKind::HostSilent, h.host, "", Metric::Cpu, now),
-                kind: AlarmKind::HostSilent,
-                host: h.host.to_owned(),
-                process: String::new(),
-                metric: Metric::Cpu,
-                level,
-                previous: Level::Ok,
-                start: now,
-                end: None,
-                value: silent_ms as f64 / 1000.0,
-                peak: silent_ms as f64 / 1000.0,
-                threshold: limit as f64 / 1000.0,
-                forecast: None,
-                eta_seconds: None,
-            };
-            match (&mut state.open, silent_ms >= limit) {
-                (None, true) => transition(&mut out, &mut state.open, proto(Level::Red)),
-                (Some(ev), true) => {
-                    ev.value = silent_ms as f64 / 1000.0;
-                    ev.peak = ev.value;
+            if state.open.is_some() && h.last_seen > state.quiet_since {
+                // Heard from again: at its first sample after the silence.
+                let quiet = state.quiet_since;
+                let back = first_heard
+                    .get(h.host)
+                    .and_then(|ts| ts.iter().copied().filter(|&t| t > quiet).min())
+                    .unwrap_or(h.last_seen)
+                    .min(h.last_seen);
+                let start = state.open.as_ref().map_or(back, |e| e.start);
+                if back <= start {
+                    // Its samples were only late: the silence never happened. The event is
+                    // closed where it started, and no recovery follows.
+                    if let Some(mut ev) = state.open.take() {
+                        ev.end = Some(ev.start);
+                        out.push(ev);
+                    }
+                } else {
+                    transition(
+                        &mut out,
+                        &mut state.open,
+                        host_event(h, Level::Ok, back, now, limit),
+                    );
                 }
-                (Some(_), false) => transition(&mut out, &mut state.open, proto(Level::Ok)),
-                (None, false) => {}
+            }
+            let silent_at = h.last_seen + limit;
+            match &mut state.open {
+                None if now >= silent_at => {
+                    state.quiet_since = h.last_seen;
+                    transition(
+                        &mut out,
+                        &mut state.open,
+                        host_event(h, Level::Red, silent_at, now, limit),
+                    );
+                }
+                Some(ev) => {
+                    ev.value = (now - h.last_seen).max(0) as f64 / 1000.0;
+                    ev.peak = ev.peak.max(ev.value);
+                }
+                None => {}
             }
         }
         out
@@ -187,26 +245,41 @@ impl Engine {
         v
     }
 
-    /// Ends the STALE alarms of series silent for `max_silence_ms` or more and forgets those
+    /// Ends the alarms that have been STALE for `max_stale_ms` or more and forgets those
     /// series (typically a process that exited while in alarm). Returns the closed events
-    /// (level STALE, `end = now`); no OK event follows: the series was never seen to recover.
-    pub fn expire_stale(&mut self, now: TsMs, max_silence_ms: i64) -> Vec<AlarmEvent> {
+    /// (level STALE, `end = start + max_stale_ms`, the same on every replica); no OK event
+    /// follows: the series was never seen to recover.
+    pub fn expire_stale(&mut self, now: TsMs, max_stale_ms: i64) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
         self.series.retain(|_, st| {
             if st.level != Level::Stale {
                 return true;
             }
-            let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
-            if last.is_none_or(|t| now - t < max_silence_ms) {
+            let Some(start) = st.open.as_ref().map(|e| e.start) else {
+                return true;
+            };
+            if now - start < max_stale_ms {
                 return true;
             }
             if let Some(mut ev) = st.open.take() {
-                ev.end = Some(now);
+                ev.end = Some(start + max_stale_ms);
                 out.push(ev);
             }
             false
         });
         out
+    }
+
+    /// The newest sample the engine has seen of (host, process), over its metrics; for a
+    /// series restored from the store and not seen since, the start of its open event. The
+    /// server reads a returning series back from here, so samples that arrived late are not
+    /// skipped.
+    pub fn last_sample(&self, host: &str, process: &str) -> Option<TsMs> {
+        [Metric::Cpu, Metric::Cores, Metric::Mem]
+            .into_iter()
+            .filter_map(|m| self.series.get(&(host.to_owned(), process.to_owned(), m)))
+            .filter_map(|st| st.last_ts.or(st.resume_after))
+            .max()
     }
 
     /// Re-opens the alarms the store holds as open (after a restart), so the next
@@ -215,7 +288,11 @@ impl Engine {
         for ev in open.iter().filter(|e| e.end.is_none() && e.level != Level::Ok) {
             match ev.kind {
                 AlarmKind::HostSilent => {
-                    self.hosts.insert(ev.host.clone(), HostState { open: Some(ev.clone()) });
+                    let limit = (ev.threshold * 1000.0).round() as i64;
+                    self.hosts.insert(
+                        ev.host.clone(),
+                        HostState { open: Some(ev.clone()), quiet_since: ev.start - limit },
+                    );
                 }
                 AlarmKind::Series => {
                     let rule = self
@@ -226,6 +303,7 @@ impl Engine {
                     let mut st = SeriesState::new(rule);
                     st.level = ev.level;
                     st.last_value = ev.value;
+                    st.resume_after = Some(ev.start);
                     st.open = Some(ev.clone());
                     self.series.insert((ev.host.clone(), ev.process.clone(), ev.metric), st);
                 }
@@ -248,7 +326,38 @@ impl SeriesState {
             signal_on: 0,
             signal_off: 0,
             below: 0,
+            resume_after: None,
+            before_stale: None,
         }
+    }
+
+    /// The series' open alarm turns STALE at `at` (3 intervals after its last sample).
+    fn go_stale(
+        &mut self,
+        host: &str,
+        process: &str,
+        metric: Metric,
+        at: TsMs,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let proto = self.event(host, process, metric, Level::Stale, at, self.last_value, None);
+        let level = self.level;
+        self.before_stale = transition(out, &mut self.open, proto).map(|ev| (level, ev));
+        self.level = Level::Stale;
+    }
+
+    /// A sample older than the STALE start arrived: the STALE was premature. It is closed
+    /// where it started, and the event it replaced is open again.
+    fn withdraw_stale(&mut self, out: &mut Vec<AlarmEvent>) {
+        let Some((level, mut prev)) = self.before_stale.take() else { return };
+        if let Some(mut stale) = self.open.take() {
+            stale.end = Some(stale.start);
+            out.push(stale);
+        }
+        prev.end = None;
+        out.push(prev.clone());
+        self.open = Some(prev);
+        self.level = level;
     }
 
     /// Forgets the forecaster's history (after a gap).
@@ -304,28 +413,37 @@ impl SeriesState {
             self.forecaster = None;
             self.seen = 0;
         }
+        let stale_after = STALE_INTERVALS * interval;
         for s in input.samples {
             if self.last_ts.is_some_and(|t| s.ts <= t) {
                 continue;
             }
-            // A gap of STALE_INTERVALS or more restarts the forecast history.
-            if self.last_ts.is_some_and(|t| s.ts - t >= STALE_INTERVALS * interval) {
+            if self.resume_after.is_some_and(|r| s.ts <= r) {
+                self.observe(s.ts, metric.of(s));
+                continue;
+            }
+            if self.level == Level::Stale {
+                let stale_start = self.open.as_ref().map(|e| e.start);
+                if stale_start.is_some_and(|start| s.ts <= start) {
+                    self.withdraw_stale(out);
+                }
+                self.before_stale = None;
+            }
+            if let Some(t) = self.last_ts.filter(|&t| s.ts - t > stale_after) {
+                // A gap of more than 3 intervals: whether or not the engine looked during it,
+                // an open alarm went STALE when the third interval ended.
+                if matches!(self.level, Level::Red | Level::Amber) {
+                    self.go_stale(input.host, input.process, metric, t + stale_after, out);
+                    self.before_stale = None;
+                }
                 self.restart();
             }
             self.step(input.host, input.process, metric, s.ts, metric.of(s), out);
         }
     }
 
-    /// One sample through the state machine.
-    fn step(
-        &mut self,
-        host: &str,
-        process: &str,
-        metric: Metric,
-        ts: TsMs,
-        v: f64,
-        out: &mut Vec<AlarmEvent>,
-    ) {
+    /// Pushes a sample to the forecaster and counts the forecast signal; returns the forecast.
+    fn observe(&mut self, ts: TsMs, v: f64) -> Option<crate::Forecast> {
         let rule = &self.rule;
         let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS);
         let f = self.forecaster.get_or_insert_with(|| {
@@ -344,6 +462,20 @@ impl SeriesState {
             self.signal_off += 1;
             self.signal_on = 0;
         }
+        fc
+    }
+
+    /// One sample through the state machine.
+    fn step(
+        &mut self,
+        host: &str,
+        process: &str,
+        metric: Metric,
+        ts: TsMs,
+        v: f64,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let fc = self.observe(ts, v);
         let t = self.rule.threshold;
         let amber_ready = self.signal_on >= self.rule.debounce;
         let next = if v > t {
@@ -403,13 +535,13 @@ mod tests {
         let hot = [s(1_000, 95.0)];
         let input = |samples| SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 };
         assert_eq!(e.evaluate(1_000, &[input(&hot)], &[])[0].level, Level::Red);
-        // Silent for 3 intervals: STALE.
-        let evs = e.evaluate(4_000, &[], &[]);
-        assert_eq!(evs.last().unwrap().level, Level::Stale);
-        assert!(e.expire_stale(5_000, 60_000).is_empty(), "not silent long enough");
-        let gone = e.expire_stale(61_000, 60_000);
+        // Silent for 3 intervals: STALE, from 4 s (whenever the engine notices).
+        let evs = e.evaluate(4_500, &[], &[]);
+        assert_eq!((evs.last().unwrap().level, evs.last().unwrap().start), (Level::Stale, 4_000));
+        assert!(e.expire_stale(63_999, 60_000).is_empty(), "not stale long enough");
+        let gone = e.expire_stale(64_700, 60_000);
         assert_eq!(gone.len(), 1);
-        assert_eq!((gone[0].level, gone[0].end), (Level::Stale, Some(61_000)));
+        assert_eq!((gone[0].level, gone[0].end), (Level::Stale, Some(64_000)));
         assert!(e.active().is_empty());
         // A RED series that still reports is never expired.
         e.evaluate(62_000, &[input(&[s(62_000, 95.0)])], &[]);

@@ -28,12 +28,28 @@
 //!   estimated seconds until T is crossed.
 //! - **Stale.** A series with no sample for 3 intervals: if it has an open alarm, that alarm
 //!   is closed and a STALE event opens (it is never reported as resolved); an OK series is
-//!   simply forgotten (processes exit all the time). When samples return, the series is
-//!   evaluated afresh from STALE (the forecast history restarts after the gap).
+//!   simply forgotten (processes exit all the time). The STALE event starts 3 intervals after
+//!   the last sample (not when the engine noticed), and an engine that only sees the samples
+//!   come back (it did not evaluate during the gap, or it read the gap in one window) records
+//!   the same RED→STALE→… events: transitions depend on the samples only, so two server
+//!   replicas on one store derive the same events with the same ids. When samples return
+//!   after more than 3 intervals, the series is evaluated afresh from STALE (the forecast
+//!   history restarts after the gap). A late batch whose samples are not newer than the
+//!   STALE start withdraws it: the STALE event is closed where it started (`end == start`)
+//!   and the event it replaced is open again under its own id (as on a replica that saw the
+//!   batch in time). One (host, process, metric) never has two open events. A STALE alarm is
+//!   expired by the server after a while ([`Engine::expire_stale`], `end = start + limit`).
 //! - **Host silent** (dead man's switch). A host whose `last_seen` is 3 intervals old opens a
 //!   RED event with `kind = host_silent`, `process = ""`, `metric = cpu` (the model needs
-//!   one), `value` = seconds silent, `threshold` = the 3-interval limit in seconds. It closes
-//!   with an OK event when the host is heard from again.
+//!   one), `start = last_seen + 3 intervals` (the moment it went silent, the same on every
+//!   replica), `value` = seconds silent, `threshold` = the 3-interval limit in seconds. It
+//!   closes with an OK event when the host is heard from again, at its first sample after the
+//!   silence (its `last_seen` if the input holds none); if that sample is not newer than the
+//!   event's start (a late batch), the silence never happened: the event is closed with
+//!   `end == start` and no OK event follows.
+//! - **Restore.** [`Engine::restore`] re-opens the store's open events; samples at or before
+//!   a restored event's start only prime the forecaster (they were judged before the
+//!   restart), so the server may hand the engine its whole read-back window.
 //! - **Events.** Every transition returns the previous open event closed (`end` set; level
 //!   unchanged) followed by the new event with `previous` set; a return to OK is an event of
 //!   level OK with `start == end`. Ids are FNV-1a hashes of (kind, host, process, metric,

@@ -198,7 +198,8 @@ fn silent_host_raises_its_own_alarm_and_clears() {
     assert_eq!(engine.active().len(), 1);
     let back = engine.evaluate(50_000, &[], &seen(45_000));
     let lv: Vec<(Level, Option<i64>)> = back.iter().map(|e| (e.level, e.end)).collect();
-    assert_eq!(lv, vec![(Level::Red, Some(50_000)), (Level::Ok, Some(50_000))]);
+    // Back when it was heard again (no sample in the input: its last_seen), not at `now`.
+    assert_eq!(lv, vec![(Level::Red, Some(45_000)), (Level::Ok, Some(45_000))]);
     assert_eq!(back[0].id, ev[0].id, "the closed event keeps its id");
     assert!(engine.active().is_empty());
 }
@@ -306,4 +307,132 @@ fn default_forecaster_works_at_live_ten_second_sampling() {
     assert!((300..=660).contains(&lead_s), "AMBER {lead_s} s before RED");
     let eta = amber.2.expect("eta");
     assert!((eta - lead_s as f64).abs() <= 120.0, "eta {eta} s vs actual {lead_s} s");
+}
+
+/// `(id, level, previous, start, end)` of each event, for comparing two engines.
+fn key(evs: &[AlarmEvent]) -> Vec<(String, Level, Level, i64, Option<i64>)> {
+    evs.iter().map(|e| (e.id.clone(), e.level, e.previous, e.start, e.end)).collect()
+}
+
+fn input(samples: &[Sample]) -> SeriesInput<'_> {
+    SeriesInput { host: "h", process: "p", samples, interval_ms: MIN }
+}
+
+/// Two replicas on one store run one engine each, at their own evaluation times: a series
+/// that goes silent and comes back gives both the same events, with the same ids. The STALE
+/// event starts 3 intervals after the last sample (not when an engine happened to look), and
+/// an engine that only sees the return (it did not evaluate during the gap) still records the
+/// STALE period.
+#[test]
+fn stale_events_come_from_the_data_not_from_the_evaluation_time() {
+    let hot: Vec<Sample> = [20, 21, 30, 31].iter().map(|&m| sample(m * MIN, 95.0)).collect();
+    let cpu = |evs: Vec<AlarmEvent>| -> Vec<AlarmEvent> {
+        evs.into_iter().filter(|e| e.metric == procwatch_model::Metric::Cpu).collect()
+    };
+    // A evaluates every minute, 7 s after the minute.
+    let mut a = Engine::new(RuleSet::default());
+    let mut from_a = Vec::new();
+    for m in 20..=31 {
+        let now = m * MIN + 7_000;
+        let window: Vec<Sample> = hot.iter().filter(|s| s.ts <= now).cloned().collect();
+        from_a.extend(cpu(a.evaluate(now, &[input(&window)], &[])));
+    }
+    // B evaluates at 21:30, then only at 31:30 (a long pause, or its read was slow).
+    let mut b = Engine::new(RuleSet::default());
+    let mut from_b = cpu(b.evaluate(21 * MIN + 30_000, &[input(&hot[..2])], &[]));
+    from_b.extend(cpu(b.evaluate(31 * MIN + 30_000, &[input(&hot)], &[])));
+    assert_eq!(key(&from_a), key(&from_b));
+    let levels: Vec<(Level, i64, Option<i64>)> =
+        from_a.iter().map(|e| (e.level, e.start, e.end)).collect();
+    assert_eq!(
+        levels,
+        [
+            (Level::Red, 20 * MIN, None),
+            (Level::Red, 20 * MIN, Some(24 * MIN)),
+            (Level::Stale, 24 * MIN, None),
+            (Level::Stale, 24 * MIN, Some(30 * MIN)),
+            (Level::Red, 30 * MIN, None),
+        ]
+    );
+    assert_eq!(from_a[4].previous, Level::Stale);
+    assert_eq!(key(&a.active()), key(&b.active()));
+    assert_eq!(a.active().len(), 1, "one open event: {:?}", a.active());
+}
+
+/// A batch that arrives late (its samples are older than the moment the engine judged the
+/// series stale) withdraws the premature STALE: it is closed where it started, and the RED it
+/// replaced is open again under its own id, as on a replica that saw the batch in time. Never
+/// two open events for one series.
+#[test]
+fn a_late_batch_withdraws_a_premature_stale() {
+    let hot: Vec<Sample> = (20..=23).map(|m| sample(m * MIN, 95.0)).collect();
+    let mut a = Engine::new(RuleSet::default());
+    let first = a.evaluate(21 * MIN, &[input(&hot[..2])], &[]);
+    // Minute 24: nothing since 21 in the store (22 and 23 are still in an agent's spool).
+    let stale = a.evaluate(24 * MIN, &[input(&hot[..2])], &[]);
+    assert!(stale.iter().any(|e| e.level == Level::Stale && e.end.is_none()), "{stale:?}");
+    // The late batch lands.
+    let back = a.evaluate(25 * MIN, &[input(&hot)], &[]);
+    let stale_closed: Vec<&AlarmEvent> = back.iter().filter(|e| e.level == Level::Stale).collect();
+    assert!(stale_closed.iter().all(|e| e.end == Some(e.start)), "{back:?}");
+    let mut b = Engine::new(RuleSet::default());
+    b.evaluate(21 * MIN, &[input(&hot[..2])], &[]);
+    b.evaluate(25 * MIN, &[input(&hot)], &[]);
+    assert_eq!(key(&a.active()), key(&b.active()));
+    let red_cpu = first.iter().find(|e| e.metric == procwatch_model::Metric::Cpu).unwrap();
+    assert!(a.active().iter().any(|e| e.id == red_cpu.id && e.end.is_none()));
+    let mut keys: Vec<_> = a.active().iter().map(|e| (e.process.clone(), e.metric)).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), a.active().len(), "two open events for one series");
+}
+
+/// Two replicas judge a silent host at different moments: the host-silent event starts when
+/// the host became silent (last heard + 3 intervals), so both store it under one id, and the
+/// recovery starts at the first sample heard again.
+#[test]
+fn host_silent_events_do_not_depend_on_the_evaluation_time() {
+    let seen = |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000 }];
+    let mut a = Engine::new(RuleSet::default());
+    let mut b = Engine::new(RuleSet::default());
+    let ea = a.evaluate(31_000, &[], &seen(0));
+    let eb = b.evaluate(38_500, &[], &seen(0));
+    assert_eq!(key(&ea), key(&eb));
+    assert_eq!((ea[0].start, ea[0].level), (30_000, Level::Red));
+    // Heard again at 41 s (a sample), evaluated at different moments.
+    let back = [Sample { ts: 41_000, ..sample(0, 1.0) }];
+    let inp = [SeriesInput { host: "web-1", process: "p", samples: &back, interval_ms: 10_000 }];
+    let ra = a.evaluate(42_000, &inp, &seen(41_000));
+    let rb = b.evaluate(49_000, &inp, &seen(41_000));
+    let host = |v: Vec<AlarmEvent>| -> Vec<AlarmEvent> {
+        v.into_iter().filter(|e| e.kind == AlarmKind::HostSilent).collect()
+    };
+    let (ra, rb) = (host(ra), host(rb));
+    assert_eq!(key(&ra), key(&rb));
+    let lv: Vec<(Level, i64, Option<i64>)> = ra.iter().map(|e| (e.level, e.start, e.end)).collect();
+    assert_eq!(lv, [(Level::Red, 30_000, Some(41_000)), (Level::Ok, 41_000, Some(41_000))]);
+    // A restored host alarm keeps its start (and so its id) too.
+    let mut c = Engine::new(RuleSet::default());
+    c.restore(&ea);
+    assert!(c.evaluate(60_000, &[], &seen(0)).is_empty());
+    assert_eq!(key(&c.active()), key(&ea));
+}
+
+/// After a restart the server hands the engine its whole read-back window, samples from
+/// before the restored alarm opened included: they prime the forecaster but are not
+/// re-judged (a restored RED is not cleared by the low samples that preceded it).
+#[test]
+fn restore_does_not_judge_the_samples_before_the_open_alarm_again() {
+    let values: Vec<Sample> =
+        (0..12).map(|m| sample(m * MIN, if m < 10 { 40.0 } else { 95.0 })).collect();
+    let mut first = Engine::new(RuleSet::default());
+    for m in 0..11 {
+        first.evaluate(m as i64 * MIN, &[input(&values[..=m])], &[]);
+    }
+    let open = first.active();
+    assert_eq!(open.len(), 1);
+    let mut second = Engine::new(RuleSet::default());
+    second.restore(&open);
+    assert!(second.evaluate(11 * MIN, &[input(&values)], &[]).is_empty());
+    assert!(first.evaluate(11 * MIN, &[input(&values)], &[]).is_empty());
+    assert_eq!(key(&second.active()), key(&first.active()));
 }
