@@ -8,16 +8,27 @@
 //!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
 //!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
 //!   intervals raises a `host_silent` RED alarm (judged only from 3 of its intervals after
-//!   the server's first pass, so a server restart does not page for every host); a series with no sample for 3 intervals goes
-//!   STALE, never resolved; a STALE alarm still silent after [`STALE_EXPIRY`] (1 h) is
-//!   closed (its event gets an `end`, no OK event follows) and the series forgotten, so a
-//!   process that exited while in alarm does not stay listed forever. Each pass is timed: logged at debug, exported as
+//!   the server's first pass, so a server restart does not page for every host); a series
+//!   with no sample for 3 intervals goes STALE, never resolved; an alarm STALE for
+//!   [`STALE_EXPIRY`] (1 h) is closed (its event gets an `end`, no OK event follows) and the
+//!   series forgotten, so a process that exited while in alarm does not stay listed forever.
+//!   Event times come from the data (see `procwatch-alarm`: STALE starts 3 intervals after
+//!   the last sample, host silence 3 intervals after `last_seen`), so several replicas on one
+//!   store derive the same events under the same ids. A series whose host the store does not
+//!   list yet waits for the next pass (its interval is unknown). A series the engine knows
+//!   that comes back after a gap, or through a late batch, is read again from the last sample
+//!   the engine saw of it (at most 1 h before the pass's window), so every replica steps
+//!   through the same samples. Each pass is timed: logged at debug, exported as
 //!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
 //!   [`Alarms::last_evaluation`].
 //! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
 //!   open event has no `end`). An open event's growing `peak` is written back after each pass.
 //!   At start the open events of the store are restored into the engine, so a restart neither
-//!   raises them again nor forgets them.
+//!   raises them again nor forgets them. No pass runs before the restore succeeded: with the
+//!   store down at start, the evaluator retries it (100 ms, doubling, at most every 10 s)
+//!   while the server serves. Replicas converge: a replica that has not yet seen a transition
+//!   another one stored may briefly write the event back open (its `peak`), until its own next
+//!   pass closes it the same way.
 //! - **Routes** (read token when one is set):
 //!   - `GET /ressources-usage/query-alarm/` (also without the trailing slash) →
 //!     `{"postgres": "RED", "java": "AMBER"}`: processes with an open alarm now (RED, AMBER
@@ -68,6 +79,10 @@ const CHANNEL_CAP: usize = 256;
 /// A STALE alarm whose series stays silent this long is closed (end set, no OK event) and
 /// the series forgotten: typically a process that exited while in alarm.
 pub const STALE_EXPIRY: Duration = Duration::from_secs(3600);
+/// How far before its read window a returning series is read back, at most.
+const REREAD_MAX_MS: i64 = 3_600_000;
+/// The first and the longest wait between two attempts to restore the open alarms.
+const RESTORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 /// Keep-alive comment period of the stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -214,17 +229,45 @@ impl Alarms {
                 None => now - self.lookback_ms(interval_ms),
             }
         };
+        let to = now + MAX_FUTURE_MS + 1;
         let hosts = st.store.hosts().await?;
-        let windows = st
+        let mut windows = st
             .store
-            .window(&UsageQuery {
-                from,
-                to: now + MAX_FUTURE_MS + 1,
-                host: None,
-                process: None,
-                per_host: true,
-            })
+            .window(&UsageQuery { from, to, host: None, process: None, per_host: true })
             .await?;
+        // A series of a host the store does not list yet (its batch's bookkeeping lands after
+        // its samples) waits for the next pass, which reads it again: judged with a guessed
+        // interval it could go STALE at once.
+        let known: std::collections::HashSet<&str> =
+            hosts.iter().map(|h| h.host.as_str()).collect();
+        windows.retain(|w| known.contains(w.host.as_str()));
+        // A series coming back after a gap (or through a late batch) is read again from the
+        // last sample the engine saw of it (at most REREAD_MAX before `from`), so every replica
+        // steps through the same samples whatever its read window.
+        let reread: Vec<(usize, TsMs)> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            windows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    let last = engine.last_sample(&w.host, &w.process)?;
+                    (last < from).then_some((i, last.max(from - REREAD_MAX_MS)))
+                })
+                .collect()
+        };
+        for (i, since) in reread {
+            let w = &windows[i];
+            let q = UsageQuery {
+                from: since,
+                to,
+                host: Some(w.host.clone()),
+                process: Some(w.process.clone()),
+                per_host: true,
+            };
+            if let Some(full) = st.store.window(&q).await?.into_iter().next() {
+                windows[i].samples = full.samples;
+            }
+        }
         let host_interval: BTreeMap<&str, i64> = hosts
             .iter()
             .map(|h| {
@@ -320,11 +363,24 @@ pub fn spawn_evaluator(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        match st.alarms.restore(&st).await {
-            Ok(n) => {
-                tracing::info!(message = "Alarm evaluation started.", restored = n, rules = st.alarms.rules.rules.len(), interval = ?st.config.interval)
+        // No pass before the open alarms are restored: a pass without them would raise them
+        // again under new ids. The server serves meanwhile; the store may just be down.
+        let mut wait = RESTORE_BACKOFF.0;
+        loop {
+            match st.alarms.restore(&st).await {
+                Ok(n) => {
+                    tracing::info!(message = "Alarm evaluation started.", restored = n, rules = st.alarms.rules.rules.len(), interval = ?st.config.interval);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Cannot restore open alarms; retrying.", %error, retry_in = ?wait);
+                }
             }
-            Err(error) => tracing::warn!(message = "Cannot restore open alarms.", %error),
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = (wait * 2).min(RESTORE_BACKOFF.1);
         }
         let mut tick = tokio::time::interval(st.config.interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod alarms_restore;
 mod hardening;
 mod ingest;
 mod query;

@@ -1,0 +1,274 @@
+//! The alarm evaluator against a store that is down at start, a store that lists a host only
+//! after its samples, and two replicas (two evaluators) on one store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use procwatch_alarm::event_id;
+use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, TsMs};
+use procwatch_server::{AppState, ServerConfig};
+use procwatch_store::memory::MemoryStore;
+use procwatch_store::{
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
+    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+};
+
+use crate::util::{now_ms, sample, spawn_app_with};
+
+/// A memory store that can be down (every call `Unavailable`) and can hide its hosts.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    down: AtomicBool,
+    hide_hosts: AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> StoreResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for FlakyStore {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+    async fn write_batch(&self, b: &Batch) -> StoreResult<WriteOutcome> {
+        self.check()?;
+        self.inner.write_batch(b).await
+    }
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
+        self.check()?;
+        if self.hide_hosts.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.hosts().await
+    }
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        self.check()?;
+        self.inner.usage(q).await
+    }
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        self.check()?;
+        self.inner.window(q).await
+    }
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        self.check()?;
+        self.inner.history(q).await
+    }
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        self.check()?;
+        self.inner.host_totals(host, from, to).await
+    }
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.apply_retention(cutoff).await
+    }
+    async fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
+        self.check()?;
+        self.inner.put_alarm_event(e).await
+    }
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        self.check()?;
+        self.inner.alarm_events(q).await
+    }
+    async fn health(&self) -> StoreResult<()> {
+        self.check()
+    }
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// A batch of `host` (interval 1 s) with one sample per (process, ts, cpu).
+fn batch_of(host: &str, seq: u64, points: &[(&str, TsMs, f64)]) -> Batch {
+    Batch {
+        host: host.into(),
+        agent: "test".into(),
+        seq,
+        interval_ms: 1_000,
+        host_totals: vec![],
+        samples: points.iter().map(|&(p, ts, cpu)| sample(ts, p, cpu, 1.0)).collect(),
+        dropped_samples: 0,
+    }
+}
+
+async fn open_events(store: &dyn Storage) -> Vec<AlarmEvent> {
+    store.alarm_events(&AlarmQuery { active_only: true, ..Default::default() }).await.unwrap()
+}
+
+/// Asserts no (kind, host, process, metric) has two open events in the store.
+async fn assert_one_open_per_series(store: &dyn Storage) {
+    let open = open_events(store).await;
+    let mut per: BTreeMap<String, Vec<&AlarmEvent>> = BTreeMap::new();
+    for e in &open {
+        per.entry(format!("{:?} {} {} {}", e.kind, e.host, e.process, e.metric))
+            .or_default()
+            .push(e);
+    }
+    for (k, evs) in per {
+        assert_eq!(evs.len(), 1, "two open events for {k}: {evs:?}");
+    }
+}
+
+/// The store is down when the server starts: the evaluator keeps trying to restore the open
+/// alarms (with backoff) and evaluates only once it has, so an alarm that has been RED for an
+/// hour (longer than the evaluator's first read-back) is continued, not raised again under a
+/// new id.
+#[tokio::test]
+async fn open_alarms_are_restored_once_the_store_comes_back() {
+    let store = Arc::new(FlakyStore::default());
+    let now = now_ms();
+    let start = now - 3_600_000;
+    let hot: Vec<(&str, TsMs, f64)> =
+        (0..=360).map(|i| ("java", start + i * 10_000, 95.0)).collect();
+    let mut b = batch_of("web-1", 1, &hot);
+    b.interval_ms = 10_000;
+    store.inner.write_batch(&b).await.unwrap();
+    let red = AlarmEvent {
+        id: event_id(AlarmKind::Series, "web-1", "java", Metric::Cpu, start),
+        kind: AlarmKind::Series,
+        host: "web-1".into(),
+        process: "java".into(),
+        metric: Metric::Cpu,
+        level: Level::Red,
+        previous: Level::Ok,
+        start,
+        end: None,
+        value: 95.0,
+        peak: 95.0,
+        threshold: 80.0,
+        forecast: None,
+        eta_seconds: None,
+    };
+    store.inner.put_alarm_event(&red).await.unwrap();
+    store.down.store(true, Ordering::SeqCst);
+
+    let config = ServerConfig { interval: Duration::from_millis(50), ..ServerConfig::default() };
+    let app = spawn_app_with(store.clone(), config).await;
+    // The server serves while the store is down (it is not blocked on the restore).
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store.down.store(false, Ordering::SeqCst);
+
+    // The restored alarm shows, and the evaluator runs passes over the hour of RED samples.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, alarms) = app.get_json("/ressources-usage/query-alarm/").await;
+        if alarms["java"] == "RED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never restored: {alarms}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = open_events(&*store).await;
+    assert_eq!(open.len(), 1, "raised again: {open:?}");
+    assert_eq!(open[0].id, red.id);
+    let all = store.inner.alarm_events(&AlarmQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    app.stop().await;
+}
+
+/// The store lists a host only after its samples (InfluxDB writes the batch bookkeeping
+/// last): a pass that sees the samples but not the host leaves the series for the next pass,
+/// instead of judging it with the server's interval (and calling a 1 s old sample STALE).
+#[tokio::test]
+async fn a_series_whose_host_is_not_listed_yet_waits_for_the_next_pass() {
+    let store = Arc::new(FlakyStore::default());
+    let config = ServerConfig { interval: Duration::from_millis(100), ..ServerConfig::default() };
+    let st = AppState::new(store.clone(), config);
+    let now = now_ms();
+    let mut b = batch_of("two-1", 1, &[("java", now - 1_000, 95.0)]);
+    b.interval_ms = 10_000;
+    store.inner.write_batch(&b).await.unwrap();
+    store.hide_hosts.store(true, Ordering::SeqCst);
+    let first = st.alarms.evaluate(&st, now).await.unwrap();
+    assert!(first.is_empty(), "{first:?}");
+    store.hide_hosts.store(false, Ordering::SeqCst);
+    let second = st.alarms.evaluate(&st, now + 100).await.unwrap();
+    let levels: Vec<(Level, TsMs, Option<TsMs>)> =
+        second.iter().map(|e| (e.level, e.start, e.end)).collect();
+    assert_eq!(levels, [(Level::Red, now - 1_000, None)]);
+    assert_one_open_per_series(&*store).await;
+}
+
+/// Two replicas on one store, evaluating at their own moments: A every second, B paused
+/// through a gap of the series. They store the same events under the same ids (RED, STALE
+/// from 3 intervals after the last sample, RED again from STALE), a batch that arrives late
+/// withdraws a STALE without a second open RED, and no series ever has two open events.
+#[tokio::test]
+async fn two_replicas_store_the_same_events_for_a_series_with_a_gap() {
+    let store = Arc::new(FlakyStore::default());
+    let config = || ServerConfig { interval: Duration::from_secs(1), ..ServerConfig::default() };
+    let a = AppState::new(store.clone(), config());
+    let b = AppState::new(store.clone(), config());
+    let t0 = now_ms() / 1000 * 1000;
+    let mut seq = 0;
+    let mut write = |points: Vec<(&'static str, TsMs, f64)>| {
+        seq += 1;
+        let batch = batch_of("web-1", seq, &points);
+        let store = store.clone();
+        async move { store.inner.write_batch(&batch).await.unwrap() }
+    };
+    let mut from_a: Vec<AlarmEvent> = Vec::new();
+    let mut from_b: Vec<AlarmEvent> = Vec::new();
+    // java RED for 3 s, then silent 6 s while "alive" keeps the host fresh, then RED again.
+    for s in 0..=14 {
+        let ts = t0 + s * 1_000;
+        let mut points = vec![("alive", ts, 1.0)];
+        if !(3..9).contains(&s) {
+            points.push(("java", ts, 95.0));
+        }
+        write(points).await;
+        from_a.extend(a.alarms.evaluate(&a, ts + 100).await.unwrap());
+        if !(3..10).contains(&s) {
+            from_b.extend(b.alarms.evaluate(&b, ts + 600).await.unwrap());
+        }
+        assert_one_open_per_series(&*store).await;
+    }
+    let last = |evs: &[AlarmEvent]| -> BTreeMap<String, (Level, Level, TsMs, Option<TsMs>)> {
+        evs.iter().map(|e| (e.id.clone(), (e.level, e.previous, e.start, e.end))).collect()
+    };
+    assert_eq!(last(&from_a), last(&from_b));
+    let java: BTreeSet<(Level, TsMs, Option<TsMs>)> =
+        last(&from_a).values().filter(|v| v.0 != Level::Ok).map(|v| (v.0, v.2, v.3)).collect();
+    let (red1, stale, red2) = (t0, t0 + 2_000 + 3_000, t0 + 9_000);
+    assert_eq!(
+        java,
+        BTreeSet::from([
+            (Level::Red, red1, Some(stale)),
+            (Level::Stale, stale, Some(red2)),
+            (Level::Red, red2, None),
+        ])
+    );
+
+    // java goes silent again; A judges it STALE, then the samples it missed land late (an
+    // agent's spool): A withdraws the STALE, B (which saw them in time) never had one.
+    let t1 = t0 + 15_000;
+    write(vec![("alive", t1, 1.0), ("java", t1, 95.0)]).await;
+    a.alarms.evaluate(&a, t1 + 100).await.unwrap();
+    b.alarms.evaluate(&b, t1 + 600).await.unwrap();
+    for s in 1..=4 {
+        write(vec![("alive", t1 + s * 1_000, 1.0)]).await;
+        a.alarms.evaluate(&a, t1 + s * 1_000 + 100).await.unwrap();
+    }
+    assert!(a.alarms.active().iter().any(|e| e.level == Level::Stale), "{:?}", a.alarms.active());
+    let late: Vec<(&str, TsMs, f64)> = (1..=4).map(|s| ("java", t1 + s * 1_000, 95.0)).collect();
+    write(late).await;
+    a.alarms.evaluate(&a, t1 + 4_700).await.unwrap();
+    b.alarms.evaluate(&b, t1 + 4_800).await.unwrap();
+    let ids = |v: Vec<AlarmEvent>| -> Vec<(String, Level)> {
+        v.into_iter().map(|e| (e.id, e.level)).collect()
+    };
+    assert_eq!(ids(a.alarms.active()), ids(b.alarms.active()));
+    assert_eq!(a.alarms.active()[0].start, red2, "the RED from before is open again");
+    assert_one_open_per_series(&*store).await;
+}
