@@ -137,7 +137,7 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
         let kib = || -> Option<u64> {
             let mut it = value.split_ascii_whitespace();
             let n: u64 = it.next()?.parse().ok()?;
-            Some(n * 1024)
+            n.checked_mul(1024) // a value past u64 bytes is no value (found by fuzzing)
         };
         match key {
             "MemTotal" => total = kib(),
@@ -152,7 +152,8 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
         }
     }
     let total = total?;
-    let available = available.unwrap_or(free + buffers + cached).min(total);
+    let available =
+        available.unwrap_or(free.saturating_add(buffers).saturating_add(cached)).min(total);
     Some(MemInfo { total, available })
 }
 
@@ -288,6 +289,14 @@ mod tests {
                 .unwrap();
         assert_eq!(old.available, 400 * 1024);
         assert!(parse_meminfo("MemFree: 1 kB\n").is_none());
+        // Values past u64 bytes (found by fuzzing): no overflow panic, the line counts as absent.
+        let huge = "MemTotal: 18446744073709551615 kB\nMemFree: 18446744073709551615 kB\n";
+        assert!(parse_meminfo(huge).is_none());
+        let m = parse_meminfo(
+            "MemTotal: 1000 kB\nMemFree: 18014398509481983 kB\nBuffers: 18014398509481983 kB\n",
+        )
+        .unwrap();
+        assert_eq!(m.available, m.total);
     }
 
     #[test]
