@@ -44,6 +44,12 @@ fn wait_addr(addr_file: &Path, child: &mut Child) -> String {
     }
 }
 
+/// `HARDENING_<NAME>` from the environment, else `default` (the trials in RELIABILITY.md run
+/// this test at a larger scale through these).
+fn knob(name: &str, default: &str) -> String {
+    std::env::var(format!("HARDENING_{name}")).unwrap_or_else(|_| default.to_owned())
+}
+
 #[test]
 fn sigkill_during_loadgen_loses_no_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,11 +58,15 @@ fn sigkill_during_loadgen_loses_no_acknowledged_sample() {
     let ack_log = dir.path().join("acks");
     let mut srv = server(&data, "127.0.0.1:0", &addr_file, &[]);
     let addr = wait_addr(&addr_file, &mut srv);
-    let (agents, processes) = (10usize, 20usize);
+    let agents: usize = knob("AGENTS", "10").parse().unwrap();
+    let processes: usize = knob("PROCESSES", "20").parse().unwrap();
+    let kills: usize = knob("KILLS", "2").parse().unwrap();
+    let kill_every = Duration::from_millis(knob("KILL_EVERY_MS", "1500").parse().unwrap());
     let loadgen = Command::new(BIN)
         .args(["loadgen", "--server", &format!("http://{addr}")])
         .args(["--agents", &agents.to_string(), "--processes", &processes.to_string()])
-        .args(["--interval", "100ms", "--duration", "5s", "--timeout", "2s"])
+        .args(["--interval", &knob("INTERVAL", "100ms"), "--duration", &knob("DURATION", "5s")])
+        .args(["--timeout", "2s"])
         .arg("--ack-log")
         .arg(&ack_log)
         .stdout(Stdio::piped())
@@ -64,9 +74,9 @@ fn sigkill_during_loadgen_loses_no_acknowledged_sample() {
         .spawn()
         .expect("spawn loadgen");
 
-    // Two kills mid-run, each followed by a restart on the same address and data dir.
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_millis(1500));
+    // Kills mid-run, each followed by a restart on the same address and data dir.
+    for _ in 0..kills {
+        std::thread::sleep(kill_every);
         srv.kill().expect("SIGKILL");
         srv.wait().unwrap();
         srv = server(&data, &addr, &addr_file, &[]);
@@ -113,7 +123,7 @@ fn sigkill_during_loadgen_loses_no_acknowledged_sample() {
     }
     assert_eq!(found, acked_batches * processes);
     eprintln!(
-        "kill -9 x2: {acked_batches} acknowledged batches, {found} samples, all stored; \
+        "kill -9 x{kills}: {acked_batches} acknowledged batches, {found} samples, all stored; \
          loadgen errors: {}",
         report["errors"]
     );
