@@ -29,6 +29,15 @@
 //!   unknown routes are 404 and wrong methods 405, in the same shape. A request running past
 //!   `request_timeout` (30 s) is 408. More than `max_inflight_writes` (64) ingestion requests
 //!   at once: 429 with `Retry-After: 1` (agents retry).
+//! - Hardening: a request head must arrive within `header_read_timeout` (30 s; the connection is
+//!   closed otherwise, and idle keep-alive connections are closed after it too), at most
+//!   `max_concurrent_requests` (1024) requests in flight, and ingestion is rate limited per
+//!   write token (per peer IP without one) at `ingest_rate` (200/s, burst 400): 429 with
+//!   `Retry-After`. Every breach is counted in `procwatch_limit_breaches_total{reason}`; the
+//!   table of limits is in [`limits`].
+//! - TLS: `ServerConfig::tls` (built by [`serve::tls_config`] from PEM files) serves HTTPS only,
+//!   with rustls (ring), TLS 1.2/1.3, HTTP/1.1 and HTTP/2 by ALPN. The connection loop is
+//!   [`serve::serve`] (hyper-util), which also hands handlers the peer address.
 //! - Retention: everything older than `now - retention` is dropped when the server starts and
 //!   then every `retention_interval` (1 min); ingestion refuses samples already past it.
 //! - Times in query strings: Unix ms, RFC 3339 UTC, or relative (`now`, `-2h`, `now-30m`); see
@@ -121,7 +130,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_inflight_writes: 64,
             alarm_rules: procwatch_alarm::RuleSet::default(),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
             ingest_rate: 200.0,
             ingest_burst: 400,

@@ -8,7 +8,7 @@
 //! | samples a batch | `max_samples` (100,000) | 400 naming `samples` | `too_many_samples` |
 //! | host / process name | 253 / 255 bytes (spec) | 400 naming the field | `name_too_long` |
 //! | whole request | `request_timeout` (30 s) | 408 | `request_timeout` |
-//! | request head | `header_read_timeout` (10 s) | connection closed (hyper sends no 408 for a head that never ends) | `header_timeout` |
+//! | request head | `header_read_timeout` (30 s; also the keep-alive idle limit, longer than the agents' 10 s interval so their connections are reused) | connection closed (hyper sends no 408 for a head that never ends) | `header_timeout` |
 //! | TLS handshake | `header_read_timeout` | connection closed | `tls_handshake` |
 //! | requests in flight | `max_concurrent_requests` (1024) | 429 + `Retry-After: 1` | `concurrency` |
 //! | ingestion in flight | `max_inflight_writes` (64) | 429 + `Retry-After: 1` | `inflight_writes` |

@@ -14,7 +14,7 @@
 //! - `--tls-cert FILE --tls-key FILE` (PEM) serve HTTPS with rustls; agents verify it
 //!   (`procwatch agent --ca-file` for a private CA).
 //! - Limits: `--max-body 16MiB` (wire and decompressed), `--max-samples 100000`,
-//!   `--max-request-time 30s` (408), `--header-read-timeout 10s` (slow clients),
+//!   `--max-request-time 30s` (408), `--header-read-timeout 30s` (slow clients),
 //!   `--max-concurrent-requests 1024` and `--max-inflight-writes 64` (429), `--ingest-rate 200`
 //!   requests/s per write token (or per peer IP without one) with `--ingest-burst 400` (429 with
 //!   `Retry-After`; 0 = off).
@@ -140,7 +140,7 @@ pub struct ServerArgs {
 
     /// A request head not received within this closes the connection (slow clients); also
     /// bounds a TLS handshake.
-    #[arg(long, env = "PROCWATCH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
 
     /// Requests in flight at most (429 past it; health probes and alarm streams excepted).
