@@ -106,7 +106,10 @@ pub fn parse_proc_stat_cpu(text: &str) -> Option<CpuTimes> {
         return None;
     }
     let [user, nice, system, idle, iowait, irq, softirq, steal] = v;
-    let total = user + nice + system + idle + iowait + irq + softirq + steal;
+    // A sum past u64 ticks is no reading (found by fuzzing); then busy ≤ total holds.
+    let total = [user, nice, system, idle, iowait, irq, softirq, steal]
+        .iter()
+        .try_fold(0u64, |acc, x| acc.checked_add(*x))?;
     Some(CpuTimes { total, busy: total - idle - iowait })
 }
 
@@ -273,6 +276,8 @@ mod tests {
         assert_eq!((old.total, old.busy), (10, 6));
         assert!(parse_proc_stat_cpu("cpu0 1 2 3 4\n").is_none());
         assert!(parse_proc_stat_cpu("cpu 1 x 3 4\n").is_none());
+        // /proc/stat counters summing past u64 (found by fuzzing): no reading, no panic.
+        assert!(parse_proc_stat_cpu("cpu 18446744073709551615 1 0 0\n").is_none());
     }
 
     #[test]
