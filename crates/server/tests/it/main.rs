@@ -5,5 +5,6 @@ mod util;
 mod alarms_restore;
 mod hardening;
 mod ingest;
+mod props;
 mod query;
 mod server;
