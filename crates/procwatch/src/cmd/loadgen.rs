@@ -61,6 +61,9 @@ pub struct LoadgenArgs {
     /// Host name prefix of the simulated agents.
     #[arg(long, default_value = "loadgen")]
     pub host_prefix: String,
+    /// Extra CA certificate(s) (PEM) to trust for an https:// server with a private CA.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Timeout of one request.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -143,10 +146,13 @@ pub fn run(args: LoadgenArgs) -> Result<()> {
 }
 
 async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .pool_max_idle_per_host(args.agents)
-        .build()?;
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = super::agent::ship::read_ca_file(args.ca_file.as_deref())? {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.timeout(args.timeout).pool_max_idle_per_host(args.agents).build()?;
     let endpoint = format!("{}/api/v1/samples", args.server.trim_end_matches('/'));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let ack = match &args.ack_log {

@@ -12,7 +12,9 @@
 //!   unless `--insecure` is given (a monitor open to the network would take anyone's data and
 //!   show every process name).
 //! - `--tls-cert FILE --tls-key FILE` (PEM) serve HTTPS with rustls; agents verify it
-//!   (`procwatch agent --ca-file` for a private CA).
+//!   (`procwatch agent --ca-file` for a private CA). A self-signed certificate must say
+//!   `CA:FALSE` (webpki refuses a CA certificate as the server's own): `openssl req -x509 ...
+//!   -addext basicConstraints=critical,CA:FALSE -addext subjectAltName=DNS:<name>`.
 //! - Limits: `--max-body 16MiB` (wire and decompressed), `--max-samples 100000`,
 //!   `--max-request-time 30s` (408), `--header-read-timeout 30s` (slow clients),
 //!   `--max-concurrent-requests 1024` and `--max-inflight-writes 64` (429), `--ingest-rate 200`
