@@ -3,7 +3,7 @@
 //! default store" in those tests — here starts the real server over an `InfluxStore` on a
 //! fresh database of one influxd shared by this test binary. Tests that build their own store
 //! (`spawn_app_with(MemoryStore ...)`, `spawn_memory_app`) run as they do there. Included:
-//! `ingest.rs` and `query.rs` (see below for `server.rs`).
+//! `ingest.rs`, `query.rs` and `server.rs`.
 //!
 //! Without influxd (and without `CI`), `spawn_app()` says SKIPPED and falls back to the
 //! SQLite store, so the tests still pass.
@@ -22,9 +22,8 @@ mod base_util;
 mod ingest;
 #[path = "../../server/tests/it/query.rs"]
 mod query;
-// Not `server.rs` yet: its `health_and_readiness` asserts `"store": "sqlite"` literally (every
-// other test in it passes on InfluxDB); include it once that compares with
-// `app.store.backend()`.
+#[path = "../../server/tests/it/server.rs"]
+mod server;
 
 static INFLUXD: OnceLock<Option<Influxd>> = OnceLock::new();
 static DB: AtomicUsize = AtomicUsize::new(0);

@@ -116,8 +116,9 @@ pub fn run(
     let sweep = Box::new(move || {
         collector.sweep().map(|o| o.map(to_sweep_data)).map_err(|e| Box::new(e) as BoxError)
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for one sender task (the sweep and the spool have their own
+    // threads), and every extra runtime thread costs the agent RSS (its stack, a malloc arena).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
