@@ -17,15 +17,66 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Inserts or replaces the sample at `s.ts`.
+    /// Inserts or replaces the sample at `s.ts`, growing the columns the default way.
+    #[cfg(test)]
     pub fn upsert(&mut self, ts: TsMs, cpu: f64, cores: f64, mem: f64, rss: u64, count: u32) {
-        let c = &mut self.c;
-        if c.ts.last().is_none_or(|&l| ts > l) {
-            c.push(ts, cpu, cores, mem, rss, count);
+        self.upsert_cap(0, ts, cpu, cores, mem, rss, count);
+    }
+
+    /// Makes room for one more sample. Below `cap` (what the window is expected to hold at
+    /// most, 0 if unknown) the columns double from 16 but stop exactly at `cap` instead of
+    /// the next power of two (at 10 s: 110 samples, not 128; at 2 s: 632, not 1,024); past
+    /// it they grow by half. Never more than plain doubling would reserve.
+    fn reserve_one(&mut self, cap: usize) {
+        let len = self.c.len();
+        if len < self.c.ts.capacity() {
             return;
         }
-        match c.ts.binary_search(&ts) {
+        let target = if cap > len { cap.min((2 * len).max(16)) } else { len + len / 2 + 4 };
+        let extra = target - len;
+        let c = &mut self.c;
+        c.ts.reserve_exact(extra);
+        c.cpu.reserve_exact(extra);
+        c.cores.reserve_exact(extra);
+        c.mem.reserve_exact(extra);
+        c.rss.reserve_exact(extra);
+        c.count.reserve_exact(extra);
+    }
+
+    /// Gives back capacity beyond twice what is needed (after a burst, or a longer interval).
+    fn shrink(&mut self, cap: usize) {
+        let keep = cap.max(self.c.len());
+        if self.c.ts.capacity() > 2 * keep.max(4) {
+            let c = &mut self.c;
+            c.ts.shrink_to(keep);
+            c.cpu.shrink_to(keep);
+            c.cores.shrink_to(keep);
+            c.mem.shrink_to(keep);
+            c.rss.shrink_to(keep);
+            c.count.shrink_to(keep);
+        }
+    }
+
+    /// Inserts or replaces the sample at `ts`; `cap` as in `reserve_one`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn upsert_cap(
+        &mut self,
+        cap: usize,
+        ts: TsMs,
+        cpu: f64,
+        cores: f64,
+        mem: f64,
+        rss: u64,
+        count: u32,
+    ) {
+        if self.c.ts.last().is_none_or(|&l| ts > l) {
+            self.reserve_one(cap);
+            self.c.push(ts, cpu, cores, mem, rss, count);
+            return;
+        }
+        match self.c.ts.binary_search(&ts) {
             Ok(i) => {
+                let c = &mut self.c;
                 c.cpu[i] = cpu;
                 c.cores[i] = cores;
                 c.mem[i] = mem;
@@ -33,6 +84,8 @@ impl Ring {
                 c.count[i] = count;
             }
             Err(i) => {
+                self.reserve_one(cap);
+                let c = &mut self.c;
                 c.ts.insert(i, ts);
                 c.cpu.insert(i, cpu);
                 c.cores.insert(i, cores);
@@ -41,6 +94,22 @@ impl Ring {
                 c.count.insert(i, count);
             }
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.c.len()
+    }
+
+    /// Heap bytes reserved by the columns.
+    pub fn reserved_bytes(&self) -> usize {
+        let c = &self.c;
+        (c.ts.capacity()
+            + c.cpu.capacity()
+            + c.cores.capacity()
+            + c.mem.capacity()
+            + c.rss.capacity())
+            * 8
+            + c.count.capacity() * 4
     }
 
     /// Drops samples with `ts < floor`.
@@ -71,16 +140,44 @@ pub struct HostIndex {
     /// Every sample of this host with `ts >= floor` is here (and only those).
     pub floor: TsMs,
     pub series: BTreeMap<String, Ring>,
+    /// Samples a series of this host is expected to hold at most (from its interval; 0 if
+    /// unknown): the capacity its columns are reserved at.
+    pub cap: usize,
 }
 
 impl HostIndex {
+    pub fn new(floor: TsMs) -> HostIndex {
+        HostIndex { floor, series: BTreeMap::new(), cap: 0 }
+    }
+
+    /// Inserts or replaces the sample of `process` at `ts`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn upsert(
+        &mut self,
+        process: &str,
+        ts: TsMs,
+        cpu: f64,
+        cores: f64,
+        mem: f64,
+        rss: u64,
+        count: u32,
+    ) {
+        let ring = match self.series.get_mut(process) {
+            Some(r) => r,
+            None => self.series.entry(process.to_owned()).or_default(),
+        };
+        ring.upsert_cap(self.cap, ts, cpu, cores, mem, rss, count);
+    }
+
     pub fn evict(&mut self, floor: TsMs) {
         if floor <= self.floor {
             return;
         }
         self.floor = floor;
+        let cap = self.cap;
         self.series.retain(|_, r| {
             r.evict(floor);
+            r.shrink(cap);
             !r.c.is_empty()
         });
     }
@@ -282,6 +379,32 @@ mod tests {
             prop_assert_eq!(st.min, sorted[0]);
             prop_assert_eq!(st.max, sorted[sorted.len() - 1]);
         }
+    }
+
+    #[test]
+    fn columns_stop_growing_at_the_window_capacity() {
+        let mut h = HostIndex::new(0);
+        h.cap = 110;
+        for ts in 0..110 {
+            h.upsert("p", ts * 10, 1.0, 0.5, 0.1, 4096, 1);
+        }
+        let r = &h.series["p"];
+        assert_eq!(r.c.ts.capacity(), 110);
+        assert_eq!(r.reserved_bytes(), 110 * 44);
+        // Past the expected size (a burst, an out-of-order insert) it still grows.
+        h.upsert("p", 5, 2.0, 0.5, 0.1, 4096, 1);
+        h.upsert("p", 2000, 2.0, 0.5, 0.1, 4096, 1);
+        let r = &h.series["p"];
+        assert_eq!(r.len(), 112);
+        assert!(r.c.ts.windows(2).all(|w| w[0] < w[1]));
+        assert!(r.c.cpu.capacity() >= 112 && r.c.count.capacity() >= 112);
+        // Eviction gives back what is far beyond the need.
+        h.cap = 10;
+        h.evict(1900);
+        let r = &h.series["p"];
+        assert_eq!(r.c.ts, vec![2000]);
+        assert!(r.c.ts.capacity() <= 20, "{}", r.c.ts.capacity());
+        assert_eq!(r.c.cpu, vec![2.0]);
     }
 
     #[test]

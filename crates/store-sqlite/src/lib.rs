@@ -744,6 +744,23 @@ impl SqliteStore {
             .map_err(db_err)
     }
 
+    /// What the in-memory recent window holds: (series, samples, bytes reserved by the
+    /// sample columns). For benchmarks and diagnostics; takes each host's index lock briefly.
+    pub fn memory_usage(&self) -> (usize, usize, usize) {
+        let hosts: Vec<Arc<HostEntry>> =
+            self.inner.catalog.read().hosts.values().cloned().collect();
+        let (mut series, mut samples, mut bytes) = (0, 0, 0);
+        for h in hosts {
+            let idx = h.index.read();
+            for r in idx.series.values() {
+                series += 1;
+                samples += r.len();
+                bytes += r.reserved_bytes();
+            }
+        }
+        (series, samples, bytes)
+    }
+
     /// Total bytes of the database, its WAL and shared-memory files.
     pub fn disk_bytes(&self) -> u64 {
         let p = self.inner.path.as_os_str().to_owned();
@@ -833,7 +850,7 @@ fn load_catalog(conn: &Connection, floor: TsMs) -> StoreResult<Catalog> {
                 dropped: dropped as u64,
                 latest,
             }),
-            index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
+            index: RwLock::new(HostIndex::new(floor)),
             series: RwLock::new(HashMap::new()),
         });
         cat.by_id.insert(id, entry.clone());
@@ -1049,7 +1066,7 @@ impl Inner {
                     name: batch.host.clone(),
                     id: host_id,
                     state: Mutex::new(HostState::default()),
-                    index: RwLock::new(HostIndex { floor, series: BTreeMap::new() }),
+                    index: RwLock::new(HostIndex::new(floor)),
                     series: RwLock::new(HashMap::new()),
                 });
                 let mut cat = self.catalog.write();
@@ -1066,16 +1083,14 @@ impl Inner {
                 cat.series.insert(*sid, (host_id, p.clone()));
             }
         }
+        let cap = self.window_cap(state.interval_ms);
         *entry.state.lock() = state;
         {
             let mut idx = entry.index.write();
+            idx.cap = cap;
             for s in &batch.samples {
                 if s.ts >= floor && s.ts >= rfloor {
-                    let ring = match idx.series.get_mut(&s.process) {
-                        Some(r) => r,
-                        None => idx.series.entry(s.process.clone()).or_default(),
-                    };
-                    ring.upsert(s.ts, s.cpu, s.cores, s.mem, s.rss, s.count);
+                    idx.upsert(&s.process, s.ts, s.cpu, s.cores, s.mem, s.rss, s.count);
                 }
             }
         }
@@ -1084,6 +1099,19 @@ impl Inner {
             host_totals: totals.len(),
             seq_gap: gap,
         })
+    }
+
+    /// The samples one series of a host sending every `interval_ms` holds at most in memory:
+    /// the window, a fold step, a maintenance period (the floor moves only at a pass), and
+    /// two for jitter. 0 (grow as needed) when the interval is unknown; at most 4,096.
+    fn window_cap(&self, interval_ms: u64) -> usize {
+        if interval_ms == 0 {
+            return 0;
+        }
+        let o = &self.opts;
+        let span = (o.memory_window_ms + o.fold_step_ms).max(0) as u128
+            + o.maintenance_interval.as_millis();
+        ((span / u128::from(interval_ms)) as usize + 2).min(4096)
     }
 
     /// Rebuilds the in-memory index from chunks reaching the floor and the whole head.
@@ -1109,9 +1137,10 @@ impl Inner {
             let Some(h) = cat.by_id.get(hid) else { continue };
             let merged = merge_columns(parts, floor, TsMs::MAX);
             let mut idx = h.index.write();
-            let ring = idx.series.entry(process.clone()).or_default();
+            idx.cap = self.window_cap(h.state.lock().interval_ms);
             for i in 0..merged.len() {
-                ring.upsert(
+                idx.upsert(
+                    process,
                     merged.ts[i],
                     merged.cpu[i],
                     merged.cores[i],
@@ -1141,6 +1170,7 @@ impl Inner {
                 continue;
             };
             let mut idx = h.index.write();
+            idx.cap = self.window_cap(h.state.lock().interval_ms);
             for r in &recs {
                 if r.ts < floor {
                     continue;
@@ -1149,11 +1179,7 @@ impl Inner {
                 if *hid != h.id {
                     continue; // never written so; a head row holds one host's samples
                 }
-                let ring = match idx.series.get_mut(process) {
-                    Some(ring) => ring,
-                    None => idx.series.entry(process.clone()).or_default(),
-                };
-                ring.upsert(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+                idx.upsert(process, r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
             }
         }
         Ok(())
