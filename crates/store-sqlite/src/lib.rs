@@ -1629,14 +1629,17 @@ impl Inner {
         }
         let sels = self.select(q.host.as_deref(), q.process.as_deref());
         let cols = self.series_columns(&sels, from, q.to)?;
+        // Each series' columns are dropped as soon as its samples are built: the alarm
+        // evaluator's first pass reads every series' whole window, and holding both copies of
+        // all of them at once doubled that peak.
         Ok(sels
             .iter()
-            .zip(&cols)
+            .zip(cols)
             .filter(|(_, c)| !c.is_empty())
             .map(|(s, c)| SeriesWindow {
                 host: s.host.name.clone(),
                 process: s.process.clone(),
-                samples: (0..c.len()).map(|i| col_sample(c, i, &s.process)).collect(),
+                samples: (0..c.len()).map(|i| col_sample(&c, i, &s.process)).collect(),
             })
             .collect())
     }
