@@ -48,9 +48,15 @@
 //! keeps the highest `gen`. Queries whose window starts at or after `F` (the usage, `get-all`
 //! and fleet queries, the alarms' windows) are answered from memory alone; older parts
 //! (history) come from chunks and late rows, merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
-//! Memory use: 44 bytes per sample in the window plus vector slack (measured: 131 MiB of
-//! process RSS for 100 hosts × 300 processes × 10 min; one host × 300 processes × 15 min
-//! ≈ 1–2 MB). Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
+//! Memory use: 44 bytes per sample in the window (columns `ts, cpu, cores, mem, rss: 8 bytes,
+//! count: 4`); a series' columns are reserved up to the most it holds, (window + fold step +
+//! maintenance period) / its host's interval + 2 samples (10 s: 128), so they stop there
+//! instead of at the next power of two (2 s: 632, not 1,024), plus ≈ 1.3 KB per series of
+//! names, maps and SQLite cache. Measured under concurrent ingest (`examples/mem_probe.rs`):
+//! ≈ 60 bytes of RSS per window sample, 6.9 KB per series at 10 s in the steady state. In
+//! the server the store's window is about 40 % of the heap; the alarm engine's per-series
+//! state and the evaluator's copies of the window are the rest (BENCHMARKS.md, "Embedded
+//! store"). Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
 //! threads. Figures: BENCHMARKS.md, "Embedded store".
 //!
 //! # Durability
