@@ -352,9 +352,12 @@ fn main() {
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The benchmark measures how fast the server ingests, so the per-peer ingestion rate limit
+    // (a defence against a runaway client, 200 requests/s by default) is off here.
+    let config = ServerConfig { ingest_rate: 0.0, ..ServerConfig::default() };
     let server = server_rt.spawn(procwatch_server::run(
         listener,
-        ServerConfig::default(),
+        config,
         store.clone(),
         async {
             let _ = stop_rx.await;
