@@ -355,14 +355,9 @@ fn main() {
     // The benchmark measures how fast the server ingests, so the per-peer ingestion rate limit
     // (a defence against a runaway client, 200 requests/s by default) is off here.
     let config = ServerConfig { ingest_rate: 0.0, ..ServerConfig::default() };
-    let server = server_rt.spawn(procwatch_server::run(
-        listener,
-        config,
-        store.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = server_rt.spawn(procwatch_server::run(listener, config, store.clone(), async {
+        let _ = stop_rx.await;
+    }));
 
     let client_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
