@@ -6,71 +6,16 @@
 //! Without a `prometheus` binary the test prints "SKIPPED: ..." and passes, unless `CI` is
 //! set (then it fails). Every child is killed by PID on drop.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{free_port, skip_or_fail, which, Proc};
 use serde_json::Value;
 
 const HOST: &str = "prom-e2e";
 const READ_TOKEN: &str = "prom-read-token";
-
-/// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc { child, name }
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited early: {status}", self.name);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Finds `name` on PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
-}
-
-/// SKIPPED outside CI, a failure under `CI=true`.
-fn skip_or_fail(why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI is set: the CI machine must have it, see .ci/packages.txt)");
-    }
-    println!("SKIPPED: {why}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_server(dir: &Path) -> (Proc, String) {
     let addr_file = dir.join("server.addr");
