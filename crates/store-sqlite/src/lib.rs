@@ -362,6 +362,24 @@ fn sort_dedup(recs: &mut Vec<HeadRec>) {
     *recs = out;
 }
 
+/// Replaces the head rows `ids`, already decoded into `recs`, by level-0 chunks of generation
+/// `gen`: the one fold step shared by the live fold and the late-row fold.
+fn fold_head_rows(
+    tx: &rusqlite::Transaction,
+    ids: &[i64],
+    recs: &mut Vec<HeadRec>,
+    gen: i64,
+    block_ms: i64,
+) -> rusqlite::Result<()> {
+    sort_dedup(recs);
+    insert_chunks(tx, recs, gen, block_ms)?;
+    let mut del = tx.prepare_cached("DELETE FROM head WHERE id = ?1")?;
+    for id in ids {
+        del.execute([id])?;
+    }
+    Ok(())
+}
+
 /// Inserts level-0 chunks for sorted, deduplicated records (any series), split by block.
 fn insert_chunks(
     tx: &rusqlite::Transaction,
@@ -1252,15 +1270,7 @@ impl Inner {
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }
-            sort_dedup(&mut recs);
-            insert_chunks(&tx, &recs, gen, self.opts.block_ms).map_err(db_err)?;
-            {
-                let mut del =
-                    tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
-                for id in &ids {
-                    del.execute([id]).map_err(db_err)?;
-                }
-            }
+            fold_head_rows(&tx, &ids, &mut recs, gen, self.opts.block_ms).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             w.gen = gen;
             folded += ids.len() as u64;
@@ -1385,15 +1395,7 @@ impl Inner {
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }
-            sort_dedup(&mut recs);
-            insert_chunks(&tx, &recs, gen, self.opts.block_ms).map_err(db_err)?;
-            {
-                let mut del =
-                    tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
-                for id in &ids {
-                    del.execute([id]).map_err(db_err)?;
-                }
-            }
+            fold_head_rows(&tx, &ids, &mut recs, gen, self.opts.block_ms).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             folded += ids.len() as u64;
         }
