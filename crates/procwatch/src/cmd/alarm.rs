@@ -181,38 +181,18 @@ fn service(args: AlarmArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        let shutdown = super::signal::Shutdown::install()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fanout = tokio::spawn(dispatch(rx, notifiers));
         let opts = FollowOptions::new(server, args.token);
         let followed = tokio::select! {
             r = follow(opts, tx) => r.map_err(anyhow::Error::from),
-            () = stop_signal() => Ok(()),
+            () = shutdown.wait() => Ok(()),
         };
         // The sender is gone: the notifiers finish what they have, within bounds.
         let _ = tokio::time::timeout(Duration::from_secs(5), fanout).await;
         followed
     })
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
-                }
-            }
-            _ => std::future::pending::<()>().await,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn reqwest_url_check(url: &str) -> Result<()> {

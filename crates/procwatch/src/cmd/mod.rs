@@ -4,5 +4,6 @@ pub mod agent;
 pub mod alarm;
 pub mod loadgen;
 pub mod server;
+pub mod signal;
 pub mod status;
 pub mod up;

@@ -329,6 +329,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        // Before the address file and the "Serving." line announce readiness.
+        let shutdown = super::signal::Shutdown::install()?;
         let store = open_store(&args).await?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -341,39 +343,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .with_context(|| format!("cannot write the address file {}", path.display()))?;
         }
-        procwatch_server::run(listener, config, store, shutdown_signal())
+        let shutdown = async move {
+            shutdown.wait().await;
+            tracing::info!(message = "Shutting down: finishing requests in flight.");
+        };
+        procwatch_server::run(listener, config, store, shutdown)
             .await
             .context("server failed")
     })
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(message = "Cannot listen for SIGINT.", %error);
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(message = "Cannot listen for SIGTERM.", %error);
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!(message = "Shutting down: finishing requests in flight.");
 }
 
 #[cfg(test)]

@@ -187,6 +187,9 @@ pub fn run(args: UpArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        // Before anything announces readiness (address file, banner): a SIGINT right after
+        // the banner must stop us cleanly, not kill us.
+        let shutdown = super::signal::Shutdown::install()?;
         let store = super::server::open_store(&args.server).await?;
         let listener = tokio::net::TcpListener::bind(&args.server.listen)
             .await
@@ -251,7 +254,7 @@ pub fn run(args: UpArgs) -> Result<()> {
 
         let mut follower_done = false;
         let mut early: Option<anyhow::Error> = None;
-        let signal = shutdown_signal();
+        let signal = shutdown.wait();
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -298,29 +301,6 @@ pub fn run(args: UpArgs) -> Result<()> {
         tracing::info!(message = "procwatch stopped.");
         Ok(())
     })
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,17 @@ pub fn run(
         cfg.max_sweeps = Some(1);
         cfg.drain_timeout = d.request_timeout;
     }
+    // One thread is plenty for one sender task (the sweep and the spool have their own
+    // threads), and every extra runtime thread costs the agent RSS (its stack, a malloc arena).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Before "Agent starting.": a SIGINT or SIGTERM from here on stops the agent cleanly.
+    let shutdown = {
+        let _rt = rt.enter();
+        super::super::signal::Shutdown::install()?
+    };
     tracing::info!(
         message = "Agent starting.",
         server,
@@ -116,22 +127,16 @@ pub fn run(
     let sweep = Box::new(move || {
         collector.sweep().map(|o| o.map(to_sweep_data)).map_err(|e| Box::new(e) as BoxError)
     });
-    // One thread is plenty for one sender task (the sweep and the spool have their own
-    // threads), and every extra runtime thread costs the agent RSS (its stack, a malloc arena).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let stats = match d.metrics_listen.as_deref().filter(|_| !args.once) {
         None => rt
-            .block_on(procwatch_agent::run(cfg, sweep, shutdown_signal()))
+            .block_on(procwatch_agent::run(cfg, sweep, shutdown.wait()))
             .context("agent failed")?,
         Some(addr) => rt.block_on(async {
             let agent = procwatch_agent::Agent::start(cfg, sweep).context("agent failed")?;
             let stats = agent.stats();
             let server = super::metrics::serve(addr, stats.clone(), spool_dir.clone()).await;
             if server.is_ok() {
-                shutdown_signal().await;
+                shutdown.wait().await;
             }
             agent.stop().await;
             server?.abort();
@@ -156,28 +161,6 @@ pub fn run(
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]
