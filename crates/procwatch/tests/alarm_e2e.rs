@@ -210,7 +210,7 @@ async fn start_alertmanager(dir: &Path) -> Option<(Proc, String)> {
         let why =
             "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)";
         assert!(std::env::var_os("CI").is_none(), "{why} (CI is set: see .ci/packages.txt)");
-        println!("SKIPPED: {why}; the Alertmanager checks are left out");
+        common::skipped(&format!("{why}; the Alertmanager checks are left out"));
         return None;
     };
     let config = dir.join("alertmanager.yml");

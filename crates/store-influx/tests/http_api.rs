@@ -36,7 +36,9 @@ mod util {
     pub async fn spawn_app() -> TestApp {
         let influxd = super::INFLUXD.get_or_init(|| Influxd::start_or_skip("http_api"));
         let Some(influxd) = influxd else {
-            eprintln!("SKIPPED: influxd not installed (this test ran on SQLite)");
+            procwatch_store_influx::testing::skipped(
+                "influxd not installed (this test ran on SQLite)",
+            );
             return crate::base_util::spawn_app().await;
         };
         let db = format!("http_{}", super::DB.fetch_add(1, super::Ordering::SeqCst));
