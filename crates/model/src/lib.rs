@@ -11,6 +11,7 @@
 //! - `mem`: resident set size over `MemTotal`, percent, 0–100.
 //! - `rss`: resident set size, bytes.
 
+pub mod clock;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};

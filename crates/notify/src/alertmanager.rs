@@ -15,9 +15,11 @@
 //!   while the follower was away) are resolved at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, AlarmKind, Level, TsMs};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -33,6 +35,7 @@ pub struct Alertmanager {
     client: reqwest::Client,
     /// Open alerts by event id, re-sent on every tick.
     firing: Mutex<BTreeMap<String, AlarmEvent>>,
+    clock: Arc<dyn Clock>,
 }
 
 fn rfc3339(ms: TsMs) -> String {
@@ -62,10 +65,6 @@ fn humantime_rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_millis()
     )
-}
-
-fn now_ms() -> TsMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as TsMs).unwrap_or(0)
 }
 
 /// The alert of an event; `ends_at` is when Alertmanager should consider it resolved.
@@ -110,11 +109,18 @@ impl Alertmanager {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let url = url.into().trim_end_matches('/').to_owned();
-        Self { url, resend, backoff, client, firing: Mutex::new(BTreeMap::new()) }
+        let clock = procwatch_model::clock::system();
+        Self { url, resend, backoff, client, firing: Mutex::new(BTreeMap::new()), clock }
+    }
+
+    /// The same notifier with `endsAt` computed from `clock` (tests drive time with it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn firing_until(&self) -> TsMs {
-        now_ms() + 4 * self.resend.as_millis() as TsMs
+        self.clock.now_ms() + 4 * self.resend.as_millis() as TsMs
     }
 
     async fn post(&self, alerts: &[Value]) -> Result<(), NotifyError> {
@@ -172,7 +178,7 @@ impl Notifier for Alertmanager {
     }
 
     async fn synced(&self, active_ids: &[String]) -> Result<(), NotifyError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let gone: Vec<Value> = {
             let mut firing = self.firing.lock().await;
             let stale: Vec<String> =
@@ -214,9 +220,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let am = Alertmanager::new(url, Duration::from_secs(60), Backoff::default());
+        let clock = Arc::new(procwatch_model::clock::ManualClock::new(1_700_000_000_000));
+        let am = Alertmanager::new(url, Duration::from_secs(60), Backoff::default())
+            .with_clock(clock.clone());
         let mut a = crate::console::tests_support::event();
-        a.start = now_ms();
+        a.start = clock.now_ms();
         let mut b = a.clone();
         b.id = "b".into();
         b.process = "pg".into();
@@ -232,12 +240,12 @@ mod tests {
         let posts = posts.lock().unwrap().clone();
         assert_eq!(posts.len(), 5, "{posts:#?}");
         let ends = |p: &Value, i: usize| p[i]["endsAt"].as_str().unwrap().to_owned();
-        let now = rfc3339(now_ms());
-        assert!(ends(&posts[0], 0) > now, "firing ends ahead");
+        // Time stood still: firing ends exactly 4 resend periods ahead.
+        assert_eq!(ends(&posts[0], 0), rfc3339(a.start + 240_000), "firing ends ahead");
         assert_eq!(posts[2].as_array().unwrap().len(), 2, "the tick re-sends both");
         assert_eq!(ends(&posts[3], 0), rfc3339(a.start + 5000), "closed: resolved at its end");
         assert_eq!(posts[4][0]["labels"]["process"], "pg", "not listed by the sync: resolved");
-        assert!(ends(&posts[4], 0) <= rfc3339(now_ms()));
+        assert_eq!(ends(&posts[4], 0), rfc3339(clock.now_ms()), "resolved now");
     }
 
     #[test]

@@ -94,9 +94,10 @@ pub mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 use procwatch_store::memory::{alarm_matches, check_batch, sort_newest_first};
 use procwatch_store::{
@@ -173,6 +174,8 @@ pub struct InfluxStore {
     /// One lock per host: this replica handles one batch of a host at a time, so a retry that
     /// overtakes its original cannot race it on the host's bookkeeping.
     host_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bookkeeping times and retention cutoffs.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for InfluxStore {
@@ -183,10 +186,6 @@ impl std::fmt::Debug for InfluxStore {
             .field("rp", &self.cfg.rp)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> TsMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as TsMs)
 }
 
 /// Shard duration for a retention (see the crate doc).
@@ -295,7 +294,14 @@ impl InfluxStore {
             schema: Mutex::new(None),
             init_lock: tokio::sync::Mutex::new(()),
             host_locks: Mutex::new(BTreeMap::new()),
+            clock: procwatch_model::clock::system(),
         })
+    }
+
+    /// The same store with `clock` for its bookkeeping times and retention cutoffs.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// [`InfluxStore::new`], then one attempt to reach InfluxDB and set up the schema. An
@@ -475,7 +481,7 @@ impl InfluxStore {
         let (last_seq, seq_gaps, gap, is_new) = agg::seq_update(prev_seq, batch.seq);
         let p = prev.unwrap_or_default();
         let state = BatchState {
-            time: now_ms().max(p.time + 1),
+            time: self.clock.now_ms().max(p.time + 1),
             last_seq,
             seq_gaps,
             dropped_samples: p.dropped_samples + if is_new { batch.dropped_samples } else { 0 },
@@ -861,7 +867,7 @@ impl InfluxStore {
         let mut samples = 0;
         // The retention policy drops what is older than its duration (by whole shards): only a
         // cutoff more recent than that needs DELETEs (tests, or a --retention under 1 h).
-        let rp_cutoff = now_ms() - self.rp_duration().as_millis() as i64 + RP_SLACK_MS;
+        let rp_cutoff = self.clock.now_ms() - self.rp_duration().as_millis() as i64 + RP_SLACK_MS;
         if cutoff > rp_cutoff {
             let (n, totals) = self.count_older(rp, cutoff).await?;
             samples = n;

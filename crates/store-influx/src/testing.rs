@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use procwatch_model::clock::Clock;
 
 use crate::InfluxConfig;
 
@@ -157,8 +159,9 @@ bind-address = "127.0.0.1:{rpc_port}"
             .spawn()
             .expect("spawn sh for influxd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        let clock = procwatch_model::clock::SystemClock;
+        let deadline = clock.instant() + Duration::from_secs(30);
+        while clock.instant() < deadline {
             if ping(self.http_port) {
                 return Ok(());
             }

@@ -15,7 +15,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, Sample, TsMs};
 
@@ -63,7 +62,8 @@ where
 
 /// Start of the test data: 30 minutes ago, aligned to a whole minute.
 pub fn base_ts() -> TsMs {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as i64;
+    use procwatch_model::clock::Clock;
+    let now = procwatch_model::clock::SystemClock.now_ms();
     let t = now - 30 * 60_000;
     t - t.rem_euclid(60_000)
 }

@@ -347,9 +347,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
             shutdown.wait().await;
             tracing::info!(message = "Shutting down: finishing requests in flight.");
         };
-        procwatch_server::run(listener, config, store, shutdown)
-            .await
-            .context("server failed")
+        procwatch_server::run(listener, config, store, shutdown).await.context("server failed")
     })
 }
 
