@@ -59,8 +59,9 @@ pub mod spool;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use procwatch_model::clock::Clock;
 use procwatch_model::{HostTotal, Sample, TsMs};
 use rand::SeedableRng;
 use tokio::sync::Notify;
@@ -107,6 +108,8 @@ pub struct AgentConfig {
     pub max_sweeps: Option<u64>,
     /// How long to keep sending after shutdown (or after `max_sweeps`). Default 5 s.
     pub drain_timeout: Duration,
+    /// Where time comes from: the sweep schedule, spool ages, quarantine names, outages.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AgentConfig {
@@ -128,6 +131,7 @@ impl AgentConfig {
             max_batch_samples: 50_000,
             max_sweeps: None,
             drain_timeout: Duration::from_secs(5),
+            clock: procwatch_model::clock::system(),
         }
     }
 }
@@ -199,10 +203,6 @@ pub struct Agent {
     sender_stop: Arc<Notify>,
     sweeps_done: Arc<Notify>,
     drain_timeout: Duration,
-}
-
-fn now_ms() -> TsMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as TsMs).unwrap_or(0)
 }
 
 /// Runs the agent until `shutdown` resolves (or `max_sweeps` are taken), then drains.
@@ -423,15 +423,15 @@ fn sweep_loop(
     stats: Arc<AgentStats>,
     stop_rx: mpsc::Receiver<()>,
 ) {
-    let mut deadline = Instant::now();
+    let mut deadline = cfg.clock.instant();
     let mut taken = 0u64;
     loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
+        let wait = deadline.saturating_duration_since(cfg.clock.instant());
         match stop_rx.recv_timeout(wait) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let started = Instant::now();
+        let started = cfg.clock.instant();
         stats.record_lateness(started.saturating_duration_since(deadline));
         match sweep() {
             Ok(Some(s)) => {
@@ -450,7 +450,7 @@ fn sweep_loop(
             return;
         }
         deadline += cfg.interval;
-        let now = Instant::now();
+        let now = cfg.clock.instant();
         while deadline + cfg.interval <= now {
             // Overran a whole interval (or the machine slept): skip, don't bunch up.
             deadline += cfg.interval;
@@ -473,12 +473,13 @@ fn append_loop(
     while let Ok(s) = from_sweeps.recv() {
         let n = s.samples.len() as u32;
         let payload = encode_sweep(&cfg.host, interval_ms, &s);
-        let t = Instant::now();
+        let t = cfg.clock.instant();
         let result = match spool.lock() {
-            Ok(mut sp) => sp.append(s.ts, n, &payload, now_ms()),
+            Ok(mut sp) => sp.append(s.ts, n, &payload, cfg.clock.now_ms()),
             Err(_) => break,
         };
-        stats.max_append_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = cfg.clock.instant().saturating_duration_since(t);
+        stats.max_append_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok((id, dropped)) => {
                 stats.sweeps.fetch_add(1, Ordering::Relaxed);
@@ -658,7 +659,7 @@ async fn send_loop(
                 if let Some(t) = outage_started.take() {
                     info!(
                         message = "Server reachable again.",
-                        after_s = t.elapsed().as_secs_f64(),
+                        after_s = cfg.clock.instant().saturating_duration_since(t).as_secs_f64(),
                         attempts = backoff.attempt()
                     );
                 }
@@ -735,7 +736,7 @@ async fn send_loop(
             Err(RetryAction::Retry(reason)) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if outage_started.is_none() {
-                    outage_started = Some(Instant::now());
+                    outage_started = Some(cfg.clock.instant());
                 }
                 let delay = backoff.next_delay();
                 if reason.contains("HTTP 401") || reason.contains("HTTP 403") {
@@ -788,7 +789,7 @@ fn acked(spool: &Mutex<Spool>, req: &Request, stats: &AgentStats) {
 /// Writes a refused request to `<spool>/quarantine/`; returns the file path (or why not).
 fn quarantine(cfg: &AgentConfig, req: &Request, reason: &str) -> String {
     let dir = cfg.spool.dir.join("quarantine");
-    let name = format!("{}-seq{}-id{}", now_ms(), req.seq, req.last_id.unwrap_or(0));
+    let name = format!("{}-seq{}-id{}", cfg.clock.now_ms(), req.seq, req.last_id.unwrap_or(0));
     let body = dir.join(format!("{name}.json"));
     let err = dir.join(format!("{name}.error.txt"));
     let result = std::fs::create_dir_all(&dir)

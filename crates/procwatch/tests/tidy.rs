@@ -2,11 +2,9 @@
 //! "Architecture invariants"), checked over the source text:
 //!
 //! - No library reads the wall clock or the monotonic clock (`SystemTime::now`,
-//!   `Instant::now`) except the clock's real implementation, `procwatch_model::clock`, and the
+//!   `Instant::now`, `.elapsed()`) except the clock's real implementation, `procwatch_model::clock`, and the
 //!   collector's sampling (see [`SAMPLING`]). Unit-test modules (from a `#[cfg(test)]` line at
 //!   column 0 to the end of the file) and the binary (`crates/procwatch/src`) are exempt.
-//!   [`NOT_YET_INJECTED`] lists the files still to convert; it may only shrink: a listed file
-//!   that no longer reads a clock fails the test until it is taken off the list.
 //! - No HTTP crate (axum, hyper, hyper-util, reqwest, tower, tower-http) among the
 //!   `[dependencies]` of a crate other than those in [`HTTP_CRATES`].
 
@@ -22,18 +20,6 @@ const SAMPLING: &[&str] = &[
     "crates/collector/src/lib.rs",
     "crates/collector/src/linux.rs",
     "crates/collector/src/portable.rs",
-];
-
-/// Still reading the clock themselves: to be given a `Clock` (issue 14). These files were
-/// being changed by other work when the clock was introduced, so they were left for a
-/// follow-up; the list may only shrink.
-const NOT_YET_INJECTED: &[&str] = &[
-    "crates/agent/src/lib.rs",
-    "crates/server/src/alarms.rs",
-    "crates/server/src/lib.rs",
-    "crates/server/src/metrics.rs",
-    "crates/server/src/time.rs",
-    "crates/store-sqlite/src/lib.rs",
 ];
 
 /// Crates that may depend on an HTTP crate: the server, the agent's shipper, the notifiers,
@@ -74,7 +60,9 @@ fn reads_a_clock(text: &str) -> Option<String> {
     text.lines()
         .find(|l| {
             let code = l.split("//").next().unwrap_or("");
-            code.contains("SystemTime::now") || code.contains("Instant::now")
+            code.contains("SystemTime::now")
+                || code.contains("Instant::now")
+                || code.contains(".elapsed()")
         })
         .map(|l| l.trim().to_owned())
 }
@@ -94,7 +82,6 @@ fn crates() -> Vec<(String, PathBuf)> {
 fn no_library_reads_the_clock_itself() {
     let root = root();
     let mut offenders = Vec::new();
-    let mut cleaned = Vec::new();
     for (name, dir) in crates() {
         if name == "procwatch" {
             continue; // the binary constructs the SystemClock and may read time
@@ -104,12 +91,8 @@ fn no_library_reads_the_clock_itself() {
         for file in files {
             let rel = file.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
             let exempt = CLOCK_IMPL.contains(&rel.as_str()) || SAMPLING.contains(&rel.as_str());
-            let read = reads_a_clock(&non_test_text(&file));
-            let debt = NOT_YET_INJECTED.contains(&rel.as_str());
-            match (read, exempt || debt) {
-                (Some(line), false) => offenders.push(format!("{rel}: {line}")),
-                (None, _) if debt => cleaned.push(rel),
-                _ => {}
+            if let Some(line) = reads_a_clock(&non_test_text(&file)).filter(|_| !exempt) {
+                offenders.push(format!("{rel}: {line}"));
             }
         }
     }
@@ -118,10 +101,6 @@ fn no_library_reads_the_clock_itself() {
         "library code reads the clock itself; take a procwatch_model::clock::Clock instead:\n{}",
         offenders.join("\n")
     );
-    assert!(
-        cleaned.is_empty(),
-        "no longer reads a clock: take it off NOT_YET_INJECTED in tests/tidy.rs: {cleaned:?}"
-    );
 }
 
 #[test]
@@ -129,6 +108,7 @@ fn the_clock_check_sees_a_clock_read() {
     assert!(reads_a_clock("let t = std::time::Instant::now();").is_some());
     assert!(reads_a_clock("let t = SystemTime::now().duration_since(UNIX_EPOCH);").is_some());
     assert!(reads_a_clock("// Instant::now() in a comment").is_none());
+    assert!(reads_a_clock("let took = started.elapsed();").is_some());
     assert!(reads_a_clock("let t = clock.instant();").is_none());
 }
 

@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::ApiError;
-use crate::time::{now_ms, parse_time_ms};
+use crate::time::parse_time_ms;
 use crate::AppState;
 
 /// Events kept for `Last-Event-ID` replays.
@@ -111,7 +111,8 @@ pub struct Alarms {
 }
 
 impl Alarms {
-    pub fn new(rules: RuleSet) -> Self {
+    /// `now`: the server's start, which names this run's event stream (`boot`).
+    pub fn new(rules: RuleSet, now: TsMs) -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAP);
         let (closing, _) = watch::channel(false);
         Self {
@@ -120,7 +121,7 @@ impl Alarms {
             active: RwLock::new(Vec::new()),
             log: Mutex::new(Log { seq: 0, events: VecDeque::new() }),
             tx,
-            boot: format!("{:x}", now_ms()),
+            boot: format!("{now:x}"),
             cursor: Mutex::new(None),
             first_eval: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
@@ -220,7 +221,7 @@ impl Alarms {
 
     /// One evaluation pass at `now`: returns the transitions it stored and published.
     pub async fn evaluate(&self, st: &AppState, now: TsMs) -> Result<Vec<AlarmEvent>, StoreError> {
-        let started = Instant::now();
+        let started = st.config.clock.instant();
         let interval_ms = (st.config.interval.as_millis() as i64).max(1);
         let from = {
             let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
@@ -332,7 +333,7 @@ impl Alarms {
         for ev in &events {
             self.publish(ev.clone());
         }
-        let took = started.elapsed();
+        let took = st.config.clock.instant().saturating_duration_since(started);
         self.last_eval_us.store(took.as_micros() as u64, Ordering::Relaxed);
         st.metrics.observe_evaluation(took);
         tracing::debug!(
@@ -387,7 +388,7 @@ pub fn spawn_evaluator(
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(error) = st.alarms.evaluate(&st, now_ms()).await {
+                    if let Err(error) = st.alarms.evaluate(&st, st.config.clock.now_ms()).await {
                         tracing::warn!(message = "Alarm evaluation failed.", %error);
                     }
                 }
@@ -512,7 +513,7 @@ async fn list(
     State(st): State<AppState>,
     q: QueryResult<AlarmParams>,
 ) -> Result<Json<AlarmsResponse>, ApiError> {
-    let q = alarm_query(q?.0, now_ms())?;
+    let q = alarm_query(q?.0, st.config.clock.now_ms())?;
     Ok(Json(AlarmsResponse { alarms: st.store.alarm_events(&q).await? }))
 }
 
@@ -689,7 +690,7 @@ mod tests {
     #[tokio::test]
     async fn a_vanished_series_goes_stale_then_expires() {
         let st = state(RuleSet::default());
-        let now = crate::time::now_ms();
+        let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
         st.store.write_batch(&batch("web-1", "gone", &[(now, 95.0)])).await.unwrap();
         // Keep the host itself alive, so only the series is silent.
         let alive = |t: TsMs| batch("web-1", "alive", &[(t, 1.0)]);
@@ -796,7 +797,7 @@ mod tests {
 
     #[test]
     fn replay_sends_the_missed_events_or_else_the_active_ones() {
-        let hub = Alarms::new(RuleSet::default());
+        let hub = Alarms::new(RuleSet::default(), 1);
         hub.set_active(vec![red("h", "now-active", Level::Red)]);
         for i in 0..5 {
             hub.publish(red("h", &format!("p{i}"), Level::Red));
@@ -838,7 +839,7 @@ mod tests {
         )
         .unwrap();
         let st = state(rules.clone());
-        let now = crate::time::now_ms();
+        let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
         let pts: Vec<(TsMs, f64)> = (0..3).map(|i| (now - 2000 + i * 1000, 40.0)).collect();
         st.store.write_batch(&batch("web-1", "hot1", &pts)).await.unwrap();
         st.store.write_batch(&batch("web-1", "cool", &pts)).await.unwrap();
@@ -924,7 +925,7 @@ mod tests {
     #[tokio::test]
     async fn stream_replays_and_ends_at_shutdown() {
         let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
-        let now = crate::time::now_ms();
+        let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
         store.write_batch(&batch("web-1", "java", &[(now - 1000, 95.0)])).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -45,7 +45,7 @@ use procwatch_store::{AlarmQuery, HistoryPoint, HistoryQuery};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::time::{now_ms, parse_duration_ms};
+use crate::time::parse_duration_ms;
 use crate::AppState;
 
 /// One embedded file.
@@ -415,7 +415,7 @@ async fn chart(
         (None, ChartMetric::Cores) => None,
         (None, _) => Some(80.0),
     };
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let to = now + procwatch_model::validate::MAX_FUTURE_MS + 1;
     let step = chart_step_ms(window, 240);
     let mut hq = HistoryQuery {
@@ -623,7 +623,7 @@ mod tests {
             let config =
                 ServerConfig { read_token: read_token.map(str::to_owned), ..Default::default() };
             let state = AppState::new(Arc::new(MemoryStore::new()), config);
-            let now = crate::time::now_ms();
+            let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
             let samples = (0..5)
                 .map(|i| Sample {
                     ts: now - (5 - i) * 10_000,

@@ -18,7 +18,6 @@ use procwatch_model::Batch;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::time::now_ms;
 use crate::AppState;
 
 /// Bodies at least this large are decoded on the blocking pool.
@@ -91,7 +90,7 @@ async fn decode_body(
     let max = st.config.max_body_bytes;
     let limits = Limits {
         max_samples: st.config.max_samples,
-        ..Limits::new(now_ms(), st.config.retention.as_millis() as i64)
+        ..Limits::new(st.config.clock.now_ms(), st.config.retention.as_millis() as i64)
     };
     let blocking = body.len() >= BLOCKING_DECODE_BYTES || gzip;
     let work = move || -> Result<Batch, ApiError> {

@@ -114,6 +114,8 @@ pub struct ServerConfig {
     pub ingest_burst: u32,
     /// Serve HTTPS with this rustls config ([`serve::tls_config`]); `None` = plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where time comes from (queries' "now", retention, alarm evaluation, rate limits).
+    pub clock: Arc<dyn procwatch_model::clock::Clock>,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +137,7 @@ impl Default for ServerConfig {
             ingest_rate: 200.0,
             ingest_burst: 400,
             tls: None,
+            clock: procwatch_model::clock::system(),
         }
     }
 }
@@ -179,9 +182,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Storage>, config: ServerConfig) -> Self {
-        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics = Arc::new(metrics::Metrics::with_clock(config.clock.clone()));
         let store = metrics::MeteredStore::wrap(store, metrics.clone());
-        let alarms = Arc::new(alarms::Alarms::new(config.alarm_rules.clone()));
+        let boot = config.clock.now_ms();
+        let alarms = Arc::new(alarms::Alarms::new(config.alarm_rules.clone(), boot));
         let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_writes));
         let request_permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
         let rate = Arc::new(limits::RateLimiter::new(config.ingest_rate, config.ingest_burst));
@@ -404,7 +408,7 @@ async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> 
     if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
         return e.into_response();
     }
-    if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), std::time::Instant::now()) {
+    if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), st.config.clock.instant()) {
         return limits::too_many(&st, "rate_limited", wait);
     }
     let Ok(_permit) = st.write_permits.clone().try_acquire_owned() else {
@@ -415,7 +419,7 @@ async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> 
 
 /// Drops what is older than the retention; logs and carries on when the store fails.
 pub async fn apply_retention(st: &AppState) {
-    let cutoff = time::now_ms() - st.config.retention.as_millis() as i64;
+    let cutoff = st.config.clock.now_ms() - st.config.retention.as_millis() as i64;
     match st.store.apply_retention(cutoff).await {
         Ok(n) => tracing::info!(message = "Retention applied.", cutoff, removed = n),
         Err(error) => tracing::warn!(message = "Retention failed.", %error),

@@ -35,7 +35,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request, State};
@@ -44,6 +44,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, TsMs};
 use procwatch_store::{
     AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
@@ -57,7 +58,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
-use crate::time::now_ms;
 use crate::AppState;
 
 /// Processes exported per host (by newest cpu), besides those in alarm.
@@ -169,6 +169,8 @@ pub struct Metrics {
     /// One scrape at a time rebuilds the snapshot.
     scrape: tokio::sync::Mutex<()>,
     process_cap: AtomicUsize,
+    /// Times request latencies and store writes.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -302,7 +304,13 @@ impl Metrics {
             snapshot,
             scrape: tokio::sync::Mutex::new(()),
             process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
+            clock: procwatch_model::clock::system(),
         }
+    }
+
+    /// [`Metrics::new`] timing with `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Metrics { clock, ..Self::new() }
     }
 
     /// Processes exported per host besides those in alarm (default [`DEFAULT_PROCESS_CAP`]).
@@ -496,7 +504,7 @@ pub fn cap_rows(
 
 async fn collect(st: &AppState, cap: usize) -> Collected {
     let mut c = Collected { up: st.store.health().await.is_ok(), ..Default::default() };
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let hosts = st.store.hosts().await.unwrap_or_default();
     let events = st
         .store
@@ -587,12 +595,12 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
-    let started = Instant::now();
+    let started = m.clock.instant();
     let resp = next.run(req).await;
     let status = resp.status();
     m.http
         .get_or_create(&HttpLabels { method, route: route.clone(), status: status.as_u16() })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(m.clock.instant().saturating_duration_since(started).as_secs_f64());
     if INGEST_ROUTES.contains(&route.as_str())
         && (status.is_client_error() || status.is_server_error())
     {
@@ -620,9 +628,10 @@ impl Storage for MeteredStore {
         self.inner.backend()
     }
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
-        let started = Instant::now();
+        let started = self.metrics.clock.instant();
         let out = self.inner.write_batch(batch).await?;
-        self.metrics.ingested(batch, &out, started.elapsed());
+        let took = self.metrics.clock.instant().saturating_duration_since(started);
+        self.metrics.ingested(batch, &out, took);
         Ok(out)
     }
     async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {

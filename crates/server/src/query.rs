@@ -30,7 +30,7 @@ use procwatch_store::{HistoryPoint, HistoryQuery, HostInfo, Stats, UsageQuery, U
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::time::{now_ms, parse_duration_ms, parse_time_ms};
+use crate::time::{parse_duration_ms, parse_time_ms};
 use crate::AppState;
 
 /// Query string of the seed routes.
@@ -45,7 +45,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 }
 
 fn seed_window(st: &AppState, host: Option<String>) -> UsageQuery {
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     UsageQuery {
         from: now - st.config.query_window.as_millis() as i64,
         to: now + MAX_FUTURE_MS + 1,
@@ -142,7 +142,7 @@ fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
 
 /// `GET /api/v1/hosts`.
 pub async fn hosts(State(st): State<AppState>) -> Result<Json<HostsResponse>, ApiError> {
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let hosts = st.store.hosts().await?;
     Ok(Json(HostsResponse {
         now,
@@ -353,7 +353,7 @@ pub async fn usage(
     q: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UsageResponse>, ApiError> {
     let p = query(q)?;
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let default_window = st.config.query_window.as_millis() as i64;
     let (from, to) = resolve_range(
         p.window.as_deref(),
@@ -445,7 +445,7 @@ pub async fn history(
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let p = query(q)?;
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let (from, to) =
         resolve_range(None, p.from.as_deref(), p.to.as_deref(), DEFAULT_HISTORY_MS, now)?;
     let step_ms = match p.step.as_deref() {
@@ -475,7 +475,7 @@ pub async fn totals(
     if p.step.is_some() {
         return Err(ApiError::bad_param("step", "totals take no step"));
     }
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let (from, to) =
         resolve_range(None, p.from.as_deref(), p.to.as_deref(), DEFAULT_HISTORY_MS, now)?;
     let totals = st.store.host_totals(&host, from, to).await?;

@@ -47,14 +47,6 @@ pub fn parse_time_ms(s: &str, now: TsMs) -> Result<TsMs, String> {
     }
 }
 
-/// The server's clock in Unix milliseconds.
-pub fn now_ms() -> TsMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as TsMs)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,10 +94,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
+use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 use procwatch_store::memory::{alarm_matches, check_batch, sort_newest_first};
 use procwatch_store::{
@@ -133,6 +134,8 @@ pub struct SqliteOptions {
     pub block_ms: i64,
     /// Period of the background maintenance thread; `Duration::ZERO` starts none. Default 60 s.
     pub maintenance_interval: Duration,
+    /// Where "now" comes from for the memory window and retention. Default the system clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for SqliteOptions {
@@ -144,6 +147,7 @@ impl Default for SqliteOptions {
             fold_step_ms: 5 * 60_000,
             block_ms: 2 * 3_600_000,
             maintenance_interval: Duration::from_secs(60),
+            clock: procwatch_model::clock::system(),
         }
     }
 }
@@ -219,10 +223,6 @@ struct Inner {
 
 /// Late head rows that wake the maintenance thread to fold them.
 const LATE_ROWS_WAKE: u64 = 64;
-
-fn now_ms() -> TsMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
@@ -687,7 +687,7 @@ impl SqliteStore {
                 .optional()
                 .map_err(db_err)
         };
-        let floor = meta("mem_floor")?.unwrap_or(now_ms() - opts.memory_window_ms);
+        let floor = meta("mem_floor")?.unwrap_or(opts.clock.now_ms() - opts.memory_window_ms);
         let retention_floor = meta("retention_floor")?.unwrap_or(i64::MIN);
         let max = |sql: &str| -> StoreResult<i64> {
             conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
@@ -719,7 +719,7 @@ impl SqliteStore {
                 .map_err(db_err)?;
         }
         // Fold what a crash or a long stop left behind, then rebuild the recent window.
-        inner.advance(now_ms() - opts.memory_window_ms)?;
+        inner.advance(opts.clock.now_ms() - opts.memory_window_ms)?;
         inner.rebuild_index()?;
 
         let store = SqliteStore { inner, thread: Mutex::new(None) };
@@ -830,7 +830,7 @@ fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
         if inner.stop.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(error) = inner.maintain(now_ms()) {
+        if let Err(error) = inner.maintain(inner.opts.clock.now_ms()) {
             tracing::warn!(message = "Store maintenance failed.", %error);
         }
     }

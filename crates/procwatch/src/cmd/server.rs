@@ -318,6 +318,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         ingest_rate: args.ingest_rate,
         ingest_burst: args.ingest_burst,
         tls,
+        clock: procwatch_model::clock::system(),
     })
 }
 
