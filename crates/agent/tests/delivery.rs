@@ -221,6 +221,15 @@ async fn refused_batch_is_quarantined_and_reported_not_retried() {
     assert_eq!(s, (0..s.len() as u64).collect::<Vec<_>>());
 }
 
+/// Waits until the synthetic sweep function has taken `n` sweeps.
+async fn sweeps_taken<K, V>(taken: &Mutex<BTreeMap<K, V>>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while taken.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} sweeps taken");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_starting_late_gets_the_backlog_merged_and_in_order() {
     // Reserve a port, then leave it closed for the first sweeps.
@@ -232,8 +241,10 @@ async fn server_starting_late_gets_the_backlog_merged_and_in_order() {
     let taken = Arc::new(Mutex::new(BTreeMap::new()));
     let cfg = config(addr, dir.path(), 16);
     let f2 = fake.clone();
+    let t2 = taken.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(6 * 40 + 20)).await;
+        // The server comes up once 6 sweeps are taken (and spooled behind a closed port).
+        sweeps_taken(&t2, 6).await;
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         serve(f2, l).await;
     });
@@ -264,8 +275,10 @@ async fn spool_cap_drop_is_counted_and_reported_to_the_server() {
     cfg.spool.max_bytes = 3000;
     cfg.spool.segment_bytes = 1000;
     let f2 = fake.clone();
+    let t2 = taken.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(15 * 40)).await;
+        // The server comes up once 15 sweeps (more than the spool holds) are taken.
+        sweeps_taken(&t2, 15).await;
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         serve(f2, l).await;
     });

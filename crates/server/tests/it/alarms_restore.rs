@@ -23,11 +23,14 @@ struct FlakyStore {
     inner: MemoryStore,
     down: AtomicBool,
     hide_hosts: AtomicBool,
+    /// Calls answered `Unavailable` so far.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl FlakyStore {
     fn check(&self) -> StoreResult<()> {
         if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             Err(StoreError::Unavailable("connection refused".into()))
         } else {
             Ok(())
@@ -100,6 +103,15 @@ fn batch_of(host: &str, seq: u64, points: &[(&str, TsMs, f64)]) -> Batch {
     }
 }
 
+/// Alarm evaluation passes so far, from `/metrics`.
+async fn evaluations(app: &crate::util::TestApp) -> u64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("procwatch_alarm_evaluation_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the evaluation count in /metrics")
+}
+
 async fn open_events(store: &dyn Storage) -> Vec<AlarmEvent> {
     store.alarm_events(&AlarmQuery { active_only: true, ..Default::default() }).await.unwrap()
 }
@@ -155,7 +167,13 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
     let app = spawn_app_with(store.clone(), config).await;
     // The server serves while the store is down (it is not blocked on the restore).
     assert_eq!(app.get_json("/healthz").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Down until the restore has been refused and retried (the retention pass at start is the
+    // first refused call): an event, not a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.refused.load(Ordering::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "the restore never tried the store");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     store.down.store(false, Ordering::SeqCst);
 
     // The restored alarm shows, and the evaluator runs passes over the hour of RED samples.
@@ -168,7 +186,13 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
         assert!(std::time::Instant::now() < deadline, "never restored: {alarms}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A few more evaluation passes (counted in /metrics), each a chance to raise it again.
+    let passes_then = evaluations(&app).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while evaluations(&app).await < passes_then + 3 {
+        assert!(std::time::Instant::now() < deadline, "the evaluator stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let open = open_events(&*store).await;
     assert_eq!(open.len(), 1, "raised again: {open:?}");
     assert_eq!(open[0].id, red.id);

@@ -217,7 +217,15 @@ async fn hold_request(addr: &str, method: &str, path: &str) -> tokio::net::TcpSt
 
 #[tokio::test]
 async fn rate_limit_is_429_with_retry_after() {
-    let config = ServerConfig { ingest_rate: 2.0, ingest_burst: 3, ..ServerConfig::default() };
+    // Time stands still (no refill between the burst's requests however slow the machine is)
+    // until the test moves it past the Retry-After.
+    let clock = Arc::new(procwatch_model::clock::ManualClock::new(now_ms()));
+    let config = ServerConfig {
+        ingest_rate: 2.0,
+        ingest_burst: 3,
+        clock: clock.clone(),
+        ..ServerConfig::default()
+    };
     let (app, _dir) = spawn_sqlite(config).await;
     let t = now_ms();
     // A burst of 3 passes, the 4th is 429 with Retry-After.
@@ -243,7 +251,7 @@ async fn rate_limit_is_429_with_retry_after() {
     assert_healthy_and_unchanged(&app, &before, "rate").await;
     assert!(before.0.get("b").is_none(), "the refused batch is not stored");
     // The bucket refills: after the wait it says, the same batch is taken.
-    tokio::time::sleep(Duration::from_secs(retry)).await;
+    clock.advance(Duration::from_secs(retry));
     let (status, _) = app.post_batch(&batch("web-1", 4, vec![sample(t + 1, "b", 1.0, 1.0)])).await;
     assert_eq!(status, 200);
     app.stop().await;
@@ -263,15 +271,30 @@ async fn concurrency_limit_is_429_and_probes_still_answer() {
     let n = breaches(&app, "concurrency").await;
     let held_a = hold_request(&addr, "PUT", "/ressources-usage/save-all").await;
     let held_b = hold_request(&addr, "POST", "/api/v1/samples").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let resp = app.client.get(app.url("/api/v1/hosts")).send().await.unwrap();
+    // Both held requests take their permits once the server has read their heads: poll.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let resp = loop {
+        let resp = app.client.get(app.url("/api/v1/hosts")).send().await.unwrap();
+        if resp.status() == 429 || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     let (status, _) = app.get_json("/healthz").await;
     assert_eq!(status, 200, "probes are not limited");
     drop((held_a, held_b));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(breaches(&app, "concurrency").await, n + 1);
+    // The server notices the closed connections and frees their permits: poll (a 429 meanwhile
+    // is one more breach, counted).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut refused_meanwhile = 0;
+    while app.client.get(app.url("/api/v1/hosts")).send().await.unwrap().status() != 200 {
+        refused_meanwhile += 1;
+        assert!(std::time::Instant::now() < deadline, "the held requests' permits never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(breaches(&app, "concurrency").await, n + 1 + refused_meanwhile);
     assert_healthy_and_unchanged(&app, &before, "concurrency").await;
     app.stop().await;
 }
