@@ -604,6 +604,20 @@ async fn follower_reconnects_across_a_server_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _server = start_server_at(dir, port);
+    // The follower is back on the new server's stream before the recovery happens: an alarm
+    // that closes while a follower is away reaches it only as `event: synced` (no OK line).
+    wait_for("the follower to reconnect", PATIENCE, || async {
+        let r = client.get(format!("{url}/metrics")).bearer_auth(READ_TOKEN).send().await.ok()?;
+        let text = r.text().await.ok()?;
+        let streams: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("procwatch_http_request_duration_seconds_count{"))
+            .filter(|l| l.contains("route=\"/api/v1/alarms/stream\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (streams >= 1.0).then_some(())
+    })
+    .await;
     // Still hot after the restart: no second RED. Then two cool samples: recovered.
     let t = now_ms();
     post(vec![(t, 96.0)], 2).await;
