@@ -18,8 +18,10 @@
 //!   `procwatch_ingested_samples_total{format}` (`format` = `v1` or `legacy`),
 //!   `procwatch_refused_batches_total{reason}` (`invalid`, `unauthorized`, `forbidden`,
 //!   `too_large`, `unsupported_encoding`, `timeout`, `store_unavailable`, `other`),
-//!   `procwatch_http_request_duration_seconds{method,route,status}` (route = the matched route
-//!   template, `unmatched` otherwise, so paths never explode the label set),
+//!   `procwatch_http_request_duration_seconds{method,route,status}` (method = GET, HEAD, POST,
+//!   PUT, DELETE, PATCH, OPTIONS or `other`; route = the matched route template, `unmatched`
+//!   otherwise; status = the answer's code, which the server chooses: no label value is ever
+//!   taken from the request as sent, so a client cannot grow the label set),
 //!   `procwatch_store_write_duration_seconds`, `procwatch_store_hosts`,
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
@@ -201,7 +203,7 @@ impl Metrics {
             refused.get_or_create_owned(&ReasonLabels { reason });
         }
         let limit_breaches = Family::<ReasonLabels, Counter>::default();
-        for reason in crate::limits::BREACH_REASONS {
+        for reason in crate::limits::BREACH_REASONS.into_iter().chain(crate::limits::HTTP_BREACH_REASONS) {
             limit_breaches.get_or_create_owned(&ReasonLabels { reason });
         }
         let store_write = latency_histogram();
@@ -581,12 +583,14 @@ async fn serve(State(st): State<AppState>) -> Response {
 /// Middleware: request latency by (method, matched route, status); refused ingestion requests
 /// by reason. Install with `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    // Every label comes from a closed set: a client chooses the method and the path, so
+    // neither may become a label value as sent (issue 13, finding 1).
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
@@ -599,6 +603,21 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         m.refused(status);
     }
     resp
+}
+
+/// The `method` label of a request: one of the methods the server knows, else `other`.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// A [`Storage`] that counts what it durably wrote; everything else passes through.
