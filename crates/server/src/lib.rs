@@ -476,6 +476,17 @@ pub async fn apply_retention(st: &AppState) {
     }
 }
 
+/// The startup warning for a server reachable beyond this machine whose tokens travel in
+/// clear text: listening on a non-loopback address with tokens set but without TLS.
+pub fn exposure_warning(st: &AppState) -> Option<&'static str> {
+    let tokens = st.config.write_token.is_some() || st.config.read_token.is_some();
+    (!st.loopback && tokens && st.config.tls.is_none()).then_some(
+        "Listening on a non-loopback address with tokens but without TLS: the tokens and the \
+         data cross the network in clear text; set --tls-cert and --tls-key, or put a TLS \
+         proxy in front.",
+    )
+}
+
 /// Serves `listener` until `shutdown` completes, then drains requests in flight, stops the
 /// retention task and closes the store.
 pub async fn run(
@@ -516,7 +527,12 @@ pub async fn run(
         tls: state.config.tls.clone(),
         header_read_timeout: state.config.header_read_timeout,
         metrics: state.metrics.clone(),
+        idle_timeout: state.config.idle_timeout,
+        max_connections: state.config.max_connections,
     };
+    if let Some(warning) = exposure_warning(&state) {
+        tracing::warn!(message = warning);
+    }
     let served = serve::serve(listener, router(state), opts, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = retention.await;

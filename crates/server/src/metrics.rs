@@ -171,6 +171,7 @@ pub struct Metrics {
     /// One scrape at a time rebuilds the snapshot.
     scrape: tokio::sync::Mutex<()>,
     process_cap: AtomicUsize,
+    connections_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -236,6 +237,12 @@ impl Metrics {
             evaluation.clone(),
         );
         r.register("build_info", "procwatch version", build);
+        let connections_open = Gauge::default();
+        r.register(
+            "connections_open",
+            "Client connections open (see max_connections)",
+            connections_open.clone(),
+        );
         let s = &snapshot;
         r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
         r.register(
@@ -304,12 +311,18 @@ impl Metrics {
             snapshot,
             scrape: tokio::sync::Mutex::new(()),
             process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
+            connections_open,
         }
     }
 
     /// Processes exported per host besides those in alarm (default [`DEFAULT_PROCESS_CAP`]).
     pub fn set_process_cap(&self, cap: usize) {
         self.process_cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// The number of client connections open (set by the connection loop).
+    pub fn set_connections_open(&self, n: usize) {
+        self.connections_open.set(n as i64);
     }
 
     /// Records one alarm evaluation round (called by the alarm engine).
