@@ -224,7 +224,9 @@ impl AppState {
         let request_permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
         let rate = Arc::new(limits::RateLimiter::new(config.ingest_rate, config.ingest_burst));
         let stream_permits = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
-        let kib = (config.max_inflight_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        // At least two bodies of the largest size (on the wire and after gunzip) fit.
+        let budget = config.max_inflight_bytes.max(config.max_body_bytes.saturating_mul(2));
+        let kib = (budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_bytes = Arc::new(tokio::sync::Semaphore::new(kib));
         let render_permits = Arc::new(tokio::sync::Semaphore::new(dashboard::MAX_RENDERS));
         AppState {

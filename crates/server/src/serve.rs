@@ -245,6 +245,7 @@ pub async fn serve(
             (opts.header_read_timeout, opts.idle_timeout)
         };
         let dog = watchdog(progress.activity.clone(), first, idle);
+        let watched = progress.clone();
         let stream = Counted { inner: stream, progress: progress.clone() };
         let builder = if overflow { overflow_builder.clone() } else { builder.clone() };
         let watcher = graceful.watcher();
@@ -280,6 +281,15 @@ pub async fn serve(
             let result = tokio::select! {
                 r = serve => r,
                 reason = dog => {
+                    // A head that started to arrive is a slow head (as hyper's own timeout
+                    // would count it), not a silent client.
+                    let partial = watched.read.load(Ordering::Relaxed)
+                        > watched.answered.load(Ordering::Relaxed);
+                    let reason = if reason == "first_request_timeout" && partial {
+                        "header_timeout"
+                    } else {
+                        reason
+                    };
                     // Dropping the connection closes the socket.
                     opts.metrics.limit_breach(reason);
                     tracing::debug!(message = "Connection closed.", %peer, reason);
