@@ -405,7 +405,9 @@ enum Shape {
 fn diagnose(body: &[u8], err: &serde_json::Error, shape: Shape) -> Rejection {
     let mut top = Problems::default();
     let mut lists: Vec<(&'static str, Problems)> = match shape {
-        Shape::Batch => vec![("samples", Problems::default()), ("host_totals", Problems::default())],
+        Shape::Batch => {
+            vec![("samples", Problems::default()), ("host_totals", Problems::default())]
+        }
         Shape::Legacy => vec![("data", Problems::default())],
     };
     let mut de = serde_json::Deserializer::from_slice(body);

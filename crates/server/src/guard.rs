@@ -66,7 +66,9 @@ pub fn same_origin(origin: &str, authority: Option<&str>) -> bool {
     let norm = |a: &str| {
         let a = a.trim().trim_end_matches('/').to_ascii_lowercase();
         let has_port = match a.rsplit_once(':') {
-            Some((_, p)) => !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']'),
+            Some((_, p)) => {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !a.ends_with(']')
+            }
             None => false,
         };
         if has_port {

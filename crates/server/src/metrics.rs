@@ -204,7 +204,9 @@ impl Metrics {
             refused.get_or_create_owned(&ReasonLabels { reason });
         }
         let limit_breaches = Family::<ReasonLabels, Counter>::default();
-        for reason in crate::limits::BREACH_REASONS.into_iter().chain(crate::limits::HTTP_BREACH_REASONS) {
+        for reason in
+            crate::limits::BREACH_REASONS.into_iter().chain(crate::limits::HTTP_BREACH_REASONS)
+        {
             limit_breaches.get_or_create_owned(&ReasonLabels { reason });
         }
         let store_write = latency_histogram();

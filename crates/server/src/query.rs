@@ -426,10 +426,8 @@ pub async fn usage(
         let work = tokio::task::spawn_blocking(move || {
             filter_rows(rows, host_glob.as_ref(), process_glob.as_ref(), &flag)
         });
-        rows = work
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .ok_or(ApiError::Timeout)?;
+        rows =
+            work.await.map_err(|e| ApiError::Internal(e.to_string()))?.ok_or(ApiError::Timeout)?;
     }
     if rows.is_empty() {
         if let Some(h) = &uq.host {

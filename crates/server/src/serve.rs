@@ -236,7 +236,9 @@ pub async fn serve(
             async move {
                 let resp = call.await;
                 seen.answered.store(seen.read.load(Ordering::Relaxed), Ordering::Relaxed);
-                resp.map(|r| r.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard })))
+                resp.map(|r| {
+                    r.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard }))
+                })
             }
         });
         let (first, idle) = if overflow {
@@ -254,30 +256,33 @@ pub async fn serve(
         tokio::spawn(async move {
             let _counted = counted;
             let tls_metrics = opts.metrics.clone();
-            let serve = async move { match acceptor {
-                Some(acceptor) => {
-                    let hs = tokio::time::timeout(first, acceptor.accept(stream));
-                    match hs.await {
-                        Ok(Ok(tls)) => {
-                            let conn =
-                                builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(message = "TLS handshake failed.", %peer, %error);
-                            return Ok(());
-                        }
-                        Err(_) => {
-                            tls_metrics.limit_breach("tls_handshake");
-                            return Ok(());
+            let serve = async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        let hs = tokio::time::timeout(first, acceptor.accept(stream));
+                        match hs.await {
+                            Ok(Ok(tls)) => {
+                                let conn =
+                                    builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(message = "TLS handshake failed.", %peer, %error);
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tls_metrics.limit_breach("tls_handshake");
+                                return Ok(());
+                            }
                         }
                     }
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
                 }
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-            } };
+            };
             let result = tokio::select! {
                 r = serve => r,
                 reason = dog => {

@@ -195,7 +195,8 @@ async fn cross_site_writes_and_rebinding_are_refused() {
     let app = memory_app(config).await;
     let addr = app.url.trim_start_matches("http://").to_owned();
     let port = addr.rsplit(':').next().unwrap().to_owned();
-    let body = serde_json::to_vec(&batch("csrf", 1, vec![sample(now_ms(), "p", 1.0, 1.0)])).unwrap();
+    let body =
+        serde_json::to_vec(&batch("csrf", 1, vec![sample(now_ms(), "p", 1.0, 1.0)])).unwrap();
     let post = |ct: Option<&str>, host: Option<String>, origin: Option<String>| {
         let mut r = app.client.post(app.url("/api/v1/samples")).body(body.clone());
         if let Some(ct) = ct {
@@ -243,8 +244,7 @@ async fn cross_site_writes_and_rebinding_are_refused() {
     let own = Some(format!("http://{addr}"));
     let (status, body) = post(Some("application/json; charset=utf-8"), None, own).await;
     assert_eq!(status, 200, "{body}");
-    for host in [format!("localhost:{port}"), format!("[::1]:{port}"), "mon.internal".to_owned()]
-    {
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}"), "mon.internal".to_owned()] {
         let (status, body) = post(Some("application/json"), Some(host.clone()), None).await;
         assert_eq!(status, 200, "{host}: {body}");
     }
@@ -316,7 +316,10 @@ async fn streams_are_capped_and_rejections_are_json() {
 async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
-    matches!(tokio::time::timeout(ANSWER_WITHIN, s.read_to_end(&mut buf)).await, Ok(Ok(_)) | Ok(Err(_)))
+    matches!(
+        tokio::time::timeout(ANSWER_WITHIN, s.read_to_end(&mut buf)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
 }
 
 /// Polls `/metrics` until `reason` has been counted `want` times.
