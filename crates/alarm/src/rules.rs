@@ -4,13 +4,56 @@ use crate::forecast::{Analog, AnalogParams, Forecaster, Holt, Linear, Persistenc
 use procwatch_model::Metric;
 use serde::Deserialize;
 
-/// A `*`/`?` glob over a whole name (`*` any run, `?` any one character).
+/// Longest glob pattern accepted by [`Glob::parse`], in bytes.
+pub const MAX_GLOB_LEN: usize = 128;
+/// Most wildcards (`*` and `?`, after runs of `*` are merged) in one pattern.
+pub const MAX_GLOB_WILDCARDS: usize = 16;
+
+/// A `*`/`?` glob over a whole name (`*` any run, `?` any one character): the one glob
+/// matcher of procwatch (alarm rules and the query API's `host`/`process` filters).
+/// Matching is iterative with backtracking to the last `*` only, so it costs at most
+/// O(len(name) × len(pattern)) steps and no recursion; [`Glob::parse`] caps the pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob(String);
 
 impl Glob {
+    /// A glob without the caps (patterns written by the operator); runs of `*` are merged.
     pub fn new(pattern: impl Into<String>) -> Self {
-        Self(pattern.into())
+        let p: String = pattern.into();
+        if !p.contains("**") {
+            return Self(p);
+        }
+        let mut out = String::with_capacity(p.len());
+        for c in p.chars() {
+            if !(c == '*' && out.ends_with('*')) {
+                out.push(c);
+            }
+        }
+        Self(out)
+    }
+
+    /// A glob from untrusted input: at most [`MAX_GLOB_LEN`] bytes and
+    /// [`MAX_GLOB_WILDCARDS`] wildcards (after runs of `*` are merged).
+    pub fn parse(pattern: &str) -> Result<Self, RuleError> {
+        if pattern.len() > MAX_GLOB_LEN {
+            return Err(RuleError::Glob(format!(
+                "pattern of {} bytes, at most {MAX_GLOB_LEN}",
+                pattern.len()
+            )));
+        }
+        let g = Self::new(pattern);
+        let wild = g.0.chars().filter(|c| matches!(c, '*' | '?')).count();
+        if wild > MAX_GLOB_WILDCARDS {
+            return Err(RuleError::Glob(format!(
+                "pattern with {wild} wildcards, at most {MAX_GLOB_WILDCARDS}"
+            )));
+        }
+        Ok(g)
+    }
+
+    /// Whether `s` holds a wildcard (and is therefore matched as a glob, not exactly).
+    pub fn is_pattern(s: &str) -> bool {
+        s.contains(['*', '?'])
     }
 
     pub fn as_str(&self) -> &str {
@@ -51,7 +94,8 @@ impl Default for Glob {
 
 impl<'de> Deserialize<'de> for Glob {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Glob)
+        let s = String::deserialize(d)?;
+        Glob::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -99,6 +143,8 @@ impl Method {
 /// A rule or default that does not make sense.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RuleError {
+    #[error("bad glob: {0}")]
+    Glob(String),
     #[error("unknown forecast method {0:?}: expected procwatch, linear, holt or persistence")]
     Method(String),
     #[error("bad duration {0:?}: {1}")]
@@ -301,6 +347,19 @@ mod tests {
         for (pattern, name, want) in cases {
             assert_eq!(Glob::new(pattern).matches(name), want, "{pattern} vs {name}");
         }
+    }
+
+    #[test]
+    fn glob_caps_and_merged_stars() {
+        assert_eq!(Glob::new("a***b**").as_str(), "a*b*");
+        assert!(Glob::parse(&"*".repeat(60_000)).is_err(), "too long");
+        assert!(Glob::parse(&"*a".repeat(17)).is_err(), "too many wildcards");
+        let g = Glob::parse(&"*".repeat(100)).unwrap();
+        assert!(g.matches("anything"));
+        assert!(Glob::parse(&"*a".repeat(16)).is_ok());
+        // The worst case of backtracking stays O(n·m): a long near-miss name.
+        let g = Glob::parse(&format!("{}b", "*a".repeat(15))).unwrap();
+        assert!(!g.matches(&"a".repeat(255)));
     }
 
     #[test]

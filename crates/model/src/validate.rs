@@ -129,6 +129,13 @@ impl Problems {
         }
     }
 
+    /// Appends `other`'s problems (within the cap) and counts all of them.
+    fn absorb(&mut self, other: Problems) {
+        let room = MAX_PROBLEMS.saturating_sub(self.list.len());
+        self.list.extend(other.list.into_iter().take(room));
+        self.total += other.total;
+    }
+
     fn reject(self) -> Rejection {
         Rejection { problems: self.list, total: self.total }
     }
@@ -390,20 +397,171 @@ enum Shape {
 }
 
 /// Explains why a body did not parse into the typed struct, naming index and field.
+///
+/// The body is walked as a stream: the `samples` / `host_totals` / `data` arrays one item at
+/// a time (each item a small `Value`, checked and dropped), so diagnosing a refused 16 MiB
+/// body costs about one item of memory besides the body, not a `Value` tree of the whole body
+/// (ten times its size).
 fn diagnose(body: &[u8], err: &serde_json::Error, shape: Shape) -> Rejection {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    let mut top = Problems::default();
+    let mut lists: Vec<(&'static str, Problems)> = match shape {
+        Shape::Batch => {
+            vec![("samples", Problems::default()), ("host_totals", Problems::default())]
+        }
+        Shape::Legacy => vec![("data", Problems::default())],
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let seed = TopSeed { shape, lists: &mut lists };
+    let obj = match serde::de::DeserializeSeed::deserialize(seed, &mut de).and_then(|o| {
+        de.end()?;
+        Ok(o)
+    }) {
+        Ok(o) => o,
         Err(_) => return Rejection::one(locate_syntax_error(body, err, shape)),
     };
     let mut p = Problems::default();
-    match shape {
-        Shape::Batch => walk_batch(&value, &mut p),
-        Shape::Legacy => walk_legacy(&value, &mut p),
+    match obj {
+        None => p.push(None, "body", "not a JSON object"),
+        Some((mut obj, seen)) => {
+            // The streamed lists were checked already; an empty stand-in keeps the top-level
+            // walk from calling them missing.
+            for name in seen {
+                obj.insert(name.to_owned(), Value::Array(Vec::new()));
+            }
+            match shape {
+                Shape::Batch => walk_batch(&Value::Object(obj), &mut top),
+                Shape::Legacy => walk_legacy(&Value::Object(obj), &mut top),
+            }
+            p.absorb(top);
+            for (_, l) in lists {
+                p.absorb(l);
+            }
+        }
     }
     if p.total == 0 {
         p.push(None, "body", err.to_string());
     }
     p.reject()
+}
+
+/// The top level of a body: the list fields are streamed (see [`diagnose`]), the rest kept.
+/// `None` when the body is not an object; else the other fields and the list names seen.
+struct TopSeed<'a> {
+    shape: Shape,
+    lists: &'a mut Vec<(&'static str, Problems)>,
+}
+
+type Top = Option<(serde_json::Map<String, Value>, Vec<&'static str>)>;
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Top;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
+    type Value = Top;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Top, A::Error> {
+        let mut obj = serde_json::Map::new();
+        let mut seen = Vec::new();
+        while let Some(key) = m.next_key::<String>()? {
+            match self.lists.iter_mut().find(|(name, _)| *name == key) {
+                Some((name, p)) => {
+                    seen.push(*name);
+                    // A list given twice: serde_json keeps the last; count the first too.
+                    let kind = m.next_value_seed(ListSeed { shape: self.shape, list: name, p })?;
+                    if let Some(kind) = kind {
+                        p.push(None, *name, format!("{kind} is not an array"));
+                    }
+                }
+                None => {
+                    let v: Value = m.next_value()?;
+                    obj.insert(key, v);
+                }
+            }
+        }
+        Ok(Some((obj, seen)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Top, A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Top, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Top, E> {
+        Ok(None)
+    }
+}
+
+/// One list field, item by item; `Some(kind)` when it is not an array.
+struct ListSeed<'a> {
+    shape: Shape,
+    list: &'static str,
+    p: &'a mut Problems,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = Option<&'static str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListSeed<'_> {
+    type Value = Option<&'static str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+        let mut i = 0;
+        while let Some(item) = s.next_element::<Value>()? {
+            match self.shape {
+                Shape::Batch => check_batch_item(self.list, i, &item, self.p),
+                Shape::Legacy => check_legacy_item(i, &item, self.p),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Some("an object"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Some("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Some("a string"))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Some("null"))
+    }
 }
 
 enum Kind {
@@ -482,40 +640,50 @@ fn walk_batch(v: &Value, p: &mut Problems) {
     check_field(obj, "seq", U64, false, None, "seq", p);
     check_field(obj, "interval_ms", U64, false, None, "interval_ms", p);
     check_field(obj, "dropped_samples", U64, false, None, "dropped_samples", p);
-    for (list, prefix) in [("samples", ""), ("host_totals", "host_totals.")] {
+    for list in ["samples", "host_totals"] {
         match obj.get(list) {
             None => {}
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    let Some(o) = item.as_object() else {
-                        p.push(Some(i), list, "not a JSON object");
-                        continue;
-                    };
-                    let f = |name: &str| format!("{prefix}{name}");
-                    check_field(o, "ts", I64, true, Some(i), &f("ts"), p);
-                    check_field(o, "cpu", Kind::Num, true, Some(i), &f("cpu"), p);
-                    check_field(o, "mem", Kind::Num, true, Some(i), &f("mem"), p);
-                    if list == "samples" {
-                        check_field(o, "process", Kind::Str, true, Some(i), "process", p);
-                        check_field(o, "cores", Kind::Num, false, Some(i), "cores", p);
-                        check_field(o, "rss", U64, false, Some(i), "rss", p);
-                        check_field(o, "count", U32, false, Some(i), "count", p);
-                    } else {
-                        check_field(
-                            o,
-                            "unattributed_cpu",
-                            Kind::Num,
-                            false,
-                            Some(i),
-                            &f("unattributed_cpu"),
-                            p,
-                        );
-                    }
+                    check_batch_item(list, i, item, p);
                 }
             }
             Some(other) => p.push(None, list, format!("{} is not an array", short(other))),
         }
     }
+}
+
+/// Checks item `i` of a batch's `samples` or `host_totals`.
+fn check_batch_item(list: &str, i: usize, item: &Value, p: &mut Problems) {
+    let prefix = if list == "samples" { "" } else { "host_totals." };
+    let Some(o) = item.as_object() else {
+        p.push(Some(i), list, "not a JSON object");
+        return;
+    };
+    let f = |name: &str| format!("{prefix}{name}");
+    check_field(o, "ts", I64, true, Some(i), &f("ts"), p);
+    check_field(o, "cpu", Kind::Num, true, Some(i), &f("cpu"), p);
+    check_field(o, "mem", Kind::Num, true, Some(i), &f("mem"), p);
+    if list == "samples" {
+        check_field(o, "process", Kind::Str, true, Some(i), "process", p);
+        check_field(o, "cores", Kind::Num, false, Some(i), "cores", p);
+        check_field(o, "rss", U64, false, Some(i), "rss", p);
+        check_field(o, "count", U32, false, Some(i), "count", p);
+    } else {
+        check_field(o, "unattributed_cpu", Kind::Num, false, Some(i), &f("unattributed_cpu"), p);
+    }
+}
+
+/// Checks item `i` of a legacy payload's `data`.
+fn check_legacy_item(i: usize, item: &Value, p: &mut Problems) {
+    let Some(o) = item.as_object() else {
+        p.push(Some(i), "data", "not a JSON object");
+        return;
+    };
+    check_field(o, "timestamp", Kind::Num, true, Some(i), "timestamp", p);
+    check_field(o, "value", Kind::Num, true, Some(i), "value", p);
+    check_field(o, "process_name", Kind::Str, true, Some(i), "process_name", p);
+    check_field(o, "type_data", Kind::Str, true, Some(i), "type_data", p);
 }
 
 fn walk_legacy(v: &Value, p: &mut Problems) {
@@ -528,14 +696,7 @@ fn walk_legacy(v: &Value, p: &mut Problems) {
         None => p.push(None, "data", "missing"),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                let Some(o) = item.as_object() else {
-                    p.push(Some(i), "data", "not a JSON object");
-                    continue;
-                };
-                check_field(o, "timestamp", Kind::Num, true, Some(i), "timestamp", p);
-                check_field(o, "value", Kind::Num, true, Some(i), "value", p);
-                check_field(o, "process_name", Kind::Str, true, Some(i), "process_name", p);
-                check_field(o, "type_data", Kind::Str, true, Some(i), "type_data", p);
+                check_legacy_item(i, item, p);
             }
         }
         Some(other) => p.push(None, "data", format!("{} is not an array", short(other))),
@@ -835,5 +996,27 @@ mod tests {
         assert_eq!(fields(&r), vec![(Some(0), "value")]);
         let r = decode_legacy(br#"{"data":[]}"#, &limits()).unwrap_err();
         assert_eq!(fields(&r), vec![(None, "ipaddress")]);
+    }
+
+    #[test]
+    fn streamed_diagnosis_names_index_and_field() {
+        let l = Limits::new(1_000_000, 1_000_000);
+        let body = br#"{"host":"h","seq":-1,"samples":[{"ts":1,"process":"a","cpu":1,"mem":1},
+            {"ts":2,"process":"b","cpu":"x","mem":1}],"host_totals":[{"ts":1,"cpu":1}]}"#;
+        let r = decode_batch(body, &l).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> =
+            r.problems.iter().map(|p| (p.index, p.field.as_str())).collect();
+        assert_eq!(got, [(None, "seq"), (Some(1), "cpu"), (Some(0), "host_totals.mem")]);
+        let r = decode_batch(br#"{"host":"h","samples":"no"}"#, &l).unwrap_err();
+        assert_eq!(r.problems[0].field, "samples");
+        assert!(r.problems[0].reason.contains("not an array"), "{:?}", r.problems);
+        let r = decode_batch(b"[1,2]", &l).unwrap_err();
+        assert_eq!(r.problems[0].field, "body");
+        let r = decode_legacy(br#"{"ipaddress":"h","data":[{"timestamp":1,"value":"x","process_name":"p","type_data":"cpu"}]}"#, &l).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> =
+            r.problems.iter().map(|p| (p.index, p.field.as_str())).collect();
+        assert_eq!(got, [(Some(0), "value")]);
+        let r = decode_legacy(br#"{"ipaddress":"h"}"#, &l).unwrap_err();
+        assert_eq!(r.problems[0].field, "data");
     }
 }

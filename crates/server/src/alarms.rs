@@ -526,9 +526,29 @@ fn sse_event(boot: &str, seq: u64, ev: &AlarmEvent) -> Event {
 }
 
 /// `GET /api/v1/alarms/stream`.
-async fn stream(
-    State(st): State<AppState>,
+///
+/// At most `max_streams` streams are open at once (each holds a connection and a subscriber):
+/// past it the answer is 503 with `Retry-After`, counted as `limit_breaches{reason="streams"}`.
+async fn stream(State(st): State<AppState>, headers: HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(permit) = st.stream_permits.clone().try_acquire_owned() else {
+        st.metrics.limit_breach("streams");
+        let mut resp = ApiError::Busy(format!(
+            "{} alarm streams are open, the most this server allows (max_streams); retry later",
+            st.config.max_streams
+        ))
+        .into_response();
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return resp;
+    };
+    stream_events(st, headers, permit).into_response()
+}
+
+fn stream_events(
+    st: AppState,
     headers: HeaderMap,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let hub = st.alarms.clone();
     // Subscribe before reading the log, so nothing falls between the two.
@@ -559,7 +579,11 @@ async fn stream(
             };
             futures::future::ready(out)
         });
-    let events = head.chain(live).take_until(hub.closed());
+    // The permit lives as long as the stream.
+    let events = head.chain(live).take_until(hub.closed()).map(move |e| {
+        let _held = &permit;
+        e
+    });
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
 }
 

@@ -139,7 +139,7 @@ async fn serve_index(headers: HeaderMap) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'"
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
                     .to_owned(),
             ),
         ],
@@ -154,10 +154,15 @@ struct AssetParams {
 }
 
 async fn serve_asset(
-    Path(name): Path<String>,
-    Query(p): Query<AssetParams>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<AssetParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let (Path(name), Query(p)) = match (path, q) {
+        (Ok(n), Ok(p)) => (n, p),
+        (Err(e), _) => return ApiError::from(e).into_response(),
+        (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
     let Some(a) = ASSETS.iter().find(|a| a.name == name) else {
         return ApiError::NotFound(format!("no asset {name:?}")).into_response();
     };
@@ -275,9 +280,52 @@ pub struct ChartData {
     pub percent: bool,
 }
 
-/// Renders a chart as an SVG document. Pure: same data, same bytes.
+/// Charts rendered at once at most (each on the blocking pool); more are answered 503.
+pub const MAX_RENDERS: usize = 4;
+
+/// The largest value a chart's y axis shows, and the largest `threshold` accepted: plotters
+/// loops without end on an infinite axis (a stored 1.7e308 times 1.15), and no cpu %, mem % or
+/// core count comes near it. Larger values are drawn at the cap.
+pub const Y_CAP: f64 = 1e9;
+
+/// `s` with every character XML 1.0 forbids (controls but tab/LF/CR, U+FFFE, U+FFFF, lone
+/// surrogates cannot occur in `str`) replaced by U+FFFD, so the SVG stays well-formed.
+pub fn xml_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
+/// `d` with every number made drawable: non-finite points dropped, values clamped to
+/// `0..=Y_CAP`, x within the finite range; `Err` when the x range itself is not finite.
+fn sanitize(d: &ChartData) -> Result<ChartData, String> {
+    if !(d.x_from.is_finite() && d.x_to.is_finite() && d.x_from < d.x_to) {
+        return Err(format!("bad x range {}..{}", d.x_from, d.x_to));
+    }
+    let y = |v: f64| v.clamp(0.0, Y_CAP);
+    let ok = |p: &(f64, f64)| p.0.is_finite() && !p.1.is_nan();
+    let pt = |p: (f64, f64)| (p.0.clamp(d.x_from, d.x_to), y(p.1));
+    Ok(ChartData {
+        title: xml_safe(&d.title),
+        y_label: d.y_label,
+        points: d.points.iter().filter(|p| ok(p)).map(|&p| pt(p)).collect(),
+        x_from: d.x_from,
+        x_to: d.x_to,
+        threshold: d.threshold.filter(|t| !t.is_nan()).map(y),
+        forecast: d.forecast.filter(|f| f.iter().all(ok)).map(|f| [pt(f[0]), pt(f[1])]),
+        percent: d.percent,
+    })
+}
+
+/// Renders a chart as an SVG document. Pure: same data, same bytes. Every number is made
+/// drawable first (see [`Y_CAP`]), and every character of the title valid XML.
 pub fn render_svg(d: &ChartData, theme: &Theme, width: u32, height: u32) -> Result<String, String> {
     use plotters::prelude::*;
+    let d = &sanitize(d)?;
     let rgb = |c: (u8, u8, u8)| RGBColor(c.0, c.1, c.2);
     let mut y_max = d.points.iter().map(|p| p.1).fold(0.0f64, f64::max);
     if let Some(t) = d.threshold {
@@ -390,9 +438,10 @@ fn dur(name: &str, v: Option<&str>, default_ms: i64) -> Result<i64, ApiError> {
 
 async fn chart(
     State(st): State<AppState>,
-    Path((host, process)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     q: Result<Query<ChartParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((host, process)) = path?;
     let p = q?.0;
     let metric =
         ChartMetric::parse(p.metric.as_deref()).map_err(|e| ApiError::bad_param("metric", e))?;
@@ -402,6 +451,11 @@ async fn chart(
     }
     let horizon = dur("horizon", p.horizon.as_deref(), 600_000)?;
     let fwindow = dur("forecast_window", p.forecast_window.as_deref(), 600_000)?;
+    for (name, v) in [("horizon", horizon), ("forecast_window", fwindow)] {
+        if !(0..=7 * 86_400_000).contains(&v) {
+            return Err(ApiError::bad_param(name, "between 0 and 7d"));
+        }
+    }
     let theme = match p.theme.as_deref() {
         None | Some("light") => &LIGHT,
         Some("dark") => &DARK,
@@ -410,8 +464,14 @@ async fn chart(
     let width = p.width.unwrap_or(640).clamp(200, 2000);
     let height = p.height.unwrap_or(260).clamp(120, 1200);
     let threshold = match (p.threshold, metric) {
-        (Some(t), _) if t.is_finite() => Some(t),
-        (Some(_), _) => return Err(ApiError::bad_param("threshold", "not finite")),
+        (Some(t), _) if (0.0..=Y_CAP).contains(&t) => Some(t),
+        (Some(t), _) => {
+            st.metrics.limit_breach("bad_number");
+            return Err(ApiError::bad_param(
+                "threshold",
+                format!("{t}: a finite number from 0 to {Y_CAP:e}"),
+            ));
+        }
         (None, ChartMetric::Cores) => None,
         (None, _) => Some(80.0),
     };
@@ -498,9 +558,34 @@ async fn chart(
         forecast: forecast.map(|(last, f_ts, f)| [(minutes(last.0), last.1), (minutes(f_ts), f)]),
         percent: metric != ChartMetric::Cores,
     };
-    let svg = render_svg(&data, theme, width, height).map_err(ApiError::Internal)?;
+    let svg = render_blocking(&st, data, *theme, width, height).await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg)
         .into_response())
+}
+
+/// Renders on the blocking pool (at most [`MAX_RENDERS`] at once) under `render_timeout`, so a
+/// slow render never holds an async worker.
+async fn render_blocking(
+    st: &AppState,
+    data: ChartData,
+    theme: Theme,
+    width: u32,
+    height: u32,
+) -> Result<String, ApiError> {
+    let busy = || {
+        st.metrics.limit_breach("chart_render");
+        ApiError::Busy("too many charts being drawn at once; retry in a moment".to_owned())
+    };
+    let Ok(permit) = st.render_permits.clone().try_acquire_owned() else { return Err(busy()) };
+    let work = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        render_svg(&data, &theme, width, height)
+    });
+    match tokio::time::timeout(st.config.render_timeout, work).await {
+        Ok(Ok(r)) => r.map_err(ApiError::Internal),
+        Ok(Err(e)) => Err(ApiError::Internal(e.to_string())),
+        Err(_) => Err(busy()),
+    }
 }
 
 /// The `predict_linear` forecast at the last sample + `horizon`: ((last ts, last value),
@@ -739,7 +824,10 @@ mod tests {
             assert!(text.contains("procwatch_ingested_samples_total{format=\"v1\"} 5"));
             assert!(text.contains("procwatch_refused_batches_total{reason=\"invalid\"} 0"));
             // A refused batch is counted by reason, and the request by route.
-            let req = Request::post("/api/v1/samples").body(Body::from("{not json")).unwrap();
+            let req = Request::post("/api/v1/samples")
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap();
             let resp = app.clone().oneshot(req).await.unwrap();
             assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
             let (_, _, text) = get(&app, "/metrics", &[]).await;

@@ -1,7 +1,7 @@
 //! `ApiError`: the one error type of every handler, and its JSON body
 //! `{"error": "...", "problems": [...]}`.
 
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 403: a valid token of the wrong kind.
     #[error("{0}")]
     Forbidden(String),
+    /// 421: a `Host` the server does not answer to (see `crate::guard`).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 404: unknown host, process or route.
     #[error("{0}")]
     NotFound(String),
@@ -33,15 +36,20 @@ pub enum ApiError {
     /// 413: body over the limit, before or after decompression.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 415: a `Content-Encoding` other than gzip or identity.
+    /// 415: a `Content-Encoding` other than gzip or identity, or a write that is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 429: too many requests in flight.
     #[error("too many requests in flight; retry later")]
     TooManyRequests,
-    /// 503: the store cannot be reached; the client may retry.
+    /// 503: the store cannot be reached; the client may retry. The detail (which may hold a
+    /// backend's own error body) is logged, never sent to the client.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: a server limit that frees up by itself (open streams, charts rendering); the
+    /// message says which and is sent as is.
+    #[error("{0}")]
+    Busy(String),
     /// 500: the details are logged, the body stays generic.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,17 +74,23 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
+
+/// What a client is told when the store fails: the backend's own message (an InfluxDB error
+/// body, say) stays in the server's log.
+pub const STORE_UNAVAILABLE: &str =
+    "store unavailable: the server's log has the cause; retry later (agents keep the batch)";
 
 /// The JSON body of every error.
 #[derive(Debug, Serialize)]
@@ -96,7 +110,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(detail) => {
                 tracing::warn!(message = "Store unavailable.", %detail);
-                (format!("store unavailable: {detail}"), Vec::new())
+                (STORE_UNAVAILABLE.to_owned(), Vec::new())
             }
             other => (other.to_string(), Vec::new()),
         };
@@ -131,8 +145,30 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(format!("bad path: {}", r.body_text()))
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::bad_request(format!("bad query string: {}", r.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn store_errors_do_not_echo_the_backend_body() {
+        let secret = "influxdb write: 400 Bad Request: {\"error\":\"partial write: db=secret_db\"}";
+        let resp = ApiError::from(StoreError::Unavailable(secret.to_owned())).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("secret_db") && !body.contains("influxdb"), "{body}");
+        assert!(body.contains("retry later"), "{body}");
     }
 }

@@ -1,27 +1,79 @@
 //! Ingestion: `POST /api/v1/samples` and the legacy `PUT /ressources-usage/save-all`.
 //!
-//! The body is read whole (at most `max_body_bytes` on the wire), gunzipped when
-//! `Content-Encoding: gzip` through a decoder that stops at `max_body_bytes` of output (so a
-//! gzip bomb costs at most that much memory and answers `413`), parsed and validated by
-//! `procwatch_model::validate`, and only a fully valid batch reaches the store. Large bodies are
-//! decoded on the blocking pool so they do not stall the async workers.
+//! The body is read as a stream (at most `max_body_bytes` on the wire; a larger
+//! `Content-Length` is refused before a byte is read), gunzipped when `Content-Encoding: gzip`
+//! through a decoder that stops at `max_body_bytes` of output and at [`MAX_GZIP_RATIO`] times
+//! the compressed size plus [`GZIP_SLACK`] (so a 16 KB gzip bomb costs about 2.6 MiB, not
+//! 16 MiB, and answers `413`), parsed and validated by `procwatch_model::validate` (which
+//! diagnoses a refused body item by item, without a `Value` tree of the whole), and only a
+//! fully valid batch reaches the store. Large bodies are decoded on the blocking pool so they
+//! do not stall the async workers.
+//!
+//! Memory in flight is bounded in bytes, not only in requests: every byte of body held, on
+//! the wire and after gunzip, takes its share of `max_inflight_bytes` (64 MiB by default, at
+//! least twice `max_body_bytes`) as it arrives; a request that would pass it is answered 429
+//! with `Retry-After: 1` (agents retry) and counted as `limit_breaches{reason="inflight_bytes"}`.
 
 use std::io::Read;
+use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
+use futures::StreamExt;
 use procwatch_model::validate::{self, Limits, Rejection};
 use procwatch_model::Batch;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Bodies at least this large are decoded on the blocking pool.
 const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+
+/// A gzipped body may grow at most this many times its compressed size (plus
+/// [`GZIP_SLACK`]): agents' JSON compresses about 10x, a bomb of zeros about 1000x.
+pub const MAX_GZIP_RATIO: usize = 100;
+/// Decompressed bytes always allowed besides the ratio.
+pub const GZIP_SLACK: usize = 1 << 20;
+
+/// A request's share of `max_inflight_bytes`, taken in KiB as its body grows.
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+    kib: usize,
+}
+
+impl Budget {
+    pub fn new(sem: Arc<Semaphore>) -> Self {
+        Budget { sem, held: None, kib: 0 }
+    }
+
+    /// Makes sure `bytes` in total are covered; `TooManyRequests` when the server's budget is
+    /// spent.
+    pub fn cover(&mut self, bytes: usize) -> Result<(), ApiError> {
+        let need = bytes.div_ceil(1024);
+        if need <= self.kib {
+            return Ok(());
+        }
+        let take = |n: usize| {
+            let n = u32::try_from(n).map_err(|_| ApiError::TooManyRequests)?;
+            self.sem.clone().try_acquire_many_owned(n).map_err(|_| ApiError::TooManyRequests)
+        };
+        // At least 256 KiB more at a time (fewer semaphore calls on a growing body), else
+        // exactly what is missing.
+        let permit = take((need - self.kib).max(256)).or_else(|_| take(need - self.kib))?;
+        self.kib += permit.num_permits();
+        match &mut self.held {
+            Some(h) => h.merge(permit),
+            None => self.held = Some(permit),
+        }
+        Ok(())
+    }
+}
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize)]
@@ -36,10 +88,10 @@ pub struct Accepted {
 pub async fn post_samples(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Accepted>, ApiError> {
+    body: Body,
+) -> Result<Json<Accepted>, Response> {
     let batch = decode(&st, &headers, body, validate::decode_batch).await?;
-    let out = st.store.write_batch(&batch).await?;
+    let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(Accepted { samples: out.samples, host_totals: out.host_totals, seq_gap: out.seq_gap }))
 }
 
@@ -53,49 +105,88 @@ pub struct LegacyOk {
 pub async fn put_legacy(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LegacyOk>, ApiError> {
+    body: Body,
+) -> Result<Json<LegacyOk>, Response> {
     let batch = decode(&st, &headers, body, validate::decode_legacy).await?;
-    st.store.write_batch(&batch).await?;
+    st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(LegacyOk { response: "Ok" }))
 }
 
 type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;
 
 /// Decodes and validates a body; a refusal caused by a limit is counted
-/// (`crate::limits::count_rejection`).
+/// (`crate::limits::count_rejection`), a spent byte budget is 429 with `Retry-After`.
 async fn decode(
     st: &AppState,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     decoder: Decoder,
-) -> Result<Batch, ApiError> {
-    let decoded = match body {
-        Ok(body) => decode_body(st, headers, body, decoder).await,
-        Err(rejection) => Err(ApiError::from(rejection)),
-    };
-    if let Err(e) = &decoded {
-        crate::limits::count_rejection(st, e);
+) -> Result<Batch, Response> {
+    match decode_body(st, headers, body, decoder).await {
+        Ok(b) => Ok(b),
+        Err(ApiError::TooManyRequests) => {
+            Err(crate::limits::too_many(st, "inflight_bytes", std::time::Duration::from_secs(1)))
+        }
+        Err(e) => {
+            crate::limits::count_rejection(st, &e);
+            Err(e.into_response())
+        }
     }
-    decoded
+}
+
+/// Reads the body as it arrives, at most `max` bytes, each covered by `budget`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    budget: &mut Budget,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body too large: over {max} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let declared = declared.unwrap_or(0) as usize;
+    budget.cover(declared)?;
+    let mut buf = Vec::with_capacity(declared);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        let len = buf.len() + chunk.len();
+        if len > max {
+            return Err(too_large());
+        }
+        budget.cover(len)?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 async fn decode_body(
     st: &AppState,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
     decoder: Decoder,
 ) -> Result<Batch, ApiError> {
     let gzip = is_gzip(headers)?;
     let max = st.config.max_body_bytes;
+    let mut budget = Budget::new(st.body_bytes.clone());
+    let body = read_body(headers, body, max, &mut budget).await?;
     let limits = Limits {
         max_samples: st.config.max_samples,
         ..Limits::new(st.config.clock.now_ms(), st.config.retention.as_millis() as i64)
     };
     let blocking = body.len() >= BLOCKING_DECODE_BYTES || gzip;
     let work = move || -> Result<Batch, ApiError> {
+        let mut budget = budget;
         if gzip {
-            let raw = gunzip_bounded(&body, max)?;
+            let raw = gunzip_budgeted(&body, max, Some(&mut budget))?;
+            drop(body);
             Ok(decoder(&raw, &limits)?)
         } else {
             Ok(decoder(&body, &limits)?)
@@ -120,16 +211,44 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-/// Gunzips `body`, refusing with 413 as soon as the output would pass `max` bytes.
+/// Gunzips `body`, refusing with 413 as soon as the output would pass `max` bytes or
+/// [`MAX_GZIP_RATIO`] times the input plus [`GZIP_SLACK`].
 pub fn gunzip_bounded(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::with_capacity((body.len() * 4).min(max));
-    let mut dec = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
-    dec.read_to_end(&mut out)
-        .map_err(|e| ApiError::bad_request(format!("invalid gzip body: {e}")))?;
-    if out.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "request body over {max} bytes after decompression"
-        )));
+    gunzip_budgeted(body, max, None)
+}
+
+/// [`gunzip_bounded`], with every output byte (and the input) covered by `budget`.
+pub fn gunzip_budgeted(
+    body: &[u8],
+    max: usize,
+    mut budget: Option<&mut Budget>,
+) -> Result<Vec<u8>, ApiError> {
+    let by_ratio = body.len().saturating_mul(MAX_GZIP_RATIO).saturating_add(GZIP_SLACK);
+    let limit = max.min(by_ratio);
+    let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+    let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = dec
+            .read(&mut chunk)
+            .map_err(|e| ApiError::bad_request(format!("invalid gzip body: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > limit {
+            let why = if limit < max {
+                format!("more than {MAX_GZIP_RATIO} times its compressed size")
+            } else {
+                format!("over {max} bytes")
+            };
+            return Err(ApiError::PayloadTooLarge(format!(
+                "request body {why} after decompression"
+            )));
+        }
+        if let Some(b) = budget.as_deref_mut() {
+            b.cover(body.len() + out.len() + n)?;
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(out)
 }
@@ -151,6 +270,10 @@ mod tests {
         assert_eq!(gunzip_bounded(&gz(&data), 10_000).unwrap(), data);
         assert!(matches!(gunzip_bounded(&gz(&data), 9_999), Err(ApiError::PayloadTooLarge(_))));
         assert!(matches!(gunzip_bounded(b"not gzip", 100), Err(ApiError::BadRequest { .. })));
+        // A bomb stops at the ratio, long before the size limit.
+        let bomb = gz(&vec![0u8; 8 << 20]);
+        let err = gunzip_bounded(&bomb, 16 << 20).unwrap_err();
+        assert!(err.to_string().contains("times its compressed size"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,7 @@
 pub mod alarms;
 pub mod dashboard;
 pub mod error;
+pub mod guard;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -116,6 +117,22 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where time comes from (queries' "now", retention, alarm evaluation, rate limits).
     pub clock: Arc<dyn procwatch_model::clock::Clock>,
+    /// Host names (besides localhost and loopback IPs) a loopback-bound server answers to
+    /// (see [`guard`]).
+    pub allowed_hosts: Vec<String>,
+    /// A connection with no request in flight and no byte moving for this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it a few more ([`serve::headroom`]) are served one
+    /// short request each (health checks), the rest are closed at once and counted.
+    pub max_connections: usize,
+    /// Alarm streams (SSE) open at once at most; more are answered 503.
+    pub max_streams: usize,
+    /// Request body bytes held at once by all ingestion requests together, on the wire and
+    /// after gunzip; past it a request is answered 429 with `Retry-After: 1`.
+    pub max_inflight_bytes: usize,
+    /// A chart not rendered within this is answered 503 (rendering runs on the blocking pool).
+    pub render_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +155,12 @@ impl Default for ServerConfig {
             ingest_burst: 400,
             tls: None,
             clock: procwatch_model::clock::system(),
+            allowed_hosts: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1000,
+            max_streams: 64,
+            max_inflight_bytes: 64 << 20,
+            render_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -161,6 +184,12 @@ impl std::fmt::Debug for ServerConfig {
             .field("ingest_rate", &self.ingest_rate)
             .field("ingest_burst", &self.ingest_burst)
             .field("tls", &self.tls.is_some())
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_streams", &self.max_streams)
+            .field("max_inflight_bytes", &self.max_inflight_bytes)
+            .field("render_timeout", &self.render_timeout)
             .finish()
     }
 }
@@ -178,6 +207,15 @@ pub struct AppState {
     pub request_permits: Arc<tokio::sync::Semaphore>,
     /// Ingestion rate per key (`ServerConfig::ingest_rate`).
     pub rate: Arc<limits::RateLimiter>,
+    /// The listener is on a loopback address: the `Host` check of [`guard`] is on. Set by
+    /// [`run`]; `false` for a router built alone.
+    pub loopback: bool,
+    /// One permit per open alarm stream (`ServerConfig::max_streams`).
+    pub stream_permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB of request body held by ingestion (`ServerConfig::max_inflight_bytes`).
+    pub body_bytes: Arc<tokio::sync::Semaphore>,
+    /// One permit per chart being rendered on the blocking pool.
+    pub render_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -189,6 +227,12 @@ impl AppState {
         let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_writes));
         let request_permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
         let rate = Arc::new(limits::RateLimiter::new(config.ingest_rate, config.ingest_burst));
+        let stream_permits = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+        // At least two bodies of the largest size (on the wire and after gunzip) fit.
+        let budget = config.max_inflight_bytes.max(config.max_body_bytes.saturating_mul(2));
+        let kib = (budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let body_bytes = Arc::new(tokio::sync::Semaphore::new(kib));
+        let render_permits = Arc::new(tokio::sync::Semaphore::new(dashboard::MAX_RENDERS));
         AppState {
             store,
             config: Arc::new(config),
@@ -197,6 +241,10 @@ impl AppState {
             write_permits,
             request_permits,
             rate,
+            loopback: false,
+            stream_permits,
+            body_bytes,
+            render_permits,
         }
     }
 }
@@ -339,6 +387,7 @@ pub fn router(state: AppState) -> Router {
                 .timeout(timeout),
         )
         .layer(middleware::from_fn_with_state(state.clone(), limits::concurrency))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::browser_guard))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .with_state(state)
 }
@@ -356,7 +405,10 @@ async fn readyz(State(st): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ready", "store": st.store.backend()})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": format!("store not ready: {e}"), "problems": [], "store": st.store.backend()})),
+            {
+                tracing::warn!(message = "Store not ready.", error = %e);
+                Json(json!({"error": "store not ready: the server's log has the cause", "problems": [], "store": st.store.backend()}))
+            },
         )
             .into_response(),
     }
@@ -408,6 +460,10 @@ async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> 
     if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
         return e.into_response();
     }
+    if let Err(e) = guard::require_json(&req) {
+        st.metrics.limit_breach("not_json");
+        return e.into_response();
+    }
     if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), st.config.clock.instant()) {
         return limits::too_many(&st, "rate_limited", wait);
     }
@@ -426,6 +482,17 @@ pub async fn apply_retention(st: &AppState) {
     }
 }
 
+/// The startup warning for a server reachable beyond this machine whose tokens travel in
+/// clear text: listening on a non-loopback address with tokens set but without TLS.
+pub fn exposure_warning(st: &AppState) -> Option<&'static str> {
+    let tokens = st.config.write_token.is_some() || st.config.read_token.is_some();
+    (!st.loopback && tokens && st.config.tls.is_none()).then_some(
+        "Listening on a non-loopback address with tokens but without TLS: the tokens and the \
+         data cross the network in clear text; set --tls-cert and --tls-key, or put a TLS \
+         proxy in front.",
+    )
+}
+
 /// Serves `listener` until `shutdown` completes, then drains requests in flight, stops the
 /// retention task and closes the store.
 pub async fn run(
@@ -434,7 +501,8 @@ pub async fn run(
     store: Arc<dyn Storage>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let state = AppState::new(store.clone(), config);
+    let mut state = AppState::new(store.clone(), config);
+    state.loopback = listener.local_addr()?.ip().is_loopback();
     apply_retention(&state).await;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let retention_state = state.clone();
@@ -465,7 +533,12 @@ pub async fn run(
         tls: state.config.tls.clone(),
         header_read_timeout: state.config.header_read_timeout,
         metrics: state.metrics.clone(),
+        idle_timeout: state.config.idle_timeout,
+        max_connections: state.config.max_connections,
     };
+    if let Some(warning) = exposure_warning(&state) {
+        tracing::warn!(message = warning);
+    }
     let served = serve::serve(listener, router(state), opts, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = retention.await;

@@ -49,6 +49,22 @@ pub const BREACH_REASONS: [&str; 10] = [
     "rate_limited",
 ];
 
+/// More values of the `reason` label of `procwatch_limit_breaches_total`: the HTTP-layer limits
+/// of hardening round 2 (see RELIABILITY.md, "Hardening, round 2 (HTTP layer)").
+pub const HTTP_BREACH_REASONS: [&str; 11] = [
+    "bad_host",
+    "cross_origin",
+    "not_json",
+    "connection_limit",
+    "idle_timeout",
+    "first_request_timeout",
+    "streams",
+    "inflight_bytes",
+    "glob",
+    "chart_render",
+    "bad_number",
+];
+
 /// Keys the rate limiter tracks at most.
 pub const MAX_RATE_KEYS: usize = 10_000;
 

@@ -18,8 +18,10 @@
 //!   `procwatch_ingested_samples_total{format}` (`format` = `v1` or `legacy`),
 //!   `procwatch_refused_batches_total{reason}` (`invalid`, `unauthorized`, `forbidden`,
 //!   `too_large`, `unsupported_encoding`, `timeout`, `store_unavailable`, `other`),
-//!   `procwatch_http_request_duration_seconds{method,route,status}` (route = the matched route
-//!   template, `unmatched` otherwise, so paths never explode the label set),
+//!   `procwatch_http_request_duration_seconds{method,route,status}` (method = GET, HEAD, POST,
+//!   PUT, DELETE, PATCH, OPTIONS or `other`; route = the matched route template, `unmatched`
+//!   otherwise; status = the answer's code, which the server chooses: no label value is ever
+//!   taken from the request as sent, so a client cannot grow the label set),
 //!   `procwatch_store_write_duration_seconds`, `procwatch_store_hosts`,
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
@@ -171,6 +173,7 @@ pub struct Metrics {
     process_cap: AtomicUsize,
     /// Times request latencies and store writes.
     clock: Arc<dyn Clock>,
+    connections_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,7 +206,9 @@ impl Metrics {
             refused.get_or_create_owned(&ReasonLabels { reason });
         }
         let limit_breaches = Family::<ReasonLabels, Counter>::default();
-        for reason in crate::limits::BREACH_REASONS {
+        for reason in
+            crate::limits::BREACH_REASONS.into_iter().chain(crate::limits::HTTP_BREACH_REASONS)
+        {
             limit_breaches.get_or_create_owned(&ReasonLabels { reason });
         }
         let store_write = latency_histogram();
@@ -236,6 +241,12 @@ impl Metrics {
             evaluation.clone(),
         );
         r.register("build_info", "procwatch version", build);
+        let connections_open = Gauge::default();
+        r.register(
+            "connections_open",
+            "Client connections open (see max_connections)",
+            connections_open.clone(),
+        );
         let s = &snapshot;
         r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
         r.register(
@@ -305,6 +316,7 @@ impl Metrics {
             scrape: tokio::sync::Mutex::new(()),
             process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
             clock: procwatch_model::clock::system(),
+            connections_open,
         }
     }
 
@@ -316,6 +328,11 @@ impl Metrics {
     /// Processes exported per host besides those in alarm (default [`DEFAULT_PROCESS_CAP`]).
     pub fn set_process_cap(&self, cap: usize) {
         self.process_cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// The number of client connections open (set by the connection loop).
+    pub fn set_connections_open(&self, n: usize) {
+        self.connections_open.set(n as i64);
     }
 
     /// Records one alarm evaluation round (called by the alarm engine).
@@ -589,12 +606,14 @@ async fn serve(State(st): State<AppState>) -> Response {
 /// Middleware: request latency by (method, matched route, status); refused ingestion requests
 /// by reason. Install with `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    // Every label comes from a closed set: a client chooses the method and the path, so
+    // neither may become a label value as sent (issue 13, finding 1).
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let started = m.clock.instant();
     let resp = next.run(req).await;
     let status = resp.status();
@@ -607,6 +626,21 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         m.refused(status);
     }
     resp
+}
+
+/// The `method` label of a request: one of the methods the server knows, else `other`.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// A [`Storage`] that counts what it durably wrote; everything else passes through.

@@ -9,7 +9,9 @@
 //!   timestamp and gives, per timestamp, the mean over the hosts that have a sample there.
 //!   An unknown host gives `{}` on these seed routes (as the seed did), `404` on the v1 ones.
 //! - v1 `usage`: `window` (default the query window) or `from`/`to`; `host` and `process`
-//!   filter exactly, or as a glob when they contain `*`; `per_host` (default `true`);
+//!   filter exactly, or as a glob when they contain `*` or `?` (the alarm rules' matcher,
+//!   `procwatch_alarm::Glob`; at most 128 bytes and 16 wildcards, else 400; matched on the
+//!   blocking pool and stopped at the request deadline); `per_host` (default `true`);
 //!   `sort` is `process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`;
 //!   `order` `asc`/`desc` (default `desc` for figures, `asc` for names); `limit` N keeps the
 //!   first N rows after sorting; `metrics=cpu,mem` and `stats=mean,p95` (comma lists, default
@@ -289,24 +291,52 @@ fn resolve_range(
     Ok((from, to))
 }
 
-/// Matches `pattern` with `*` wildcards against `s`.
+/// Matches `pattern` (`*` any run, `?` any one character) against the whole of `s`: the
+/// alarm rules' matcher, [`procwatch_alarm::Glob`], the one glob of procwatch.
 pub fn glob_match(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
+    procwatch_alarm::Glob::new(pattern).matches(s)
+}
+
+/// The glob of a `host`/`process` filter, within the caps (400 past them, counted as
+/// `limit_breaches{reason="glob"}`).
+fn parse_glob(st: &AppState, name: &str, v: &str) -> Result<procwatch_alarm::Glob, ApiError> {
+    procwatch_alarm::Glob::parse(v).map_err(|e| {
+        st.metrics.limit_breach("glob");
+        ApiError::bad_param(name, e.to_string())
+    })
+}
+
+/// Rows checked between two looks at the cancel flag.
+const CANCEL_CHECK_ROWS: usize = 1024;
+
+/// Set when the request that started blocking work is dropped (its deadline passed): the
+/// work stops at its next check instead of running on unseen.
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
+}
+
+/// Keeps the rows whose host and process match the globs; `None` when cancelled.
+fn filter_rows(
+    rows: Vec<UsageRow>,
+    host: Option<&procwatch_alarm::Glob>,
+    process: Option<&procwatch_alarm::Glob>,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Option<Vec<UsageRow>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, r) in rows.into_iter().enumerate() {
+        if i % CANCEL_CHECK_ROWS == 0 && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let h = host.is_none_or(|g| r.host.as_deref().is_some_and(|h| g.matches(h)));
+        if h && process.is_none_or(|g| g.matches(&r.process)) {
+            out.push(r);
         }
     }
-    true
+    Some(out)
 }
 
 type SortKey = Box<dyn Fn(&UsageRow) -> SortVal + Send>;
@@ -371,8 +401,12 @@ pub async fn usage(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_param("order", format!("{o:?}: asc or desc"))),
     };
-    let exact = |f: &Option<String>| f.clone().filter(|v| !v.is_empty() && !v.contains('*'));
-    let glob = |f: &Option<String>| f.clone().filter(|v| v.contains('*'));
+    let is_glob = |v: &str| procwatch_alarm::Glob::is_pattern(v);
+    let exact = |f: &Option<String>| f.clone().filter(|v| !v.is_empty() && !is_glob(v));
+    let host_glob = p.host.as_deref().filter(|v| is_glob(v));
+    let host_glob = host_glob.map(|v| parse_glob(&st, "host", v)).transpose()?;
+    let process_glob = p.process.as_deref().filter(|v| is_glob(v));
+    let process_glob = process_glob.map(|v| parse_glob(&st, "process", v)).transpose()?;
     let uq = UsageQuery {
         from,
         to,
@@ -380,16 +414,20 @@ pub async fn usage(
         process: exact(&p.process),
         per_host: p.per_host.unwrap_or(true),
     };
-    let mut rows = st.store.usage(&uq).await?;
-    if let Some(g) = glob(&p.host) {
-        if uq.per_host {
-            rows.retain(|r| r.host.as_deref().is_some_and(|h| glob_match(&g, h)));
-        } else {
-            return Err(ApiError::bad_param("host", "a host glob needs per_host=true"));
-        }
+    if host_glob.is_some() && !uq.per_host {
+        return Err(ApiError::bad_param("host", "a host glob needs per_host=true"));
     }
-    if let Some(g) = glob(&p.process) {
-        rows.retain(|r| glob_match(&g, &r.process));
+    let mut rows = st.store.usage(&uq).await?;
+    if host_glob.is_some() || process_glob.is_some() {
+        // Filtering a fleet costs rows × pattern: on the blocking pool, stopped when the
+        // request's deadline drops this handler.
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _cancel = CancelOnDrop(flag.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            filter_rows(rows, host_glob.as_ref(), process_glob.as_ref(), &flag)
+        });
+        rows =
+            work.await.map_err(|e| ApiError::Internal(e.to_string()))?.ok_or(ApiError::Timeout)?;
     }
     if rows.is_empty() {
         if let Some(h) = &uq.host {
@@ -441,9 +479,10 @@ const DEFAULT_HISTORY_MS: i64 = 3_600_000;
 /// `GET /api/v1/hosts/{host}/processes/{process}/history`.
 pub async fn history(
     State(st): State<AppState>,
-    Path((host, process)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
+    let Path((host, process)) = path?;
     let p = query(q)?;
     let now = st.config.clock.now_ms();
     let (from, to) =
@@ -468,9 +507,10 @@ pub struct TotalsResponse {
 /// `GET /api/v1/hosts/{host}/totals`.
 pub async fn totals(
     State(st): State<AppState>,
-    Path(host): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TotalsResponse>, ApiError> {
+    let Path(host) = path?;
     let p = query(q)?;
     if p.step.is_some() {
         return Err(ApiError::bad_param("step", "totals take no step"));
@@ -499,6 +539,8 @@ mod tests {
         assert!(!glob_match("ab*ba", "aba"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("web-?", "web-1"), "one matcher: `?` works in queries too");
+        assert!(!glob_match("web-?", "web-12"));
     }
 
     #[test]

@@ -3,13 +3,26 @@
 //! the peer address handed to handlers (`ConnectInfo<SocketAddr>`, for the per-IP rate limit),
 //! and a graceful shutdown that finishes the requests in flight.
 //!
+//! Connections that never end (issue 13, finding 2): every connection has a watchdog that
+//! closes it when no request has started within `header_read_timeout` of the accept (an
+//! HTTP/2 client that sends only the preface, or a client that sends nothing), and when it
+//! has had no request in flight and no byte moving for `idle_timeout` (HTTP/1 keep-alive and
+//! HTTP/2 alike); a response body being sent (an alarm stream) counts as a request in flight.
+//! At most `max_connections` connections are served normally; the next [`headroom`] ones are
+//! served one request each with a short deadline ([`OVERFLOW_DEADLINE`]), so a health check or
+//! an operator still gets an answer while idle sockets hold the cap; past that a connection is
+//! closed as soon as it is accepted. Connections already open (agents) are never refused.
+//! Refused and timed-out connections are counted in `procwatch_limit_breaches_total`
+//! (`connection_limit`, `first_request_timeout`, `idle_timeout`), and the open ones in
+//! `procwatch_connections_open`.
+//!
 //! TLS: [`tls_config`] loads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or
 //! SEC1) into a rustls server config (ring provider, TLS 1.2 and 1.3, ALPN h2 and http/1.1).
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,6 +78,98 @@ pub struct ConnOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub header_read_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// No request in flight and no byte moving for this long closes a connection.
+    pub idle_timeout: Duration,
+    /// Connections served normally at most (see the module doc).
+    pub max_connections: usize,
+}
+
+/// Connections served past `max_connections`, one short request each.
+pub fn headroom(max_connections: usize) -> usize {
+    (max_connections / 16).clamp(4, 64)
+}
+
+/// The time a connection past `max_connections` has for its one request.
+pub const OVERFLOW_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What a connection's watchdog watches.
+#[derive(Default)]
+struct Activity {
+    /// Bytes read and written.
+    moved: AtomicU64,
+    /// Requests started.
+    started: AtomicU64,
+    /// Requests whose response (body included) is not finished.
+    inflight: AtomicUsize,
+}
+
+/// Completes with the reason when the connection must be closed (see the module doc). Reads
+/// no clock: it counts quiet ticks of a quarter of `idle`.
+async fn watchdog(act: Arc<Activity>, first: Duration, idle: Duration) -> &'static str {
+    tokio::time::sleep(first).await;
+    if act.started.load(Ordering::Relaxed) == 0 {
+        return "first_request_timeout";
+    }
+    let tick = (idle / 4).max(Duration::from_millis(10));
+    let mut last = act.moved.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(tick).await;
+        let moved = act.moved.load(Ordering::Relaxed);
+        if act.inflight.load(Ordering::Relaxed) > 0 || moved != last {
+            (last, quiet) = (moved, 0);
+            continue;
+        }
+        quiet += 1;
+        if quiet >= 4 {
+            return "idle_timeout";
+        }
+    }
+}
+
+/// Decrements a connection's requests in flight when dropped (the response body is done).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is finished or dropped.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Decrements the open-connection count when the connection's task ends.
+struct OpenConn {
+    open: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        let n = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.metrics.set_connections_open(n);
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for the connections to
@@ -79,6 +184,16 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    // Past the cap: one request, a short deadline, no keep-alive.
+    let mut overflow_builder = auto::Builder::new(TokioExecutor::new());
+    overflow_builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(OVERFLOW_DEADLINE.min(opts.header_read_timeout));
+    overflow_builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1);
+    let open = Arc::new(AtomicUsize::new(0));
+    let (max, extra) = (opts.max_connections, headroom(opts.max_connections));
     let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -94,6 +209,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let n = open.load(Ordering::Relaxed);
+        if n >= max + extra {
+            // Closed at once: the fd is freed and the client sees the refusal.
+            opts.metrics.limit_breach("connection_limit");
+            drop(stream);
+            continue;
+        }
+        let overflow = n >= max;
+        if overflow {
+            opts.metrics.limit_breach("connection_limit");
+        }
+        opts.metrics.set_connections_open(open.fetch_add(1, Ordering::Relaxed) + 1);
+        let counted = OpenConn { open: open.clone(), metrics: opts.metrics.clone() };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let progress = Arc::new(Progress::default());
@@ -101,42 +229,76 @@ pub async fn serve(
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let seen = seen.clone();
+            seen.activity.started.fetch_add(1, Ordering::Relaxed);
+            seen.activity.inflight.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight(seen.activity.clone());
             let call = app.clone().oneshot(req);
             async move {
                 let resp = call.await;
                 seen.answered.store(seen.read.load(Ordering::Relaxed), Ordering::Relaxed);
-                resp
+                resp.map(|r| {
+                    r.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard }))
+                })
             }
         });
+        let (first, idle) = if overflow {
+            (OVERFLOW_DEADLINE.min(opts.header_read_timeout), OVERFLOW_DEADLINE)
+        } else {
+            (opts.header_read_timeout, opts.idle_timeout)
+        };
+        let dog = watchdog(progress.activity.clone(), first, idle);
+        let watched = progress.clone();
         let stream = Counted { inner: stream, progress: progress.clone() };
-        let builder = builder.clone();
+        let builder = if overflow { overflow_builder.clone() } else { builder.clone() };
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let opts = opts.clone();
         tokio::spawn(async move {
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let hs =
-                        tokio::time::timeout(opts.header_read_timeout, acceptor.accept(stream));
-                    match hs.await {
-                        Ok(Ok(tls)) => {
-                            let conn =
-                                builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(message = "TLS handshake failed.", %peer, %error);
-                            return;
-                        }
-                        Err(_) => {
-                            opts.metrics.limit_breach("tls_handshake");
-                            return;
+            let _counted = counted;
+            let tls_metrics = opts.metrics.clone();
+            let serve = async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        let hs = tokio::time::timeout(first, acceptor.accept(stream));
+                        match hs.await {
+                            Ok(Ok(tls)) => {
+                                let conn =
+                                    builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(message = "TLS handshake failed.", %peer, %error);
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tls_metrics.limit_breach("tls_handshake");
+                                return Ok(());
+                            }
                         }
                     }
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
                 }
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+            };
+            let result = tokio::select! {
+                r = serve => r,
+                reason = dog => {
+                    // A head that started to arrive is a slow head (as hyper's own timeout
+                    // would count it), not a silent client.
+                    let partial = watched.read.load(Ordering::Relaxed)
+                        > watched.answered.load(Ordering::Relaxed);
+                    let reason = if reason == "first_request_timeout" && partial {
+                        "header_timeout"
+                    } else {
+                        reason
+                    };
+                    // Dropping the connection closes the socket.
+                    opts.metrics.limit_breach(reason);
+                    tracing::debug!(message = "Connection closed.", %peer, reason);
+                    return;
                 }
             };
             if let Err(error) = result {
@@ -163,6 +325,7 @@ pub async fn serve(
 struct Progress {
     read: AtomicU64,
     answered: AtomicU64,
+    activity: Arc<Activity>,
 }
 
 /// A stream that counts the bytes read from it.
@@ -182,6 +345,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.progress.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.progress.activity.moved.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
     }
@@ -193,7 +357,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.progress.activity.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -206,7 +374,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.progress.activity.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -165,6 +165,33 @@ pub struct ServerArgs {
     /// Ingestion requests a key may send at once after being idle.
     #[arg(long, env = "PROCWATCH_INGEST_BURST", default_value_t = 400, value_name = "N")]
     pub ingest_burst: u32,
+
+    /// Host names (comma list) a loopback-bound server answers to besides localhost and
+    /// loopback IPs; any other `Host` is 421 (DNS rebinding).
+    #[arg(long, env = "PROCWATCH_ALLOWED_HOSTS", value_delimiter = ',', value_name = "NAMES")]
+    pub allowed_hosts: Vec<String>,
+
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    #[arg(long, env = "PROCWATCH_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Open connections at most; a few more are served one short request each (health
+    /// checks), the rest are closed at once. Keep it under the fd limit (ulimit -n).
+    #[arg(long, env = "PROCWATCH_MAX_CONNECTIONS", default_value_t = 1000, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Alarm streams (SSE) open at once at most (503 past it).
+    #[arg(long, env = "PROCWATCH_MAX_STREAMS", default_value_t = 64, value_name = "N")]
+    pub max_streams: usize,
+
+    /// Request body bytes held by all ingestion requests together, on the wire and after
+    /// gunzip (429 past it; at least twice --max-body is used).
+    #[arg(long, env = "PROCWATCH_MAX_INFLIGHT_BYTES", default_value = "64MiB", value_parser = super::agent::ship::parse_size, value_name = "SIZE")]
+    pub max_inflight_bytes: u64,
+
+    /// A chart not drawn within this is answered 503.
+    #[arg(long, env = "PROCWATCH_RENDER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub render_timeout: Duration,
 }
 
 /// Which backend holds the data.
@@ -292,6 +319,12 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     if args.max_concurrent_requests == 0 || args.max_inflight_writes == 0 {
         bail!("--max-concurrent-requests and --max-inflight-writes must be more than 0");
     }
+    if args.max_connections == 0 || args.max_streams == 0 || args.max_inflight_bytes == 0 {
+        bail!("--max-connections, --max-streams and --max-inflight-bytes must be more than 0");
+    }
+    if args.idle_timeout.is_zero() || args.render_timeout.is_zero() {
+        bail!("--idle-timeout and --render-timeout must be more than 0");
+    }
     if !(args.ingest_rate >= 0.0 && args.ingest_rate.is_finite()) {
         bail!("--ingest-rate must be a finite number, 0 or more");
     }
@@ -319,6 +352,17 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         ingest_burst: args.ingest_burst,
         tls,
         clock: procwatch_model::clock::system(),
+        allowed_hosts: args
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        max_streams: args.max_streams,
+        max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(usize::MAX),
+        render_timeout: args.render_timeout,
     })
 }
 

@@ -135,7 +135,11 @@ async fn every_limit_answers_its_status_and_is_counted() {
     assert_eq!(status, 200);
     let before = snapshot(&app).await;
     let post = |body: Vec<u8>, gz: bool| {
-        let mut req = app.client.post(app.url("/api/v1/samples")).body(body);
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/samples"))
+            .header("content-type", "application/json")
+            .body(body);
         if gz {
             req = req.header("content-encoding", "gzip");
         }
@@ -182,7 +186,7 @@ async fn every_limit_answers_its_status_and_is_counted() {
     let n = breaches(&app, "request_timeout").await;
     let addr = app.url.trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"POST /api/v1/samples HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"ho")
+    s.write_all(b"POST /api/v1/samples HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"ho")
         .await
         .unwrap();
     let mut answer = String::new();
@@ -197,7 +201,7 @@ async fn every_limit_answers_its_status_and_is_counted() {
     // Slowloris: a request head that never ends is cut after header_read_timeout.
     let n = breaches(&app, "header_timeout").await;
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection of a slow head is closed");
@@ -210,7 +214,7 @@ async fn every_limit_answers_its_status_and_is_counted() {
 /// A request whose body never finishes: holds a permit until the server's timeout.
 async fn hold_request(addr: &str, method: &str, path: &str) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{{");
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{");
     s.write_all(head.as_bytes()).await.unwrap();
     s
 }

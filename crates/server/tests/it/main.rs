@@ -4,6 +4,7 @@ mod util;
 
 mod alarms_restore;
 mod hardening;
+mod hardening2;
 mod ingest;
 mod props;
 mod query;
