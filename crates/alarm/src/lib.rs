@@ -97,6 +97,7 @@
 //! SPEC's cross-check counts); the forecasters it scores are the ones above.
 
 pub mod backtest;
+pub mod cv;
 pub mod engine;
 pub mod forecast;
 pub mod rules;

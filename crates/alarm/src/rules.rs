@@ -1,6 +1,6 @@
 //! Alarm rules: which threshold, horizon, window and forecast method apply to a series.
 
-use crate::forecast::{Analog, AnalogParams, Forecaster, Holt, Linear, Persistence};
+use crate::forecast::{Forecaster, Holt, Linear, Persistence, Robust, RobustParams};
 use procwatch_model::Metric;
 use serde::Deserialize;
 
@@ -58,8 +58,9 @@ impl<'de> Deserialize<'de> for Glob {
 /// The forecast method of a rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// procwatch's default ([`Analog`]).
-    Procwatch,
+    /// procwatch's default ([`Robust`]); `sensitivity` `None` = the metric's default
+    /// ([`default_sensitivity`]).
+    Procwatch { sensitivity: Option<f64> },
     /// `predict_linear` over the rule's window.
     Linear,
     /// Holt's linear smoothing, per sample.
@@ -68,8 +69,38 @@ pub enum Method {
     Persistence,
 }
 
+/// The default sensitivity of procwatch's forecaster for a metric: the value the
+/// leave-one-trace-out cross-validation picks on all traces of the metric's family
+/// (BENCHMARKS.md, Forecaster; `procwatch alarm backtest --cv` prints it). `cores` uses the
+/// cpu value.
+pub fn default_sensitivity(metric: Metric) -> f64 {
+    match metric {
+        Metric::Mem => DEFAULT_SENSITIVITY_MEM,
+        Metric::Cpu | Metric::Cores => DEFAULT_SENSITIVITY_CPU,
+    }
+}
+
+/// Chosen by `procwatch alarm backtest --cv` on the memory traces.
+pub const DEFAULT_SENSITIVITY_MEM: f64 = 1.0;
+/// Chosen by `procwatch alarm backtest --cv` on the CPU traces.
+pub const DEFAULT_SENSITIVITY_CPU: f64 = 1.0;
+
 impl Method {
-    /// A fresh forecaster for a series sampled every `interval_ms`.
+    /// procwatch's forecaster at its metric's default sensitivity.
+    pub const PROCWATCH: Method = Method::Procwatch { sensitivity: None };
+
+    /// This method with an unset sensitivity filled from `metric`'s default.
+    pub fn for_metric(self, metric: Metric) -> Method {
+        match self {
+            Method::Procwatch { sensitivity: None } => {
+                Method::Procwatch { sensitivity: Some(default_sensitivity(metric)) }
+            }
+            m => m,
+        }
+    }
+
+    /// A fresh forecaster for a series sampled every `interval_ms` (an unset sensitivity
+    /// takes the cpu default: resolve it with [`Method::for_metric`] first).
     pub fn forecaster(
         &self,
         window_ms: i64,
@@ -77,7 +108,10 @@ impl Method {
         interval_ms: i64,
     ) -> Box<dyn Forecaster> {
         match *self {
-            Method::Procwatch => Box::new(Analog::new(AnalogParams::for_horizon(horizon_ms))),
+            Method::Procwatch { sensitivity } => Box::new(Robust::new(RobustParams::for_horizon(
+                horizon_ms,
+                sensitivity.unwrap_or(DEFAULT_SENSITIVITY_CPU),
+            ))),
             Method::Linear => Box::new(Linear::new(Linear::samples_for(window_ms, interval_ms))),
             Method::Holt { alpha, beta } => Box::new(Holt::new(alpha, beta, interval_ms)),
             Method::Persistence => Box::new(Persistence::default()),
@@ -87,7 +121,7 @@ impl Method {
     /// Parses a method name; Holt takes `alpha` and `beta`.
     pub fn parse(name: &str, alpha: f64, beta: f64) -> Result<Self, RuleError> {
         match name {
-            "procwatch" | "default" => Ok(Method::Procwatch),
+            "procwatch" | "default" => Ok(Method::PROCWATCH),
             "linear" | "predict_linear" => Ok(Method::Linear),
             "holt" => Ok(Method::Holt { alpha, beta }),
             "persistence" => Ok(Method::Persistence),
@@ -137,7 +171,7 @@ impl Default for Rule {
             horizon_ms: 600_000,
             window_ms: 600_000,
             debounce: 2,
-            method: Method::Procwatch,
+            method: Method::PROCWATCH,
         }
     }
 }
@@ -162,6 +196,16 @@ impl Rule {
         if let Method::Holt { alpha, beta } = self.method {
             if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
                 return bad("holt alpha and beta must be in 0..=1");
+            }
+        }
+        if let Method::Procwatch { sensitivity: Some(z) } = self.method {
+            if !crate::forecast::SENSITIVITY_RANGE.contains(&z) {
+                return Err(RuleError::Invalid(format!(
+                    "sensitivity {z} is out of range: expected a number of noise widths in \
+                     {}..={} (higher = more AMBER warnings)",
+                    crate::forecast::SENSITIVITY_RANGE.start(),
+                    crate::forecast::SENSITIVITY_RANGE.end()
+                )));
             }
         }
         Ok(self)
@@ -196,6 +240,9 @@ pub struct RuleSpec {
     pub method: Option<String>,
     pub alpha: Option<f64>,
     pub beta: Option<f64>,
+    /// procwatch's forecaster: noise widths of margin (higher = more AMBER). Only with
+    /// `method = "procwatch"` (the default).
+    pub sensitivity: Option<f64>,
 }
 
 /// Parses a duration such as `10m`, `90s`, `1h 30m`.
@@ -221,6 +268,21 @@ impl RuleSpec {
                 },
                 m => m,
             },
+        };
+        let method = match (method, self.sensitivity) {
+            (Method::Procwatch { sensitivity }, z) => {
+                let inherited = match base.method {
+                    Method::Procwatch { sensitivity } => sensitivity,
+                    _ => None,
+                };
+                Method::Procwatch { sensitivity: z.or(sensitivity).or(inherited) }
+            }
+            (_, Some(_)) => {
+                return Err(RuleError::Invalid(
+                    "sensitivity only applies to method = \"procwatch\"".to_owned(),
+                ))
+            }
+            (m, None) => m,
         };
         Rule {
             host: self.host.clone().unwrap_or_else(|| base.host.clone()),

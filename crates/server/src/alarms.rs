@@ -580,12 +580,19 @@ pub struct RuleView {
     pub alpha: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f64>,
 }
 
 impl From<&Rule> for RuleView {
     fn from(r: &Rule) -> Self {
+        let sensitivity = match r.method {
+            Method::Procwatch { sensitivity } => sensitivity,
+            _ => None,
+        };
         let (method, alpha, beta) = match r.method {
-            Method::Procwatch => ("procwatch", None, None),
+            Method::Procwatch { .. } => ("procwatch", None, None),
             Method::Linear => ("linear", None, None),
             Method::Holt { alpha, beta } => ("holt", Some(alpha), Some(beta)),
             Method::Persistence => ("persistence", None, None),
@@ -603,6 +610,7 @@ impl From<&Rule> for RuleView {
             method,
             alpha,
             beta,
+            sensitivity,
         }
     }
 }
