@@ -428,18 +428,18 @@ impl Forecaster for Analog {
 /// - **noise** `σ`: 1.4826 × the median absolute deviation of the bucket-to-bucket changes
 ///   over the last `noise` buckets (2 h), at least `min_sigma` (0.1 point): how much the series
 ///   moves in one step when nothing special happens;
-/// - **forecast** `f = y + h·b`, and it is judged above T when `f + z·σ·√h > T`, where `z` is
-///   the sensitivity: AMBER when T is within `z` noise widths of the trend's forecast (higher
-///   `z`, more warnings; `z < 0` asks the forecast to clear T by `−z` noise widths);
-/// - **hold-off**: never above while a sample above T was seen in the last `holdoff` (25 min):
+/// - **forecast** `f = y + φ·h·b` with the trend damped to half (`φ = 0.5`: a rise over the
+///   last hour is not assumed to go on at full speed), judged above T when `f + z·σ·√h > T`,
+///   where `z` is the sensitivity: AMBER when T is within `z` noise widths of the forecast
+///   (higher `z`, more warnings; `z < 0` asks the forecast to clear T by `−z` noise widths);
+/// - **hold-off**: never above while a sample above T was seen in the last `holdoff` (30 min):
 ///   a re-crossing then is the same incident (SPEC: re-crossings within 30 min are a
-///   continuation), already RED.
+///   continuation), already RED;
+/// - **ETA**: when above, the time at which the forecast line reaches T, at most H (the
+///   forecaster only claims "within H"; H itself when the trend does not rise).
 ///
-/// - **ETA**: when above, the time at which the trend line reaches T, at most H (the forecaster
-///   only claims "within H"; H itself when the trend does not rise).
-///
-/// Warm-up: no forecast before `trend` closed buckets (1 h at H = 10 min). The knob's default was chosen
-/// by leave-one-trace-out cross-validation (BENCHMARKS.md, Forecaster).
+/// Warm-up: no forecast before `trend` closed buckets (1 h at H = 10 min). The knob's default
+/// was chosen by leave-one-trace-out cross-validation (BENCHMARKS.md, Forecaster).
 #[derive(Debug, Clone)]
 pub struct Robust {
     params: RobustParams,
@@ -464,6 +464,8 @@ pub struct RobustParams {
     pub min_sigma: f64,
     /// Hold-off, ms (0 = none).
     pub holdoff_ms: i64,
+    /// The share of the trend carried into the forecast (1 = the straight line).
+    pub damping: f64,
     /// The sensitivity `z`: noise widths of margin.
     pub sensitivity: f64,
 }
@@ -480,7 +482,8 @@ impl RobustParams {
             trend: ((60 * 60_000) / step_ms).max(2) as usize,
             noise: ((120 * 60_000) / step_ms).max(4) as usize,
             min_sigma: 0.1,
-            holdoff_ms: 25 * 60_000,
+            holdoff_ms: 30 * 60_000,
+            damping: 0.5,
             sensitivity,
         }
     }
@@ -564,11 +567,12 @@ impl Forecaster for Robust {
         }
         let (b, sigma) = self.trend_and_noise()?;
         let h = ((at - t_last) as f64 / self.params.step_ms as f64).max(0.0);
-        let value = y_last + h * b;
+        let value = y_last + h * self.params.damping * b;
         let held = self.last_above.is_some_and(|t| t_last - t < self.params.holdoff_ms);
         let above = !held && value + self.params.sensitivity * sigma * h.sqrt() > threshold;
         let horizon_ms = (at - t_last).max(0);
-        let eta_ms = match eta_from_slope(y_last, b / self.params.step_ms as f64, threshold) {
+        let slope_ms = self.params.damping * b / self.params.step_ms as f64;
+        let eta_ms = match eta_from_slope(y_last, slope_ms, threshold) {
             Some(ms) if above => Some(ms.min(horizon_ms)),
             None if above => Some(horizon_ms),
             eta => eta,

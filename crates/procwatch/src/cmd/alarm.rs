@@ -135,6 +135,12 @@ struct BacktestArgs {
     #[arg(long)]
     cv: bool,
 
+    /// With `--cv`: how each fold picks the knob on its training traces: `recall` (the lowest
+    /// knob reaching the family's goal recall) or `budget` (the best recall within the
+    /// family's false-alarm budget and predict_linear W=10m's AMBER %).
+    #[arg(long, default_value = "recall", value_parser = ["recall", "budget"], requires = "cv")]
+    cv_criterion: String,
+
     /// With `--cv`: also write the operating curves as an SVG picture to this file.
     #[arg(long, value_name = "FILE", requires = "cv")]
     curve_svg: Option<PathBuf>,

@@ -10,15 +10,6 @@ use procwatch_alarm::cv::{self, Cell, FamilyCv, SENSITIVITY_GRID};
 use procwatch_alarm::Method;
 use std::fmt::Write as _;
 
-/// The issue's recall goals per family (drawn on the curve).
-fn goal_recall(family: &str) -> f64 {
-    if family == "mem" {
-        0.70
-    } else {
-        0.55
-    }
-}
-
 struct FamilyRun<'a> {
     family: cv::Family,
     cv: FamilyCv,
@@ -52,10 +43,11 @@ pub(super) fn run(
         })
         .collect();
     let linear10 = &linear.iter().find(|(w, _)| *w == 10).expect("W = 10 min is scored").1;
+    let criterion: cv::Criterion = args.cv_criterion.parse().map_err(anyhow::Error::msg)?;
     let runs: Vec<FamilyRun<'_>> = cv::families(traces)
         .into_iter()
         .map(|family| {
-            let cv = cv::cross_validate(&family, &grid, linear10);
+            let cv = cv::cross_validate(&family, criterion, &grid, linear10);
             let curve = SENSITIVITY_GRID
                 .iter()
                 .zip(&grid)
@@ -75,7 +67,7 @@ pub(super) fn run(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.format == "json" {
-        Ok(serde_json::to_string_pretty(&json(&runs, proto))? + "\n")
+        Ok(serde_json::to_string_pretty(&json(&runs, proto, &args.cv_criterion))? + "\n")
     } else {
         Ok(table(&runs, args))
     }
@@ -91,7 +83,7 @@ fn figures(name: &str, c: &Cell) -> serde_json::Value {
     v
 }
 
-fn json(runs: &[FamilyRun<'_>], proto: &Protocol) -> serde_json::Value {
+fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json::Value {
     let fams: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {
@@ -99,6 +91,7 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol) -> serde_json::Value {
             serde_json::json!({
                 "name": r.family.name,
                 "budget_per_day": r.family.budget_per_day,
+                "goal_recall": r.family.goal_recall,
                 "traces": r.family.members.iter().map(|&i| name(i)).collect::<Vec<_>>(),
                 "folds": r.cv.folds.iter().map(|f| serde_json::json!({
                     "held_out": name(f.held_out),
@@ -123,6 +116,7 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "mode": "leave-one-trace-out",
+        "criterion": criterion,
         "threshold": proto.threshold,
         "horizon_seconds": proto.horizon_ms / 1000,
         "debounce": proto.debounce,
@@ -150,9 +144,15 @@ fn row(name: &str, c: &Cell) -> String {
 fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
     let mut out = format!(
         "procwatch alarm backtest --cv: leave-one-trace-out, T={} H={} debounce {}\n\
-         knob chosen per fold on the other traces of the family: the highest training recall \
-         within the false/day budget and at no more AMBER % than linear W=10m\n",
-        args.threshold, args.horizon, args.debounce
+         knob chosen per fold on the other traces of the family, criterion {}\n",
+        args.threshold,
+        args.horizon,
+        args.debounce,
+        match args.cv_criterion.as_str() {
+            "budget" => "budget: the best training recall within the false/day budget and at \
+                         no more AMBER % than linear W=10m",
+            _ => "recall: the lowest knob whose training recall reaches the family's goal",
+        }
     );
     let head = format!(
         "{:44} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}\n",
@@ -161,9 +161,10 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "\n== {} ({} traces, budget {} false/day): HELD-OUT",
+            "\n== {} ({} traces, goal recall {} at <= {} false/day): HELD-OUT",
             r.family.name,
             r.family.members.len(),
+            r.family.goal_recall,
             r.family.budget_per_day
         );
         out += &head;
@@ -219,7 +220,7 @@ fn svg(runs: &[FamilyRun<'_>], proto: &Protocol) -> String {
             r.family.members.len()
         );
         // The goal region.
-        let goal = goal_recall(r.family.name);
+        let goal = r.family.goal_recall;
         let _ = writeln!(
             s,
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#16a34a\" \
