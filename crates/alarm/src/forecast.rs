@@ -435,8 +435,10 @@ impl Forecaster for Analog {
 /// - **hold-off**: never above while a sample above T was seen in the last `holdoff` (30 min):
 ///   a re-crossing then is the same incident (SPEC: re-crossings within 30 min are a
 ///   continuation), already RED;
-/// - **ETA**: when above, the time at which the forecast line reaches T, at most H (the
-///   forecaster only claims "within H"; H itself when the trend does not rise).
+/// - **ETA**: when above, the time at which the undamped trend line `y + b·t` reaches T, at
+///   most H (the forecaster only claims "within H"; H itself when the trend does not rise).
+///   The damping is for deciding, not for timing: on a steady ramp the undamped line times
+///   the crossing right.
 ///
 /// Warm-up: no forecast before `trend` closed buckets (1 h at H = 10 min). The knob's default
 /// was chosen by leave-one-trace-out cross-validation (BENCHMARKS.md, Forecaster).
@@ -571,7 +573,7 @@ impl Forecaster for Robust {
         let held = self.last_above.is_some_and(|t| t_last - t < self.params.holdoff_ms);
         let above = !held && value + self.params.sensitivity * sigma * h.sqrt() > threshold;
         let horizon_ms = (at - t_last).max(0);
-        let slope_ms = self.params.damping * b / self.params.step_ms as f64;
+        let slope_ms = b / self.params.step_ms as f64;
         let eta_ms = match eta_from_slope(y_last, slope_ms, threshold) {
             Some(ms) if above => Some(ms.min(horizon_ms)),
             None if above => Some(horizon_ms),
