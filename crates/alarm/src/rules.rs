@@ -409,4 +409,32 @@ mod tests {
             RuleSpec { method: Some("holt".into()), alpha: Some(2.0), ..Default::default() };
         assert!(matches!(bad_alpha.resolve(&Rule::default()), Err(RuleError::Invalid(_))));
     }
+
+    #[test]
+    fn sensitivity_is_validated_inherited_and_defaults_per_metric() {
+        let spec = |toml: &str| toml::from_str::<RuleSpec>(toml).unwrap();
+        let defaults = spec("sensitivity = 1.5").resolve(&Rule::default()).unwrap();
+        assert_eq!(defaults.method, Method::Procwatch { sensitivity: Some(1.5) });
+        // A rule inherits it, or sets its own.
+        let r = spec(r#"process = "java""#).resolve(&defaults).unwrap();
+        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(1.5) });
+        let r = spec("sensitivity = -0.5").resolve(&defaults).unwrap();
+        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(-0.5) });
+        // Out of range, not a number of noise widths, or on another method: refused.
+        for bad in ["sensitivity = 7", "sensitivity = nan", "method = \"linear\"\nsensitivity = 1"]
+        {
+            let err = spec(bad).resolve(&Rule::default()).unwrap_err();
+            assert!(err.to_string().contains("sensitivity"), "{bad}: {err}");
+        }
+        // Unset: the metric's default, chosen by the cross-validation.
+        let unset = Method::PROCWATCH;
+        assert_eq!(
+            unset.for_metric(Metric::Mem),
+            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_MEM) }
+        );
+        assert_eq!(
+            unset.for_metric(Metric::Cpu),
+            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_CPU) }
+        );
+    }
 }

@@ -22,9 +22,9 @@ use procwatch_alarm::backtest::{
     forecast_flags, oracle_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
 };
 use procwatch_alarm::forecast::{Forecaster, SENSITIVITY_RANGE};
-use procwatch_model::Metric;
 use procwatch_alarm::rules::{parse_duration_ms, Method};
 use procwatch_alarm::{RuleSet, RuleSpec};
+use procwatch_model::Metric;
 use procwatch_notify::follow::{dispatch, follow, FollowOptions};
 use procwatch_notify::{console::Console, Notifier, NotifierSpec};
 use serde::Deserialize;

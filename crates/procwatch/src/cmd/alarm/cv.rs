@@ -149,14 +149,24 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
         args.horizon,
         args.debounce,
         match args.cv_criterion.as_str() {
-            "budget" => "budget: the best training recall within the false/day budget and at \
+            "budget" =>
+                "budget: the best training recall within the false/day budget and at \
                          no more AMBER % than linear W=10m",
             _ => "recall: the lowest knob whose training recall reaches the family's goal",
         }
     );
     let head = format!(
         "{:44} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}\n",
-        "", "events", "caught", "recall", "prec", "false", "false/d", "AMBER%", "lead~", "|ETAerr|~"
+        "",
+        "events",
+        "caught",
+        "recall",
+        "prec",
+        "false",
+        "false/d",
+        "AMBER%",
+        "lead~",
+        "|ETAerr|~"
     );
     for r in runs {
         let _ = writeln!(
@@ -271,7 +281,9 @@ fn svg(runs: &[FamilyRun<'_>], proto: &Protocol) -> String {
         let pts: Vec<String> = r
             .curve
             .iter()
-            .map(|(_, _, c)| format!("{:.1},{:.1}", px(c.score.false_per_day()), py(c.score.recall())))
+            .map(|(_, _, c)| {
+                format!("{:.1},{:.1}", px(c.score.false_per_day()), py(c.score.recall()))
+            })
             .collect();
         let _ = writeln!(
             s,
