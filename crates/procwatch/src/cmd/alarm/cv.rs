@@ -201,7 +201,7 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
 /// The operating curves: one panel per family, recall against false alarms per day.
 fn svg(runs: &[FamilyRun<'_>], proto: &Protocol) -> String {
     let (pw, ph) = (400.0, 330.0);
-    let (ml, mr, mt, mb) = (48.0, 14.0, 40.0, 44.0);
+    let (ml, mr, mt, mb) = (48.0, 40.0, 40.0, 44.0);
     let width = pw * runs.len().max(1) as f64;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" \
