@@ -57,7 +57,7 @@ pub struct AlarmArgs {
 enum AlarmCommand {
     /// Replay traces through a forecaster and print SPEC section 4's scores, per trace and
     /// pooled per group (cpu_native, cpu_scaled, mem_scaled).
-    Backtest(BacktestArgs),
+    Backtest(Box<BacktestArgs>),
     /// Time the server's alarm evaluation over a synthetic fleet in a temporary SQLite store:
     /// the first pass (reads W + H back) and steady passes (new samples only), beside the
     /// store's window read alone.
@@ -148,7 +148,7 @@ struct BacktestArgs {
 
 pub fn run(args: AlarmArgs) -> Result<()> {
     match args.command {
-        Some(AlarmCommand::Backtest(b)) => backtest(b),
+        Some(AlarmCommand::Backtest(b)) => backtest(*b),
         Some(AlarmCommand::Bench(b)) => bench(b),
         None => service(args),
     }
