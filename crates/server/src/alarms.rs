@@ -3,8 +3,9 @@
 //! What a user needs to know:
 //! - **Evaluation.** Every `--interval` (the server's interval, 10 s by default) the server
 //!   reads the new samples of every series from the store (`Storage::window`; the first pass
-//!   after start reads W + H back, the largest window + horizon of the rules, so forecasters
-//!   start primed; later passes read from the previous pass minus 3 intervals, so batches
+//!   after start reads W + H back, the largest window + horizon of the rules, so `linear`
+//!   forecasters start primed; procwatch's default forecaster needs 1 h of history and warms
+//!   up again after a restart; later passes read from the previous pass minus 3 intervals, so batches
 //!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
 //!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
 //!   intervals raises a `host_silent` RED alarm (judged only from 3 of its intervals after
