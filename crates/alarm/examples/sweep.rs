@@ -1,6 +1,7 @@
-//! Research harness behind BENCHMARKS.md "Forecaster" (not part of the product): scores
-//! procwatch's default forecaster and its neighbours against the baselines on the whole
-//! traces and on each half of every trace (the split check).
+//! Research harness behind BENCHMARKS.md "Forecaster", its in-sample part about the previous
+//! default (not part of the product): scores the previous default forecaster (`Analog`) and
+//! its neighbours against the baselines on the whole traces and on each half of every trace
+//! (the split check). Today's figures come from `procwatch alarm backtest --cv`.
 //!
 //! `cargo run --release -p procwatch-alarm --example sweep`
 

@@ -24,7 +24,7 @@
 //! - Traces pool by adding counts ([`Score::add`]); groups are `cpu_native`, `cpu_scaled`,
 //!   `mem_scaled` (file name contains `mem`; `mem_native` if such a trace needed no scaling).
 
-use crate::forecast::Forecaster;
+use crate::forecast::{Forecast, Forecaster};
 use procwatch_model::TsMs;
 
 /// Samples that never raise AMBER at the start of a trace.
@@ -226,13 +226,103 @@ impl Default for Protocol {
 
 /// Per-sample "forecast above θ" of a forecaster fed the trace row by row.
 pub fn forecast_flags(p: &Prepared, proto: &Protocol, f: &mut dyn Forecaster) -> Vec<bool> {
+    flags_of(&forecasts(p, proto, f))
+}
+
+/// Per-sample forecasts (for `t_i + H`) of a forecaster fed the trace row by row.
+pub fn forecasts(p: &Prepared, proto: &Protocol, f: &mut dyn Forecaster) -> Vec<Option<Forecast>> {
     f.reset();
     let mut out = Vec::with_capacity(p.y.len());
     for (&t, &y) in p.ts.iter().zip(&p.y) {
         f.push(t, y);
-        out.push(f.forecast(t + proto.horizon_ms, proto.threshold).is_some_and(|fc| fc.above));
+        out.push(f.forecast(t + proto.horizon_ms, proto.threshold));
     }
     out
+}
+
+/// "Forecast above θ" per sample.
+pub fn flags_of(forecasts: &[Option<Forecast>]) -> Vec<bool> {
+    forecasts.iter().map(|f| f.is_some_and(|f| f.above)).collect()
+}
+
+/// The protocol's AMBER per sample: `i ≥ 12`, `y ≤ θ`, and the forecast above θ on
+/// `debounce` samples in a row.
+pub fn amber_samples(p: &Prepared, proto: &Protocol, forecast_above: &[bool]) -> Vec<bool> {
+    let n = p.y.len();
+    let th = proto.threshold;
+    let raw: Vec<bool> = (0..n)
+        .map(|i| i >= WARMUP && p.y[i] <= th && forecast_above.get(i).copied().unwrap_or(false))
+        .collect();
+    let d = proto.debounce.max(1) as usize;
+    (0..n).map(|i| i + 1 >= d && raw[i + 1 - d..=i].iter().all(|&r| r)).collect()
+}
+
+/// Lead times and ETA errors of the caught events of one trace (or a pool).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    /// Per caught event: `t_c − t_k`, k the earliest AMBER sample in `[c−h, c−1]`, ms.
+    pub leads_ms: Vec<i64>,
+    /// Per caught event whose AMBER announced an ETA: announced crossing time minus the real
+    /// one, ms (`t_s + eta_s − t_c`, s the first sample of the AMBER episode holding k: the
+    /// ETA the engine's AMBER event carries). Positive = announced later than it came.
+    pub eta_errors_ms: Vec<i64>,
+    /// Caught events whose AMBER carried no ETA.
+    pub no_eta: usize,
+}
+
+impl Timing {
+    pub fn add(&mut self, o: &Timing) {
+        self.leads_ms.extend_from_slice(&o.leads_ms);
+        self.eta_errors_ms.extend_from_slice(&o.eta_errors_ms);
+        self.no_eta += o.no_eta;
+    }
+    /// Median lead time, minutes (0 when nothing was caught).
+    pub fn median_lead_minutes(&self) -> f64 {
+        median_i64(&self.leads_ms) / 60_000.0
+    }
+    /// Median of |ETA error|, minutes.
+    pub fn median_abs_eta_error_minutes(&self) -> f64 {
+        let abs: Vec<i64> = self.eta_errors_ms.iter().map(|e| e.abs()).collect();
+        median_i64(&abs) / 60_000.0
+    }
+    /// Median signed ETA error, minutes (positive = announced too late).
+    pub fn median_eta_error_minutes(&self) -> f64 {
+        median_i64(&self.eta_errors_ms) / 60_000.0
+    }
+}
+
+fn median_i64(v: &[i64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2] as f64
+    } else {
+        (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0
+    }
+}
+
+/// The lead times and ETA errors of the events caught by `forecasts` (as scored by [`score`]).
+pub fn timing(p: &Prepared, proto: &Protocol, forecasts: &[Option<Forecast>]) -> Timing {
+    let amber = amber_samples(p, proto, &flags_of(forecasts));
+    let h = horizon_samples(p, proto);
+    let mut t = Timing::default();
+    for c in events(&p.y, proto.threshold) {
+        let Some(k) = (c.saturating_sub(h)..c).find(|&k| amber[k]) else { continue };
+        t.leads_ms.push(p.ts[c] - p.ts[k]);
+        let mut s = k;
+        while s > 0 && amber[s - 1] {
+            s -= 1;
+        }
+        match forecasts[s].and_then(|f| f.eta_ms) {
+            Some(eta) => t.eta_errors_ms.push(p.ts[s] + eta - p.ts[c]),
+            None => t.no_eta += 1,
+        }
+    }
+    t
 }
 
 /// The oracle: `f[i] = y[i+h]` (it reads the future; the scorer's self-check).
@@ -317,12 +407,7 @@ pub fn score(p: &Prepared, proto: &Protocol, forecast_above: &[bool]) -> Score {
     let n = p.y.len();
     let th = proto.threshold;
     let h = horizon_samples(p, proto);
-    let raw: Vec<bool> = (0..n)
-        .map(|i| i >= WARMUP && p.y[i] <= th && forecast_above.get(i).copied().unwrap_or(false))
-        .collect();
-    let d = proto.debounce.max(1) as usize;
-    let amber: Vec<bool> =
-        (0..n).map(|i| i + 1 >= d && raw[i + 1 - d..=i].iter().all(|&r| r)).collect();
+    let amber = amber_samples(p, proto, forecast_above);
     let above_in = |from: usize, to: usize| p.y[from.min(n)..to.min(n)].iter().any(|&v| v > th);
 
     let mut s = Score { traces: 1, ..Score::default() };

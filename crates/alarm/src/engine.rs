@@ -419,7 +419,7 @@ impl SeriesState {
                 continue;
             }
             if self.resume_after.is_some_and(|r| s.ts <= r) {
-                self.observe(s.ts, metric.of(s));
+                self.observe(metric, s.ts, metric.of(s));
                 continue;
             }
             if self.level == Level::Stale {
@@ -443,11 +443,13 @@ impl SeriesState {
     }
 
     /// Pushes a sample to the forecaster and counts the forecast signal; returns the forecast.
-    fn observe(&mut self, ts: TsMs, v: f64) -> Option<crate::Forecast> {
+    /// The forecaster is the one `procwatch alarm backtest` scores: built by
+    /// [`crate::Method::forecaster`] from the rule's method resolved for the metric.
+    fn observe(&mut self, metric: Metric, ts: TsMs, v: f64) -> Option<crate::Forecast> {
         let rule = &self.rule;
         let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS);
         let f = self.forecaster.get_or_insert_with(|| {
-            rule.method.forecaster(rule.window_ms, rule.horizon_ms, interval)
+            rule.method.for_metric(metric).forecaster(rule.window_ms, rule.horizon_ms, interval)
         });
         f.push(ts, v);
         let fc = f.forecast(ts + rule.horizon_ms, rule.threshold);
@@ -475,7 +477,7 @@ impl SeriesState {
         v: f64,
         out: &mut Vec<AlarmEvent>,
     ) {
-        let fc = self.observe(ts, v);
+        let fc = self.observe(metric, ts, v);
         let t = self.rule.threshold;
         let amber_ready = self.signal_on >= self.rule.debounce;
         let next = if v > t {

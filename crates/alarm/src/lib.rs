@@ -23,7 +23,7 @@
 //! - **AMBER** when not RED and the forecaster says "above T at t + H" on `debounce` samples
 //!   in a row; it clears after `clear_for` samples without that signal. AMBER never fires
 //!   before the window W is full (W/interval + 1 samples since the series started or came
-//!   back from a gap); procwatch's default forecaster also needs 30 min (six 5-minute buckets)
+//!   back from a gap); procwatch's default forecaster also needs 1 h (twelve 5-minute buckets)
 //!   of history before it says anything. The AMBER event carries the forecast value and the
 //!   estimated seconds until T is crossed.
 //! - **Stale.** A series with no sample for 3 intervals: if it has an open alarm, that alarm
@@ -61,8 +61,9 @@
 //! The server reads `[alarm_defaults]` and `[[rules]]` from the config file as [`RuleSpec`]s
 //! and resolves them with [`RuleSet::from_specs`]: unset fields of the defaults take the
 //! built-in values above, unset fields of a rule take the defaults. Durations are humantime
-//! strings; `metric` absent means cpu and mem; `method` is `procwatch` (default), `linear`
-//! (uses `window`), `holt` (uses `alpha`, `beta`) or `persistence`. Unknown keys are errors.
+//! strings; `metric` absent means cpu and mem; `method` is `procwatch` (default; uses
+//! `sensitivity`, −3..=6), `linear` (uses `window`), `holt` (uses `alpha`, `beta`) or
+//! `persistence`. Unknown keys are errors.
 //!
 //! ```toml
 //! [alarm_defaults]
@@ -81,15 +82,12 @@
 //!
 //! [`forecast::Forecaster`] is fed samples with real timestamps and asked about `t + H`.
 //! `linear` (Prometheus `predict_linear`, least squares over W/interval + 1 samples),
-//! `holt` (α, β per sample), `persistence`, and procwatch's default [`forecast::Analog`]:
-//! AMBER when, among the last 24 h of 5-minute (H/2) buckets whose level is within 1 point
-//! of the current value, at least 80 % were followed by a crossing within H (at least 3 such
-//! buckets), or when the value is within 8 points of T and Holt's trend (α = 1, β = 0.6) over
-//! those buckets reads above T at t + H, or when the value is within 1 point of T (latched:
-//! it stays on while the value is within 2.5 points). None of these counts for 25 min after
-//! any sample above T (a re-crossing then is the same incident, already RED). The same
-//! default applies to cpu and mem.
-//! Why: BENCHMARKS.md, section Forecaster.
+//! `holt` (α, β per sample), `persistence`, and procwatch's default [`forecast::Robust`]: on
+//! 5-minute (H/2) bucket medians, a Theil–Sen trend over the last hour, damped to half, and
+//! the noise σ (1.4826 × MAD of the bucket-to-bucket changes over 2 h); AMBER when
+//! `y + ½·b·h + z·σ·√h > T`, `z` being the rule's `sensitivity` (default 1 for cpu and mem,
+//! chosen by leave-one-trace-out cross-validation, [`cv`]); never within 30 min after a
+//! sample above T. Why: BENCHMARKS.md, section Forecaster.
 //!
 //! # Backtest
 //!
@@ -97,6 +95,7 @@
 //! SPEC's cross-check counts); the forecasters it scores are the ones above.
 
 pub mod backtest;
+pub mod cv;
 pub mod engine;
 pub mod forecast;
 pub mod rules;

@@ -1,6 +1,6 @@
 //! Alarm rules: which threshold, horizon, window and forecast method apply to a series.
 
-use crate::forecast::{Analog, AnalogParams, Forecaster, Holt, Linear, Persistence};
+use crate::forecast::{Forecaster, Holt, Linear, Persistence, Robust, RobustParams};
 use procwatch_model::Metric;
 use serde::Deserialize;
 
@@ -102,8 +102,9 @@ impl<'de> Deserialize<'de> for Glob {
 /// The forecast method of a rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// procwatch's default ([`Analog`]).
-    Procwatch,
+    /// procwatch's default ([`Robust`]); `sensitivity` `None` = the metric's default
+    /// ([`default_sensitivity`]).
+    Procwatch { sensitivity: Option<f64> },
     /// `predict_linear` over the rule's window.
     Linear,
     /// Holt's linear smoothing, per sample.
@@ -112,8 +113,38 @@ pub enum Method {
     Persistence,
 }
 
+/// The default sensitivity of procwatch's forecaster for a metric: the value the
+/// leave-one-trace-out cross-validation picks on all traces of the metric's family
+/// (BENCHMARKS.md, Forecaster; `procwatch alarm backtest --cv` prints it). `cores` uses the
+/// cpu value.
+pub fn default_sensitivity(metric: Metric) -> f64 {
+    match metric {
+        Metric::Mem => DEFAULT_SENSITIVITY_MEM,
+        Metric::Cpu | Metric::Cores => DEFAULT_SENSITIVITY_CPU,
+    }
+}
+
+/// Chosen by `procwatch alarm backtest --cv` on the memory traces.
+pub const DEFAULT_SENSITIVITY_MEM: f64 = 1.0;
+/// Chosen by `procwatch alarm backtest --cv` on the CPU traces.
+pub const DEFAULT_SENSITIVITY_CPU: f64 = 1.0;
+
 impl Method {
-    /// A fresh forecaster for a series sampled every `interval_ms`.
+    /// procwatch's forecaster at its metric's default sensitivity.
+    pub const PROCWATCH: Method = Method::Procwatch { sensitivity: None };
+
+    /// This method with an unset sensitivity filled from `metric`'s default.
+    pub fn for_metric(self, metric: Metric) -> Method {
+        match self {
+            Method::Procwatch { sensitivity: None } => {
+                Method::Procwatch { sensitivity: Some(default_sensitivity(metric)) }
+            }
+            m => m,
+        }
+    }
+
+    /// A fresh forecaster for a series sampled every `interval_ms` (an unset sensitivity
+    /// takes the cpu default: resolve it with [`Method::for_metric`] first).
     pub fn forecaster(
         &self,
         window_ms: i64,
@@ -121,7 +152,10 @@ impl Method {
         interval_ms: i64,
     ) -> Box<dyn Forecaster> {
         match *self {
-            Method::Procwatch => Box::new(Analog::new(AnalogParams::for_horizon(horizon_ms))),
+            Method::Procwatch { sensitivity } => Box::new(Robust::new(RobustParams::for_horizon(
+                horizon_ms,
+                sensitivity.unwrap_or(DEFAULT_SENSITIVITY_CPU),
+            ))),
             Method::Linear => Box::new(Linear::new(Linear::samples_for(window_ms, interval_ms))),
             Method::Holt { alpha, beta } => Box::new(Holt::new(alpha, beta, interval_ms)),
             Method::Persistence => Box::new(Persistence::default()),
@@ -131,7 +165,7 @@ impl Method {
     /// Parses a method name; Holt takes `alpha` and `beta`.
     pub fn parse(name: &str, alpha: f64, beta: f64) -> Result<Self, RuleError> {
         match name {
-            "procwatch" | "default" => Ok(Method::Procwatch),
+            "procwatch" | "default" => Ok(Method::PROCWATCH),
             "linear" | "predict_linear" => Ok(Method::Linear),
             "holt" => Ok(Method::Holt { alpha, beta }),
             "persistence" => Ok(Method::Persistence),
@@ -183,7 +217,7 @@ impl Default for Rule {
             horizon_ms: 600_000,
             window_ms: 600_000,
             debounce: 2,
-            method: Method::Procwatch,
+            method: Method::PROCWATCH,
         }
     }
 }
@@ -208,6 +242,16 @@ impl Rule {
         if let Method::Holt { alpha, beta } = self.method {
             if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
                 return bad("holt alpha and beta must be in 0..=1");
+            }
+        }
+        if let Method::Procwatch { sensitivity: Some(z) } = self.method {
+            if !crate::forecast::SENSITIVITY_RANGE.contains(&z) {
+                return Err(RuleError::Invalid(format!(
+                    "sensitivity {z} is out of range: expected a number of noise widths in \
+                     {}..={} (higher = more AMBER warnings)",
+                    crate::forecast::SENSITIVITY_RANGE.start(),
+                    crate::forecast::SENSITIVITY_RANGE.end()
+                )));
             }
         }
         Ok(self)
@@ -242,6 +286,9 @@ pub struct RuleSpec {
     pub method: Option<String>,
     pub alpha: Option<f64>,
     pub beta: Option<f64>,
+    /// procwatch's forecaster: noise widths of margin (higher = more AMBER). Only with
+    /// `method = "procwatch"` (the default).
+    pub sensitivity: Option<f64>,
 }
 
 /// Parses a duration such as `10m`, `90s`, `1h 30m`.
@@ -267,6 +314,21 @@ impl RuleSpec {
                 },
                 m => m,
             },
+        };
+        let method = match (method, self.sensitivity) {
+            (Method::Procwatch { sensitivity }, z) => {
+                let inherited = match base.method {
+                    Method::Procwatch { sensitivity } => sensitivity,
+                    _ => None,
+                };
+                Method::Procwatch { sensitivity: z.or(sensitivity).or(inherited) }
+            }
+            (_, Some(_)) => {
+                return Err(RuleError::Invalid(
+                    "sensitivity only applies to method = \"procwatch\"".to_owned(),
+                ))
+            }
+            (m, None) => m,
         };
         Rule {
             host: self.host.clone().unwrap_or_else(|| base.host.clone()),
@@ -405,5 +467,33 @@ mod tests {
         let bad_alpha =
             RuleSpec { method: Some("holt".into()), alpha: Some(2.0), ..Default::default() };
         assert!(matches!(bad_alpha.resolve(&Rule::default()), Err(RuleError::Invalid(_))));
+    }
+
+    #[test]
+    fn sensitivity_is_validated_inherited_and_defaults_per_metric() {
+        let spec = |toml: &str| toml::from_str::<RuleSpec>(toml).unwrap();
+        let defaults = spec("sensitivity = 1.5").resolve(&Rule::default()).unwrap();
+        assert_eq!(defaults.method, Method::Procwatch { sensitivity: Some(1.5) });
+        // A rule inherits it, or sets its own.
+        let r = spec(r#"process = "java""#).resolve(&defaults).unwrap();
+        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(1.5) });
+        let r = spec("sensitivity = -0.5").resolve(&defaults).unwrap();
+        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(-0.5) });
+        // Out of range, not a number of noise widths, or on another method: refused.
+        for bad in ["sensitivity = 7", "sensitivity = nan", "method = \"linear\"\nsensitivity = 1"]
+        {
+            let err = spec(bad).resolve(&Rule::default()).unwrap_err();
+            assert!(err.to_string().contains("sensitivity"), "{bad}: {err}");
+        }
+        // Unset: the metric's default, chosen by the cross-validation.
+        let unset = Method::PROCWATCH;
+        assert_eq!(
+            unset.for_metric(Metric::Mem),
+            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_MEM) }
+        );
+        assert_eq!(
+            unset.for_metric(Metric::Cpu),
+            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_CPU) }
+        );
     }
 }

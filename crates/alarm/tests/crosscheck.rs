@@ -77,32 +77,6 @@ fn spec_cross_checks_are_reproduced_exactly() {
     assert!(persistence.values().all(|s| s.amber_samples == 0), "persistence raises no AMBER");
 }
 
-/// The issue's bar for procwatch's default against predict_linear W = 10 min
-/// (BENCHMARKS.md, Forecaster), in every group: AMBER % never above predict_linear's; on
-/// cpu_native and cpu_scaled at least as many events caught at fewer false AMBERs per day; on
-/// mem_scaled more events caught with at most half its false AMBERs per day.
-#[test]
-fn default_forecaster_against_predict_linear() {
-    use procwatch_alarm::forecast::{Analog, AnalogParams};
-    let traces = traces();
-    let linear = pooled(&traces, with(|| Box::new(Linear::new(3))));
-    let ours = pooled(&traces, with(|| Box::new(Analog::new(AnalogParams::for_horizon(600_000)))));
-    assert_eq!(ours.len(), 3, "three groups");
-    for (group, l) in &linear {
-        let o = &ours[group];
-        assert!(
-            o.amber_pct() <= l.amber_pct(),
-            "{group}: AMBER % {} > {}",
-            o.amber_pct(),
-            l.amber_pct()
-        );
-        let (caught, false_day) = (o.caught, o.false_per_day());
-        if group.starts_with("mem") {
-            assert!(caught > l.caught, "{group}: caught {caught} <= {}", l.caught);
-            assert!(false_day <= l.false_per_day() / 2.0, "{group}: false/day {false_day}");
-        } else {
-            assert!(caught >= l.caught, "{group}: caught {caught} < {}", l.caught);
-            assert!(false_day < l.false_per_day(), "{group}: false/day {false_day}");
-        }
-    }
-}
+// procwatch's default against predict_linear is asserted on held-out traces only, in
+// `heldout.rs` (issue 18): the in-sample comparison that stood here scored the previous default
+// on the traces it was tuned on.

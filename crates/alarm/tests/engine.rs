@@ -68,15 +68,16 @@ fn with(values: &[&[f64]]) -> Vec<f64> {
 
 #[test]
 fn steady_ramp_raises_amber_before_red_with_a_sensible_eta() {
-    // +0.5 %/min from 40: crosses 80 at minute 81. AMBER about 10 min ahead (H = 10 min),
-    // with an ETA of about the remaining time; then RED, then OK once it falls back.
+    // +0.5 %/min from 40: crosses 80 at minute 81. AMBER ahead of it (predict_linear about
+    // 10 min, procwatch's damped trend 5 min), with an ETA of about the remaining time; then
+    // RED, then OK once it falls back.
     let up = ramp(40.0, 0.5, 90);
     let down = [50.0; 4];
     let values = with(&[&up, &down]);
     for (method, expect) in [
         (
-            Method::Procwatch,
-            "73 OK->AMBER v=76.5 eta=7m
+            Method::PROCWATCH,
+            "76 OK->AMBER v=78.0 eta=4m
              81 close AMBER
              81 AMBER->RED v=80.5
              91 close RED
@@ -119,19 +120,11 @@ fn table_of_series() {
              48 RED->OK v=60.0",
         ),
         (
-            "noisy flat 70 ± 6 for 400 min: no AMBER storm (three short AMBERs, each when a \
-             5-minute median ended about 5 points high)",
+            "noisy flat 70 ± 6 for 400 min: no AMBER at all (T is more than one noise width \
+             of the 5-minute medians away)",
             Rule::default(),
             noisy(70.0, 6.0, 400),
-            "71 OK->AMBER v=74.5 eta=7m
-             75 close AMBER
-             75 AMBER->OK v=68.0
-             176 OK->AMBER v=74.6 eta=7m
-             179 close AMBER
-             179 AMBER->OK v=64.3
-             358 OK->AMBER v=74.2 eta=10m
-             360 close AMBER
-             360 AMBER->OK v=73.4",
+            "",
         ),
         ("noisy flat 70 ± 3: nothing at all", Rule::default(), noisy(70.0, 3.0, 400), ""),
         (

@@ -90,3 +90,53 @@ fn oracle_and_holt_match_and_bad_input_fails() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown forecast method"));
 }
+
+/// `--cv` end to end: leave-one-trace-out over the shared traces and traces-extra, held-out
+/// figures per family, folds that never tune on the trace they score, the default the
+/// procedure picks, and the operating-curve picture.
+#[test]
+fn cross_validation_prints_held_out_figures_and_draws_the_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("curve.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        .args(["alarm", "backtest", "--cv", "--format", "json", "--trace"])
+        .arg(traces())
+        .arg(traces().join("../traces-extra"))
+        .arg("--curve-svg")
+        .arg(&svg)
+        .output()
+        .expect("run procwatch");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["criterion"], "recall");
+    let fams = v["families"].as_array().unwrap();
+    let names: Vec<&str> = fams.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mem", "cpu", "cpu_no_asg"]);
+    for f in fams {
+        for fold in f["folds"].as_array().unwrap() {
+            let held = &fold["held_out"];
+            let trained = fold["trained_on"].as_array().unwrap();
+            assert!(!trained.contains(held), "{held} tuned on itself");
+            assert_eq!(trained.len() + 1, f["traces"].as_array().unwrap().len());
+        }
+        assert_eq!(f["curve"].as_array().unwrap().len(), 13, "the knob grid");
+        assert_eq!(f["linear"].as_array().unwrap().len(), 4, "W = 5, 10, 20, 30 min");
+    }
+    let held = |i: usize, k: &str| fams[i]["held_out"][k].as_u64().unwrap();
+    assert_eq!((held(0, "events"), held(0, "caught"), held(0, "false_episodes")), (83, 62, 67));
+    assert_eq!((held(2, "events"), held(2, "caught"), held(2, "false_episodes")), (352, 231, 488));
+    assert_eq!(fams[0]["default_sensitivity"], 1.0);
+    assert_eq!(fams[2]["default_sensitivity"], 1.0);
+    assert_eq!(fams[0]["held_out"]["median_lead_minutes"], 7.5);
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    assert_eq!(picture.matches("<polyline").count(), 3, "one curve per family");
+
+    // --curve-svg needs --cv; a bad criterion is refused.
+    let bad = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        .args(["alarm", "backtest", "--curve-svg", "x.svg", "--trace"])
+        .arg(traces())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

@@ -3,8 +3,9 @@
 //! What a user needs to know:
 //! - **Evaluation.** Every `--interval` (the server's interval, 10 s by default) the server
 //!   reads the new samples of every series from the store (`Storage::window`; the first pass
-//!   after start reads W + H back, the largest window + horizon of the rules, so forecasters
-//!   start primed; later passes read from the previous pass minus 3 intervals, so batches
+//!   after start reads W + H back, the largest window + horizon of the rules, so `linear`
+//!   forecasters start primed; procwatch's default forecaster needs 1 h of history and warms
+//!   up again after a restart; later passes read from the previous pass minus 3 intervals, so batches
 //!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
 //!   engine of `procwatch-alarm` over them. A host whose agent went silent for 3 of its
 //!   intervals raises a `host_silent` RED alarm (judged only from 3 of its intervals after
@@ -605,12 +606,19 @@ pub struct RuleView {
     pub alpha: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f64>,
 }
 
 impl From<&Rule> for RuleView {
     fn from(r: &Rule) -> Self {
+        let sensitivity = match r.method {
+            Method::Procwatch { sensitivity } => sensitivity,
+            _ => None,
+        };
         let (method, alpha, beta) = match r.method {
-            Method::Procwatch => ("procwatch", None, None),
+            Method::Procwatch { .. } => ("procwatch", None, None),
             Method::Linear => ("linear", None, None),
             Method::Holt { alpha, beta } => ("holt", Some(alpha), Some(beta)),
             Method::Persistence => ("persistence", None, None),
@@ -628,6 +636,7 @@ impl From<&Rule> for RuleView {
             method,
             alpha,
             beta,
+            sensitivity,
         }
     }
 }

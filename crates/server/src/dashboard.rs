@@ -9,14 +9,15 @@
 //!   client accepts it.
 //! - `GET /api/v1/hosts/{host}/processes/{process}/chart.svg` — a read route (needs the read
 //!   token when one is set). Parameters: `metric` (`cpu` default, `mem`, `cores`), `window`
-//!   (default `1h`), `threshold` (default 80 for cpu and mem, none for cores), `horizon`
-//!   (default `10m`), `forecast_window` (default `10m`), `theme` (`light` default, `dark`),
-//!   `width` and `height` in pixels. The chart shows the history (mean per step, a marker per
-//!   point), the threshold as a dashed red line and, to the right of "now", the forecast at
-//!   now + horizon as a dashed amber line: `predict_linear` (least squares over the last
-//!   `forecast_window` of raw samples, once they cover half of it, the same
-//!   `procwatch_alarm::forecast::Linear` the backtest scores); while the series has an active
-//!   alarm that carries a forecast (AMBER), the alarm engine's own forecast is drawn instead.
+//!   (default `1h`), `threshold`, `horizon` and `forecast_window` (default: those of the alarm
+//!   rule that matches the series and metric; no threshold for cores without a rule), `theme`
+//!   (`light` default, `dark`), `width` and `height` in pixels. The chart shows the history
+//!   (mean per step, a marker per point), the threshold as a dashed red line and, to the right
+//!   of "now", the forecast at now + horizon as a dashed amber line, made by the forecaster of
+//!   that rule (built as the alarm engine builds it: procwatch's by default, from the last 2 h
+//!   of raw samples; `predict_linear` over `forecast_window` for `method = "linear"` rules and
+//!   for cores without a rule); while the series has an active alarm that carries a forecast
+//!   (AMBER), the alarm engine's own forecast is drawn instead.
 //!   The x axis is minutes relative to the server's clock (no time zone to get wrong); it
 //!   zooms on the data when the data covers less than `window`.
 //!
@@ -40,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use procwatch_alarm::forecast::{Forecaster, Linear};
+use procwatch_alarm::Method;
 use procwatch_model::TsMs;
 use procwatch_store::{AlarmQuery, HistoryPoint, HistoryQuery};
 use serde::Deserialize;
@@ -449,8 +451,21 @@ async fn chart(
     if !(10_000..=7 * 86_400_000).contains(&window) {
         return Err(ApiError::bad_param("window", "between 10s and 7d"));
     }
-    let horizon = dur("horizon", p.horizon.as_deref(), 600_000)?;
-    let fwindow = dur("forecast_window", p.forecast_window.as_deref(), 600_000)?;
+    // The rule the alarm engine applies to this series: its threshold, horizon, window and
+    // forecaster feed the chart (query parameters override the first three).
+    let alarm_metric = match metric {
+        ChartMetric::Cpu => procwatch_model::Metric::Cpu,
+        ChartMetric::Mem => procwatch_model::Metric::Mem,
+        ChartMetric::Cores => procwatch_model::Metric::Cores,
+    };
+    let rule = st.config.alarm_rules.rule_for(&host, &process, alarm_metric);
+    let horizon = dur("horizon", p.horizon.as_deref(), rule.map_or(600_000, |r| r.horizon_ms))?;
+    let fwindow = dur(
+        "forecast_window",
+        p.forecast_window.as_deref(),
+        rule.map_or(600_000, |r| r.window_ms),
+    )?;
+    let method = rule.map_or(Method::Linear, |r| r.method.for_metric(alarm_metric));
     for (name, v) in [("horizon", horizon), ("forecast_window", fwindow)] {
         if !(0..=7 * 86_400_000).contains(&v) {
             return Err(ApiError::bad_param(name, "between 0 and 7d"));
@@ -463,7 +478,7 @@ async fn chart(
     };
     let width = p.width.unwrap_or(640).clamp(200, 2000);
     let height = p.height.unwrap_or(260).clamp(120, 1200);
-    let threshold = match (p.threshold, metric) {
+    let threshold = match (p.threshold, rule) {
         (Some(t), _) if (0.0..=Y_CAP).contains(&t) => Some(t),
         (Some(t), _) => {
             st.metrics.limit_breach("bad_number");
@@ -472,8 +487,7 @@ async fn chart(
                 format!("{t}: a finite number from 0 to {Y_CAP:e}"),
             ));
         }
-        (None, ChartMetric::Cores) => None,
-        (None, _) => Some(80.0),
+        (None, rule) => rule.map(|r| r.threshold.min(Y_CAP)),
     };
     let now = st.config.clock.now_ms();
     let to = now + procwatch_model::validate::MAX_FUTURE_MS + 1;
@@ -512,20 +526,22 @@ async fn chart(
         .history(&HistoryQuery {
             host: host.clone(),
             process: process.clone(),
-            from: now - fwindow,
+            from: now - forecast_history_ms(method, fwindow, horizon),
             to,
             step_ms: 0,
         })
         .await?;
-    let mut forecast =
-        forecast(&raw, metric, fwindow, interval, horizon, threshold.unwrap_or(f64::INFINITY));
+    let mut forecast = forecast(
+        &raw,
+        metric,
+        method,
+        fwindow,
+        interval,
+        horizon,
+        threshold.unwrap_or(f64::INFINITY),
+    );
     // An active AMBER alarm carries the alarm engine's own forecast: show that one.
-    let alarm_metric = match metric {
-        ChartMetric::Cpu => Some(procwatch_model::Metric::Cpu),
-        ChartMetric::Mem => Some(procwatch_model::Metric::Mem),
-        ChartMetric::Cores => None,
-    };
-    if let (Some(m), Some(last)) = (alarm_metric, raw.last()) {
+    if let (Some(m), Some(last)) = (Some(alarm_metric), raw.last()) {
         let active = st
             .store
             .alarm_events(&AlarmQuery {
@@ -588,11 +604,22 @@ async fn render_blocking(
     }
 }
 
-/// The `predict_linear` forecast at the last sample + `horizon`: ((last ts, last value),
-/// forecast ts, forecast value). `None` with too few samples.
+/// How far back the chart reads raw samples for `method`'s forecast: the forecast window for
+/// `predict_linear`; procwatch's forecaster needs its trend and noise history (2 h at
+/// H = 10 min, 12 × H) before it says anything.
+pub fn forecast_history_ms(method: Method, window_ms: i64, horizon_ms: i64) -> i64 {
+    match method {
+        Method::Linear => window_ms,
+        _ => window_ms.max(13 * horizon_ms),
+    }
+}
+
+/// The forecast the chart draws: `method` (the series' alarm rule's, as the alarm engine
+/// builds it) fed the raw samples, read at `last + horizon`.
 pub fn forecast(
     raw: &[HistoryPoint],
     metric: ChartMetric,
+    method: Method,
     window_ms: i64,
     interval_ms: i64,
     horizon_ms: i64,
@@ -600,13 +627,18 @@ pub fn forecast(
 ) -> Option<((TsMs, f64), TsMs, f64)> {
     let last = raw.last()?;
     // A trend from a few seconds of data read 10 minutes ahead is noise: wait until the
-    // samples cover half the window.
+    // samples cover half the window (procwatch's forecaster has its own warm-up).
     let first = raw.first()?;
-    if raw.len() < 3 || last.ts - first.ts < window_ms / 2 {
+    if method == Method::Linear && (raw.len() < 3 || last.ts - first.ts < window_ms / 2) {
         return None;
     }
-    let n = Linear::samples_for(window_ms, interval_ms).min(raw.len());
-    let mut f = Linear::new(n);
+    let mut f = match method {
+        Method::Linear => {
+            Box::new(Linear::new(Linear::samples_for(window_ms, interval_ms).min(raw.len())))
+                as Box<dyn Forecaster>
+        }
+        m => m.forecaster(window_ms, horizon_ms, interval_ms),
+    };
     for p in raw {
         f.push(p.ts, metric.of(p));
     }
@@ -682,15 +714,36 @@ mod tests {
         // +1 per 10 s: 10 minutes ahead is +60.
         let raw: Vec<HistoryPoint> = (0..5).map(|i| point(i * 10_000, 10.0 + i as f64)).collect();
         let ((ts, v), at, f) =
-            forecast(&raw, ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).unwrap();
+            forecast(&raw, ChartMetric::Cpu, Method::Linear, 20_000, 10_000, 600_000, 80.0)
+                .unwrap();
         assert_eq!((ts, v), (40_000, 14.0));
         assert_eq!(at, 640_000);
         assert!((f - 74.0).abs() < 1e-6, "{f}");
-        assert!(forecast(&raw[..1], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
-        assert!(forecast(&[], ChartMetric::Cpu, 20_000, 10_000, 600_000, 80.0).is_none());
+        let lin = Method::Linear;
+        assert!(forecast(&raw[..1], ChartMetric::Cpu, lin, 20_000, 10_000, 600_000, 80.0).is_none());
+        assert!(forecast(&[], ChartMetric::Cpu, lin, 20_000, 10_000, 600_000, 80.0).is_none());
         // Three samples over 4 s do not make a trend of a 20 s window.
         let short: Vec<HistoryPoint> = (0..3).map(|i| point(i * 2_000, 10.0 + i as f64)).collect();
-        assert!(forecast(&short, ChartMetric::Cpu, 20_000, 2_000, 600_000, 80.0).is_none());
+        assert!(forecast(&short, ChartMetric::Cpu, lin, 20_000, 2_000, 600_000, 80.0).is_none());
+    }
+
+    #[test]
+    fn forecast_is_the_rules_forecaster() {
+        // 2 h of a steady ramp, +0.5 per minute at 10 s sampling, ending at 70.
+        let raw: Vec<HistoryPoint> =
+            (0..720).map(|i| point(i * 10_000, 10.0 + 0.5 * i as f64 / 6.0)).collect();
+        let last = 10.0 + 0.5 * 719.0 / 6.0;
+        let at = |m: Method| {
+            forecast(&raw, ChartMetric::Cpu, m, 600_000, 10_000, 600_000, 80.0).unwrap().2
+        };
+        // predict_linear reads the line on: +5 in 10 minutes.
+        assert!((at(Method::Linear) - (last + 5.0)).abs() < 1e-6);
+        // procwatch's forecaster damps its trend to half: +2.5.
+        let ours = at(Method::PROCWATCH.for_metric(procwatch_model::Metric::Cpu));
+        assert!((ours - (last + 2.5)).abs() < 0.1, "{ours} vs {}", last + 2.5);
+        // It reads 2 h back at H = 10 min, predict_linear its window.
+        assert_eq!(forecast_history_ms(Method::PROCWATCH, 600_000, 600_000), 7_800_000);
+        assert_eq!(forecast_history_ms(Method::Linear, 600_000, 600_000), 600_000);
     }
 
     mod http {
@@ -707,6 +760,10 @@ mod tests {
         async fn app(read_token: Option<&str>) -> (axum::Router, AppState) {
             let config =
                 ServerConfig { read_token: read_token.map(str::to_owned), ..Default::default() };
+            app_with(config).await
+        }
+
+        async fn app_with(config: ServerConfig) -> (axum::Router, AppState) {
             let state = AppState::new(Arc::new(MemoryStore::new()), config);
             let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
             let samples = (0..5)
@@ -779,6 +836,31 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND);
             assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
             assert!(body.contains("nope.js"));
+        }
+
+        /// The chart draws the threshold of the alarm rule matching the series: a `cores`
+        /// rule for java gives java's cores chart a threshold line (none without the rule).
+        #[tokio::test]
+        async fn chart_draws_the_rules_threshold() {
+            use procwatch_alarm::{Glob, RuleSet, RuleSpec};
+            let threshold_colour = |svg: &str| svg.to_lowercase().contains("#dc2626");
+            let uri = "/api/v1/hosts/web-1/processes/java/chart.svg?metric=cores";
+            let (plain, _) = app(None).await;
+            let (status, _, svg) = get(&plain, uri, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{svg}");
+            assert!(!threshold_colour(&svg), "no rule for cores: no threshold");
+            let rule = RuleSpec {
+                process: Some(Glob::new("java")),
+                metric: Some(procwatch_model::Metric::Cores),
+                threshold: Some(0.5),
+                ..RuleSpec::default()
+            };
+            let rules = RuleSet::from_specs(&RuleSpec::default(), &[rule]).unwrap();
+            let (ruled, _) =
+                app_with(ServerConfig { alarm_rules: rules, ..Default::default() }).await;
+            let (status, _, svg) = get(&ruled, uri, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{svg}");
+            assert!(threshold_colour(&svg), "the cores rule's threshold is drawn");
         }
 
         #[tokio::test]

@@ -281,7 +281,8 @@ fn build() -> Value {
             "threshold": {"type": "number"}, "hysteresis": {"type": "number"}, "clear_for": {"type": "integer"},
             "horizon_ms": {"type": "integer"}, "window_ms": {"type": "integer"}, "debounce": {"type": "integer"},
             "method": {"type": "string", "enum": ["procwatch", "linear", "holt", "persistence"]},
-            "alpha": {"type": "number"}, "beta": {"type": "number"}}},
+            "alpha": {"type": "number"}, "beta": {"type": "number"},
+            "sensitivity": {"type": "number", "description": "procwatch's forecaster: noise widths of margin (higher = more AMBER); absent = the metric's default."}}},
           "HistoryPoint": {"type": "object", "properties": {
             "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_max": {"type": "number"},
             "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_max": {"type": "number"},

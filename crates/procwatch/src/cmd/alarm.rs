@@ -15,13 +15,16 @@
 //! The server reads its alarm rules (`[alarm_defaults]`, `[[rules]]`, top level of the same
 //! kind of file) through [`rules_from_config`].
 
+mod cv;
+
 use anyhow::{bail, Context, Result};
 use procwatch_alarm::backtest::{
     forecast_flags, oracle_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
 };
-use procwatch_alarm::forecast::Forecaster;
+use procwatch_alarm::forecast::{Forecaster, SENSITIVITY_RANGE};
 use procwatch_alarm::rules::{parse_duration_ms, Method};
 use procwatch_alarm::{RuleSet, RuleSpec};
+use procwatch_model::Metric;
 use procwatch_notify::follow::{dispatch, follow, FollowOptions};
 use procwatch_notify::{console::Console, Notifier, NotifierSpec};
 use serde::Deserialize;
@@ -54,7 +57,7 @@ pub struct AlarmArgs {
 enum AlarmCommand {
     /// Replay traces through a forecaster and print SPEC section 4's scores, per trace and
     /// pooled per group (cpu_native, cpu_scaled, mem_scaled).
-    Backtest(BacktestArgs),
+    Backtest(Box<BacktestArgs>),
     /// Time the server's alarm evaluation over a synthetic fleet in a temporary SQLite store:
     /// the first pass (reads W + H back) and steady passes (new samples only), beside the
     /// store's window read alone.
@@ -104,6 +107,11 @@ struct BacktestArgs {
     #[arg(long, env = "PROCWATCH_METHOD")]
     method: Option<String>,
 
+    /// procwatch's sensitivity (noise widths of margin; higher = more AMBER); the metric's
+    /// default when absent.
+    #[arg(long, env = "PROCWATCH_SENSITIVITY", allow_hyphen_values = true)]
+    sensitivity: Option<f64>,
+
     /// Window W of `linear`.
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "10m")]
     window: String,
@@ -119,11 +127,28 @@ struct BacktestArgs {
     /// Output format.
     #[arg(long, env = "PROCWATCH_FORMAT", default_value = "table", value_parser = ["table", "json"])]
     format: String,
+
+    /// Leave-one-trace-out cross-validation of procwatch's `sensitivity` per family (mem, cpu,
+    /// cpu without the asg trace): prints held-out figures only, the default the procedure
+    /// picks, and the operating curve (procwatch by sensitivity, predict_linear at W = 5, 10,
+    /// 20, 30 min). `--method` and `--window` are ignored.
+    #[arg(long)]
+    cv: bool,
+
+    /// With `--cv`: how each fold picks the knob on its training traces: `recall` (the lowest
+    /// knob reaching the family's goal recall) or `budget` (the best recall within the
+    /// family's false-alarm budget and predict_linear W=10m's AMBER %).
+    #[arg(long, default_value = "recall", value_parser = ["recall", "budget"], requires = "cv")]
+    cv_criterion: String,
+
+    /// With `--cv`: also write the operating curves as an SVG picture to this file.
+    #[arg(long, value_name = "FILE", requires = "cv")]
+    curve_svg: Option<PathBuf>,
 }
 
 pub fn run(args: AlarmArgs) -> Result<()> {
     match args.command {
-        Some(AlarmCommand::Backtest(b)) => backtest(b),
+        Some(AlarmCommand::Backtest(b)) => backtest(*b),
         Some(AlarmCommand::Bench(b)) => bench(b),
         None => service(args),
     }
@@ -235,7 +260,15 @@ fn backtest(args: BacktestArgs) -> Result<()> {
     let scale: Scale = args.scale.parse().map_err(anyhow::Error::msg)?;
     let (chosen, method_name) = match args.method.as_deref() {
         None | Some("procwatch") | Some("default") => {
-            (Chosen::Model(Method::Procwatch), "procwatch".to_owned())
+            let sensitivity = args.sensitivity;
+            if let Some(z) = sensitivity.filter(|z| !SENSITIVITY_RANGE.contains(z)) {
+                bail!("--sensitivity {z} is out of range {SENSITIVITY_RANGE:?}");
+            }
+            let name = match sensitivity {
+                Some(z) => format!("procwatch sensitivity={z}"),
+                None => "procwatch".to_owned(),
+            };
+            (Chosen::Model(Method::Procwatch { sensitivity }), name)
         }
         Some("oracle") => (Chosen::Oracle, "oracle".to_owned()),
         Some(m) => {
@@ -252,7 +285,7 @@ fn backtest(args: BacktestArgs) -> Result<()> {
         bail!("--horizon and --window must be positive");
     }
     let proto = Protocol { threshold: args.threshold, horizon_ms, debounce: args.debounce.max(1) };
-    let mut rows: Vec<(Prepared, Score)> = Vec::new();
+    let mut prepared = Vec::new();
     for file in trace_files(&args.trace)? {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
@@ -261,11 +294,21 @@ fn backtest(args: BacktestArgs) -> Result<()> {
             .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
         let trace =
             parse_trace(&name, &text).with_context(|| format!("trace {}", file.display()))?;
-        let p = prepare(&trace, scale, args.threshold);
+        prepared.push(prepare(&trace, scale, args.threshold));
+    }
+    if args.cv {
+        let out = cv::run(&args, &prepared, &proto, window_ms)?;
+        return write_stdout(&out);
+    }
+    let mut rows: Vec<(Prepared, Score)> = Vec::new();
+    for p in prepared {
         let flags = match &chosen {
             Chosen::Oracle => oracle_flags(&p, &proto),
             Chosen::Model(m) => {
-                let mut f: Box<dyn Forecaster> = m.forecaster(window_ms, horizon_ms, p.step_ms);
+                // An unset sensitivity: the default of the trace's metric, as the engine does.
+                let metric = if p.group.starts_with("mem") { Metric::Mem } else { Metric::Cpu };
+                let mut f: Box<dyn Forecaster> =
+                    m.for_metric(metric).forecaster(window_ms, horizon_ms, p.step_ms);
                 forecast_flags(&p, &proto, &mut *f)
             }
         };
@@ -312,6 +355,10 @@ fn backtest(args: BacktestArgs) -> Result<()> {
             out += &(table_row(&format!("= {g} ({} traces)", s.traces), s) + "\n");
         }
     }
+    write_stdout(&out)
+}
+
+fn write_stdout(out: &str) -> Result<()> {
     // A closed pipe (`| head`) is not an error.
     match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

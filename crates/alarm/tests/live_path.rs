@@ -1,0 +1,67 @@
+//! The backtest scores the live path, not a copy: a recorded stream (the Azure memory trace of
+//! `tests/data/traces-extra`, 30 days at 5 min, scaled by the SPEC's rule) fed sample by sample
+//! through the server's evaluator (`Engine::evaluate`) and through the backtest
+//! (`forecast_flags` + `amber_samples`) gives AMBER on exactly the same samples.
+//!
+//! The rule is set to what the scoring protocol means: T = 80, no debounce, no hysteresis,
+//! AMBER clears on the first sample without the signal, and W = 60 min so the engine's
+//! warm-up (W/interval + 1 = 13 samples) ends where the protocol's does (sample 12).
+
+use procwatch_alarm::backtest::{amber_samples, forecast_flags, parse_trace, prepare, Protocol};
+use procwatch_alarm::{Engine, Method, Rule, RuleSet, SeriesInput};
+use procwatch_model::{Level, Metric, Sample};
+use std::path::PathBuf;
+
+#[test]
+fn engine_and_backtest_raise_the_same_ambers() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/traces-extra/azure2019_assigned_mem_relative_300s.csv");
+    let trace = parse_trace("azure mem", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let p = prepare(&trace, procwatch_alarm::backtest::Scale::Auto, 80.0);
+    assert!(p.scaled);
+    let interval = p.step_ms;
+    let rule = Rule {
+        metric: Some(Metric::Mem),
+        threshold: 80.0,
+        hysteresis: 0.0,
+        clear_for: 1,
+        debounce: 1,
+        horizon_ms: 600_000,
+        window_ms: 60 * 60_000,
+        method: Method::PROCWATCH,
+        ..Rule::default()
+    };
+
+    // The backtest path: the forecaster the engine builds for this rule and metric.
+    let proto = Protocol { threshold: 80.0, horizon_ms: rule.horizon_ms, debounce: 1 };
+    let mut f =
+        rule.method.for_metric(Metric::Mem).forecaster(rule.window_ms, rule.horizon_ms, interval);
+    let backtest = amber_samples(&p, &proto, &forecast_flags(&p, &proto, &mut *f));
+
+    // The live path: one evaluation per sample, as the server does every interval.
+    let mut engine = Engine::new(RuleSet { defaults: rule, rules: vec![] });
+    let mut live = Vec::with_capacity(p.y.len());
+    for (&ts, &mem) in p.ts.iter().zip(&p.y) {
+        let s = Sample { ts, process: "vm".into(), cpu: 0.0, cores: 0.0, mem, rss: 0, count: 1 };
+        let input = SeriesInput {
+            host: "h",
+            process: "vm",
+            samples: std::slice::from_ref(&s),
+            interval_ms: interval,
+        };
+        engine.evaluate(ts, &[input], &[]);
+        let level = engine.active().iter().find(|e| e.metric == Metric::Mem).map(|e| e.level);
+        live.push(level == Some(Level::Amber));
+    }
+
+    let ambers = backtest.iter().filter(|&&a| a).count();
+    assert!(ambers > 100, "a stream with AMBERs to compare ({ambers})");
+    let differ: Vec<usize> = (0..live.len()).filter(|&i| live[i] != backtest[i]).collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} samples differ, first at {:?}",
+        differ.len(),
+        live.len(),
+        differ.first()
+    );
+}
