@@ -24,7 +24,9 @@ use crate::AppState;
 /// Bodies at least this large are decoded on the blocking pool.
 const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
 
-/// The answer to an accepted batch.
+/// The answer to an accepted batch: the server's acknowledgement. The agent counts a batch as
+/// delivered only on this exact shape with its own `host`, `seq` and sample count (a 2xx from
+/// a proxy or captive portal is not an acknowledgement).
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     /// Samples stored (new or replaced).
@@ -32,6 +34,10 @@ pub struct Accepted {
     pub host_totals: usize,
     /// Batches missing between the previous `seq` of this host and this one.
     pub seq_gap: u64,
+    /// The batch's `host`, echoed.
+    pub host: String,
+    /// The batch's `seq`, echoed.
+    pub seq: u64,
 }
 
 pub async fn post_samples(
@@ -41,7 +47,13 @@ pub async fn post_samples(
 ) -> Result<Json<Accepted>, ApiError> {
     let batch = decode(&st, &headers, body, validate::decode_batch).await?;
     let out = st.store.write_batch(&batch).await?;
-    Ok(Json(Accepted { samples: out.samples, host_totals: out.host_totals, seq_gap: out.seq_gap }))
+    Ok(Json(Accepted {
+        samples: out.samples,
+        host_totals: out.host_totals,
+        seq_gap: out.seq_gap,
+        host: batch.host,
+        seq: batch.seq,
+    }))
 }
 
 /// The seed's answer.
