@@ -343,7 +343,14 @@ fn main() {
     let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
         _ => {
-            let s = Arc::new(SqliteStore::open(&data_dir, SqliteOptions::default()).unwrap());
+            // The server's default is `--durability durable` (Power, group commit).
+            let durability = match std::env::var("PROCWATCH_BENCH_DURABILITY").as_deref() {
+                Ok("relaxed") => procwatch_store_sqlite::Durability::Process,
+                _ => procwatch_store_sqlite::Durability::Power,
+            };
+            println!("sqlite durability: {durability:?}");
+            let opts = SqliteOptions { durability, ..SqliteOptions::default() };
+            let s = Arc::new(SqliteStore::open(&data_dir, opts).unwrap());
             (s.clone(), Some(s))
         }
     };

@@ -11,13 +11,15 @@ use std::io::Read;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use procwatch_model::validate::{self, Limits, Rejection};
 use procwatch_model::Batch;
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::guard::{self, WriteAuth};
 use crate::time::now_ms;
 use crate::AppState;
 
@@ -42,11 +44,15 @@ pub struct Accepted {
 
 pub async fn post_samples(
     State(st): State<AppState>,
+    auth: Option<Extension<WriteAuth>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Accepted>, ApiError> {
-    let batch = decode(&st, &headers, body, validate::decode_batch).await?;
-    let out = st.store.write_batch(&batch).await?;
+) -> Result<Json<Accepted>, Response> {
+    let batch = decode(&st, &headers, body, validate::decode_batch)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    admit(&st, auth, &batch)?;
+    let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(Accepted {
         samples: out.samples,
         host_totals: out.host_totals,
@@ -65,12 +71,44 @@ pub struct LegacyOk {
 
 pub async fn put_legacy(
     State(st): State<AppState>,
+    auth: Option<Extension<WriteAuth>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LegacyOk>, ApiError> {
-    let batch = decode(&st, &headers, body, validate::decode_legacy).await?;
-    st.store.write_batch(&batch).await?;
+) -> Result<Json<LegacyOk>, Response> {
+    let batch = decode(&st, &headers, body, validate::decode_legacy)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    admit(&st, auth, &batch)?;
+    st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(LegacyOk { response: "Ok" }))
+}
+
+/// The checks that need the batch's host, before the store is called: the token may write
+/// this host (403), the host's rate (429), the series caps (413/429/507). See [`crate::guard`].
+fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Result<(), Response> {
+    let auth = auth.map_or(WriteAuth::AnyHost, |Extension(a)| a);
+    guard::check_host(&auth, &batch.host).map_err(IntoResponse::into_response)?;
+    if auth == WriteAuth::AnyHost {
+        if let Err(wait) = st.rate.check(&batch.host, std::time::Instant::now()) {
+            return Err(crate::limits::too_many(st, "rate_limited", wait));
+        }
+    }
+    if let Err(b) = st.series.admit(batch, &st.config.series_limits) {
+        st.metrics.limit_breach(b.reason);
+        tracing::warn!(message = "Batch refused by a series cap.", host = %batch.host, reason = b.reason);
+        let err = match b.reason {
+            "series_per_batch" => ApiError::PayloadTooLarge(b.message),
+            "series_per_host" => ApiError::QuotaExceeded(b.message),
+            _ => ApiError::InsufficientStorage(b.message),
+        };
+        let mut resp = err.into_response();
+        if resp.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+        }
+        return Err(resp);
+    }
+    Ok(())
 }
 
 type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;

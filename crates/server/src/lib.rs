@@ -50,6 +50,7 @@
 pub mod alarms;
 pub mod dashboard;
 pub mod error;
+pub mod guard;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -114,6 +115,13 @@ pub struct ServerConfig {
     pub ingest_burst: u32,
     /// Serve HTTPS with this rustls config ([`serve::tls_config`]); `None` = plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Per-host write tokens (`--host-tokens`); a batch must be for its token's host. See
+    /// [`guard`].
+    pub host_tokens: Option<Arc<guard::HostTokens>>,
+    /// Refuse the global `write_token` on ingestion (only per-host tokens write).
+    pub host_tokens_only: bool,
+    /// Distinct series caps (per batch, per host, in total). See [`guard`].
+    pub series_limits: guard::SeriesLimits,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +143,9 @@ impl Default for ServerConfig {
             ingest_rate: 200.0,
             ingest_burst: 400,
             tls: None,
+            host_tokens: None,
+            host_tokens_only: false,
+            series_limits: guard::SeriesLimits::default(),
         }
     }
 }
@@ -158,6 +169,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("ingest_rate", &self.ingest_rate)
             .field("ingest_burst", &self.ingest_burst)
             .field("tls", &self.tls.is_some())
+            .field("host_tokens", &self.host_tokens.as_ref().map(|t| t.len()))
+            .field("host_tokens_only", &self.host_tokens_only)
+            .field("series_limits", &self.series_limits)
             .finish()
     }
 }
@@ -173,8 +187,10 @@ pub struct AppState {
     pub write_permits: Arc<tokio::sync::Semaphore>,
     /// One permit per request in flight (`ServerConfig::max_concurrent_requests`).
     pub request_permits: Arc<tokio::sync::Semaphore>,
-    /// Ingestion rate per key (`ServerConfig::ingest_rate`).
+    /// Ingestion rate per host (`ServerConfig::ingest_rate`).
     pub rate: Arc<limits::RateLimiter>,
+    /// Distinct series per host and in total (`ServerConfig::series_limits`).
+    pub series: Arc<guard::SeriesTracker>,
 }
 
 impl AppState {
@@ -193,6 +209,7 @@ impl AppState {
             write_permits,
             request_permits,
             rate,
+            series: Arc::new(guard::SeriesTracker::default()),
         }
     }
 }
@@ -359,7 +376,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Compares two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -400,22 +417,60 @@ async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
-async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
-        return e.into_response();
+async fn require_write(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let auth = match write_auth(&st, &req) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    // A per-host token names its host: rate-limit before the body is read. Other batches are
+    // rate-limited by their `host` once decoded (`ingest`).
+    if let guard::WriteAuth::Host(host) = &auth {
+        if let Err(wait) = st.rate.check(host, std::time::Instant::now()) {
+            return limits::too_many(&st, "rate_limited", wait);
+        }
     }
-    if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), std::time::Instant::now()) {
-        return limits::too_many(&st, "rate_limited", wait);
-    }
+    req.extensions_mut().insert(auth);
     let Ok(_permit) = st.write_permits.clone().try_acquire_owned() else {
         return limits::too_many(&st, "inflight_writes", Duration::from_secs(1));
     };
     next.run(req).await
 }
 
+/// Which hosts the request's token may write (see [`guard`]).
+fn write_auth(st: &AppState, req: &Request) -> Result<guard::WriteAuth, ApiError> {
+    let Some(tokens) = st.config.host_tokens.as_deref() else {
+        check_token(req, &st.config.write_token, &st.config.read_token, "write")?;
+        return Ok(guard::WriteAuth::AnyHost);
+    };
+    let Some(given) = bearer(req) else {
+        return Err(ApiError::Unauthorized(
+            "this route needs a write token (the host's own or the global one): Authorization: Bearer <token>"
+                .to_owned(),
+        ));
+    };
+    if let Some(host) = tokens.host_of(given) {
+        return Ok(guard::WriteAuth::Host(host.to_owned()));
+    }
+    if let Some(global) = &st.config.write_token {
+        if constant_time_eq(given, global.as_bytes()) {
+            if st.config.host_tokens_only {
+                return Err(ApiError::Forbidden(
+                    "the global write token is disabled for ingestion (host_tokens_only): use the host's own token".to_owned(),
+                ));
+            }
+            return Ok(guard::WriteAuth::AnyHost);
+        }
+    }
+    if st.config.read_token.as_ref().is_some_and(|r| constant_time_eq(given, r.as_bytes())) {
+        return Err(ApiError::Forbidden("this token may not call write routes".to_owned()));
+    }
+    Err(ApiError::Unauthorized("wrong write token".to_owned()))
+}
+
 /// Drops what is older than the retention; logs and carries on when the store fails.
 pub async fn apply_retention(st: &AppState) {
     let cutoff = time::now_ms() - st.config.retention.as_millis() as i64;
+    st.series.forget_before(cutoff);
     match st.store.apply_retention(cutoff).await {
         Ok(n) => tracing::info!(message = "Retention applied.", cutoff, removed = n),
         Err(error) => tracing::warn!(message = "Retention failed.", %error),
