@@ -55,6 +55,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod query;
 pub mod serve;
 pub mod time;

@@ -187,3 +187,58 @@ async fn series_caps_answer_413_429_507_and_are_counted_before_the_store() {
     assert_eq!(s, 200);
     app.stop().await;
 }
+
+/// Follows `next` until `null`; returns every item of `key` and the number of pages.
+async fn all_pages(app: &TestApp, first: &str, key: &str) -> (Vec<Value>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut url = first.to_owned();
+    loop {
+        let (s, body) = app.get_json(&url).await;
+        assert_eq!(s, 200, "{url}: {body}");
+        pages += 1;
+        items.extend(body[key].as_array().unwrap().iter().cloned());
+        match body["next"].as_str() {
+            Some(c) => {
+                let sep = if first.contains('?') { '&' } else { '?' };
+                url = format!("{first}{sep}cursor={c}");
+            }
+            None => {
+                assert!(body["next"].is_null(), "{body}");
+                return (items, pages);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_routes_paginate_with_a_next_cursor() {
+    let (app, _dir) =
+        spawn_sqlite(ServerConfig { ingest_rate: 0.0, ..ServerConfig::default() }).await;
+    let t = now_ms() - 1000;
+    for h in 0..7u32 {
+        let samples = (0..9).map(|p| sample(t, &format!("p{p}"), 1.0, 1.0)).collect();
+        assert_eq!(app.post_batch(&batch(&format!("h{h}"), 1, samples)).await.0, 200);
+    }
+    // usage: 63 rows in pages of 10, each row once, in the unpaginated order.
+    let (all, pages) = all_pages(&app, "/api/v1/usage?window=1h&limit=100000", "rows").await;
+    assert_eq!((all.len(), pages), (63, 1));
+    let (paged, pages) = all_pages(&app, "/api/v1/usage?window=1h&limit=10", "rows").await;
+    assert_eq!((paged.len(), pages), (63, 7));
+    assert_eq!(paged, all);
+    // hosts: 7 in pages of 3.
+    let (hosts, pages) = all_pages(&app, "/api/v1/hosts?limit=3", "hosts").await;
+    assert_eq!(pages, 3);
+    let names: Vec<&str> = hosts.iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(names, ["h0", "h1", "h2", "h3", "h4", "h5", "h6"]);
+    // alarms: an empty list is one page with next null.
+    let (alarms, pages) = all_pages(&app, "/api/v1/alarms?limit=2", "alarms").await;
+    assert_eq!((alarms.len(), pages), (0, 1));
+    // A forged cursor is a 400 naming the parameter.
+    for bad in ["zzz", "o99999999999", "o1r9_1"] {
+        let (s, body) = app.get_json(&format!("/api/v1/usage?cursor={bad}")).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert_eq!(body["problems"][0]["field"], "cursor");
+    }
+    app.stop().await;
+}
