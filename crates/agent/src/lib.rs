@@ -30,9 +30,9 @@
 //!   the same records, so the server sees a retry, not a gap (and does not count its
 //!   `dropped_samples` twice). Records it held are counted in [`AgentStats::resent_records`]
 //!   (they may be duplicates; writes are idempotent). Deleting the spool directory restarts
-//!   `seq` at 0, which the server treats as old batches: no gap is counted, and (a limit of
-//!   the store's rule) their `dropped_samples` are not added until `seq` passes the highest
-//!   one it saw before.
+//!   `seq` at 0: more than 1,000 below the highest `seq` the server saw, that is a reset (new
+//!   baseline, counted as new); within 1,000 of it, the server takes the batches as old (no
+//!   gap, their `dropped_samples` not added until `seq` passes the highest one it saw).
 //! - **Acknowledgement.** A batch counts as delivered (and leaves the spool) only when the
 //!   answer is a 2xx whose body is the server's own acknowledgement of that batch: JSON
 //!   `{samples, host_totals, seq_gap, host, seq}` with the sample count sent (and the same host
