@@ -386,6 +386,10 @@ fn main() {
         let ours_5k = rate(solo_p.samples, d);
         let d = send_all(&client, &ingest, "application/json", &fleet_p.json, conns).await;
         let ours_300 = rate(fleet_p.samples, d);
+        if let Some(s) = &sqlite {
+            // Group commit: how many WAL fsyncs the 6,044 ingestion requests cost.
+            println!("WAL fsyncs during ingestion: {}", s.wal_syncs());
+        }
         let (mut theirs_5k, mut theirs_300) = ("-".to_owned(), "-".to_owned());
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url);
