@@ -51,7 +51,9 @@ pub async fn post_samples(
     let batch = decode(&st, &headers, body, validate::decode_batch)
         .await
         .map_err(IntoResponse::into_response)?;
-    admit(&st, auth, &batch)?;
+    if let Some(refused) = admit(&st, auth, &batch) {
+        return Err(refused);
+    }
     let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(Accepted {
         samples: out.samples,
@@ -78,19 +80,24 @@ pub async fn put_legacy(
     let batch = decode(&st, &headers, body, validate::decode_legacy)
         .await
         .map_err(IntoResponse::into_response)?;
-    admit(&st, auth, &batch)?;
+    if let Some(refused) = admit(&st, auth, &batch) {
+        return Err(refused);
+    }
     st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(LegacyOk { response: "Ok" }))
 }
 
 /// The checks that need the batch's host, before the store is called: the token may write
-/// this host (403), the host's rate (429), the series caps (413/429/507). See [`crate::guard`].
-fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Result<(), Response> {
+/// this host (403), the host's rate (429), the series caps (413/429/507); `Some` is the
+/// refusal. See [`crate::guard`].
+fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Option<Response> {
     let auth = auth.map_or(WriteAuth::AnyHost, |Extension(a)| a);
-    guard::check_host(&auth, &batch.host).map_err(IntoResponse::into_response)?;
+    if let Err(e) = guard::check_host(&auth, &batch.host) {
+        return Some(e.into_response());
+    }
     if auth == WriteAuth::AnyHost {
         if let Err(wait) = st.rate.check(&batch.host, std::time::Instant::now()) {
-            return Err(crate::limits::too_many(st, "rate_limited", wait));
+            return Some(crate::limits::too_many(st, "rate_limited", wait));
         }
     }
     if let Err(b) = st.series.admit(batch, &st.config.series_limits) {
@@ -106,9 +113,9 @@ fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Re
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
         }
-        return Err(resp);
+        return Some(resp);
     }
-    Ok(())
+    None
 }
 
 type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;
