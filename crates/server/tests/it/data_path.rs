@@ -231,9 +231,31 @@ async fn list_routes_paginate_with_a_next_cursor() {
     assert_eq!(pages, 3);
     let names: Vec<&str> = hosts.iter().map(|h| h["host"].as_str().unwrap()).collect();
     assert_eq!(names, ["h0", "h1", "h2", "h3", "h4", "h5", "h6"]);
-    // alarms: an empty list is one page with next null.
-    let (alarms, pages) = all_pages(&app, "/api/v1/alarms?limit=2", "alarms").await;
-    assert_eq!((alarms.len(), pages), (0, 1));
+    // alarms: 5 events in pages of 2, newest first as unpaginated.
+    for i in 0..5i64 {
+        let ev = procwatch_model::AlarmEvent {
+            id: format!("ev-{i}"),
+            kind: procwatch_model::AlarmKind::Series,
+            host: "h0".into(),
+            process: format!("p{i}"),
+            metric: procwatch_model::Metric::Cpu,
+            level: procwatch_model::Level::Red,
+            previous: procwatch_model::Level::Ok,
+            start: t - 10_000 + i * 1000,
+            end: None,
+            value: 95.0,
+            peak: 95.0,
+            threshold: 80.0,
+            forecast: None,
+            eta_seconds: None,
+        };
+        app.store.put_alarm_event(&ev).await.unwrap();
+    }
+    let (all, _) = all_pages(&app, "/api/v1/alarms?from=-1h", "alarms").await;
+    assert_eq!(all.len(), 5);
+    let (alarms, pages) = all_pages(&app, "/api/v1/alarms?from=-1h&limit=2", "alarms").await;
+    assert_eq!(pages, 3);
+    assert_eq!(alarms, all);
     // A forged cursor is a 400 naming the parameter.
     for bad in ["zzz", "o99999999999", "o1r9_1"] {
         let (s, body) = app.get_json(&format!("/api/v1/usage?cursor={bad}")).await;
