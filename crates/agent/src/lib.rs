@@ -607,12 +607,15 @@ fn next_request(
     let req_last_id = Some(last_id);
     let mut parts = Vec::with_capacity(records.len());
     let mut host = cfg.host.clone();
+    // Samples of the records actually in the body: what the server's ack must count.
+    let mut samples = 0u64;
     for r in &records {
         match decode_payload(&r.payload) {
             Some(p) => {
                 if parts.is_empty() {
                     host = p.host.to_string();
                 }
+                samples += u64::from(r.samples);
                 parts.push((p, r.id));
             }
             None => warn!(message = "Malformed spool record skipped.", id = r.id),
@@ -625,7 +628,7 @@ fn next_request(
         last_id: req_last_id,
         dropped,
         records: records.len() as u64,
-        samples: records.iter().map(|r| r.samples as u64).sum(),
+        samples,
         body,
         single: records.len() == 1,
     };
