@@ -35,9 +35,9 @@
 //!   gap, their `dropped_samples` not added until `seq` passes the highest one it saw).
 //! - **Acknowledgement.** A batch counts as delivered (and leaves the spool) only when the
 //!   answer is a 2xx whose body is the server's own acknowledgement of that batch: JSON
-//!   `{samples, host_totals, seq_gap, host, seq}` with the sample count sent (and the same host
-//!   and seq; servers older than hardening round 2 echo neither, and only the count is
-//!   checked). Redirects are never followed. A 3xx, 404, 405, or a 2xx that is anything else
+//!   `{samples, host_totals, seq_gap, received, host, seq}` with the sample count sent in
+//!   `received` (and the same host and seq; servers older than hardening round 2 send none of
+//!   these three, and their `samples` must equal the count sent). Redirects are never followed. A 3xx, 404, 405, or a 2xx that is anything else
 //!   (an HTML page from a proxy or captive portal, a wrong count) is a configuration error:
 //!   the batch stays in the spool, is retried with backoff, and each attempt logs an `error`
 //!   with the reason.

@@ -53,6 +53,7 @@ struct Ack {
     #[allow(dead_code)]
     seq_gap: u64,
     /// Echoed since hardening round 2; absent from older servers' answers.
+    received: Option<u64>,
     host: Option<String>,
     seq: Option<u64>,
 }
@@ -78,8 +79,11 @@ pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Re
         }
     };
     let mut wrong = Vec::new();
-    if ack.samples != expected.samples {
-        wrong.push(format!("samples {} (sent {})", ack.samples, expected.samples));
+    // `received` counts every sample of the batch; `samples` (older servers) those stored,
+    // which is the same unless the store dropped some past its retention.
+    let counted = ack.received.unwrap_or(ack.samples);
+    if counted != expected.samples {
+        wrong.push(format!("samples {counted} (sent {})", expected.samples));
     }
     if ack.host.as_deref().is_some_and(|h| h != expected.host) {
         wrong.push(format!("host {:?} (sent {:?})", ack.host.unwrap_or_default(), expected.host));
@@ -371,8 +375,13 @@ mod tests {
     #[test]
     fn only_the_servers_own_acknowledgement_counts() {
         let e = Expected { host: "web-1", seq: 7, samples: 3 };
-        let ok = br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-1","seq":7}"#;
+        let ok =
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"received":3,"host":"web-1","seq":7}"#;
         assert_eq!(check_ack(200, ok, &e), None);
+        // Stored fewer (retention dropped one) but received all: delivered.
+        let aged =
+            br#"{"samples":2,"host_totals":1,"seq_gap":0,"received":3,"host":"web-1","seq":7}"#;
+        assert_eq!(check_ack(200, aged, &e), None);
         // An older server echoes neither host nor seq: the count still has to match.
         assert_eq!(check_ack(200, br#"{"samples":3,"host_totals":1,"seq_gap":0}"#, &e), None);
         for bad in [
@@ -381,6 +390,7 @@ mod tests {
             b"{}",
             br#"{"Response":"Ok"}"#,
             br#"{"samples":2,"host_totals":1,"seq_gap":0,"host":"web-1","seq":7}"#,
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"received":4,"host":"web-1","seq":7}"#,
             br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-2","seq":7}"#,
             br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-1","seq":8}"#,
         ] {

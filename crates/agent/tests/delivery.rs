@@ -73,6 +73,7 @@ async fn ingest(
         "samples": batch.samples.len(),
         "host_totals": batch.host_totals.len(),
         "seq_gap": 0,
+        "received": batch.samples.len(),
         "host": batch.host,
         "seq": batch.seq,
     });

@@ -36,6 +36,9 @@ pub struct Accepted {
     pub host_totals: usize,
     /// Batches missing between the previous `seq` of this host and this one.
     pub seq_gap: u64,
+    /// Samples the batch held, all taken care of (`samples` may be fewer: a sample older than
+    /// the store's retention floor is dropped, not stored). The agent checks this count.
+    pub received: usize,
     /// The batch's `host`, echoed.
     pub host: String,
     /// The batch's `seq`, echoed.
@@ -59,6 +62,7 @@ pub async fn post_samples(
         samples: out.samples,
         host_totals: out.host_totals,
         seq_gap: out.seq_gap,
+        received: batch.samples.len(),
         host: batch.host,
         seq: batch.seq,
     }))

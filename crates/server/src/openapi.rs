@@ -253,7 +253,7 @@ fn build() -> Value {
             "samples": {"type": "array", "maxItems": 100000, "items": r("Sample")}}},
           "Accepted": {"type": "object", "properties": {
             "samples": {"type": "integer"}, "host_totals": {"type": "integer"}, "seq_gap": {"type": "integer"},
-            "host": {"type": "string"}, "seq": {"type": "integer"}}},
+            "received": {"type": "integer"}, "host": {"type": "string"}, "seq": {"type": "integer"}}},
           "LegacyPayload": {"type": "object", "required": ["ipaddress", "data"], "properties": {
             "ipaddress": {"type": "string"},
             "data": {"type": "array", "items": {"type": "object", "required": ["timestamp", "value", "process_name", "type_data"], "properties": {
