@@ -30,23 +30,35 @@
 //!   the same records, so the server sees a retry, not a gap (and does not count its
 //!   `dropped_samples` twice). Records it held are counted in [`AgentStats::resent_records`]
 //!   (they may be duplicates; writes are idempotent). Deleting the spool directory restarts
-//!   `seq` at 0, which the server treats as old batches: no gap is counted, and (a limit of
-//!   the store's rule) their `dropped_samples` are not added until `seq` passes the highest
-//!   one it saw before.
+//!   `seq` at 0: more than 1,000 below the highest `seq` the server saw, that is a reset (new
+//!   baseline, counted as new); within 1,000 of it, the server takes the batches as old (no
+//!   gap, their `dropped_samples` not added until `seq` passes the highest one it saw).
+//! - **Acknowledgement.** A batch counts as delivered (and leaves the spool) only when the
+//!   answer is a 2xx whose body is the server's own acknowledgement of that batch: JSON
+//!   `{samples, host_totals, seq_gap, received, host, seq}` with the sample count sent in
+//!   `received` (and the same host and seq; servers older than hardening round 2 send none of
+//!   these three, and their `samples` must equal the count sent). Redirects are never followed. A 3xx, 404, 405, or a 2xx that is anything else
+//!   (an HTML page from a proxy or captive portal, a wrong count) is a configuration error:
+//!   the batch stays in the spool, is retried with backoff, and each attempt logs an `error`
+//!   with the reason.
 //! - **Failures.** Connection errors, timeouts, 408, 429, 5xx, and also 401/403 (a token
 //!   problem is not a bad batch) are retried with exponential backoff and full jitter
 //!   ([`BackoffConfig`]: 500 ms × 2ⁿ, capped at 30 s). Any other 4xx (400, 413, …) means this
 //!   batch can never be accepted: a multi-sweep request is split and resent one sweep at a
 //!   time; a single sweep refused is written to `<spool>/quarantine/` with the server's error
-//!   (logged at `error`), counted as dropped and reported, and not retried.
+//!   (logged at `error`), counted as dropped and reported, and not retried. The quarantine is
+//!   capped at [`AgentConfig::quarantine_max_bytes`] (64 MiB): past it the oldest quarantined
+//!   batches are deleted (counted in [`AgentStats::quarantine_evicted_files`], logged at
+//!   `warn`; their samples were already counted as dropped and reported when they were
+//!   refused), and a single refused batch larger than the cap is not written at all.
 //! - **Drops.** When a spool cap (256 MiB, 48 h by default) forces a drop, the dropped samples
 //!   are counted, logged at `warn`, and sent as `dropped_samples` in the next request; the
 //!   count is cleared only when the server accepted that request.
 //! - **Where.** `procwatch agent --server URL` spools in `--spool-dir` (default
 //!   `./procwatch-data/spool`, the data directory `procwatch up` uses); the directory holds
 //!   the segment files, `state.json`, and `quarantine/` (refused sweeps as the JSON body that
-//!   was refused plus `*.error.txt` with the server's answer; not bounded by the caps and
-//!   never deleted by the agent — resend or remove them by hand). Caps: `--spool-max-bytes`
+//!   was refused plus `*.error.txt` with the server's answer; bounded by
+//!   `--quarantine-max-bytes`, oldest deleted first — resend or remove them by hand). Caps: `--spool-max-bytes`
 //!   (256MiB), `--spool-max-age` (48h); `--spool-fsync false` skips the per-append fsync;
 //!   `--retry-max` caps the backoff (30s); `--request-timeout` (30s).
 //! - **Shutdown.** On shutdown the sweep loop stops, and the sender tries to deliver what is
@@ -67,7 +79,7 @@ use rand::SeedableRng;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-pub use ship::{Backoff, BackoffConfig, RetryAction, Shipper, ShipperConfig};
+pub use ship::{Backoff, BackoffConfig, Expected, RetryAction, Shipper, ShipperConfig};
 pub use spool::{Dropped, Record, Spool, SpoolConfig, SpoolError};
 
 /// The error type of a sweep function.
@@ -110,6 +122,9 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// Where time comes from: the sweep schedule, spool ages, quarantine names, outages.
     pub clock: Arc<dyn Clock>,
+    /// Bytes `<spool>/quarantine/` may hold at most (oldest refused batches deleted first).
+    /// Default 64 MiB.
+    pub quarantine_max_bytes: u64,
 }
 
 impl AgentConfig {
@@ -132,6 +147,7 @@ impl AgentConfig {
             max_sweeps: None,
             drain_timeout: Duration::from_secs(5),
             clock: procwatch_model::clock::system(),
+            quarantine_max_bytes: 64 << 20,
         }
     }
 }
@@ -160,6 +176,11 @@ pub struct AgentStats {
     pub sent_samples: AtomicU64,
     pub retries: AtomicU64,
     pub quarantined_records: AtomicU64,
+    /// Quarantined batches deleted (or never written) to keep the quarantine under its cap.
+    pub quarantine_evicted_files: AtomicU64,
+    /// Attempts answered by something that is not the server's ingestion route (3xx, 404, 405,
+    /// a 2xx that is not its acknowledgement); the batch stayed in the spool.
+    pub misconfigured_answers: AtomicU64,
     pub dropped_samples: AtomicU64,
     /// Records resent after a restart because they were in flight when the agent stopped.
     pub resent_records: AtomicU64,
@@ -503,6 +524,8 @@ fn append_loop(
 
 /// A request built from the spool.
 struct Request {
+    /// The batch's `host` (that of its first record).
+    host: String,
     seq: u64,
     /// The last record id the request holds; `None` for a request that only reports drops.
     last_id: Option<u64>,
@@ -569,6 +592,7 @@ fn next_request(
             let seq = st.next_seq;
             spool.take_seq(seq)?;
             return Ok(Next::Send(Request {
+                host: cfg.host.clone(),
                 seq,
                 last_id: None,
                 dropped: st.dropped_pending,
@@ -584,12 +608,15 @@ fn next_request(
     let req_last_id = Some(last_id);
     let mut parts = Vec::with_capacity(records.len());
     let mut host = cfg.host.clone();
+    // Samples of the records actually in the body: what the server's ack must count.
+    let mut samples = 0u64;
     for r in &records {
         match decode_payload(&r.payload) {
             Some(p) => {
                 if parts.is_empty() {
                     host = p.host.to_string();
                 }
+                samples += u64::from(r.samples);
                 parts.push((p, r.id));
             }
             None => warn!(message = "Malformed spool record skipped.", id = r.id),
@@ -597,11 +624,12 @@ fn next_request(
     }
     let body = build_batch(&host, &cfg.agent, seq, dropped, &parts);
     let req = Request {
+        host,
         seq,
         last_id: req_last_id,
         dropped,
         records: records.len() as u64,
-        samples: records.iter().map(|r| r.samples as u64).sum(),
+        samples,
         body,
         single: records.len() == 1,
     };
@@ -653,7 +681,8 @@ async fn send_loop(
         if solo && req.last_id.is_some_and(|l| l >= solo_until) {
             solo = false;
         }
-        let result = shipper.send(&req.body).await;
+        let expected = Expected { host: &req.host, seq: req.seq, samples: req.samples };
+        let result = shipper.send(&req.body, &expected).await;
         match result {
             Ok(()) => {
                 if let Some(t) = outage_started.take() {
@@ -709,7 +738,7 @@ async fn send_loop(
                 }
             }
             Err(RetryAction::DontRetry(reason)) => {
-                let q = quarantine(&cfg, &req, &reason);
+                let q = quarantine(&cfg, &req, &reason, &stats);
                 error!(
                     message = "Server refused a batch; quarantined, not retried.",
                     seq = req.seq,
@@ -733,13 +762,24 @@ async fn send_loop(
                     }
                 }
             }
-            Err(RetryAction::Retry(reason)) => {
+            Err(action @ (RetryAction::Retry(_) | RetryAction::Misconfigured(_))) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if outage_started.is_none() {
                     outage_started = Some(cfg.clock.instant());
                 }
                 let delay = backoff.next_delay();
-                if reason.contains("HTTP 401") || reason.contains("HTTP 403") {
+                let misconfigured = matches!(action, RetryAction::Misconfigured(_));
+                let reason = action.reason();
+                if misconfigured {
+                    stats.misconfigured_answers.fetch_add(1, Ordering::Relaxed);
+                    error!(
+                        message = "The answer is not the procwatch server's acknowledgement; the batch stays spooled, will retry. Check --server.",
+                        seq = req.seq,
+                        samples = req.samples,
+                        %reason,
+                        retry_in_ms = delay.as_millis() as u64
+                    );
+                } else if reason.contains("HTTP 401") || reason.contains("HTTP 403") {
                     error!(
                         message = "Server refused the token; will retry.",
                         seq = req.seq,
@@ -786,19 +826,83 @@ fn acked(spool: &Mutex<Spool>, req: &Request, stats: &AgentStats) {
     }
 }
 
-/// Writes a refused request to `<spool>/quarantine/`; returns the file path (or why not).
-fn quarantine(cfg: &AgentConfig, req: &Request, reason: &str) -> String {
+/// Writes a refused request to `<spool>/quarantine/`, first deleting the oldest quarantined
+/// batches so the directory stays under `cfg.quarantine_max_bytes`; returns the file path (or
+/// why not).
+fn quarantine(cfg: &AgentConfig, req: &Request, reason: &str, stats: &AgentStats) -> String {
     let dir = cfg.spool.dir.join("quarantine");
-    let name = format!("{}-seq{}-id{}", cfg.clock.now_ms(), req.seq, req.last_id.unwrap_or(0));
+    let name = format!("{:013}-seq{}-id{}", cfg.clock.now_ms(), req.seq, req.last_id.unwrap_or(0));
     let body = dir.join(format!("{name}.json"));
     let err = dir.join(format!("{name}.error.txt"));
-    let result = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&body, &req.body))
-        .and_then(|()| std::fs::write(&err, reason));
+    let reason = &reason[..floor_char_boundary(reason, 4096)];
+    let need = (req.body.len() + reason.len()) as u64;
+    if need > cfg.quarantine_max_bytes {
+        stats.quarantine_evicted_files.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            message = "Refused batch larger than the quarantine cap; not kept.",
+            bytes = need,
+            quarantine_max_bytes = cfg.quarantine_max_bytes
+        );
+        return "<not written: larger than --quarantine-max-bytes>".to_owned();
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return format!("<not written: {e}>");
+    }
+    let evicted = make_room(&dir, cfg.quarantine_max_bytes - need);
+    if evicted > 0 {
+        stats.quarantine_evicted_files.fetch_add(evicted, Ordering::Relaxed);
+        warn!(
+            message = "Quarantine over its cap; deleted the oldest refused batches.",
+            deleted = evicted,
+            quarantine_max_bytes = cfg.quarantine_max_bytes
+        );
+    }
+    let result = std::fs::write(&body, &req.body).and_then(|()| std::fs::write(&err, reason));
     match result {
         Ok(()) => body.display().to_string(),
         Err(e) => format!("<not written: {e}>"),
     }
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut i = max.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Deletes the oldest quarantined batches (a `.json` and its `.error.txt`, oldest by name,
+/// which starts with the zero-padded time) until the directory holds at most `budget` bytes;
+/// returns how many batches went.
+fn make_room(dir: &std::path::Path, budget: u64) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(String, u64)> = rd
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let len = e.metadata().ok().filter(|m| m.is_file())?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, l)| l).sum();
+    if total <= budget {
+        return 0;
+    }
+    files.sort();
+    let mut evicted = 0;
+    let mut i = 0;
+    while total > budget && i < files.len() {
+        let stem = files[i].0.split('.').next().unwrap_or_default().to_owned();
+        // Every file of this batch (they sort next to each other).
+        while i < files.len() && files[i].0.split('.').next() == Some(stem.as_str()) {
+            if std::fs::remove_file(dir.join(&files[i].0)).is_ok() {
+                total = total.saturating_sub(files[i].1);
+            }
+            i += 1;
+        }
+        evicted += 1;
+    }
+    evicted
 }
 
 #[cfg(test)]

@@ -17,18 +17,94 @@ pub enum RetryAction {
     /// The server refused this batch for what it is (400, 413, 422, any other 4xx): resending
     /// it unchanged can never succeed.
     DontRetry(String),
+    /// The answer shows the agent is not talking to a procwatch server's ingestion route: a
+    /// 3xx (redirects are never followed), 404/405 (wrong `--server` URL or path), or a 2xx
+    /// that is not the server's acknowledgement (an HTML page from a proxy or captive portal,
+    /// a wrong sample count). Nothing was stored: the batch stays in the spool and is retried
+    /// with backoff, and each attempt logs an error.
+    Misconfigured(String),
 }
 
 impl RetryAction {
     pub fn reason(&self) -> &str {
         match self {
-            RetryAction::Retry(r) | RetryAction::DontRetry(r) => r,
+            RetryAction::Retry(r) | RetryAction::DontRetry(r) | RetryAction::Misconfigured(r) => r,
         }
     }
 }
 
-/// Classifies an HTTP answer. `None` means success (2xx). `body` is the server's answer, for
-/// the reason (the SPEC's `{error, problems}` JSON on a 400).
+/// What the server's acknowledgement of one request must say for the request to count as
+/// delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected<'a> {
+    /// The batch's `host`.
+    pub host: &'a str,
+    /// The batch's `seq`.
+    pub seq: u64,
+    /// Samples the batch holds.
+    pub samples: u64,
+}
+
+/// The server's answer to an accepted batch (`procwatch_server::ingest::Accepted`).
+#[derive(Debug, serde::Deserialize)]
+struct Ack {
+    samples: u64,
+    host_totals: u64,
+    #[allow(dead_code)]
+    seq_gap: u64,
+    /// Echoed since hardening round 2; absent from older servers' answers.
+    received: Option<u64>,
+    host: Option<String>,
+    seq: Option<u64>,
+}
+
+/// An acknowledgement body larger than this is not the server's (whose is under 1 KiB).
+pub const MAX_ACK_BYTES: usize = 64 * 1024;
+
+/// Checks a 2xx answer: `None` when `body` is the server's acknowledgement of exactly
+/// `expected` (JSON `{samples, host_totals, seq_gap, host, seq}` with the same sample count,
+/// and the same host and seq when echoed), else why not.
+pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<RetryAction> {
+    let head = || {
+        let b: String = String::from_utf8_lossy(&body[..body.len().min(200)]).chars().collect();
+        format!("HTTP {status} is not a procwatch acknowledgement ({})", b.trim())
+    };
+    let ack: Ack = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Some(RetryAction::Misconfigured(format!(
+                "{}: {e}; is --server a procwatch server, not a proxy or portal?",
+                head()
+            )))
+        }
+    };
+    let mut wrong = Vec::new();
+    // `received` counts every sample of the batch; `samples` (older servers) those stored,
+    // which is the same unless the store dropped some past its retention.
+    let counted = ack.received.unwrap_or(ack.samples);
+    if counted != expected.samples {
+        wrong.push(format!("samples {counted} (sent {})", expected.samples));
+    }
+    if ack.host.as_deref().is_some_and(|h| h != expected.host) {
+        wrong.push(format!("host {:?} (sent {:?})", ack.host.unwrap_or_default(), expected.host));
+    }
+    if ack.seq.is_some_and(|s| s != expected.seq) {
+        wrong.push(format!("seq {} (sent {})", ack.seq.unwrap_or_default(), expected.seq));
+    }
+    let _ = ack.host_totals;
+    if wrong.is_empty() {
+        None
+    } else {
+        Some(RetryAction::Misconfigured(format!(
+            "HTTP {status} acknowledged another batch: {}",
+            wrong.join(", ")
+        )))
+    }
+}
+
+/// Classifies an HTTP answer's status. `None` means a 2xx (whose body [`check_ack`] must still
+/// accept). `body` is the server's answer, for the reason (the SPEC's `{error, problems}` JSON
+/// on a 400).
 pub fn classify_status(status: u16, body: &str) -> Option<RetryAction> {
     let detail = || {
         let b: String = body.chars().take(500).collect();
@@ -39,6 +115,14 @@ pub fn classify_status(status: u16, body: &str) -> Option<RetryAction> {
         408 | 429 | 500..=599 => Some(RetryAction::Retry(detail())),
         401 | 403 => Some(RetryAction::Retry(format!(
             "{} (check --token / the server's --write-token)",
+            detail()
+        ))),
+        300..=399 => Some(RetryAction::Misconfigured(format!(
+            "{} (a redirect, not followed: point --server at the procwatch server itself)",
+            detail()
+        ))),
+        404 | 405 => Some(RetryAction::Misconfigured(format!(
+            "{} (no ingestion route there: check --server's URL and path)",
             detail()
         ))),
         _ => Some(RetryAction::DontRetry(detail())),
@@ -198,6 +282,9 @@ impl Shipper {
             .pool_max_idle_per_host(2)
             .tcp_keepalive(Duration::from_secs(60))
             .user_agent(concat!("procwatch-agent/", env!("CARGO_PKG_VERSION")))
+            // A redirect is a misconfiguration (or a portal): following it would post the
+            // batch somewhere that is not the server, and its 200 would look like an ack.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Shipper {
             client,
@@ -207,8 +294,9 @@ impl Shipper {
         })
     }
 
-    /// Sends one JSON batch body. `Ok` means the server answered 2xx (the batch is durable).
-    pub async fn send(&self, json: &[u8]) -> Result<(), RetryAction> {
+    /// Sends one JSON batch body. `Ok` means the server answered 2xx with its acknowledgement
+    /// of exactly `expected` ([`check_ack`]): the batch is durable.
+    pub async fn send(&self, json: &[u8], expected: &Expected<'_>) -> Result<(), RetryAction> {
         let mut req = self
             .client
             .post(&self.endpoint)
@@ -226,15 +314,35 @@ impl Shipper {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| classify_error(&e))?;
+        let mut resp = req.send().await.map_err(|e| classify_error(&e))?;
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            // Drain the body so the connection goes back to the pool.
-            let _ = resp.bytes().await;
-            return Ok(());
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // Read at most MAX_ACK_BYTES (+1 to tell "too big"): the body is whoever answered's.
+        let mut body = Vec::new();
+        while body.len() <= MAX_ACK_BYTES {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    body.extend_from_slice(&c[..c.len().min(MAX_ACK_BYTES + 1 - body.len())])
+                }
+                Ok(None) => break,
+                Err(e) if (200..300).contains(&status) => return Err(classify_error(&e)),
+                Err(_) => break,
+            }
         }
-        let body = resp.text().await.unwrap_or_default();
-        match classify_status(status, &body) {
+        if (200..300).contains(&status) {
+            return match check_ack(status, &body, expected) {
+                None => Ok(()),
+                Some(action) => Err(action),
+            };
+        }
+        let mut text = String::from_utf8_lossy(&body).into_owned();
+        if let Some(l) = location {
+            text = format!("Location: {l}; {text}");
+        }
+        match classify_status(status, &text) {
             Some(action) => Err(action),
             None => Ok(()),
         }
@@ -254,11 +362,44 @@ mod tests {
         for s in [408, 429, 500, 502, 503, 504, 401, 403] {
             assert!(matches!(classify_status(s, "x"), Some(RetryAction::Retry(_))), "{s}");
         }
-        for s in [400, 404, 405, 413, 422] {
+        for s in [400, 413, 422] {
             assert!(matches!(classify_status(s, "x"), Some(RetryAction::DontRetry(_))), "{s}");
+        }
+        for s in [301, 302, 307, 308, 404, 405] {
+            assert!(matches!(classify_status(s, "x"), Some(RetryAction::Misconfigured(_))), "{s}");
         }
         let a = classify_status(400, r#"{"error":"bad cpu"}"#).unwrap();
         assert_eq!(a.reason(), r#"HTTP 400: {"error":"bad cpu"}"#);
+    }
+
+    #[test]
+    fn only_the_servers_own_acknowledgement_counts() {
+        let e = Expected { host: "web-1", seq: 7, samples: 3 };
+        let ok =
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"received":3,"host":"web-1","seq":7}"#;
+        assert_eq!(check_ack(200, ok, &e), None);
+        // Stored fewer (retention dropped one) but received all: delivered.
+        let aged =
+            br#"{"samples":2,"host_totals":1,"seq_gap":0,"received":3,"host":"web-1","seq":7}"#;
+        assert_eq!(check_ack(200, aged, &e), None);
+        // An older server echoes neither host nor seq: the count still has to match.
+        assert_eq!(check_ack(200, br#"{"samples":3,"host_totals":1,"seq_gap":0}"#, &e), None);
+        for bad in [
+            &b"<html><body>Welcome to the hotel wifi</body></html>"[..],
+            b"",
+            b"{}",
+            br#"{"Response":"Ok"}"#,
+            br#"{"samples":2,"host_totals":1,"seq_gap":0,"host":"web-1","seq":7}"#,
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"received":4,"host":"web-1","seq":7}"#,
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-2","seq":7}"#,
+            br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-1","seq":8}"#,
+        ] {
+            assert!(
+                matches!(check_ack(200, bad, &e), Some(RetryAction::Misconfigured(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

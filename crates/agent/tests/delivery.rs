@@ -68,8 +68,17 @@ async fn ingest(
             );
         }
     }
+    // The server's acknowledgement (anything else keeps the batch in the agent's spool).
+    let ack = serde_json::json!({
+        "samples": batch.samples.len(),
+        "host_totals": batch.host_totals.len(),
+        "seq_gap": 0,
+        "received": batch.samples.len(),
+        "host": batch.host,
+        "seq": batch.seq,
+    });
     f.accepted.lock().unwrap().push(batch);
-    (StatusCode::OK, "{}".into())
+    (StatusCode::OK, ack.to_string())
 }
 
 async fn serve(fake: Arc<Fake>, listener: tokio::net::TcpListener) {
@@ -387,4 +396,46 @@ async fn request_in_flight_at_a_crash_is_resent_with_its_seq_then_the_sequence_g
         .collect();
     let live = *taken.lock().unwrap().keys().next().unwrap() - base;
     assert_eq!(shape, vec![(5, vec![0, 1000]), (6, vec![2000, 3000]), (7, vec![live])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_stays_under_its_cap_oldest_deleted_first() {
+    let fake = Arc::new(Fake { poison: Some("poison".into()), ..Fake::default() });
+    let addr = start(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(Mutex::new(BTreeMap::new()));
+    // Every sweep is refused.
+    let mut inner = synthetic(taken.clone(), None);
+    let sweep: SweepFn = Box::new(move || {
+        let mut s = inner()?;
+        if let Some(s) = s.as_mut() {
+            s.samples[0].process = "poison".into();
+        }
+        Ok(s)
+    });
+    let cap = 3_000u64;
+    let mut cfg = config(addr, dir.path(), 10);
+    cfg.quarantine_max_bytes = cap;
+    let stats = procwatch_agent::run(cfg, sweep, std::future::pending()).await.unwrap();
+    let taken = taken.lock().unwrap().clone();
+    assert_eq!(stats.quarantined_records.load(Ordering::Relaxed), 10);
+    let qdir = dir.path().join("quarantine");
+    let files: Vec<_> = std::fs::read_dir(&qdir).unwrap().map(|e| e.unwrap().path()).collect();
+    let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(bytes <= cap, "quarantine holds {bytes} bytes, cap {cap}");
+    let kept: Vec<Batch> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < 10, "kept {} batches", kept.len());
+    // Every kept batch has its error file; the newest refused batch is among the kept.
+    assert_eq!(files.len(), 2 * kept.len());
+    let newest = *taken.keys().last().unwrap();
+    assert!(kept.iter().any(|b| b.samples[0].ts == newest));
+    let evicted = stats.quarantine_evicted_files.load(Ordering::Relaxed);
+    assert_eq!(evicted as usize, 10 - kept.len());
+    // All refused samples are counted as dropped and reported, evicted or not.
+    let all: usize = taken.values().sum();
+    assert_eq!(stats.dropped_samples.load(Ordering::Relaxed) as usize, all);
 }

@@ -25,7 +25,31 @@ fn unit(metric: Metric) -> &'static str {
     }
 }
 
-/// The line for one event, without colour codes:
+/// `s` made safe for a terminal: control characters (C0, DEL, C1: ESC sequences could
+/// recolour, move the cursor or retitle the terminal) and the Unicode bidirectional
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C: they
+/// reorder what a reader sees) are written as `\u{XXXX}`; everything else is kept.
+pub fn escape_for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:04X}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The line for one event, without colour codes (host and process names escaped with
+/// [`escape_for_terminal`]):
 /// - `RED   web-1 java cpu 93.1% > 80%`
 /// - `AMBER web-1 java mem 61.0% forecast 85.2% > 80% in 7m`
 /// - `OK    web-1 java cpu 12.0% < 75% (was RED)` (resolved: below T − hysteresis is not
@@ -34,19 +58,20 @@ fn unit(metric: Metric) -> &'static str {
 /// - `RED   web-1 host silent 32s > 30s`
 pub fn format_line(ev: &AlarmEvent) -> String {
     let level = format!("{:5}", ev.level.as_str());
+    let host = escape_for_terminal(&ev.host);
+    let process = escape_for_terminal(&ev.process);
     if ev.kind == AlarmKind::HostSilent {
         return match ev.level {
-            Level::Ok => format!("{level} {} host heard from again", ev.host),
+            Level::Ok => format!("{level} {host} host heard from again"),
             _ => format!(
-                "{level} {} host silent {}s > {}s",
-                ev.host,
+                "{level} {host} host silent {}s > {}s",
                 short(ev.value.round()),
                 short(ev.threshold)
             ),
         };
     }
     let u = unit(ev.metric);
-    let what = format!("{level} {} {} {}", ev.host, ev.process, ev.metric);
+    let what = format!("{level} {host} {process} {}", ev.metric);
     match ev.level {
         Level::Red => format!("{what} {:.1}{u} > {}{u}", ev.value, short(ev.threshold)),
         Level::Amber => {
@@ -188,6 +213,27 @@ pub(crate) mod tests {
         assert_eq!(format_line(&host), "RED   web-1 host silent 32s > 30s");
         let stale = event(Level::Stale, Level::Red);
         assert_eq!(format_line(&stale), "STALE web-1 java cpu no data (was RED at 93.1%)");
+    }
+
+    #[test]
+    fn control_and_bidi_characters_in_names_are_escaped() {
+        let mut ev = event(Level::Red, Level::Ok);
+        ev.process = "invoice\u{202E}fdp.exe\x1b]0;pwned\x07\x1b[2J\u{2066}x\u{9B}".into();
+        ev.host = "web\r\n-1\u{200F}".into();
+        for line in [format_line(&ev), render(&ev, true)] {
+            let names = line.trim_start_matches("\x1b[1;31m").trim_end_matches("\x1b[0m");
+            assert!(
+                !names.chars().any(|c| c.is_control()
+                    || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200F}')),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            format_line(&ev),
+            "RED   web\\u{000D}\\u{000A}-1\\u{200F} invoice\\u{202E}fdp.exe\\u{001B}]0;pwned\\u{0007}\\u{001B}[2J\\u{2066}x\\u{009B} cpu 93.1% > 80%"
+        );
+        // Ordinary names, non-ASCII included, are untouched.
+        assert_eq!(escape_for_terminal("nginx: worker (é, 日本)"), "nginx: worker (é, 日本)");
     }
 
     #[test]

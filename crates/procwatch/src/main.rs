@@ -36,6 +36,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sample every process and ship the batches to the server.

@@ -445,8 +445,17 @@ async fn fake_ingest(
             }
         }
     }
+    // The server's acknowledgement (anything else keeps the batch in the agent's spool).
+    let ack = serde_json::json!({
+        "samples": batch.samples.len(),
+        "host_totals": batch.host_totals.len(),
+        "seq_gap": 0,
+        "received": batch.samples.len(),
+        "host": batch.host,
+        "seq": batch.seq,
+    });
     f.accepted.lock().unwrap().push(batch);
-    (StatusCode::OK, "{}".into())
+    (StatusCode::OK, ack.to_string())
 }
 
 async fn start_fake(fake: Arc<Fake>) -> SocketAddr {
@@ -525,4 +534,128 @@ async fn refused_sweep_is_quarantined_not_retried_in_a_loop() {
     assert!(std::fs::read_to_string(err).unwrap().contains("poisoned by the test"));
     let dropped: u64 = fake.accepted.lock().unwrap().iter().map(|b| b.dropped_samples).sum();
     assert_eq!(dropped, bad_n);
+}
+
+/// Something that is not the procwatch server's ingestion route: each request gets the next
+/// answer of `answers` (cycling), and the page a redirect points to counts its hits.
+struct Impostor {
+    answers: Vec<&'static str>,
+    requests: AtomicU64,
+    landing_hits: AtomicU64,
+}
+
+async fn impostor_ingest(
+    axum::extract::State(f): axum::extract::State<Arc<Impostor>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let n = f.requests.fetch_add(1, Ordering::SeqCst) as usize;
+    let mut json = Vec::new();
+    let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut json);
+    let batch: Option<procwatch_model::Batch> = serde_json::from_slice(&json).ok();
+    match f.answers[n % f.answers.len()] {
+        "html" => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Sign in to the guest wifi</body></html>",
+        )
+            .into_response(),
+        "redirect" => (StatusCode::FOUND, [(header::LOCATION, "/landing")], "").into_response(),
+        "wrong_count" => {
+            let b = batch.expect("the agent sent a batch");
+            let ack = serde_json::json!({
+                "samples": b.samples.len() + 1,
+                "host_totals": b.host_totals.len(),
+                "seq_gap": 0,
+                "received": b.samples.len() + 1,
+                "host": b.host,
+                "seq": b.seq,
+            });
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], ack.to_string())
+                .into_response()
+        }
+        "404" => (StatusCode::NOT_FOUND, r#"{"error":"no route"}"#).into_response(),
+        "405" => (StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method"}"#).into_response(),
+        other => panic!("unknown answer {other}"),
+    }
+}
+
+async fn landing(axum::extract::State(f): axum::extract::State<Arc<Impostor>>) -> &'static str {
+    f.landing_hits.fetch_add(1, Ordering::SeqCst);
+    "<html>landing page</html>"
+}
+
+async fn start_impostor(answers: Vec<&'static str>) -> (Arc<Impostor>, SocketAddr) {
+    let f = Arc::new(Impostor {
+        answers,
+        requests: AtomicU64::new(0),
+        landing_hits: AtomicU64::new(0),
+    });
+    let app = axum::Router::new()
+        .route("/api/v1/samples", axum::routing::post(impostor_ingest))
+        .route("/landing", axum::routing::get(landing).post(landing))
+        .with_state(f.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (f, addr)
+}
+
+/// Runs the real agent against answers that are not acknowledgements until it has tried
+/// `min_requests` times; then the same spool against the real server must deliver every sweep
+/// the first run took (nothing was deleted from the spool), and nothing was quarantined.
+async fn unacknowledged_answers_keep_the_batches(answers: Vec<&'static str>, min_requests: u64) {
+    let (imp, addr) = start_impostor(answers).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let log1 = dir.path().join("agent1.log");
+    let agent = Agent::start(&format!("http://{addr}"), &spool, &log1, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while imp.requests.load(Ordering::SeqCst) < min_requests || agent.taken().len() < 3 {
+        assert!(Instant::now() < deadline, "the agent did not retry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop();
+    let taken = taken_from_log(&log1);
+    assert_eq!(imp.landing_hits.load(Ordering::SeqCst), 0, "a redirect was followed");
+    let errors: Vec<Value> = log_events(&log1)
+        .into_iter()
+        .filter(|e| {
+            e["level"] == "ERROR"
+                && e["fields"]["message"].as_str().is_some_and(|m| m.contains("acknowledgement"))
+        })
+        .collect();
+    assert!(errors.len() as u64 >= min_requests.min(3), "no loud error per refused answer");
+    assert!(!spool.join("quarantine").exists(), "a misconfiguration must not quarantine");
+    assert!(!log_events(&log1).iter().any(|e| e["fields"]["message"] == "Batch delivered."));
+
+    // The real server: everything the first run took arrives.
+    let server = Server::start("127.0.0.1:0".parse().unwrap(), &dir.path().join("data"), &[]);
+    let log2 = dir.path().join("agent2.log");
+    let agent = Agent::start(&server.url(), &spool, &log2, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_events(&log2).iter().any(|e| e["fields"]["message"] == "Batch delivered.") {
+        assert!(Instant::now() < deadline, "nothing delivered to the real server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = wait_arrived(&server.url(), &taken).await;
+    agent.stop();
+    // A batch is stored whole or not at all: every sweep's timestamp must be there. (The
+    // count per timestamp can be one lower than the agent logged when a sweep held two
+    // samples of one name, which the idempotent write keeps as one.)
+    for ts in taken.keys() {
+        assert!(got.contains_key(ts), "sweep {ts} lost: the spool dropped an unacknowledged batch");
+    }
+    assert!(got.values().sum::<u64>() * 10 >= taken.values().sum::<u64>() * 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_redirect_and_wrong_count_answers_are_not_acknowledgements() {
+    unacknowledged_answers_keep_the_batches(vec!["html", "redirect", "wrong_count"], 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_url_404_405_is_retried_and_reported_not_quarantined() {
+    unacknowledged_answers_keep_the_batches(vec!["404", "405"], 6).await;
 }

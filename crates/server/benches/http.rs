@@ -343,7 +343,14 @@ fn main() {
     let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
         _ => {
-            let s = Arc::new(SqliteStore::open(&data_dir, SqliteOptions::default()).unwrap());
+            // The server's default is `--durability durable` (Power, group commit).
+            let durability = match std::env::var("PROCWATCH_BENCH_DURABILITY").as_deref() {
+                Ok("relaxed") => procwatch_store_sqlite::Durability::Process,
+                _ => procwatch_store_sqlite::Durability::Power,
+            };
+            println!("sqlite durability: {durability:?}");
+            let opts = SqliteOptions { durability, ..SqliteOptions::default() };
+            let s = Arc::new(SqliteStore::open(&data_dir, opts).unwrap());
             (s.clone(), Some(s))
         }
     };
@@ -379,6 +386,10 @@ fn main() {
         let ours_5k = rate(solo_p.samples, d);
         let d = send_all(&client, &ingest, "application/json", &fleet_p.json, conns).await;
         let ours_300 = rate(fleet_p.samples, d);
+        if let Some(s) = &sqlite {
+            // Group commit: how many WAL fsyncs the 6,044 ingestion requests cost.
+            println!("WAL fsyncs during ingestion: {}", s.wal_syncs());
+        }
         let (mut theirs_5k, mut theirs_300) = ("-".to_owned(), "-".to_owned());
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url);

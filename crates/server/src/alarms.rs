@@ -37,7 +37,8 @@
 //!     across hosts. Host alarms (`host_silent`) have no process and are not listed here.
 //!   - `GET /api/v1/alarms` → `{"alarms": [AlarmEvent...]}` newest first; `active=true` only
 //!     open events; filters `host`, `process`, `metric`, `level`, `from`, `to` (on `start`;
-//!     times as in [`crate::time`]), `limit` (default 100, 0 = no limit).
+//!     times as in [`crate::time`]), `limit` (the page size: default 100, 0 = the largest page,
+//!     `page::MAX_PAGE`), `cursor` (the `next` of the previous page; see [`crate::page`]).
 //!   - `GET /api/v1/alarms/stream`: Server-Sent Events, one `event: alarm` per transition,
 //!     `data:` the `AlarmEvent` JSON (the closing copy of the previous event, `end` set, comes
 //!     before its successor), `id: <boot>-<n>`, a `: keep-alive` comment every 15 s. On
@@ -450,6 +451,8 @@ pub struct AlarmParams {
     pub from: Option<String>,
     pub to: Option<String>,
     pub limit: Option<String>,
+    /// The `next` of the previous page (see [`crate::page`]).
+    pub cursor: Option<String>,
 }
 
 /// Parses the query string of `GET /api/v1/alarms`.
@@ -507,6 +510,8 @@ pub fn alarm_query(p: AlarmParams, now: TsMs) -> Result<AlarmQuery, ApiError> {
 #[derive(Debug, Serialize)]
 pub struct AlarmsResponse {
     pub alarms: Vec<AlarmEvent>,
+    /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
+    pub next: Option<String>,
 }
 
 /// `GET /api/v1/alarms`.
@@ -514,8 +519,22 @@ async fn list(
     State(st): State<AppState>,
     q: QueryResult<AlarmParams>,
 ) -> Result<Json<AlarmsResponse>, ApiError> {
-    let q = alarm_query(q?.0, st.config.clock.now_ms())?;
-    Ok(Json(AlarmsResponse { alarms: st.store.alarm_events(&q).await? }))
+    let p = q?.0;
+    let offset = p
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(crate::page::Cursor::decode)
+        .transpose()?
+        .map_or(0, |c| c.offset);
+    let mut q = alarm_query(p, st.config.clock.now_ms())?;
+    // `limit` is the page size (0 = the largest page); one more event tells whether a next
+    // page exists.
+    let size = crate::page::size(Some(q.limit).filter(|&l| l > 0), crate::page::MAX_PAGE);
+    q.limit = offset.saturating_add(size).saturating_add(1);
+    let events = st.store.alarm_events(&q).await?;
+    let (alarms, next) = crate::page::take(events, offset, size, None);
+    Ok(Json(AlarmsResponse { alarms, next }))
 }
 
 fn sse_event(boot: &str, seq: u64, ev: &AlarmEvent) -> Event {

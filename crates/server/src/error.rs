@@ -42,6 +42,12 @@ pub enum ApiError {
     /// 429: too many requests in flight.
     #[error("too many requests in flight; retry later")]
     TooManyRequests,
+    /// 429 with a reason: a quota of this client is used up (e.g. a host's series cap).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// 507: the server-wide series cap is reached.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 503: the store cannot be reached; the client may retry. The detail (which may hold a
     /// backend's own error body) is logged, never sent to the client.
     #[error("{0}")]
@@ -80,7 +86,8 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

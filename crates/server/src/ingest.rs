@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::StreamExt;
 use procwatch_model::validate::{self, Limits, Rejection};
 use procwatch_model::Batch;
@@ -29,6 +29,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::admission::{self, WriteAuth};
 use crate::AppState;
 
 /// Bodies at least this large are decoded on the blocking pool.
@@ -75,7 +76,9 @@ impl Budget {
     }
 }
 
-/// The answer to an accepted batch.
+/// The answer to an accepted batch: the server's acknowledgement. The agent counts a batch as
+/// delivered only on this exact shape with its own `host`, `seq` and sample count (a 2xx from
+/// a proxy or captive portal is not an acknowledgement).
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     /// Samples stored (new or replaced).
@@ -83,16 +86,34 @@ pub struct Accepted {
     pub host_totals: usize,
     /// Batches missing between the previous `seq` of this host and this one.
     pub seq_gap: u64,
+    /// Samples the batch held, all taken care of (`samples` may be fewer: a sample older than
+    /// the store's retention floor is dropped, not stored). The agent checks this count.
+    pub received: usize,
+    /// The batch's `host`, echoed.
+    pub host: String,
+    /// The batch's `seq`, echoed.
+    pub seq: u64,
 }
 
 pub async fn post_samples(
     State(st): State<AppState>,
+    auth: Option<Extension<WriteAuth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Accepted>, Response> {
     let batch = decode(&st, &headers, body, validate::decode_batch).await?;
+    if let Some(refused) = admit(&st, auth, &batch) {
+        return Err(refused);
+    }
     let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(Json(Accepted { samples: out.samples, host_totals: out.host_totals, seq_gap: out.seq_gap }))
+    Ok(Json(Accepted {
+        samples: out.samples,
+        host_totals: out.host_totals,
+        seq_gap: out.seq_gap,
+        received: batch.samples.len(),
+        host: batch.host,
+        seq: batch.seq,
+    }))
 }
 
 /// The seed's answer.
@@ -104,12 +125,47 @@ pub struct LegacyOk {
 
 pub async fn put_legacy(
     State(st): State<AppState>,
+    auth: Option<Extension<WriteAuth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<LegacyOk>, Response> {
     let batch = decode(&st, &headers, body, validate::decode_legacy).await?;
+    if let Some(refused) = admit(&st, auth, &batch) {
+        return Err(refused);
+    }
     st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
     Ok(Json(LegacyOk { response: "Ok" }))
+}
+
+/// The checks that need the batch's host, before the store is called: the token may write
+/// this host (403), the host's rate (429), the series caps (413/429/507); `Some` is the
+/// refusal. See [`crate::guard`].
+fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Option<Response> {
+    let auth = auth.map_or(WriteAuth::AnyHost, |Extension(a)| a);
+    if let Err(e) = admission::check_host(&auth, &batch.host) {
+        return Some(e.into_response());
+    }
+    if auth == WriteAuth::AnyHost {
+        if let Err(wait) = st.rate.check(&batch.host, st.config.clock.instant()) {
+            return Some(crate::limits::too_many(st, "rate_limited", wait));
+        }
+    }
+    if let Err(b) = st.series.admit(batch, &st.config.series_limits) {
+        st.metrics.limit_breach(b.reason);
+        tracing::warn!(message = "Batch refused by a series cap.", host = %batch.host, reason = b.reason);
+        let err = match b.reason {
+            "series_per_batch" => ApiError::PayloadTooLarge(b.message),
+            "series_per_host" => ApiError::QuotaExceeded(b.message),
+            _ => ApiError::InsufficientStorage(b.message),
+        };
+        let mut resp = err.into_response();
+        if resp.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+        }
+        return Some(resp);
+    }
+    None
 }
 
 type Decoder = fn(&[u8], &Limits) -> Result<Batch, Rejection>;

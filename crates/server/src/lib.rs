@@ -47,6 +47,7 @@
 //!   same process in the same request, else 0; see
 //!   `procwatch_model::validate::legacy_to_batch`.
 
+pub mod admission;
 pub mod alarms;
 pub mod dashboard;
 pub mod error;
@@ -55,6 +56,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod query;
 pub mod serve;
 pub mod time;
@@ -133,6 +135,13 @@ pub struct ServerConfig {
     pub max_inflight_bytes: usize,
     /// A chart not rendered within this is answered 503 (rendering runs on the blocking pool).
     pub render_timeout: Duration,
+    /// Per-host write tokens (`--host-tokens`); a batch must be for its token's host. See
+    /// [`admission`].
+    pub host_tokens: Option<Arc<admission::HostTokens>>,
+    /// Refuse the global `write_token` on ingestion (only per-host tokens write).
+    pub host_tokens_only: bool,
+    /// Distinct series caps (per batch, per host, in total). See [`admission`].
+    pub series_limits: admission::SeriesLimits,
 }
 
 impl Default for ServerConfig {
@@ -161,6 +170,9 @@ impl Default for ServerConfig {
             max_streams: 64,
             max_inflight_bytes: 64 << 20,
             render_timeout: Duration::from_secs(5),
+            host_tokens: None,
+            host_tokens_only: false,
+            series_limits: admission::SeriesLimits::default(),
         }
     }
 }
@@ -190,6 +202,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_streams", &self.max_streams)
             .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("render_timeout", &self.render_timeout)
+            .field("host_tokens", &self.host_tokens.as_ref().map(|t| t.len()))
+            .field("host_tokens_only", &self.host_tokens_only)
+            .field("series_limits", &self.series_limits)
             .finish()
     }
 }
@@ -205,7 +220,7 @@ pub struct AppState {
     pub write_permits: Arc<tokio::sync::Semaphore>,
     /// One permit per request in flight (`ServerConfig::max_concurrent_requests`).
     pub request_permits: Arc<tokio::sync::Semaphore>,
-    /// Ingestion rate per key (`ServerConfig::ingest_rate`).
+    /// Ingestion rate per host (`ServerConfig::ingest_rate`).
     pub rate: Arc<limits::RateLimiter>,
     /// The listener is on a loopback address: the `Host` check of [`guard`] is on. Set by
     /// [`run`]; `false` for a router built alone.
@@ -216,6 +231,8 @@ pub struct AppState {
     pub body_bytes: Arc<tokio::sync::Semaphore>,
     /// One permit per chart being rendered on the blocking pool.
     pub render_permits: Arc<tokio::sync::Semaphore>,
+    /// Distinct series per host and in total (`ServerConfig::series_limits`).
+    pub series: Arc<admission::SeriesTracker>,
 }
 
 impl AppState {
@@ -245,6 +262,7 @@ impl AppState {
             stream_permits,
             body_bytes,
             render_permits,
+            series: Arc::new(admission::SeriesTracker::default()),
         }
     }
 }
@@ -415,7 +433,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Compares two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -456,26 +474,64 @@ async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
-async fn require_write(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(e) = check_token(&req, &st.config.write_token, &st.config.read_token, "write") {
-        return e.into_response();
-    }
+async fn require_write(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let auth = match write_auth(&st, &req) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     if let Err(e) = guard::require_json(&req) {
         st.metrics.limit_breach("not_json");
         return e.into_response();
     }
-    if let Err(wait) = st.rate.check(&limits::rate_key(&st, &req), st.config.clock.instant()) {
-        return limits::too_many(&st, "rate_limited", wait);
+    // A per-host token names its host: rate-limit before the body is read. Other batches are
+    // rate-limited by their `host` once decoded (`ingest`).
+    if let admission::WriteAuth::Host(host) = &auth {
+        if let Err(wait) = st.rate.check(host, st.config.clock.instant()) {
+            return limits::too_many(&st, "rate_limited", wait);
+        }
     }
+    req.extensions_mut().insert(auth);
     let Ok(_permit) = st.write_permits.clone().try_acquire_owned() else {
         return limits::too_many(&st, "inflight_writes", Duration::from_secs(1));
     };
     next.run(req).await
 }
 
+/// Which hosts the request's token may write (see [`admission`]).
+fn write_auth(st: &AppState, req: &Request) -> Result<admission::WriteAuth, ApiError> {
+    let Some(tokens) = st.config.host_tokens.as_deref() else {
+        check_token(req, &st.config.write_token, &st.config.read_token, "write")?;
+        return Ok(admission::WriteAuth::AnyHost);
+    };
+    let Some(given) = bearer(req) else {
+        return Err(ApiError::Unauthorized(
+            "this route needs a write token (the host's own or the global one): Authorization: Bearer <token>"
+                .to_owned(),
+        ));
+    };
+    if let Some(host) = tokens.host_of(given) {
+        return Ok(admission::WriteAuth::Host(host.to_owned()));
+    }
+    if let Some(global) = &st.config.write_token {
+        if constant_time_eq(given, global.as_bytes()) {
+            if st.config.host_tokens_only {
+                return Err(ApiError::Forbidden(
+                    "the global write token is disabled for ingestion (host_tokens_only): use the host's own token".to_owned(),
+                ));
+            }
+            return Ok(admission::WriteAuth::AnyHost);
+        }
+    }
+    if st.config.read_token.as_ref().is_some_and(|r| constant_time_eq(given, r.as_bytes())) {
+        return Err(ApiError::Forbidden("this token may not call write routes".to_owned()));
+    }
+    Err(ApiError::Unauthorized("wrong write token".to_owned()))
+}
+
 /// Drops what is older than the retention; logs and carries on when the store fails.
 pub async fn apply_retention(st: &AppState) {
     let cutoff = st.config.clock.now_ms() - st.config.retention.as_millis() as i64;
+    st.series.forget_before(cutoff);
     match st.store.apply_retention(cutoff).await {
         Ok(n) => tracing::info!(message = "Retention applied.", cutoff, removed = n),
         Err(error) => tracing::warn!(message = "Retention failed.", %error),

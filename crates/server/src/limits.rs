@@ -12,22 +12,24 @@
 //! | TLS handshake | `header_read_timeout` | connection closed | `tls_handshake` |
 //! | requests in flight | `max_concurrent_requests` (1024) | 429 + `Retry-After: 1` | `concurrency` |
 //! | ingestion in flight | `max_inflight_writes` (64) | 429 + `Retry-After: 1` | `inflight_writes` |
-//! | ingestion rate per key | `ingest_rate` (200/s), `ingest_burst` (400) | 429 + `Retry-After: <s>` | `rate_limited` |
+//! | ingestion rate per host | `ingest_rate` (200/s), `ingest_burst` (400) | 429 + `Retry-After: <s>` | `rate_limited` |
+//! | distinct processes a batch | `series_limits.per_batch` (10,000) | 413 | `series_per_batch` |
+//! | distinct series a host | `series_limits.per_host` (20,000) | 429 + `Retry-After: 60` | `series_per_host` |
+//! | distinct series in total | `series_limits.total` (1,000,000) | 507 | `series_total` |
 //!
-//! The rate limit is a token bucket per key: the write token when one is configured (every agent
-//! sharing it shares the bucket, so size it for the fleet: 1,000 agents at 10 s are 100
-//! requests/s), else the peer's IP address. `ingest_rate = 0` turns it off. At most
+//! The rate limit is a token bucket per host: the batch's `host` (a per-host token's host,
+//! before the body is read), so one flooding host does not starve the others, whatever token
+//! or address they share. `ingest_rate = 0` turns it off. At most
 //! [`MAX_RATE_KEYS`] keys are tracked; past that, full (idle) buckets are forgotten first and a
 //! new key is refused while none can be. `/healthz`, `/readyz` and the alarm stream are not
 //! counted against `max_concurrent_requests` (probes must answer under load; streams are
 //! long-lived).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -36,7 +38,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Every value of the `reason` label of `procwatch_limit_breaches_total`.
-pub const BREACH_REASONS: [&str; 10] = [
+pub const BREACH_REASONS: [&str; 13] = [
     "body_too_large",
     "decompressed_too_large",
     "too_many_samples",
@@ -47,6 +49,9 @@ pub const BREACH_REASONS: [&str; 10] = [
     "concurrency",
     "inflight_writes",
     "rate_limited",
+    "series_per_batch",
+    "series_per_host",
+    "series_total",
 ];
 
 /// More values of the `reason` label of `procwatch_limit_breaches_total`: the HTTP-layer limits
@@ -134,18 +139,6 @@ pub fn too_many(st: &AppState, reason: &'static str, wait: Duration) -> Response
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
-}
-
-/// The rate-limit key of an ingestion request: the write token's bucket when tokens are on,
-/// else the peer's IP.
-pub fn rate_key(st: &AppState, req: &Request) -> String {
-    if st.config.write_token.is_some() {
-        return "write-token".to_owned();
-    }
-    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => addr.ip().to_string(),
-        None => "unknown-peer".to_owned(),
-    }
 }
 
 /// Middleware: at most `max_concurrent_requests` requests in flight (see the module doc).

@@ -119,8 +119,11 @@ fn build() -> Value {
         "/api/v1/hosts": {"get": {
             "summary": "Every host within retention: last seen, stale (no data for 3 intervals), seq gaps, dropped samples, latest host totals.",
             "security": auth_read,
+            "parameters": [
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": 50000}, "description": "Page size (default and most: 50,000)."},
+                {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "The `next` of the previous page."}],
             "responses": with("200", ok("Hosts.", json!({"type": "object", "properties": {
-                "now": {"type": "integer"}, "hosts": {"type": "array", "items": r("Host")}}})), &[])}},
+                "now": {"type": "integer"}, "hosts": {"type": "array", "items": r("Host")}, "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."}}})), &[])}},
         "/api/v1/usage": {"get": {
             "summary": "Statistics (mean, min, max, last, p95) of cpu, cores, mem and rss per process over a window.",
             "security": auth_read,
@@ -132,11 +135,12 @@ fn build() -> Value {
                 {"name": "per_host", "in": "query", "required": false, "schema": {"type": "boolean", "default": true}, "description": "false: one row per process name over all hosts."},
                 p("sort", "query", false, "`process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`."),
                 {"name": "order", "in": "query", "required": false, "schema": {"type": "string", "enum": ["asc", "desc"]}, "description": "Default desc for figures, asc for names."},
-                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Top N after sorting."},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Page size after sorting (at most 50,000, the default)."},
+                {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "The `next` of the previous page."},
                 p("metrics", "query", false, "Comma list of cpu, cores, mem, rss: only these in each row (default all)."),
                 p("stats", "query", false, "Comma list of mean, min, max, last, p95: only these in each metric (default all).")],
             "responses": with("200", ok("Rows.", json!({"type": "object", "properties": {
-                "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}}})), &[("404", "Unknown host.")])}},
+                "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}, "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."}}})), &[("404", "Unknown host.")])}},
         "/api/v1/hosts/{host}/processes/{process}/history": {"get": {
             "summary": "History of one (host, process), downsampled server-side: per step bucket (aligned to multiples of the step) the mean and max.",
             "security": auth_read,
@@ -191,9 +195,10 @@ fn build() -> Value {
                 {"name": "level", "in": "query", "required": false, "schema": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]}},
                 p("from", "query", false, &format!("Events that started at or after. {time_doc}")),
                 p("to", "query", false, &format!("Events that started before. {time_doc}")),
-                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "default": 100}, "description": "0: no limit."}],
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "default": 100}, "description": "Page size; 0: the largest page (50,000)."},
+                {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "The `next` of the previous page."}],
             "responses": with("200", ok("Events.", json!({"type": "object", "properties": {
-                "alarms": {"type": "array", "items": r("AlarmEvent")}}})), &[])}},
+                "alarms": {"type": "array", "items": r("AlarmEvent")}, "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."}}})), &[])}},
         "/api/v1/alarms/stream": {"get": {
             "summary": "Server-Sent Events: `event: alarm`, `data:` one AlarmEvent JSON per transition, `id: <boot>-<n>`, a keep-alive comment every 15 s. On connect the open alarms are sent first; with Last-Event-ID (of this server run, within its last 1024 events) the missed events instead.",
             "security": auth_read,
@@ -247,7 +252,8 @@ fn build() -> Value {
             "host_totals": {"type": "array", "items": r("HostTotal")},
             "samples": {"type": "array", "maxItems": 100000, "items": r("Sample")}}},
           "Accepted": {"type": "object", "properties": {
-            "samples": {"type": "integer"}, "host_totals": {"type": "integer"}, "seq_gap": {"type": "integer"}}},
+            "samples": {"type": "integer"}, "host_totals": {"type": "integer"}, "seq_gap": {"type": "integer"},
+            "received": {"type": "integer"}, "host": {"type": "string"}, "seq": {"type": "integer"}}},
           "LegacyPayload": {"type": "object", "required": ["ipaddress", "data"], "properties": {
             "ipaddress": {"type": "string"},
             "data": {"type": "array", "items": {"type": "object", "required": ["timestamp", "value", "process_name", "type_data"], "properties": {

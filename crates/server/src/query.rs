@@ -14,7 +14,8 @@
 //!   blocking pool and stopped at the request deadline); `per_host` (default `true`);
 //!   `sort` is `process`, `host`, `samples`, `count` or `<cpu|cores|mem|rss>.<mean|min|max|last|p95>`;
 //!   `order` `asc`/`desc` (default `desc` for figures, `asc` for names); `limit` N keeps the
-//!   first N rows after sorting; `metrics=cpu,mem` and `stats=mean,p95` (comma lists, default
+//!   first N rows after sorting (a page: at most `page::MAX_PAGE`, and `next` is the cursor
+//!   of the following page, see [`crate::page`]); `metrics=cpu,mem` and `stats=mean,p95` (comma lists, default
 //!   all) keep only those figures in each row, which makes a fleet-wide answer several times
 //!   smaller.
 //! - v1 `history`: `from` (default `now-1h`), `to` (default now + 5 min), `step` (default 0:
@@ -32,6 +33,7 @@ use procwatch_store::{HistoryPoint, HistoryQuery, HostInfo, Stats, UsageQuery, U
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::page;
 use crate::time::{parse_duration_ms, parse_time_ms};
 use crate::AppState;
 
@@ -121,6 +123,16 @@ pub struct HostView {
 pub struct HostsResponse {
     pub now: TsMs,
     pub hosts: Vec<HostView>,
+    /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
+    pub next: Option<String>,
+}
+
+/// Query string of `GET /api/v1/hosts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
 }
 
 fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
@@ -143,12 +155,19 @@ fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
 }
 
 /// `GET /api/v1/hosts`.
-pub async fn hosts(State(st): State<AppState>) -> Result<Json<HostsResponse>, ApiError> {
+pub async fn hosts(
+    State(st): State<AppState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HostsResponse>, ApiError> {
+    let p = query(q)?;
+    let offset = p.cursor.as_deref().map(page::Cursor::decode).transpose()?.map_or(0, |c| c.offset);
     let now = st.config.clock.now_ms();
     let hosts = st.store.hosts().await?;
+    let (hosts, next) = page::take(hosts, offset, page::size(p.limit, page::MAX_PAGE), None);
     Ok(Json(HostsResponse {
         now,
         hosts: hosts.into_iter().map(|h| host_view(&st, h, now)).collect(),
+        next,
     }))
 }
 
@@ -173,6 +192,8 @@ pub struct UsageParams {
     pub sort: Option<String>,
     pub order: Option<String>,
     pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
     /// Comma list of cpu, cores, mem, rss (default all).
     pub metrics: Option<String>,
     /// Comma list of mean, min, max, last, p95 (default all).
@@ -184,6 +205,8 @@ pub struct UsageResponse {
     pub from: TsMs,
     pub to: TsMs,
     pub rows: Vec<RowView>,
+    /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
+    pub next: Option<String>,
 }
 
 const METRICS: [&str; 4] = ["cpu", "cores", "mem", "rss"];
@@ -383,15 +406,20 @@ pub async fn usage(
     q: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UsageResponse>, ApiError> {
     let p = query(q)?;
+    let cursor = p.cursor.as_deref().map(page::Cursor::decode).transpose()?;
     let now = st.config.clock.now_ms();
     let default_window = st.config.query_window.as_millis() as i64;
-    let (from, to) = resolve_range(
-        p.window.as_deref(),
-        p.from.as_deref(),
-        p.to.as_deref(),
-        default_window,
-        now,
-    )?;
+    // A cursor pins the first page's range, so the pages cover one window.
+    let (from, to) = match cursor.and_then(|c| c.range) {
+        Some(r) => r,
+        None => resolve_range(
+            p.window.as_deref(),
+            p.from.as_deref(),
+            p.to.as_deref(),
+            default_window,
+            now,
+        )?,
+    };
     let fields = Fields::parse(p.metrics.as_deref(), p.stats.as_deref())?;
     let sort =
         p.sort.as_deref().map(sort_key).transpose().map_err(|e| ApiError::bad_param("sort", e))?;
@@ -448,11 +476,11 @@ pub async fn usage(
     } else if desc {
         rows.reverse();
     }
-    if let Some(n) = p.limit {
-        rows.truncate(n);
-    }
+    let offset = cursor.map_or(0, |c| c.offset);
+    let (rows, next) =
+        page::take(rows, offset, page::size(p.limit, page::MAX_PAGE), Some((from, to)));
     let rows = rows.into_iter().map(|row| RowView { row, fields }).collect();
-    Ok(Json(UsageResponse { from, to, rows }))
+    Ok(Json(UsageResponse { from, to, rows, next }))
 }
 
 /// Query string of history and totals.

@@ -64,8 +64,21 @@
 //! `write_batch` returns after its transaction (head rows, host totals, host state) commits. With the default `Durability::Process` (`synchronous=NORMAL` in WAL mode)
 //! a committed batch survives the server being killed (SIGKILL, panic, OOM kill): the WAL is in
 //! the OS page cache and is replayed at the next open. A power loss or kernel crash can lose the
-//! last transactions (never corrupt the file). `Durability::Power` (`synchronous=FULL`) fsyncs
-//! the WAL at each commit and also survives power loss, at the cost of an fsync per batch.
+//! last transactions (never corrupt the file).
+//!
+//! `Durability::Power` (what `procwatch server` selects unless `--durability relaxed`) also
+//! survives power loss, by **group commit**: `write_batch` commits its transaction
+//! (`synchronous=NORMAL`, no fsync under the writer lock), takes a ticket, releases the writer
+//! lock, and returns only once an `fdatasync` of the WAL file that started after its commit has
+//! finished. One writer at a time runs the fsync; every batch that committed before it started
+//! is covered by it, and batches committing meanwhile share the next one, so concurrent batches
+//! share fsyncs instead of queueing one fsync each behind the writer lock (SQLite's
+//! `synchronous=FULL` would fsync inside every commit). SQLite syncs the WAL header itself when
+//! it reuses the WAL after a checkpoint, and syncs the WAL before and the database after every
+//! checkpoint, so a synced WAL frame is either in the WAL or already in the database file. An
+//! fsync error fails the write (`Unavailable`: the agent retries; writes are idempotent). Other
+//! writes (alarm events, folds, retention) are made durable by the next batch's fsync or the
+//! next checkpoint. [`SqliteStore::wal_syncs`] counts the fsyncs.
 //!
 //! # Retention
 //!
@@ -112,11 +125,65 @@ use index::{HostIndex, MergedAcc, Scratch};
 /// What a successful write survives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Survives a kill of the process (WAL, `synchronous=NORMAL`). The default.
+    /// Survives a kill of the process (WAL, `synchronous=NORMAL`). The library default (the
+    /// server's is `Power`).
     #[default]
     Process,
-    /// Also survives power loss (`synchronous=FULL`: an fsync per commit).
+    /// Also survives power loss: `write_batch` returns after an fsync of the WAL covering its
+    /// commit, shared by concurrent writers (group commit; see the crate doc).
     Power,
+}
+
+/// Group commit of `Durability::Power`: commits are numbered under the writer lock; one
+/// thread at a time fsyncs the WAL, covering every commit numbered before it started.
+#[derive(Default)]
+struct WalSync {
+    state: Mutex<SyncState>,
+    done: parking_lot::Condvar,
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct SyncState {
+    committed: u64,
+    synced: u64,
+    syncing: bool,
+}
+
+impl WalSync {
+    /// Numbers a commit; call under the writer lock, right after the commit.
+    fn ticket(&self) -> u64 {
+        let mut st = self.state.lock();
+        st.committed += 1;
+        st.committed
+    }
+
+    /// Returns once an fsync of `wal` that started after commit `ticket` has finished.
+    fn wait(&self, wal: &Path, ticket: u64) -> std::io::Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.syncing {
+                self.done.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            let target = st.committed;
+            // Opened each time: always the WAL file SQLite writes now.
+            let r = parking_lot::MutexGuard::unlocked(&mut st, || {
+                std::fs::File::open(wal).and_then(|f| f.sync_data())
+            });
+            st.syncing = false;
+            if r.is_ok() {
+                st.synced = st.synced.max(target);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            self.done.notify_all();
+            r?;
+        }
+    }
 }
 
 /// Options of the embedded store.
@@ -208,6 +275,8 @@ struct Inner {
     path: PathBuf,
     opts: SqliteOptions,
     writer: Mutex<Writer>,
+    /// Group commit of `Durability::Power`.
+    wal_sync: WalSync,
     readers: Mutex<Vec<Connection>>,
     catalog: RwLock<Catalog>,
     /// The memory floor F (see the crate doc). Changed only under the writer lock.
@@ -275,9 +344,9 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // `Power` fsyncs the WAL itself after the commit (group commit, `WalSync`).
     let sync = match durability {
-        Durability::Process => "NORMAL",
-        Durability::Power => "FULL",
+        Durability::Process | Durability::Power => "NORMAL",
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
@@ -671,6 +740,22 @@ struct Sel {
 }
 
 impl SqliteStore {
+    /// What an acknowledged write survives (the option it was opened with).
+    pub fn durability(&self) -> Durability {
+        self.inner.opts.durability
+    }
+
+    /// WAL fsyncs run by the group commit of `Durability::Power` so far (0 with `Process`).
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner.wal_sync.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA).
+    pub fn synchronous_pragma(&self) -> Result<i64, StoreError> {
+        let w = self.inner.writer.lock();
+        w.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(db_err)
+    }
+
     /// Opens (creating if needed) the store in `dir`. See the crate documentation.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(other)?;
@@ -704,6 +789,7 @@ impl SqliteStore {
             path,
             opts: opts.clone(),
             writer: Mutex::new(Writer { conn, next_host, next_series, gen }),
+            wal_sync: WalSync::default(),
             readers: Mutex::new(Vec::new()),
             catalog: RwLock::new(catalog),
             floor: AtomicI64::new(floor),
@@ -921,6 +1007,16 @@ impl Inner {
         let rfloor = self.retention_floor.load(Ordering::SeqCst);
         let existing = self.catalog.read().hosts.get(&batch.host).cloned();
         let res = self.write_locked(&mut w, batch, existing.as_ref(), floor, rfloor);
+        if res.is_ok() && self.opts.durability == Durability::Power {
+            let ticket = self.wal_sync.ticket();
+            drop(w);
+            let mut wal = self.path.clone().into_os_string();
+            wal.push("-wal");
+            self.wal_sync.wait(Path::new(&wal), ticket).map_err(|e| {
+                StoreError::Unavailable(format!("fsync of the write-ahead log failed: {e}"))
+            })?;
+            return res;
+        }
         if res.is_err() {
             // Ids handed out inside the failed transaction are free again.
             let max = |sql: &str| {

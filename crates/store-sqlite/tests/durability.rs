@@ -383,3 +383,85 @@ async fn a_spool_replay_is_readable_at_once_and_folded_soon() {
     assert!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0) > 0);
     assert_eq!(store.window(&all("replay")).await.unwrap()[0].samples, want);
 }
+
+/// `Durability::Power`: every acknowledged batch was covered by a WAL fsync, and concurrent
+/// writers share fsyncs (group commit) instead of paying one each.
+#[test]
+fn power_mode_fsyncs_the_wal_before_acknowledging_and_shares_fsyncs() {
+    use procwatch_store_sqlite::Durability;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions {
+        durability: Durability::Power,
+        maintenance_interval: Duration::ZERO,
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open(dir.path(), opts).unwrap());
+    assert_eq!(store.durability(), Durability::Power);
+    let now = now_ms();
+    let threads = 8;
+    let per_thread = 25;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                for i in 0..per_thread {
+                    let ts = now - 60_000 + i as i64 * 100;
+                    let b = Batch {
+                        host: format!("gc-{t}"),
+                        agent: "test".into(),
+                        seq: i as u64,
+                        interval_ms: 10_000,
+                        dropped_samples: 0,
+                        host_totals: vec![],
+                        samples: vec![Sample {
+                            ts,
+                            process: "p".into(),
+                            cpu: 1.0,
+                            cores: 0.01,
+                            mem: 1.0,
+                            rss: 1,
+                            count: 1,
+                        }],
+                    };
+                    rt.block_on(store.write_batch(&b)).unwrap();
+                    // Acknowledged: at least one fsync has completed since.
+                    assert!(store.wal_syncs() >= 1);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let syncs = store.wal_syncs();
+    let batches = (threads * per_thread) as u64;
+    assert!(syncs >= 1 && syncs < batches, "{syncs} fsyncs for {batches} batches");
+    eprintln!("group commit: {syncs} WAL fsyncs for {batches} concurrent batches");
+    // The relaxed mode runs none.
+    drop(store);
+    let dir2 = tempfile::tempdir().unwrap();
+    let relaxed = SqliteStore::open(
+        dir2.path(),
+        SqliteOptions {
+            durability: Durability::Process,
+            maintenance_interval: Duration::ZERO,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(relaxed.synchronous_pragma().unwrap(), 1, "NORMAL");
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(relaxed.write_batch(&Batch {
+        host: "r".into(),
+        agent: "test".into(),
+        seq: 0,
+        interval_ms: 10_000,
+        dropped_samples: 0,
+        host_totals: vec![],
+        samples: vec![],
+    }))
+    .unwrap();
+    assert_eq!(relaxed.wal_syncs(), 0);
+}

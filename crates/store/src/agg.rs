@@ -176,27 +176,57 @@ impl HistAcc {
     }
 }
 
+/// How far a `seq` may move from the highest seen and still count as the same sequence
+/// ([`seq_update`]). An agent's `seq` numbers its requests (one in flight at a time), so a real
+/// gap is a few refused requests, never thousands.
+pub const SEQ_WINDOW: u64 = 1_000;
+
 /// Seq bookkeeping of one host, shared by the backends: returns the updated
 /// `(last_seq, seq_gaps, gap_of_this_batch, batch_is_new)`.
 ///
 /// Rules: the first batch of a host opens no gap. A batch whose `seq` is above the highest
-/// seen opens a gap of `seq - last_seq - 1`. A batch at or below the highest seen (a retry,
-/// or a late batch) opens none and changes nothing; gaps are never closed by late arrivals.
+/// seen by at most [`SEQ_WINDOW`] opens a gap of `seq - last_seq - 1`. A batch at or below the
+/// highest seen by at most [`SEQ_WINDOW`] (a retry, or a late batch) opens none and changes
+/// nothing; gaps are never closed by late arrivals. Any other `seq` — more than
+/// [`SEQ_WINDOW`] ahead (a forged or corrupt `seq`) or behind (an agent whose spool, and so its
+/// `seq`, restarted) — is a **reset**: it opens no gap, becomes the new baseline, and counts
+/// as new. So one batch with an absurd `seq` cannot poison the host's counters: it adds no
+/// gap, and the real agent's next batch, now far behind, is a reset back to the real
+/// sequence, not an "old" batch whose data and drop counts are ignored.
 /// `batch_is_new` tells whether the batch's `dropped_samples` should be added (not on retries).
 pub fn seq_update(prev: Option<(u64, u64)>, seq: u64) -> (u64, u64, u64, bool) {
     match prev {
         None => (seq, 0, 0, true),
-        Some((last, gaps)) if seq > last => {
+        Some((last, gaps)) if seq > last && seq - last <= SEQ_WINDOW => {
             let gap = seq - last - 1;
             (seq, gaps + gap, gap, true)
         }
-        Some((last, gaps)) => (last, gaps, 0, false),
+        Some((last, gaps)) if seq <= last && last - seq <= SEQ_WINDOW => (last, gaps, 0, false),
+        // A reset (see above).
+        Some((_, gaps)) => (seq, gaps, 0, true),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_far_seq_is_a_reset_not_a_poison() {
+        // Normal: gaps, retries.
+        assert_eq!(seq_update(None, 5), (5, 0, 0, true));
+        assert_eq!(seq_update(Some((5, 0)), 8), (8, 2, 2, true));
+        assert_eq!(seq_update(Some((8, 2)), 8), (8, 2, 0, false));
+        // A forged 1,000,000: no gap, and the real agent's next batch (9) resets back and is
+        // new; the sequence then goes on with gaps counted again.
+        let forged = seq_update(Some((8, 2)), 1_000_000);
+        assert_eq!(forged, (1_000_000, 2, 0, true));
+        let back = seq_update(Some((forged.0, forged.1)), 9);
+        assert_eq!(back, (9, 2, 0, true));
+        assert_eq!(seq_update(Some((back.0, back.1)), 11), (11, 3, 1, true));
+        // An agent that lost its spool restarts at 0 after a long run: a reset, counted new.
+        assert_eq!(seq_update(Some((50_000, 1)), 0), (0, 1, 0, true));
+    }
 
     #[test]
     fn percentile_matches_numpy_linear() {

@@ -24,7 +24,9 @@
 //!   series was never written.
 //! - Hosts and `seq`: the first batch of a host opens no gap; a batch whose `seq` exceeds the
 //!   highest seen adds `seq - last_seq - 1` to `seq_gaps`; a batch at or below it (a retry or a
-//!   late batch) adds nothing, and does not add its `dropped_samples` again. `last_seen` is the
+//!   late batch) adds nothing, and does not add its `dropped_samples` again. A `seq` more than
+//!   `agg::SEQ_WINDOW` (1,000) away from the highest seen, either way, is a reset: no gap, new
+//!   baseline, counted as new (so one forged `seq` cannot make the real agent's batches old). `last_seen` is the
 //!   newest sample or host-total `ts`; `latest` the host total with the newest `ts`.
 //! - `apply_retention(cutoff)`: samples and host totals with `ts < cutoff` go, hosts not seen
 //!   since `cutoff` go, closed alarm events that ended before `cutoff` go.

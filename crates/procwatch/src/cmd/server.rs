@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use procwatch_server::ServerConfig;
 use procwatch_store::Storage;
-use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+use procwatch_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -57,6 +57,39 @@ pub struct ServerArgs {
     /// Storage engine.
     #[arg(long, env = "PROCWATCH_STORE", default_value = "sqlite")]
     pub store: StoreKind,
+
+    /// What a 2xx on ingestion survives (embedded store). `durable`: power loss too, the WAL is
+    /// fsynced before the answer, concurrent batches sharing one fsync (group commit);
+    /// `relaxed`: a kill of the server, not a power cut (no fsync per batch).
+    #[arg(long, env = "PROCWATCH_DURABILITY", default_value = "durable", value_name = "MODE")]
+    pub durability: DurabilityArg,
+
+    /// Per-host write tokens: a file of `HOST TOKEN` lines (`#` comments). A batch must be for
+    /// its token's host (403 otherwise); the global --write-token still writes any host unless
+    /// --host-tokens-only.
+    #[arg(long, env = "PROCWATCH_HOST_TOKENS", value_name = "FILE")]
+    pub host_tokens: Option<PathBuf>,
+
+    /// Refuse the global --write-token on ingestion: only per-host tokens write.
+    #[arg(long, env = "PROCWATCH_HOST_TOKENS_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", requires = "host_tokens")]
+    pub host_tokens_only: bool,
+
+    /// Distinct process names one batch may hold (413 past it); 0 = no cap.
+    #[arg(
+        long,
+        env = "PROCWATCH_MAX_SERIES_PER_BATCH",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_series_per_batch: usize,
+
+    /// Distinct series (process names) one host may have (429 past it); 0 = no cap.
+    #[arg(long, env = "PROCWATCH_MAX_SERIES_PER_HOST", default_value_t = 20_000, value_name = "N")]
+    pub max_series_per_host: usize,
+
+    /// Distinct series the server holds in total (507 past it); 0 = no cap.
+    #[arg(long, env = "PROCWATCH_MAX_SERIES_TOTAL", default_value_t = 1_000_000, value_name = "N")]
+    pub max_series_total: usize,
 
     /// Expected agent interval; a host is stale after 3 intervals without data.
     #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -194,6 +227,27 @@ pub struct ServerArgs {
     pub render_timeout: Duration,
 }
 
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledged batches survive power loss (fsync before the answer, group commit).
+    Durable,
+    /// Acknowledged batches survive a kill of the server, not a power cut.
+    Relaxed,
+}
+
+/// The embedded store's options from the flags.
+pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
+    SqliteOptions {
+        retention_ms: args.retention.as_millis() as i64,
+        durability: match args.durability {
+            DurabilityArg::Durable => Durability::Power,
+            DurabilityArg::Relaxed => Durability::Process,
+        },
+        ..SqliteOptions::default()
+    }
+}
+
 /// Which backend holds the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
@@ -241,10 +295,12 @@ fn token(given: Option<Secret>, file: Option<&Path>, what: &str) -> Result<Optio
 pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
     match args.store {
         StoreKind::Sqlite => {
-            let opts = SqliteOptions {
-                retention_ms: args.retention.as_millis() as i64,
-                ..SqliteOptions::default()
-            };
+            let opts = sqlite_options(args);
+            tracing::info!(
+                message = "Opening the embedded store.",
+                dir = %args.data_dir.display(),
+                durability = ?opts.durability
+            );
             let dir = args.data_dir.clone();
             // Opening folds what a crash left and rebuilds the recent window: blocking work.
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, opts))
@@ -309,7 +365,8 @@ pub fn check_exposure(
 pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let write_token = token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?;
     let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
-    check_exposure(&args.listen, write_token.is_some(), read_token.is_some(), args.insecure)?;
+    let writes_need_token = write_token.is_some() || args.host_tokens.is_some();
+    check_exposure(&args.listen, writes_need_token, read_token.is_some(), args.insecure)?;
     if args.retention_interval.is_zero() {
         bail!("--retention-interval must be more than 0");
     }
@@ -328,6 +385,16 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     if !(args.ingest_rate >= 0.0 && args.ingest_rate.is_finite()) {
         bail!("--ingest-rate must be a finite number, 0 or more");
     }
+    let host_tokens = match &args.host_tokens {
+        Some(path) => {
+            let t = procwatch_server::admission::HostTokens::load(path)?;
+            if t.is_empty() {
+                bail!("the host token file {} names no host", path.display());
+            }
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             procwatch_server::serve::tls_config(cert, key).context("cannot load the TLS files")?,
@@ -363,6 +430,13 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         max_streams: args.max_streams,
         max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(usize::MAX),
         render_timeout: args.render_timeout,
+        host_tokens,
+        host_tokens_only: args.host_tokens_only,
+        series_limits: procwatch_server::admission::SeriesLimits {
+            per_batch: args.max_series_per_batch,
+            per_host: args.max_series_per_host,
+            total: args.max_series_total,
+        },
     })
 }
 
@@ -408,6 +482,29 @@ mod tests {
         for a in ["0.0.0.0:8000", "[::]:8000", "10.0.0.5:80", "example.org:80", "192.168.1.2:1"] {
             assert!(!is_loopback_listen(a), "{a}");
         }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServerArgs {
+        use clap::Parser;
+        let mut argv = vec!["procwatch-server"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags parse").server
+    }
+
+    #[test]
+    fn durable_by_default_relaxed_on_request() {
+        // The environment must not decide this test.
+        std::env::remove_var("PROCWATCH_DURABILITY");
+        assert_eq!(sqlite_options(&parse(&[])).durability, Durability::Power);
+        let relaxed = parse(&["--durability", "relaxed"]);
+        assert_eq!(sqlite_options(&relaxed).durability, Durability::Process);
+        assert!(sqlite_options(&relaxed).retention_ms > 0);
     }
 
     #[test]

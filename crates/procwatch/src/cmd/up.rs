@@ -148,6 +148,7 @@ fn agent_config(args: &UpArgs, server: &str, host: String, token: Option<String>
     cfg.spool.max_bytes = d.spool_max_bytes;
     cfg.spool.max_age = d.spool_max_age;
     cfg.spool.fsync = d.spool_fsync;
+    cfg.quarantine_max_bytes = d.quarantine_max_bytes;
     cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
     cfg
 }

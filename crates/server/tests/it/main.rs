@@ -3,6 +3,7 @@
 mod util;
 
 mod alarms_restore;
+mod data_path;
 mod hardening;
 mod hardening2;
 mod ingest;

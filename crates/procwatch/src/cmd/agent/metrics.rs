@@ -122,6 +122,18 @@ impl Collector for AgentCollector {
             "Batches the server refused for good (kept aside, not retried)",
             &s.quarantined_records,
         )?;
+        counter(
+            &mut enc,
+            "procwatch_agent_quarantine_evicted_files",
+            "Quarantined batches deleted (or not written) to keep the quarantine under its cap",
+            &s.quarantine_evicted_files,
+        )?;
+        counter(
+            &mut enc,
+            "procwatch_agent_misconfigured_answers",
+            "Answers that were not the server's acknowledgement (3xx, 404, 405, a 2xx of another shape); the batch stayed spooled",
+            &s.misconfigured_answers,
+        )?;
         Ok(())
     }
 }
@@ -163,7 +175,15 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
-    tracing::info!(message = "Agent metrics served.", addr = %listener.local_addr()?);
+    let local = listener.local_addr()?;
+    tracing::info!(message = "Agent metrics served.", addr = %local);
+    if !local.ip().is_loopback() {
+        // The page has no authentication: it tells anyone who can reach it the spool's state.
+        tracing::warn!(
+            message = "Agent metrics listen on a non-loopback address, without authentication or TLS; bind 127.0.0.1 unless a firewall restricts who reaches it.",
+            addr = %local
+        );
+    }
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(message = "Agent metrics server stopped.", %error);

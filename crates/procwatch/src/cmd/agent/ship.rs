@@ -22,6 +22,12 @@ pub struct DeliveryArgs {
     #[arg(long, env = "PROCWATCH_SPOOL_MAX_AGE", default_value = "48h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub spool_max_age: Duration,
 
+    /// Cap on `<spool-dir>/quarantine/` (batches the server refused for good, kept for a
+    /// person to inspect); past it the oldest are deleted first, counted in
+    /// `procwatch_agent_quarantine_evicted_files_total`.
+    #[arg(long, env = "PROCWATCH_QUARANTINE_MAX_BYTES", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub quarantine_max_bytes: u64,
+
     /// fdatasync the spool after every sweep (a sweep survives a power loss once spooled).
     #[arg(long, env = "PROCWATCH_SPOOL_FSYNC", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub spool_fsync: bool,
@@ -101,6 +107,7 @@ pub fn run(
     cfg.spool.max_bytes = d.spool_max_bytes;
     cfg.spool.max_age = d.spool_max_age;
     cfg.spool.fsync = d.spool_fsync;
+    cfg.quarantine_max_bytes = d.quarantine_max_bytes;
     cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
     if args.once {
         cfg.max_sweeps = Some(1);
