@@ -36,6 +36,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at startup: boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sample every process and ship the batches to the server.
