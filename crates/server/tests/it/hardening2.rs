@@ -421,3 +421,15 @@ async fn connection_cap_keeps_room_for_health_checks_and_connected_clients() {
     drop(flood);
     app.stop().await;
 }
+
+/// Low: a non-loopback listener with tokens but without TLS is warned about at startup.
+#[test]
+fn tokens_without_tls_off_loopback_are_warned_about() {
+    let with_tokens = ServerConfig { write_token: Some("w".into()), ..Default::default() };
+    let mut st = procwatch_server::AppState::new(Arc::new(MemoryStore::new()), with_tokens);
+    assert!(procwatch_server::exposure_warning(&st).is_some_and(|w| w.contains("TLS")));
+    st.loopback = true;
+    assert!(procwatch_server::exposure_warning(&st).is_none(), "loopback stays quiet");
+    let open = procwatch_server::AppState::new(Arc::new(MemoryStore::new()), Default::default());
+    assert!(procwatch_server::exposure_warning(&open).is_none(), "no tokens: --insecure's rule");
+}
