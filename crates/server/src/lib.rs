@@ -19,8 +19,11 @@
 //! Decisions a user needs to know:
 //! - Limits: body at most 16 MiB on the wire and after gunzip (413 past either, checked while
 //!   decompressing, so a gzip bomb costs at most 16 MiB); at most 100,000 samples a batch.
-//!   A `Content-Encoding` other than gzip/identity is 415. The `Content-Type` is not checked
-//!   (the body must be JSON whatever it says).
+//!   A `Content-Encoding` other than gzip/identity is 415, and so is a write whose
+//!   `Content-Type` is not `application/json` (CSRF; see [`guard`], which also refuses foreign
+//!   `Origin`s on writes with 403 and, on a loopback listener, foreign `Host`s with 421).
+//!   A gzipped body may inflate at most 100 times; bodies in flight share
+//!   `max_inflight_bytes` (429 past it); see [`ingest`].
 //! - Auth: with `write_token` set, ingestion needs `Authorization: Bearer <token>`; with
 //!   `read_token` set, every query route does. A missing or wrong token is 401; the other
 //!   role's token (a write token on a read route) is 403. Tokens are compared in constant time
@@ -34,7 +37,9 @@
 //!   `max_concurrent_requests` (1024) requests in flight, and ingestion is rate limited per
 //!   write token (per peer IP without one) at `ingest_rate` (200/s, burst 400): 429 with
 //!   `Retry-After`. Every breach is counted in `procwatch_limit_breaches_total{reason}`; the
-//!   table of limits is in [`limits`].
+//!   table of limits is in [`limits`]. Connections: see [`serve`] (first-request and idle
+//!   timeouts for HTTP/1 and HTTP/2, `max_connections` with headroom for health checks);
+//!   alarm streams at most `max_streams` (503).
 //! - TLS: `ServerConfig::tls` (built by [`serve::tls_config`] from PEM files) serves HTTPS only,
 //!   with rustls (ring), TLS 1.2/1.3, HTTP/1.1 and HTTP/2 by ALPN. The connection loop is
 //!   [`serve::serve`] (hyper-util), which also hands handlers the peer address.

@@ -268,11 +268,11 @@ pub async fn serve(
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(message = "TLS handshake failed.", %peer, %error);
-                                return Ok(());
+                                Ok(())
                             }
                             Err(_) => {
                                 tls_metrics.limit_breach("tls_handshake");
-                                return Ok(());
+                                Ok(())
                             }
                         }
                     }

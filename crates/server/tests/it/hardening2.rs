@@ -421,3 +421,73 @@ async fn connection_cap_keeps_room_for_health_checks_and_connected_clients() {
     drop(flood);
     app.stop().await;
 }
+
+/// Low: a non-loopback listener with tokens but without TLS is warned about at startup.
+#[test]
+fn tokens_without_tls_off_loopback_are_warned_about() {
+    let with_tokens = ServerConfig { write_token: Some("w".into()), ..Default::default() };
+    let mut st = procwatch_server::AppState::new(Arc::new(MemoryStore::new()), with_tokens);
+    assert!(procwatch_server::exposure_warning(&st).is_some_and(|w| w.contains("TLS")));
+    st.loopback = true;
+    assert!(procwatch_server::exposure_warning(&st).is_none(), "loopback stays quiet");
+    let open = procwatch_server::AppState::new(Arc::new(MemoryStore::new()), Default::default());
+    assert!(procwatch_server::exposure_warning(&open).is_none(), "no tokens: --insecure's rule");
+}
+
+/// Finding 7: bodies in flight share a byte budget; past it a write is 429 with
+/// `Retry-After`, and the budget comes back when the holders go.
+#[tokio::test]
+async fn body_bytes_in_flight_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    // The budget is at least two bodies of the largest size: 2 × 64 KiB.
+    let config = ServerConfig {
+        max_body_bytes: 64 * 1024,
+        max_inflight_bytes: 1,
+        ingest_rate: 0.0,
+        ..Default::default()
+    };
+    let app = memory_app(config).await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = "POST /api/v1/samples HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                    content-type: application/json\r\ncontent-length: 65536\r\n\r\n{";
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    let post = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/api/v1/samples"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Once both holders have their share, a third body is refused.
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    let refused = loop {
+        let resp = post(b"{".to_vec()).await.unwrap();
+        if resp.status() == 429 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 400, "an invalid body while the budget lasts");
+        assert!(tokio::time::Instant::now() < deadline, "the byte budget never ran out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(breaches(&metrics_text(&app).await, "inflight_bytes"), 1);
+    drop(held);
+    let b = serde_json::to_vec(&batch("budget", 1, vec![sample(now_ms(), "p", 1.0, 1.0)])).unwrap();
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    loop {
+        let status = post(b.clone()).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(tokio::time::Instant::now() < deadline, "the budget never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_healthy(&app, "budget").await;
+    app.stop().await;
+}
