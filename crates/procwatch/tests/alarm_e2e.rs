@@ -278,7 +278,9 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
             "[[notifiers]]\ntype = \"alertmanager\"\nurl = \"{am_url}\"\nresend = \"2s\"\n"
         );
     }
-    let rules = format!("[[rules]]\nprocess = \"{burn}\"\nmetric = \"cpu\"\nthreshold = 2\nhysteresis = 1\n");
+    let rules = format!(
+        "[[rules]]\nprocess = \"{burn}\"\nmetric = \"cpu\"\nthreshold = 2\nhysteresis = 1\n"
+    );
     let (_server, url) = start_server(dir, &rules);
     let follower = Follower::start(dir, &url, &notifiers);
     let agent = start_agent(dir, &url, host);

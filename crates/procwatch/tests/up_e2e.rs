@@ -160,7 +160,9 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
     let config = dir.join("procwatch.toml");
     std::fs::write(
         &config,
-        format!("[[rules]]\nprocess = \"{name}\"\nmetric = \"cpu\"\nthreshold = 2\nhysteresis = 1\n"),
+        format!(
+            "[[rules]]\nprocess = \"{name}\"\nmetric = \"cpu\"\nthreshold = 2\nhysteresis = 1\n"
+        ),
     )
     .unwrap();
     let burn = Proc(
