@@ -155,17 +155,32 @@ fn busy_loop_reads_one_core_on_both_collectors() {
 
     let mut proc_c = proc_collector(false);
     let mut sysinfo_c = new_collector(CollectorKind::Sysinfo, CollectorOptions::default()).unwrap();
+    // How much CPU the spinner gets depends on what else runs on the machine: the truth to
+    // compare with is the kernel's own count of its ticks, read around each sweep.
+    let pid = _kid.0.id();
+    let t0 = pid_ticks(pid);
     assert!(proc_c.sweep().unwrap().is_none());
     assert!(sysinfo_c.sweep().unwrap().is_none());
+    let t1 = pid_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
+    let t2 = pid_ticks(pid);
     let a = proc_c.sweep().unwrap().unwrap();
     let b = sysinfo_c.sweep().unwrap().unwrap();
+    let t3 = pid_ticks(pid);
 
     for (which, sweep) in [("proc", &a), ("sysinfo", &b)] {
         let s = group(sweep, &name);
         assert_eq!(s.count, 1, "{which}");
-        assert!(within(s.cores, 1.0, 0.10), "{which}: cores {} not ≈ 1.0", s.cores);
-        assert!(within(s.cpu, 100.0 / ncpu, 0.10), "{which}: cpu {} not ≈ {}", s.cpu, 100.0 / ncpu);
+        // The collector's ticks lie between what the kernel counted strictly inside the two
+        // sweeps and what it counted around them, give or take rounding and the few ms by which
+        // a collector's time base and its reads of the ticks can be apart.
+        let ticks = s.cores * sweep.elapsed_ms as f64 / 1000.0 * sys::clk_tck() as f64;
+        let (least, most) = ((t2 - t1) as f64 * 0.97 - 2.0, (t3 - t0) as f64 * 1.03 + 2.0);
+        assert!(
+            (least..=most).contains(&ticks),
+            "{which}: {ticks:.1} ticks (cores {}), the kernel counted {least}..={most}",
+            s.cores
+        );
         assert!((s.cpu - 100.0 * s.cores / ncpu).abs() < 1e-6, "{which}: cpu and cores disagree");
         // The host is at least as busy as our spinner; what no process explains is the rest.
         let h = &sweep.host_total;
@@ -173,9 +188,8 @@ fn busy_loop_reads_one_core_on_both_collectors() {
         let unattributed = h.unattributed_cpu.expect("unattributed cpu is reported");
         assert!((0.0..=h.cpu).contains(&unattributed), "{which}: unattributed {unattributed}");
     }
-    let (pa, pb) = (group(&a, &name).cores, group(&b, &name).cores);
-    assert!(within(pb, pa, 0.10), "sysinfo {pb} and /proc {pa} disagree");
-    assert!(a.elapsed_ms >= 1000 && a.elapsed_ms < 1500, "elapsed {}", a.elapsed_ms);
+    // At least the second slept between the sweeps; how much more depends on the machine.
+    assert!(a.elapsed_ms >= 1000, "elapsed {}", a.elapsed_ms);
 }
 
 #[test]
@@ -362,7 +376,9 @@ fn agent_once_prints_a_batch_sorted_by_cpu() {
     assert!(batch.samples.iter().all(|s| s.ts == ts));
     assert!(batch.samples.windows(2).all(|w| w[0].cores >= w[1].cores), "not sorted by cpu");
     let s = batch.samples.iter().find(|s| s.process == name).expect("spinner present");
-    assert!(within(s.cores, 1.0, 0.10), "cores {}", s.cores);
+    // A single-threaded spinner: busy, and at most one core (how much of one depends on what
+    // else the machine runs; busy_loop_reads_one_core_on_both_collectors checks the value).
+    assert!(s.cores > 0.0 && s.cores <= 1.05, "cores {}", s.cores);
 
     let table = procwatch()
         .args(["agent", "--once", "--interval", "200ms", "--collector", "sysinfo"])
