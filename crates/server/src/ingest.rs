@@ -28,8 +28,8 @@ use procwatch_model::Batch;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
 use crate::admission::{self, WriteAuth};
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Bodies at least this large are decoded on the blocking pool.
