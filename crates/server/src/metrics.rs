@@ -643,6 +643,9 @@ impl Storage for MeteredStore {
     async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
         self.inner.apply_retention(cutoff).await
     }
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        self.inner.retire_host(host, at).await
+    }
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
         self.inner.put_alarm_event(event).await
     }

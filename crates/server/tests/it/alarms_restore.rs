@@ -71,6 +71,14 @@ impl Storage for FlakyStore {
         self.check()?;
         self.inner.apply_retention(cutoff).await
     }
+    async fn retire_host(
+        &self,
+        host: &str,
+        at: procwatch_model::TsMs,
+    ) -> StoreResult<procwatch_model::TsMs> {
+        self.check()?;
+        self.inner.retire_host(host, at).await
+    }
     async fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
         self.check()?;
         self.inner.put_alarm_event(e).await
