@@ -175,7 +175,7 @@ fn a_gap_makes_an_alarm_stale_not_resolved() {
         &values,
         "20 OK->RED v=90.0
          24 close RED
-         24 RED->STALE v=91.0
+         24 RED->STALE v=90.0
          27 close STALE
          27 STALE->OK v=40.0",
     );

@@ -30,15 +30,34 @@ fn unit(metric: Metric) -> &'static str {
 /// - `AMBER web-1 java mem 61.0% forecast 85.2% > 80% in 7m`
 /// - `OK    web-1 java cpu 12.0% < 75% (was RED)` (resolved: below T − hysteresis is not
 ///   known here, so the threshold is shown)
-/// - `STALE web-1 java cpu no data (was RED at 93.1%)`
-/// - `RED   web-1 host silent 32s > 30s`
+/// - `STALE web-1 java cpu no data (was RED at 93.1%)` (the value that raised the alarm)
+/// - `RED   web-1 host silent: no data for 32s (alarm after 30s without data)`
+/// - `OK    web-1 host retired: host retired by alice@ops`
+/// - `CLOSE web-1 java cpu STALE (raised at 93.1%): process exited: …` (closed without a
+///   recovery; the reason says why)
 pub fn format_line(ev: &AlarmEvent) -> String {
     let level = format!("{:5}", ev.level.as_str());
+    if ev.kind == AlarmKind::HostRetired {
+        let why = ev.reason.as_deref().unwrap_or("host retired");
+        return format!("OK    {} host retired: {why}", ev.host);
+    }
+    if let (Some(_), Some(why), false) = (ev.end, &ev.reason, ev.level == Level::Ok) {
+        let what = if ev.kind == AlarmKind::HostSilent {
+            format!("{} host silent", ev.host)
+        } else {
+            let u = unit(ev.metric);
+            format!(
+                "{} {} {} {} (raised at {:.1}{u})",
+                ev.host, ev.process, ev.metric, ev.level, ev.value
+            )
+        };
+        return format!("CLOSE {what}: {why}");
+    }
     if ev.kind == AlarmKind::HostSilent {
         return match ev.level {
             Level::Ok => format!("{level} {} host heard from again", ev.host),
             _ => format!(
-                "{level} {} host silent {}s > {}s",
+                "{level} {} host silent: no data for {}s (alarm after {}s without data)",
                 ev.host,
                 short(ev.value.round()),
                 short(ev.threshold)
@@ -88,9 +107,10 @@ fn colour(level: Level) -> &'static str {
 }
 
 /// Whether an event is a transition worth a line: the closing copy of the previous event
-/// (level unchanged, `end` set) is not, the event that replaced it is.
+/// (level unchanged, `end` set) is not, the event that replaced it is; an event closed with
+/// a `reason` (no successor: process exited, host retired or dropped) is.
 pub fn is_transition(ev: &AlarmEvent) -> bool {
-    ev.end.is_none() || ev.level == Level::Ok
+    ev.end.is_none() || ev.level == Level::Ok || ev.reason.is_some()
 }
 
 /// The line with colour codes when `colour` is on.
@@ -161,6 +181,7 @@ pub(crate) mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         }
     }
 
@@ -185,7 +206,18 @@ pub(crate) mod tests {
         host.process = String::new();
         host.value = 31.6;
         host.threshold = 30.0;
-        assert_eq!(format_line(&host), "RED   web-1 host silent 32s > 30s");
+        assert_eq!(
+            format_line(&host),
+            "RED   web-1 host silent: no data for 32s (alarm after 30s without data)"
+        );
+        let mut closed = event(Level::Stale, Level::Red);
+        closed.end = Some(2);
+        closed.reason = Some("process exited: no sample of it for 1m".into());
+        assert!(is_transition(&closed));
+        assert_eq!(
+            format_line(&closed),
+            "CLOSE web-1 java cpu STALE (raised at 93.1%): process exited: no sample of it for 1m"
+        );
         let stale = event(Level::Stale, Level::Red);
         assert_eq!(format_line(&stale), "STALE web-1 java cpu no data (was RED at 93.1%)");
     }

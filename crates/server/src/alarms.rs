@@ -208,6 +208,33 @@ impl Alarms {
         Ok(n)
     }
 
+    /// Retires `host` (see [`crate::retire`]): the store first (so a `NotFound` changes
+    /// nothing), then the engine closes its alarms with `reason`; every event is stored, then
+    /// published. Returns the host's `last_seen` and the events.
+    pub async fn retire_host(
+        &self,
+        st: &AppState,
+        host: &str,
+        now: TsMs,
+        reason: &str,
+    ) -> Result<(TsMs, Vec<AlarmEvent>), StoreError> {
+        let last_seen = st.store.retire_host(host, now).await?;
+        let (events, active) = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            (engine.retire_host(host, now, reason), engine.active())
+        };
+        for ev in &events {
+            if let Err(error) = st.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
+            }
+        }
+        self.set_active(active);
+        for ev in &events {
+            self.publish(ev.clone());
+        }
+        Ok((last_seen, events))
+    }
+
     /// Samples read back on the first pass: the largest window + horizon of the rules.
     fn lookback_ms(&self, interval_ms: i64) -> i64 {
         std::iter::once(&self.rules.defaults)
@@ -300,6 +327,8 @@ impl Alarms {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut events = engine.evaluate(now, &series, &seen);
             events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
+            let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+            events.extend(engine.forget_unlisted_hosts(&listed, now));
             (events, engine.active())
         };
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
@@ -683,6 +712,7 @@ mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         }
     }
 

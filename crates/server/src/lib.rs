@@ -55,6 +55,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod retire;
 pub mod serve;
 pub mod time;
 
@@ -282,6 +283,12 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/hosts/{host}/totals",
         access: Access::Read,
         handler: || get(query::totals),
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/hosts/{host}/retire",
+        access: Access::Write,
+        handler: || post(retire::retire),
     },
 ];
 

@@ -724,6 +724,7 @@ mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         };
         let m =
             active_levels(&[ev(Level::Amber, None), ev(Level::Red, None), ev(Level::Red, Some(5))]);

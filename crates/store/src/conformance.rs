@@ -449,6 +449,7 @@ fn event(id: &str, host: &str, level: Level, start: TsMs, end: Option<TsMs>) -> 
         threshold: 80.0,
         forecast: (level == Level::Amber).then_some(84.0),
         eta_seconds: (level == Level::Amber).then_some(120.0),
+        reason: None,
     }
 }
 

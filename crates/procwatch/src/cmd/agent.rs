@@ -45,9 +45,8 @@ pub struct AgentArgs {
     #[arg(long, env = "PROCWATCH_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
-    /// Bearer token for the server's write API.
-    #[arg(long, env = "PROCWATCH_TOKEN", value_name = "T", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub token: super::token::WriteToken,
 
     /// Take one sweep (two readings an interval apart), print it and exit.
     #[arg(long, env = "PROCWATCH_ONCE")]

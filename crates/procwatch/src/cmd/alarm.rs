@@ -37,9 +37,8 @@ pub struct AlarmArgs {
     #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL")]
     server: Option<String>,
 
-    /// Read token for the server.
-    #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: super::token::ReadToken,
 
     /// Colour the lines by level: auto (when stdout is a terminal and NO_COLOR is unset), always,
     /// never.
@@ -183,7 +182,7 @@ fn service(args: AlarmArgs) -> Result<()> {
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fanout = tokio::spawn(dispatch(rx, notifiers));
-        let opts = FollowOptions::new(server, args.token);
+        let opts = FollowOptions::new(server, args.token.resolve()?);
         let followed = tokio::select! {
             r = follow(opts, tx) => r.map_err(anyhow::Error::from),
             () = stop_signal() => Ok(()),

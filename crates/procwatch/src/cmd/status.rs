@@ -1,11 +1,12 @@
-//! `procwatch status [--server URL] [--token T]`: one screen of text from a running server,
+//! `procwatch status [--server URL] [--token T | --token-file F]`: one screen of text from a running server,
 //! for people who live in a terminal: the hosts (last seen, stale or not, host cpu and mem),
 //! the top processes by mean cpu over the last `--window` (default 5m, top `--top` 10, one row
 //! per host and process), and the alarms open now (RED, AMBER, STALE, silent hosts), in the
 //! console notifier's words. Lines fit in 100 columns (long names are cut with `…`).
 //!
 //! It reads `GET /api/v1/hosts`, `GET /api/v1/usage` and `GET /api/v1/alarms?active=true`
-//! (the read token, when the server has one, goes in `--token`). Exit code 1 when the server
+//! (the read token, when the server has one, goes in `--token`, `--token-file`,
+//! `PROCWATCH_READ_TOKEN` or `PROCWATCH_READ_TOKEN_FILE`). Exit code 1 when the server
 //! cannot be reached or refuses.
 
 use std::fmt::Write as _;
@@ -17,18 +18,17 @@ use serde::Deserialize;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The server to ask.
     #[arg(
         long,
         env = "PROCWATCH_SERVER",
-        default_value = "http://127.0.0.1:8000",
-        value_name = "URL"
+        default_value = super::DEFAULT_SERVER,
+        value_name = "URL",
+        help = super::SERVER_HELP
     )]
     pub server: String,
 
-    /// Read token for the server.
-    #[arg(long, env = "PROCWATCH_TOKEN", value_name = "T", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub token: super::token::ReadToken,
 
     /// Window of the top processes (humantime: 5m, 1h).
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -91,10 +91,8 @@ pub struct Alarms {
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
-    let base = args.server.trim_end_matches('/').to_owned();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        bail!("--server {base:?}: expected an http:// or https:// URL");
-    }
+    let base = super::client_server(&args.server)?;
+    let token = args.token.resolve()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,7 +102,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
             .timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client")?;
-        let get = |path: String| fetch(&client, &base, args.token.as_deref(), path);
+        let get = |path: String| fetch(&client, &base, token.as_deref(), path);
         let window = humantime::format_duration(args.window).to_string().replace(' ', "");
         let hosts: Hosts = serde_json::from_str(&get("/api/v1/hosts".into()).await?)
             .context("unexpected /api/v1/hosts answer")?;

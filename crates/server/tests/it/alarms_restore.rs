@@ -155,6 +155,7 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
         threshold: 80.0,
         forecast: None,
         eta_seconds: None,
+        reason: None,
     };
     store.inner.put_alarm_event(&red).await.unwrap();
     store.down.store(true, Ordering::SeqCst);
