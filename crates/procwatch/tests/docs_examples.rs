@@ -137,7 +137,8 @@ fn every_curl_example_of_the_guide_works() {
         v["alarms"].as_array().unwrap().clone()
     };
     assert_eq!(active(), Vec::<serde_json::Value>::new());
-    let hosts = Command::new("curl").args(["-s", &format!("{base}/api/v1/hosts")]).output().unwrap();
+    let hosts =
+        Command::new("curl").args(["-s", &format!("{base}/api/v1/hosts")]).output().unwrap();
     let hosts: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
     assert_eq!(hosts["hosts"], serde_json::json!([]), "the guide's hosts are retired");
     let retired = Command::new("curl")
@@ -145,7 +146,8 @@ fn every_curl_example_of_the_guide_works() {
         .output()
         .unwrap();
     let events: serde_json::Value = serde_json::from_slice(&retired.stdout).unwrap();
-    let n = events["alarms"].as_array().unwrap().iter().filter(|e| e["kind"] == "host_retired").count();
+    let n =
+        events["alarms"].as_array().unwrap().iter().filter(|e| e["kind"] == "host_retired").count();
     assert_eq!(n, 2, "{events}");
     // Two more evaluation passes (counted by the server's own histogram) change nothing.
     let passes = || {
