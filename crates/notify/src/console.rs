@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric};
+use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, TsMs};
 
 use crate::{Notifier, NotifyError};
 
@@ -106,6 +106,29 @@ fn colour(level: Level) -> &'static str {
     }
 }
 
+/// `RED   web-1 java cpu 93.1% > 80% (still active since 2026-12-04 16:40:12 UTC)`: an alarm
+/// announced before (by an earlier run) listed again by the server.
+pub fn still_active_line(ev: &AlarmEvent) -> String {
+    format!("{} (still active since {})", format_line(ev), utc(ev.start))
+}
+
+/// `2026-12-04 16:40:12 UTC` for Unix ms.
+fn utc(ms: TsMs) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Whether an event is a transition worth a line: the closing copy of the previous event
 /// (level unchanged, `end` set) is not, the event that replaced it is; an event closed with
 /// a `reason` (no successor: process exited, host retired or dropped) is.
@@ -146,6 +169,12 @@ impl<W: Write + Send + 'static> Notifier for Console<W> {
             return Ok(());
         }
         let line = render(ev, self.colour);
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NotifyError::Io)
+    }
+
+    async fn still_active(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+        let line = still_active_line(ev);
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NotifyError::Io)
     }

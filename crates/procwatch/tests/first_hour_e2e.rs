@@ -260,3 +260,127 @@ fn a_bad_environment_variable_is_named_and_a_hysteresis_above_the_threshold_is_r
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("less than the threshold"), "{err}");
 }
+
+/// `procwatch alarm` with its stdout lines collected; stopped (SIGTERM, then waited for) by
+/// [`Follower::stop`].
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Follower {
+    fn start(url: &str, config: &Path, state: &Path) -> Follower {
+        use std::io::BufRead;
+        let mut child = bin()
+            .arg("--config")
+            .arg(config)
+            .args(["alarm", "--server", url, "--color", "never"])
+            .arg("--state-file")
+            .arg(state)
+            .env("PROCWATCH_READ_TOKEN", READ)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Follower { child, lines }
+    }
+
+    async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            assert!(Instant::now() < deadline, "no {what}: {:?}", self.lines.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM by PID and wait: notifications in flight are finished when this returns.
+    fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let lines = self.lines.lock().unwrap().clone();
+        lines
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_resumes_and_does_not_announce_twice() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(dir.path(), "");
+    let client = reqwest::Client::new();
+    // A webhook receiver: every POST body.
+    let posts: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = dir.path().join("alarm.toml");
+    std::fs::write(&config, format!("[[notifiers]]\ntype = \"webhook\"\nurl = \"{hook}\"\n"))
+        .unwrap();
+    let state = dir.path().join("alarm-state.json");
+
+    // The server keeps a hot process RED (a batch every 100 ms keeps its host from going silent).
+    let feeder = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            for seq in 1.. {
+                post_batch(&client, &url, "replay-host", seq, json!([sample("hot", 95.0, 0.1)]))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let red_posts = |posts: &Arc<Mutex<Vec<Value>>>| {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["process"] == "hot" && v["level"] == "RED" && v["end"].is_null())
+            .count()
+    };
+    let first = Follower::start(&url, &config, &state);
+    let line =
+        first.wait_line("the RED line", |l| l.starts_with("RED") && l.contains(" hot cpu ")).await;
+    assert!(!line.contains("still active"), "{line}");
+    wait_for("the webhook POST", || async { (red_posts(&posts) == 1).then_some(()) }).await;
+    first.stop();
+    assert!(std::fs::metadata(&state).unwrap().len() > 0, "the state file is written");
+
+    // Restarted with the same state file: "still active since …", no second POST.
+    let second = Follower::start(&url, &config, &state);
+    let again = second.wait_line("the still-active line", |l| l.contains(" hot cpu ")).await;
+    assert!(again.contains("(still active since "), "{again}");
+    let lines = second.stop();
+    assert_eq!(lines.iter().filter(|l| l.contains(" hot cpu ")).count(), 1, "{lines:?}");
+    assert_eq!(red_posts(&posts), 1, "webhook posted again: {:?}", posts.lock().unwrap());
+    feeder.abort();
+}

@@ -40,6 +40,12 @@ pub struct AlarmArgs {
     #[command(flatten)]
     token: super::token::ReadToken,
 
+    /// Where to keep the last event id seen and what was delivered (JSON), so a restart
+    /// resumes the stream where it left off and notifies each transition once: alarms
+    /// announced before are printed as "still active since …", not posted again.
+    #[arg(long, env = "PROCWATCH_STATE_FILE", value_name = "FILE")]
+    state_file: Option<PathBuf>,
+
     /// Colour the lines by level: auto (when stdout is a terminal and NO_COLOR is unset), always,
     /// never.
     #[arg(long, env = "PROCWATCH_COLOR", default_value = "auto", value_parser = ["auto", "always", "never"])]
@@ -182,7 +188,8 @@ fn service(args: AlarmArgs) -> Result<()> {
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fanout = tokio::spawn(dispatch(rx, notifiers));
-        let opts = FollowOptions::new(server, args.token.resolve()?);
+        let mut opts = FollowOptions::new(server, args.token.resolve()?);
+        opts.state_file = args.state_file.clone();
         let followed = tokio::select! {
             r = follow(opts, tx) => r.map_err(anyhow::Error::from),
             () = stop_signal() => Ok(()),
