@@ -1,7 +1,7 @@
 //! `procwatch alarm`: the alarm service and `procwatch alarm backtest`, which replays traces
 //! through the alarm crate's forecasters and scores them by SPEC section 4.
 //!
-//! `procwatch alarm --server URL [--token T] [--color auto|always|never]` follows the server's
+//! `procwatch alarm [--server URL] [--token T | --token-file F] [--state-file F] [--color auto|always|never]` follows the server's
 //! alarm stream (`/api/v1/alarms/stream`, reconnecting with backoff forever; a 401/403/404 ends
 //! it with an error), prints one line per transition on stdout
 //! (`RED   web-1 java cpu 93.1% > 80%`; coloured by level when stdout is a terminal and
@@ -33,9 +33,14 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct AlarmArgs {
-    /// The server whose alarms to follow.
-    #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL")]
-    server: Option<String>,
+    #[arg(
+        long,
+        env = "PROCWATCH_SERVER",
+        value_name = "URL",
+        default_value = super::DEFAULT_SERVER,
+        help = super::SERVER_HELP
+    )]
+    server: String,
 
     #[command(flatten)]
     token: super::token::ReadToken,
@@ -165,10 +170,7 @@ pub fn rules_from_config() -> Result<RuleSet> {
 
 /// `procwatch alarm --server URL`: follow, print, notify.
 fn service(args: AlarmArgs) -> Result<()> {
-    let Some(server) = args.server.clone() else {
-        bail!("procwatch alarm needs --server URL (or PROCWATCH_SERVER); see also `procwatch alarm backtest`");
-    };
-    reqwest_url_check(&server)?;
+    let server = super::client_server(&args.server)?;
     let colour = match args.color.as_str() {
         "always" => true,
         "never" => false,
@@ -219,13 +221,6 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn reqwest_url_check(url: &str) -> Result<()> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bail!("--server {url:?}: expected an http:// or https:// URL");
-    }
-    Ok(())
 }
 
 /// The forecast method chosen on the command line.

@@ -112,10 +112,17 @@ pub fn run(args: StatusArgs) -> Result<()> {
         );
         let usage: Usage =
             serde_json::from_str(&get(usage_path).await?).context("unexpected /api/v1/usage answer")?;
+        // Best effort: an older server without the rules route still gets its screen.
+        let rules: Option<Rules> =
+            get("/api/v1/rules".into()).await.ok().and_then(|b| serde_json::from_str(&b).ok());
         let alarms: Alarms =
             serde_json::from_str(&get("/api/v1/alarms?active=true&limit=0".into()).await?)
                 .context("unexpected /api/v1/alarms answer")?;
-        anyhow::Ok(render(&base, &window, &hosts, &usage, &alarms))
+        let mut text = render(&base, &window, &hosts, &usage, &alarms);
+        if let Some(r) = &rules {
+            text.push_str(&rules_legend(r));
+        }
+        anyhow::Ok(text)
     })?;
     print!("{text}");
     Ok(())
@@ -138,6 +145,54 @@ async fn fetch(
         bail!("{base}{path}: {status}: {}", body.trim());
     }
     Ok(body)
+}
+
+/// `GET /api/v1/rules`, what the legend needs.
+#[derive(Debug, Deserialize)]
+pub struct Rules {
+    pub defaults: RuleRow,
+    pub rules: Vec<RuleRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RuleRow {
+    pub host: String,
+    pub process: String,
+    pub metric: Option<String>,
+    pub threshold: f64,
+    pub window_ms: i64,
+}
+
+/// What fires, in two or three lines: the cpu/mem threshold (a share of the host), the
+/// built-in cores rule (a process saturating a core), and the forecast warm-up.
+pub fn rules_legend(r: &Rules) -> String {
+    let mut o = String::from("\nRULES\n");
+    let d = &r.defaults;
+    let _ = writeln!(
+        o,
+        "  RED above {}% cpu or mem (cpu% is a share of the whole host: one busy core of N is 100/N %)",
+        d.threshold
+    );
+    if let Some(c) = r
+        .rules
+        .iter()
+        .find(|c| c.metric.as_deref() == Some("cores") && c.host == "*" && c.process == "*")
+    {
+        let _ = writeln!(
+            o,
+            "  RED above {} cores for any process (a process saturating a core, whatever the host's size)",
+            c.threshold
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  AMBER (forecast) warms up: each series needs {} of samples first; until then only RED fires",
+        ago(d.window_ms)
+    );
+    if r.rules.len() > 1 {
+        let _ = writeln!(o, "  {} more rule(s): GET /api/v1/rules", r.rules.len() - 1);
+    }
+    o
 }
 
 /// `3s`, `4m`, `2h`, `5d`.
@@ -226,7 +281,7 @@ pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &A
         let _ = writeln!(
             o,
             "  {:<20} {:<28} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5}",
-            "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "N"
+            "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "PROCS"
         );
         for r in &usage.rows {
             let _ = writeln!(
@@ -242,6 +297,12 @@ pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &A
                 r.count
             );
         }
+    }
+    if !usage.rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "  CPU% is a share of the whole host (mean and max over the window); PROCS: processes\n  running under that name now."
+        );
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "ACTIVE ALARMS");
