@@ -384,3 +384,43 @@ async fn a_restarted_follower_resumes_and_does_not_announce_twice() {
     assert_eq!(red_posts(&posts), 1, "webhook posted again: {:?}", posts.lock().unwrap());
     feeder.abort();
 }
+
+#[test]
+fn a_failed_up_leaves_no_data_dir_and_up_with_memory_logs_none() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Port in use: `up` fails, and ./procwatch-data was not created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bin().current_dir(cwd.path()).args(["up", "--listen", &addr]).output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"), "{out:?}");
+    assert!(!cwd.path().join("procwatch-data").exists(), "a failed up created ./procwatch-data");
+
+    // --store memory: no data dir in the log, none on disk; a short summary, no config dump.
+    let addr_file = cwd.path().join("addr");
+    let mut up = bin()
+        .current_dir(cwd.path())
+        .args(["up", "--store", "memory", "--listen", "127.0.0.1:0", "--interval", "500ms"])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !addr_file.exists() {
+        assert!(up.try_wait().unwrap().is_none(), "up exited");
+        assert!(Instant::now() < deadline, "up wrote no address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-TERM", &up.id().to_string()]).status();
+    let out = up.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("data_dir=none") || log.contains("data_dir=\"none\""), "{log}");
+    assert!(!log.contains("ServerConfig"), "the config struct is dumped: {log}");
+    assert!(
+        !cwd.path().join("procwatch-data").exists(),
+        "up --store memory created ./procwatch-data"
+    );
+}

@@ -452,12 +452,20 @@ pub async fn run(
             }
         }
     });
+    // A short summary a person reads at a glance (the whole config is `-v` material).
+    let c = &state.config;
     tracing::info!(
         message = "Serving.",
         addr = %listener.local_addr()?,
         store = store.backend(),
-        config = ?state.config,
+        tls = c.tls.is_some(),
+        write_token = c.write_token.is_some(),
+        read_token = c.read_token.is_some(),
+        interval = %humantime::format_duration(c.interval),
+        retention = %humantime::format_duration(c.retention),
+        rules = c.alarm_rules.rules.len(),
     );
+    tracing::debug!(message = "Server settings.", config = ?state.config);
     let evaluator = alarms::spawn_evaluator(state.clone(), stop_tx.subscribe());
     let hub = state.alarms.clone();
     let shutdown = async move {
