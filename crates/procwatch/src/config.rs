@@ -78,7 +78,6 @@ pub fn exports_for<C: CommandFactory>(
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         anyhow::anyhow!("config file {file}: invalid TOML: {}", e.to_string().trim_end())
     })?;
-    check_component_tables(path, &table)?;
     let mut cmd = C::command();
     cmd.build();
     let sections = sections_of(sub);
@@ -163,52 +162,6 @@ pub fn exports_for<C: CommandFactory>(
         }
     }
     Ok(exports)
-}
-
-/// The component tables (`[alarm_defaults]`, `[[rules]]`, `[[notifiers]]`) checked here, at
-/// start, whichever subcommand runs (`agent --once` too), with the same message format and
-/// exit status 2 as every other key: `config file F: [[rules]] #2: reason`. Their owners
-/// (the server's evaluator, `procwatch alarm`) read them again from the same file.
-fn check_component_tables(path: &Path, table: &toml::Table) -> Result<()> {
-    use procwatch_alarm::{RuleSet, RuleSpec};
-    use procwatch_notify::NotifierSpec;
-    let file = path.display();
-    let defaults: RuleSpec = match table.get("alarm_defaults") {
-        None => RuleSpec::default(),
-        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("config file {file}: [alarm_defaults]: {}", e.message())
-        })?,
-    };
-    let list = |name: &str| -> Result<Vec<toml::Value>> {
-        match table.get(name) {
-            None => Ok(Vec::new()),
-            Some(toml::Value::Array(items)) => Ok(items.clone()),
-            Some(_) => bail!("config file {file}: {name} must be an array of tables ([[{name}]])"),
-        }
-    };
-    let mut rules = Vec::new();
-    for (i, v) in list("rules")?.into_iter().enumerate() {
-        let spec: RuleSpec = v.try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("config file {file}: [[rules]] #{}: {}", i + 1, e.message())
-        })?;
-        // Each rule on its own first, so the message can say which one.
-        if let Err(e) = RuleSet::from_specs(&defaults, std::slice::from_ref(&spec)) {
-            bail!("config file {file}: [[rules]] #{}: {e}", i + 1);
-        }
-        rules.push(spec);
-    }
-    if let Err(e) = RuleSet::from_specs(&defaults, &rules) {
-        bail!("config file {file}: [alarm_defaults]: {e}");
-    }
-    for (i, v) in list("notifiers")?.into_iter().enumerate() {
-        let spec: NotifierSpec = v.try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("config file {file}: [[notifiers]] #{}: {}", i + 1, e.message())
-        })?;
-        if let Err(e) = spec.build() {
-            bail!("config file {file}: [[notifiers]] #{}: {e}", i + 1);
-        }
-    }
-    Ok(())
 }
 
 /// Checks `value` with the flag's own value parser (a flag without a value takes a boolean).

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod config_tables;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -64,6 +65,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = config_tables::check_file() {
+        eprintln!("procwatch: {err:#}");
+        return ExitCode::from(2);
+    }
     if let Err(err) = config::check_env::<Cli>(&from_file) {
         eprintln!("procwatch: {err:#}");
         return ExitCode::from(2);
