@@ -330,7 +330,8 @@ impl RuleSpec {
 /// wins; a series no rule matches uses the defaults. cpu and mem are always evaluated;
 /// cores for series a rule names `metric = "cores"` for, and the built-in last rule is one:
 /// every process above [`DEFAULT_CORES_THRESHOLD`] cores (a process saturating a core, which
-/// on a many-core host is a small share of it), unless `cores_threshold = 0`.
+/// on a many-core host is a small share of it), RED only (persistence, no forecast), unless
+/// `cores_threshold = 0`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     pub defaults: Rule,
@@ -373,9 +374,12 @@ impl RuleSet {
             })
             .collect::<Result<_, _>>()?;
         if cores_threshold > 0.0 {
+            // RED only (persistence: never AMBER): the default forecaster is tuned for
+            // percentages of a host, not for core counts.
             let spec = RuleSpec {
                 metric: Some(Metric::Cores),
                 threshold: Some(cores_threshold),
+                method: Some("persistence".into()),
                 ..Default::default()
             };
             rules.push(spec.resolve_with(&base, None)?);

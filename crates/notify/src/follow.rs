@@ -20,8 +20,8 @@ pub enum Delivery {
     /// The server's list of the alarms open now (after a fresh connect): anything else a
     /// notifier holds as open has closed meanwhile.
     Synced(Vec<String>),
-    /// An open alarm the notifiers were already given (this run or, with a state file, an
-    /// earlier one), listed again by the server after a (re)connect.
+    /// An open alarm an earlier run of the follower already delivered (per its state file),
+    /// still open at this start. A reconnect within one run stays quiet.
     StillActive(AlarmEvent),
 }
 
@@ -247,9 +247,6 @@ async fn once(
     }
     *connected = true;
     tracing::info!(message = "Following the alarm stream.", url);
-    // Between `snapshot` and `synced` the server lists the alarms open now: one already
-    // delivered is "still active", not news. A `Last-Event-ID` replay has neither.
-    let mut snapshot = false;
     let mut parser = SseParser::new();
     let mut body = resp.bytes_stream();
     loop {
@@ -266,22 +263,14 @@ async fn once(
             let delivery = match e.event.as_str() {
                 "alarm" | "message" => match serde_json::from_str::<AlarmEvent>(&e.data) {
                     Ok(ev) if seen.first(&ev) => Delivery::Event(ev),
-                    Ok(ev) if snapshot && ev.end.is_none() => Delivery::StillActive(ev),
                     Ok(_) => continue,
                     Err(err) => {
                         tracing::warn!(message = "Unreadable alarm event.", %err);
                         continue;
                     }
                 },
-                "snapshot" => {
-                    snapshot = true;
-                    continue;
-                }
                 "synced" => match serde_json::from_str::<Synced>(&e.data) {
-                    Ok(s) => {
-                        snapshot = false;
-                        Delivery::Synced(s.active)
-                    }
+                    Ok(s) => Delivery::Synced(s.active),
                     Err(err) => {
                         tracing::warn!(message = "Unreadable synced event.", %err);
                         continue;

@@ -41,8 +41,7 @@
 //!     `data:` the `AlarmEvent` JSON (the closing copy of the previous event, `end` set, comes
 //!     before its successor), `id: <boot>-<n>`, a `: keep-alive` comment every 15 s. On
 //!     connect the alarms open now are sent first, then `event: synced` with
-//!     `data: {"active": [ids]}` (anything else a client thought open has closed meanwhile),
-//!     the whole snapshot preceded by `event: snapshot` (`data: {}`, no id);
+//!     `data: {"active": [ids]}` (anything else a client thought open has closed meanwhile);
 //!     with a `Last-Event-ID` of this server's run that is still in its log (the last 1024
 //!     events), the events after it are sent instead, so a reconnecting client misses
 //!     nothing. A client too slow to keep up is
@@ -580,17 +579,9 @@ async fn stream(
             .id(format!("{boot}-{after}"))
             .data(serde_json::json!({ "active": ids }).to_string())
     });
-    // Before a snapshot, `event: snapshot` (no id): the events up to `synced` are the alarms
-    // open now, not new transitions (`procwatch alarm` prints those it already announced as
-    // "still active"). Clients that do not know it ignore it.
-    let begin = snapshot.then(|| Event::default().event("snapshot").data("{}"));
     let b1 = boot.clone();
     let head = futures::stream::iter(
-        begin
-            .into_iter()
-            .chain(first.into_iter().map(move |(seq, ev)| sse_event(&b1, seq, &ev)))
-            .chain(synced)
-            .map(Ok),
+        first.into_iter().map(move |(seq, ev)| sse_event(&b1, seq, &ev)).chain(synced).map(Ok),
     );
     // A lagging client is cut (take_while on the first error): it reconnects and replays.
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
@@ -951,8 +942,6 @@ mod tests {
                 let block: String = text.drain(..end + 2).collect();
                 if block.lines().any(|l| l == "event:synced" || l == "event: synced") {
                     *synced += 1;
-                } else if block.lines().any(|l| l == "event:snapshot" || l == "event: snapshot") {
-                    continue;
                 } else if block.lines().any(|l| l.starts_with("data:")) {
                     return block;
                 }
