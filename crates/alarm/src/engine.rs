@@ -73,6 +73,7 @@ pub fn event_id(kind: AlarmKind, host: &str, process: &str, metric: Metric, star
     let kind = match kind {
         AlarmKind::Series => "series",
         AlarmKind::HostSilent => "host_silent",
+        AlarmKind::HostRetired => "host_retired",
     };
     let start = start.to_string();
     for part in [kind, host, process, metric.as_str(), start.as_str()] {
@@ -82,6 +83,16 @@ pub fn event_id(kind: AlarmKind, host: &str, process: &str, metric: Metric, star
         }
     }
     format!("{h:016x}")
+}
+
+/// `90s`, `10m`, `2h`: a duration for a person.
+fn short_secs(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
 }
 
 /// What one transition produces: the closed previous event (if any) and the new one.
@@ -126,6 +137,7 @@ fn host_event(h: &HostSeen<'_>, level: Level, start: TsMs, now: TsMs, limit: i64
         threshold: limit as f64 / 1000.0,
         forecast: None,
         eta_seconds: None,
+        reason: None,
     }
 }
 
@@ -159,6 +171,8 @@ impl Engine {
         // without a sample ended, not from `now`); an OK series is forgotten.
         let host_interval: BTreeMap<&str, i64> =
             hosts.iter().map(|h| (h.host, h.interval_ms)).collect();
+        let host_last_seen: BTreeMap<&str, TsMs> =
+            hosts.iter().map(|h| (h.host, h.last_seen)).collect();
         self.series.retain(|(host, process, metric), st| {
             let interval = st
                 .interval_ms
@@ -173,13 +187,28 @@ impl Engine {
                 return true;
             }
             match st.level {
-                Level::Ok => false,
-                Level::Stale => true,
-                _ => {
-                    st.go_stale(host, process, *metric, stale_at, &mut out);
-                    true
-                }
+                Level::Ok => return false,
+                Level::Stale => {}
+                _ => st.go_stale(host, process, *metric, stale_at, &mut out),
             }
+            // The host kept reporting for 3 intervals after the series went STALE: the
+            // process exited (or is no longer sampled). Its alarm closes, with the reason,
+            // and the series is forgotten; a silent host keeps its series STALE instead.
+            let stale_start = st.open.as_ref().map_or(stale_at, |e| e.start);
+            let host_seen = host_last_seen.get(host.as_str()).copied();
+            if host_seen.is_some_and(|seen| seen >= stale_start + STALE_INTERVALS * interval) {
+                if let Some(mut ev) = st.open.take() {
+                    let secs = (STALE_INTERVALS * interval) as f64 / 1000.0;
+                    ev.end = Some(stale_start + STALE_INTERVALS * interval);
+                    ev.reason = Some(format!(
+                        "process exited: no sample of it for {} while its host kept reporting",
+                        short_secs(2.0 * secs)
+                    ));
+                    out.push(ev);
+                }
+                return false;
+            }
+            true
         });
         // The first sample of each host in this pass's input, per host: when a silent host
         // was heard from again.
@@ -237,6 +266,69 @@ impl Engine {
         out
     }
 
+    /// Retires `host` at `at`: closes its open alarms (host silent and every series) with
+    /// `reason` and forgets them, then records the retirement itself as a `host_retired`
+    /// event (level OK, `start == end == at`). Returns the closed events, then that one.
+    pub fn retire_host(&mut self, host: &str, at: TsMs, reason: &str) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        let close = |ev: Option<AlarmEvent>, out: &mut Vec<AlarmEvent>| {
+            if let Some(mut ev) = ev {
+                ev.end = Some(at.max(ev.start));
+                ev.reason = Some(reason.to_owned());
+                out.push(ev);
+            }
+        };
+        if let Some(h) = self.hosts.remove(host) {
+            close(h.open, &mut out);
+        }
+        self.series.retain(|(h, _, _), st| {
+            if h != host {
+                return true;
+            }
+            close(st.open.take(), &mut out);
+            false
+        });
+        out.push(AlarmEvent {
+            id: event_id(AlarmKind::HostRetired, host, "", Metric::Cpu, at),
+            kind: AlarmKind::HostRetired,
+            host: host.to_owned(),
+            process: String::new(),
+            metric: Metric::Cpu,
+            level: Level::Ok,
+            previous: Level::Ok,
+            start: at,
+            end: Some(at),
+            value: 0.0,
+            peak: 0.0,
+            threshold: 0.0,
+            forecast: None,
+            eta_seconds: None,
+            reason: Some(reason.to_owned()),
+        });
+        out
+    }
+
+    /// Closes the host-silent alarms of hosts the store no longer lists (retention dropped
+    /// them, or another replica retired them): without this they would stay open forever.
+    /// `listed` is every host the store lists now.
+    pub fn forget_unlisted_hosts(&mut self, listed: &[&str], at: TsMs) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        self.hosts.retain(|name, h| {
+            if listed.contains(&name.as_str()) {
+                return true;
+            }
+            if let Some(mut ev) = h.open.take() {
+                ev.end = Some(at.max(ev.start));
+                ev.reason = Some(
+                    "host left the store (retention dropped it, or it was retired)".to_owned(),
+                );
+                out.push(ev);
+            }
+            false
+        });
+        out
+    }
+
     /// The currently open alarms (series and hosts), ordered by host, process, metric.
     pub fn active(&self) -> Vec<AlarmEvent> {
         let mut v: Vec<AlarmEvent> = self.series.values().filter_map(|s| s.open.clone()).collect();
@@ -263,6 +355,10 @@ impl Engine {
             }
             if let Some(mut ev) = st.open.take() {
                 ev.end = Some(start + max_stale_ms);
+                ev.reason = Some(format!(
+                    "no sample for {} after going STALE: the process exited or is no longer sampled",
+                    short_secs(max_stale_ms as f64 / 1000.0)
+                ));
                 out.push(ev);
             }
             false
@@ -287,6 +383,7 @@ impl Engine {
     pub fn restore(&mut self, open: &[AlarmEvent]) {
         for ev in open.iter().filter(|e| e.end.is_none() && e.level != Level::Ok) {
             match ev.kind {
+                AlarmKind::HostRetired => {}
                 AlarmKind::HostSilent => {
                     let limit = (ev.threshold * 1000.0).round() as i64;
                     self.hosts.insert(
@@ -340,7 +437,12 @@ impl SeriesState {
         at: TsMs,
         out: &mut Vec<AlarmEvent>,
     ) {
-        let proto = self.event(host, process, metric, Level::Stale, at, self.last_value, None);
+        // The STALE event carries what raised the alarm (its value and peak), not whatever the
+        // last sample happened to be.
+        let (raised, peak) =
+            self.open.as_ref().map_or((self.last_value, self.last_value), |e| (e.value, e.peak));
+        let mut proto = self.event(host, process, metric, Level::Stale, at, raised, None);
+        proto.peak = peak.max(raised);
         let level = self.level;
         self.before_stale = transition(out, &mut self.open, proto).map(|ev| (level, ev));
         self.level = Level::Stale;
@@ -402,6 +504,7 @@ impl SeriesState {
             threshold: self.rule.threshold,
             forecast: forecast.map(|f| f.0),
             eta_seconds: forecast.and_then(|f| f.1).map(|ms| ms as f64 / 1000.0),
+            reason: None,
         }
     }
 
@@ -549,5 +652,60 @@ mod tests {
         e.evaluate(62_000, &[input(&[s(62_000, 95.0)])], &[]);
         assert!(e.expire_stale(10_000_000, 1).is_empty());
         assert_eq!(e.active()[0].level, Level::Red);
+    }
+
+    fn sample(ts: TsMs, process: &str, cpu: f64) -> Sample {
+        Sample { ts, process: process.into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 }
+    }
+
+    #[test]
+    fn an_exited_process_closes_its_alarm_with_the_reason_while_its_host_reports() {
+        let mut e = Engine::new(RuleSet::default());
+        fn input<'a>(process: &'a str, samples: &'a [Sample]) -> SeriesInput<'a> {
+            SeriesInput { host: "h", process, samples, interval_ms: 1_000 }
+        }
+        let host = |last_seen| [HostSeen { host: "h", last_seen, interval_ms: 1_000 }];
+        e.evaluate(1_000, &[input("hog", &[sample(1_000, "hog", 95.0)])], &host(1_000));
+        e.evaluate(2_000, &[input("hog", &[sample(2_000, "hog", 40.0)])], &host(2_000));
+        // hog exits; "sh" keeps the host reporting. STALE at 5 s carries 95 (what raised it).
+        let mut stale = None;
+        for t in 3..=7 {
+            let ts = t * 1_000;
+            let evs = e.evaluate(ts, &[input("sh", &[sample(ts, "sh", 1.0)])], &host(ts));
+            stale =
+                stale.or(evs.into_iter().find(|ev| ev.level == Level::Stale && ev.end.is_none()));
+        }
+        let stale = stale.expect("went STALE");
+        assert_eq!((stale.start, stale.value, stale.previous), (5_000, 95.0, Level::Red));
+        assert!(!e.active().is_empty(), "still STALE 2 s later");
+        let evs = e.evaluate(8_000, &[input("sh", &[sample(8_000, "sh", 1.0)])], &host(8_000));
+        let closed = evs.iter().find(|ev| ev.id == stale.id).expect("closed");
+        assert_eq!(closed.end, Some(8_000));
+        assert!(closed.reason.as_deref().unwrap().starts_with("process exited"), "{closed:?}");
+        assert!(e.active().is_empty());
+    }
+
+    #[test]
+    fn retiring_a_host_closes_its_alarms_and_records_the_retirement() {
+        let mut e = Engine::new(RuleSet::default());
+        let hot = [sample(1_000, "p", 95.0)];
+        let series = [SeriesInput { host: "h", process: "p", samples: &hot, interval_ms: 1_000 }];
+        e.evaluate(1_000, &series, &[]);
+        // Silent host "gone" and the series host "h" both have open alarms.
+        e.evaluate(10_000, &[], &[HostSeen { host: "gone", last_seen: 0, interval_ms: 1_000 }]);
+        assert_eq!(e.active().len(), 2);
+        let evs = e.retire_host("h", 20_000, "host retired");
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert_eq!(evs[0].reason.as_deref(), Some("host retired"));
+        assert!(evs[0].end.is_some());
+        assert_eq!(
+            (evs[1].kind, evs[1].level, evs[1].end),
+            (AlarmKind::HostRetired, Level::Ok, Some(20_000))
+        );
+        // Issue 13 item 11: a host the store dropped closes its host_silent alarm.
+        let evs = e.forget_unlisted_hosts(&[], 30_000);
+        assert_eq!((evs.len(), evs[0].kind, evs[0].end), (1, AlarmKind::HostSilent, Some(30_000)));
+        assert!(evs[0].reason.as_deref().unwrap().contains("left the store"));
+        assert!(e.active().is_empty());
     }
 }

@@ -102,4 +102,7 @@ pub mod rules;
 
 pub use engine::{event_id, Engine, HostSeen, SeriesInput, STALE_INTERVALS};
 pub use forecast::{Forecast, Forecaster};
-pub use rules::{Glob, Method, Rule, RuleError, RuleSet, RuleSpec};
+pub use rules::{
+    Glob, Hysteresis, Method, Rule, RuleError, RuleSet, RuleSpec, DEFAULT_CORES_THRESHOLD,
+    DEFAULT_HYSTERESIS_RATIO,
+};

@@ -236,6 +236,13 @@ impl Rule {
         if !self.threshold.is_finite() || !self.hysteresis.is_finite() || self.hysteresis < 0.0 {
             return bad("threshold and hysteresis must be finite, hysteresis ≥ 0");
         }
+        if self.threshold > 0.0 && self.hysteresis >= self.threshold {
+            // RED clears below T − hysteresis: at or under 0 it could never clear.
+            return Err(RuleError::Invalid(format!(
+                "hysteresis {} must be less than the threshold {} (RED clears below threshold − hysteresis); write it relative to the threshold, e.g. \"10%\"",
+                self.hysteresis, self.threshold
+            )));
+        }
         if self.horizon_ms <= 0 || self.window_ms <= 0 {
             return bad("horizon and window must be positive");
         }
@@ -277,7 +284,9 @@ pub struct RuleSpec {
     pub process: Option<Glob>,
     pub metric: Option<Metric>,
     pub threshold: Option<f64>,
-    pub hysteresis: Option<f64>,
+    /// In the metric's unit (`5`) or relative to the threshold (`"10%"`); unset: 1/16 of
+    /// the threshold (5 points at the default 80 %).
+    pub hysteresis: Option<Hysteresis>,
     pub clear_for: Option<u32>,
     /// A duration such as `10m`.
     pub horizon: Option<String>,
@@ -289,6 +298,58 @@ pub struct RuleSpec {
     /// procwatch's forecaster: noise widths of margin (higher = more AMBER). Only with
     /// `method = "procwatch"` (the default).
     pub sensitivity: Option<f64>,
+    /// Only in `[alarm_defaults]`: the threshold, in cores, of the built-in rule on the
+    /// `cores` basis (a process saturating a core); `0` turns that rule off.
+    pub cores_threshold: Option<f64>,
+}
+
+/// The default hysteresis: this share of the threshold (5 points at T = 80).
+pub const DEFAULT_HYSTERESIS_RATIO: f64 = 1.0 / 16.0;
+/// The built-in `cores` rule's threshold: a process using more than 0.9 of one core.
+pub const DEFAULT_CORES_THRESHOLD: f64 = 0.9;
+
+/// How far below the threshold RED clears: an amount in the metric's unit, or a share of the
+/// threshold written `"N%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hysteresis {
+    Absolute(f64),
+    /// A fraction of the threshold (`"10%"` is 0.1).
+    Relative(f64),
+}
+
+impl Hysteresis {
+    /// The amount for a rule at `threshold`.
+    pub fn for_threshold(self, threshold: f64) -> f64 {
+        match self {
+            Hysteresis::Absolute(h) => h,
+            Hysteresis::Relative(r) => (r * threshold).abs(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hysteresis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(Hysteresis::Absolute(n)),
+            Raw::Text(t) => t
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && (0.0..100.0).contains(n))
+                .map(|n| Hysteresis::Relative(n / 100.0))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "hysteresis {t:?}: a number in the metric's unit (5) or a share of the threshold below 100% (\"10%\")"
+                    ))
+                }),
+        }
+    }
 }
 
 /// Parses a duration such as `10m`, `90s`, `1h 30m`.
@@ -299,8 +360,19 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, RuleError> {
 }
 
 impl RuleSpec {
-    /// Fills the unset fields from `base`.
+    /// Fills the unset fields from `base`; an unset hysteresis is 1/16 of the threshold.
     pub fn resolve(&self, base: &Rule) -> Result<Rule, RuleError> {
+        self.resolve_with(base, None)
+    }
+
+    /// Fills the unset fields from `base`; the hysteresis from this spec, else `inherited`
+    /// (the defaults' own setting), else [`DEFAULT_HYSTERESIS_RATIO`] of the threshold, so a
+    /// small threshold gets a small hysteresis.
+    pub fn resolve_with(
+        &self,
+        base: &Rule,
+        inherited: Option<Hysteresis>,
+    ) -> Result<Rule, RuleError> {
         let (alpha, beta) = match base.method {
             Method::Holt { alpha, beta } => (alpha, beta),
             _ => (0.8, 0.4),
@@ -330,12 +402,18 @@ impl RuleSpec {
             }
             (m, None) => m,
         };
+        let threshold = self.threshold.unwrap_or(base.threshold);
+        let hysteresis = self
+            .hysteresis
+            .or(inherited)
+            .unwrap_or(Hysteresis::Relative(DEFAULT_HYSTERESIS_RATIO))
+            .for_threshold(threshold);
         Rule {
             host: self.host.clone().unwrap_or_else(|| base.host.clone()),
             process: self.process.clone().unwrap_or_else(|| base.process.clone()),
             metric: self.metric.or(base.metric),
-            threshold: self.threshold.unwrap_or(base.threshold),
-            hysteresis: self.hysteresis.unwrap_or(base.hysteresis),
+            threshold,
+            hysteresis,
             clear_for: self.clear_for.unwrap_or(base.clear_for).max(1),
             horizon_ms: self
                 .horizon
@@ -358,24 +436,62 @@ impl RuleSpec {
 
 /// The defaults plus the ordered rules. The first rule matching (host, process, metric)
 /// wins; a series no rule matches uses the defaults. cpu and mem are always evaluated;
-/// cores only for series a rule names `metric = "cores"` for.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// cores for series a rule names `metric = "cores"` for, and the built-in last rule is one:
+/// every process above [`DEFAULT_CORES_THRESHOLD`] cores (a process saturating a core, which
+/// on a many-core host is a small share of it), RED only (persistence, no forecast), unless
+/// `cores_threshold = 0`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     pub defaults: Rule,
     pub rules: Vec<Rule>,
 }
 
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self::from_specs(&RuleSpec::default(), &[]).expect("the built-in defaults are valid")
+    }
+}
+
 impl RuleSet {
-    /// Resolves the TOML tables: `defaults` over [`Rule::default`], each rule over those.
+    /// Resolves the TOML tables: `defaults` over [`Rule::default`], each rule over those,
+    /// then the built-in `cores` rule.
     pub fn from_specs(defaults: &RuleSpec, rules: &[RuleSpec]) -> Result<Self, RuleError> {
-        let defaults = defaults.resolve(&Rule::default())?;
+        let inherited = defaults.hysteresis;
+        let cores_threshold = defaults.cores_threshold.unwrap_or(DEFAULT_CORES_THRESHOLD);
+        if !cores_threshold.is_finite() || cores_threshold < 0.0 {
+            return Err(RuleError::Invalid(format!(
+                "cores_threshold {cores_threshold}: a number of cores ≥ 0 (0 turns the built-in cores rule off)"
+            )));
+        }
+        let defaults = defaults.resolve_with(&Rule::default(), None)?;
         let base = Rule {
             host: Glob::default(),
             process: Glob::default(),
             metric: None,
             ..defaults.clone()
         };
-        let rules = rules.iter().map(|r| r.resolve(&base)).collect::<Result<_, _>>()?;
+        let mut rules: Vec<Rule> = rules
+            .iter()
+            .map(|r| {
+                if r.cores_threshold.is_some() {
+                    return Err(RuleError::Invalid(
+                        "cores_threshold belongs in [alarm_defaults], not in [[rules]]".into(),
+                    ));
+                }
+                r.resolve_with(&base, inherited)
+            })
+            .collect::<Result<_, _>>()?;
+        if cores_threshold > 0.0 {
+            // RED only (persistence: never AMBER): the default forecaster is tuned for
+            // percentages of a host, not for core counts.
+            let spec = RuleSpec {
+                metric: Some(Metric::Cores),
+                threshold: Some(cores_threshold),
+                method: Some("persistence".into()),
+                ..Default::default()
+            };
+            rules.push(spec.resolve_with(&base, None)?);
+        }
         Ok(Self { defaults: base, rules })
     }
 
@@ -454,8 +570,41 @@ mod tests {
         assert_eq!((r.threshold, r.horizon_ms, r.method), (95.0, 1_800_000, Method::Linear));
         assert_eq!(set.rule_for("db-1", "pg", Metric::Cpu).unwrap().threshold, 70.0);
         assert_eq!(set.rule_for("web-1", "pg", Metric::Cpu).unwrap().threshold, 85.0);
-        assert_eq!(set.rule_for("web-1", "pg", Metric::Cores), None);
+        // cores: the built-in rule (a process saturating a core) unless a rule says otherwise.
+        assert_eq!(set.rule_for("web-1", "pg", Metric::Cores).unwrap().threshold, 0.9);
         assert_eq!(set.rule_for("web-1", "java", Metric::Cores).unwrap().threshold, 4.0);
+    }
+
+    #[test]
+    fn hysteresis_follows_the_threshold_and_never_exceeds_it() {
+        let spec = |toml: &str| toml::from_str::<RuleSpec>(toml).unwrap();
+        let set = RuleSet::default();
+        // T = 80: 5 points as before; the built-in cores rule at 0.9: clears below ~0.84.
+        assert_eq!(set.defaults.hysteresis, 5.0);
+        let cores = set.rule_for("h", "p", Metric::Cores).unwrap();
+        assert!(cores.hysteresis < cores.threshold && cores.hysteresis > 0.0, "{cores:?}");
+        // A rule on cores at 0.5 with nothing said: 1/16 of 0.5.
+        let rule = spec("metric = \"cores\"\nthreshold = 0.5");
+        let set = RuleSet::from_specs(&RuleSpec::default(), &[rule]).unwrap();
+        assert_eq!(set.rules[0].hysteresis, 0.5 / 16.0);
+        // Relative, from the defaults: 10% of each rule's own threshold.
+        let set = RuleSet::from_specs(
+            &spec("hysteresis = \"10%\""),
+            &[spec("metric = \"cores\"\nthreshold = 2")],
+        )
+        .unwrap();
+        assert_eq!((set.defaults.hysteresis, set.rules[0].hysteresis), (8.0, 0.2));
+        // Absolute 5 on a 0.5 threshold could never clear: refused, with the reason.
+        let err = RuleSet::from_specs(
+            &spec("hysteresis = 5"),
+            &[spec("metric = \"cores\"\nthreshold = 0.5")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("less than the threshold"), "{err}");
+        assert!(toml::from_str::<RuleSpec>("hysteresis = \"150%\"").is_err());
+        // cores_threshold = 0: no built-in cores rule.
+        let set = RuleSet::from_specs(&spec("cores_threshold = 0"), &[]).unwrap();
+        assert_eq!(set.rule_for("h", "p", Metric::Cores), None);
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn a_gap_makes_an_alarm_stale_not_resolved() {
         &values,
         "20 OK->RED v=90.0
          24 close RED
-         24 RED->STALE v=91.0
+         24 RED->STALE v=90.0
          27 close STALE
          27 STALE->OK v=40.0",
     );
@@ -272,8 +272,37 @@ fn rules_pick_thresholds_by_glob_and_enable_cores() {
         vec![
             ("javad".into(), "cpu".into(), Level::Red, 50.0),
             ("javad".into(), "cores".into(), Level::Red, 2.0),
+            // nginx at 3 cores: the built-in rule (a process saturating a core) fires.
+            ("nginx".into(), "cores".into(), Level::Red, 0.9),
         ]
     );
+}
+
+#[test]
+fn a_cores_rule_at_half_a_core_clears() {
+    // Issue 15: with a fixed 5-point hysteresis a rule at 0.5 cores never cleared.
+    let rule = procwatch_alarm::RuleSpec {
+        metric: Some(procwatch_model::Metric::Cores),
+        threshold: Some(0.5),
+        ..Default::default()
+    };
+    let mut engine = Engine::new(RuleSet::from_specs(&Default::default(), &[rule]).unwrap());
+    let s =
+        |ts, cores| Sample { ts, process: "p".into(), cpu: 1.0, cores, mem: 1.0, rss: 0, count: 1 };
+    let mut levels = Vec::new();
+    for (i, cores) in [1.0, 1.0, 0.0, 0.0, 0.0].into_iter().enumerate() {
+        let ts = i as i64 * MIN;
+        let samples = [s(ts, cores)];
+        let input = [SeriesInput { host: "h", process: "p", samples: &samples, interval_ms: MIN }];
+        levels.extend(
+            engine
+                .evaluate(ts, &input, &[])
+                .into_iter()
+                .filter(|e| e.end.is_none() || e.level == Level::Ok)
+                .map(|e| e.level),
+        );
+    }
+    assert_eq!(levels, vec![Level::Red, Level::Ok]);
 }
 
 #[test]

@@ -76,6 +76,7 @@
 mod linux;
 pub mod parse;
 mod portable;
+pub mod selfmetrics;
 pub mod sys;
 
 #[cfg(target_os = "linux")]

@@ -195,6 +195,10 @@ pub struct AlarmEvent {
     /// Estimated seconds until the threshold is crossed (AMBER only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// Why an event was closed without a recovery, or what a `host_retired` event records
+    /// (e.g. "process exited: …", "host retired", "host left the store").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What an alarm is about.
@@ -204,4 +208,7 @@ pub enum AlarmKind {
     #[default]
     Series,
     HostSilent,
+    /// A host was retired (`POST /api/v1/hosts/{host}/retire`): level OK, `start == end`,
+    /// `reason` says by whom; its open alarms were closed with the same reason.
+    HostRetired,
 }

@@ -177,6 +177,12 @@ impl Notifier for Alertmanager {
         self.post(&[body]).await
     }
 
+    async fn still_active(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+        // Announced by an earlier run: kept firing by the periodic re-send, not posted now.
+        self.firing.lock().await.insert(ev.id.clone(), ev.clone());
+        Ok(())
+    }
+
     async fn synced(&self, active_ids: &[String]) -> Result<(), NotifyError> {
         let now = self.clock.now_ms();
         let gone: Vec<Value> = {

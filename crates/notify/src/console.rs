@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric};
+use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, TsMs};
 
 use crate::{Notifier, NotifyError};
 
@@ -54,17 +54,34 @@ pub fn escape_for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
 /// - `AMBER web-1 java mem 61.0% forecast 85.2% > 80% in 7m`
 /// - `OK    web-1 java cpu 12.0% < 75% (was RED)` (resolved: below T − hysteresis is not
 ///   known here, so the threshold is shown)
-/// - `STALE web-1 java cpu no data (was RED at 93.1%)`
-/// - `RED   web-1 host silent 32s > 30s`
+/// - `STALE web-1 java cpu no data (was RED at 93.1%)` (the value that raised the alarm)
+/// - `RED   web-1 host silent: no data for 32s (alarm after 30s without data)`
+/// - `OK    web-1 host retired: host retired by alice@ops`
+/// - `CLOSE web-1 java cpu STALE (raised at 93.1%): process exited: …` (closed without a
+///   recovery; the reason says why)
 pub fn format_line(ev: &AlarmEvent) -> String {
     let level = format!("{:5}", ev.level.as_str());
     let host = escape_for_terminal(&ev.host);
     let process = escape_for_terminal(&ev.process);
+    if ev.kind == AlarmKind::HostRetired {
+        let why = escape_for_terminal(ev.reason.as_deref().unwrap_or("host retired"));
+        return format!("OK    {host} host retired: {why}");
+    }
+    if let (Some(_), Some(why), false) = (ev.end, &ev.reason, ev.level == Level::Ok) {
+        let why = escape_for_terminal(why);
+        let what = if ev.kind == AlarmKind::HostSilent {
+            format!("{host} host silent")
+        } else {
+            let u = unit(ev.metric);
+            format!("{host} {process} {} {} (raised at {:.1}{u})", ev.metric, ev.level, ev.value)
+        };
+        return format!("CLOSE {what}: {why}");
+    }
     if ev.kind == AlarmKind::HostSilent {
         return match ev.level {
             Level::Ok => format!("{level} {host} host heard from again"),
             _ => format!(
-                "{level} {host} host silent {}s > {}s",
+                "{level} {host} host silent: no data for {}s (alarm after {}s without data)",
                 short(ev.value.round()),
                 short(ev.threshold)
             ),
@@ -112,10 +129,34 @@ fn colour(level: Level) -> &'static str {
     }
 }
 
+/// `RED   web-1 java cpu 93.1% > 80% (still active since 2026-12-04 16:40:12 UTC)`: an alarm
+/// announced before (by an earlier run) listed again by the server.
+pub fn still_active_line(ev: &AlarmEvent) -> String {
+    format!("{} (still active since {})", format_line(ev), utc(ev.start))
+}
+
+/// `2026-12-04 16:40:12 UTC` for Unix ms.
+fn utc(ms: TsMs) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Whether an event is a transition worth a line: the closing copy of the previous event
-/// (level unchanged, `end` set) is not, the event that replaced it is.
+/// (level unchanged, `end` set) is not, the event that replaced it is; an event closed with
+/// a `reason` (no successor: process exited, host retired or dropped) is.
 pub fn is_transition(ev: &AlarmEvent) -> bool {
-    ev.end.is_none() || ev.level == Level::Ok
+    ev.end.is_none() || ev.level == Level::Ok || ev.reason.is_some()
 }
 
 /// The line with colour codes when `colour` is on.
@@ -154,6 +195,12 @@ impl<W: Write + Send + 'static> Notifier for Console<W> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NotifyError::Io)
     }
+
+    async fn still_active(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
+        let line = still_active_line(ev);
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NotifyError::Io)
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +233,7 @@ pub(crate) mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         }
     }
 
@@ -210,7 +258,18 @@ pub(crate) mod tests {
         host.process = String::new();
         host.value = 31.6;
         host.threshold = 30.0;
-        assert_eq!(format_line(&host), "RED   web-1 host silent 32s > 30s");
+        assert_eq!(
+            format_line(&host),
+            "RED   web-1 host silent: no data for 32s (alarm after 30s without data)"
+        );
+        let mut closed = event(Level::Stale, Level::Red);
+        closed.end = Some(2);
+        closed.reason = Some("process exited: no sample of it for 1m".into());
+        assert!(is_transition(&closed));
+        assert_eq!(
+            format_line(&closed),
+            "CLOSE web-1 java cpu STALE (raised at 93.1%): process exited: no sample of it for 1m"
+        );
         let stale = event(Level::Stale, Level::Red);
         assert_eq!(format_line(&stale), "STALE web-1 java cpu no data (was RED at 93.1%)");
     }

@@ -20,6 +20,9 @@ pub enum Delivery {
     /// The server's list of the alarms open now (after a fresh connect): anything else a
     /// notifier holds as open has closed meanwhile.
     Synced(Vec<String>),
+    /// An open alarm an earlier run of the follower already delivered (per its state file),
+    /// still open at this start. A reconnect within one run stays quiet.
+    StillActive(AlarmEvent),
 }
 
 /// How to reach the stream.
@@ -33,6 +36,10 @@ pub struct FollowOptions {
     pub idle_timeout: Duration,
     /// Waits between reconnects.
     pub backoff: Backoff,
+    /// Where the follower keeps the last event id it saw and what it delivered, so a restart
+    /// resumes (`Last-Event-ID`) and delivers each transition once per notifier. `None`: in
+    /// memory only (a restart re-announces the open alarms).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl FollowOptions {
@@ -46,7 +53,42 @@ impl FollowOptions {
                 max: Duration::from_secs(10),
                 max_attempts: u32::MAX,
             },
+            state_file: None,
         }
+    }
+}
+
+/// What the state file holds (JSON): the last SSE id and the deliveries remembered by
+/// [`Seen`], oldest first.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    last_event_id: Option<String>,
+    delivered: Vec<(String, Level, bool)>,
+}
+
+fn load_state(path: &std::path::Path) -> State {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(message = "Unreadable follower state; starting afresh.", path = %path.display(), %error);
+            State::default()
+        }),
+        Err(_) => State::default(),
+    }
+}
+
+/// Writes the state next to its place and renames it over (never a torn file).
+fn save_state(path: &std::path::Path, last_id: Option<&str>, seen: &Seen) {
+    let state = State {
+        last_event_id: last_id.map(str::to_owned),
+        delivered: seen.order.iter().cloned().collect(),
+    };
+    let tmp = path.with_extension("tmp");
+    let result = serde_json::to_vec(&state)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(error) = result {
+        tracing::warn!(message = "Cannot save the follower state.", path = %path.display(), %error);
     }
 }
 
@@ -62,6 +104,17 @@ impl Seen {
 
     fn new() -> Self {
         Self { set: HashSet::new(), order: VecDeque::new() }
+    }
+
+    fn restore(delivered: Vec<(String, Level, bool)>) -> Self {
+        let mut seen = Self::new();
+        let skip = delivered.len().saturating_sub(Self::CAP);
+        for key in delivered.into_iter().skip(skip) {
+            if seen.set.insert(key.clone()) {
+                seen.order.push_back(key);
+            }
+        }
+        seen
     }
 
     /// `true` the first time an (id, level, closed) is offered.
@@ -104,8 +157,12 @@ pub async fn follow(
         .build()
         .map_err(|e| NotifyError::Config(e.to_string()))?;
     let url = format!("{}/api/v1/alarms/stream", opts.server);
-    let mut seen = Seen::new();
-    let mut last_id: Option<String> = None;
+    let state = opts.state_file.as_deref().map(load_state).unwrap_or_default();
+    let mut seen = Seen::restore(state.delivered);
+    let mut last_id: Option<String> = state.last_event_id;
+    if !seen.order.is_empty() {
+        still_active_at_start(&client, &opts, &seen, &tx).await;
+    }
     let mut failures: u32 = 0;
     loop {
         let mut connected = false;
@@ -123,6 +180,39 @@ pub async fn follow(
                 tracing::warn!(message = "Alarm stream lost; reconnecting.", reason = %why, wait_ms = wait.as_millis() as u64);
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// A restart with a state file: the alarms open now that were already delivered are handed
+/// on as [`Delivery::StillActive`] (the stream then resumes after the last id seen, so it will
+/// not list them). Best effort: without an answer the follower just resumes.
+async fn still_active_at_start(
+    client: &reqwest::Client,
+    opts: &FollowOptions,
+    seen: &Seen,
+    tx: &mpsc::UnboundedSender<Delivery>,
+) {
+    let mut req = client
+        .get(format!("{}/api/v1/alarms?active=true&limit=1000", opts.server))
+        .timeout(Duration::from_secs(10));
+    if let Some(t) = &opts.token {
+        req = req.bearer_auth(t);
+    }
+    #[derive(serde::Deserialize)]
+    struct Active {
+        alarms: Vec<AlarmEvent>,
+    }
+    let active = match req.send().await.and_then(reqwest::Response::error_for_status) {
+        Ok(r) => r.json::<Active>().await.map(|a| a.alarms).unwrap_or_default(),
+        Err(error) => {
+            tracing::debug!(message = "Cannot list the active alarms at start.", %error);
+            return;
+        }
+    };
+    for ev in active.into_iter().rev() {
+        if ev.end.is_none() && seen.set.contains(&(ev.id.clone(), ev.level, false)) {
+            let _ = tx.send(Delivery::StillActive(ev));
         }
     }
 }
@@ -191,6 +281,9 @@ async fn once(
             if tx.send(delivery).is_err() {
                 return Ended::Retry("receiver gone".into());
             }
+            if let Some(path) = &opts.state_file {
+                save_state(path, last_id.as_deref(), seen);
+            }
         }
     }
 }
@@ -227,6 +320,7 @@ pub async fn dispatch(
                             None => break,
                             Some(Delivery::Event(ev)) => n.notify(&ev).await,
                             Some(Delivery::Synced(ids)) => n.synced(&ids).await,
+                            Some(Delivery::StillActive(ev)) => n.still_active(&ev).await,
                         };
                         if let Err(error) = result {
                             tracing::warn!(message = "Notification failed.", notifier = n.name(), %error);

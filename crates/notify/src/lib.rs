@@ -78,6 +78,13 @@ pub trait Notifier: Send + Sync {
         Ok(())
     }
 
+    /// An alarm this notifier was already given (by an earlier run of the follower, per its
+    /// state file) is still open: the server listed it again after a (re)connect. Not a new
+    /// transition: webhooks are not posted again; the console says "still active since …".
+    async fn still_active(&self, _ev: &AlarmEvent) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
     /// How often [`Notifier::tick`] wants to run, if at all.
     fn tick_every(&self) -> Option<Duration> {
         None

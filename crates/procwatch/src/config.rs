@@ -37,20 +37,22 @@ const COMPONENT_TABLES: &[&str] = &["rules", "notifiers", "alarm_defaults"];
 /// Every error names the file; a syntax error names the line and column, a bad key or value
 /// names the section and key, the value, and what is wrong (checked with the flag's own
 /// parser, so a value from the file is held to the same rules as on the command line).
-pub fn apply_config_file<C: CommandFactory>() -> Result<()> {
+pub fn apply_config_file<C: CommandFactory>() -> Result<Vec<String>> {
     let args: Vec<String> = std::env::args().collect();
-    let Some(path) = config_path(&args) else { return Ok(()) };
+    let Some(path) = config_path(&args) else { return Ok(Vec::new()) };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let sub = subcommand(&args);
     let exports = exports_for::<C>(&path, &text, sub.as_deref())?;
+    let mut from_file = Vec::new();
     for (name, value) in exports {
         if std::env::var_os(&name).is_none() {
             std::env::set_var(&name, value);
+            from_file.push(name);
         }
     }
     std::env::set_var("PROCWATCH_CONFIG", &path);
-    Ok(())
+    Ok(from_file)
 }
 
 /// The sections a subcommand reads, most specific first (the first value of a name wins).
@@ -117,7 +119,7 @@ pub fn exports_for<C: CommandFactory>(
                 );
             };
             let value = check(&format!("[{section}] "), &arg, k, v)?;
-            pairs.push((env_name(k), value));
+            pairs.push((env_of(&arg, k), value));
         }
         by_section.push((section, pairs));
     }
@@ -136,7 +138,7 @@ pub fn exports_for<C: CommandFactory>(
                 match sub.and_then(|s| flag_of(s, &flag)) {
                     Some(arg) => {
                         let value = check("", &arg, key, v)?;
-                        exports.push((env_name(key), value));
+                        exports.push((env_of(&arg, key), value));
                     }
                     None => {
                         // Another subcommand's setting: checked with its flag, unused here.
@@ -219,6 +221,12 @@ fn scalar(path: &Path, key: &str, v: &toml::Value) -> Result<String> {
     })
 }
 
+/// The variable a key is exported as: its flag's own (`token` of `status` is
+/// `PROCWATCH_READ_TOKEN`, of `agent` `PROCWATCH_WRITE_TOKEN`), else `PROCWATCH_<KEY>`.
+fn env_of(arg: &clap::Arg, key: &str) -> String {
+    arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| env_name(key))
+}
+
 fn env_name(key: &str) -> String {
     format!("PROCWATCH_{}", key.replace('-', "_").to_ascii_uppercase())
 }
@@ -237,6 +245,41 @@ fn config_path(args: &[String]) -> Option<PathBuf> {
 }
 
 /// The first argument that is not a flag or a flag's value: the subcommand.
+/// Checks every `PROCWATCH_*` variable the chosen subcommand reads (and the global ones)
+/// with its flag's own parser, so a bad value is reported under the variable's name
+/// (`environment variable PROCWATCH_INTERVAL="10": …`), not as if it were the flag. A flag
+/// given on the command line wins over its variable, so its variable is not checked.
+/// Variables the config file set were checked as the file's keys already.
+pub fn check_env<C: CommandFactory>(from_file: &[String]) -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut cmd = C::command();
+    cmd.build();
+    let mut candidates: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    if let Some(sc) = subcommand(&args).and_then(|s| cmd.find_subcommand(&s).cloned()) {
+        candidates.extend(sc.get_arguments().cloned());
+    }
+    for arg in candidates {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+        let name = env.to_string_lossy().into_owned();
+        if from_file.contains(&name) {
+            continue;
+        }
+        let on_line =
+            args.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+        let Some(value) = std::env::var_os(env) else { continue };
+        if on_line {
+            continue;
+        }
+        let Some(value) = value.to_str() else {
+            bail!("environment variable {name} is not valid UTF-8");
+        };
+        if let Err(reason) = check_value(&arg, value) {
+            bail!("environment variable {name}={value:?}: {reason}");
+        }
+    }
+    Ok(())
+}
+
 fn subcommand(args: &[String]) -> Option<String> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {

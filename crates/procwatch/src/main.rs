@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod config_tables;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Command {
     Up(Box<cmd::up::UpArgs>),
     /// One screen of text from a server: hosts, top processes, active alarms.
     Status(cmd::status::StatusArgs),
+    /// The hosts a server knows; `hosts retire NAME` for one gone for good.
+    Hosts(cmd::hosts::HostsArgs),
     /// A simulated fleet against a server: throughput, latency, errors, server RSS.
     Loadgen(cmd::loadgen::LoadgenArgs),
 }
@@ -57,7 +60,18 @@ enum Command {
 fn main() -> ExitCode {
     // The config file feeds the environment before clap parses, so precedence is
     // flag > PROCWATCH_* env > file, with no second code path.
-    if let Err(err) = config::apply_config_file::<Cli>() {
+    let from_file = match config::apply_config_file::<Cli>() {
+        Ok(names) => names,
+        Err(err) => {
+            eprintln!("procwatch: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = config_tables::check_file() {
+        eprintln!("procwatch: {err:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(err) = config::check_env::<Cli>(&from_file) {
         eprintln!("procwatch: {err:#}");
         return ExitCode::from(2);
     }
@@ -69,6 +83,7 @@ fn main() -> ExitCode {
         Command::Alarm(args) => cmd::alarm::run(args),
         Command::Up(args) => cmd::up::run(*args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Hosts(args) => cmd::hosts::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
     };
     match result {

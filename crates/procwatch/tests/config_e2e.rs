@@ -73,7 +73,7 @@ fn every_invalid_config_is_refused_with_file_key_and_reason() {
             .split_whitespace()
             .collect();
         let (code, err) = run(&file, &args);
-        assert!(code.is_some_and(|c| c != 0), "{}: accepted ({code:?}): {err}", file.display());
+        assert_eq!(code, Some(2), "{}: not refused with exit 2: {err}", file.display());
         assert!(
             err.contains(&format!("config file {}", file.display())),
             "{}: the error does not name the file: {err}",

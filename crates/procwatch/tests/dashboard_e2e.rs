@@ -365,6 +365,16 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
         card.as_str().unwrap().contains("cpu") && card.as_str().unwrap().contains('%'),
         "{card}"
     );
+    // The rules line explains the cpu basis, the built-in cores rule and the AMBER warm-up.
+    let rules = browser
+        .wait_js(
+            "the rules line",
+            "const t=document.querySelector('#rules').textContent; return t.includes('cores')?t:null",
+            Duration::from_secs(30),
+        )
+        .await;
+    let rules = rules.as_str().unwrap();
+    assert!(rules.contains("0.9 cores") && rules.contains("warm up"), "{rules}");
 
     // Default order: cpu mean, descending.
     let cpus = browser

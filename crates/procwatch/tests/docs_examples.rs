@@ -125,4 +125,45 @@ fn every_curl_example_of_the_guide_works() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.get("postgres").is_some(), "{v}");
+
+    // The guide ends by retiring the hosts its examples created: no alarm is left open
+    // (the legacy example's cpu of 130 raised RED on 10.0.0.5), and several evaluation
+    // passes later none has come back.
+    let active = || {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{base}/api/v1/alarms?active=true&limit=0")])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["alarms"].as_array().unwrap().clone()
+    };
+    assert_eq!(active(), Vec::<serde_json::Value>::new());
+    let hosts =
+        Command::new("curl").args(["-s", &format!("{base}/api/v1/hosts")]).output().unwrap();
+    let hosts: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
+    assert_eq!(hosts["hosts"], serde_json::json!([]), "the guide's hosts are retired");
+    let retired = Command::new("curl")
+        .args(["-s", &format!("{base}/api/v1/alarms?limit=0")])
+        .output()
+        .unwrap();
+    let events: serde_json::Value = serde_json::from_slice(&retired.stdout).unwrap();
+    let n =
+        events["alarms"].as_array().unwrap().iter().filter(|e| e["kind"] == "host_retired").count();
+    assert_eq!(n, 2, "{events}");
+    // Two more evaluation passes (counted by the server's own histogram) change nothing.
+    let passes = || {
+        let out = Command::new("curl").args(["-s", &format!("{base}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("procwatch_alarm_evaluation_duration_seconds_count"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = passes();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while passes() < start + 2 {
+        assert!(Instant::now() < deadline, "the evaluator made no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(active(), Vec::<serde_json::Value>::new());
 }

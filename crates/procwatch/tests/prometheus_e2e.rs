@@ -80,13 +80,46 @@ where
     }
 }
 
-fn prom_config(server: &str, agent: &str) -> String {
+/// `promtool check metrics` (same Debian package as Prometheus) must print nothing and exit 0.
+fn promtool_check(text: &str, what: &str) {
+    use std::io::Write;
+    let Some(promtool) = which("promtool") else {
+        skip_or_fail("promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool on the {what}: {said}");
+}
+
+/// The guide's scrape config (the ```yaml block with `job_name: procwatch`), with this test's
+/// addresses and token file, under a 1 s scrape interval: the documented config is the one
+/// tested, `authorization.credentials_file` included.
+fn prom_config(server: &str, agent: &str, token_file: &Path) -> String {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md");
+    let guide = std::fs::read_to_string(guide).unwrap();
+    let block = guide
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("job_name: procwatch"))
+        .expect("the guide documents a Prometheus scrape config");
+    assert!(block.contains("credentials_file: /etc/prometheus/procwatch-read.token"), "{block}");
+    let block = block
+        .replace("127.0.0.1:8000", server)
+        .replace("127.0.0.1:9101", agent)
+        .replace("/etc/prometheus/procwatch-read.token", &token_file.display().to_string());
     format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-         scrape_configs:\n  - job_name: procwatch\n    metrics_path: /metrics\n    \
-         authorization:\n      credentials: {READ_TOKEN}\n    \
-         static_configs:\n      - targets: ['{server}']\n\
-         \x20 - job_name: procwatch-agent\n    static_configs:\n      - targets: ['{agent}']\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{block}"
     )
 }
 
@@ -117,10 +150,29 @@ async fn prometheus_scrapes_per_process_series() {
     .await;
     assert!(text.contains("# TYPE procwatch_ingested_samples_total counter"), "{text}");
     assert!(text.contains("# TYPE procwatch_http_request_duration_seconds histogram"));
+    // Standard process_* self-metrics, and both endpoints promtool-clean (a gauge ending in
+    // `_count`, e.g. the old procwatch_process_count, is what promtool complained about).
+    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+        assert!(text.contains(&format!("\n{name} ")), "{name} missing from the server:\n{text}");
+    }
+    promtool_check(&text, "server /metrics");
+    let agent_text = wait_for("the agent's /metrics", Duration::from_secs(30), || async {
+        let r = client.get(format!("http://{agent_addr}/metrics")).send().await.ok()?;
+        r.text().await.ok().filter(|t| t.contains("procwatch_agent_sweeps_total"))
+    })
+    .await;
+    assert!(agent_text.contains("\nprocess_start_time_seconds "), "{agent_text}");
+    promtool_check(&agent_text, "agent /metrics");
 
     // A real Prometheus on a free loopback port, scraping every second.
     let server_addr = url.trim_start_matches("http://").to_owned();
-    std::fs::write(dir.path().join("prom.yml"), prom_config(&server_addr, &agent_addr)).unwrap();
+    let token_file = dir.path().join("read.token");
+    std::fs::write(&token_file, format!("{READ_TOKEN}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("prom.yml"),
+        prom_config(&server_addr, &agent_addr, &token_file),
+    )
+    .unwrap();
     let prom_port = free_port();
     let prom_url = format!("http://127.0.0.1:{prom_port}");
     let mut prom = Proc::spawn(

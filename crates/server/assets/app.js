@@ -110,6 +110,23 @@ async function loadHosts() {
   state.refreshMs = Math.min(10000, Math.max(1000, iv));
 }
 
+// What fires, in one line under the active alarms: the cpu share basis, the built-in cores
+// rule and the forecast warm-up (loaded once; best effort).
+async function loadRules() {
+  try {
+    const r = await getJson('/api/v1/rules');
+    const d = r.defaults || {};
+    const cores = (r.rules || []).find((x) => x.metric === 'cores' && x.host === '*' && x.process === '*');
+    const min = Math.round((d.window_ms || 600000) / 60000);
+    let text = `RED above ${d.threshold}% cpu or mem (cpu is a share of the whole host: one busy core of N is 100/N %)`;
+    if (cores) text += `, or above ${cores.threshold} cores for any process (a process saturating a core)`;
+    text += `. Forecasts (AMBER) warm up: each series needs ${min} min of samples before AMBER can fire.`;
+    $('#rules').textContent = text;
+  } catch (e) {
+    // An older server or no rights: the line stays empty.
+  }
+}
+
 async function loadUsage() {
   const q = new URLSearchParams({ window: state.window, per_host: 'true' });
   const body = await getJson(`/api/v1/usage?${q}`);
@@ -442,6 +459,10 @@ async function refresh() {
   clearTimeout(state.timer);
   if (state.authNeeded) return;
   try {
+    if (!state.rulesLoaded) {
+      state.rulesLoaded = true;
+      loadRules();
+    }
     await Promise.all([loadHosts(), loadUsage(), loadAlarms()]);
     showError('');
     if (!state.streamUp) setLive(state.alarmsAvailable === false ? 'poll' : 'poll', 'polling');

@@ -110,6 +110,9 @@ pub struct Alarms {
     written: Mutex<HashMap<String, (f64, f64)>>,
     last_eval_us: AtomicU64,
     closing: watch::Sender<bool>,
+    /// Held for a whole evaluation pass and a whole retirement, so a pass that read the
+    /// hosts before a retirement cannot re-open what the retirement closed.
+    pass: tokio::sync::Mutex<()>,
 }
 
 impl Alarms {
@@ -129,6 +132,7 @@ impl Alarms {
             written: Mutex::new(HashMap::new()),
             last_eval_us: AtomicU64::new(0),
             closing,
+            pass: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -211,6 +215,34 @@ impl Alarms {
         Ok(n)
     }
 
+    /// Retires `host` (see [`crate::retire`]): the store first (so a `NotFound` changes
+    /// nothing), then the engine closes its alarms with `reason`; every event is stored, then
+    /// published. Returns the host's `last_seen` and the events.
+    pub async fn retire_host(
+        &self,
+        st: &AppState,
+        host: &str,
+        now: TsMs,
+        reason: &str,
+    ) -> Result<(TsMs, Vec<AlarmEvent>), StoreError> {
+        let _pass = self.pass.lock().await;
+        let last_seen = st.store.retire_host(host, now).await?;
+        let (events, active) = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            (engine.retire_host(host, now, reason), engine.active())
+        };
+        for ev in &events {
+            if let Err(error) = st.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
+            }
+        }
+        self.set_active(active);
+        for ev in &events {
+            self.publish(ev.clone());
+        }
+        Ok((last_seen, events))
+    }
+
     /// Samples read back on the first pass: the largest window + horizon of the rules.
     fn lookback_ms(&self, interval_ms: i64) -> i64 {
         std::iter::once(&self.rules.defaults)
@@ -223,6 +255,7 @@ impl Alarms {
 
     /// One evaluation pass at `now`: returns the transitions it stored and published.
     pub async fn evaluate(&self, st: &AppState, now: TsMs) -> Result<Vec<AlarmEvent>, StoreError> {
+        let _pass = self.pass.lock().await;
         let started = st.config.clock.instant();
         let interval_ms = (st.config.interval.as_millis() as i64).max(1);
         let from = {
@@ -303,6 +336,8 @@ impl Alarms {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let mut events = engine.evaluate(now, &series, &seen);
             events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
+            let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+            events.extend(engine.forget_unlisted_hosts(&listed, now));
             (events, engine.active())
         };
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
@@ -710,7 +745,9 @@ mod tests {
                     ts,
                     process: process.into(),
                     cpu,
-                    cores: cpu / 50.0,
+                    // These tests are about cpu: no process here saturates a core, so the
+                    // built-in cores rule stays quiet.
+                    cores: 0.0,
                     mem: 1.0,
                     rss: 1,
                     count: 1,
@@ -736,6 +773,7 @@ mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         }
     }
 

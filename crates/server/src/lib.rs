@@ -63,6 +63,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod query;
+pub mod retire;
 pub mod serve;
 pub mod time;
 
@@ -358,6 +359,12 @@ pub const ROUTES: &[Route] = &[
         access: Access::Read,
         handler: || get(query::totals),
     },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/hosts/{host}/retire",
+        access: Access::Write,
+        handler: || post(retire::retire),
+    },
 ];
 
 /// The whole HTTP application.
@@ -578,12 +585,20 @@ pub async fn run(
             }
         }
     });
+    // A short summary a person reads at a glance (the whole config is `-v` material).
+    let c = &state.config;
     tracing::info!(
         message = "Serving.",
         addr = %listener.local_addr()?,
         store = store.backend(),
-        config = ?state.config,
+        tls = c.tls.is_some(),
+        write_token = c.write_token.is_some(),
+        read_token = c.read_token.is_some(),
+        interval = %humantime::format_duration(c.interval),
+        retention = %humantime::format_duration(c.retention),
+        rules = c.alarm_rules.rules.len(),
     );
+    tracing::debug!(message = "Server settings.", config = ?state.config);
     let evaluator = alarms::spawn_evaluator(state.clone(), stop_tx.subscribe());
     let hub = state.alarms.clone();
     let shutdown = async move {

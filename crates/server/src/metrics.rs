@@ -5,7 +5,7 @@
 //! - **Per-process gauges** (labels `host`, `process`) are the newest values of the last
 //!   query window (5 min by default): `procwatch_process_cpu_percent`,
 //!   `procwatch_process_cores`, `procwatch_process_mem_percent`, `procwatch_process_rss_bytes`,
-//!   `procwatch_process_count`, and `procwatch_process_alarm_level` (labels `host`, `process`,
+//!   `procwatch_process_instances` (processes in the group), and `procwatch_process_alarm_level` (labels `host`, `process`,
 //!   `metric`; 0 OK, 1 STALE, 2 AMBER, 3 RED). A process without a sample in the window has no
 //!   series (Prometheus marks it stale).
 //! - **Cardinality cap**: per host, the top [`DEFAULT_PROCESS_CAP`] (20) processes by their
@@ -26,6 +26,9 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
 //!   the alarm engine through [`Metrics::observe_evaluation`]), and `procwatch_build_info`.
+//!   The standard `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//!   `process_open_fds`, `process_max_fds` and `process_start_time_seconds` of the server
+//!   process follow (`procwatch_collector::selfmetrics`).
 //!   The store's size on disk is not exported: `Storage` has no size query (hosts and series
 //!   are the proxies).
 //! - Access: `/metrics` is a read route: with `--read-token` set, Prometheus needs
@@ -288,8 +291,10 @@ impl Metrics {
             "Newest resident memory of the process group",
             s.proc_rss.clone(),
         );
+        // Not `process_count`: a gauge must not end in `_count` (promtool; it reads as the
+        // count of a histogram or summary).
         r.register(
-            "process_count",
+            "process_instances",
             "Live processes in the group at the newest sample",
             s.proc_count.clone(),
         );
@@ -394,6 +399,8 @@ impl Metrics {
         }
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        // The standard process_* self-metrics (cpu seconds, resident memory, fds, start time).
+        out.push_str(&procwatch_collector::selfmetrics::text());
         Ok(out)
     }
 }
@@ -686,6 +693,9 @@ impl Storage for MeteredStore {
     async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
         self.inner.apply_retention(cutoff).await
     }
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        self.inner.retire_host(host, at).await
+    }
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
         self.inner.put_alarm_event(event).await
     }
@@ -764,6 +774,7 @@ mod tests {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         };
         let m =
             active_levels(&[ev(Level::Amber, None), ev(Level::Red, None), ev(Level::Red, Some(5))]);

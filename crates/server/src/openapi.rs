@@ -219,7 +219,14 @@ fn build() -> Value {
             "parameters": [p("host", "path", true, "Host name."), p("from", "query", false, &format!("{time_doc} Default: now-1h.")), to],
             "responses": with("200", ok("Totals.", json!({"type": "object", "properties": {
                 "host": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
-                "totals": {"type": "array", "items": r("HostTotal")}}})), &[("404", "Unknown host.")])}}
+                "totals": {"type": "array", "items": r("HostTotal")}}})), &[("404", "Unknown host.")])}},
+        "/api/v1/hosts/{host}/retire": {"post": {
+            "summary": "Retires a host gone for good: it leaves /api/v1/hosts (until it sends newer data), its open alarms close with a reason, and a host_retired event records it. Samples stay until retention. Write token (there is no admin token).",
+            "security": auth_write,
+            "parameters": [p("host", "path", true, "Host name."), p("X-Procwatch-Actor", "header", false, "Who retires it, for the event's reason.")],
+            "responses": with("200", ok("Retired.", json!({"type": "object", "properties": {
+                "host": {"type": "string"}, "retired_at": {"type": "integer"}, "last_seen": {"type": "integer"},
+                "events": {"type": "array", "items": r("AlarmEvent")}}})), &[("404", "The store lists no such host (never seen, or already retired).")])}}
       },
       "components": {
         "securitySchemes": {
@@ -273,14 +280,15 @@ fn build() -> Value {
             "process": {"type": "string"}, "cpu": r("Stats"), "cores": r("Stats"), "mem": r("Stats"), "rss": r("Stats"),
             "count": {"type": "integer"}, "samples": {"type": "integer"}, "last_ts": {"type": "integer"}}},
           "AlarmEvent": {"type": "object", "required": ["id", "host", "process", "metric", "level", "previous", "start", "value", "peak", "threshold"], "properties": {
-            "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent"]},
+            "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent", "host_retired"]},
             "host": {"type": "string"}, "process": {"type": "string", "description": "Empty for a host alarm."},
             "metric": {"type": "string", "enum": ["cpu", "cores", "mem"]},
             "level": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "previous": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "start": {"type": "integer"}, "end": {"type": "integer", "description": "Absent while open."},
             "value": {"type": "number"}, "peak": {"type": "number"}, "threshold": {"type": "number"},
-            "forecast": {"type": "number"}, "eta_seconds": {"type": "number"}}},
+            "forecast": {"type": "number"}, "eta_seconds": {"type": "number"},
+            "reason": {"type": "string", "description": "Why it closed without a recovery (process exited, host retired, host left the store), or what a host_retired event records."}}},
           "Rule": {"type": "object", "properties": {
             "host": {"type": "string", "description": "Glob."}, "process": {"type": "string", "description": "Glob."},
             "metric": {"type": "string", "nullable": true, "description": "null: cpu and mem."},

@@ -118,6 +118,8 @@ const PROC: &str = "proc";
 const HOST: &str = "host";
 const BATCH: &str = "batch";
 const ALARM: &str = "alarm_event";
+/// One point per retirement of a host (`retire_host`): field `at`.
+const RETIRED: &str = "retired_host";
 /// How much earlier than "now − RP duration" a retention cutoff may be and still be left to
 /// the retention policy.
 const RP_SLACK_MS: i64 = 5 * 60_000;
@@ -517,9 +519,11 @@ impl InfluxStore {
         let q = format!(
             "SELECT {BATCH_COLS} FROM {} GROUP BY \"host\" ORDER BY time DESC LIMIT 1; \
              SELECT \"cpu\", \"mem\", \"unattributed_cpu\" FROM {} GROUP BY \"host\" \
-             ORDER BY time DESC LIMIT 1",
+             ORDER BY time DESC LIMIT 1; \
+             SELECT \"at\" FROM {} GROUP BY \"host\" ORDER BY time DESC LIMIT 1",
             self.from(rp, BATCH),
-            self.from(rp, HOST)
+            self.from(rp, HOST),
+            self.from(rp, RETIRED)
         );
         let res = self.client.query(self.db(), &q).await?;
         let mut latest: BTreeMap<String, HostTotal> = BTreeMap::new();
@@ -538,12 +542,23 @@ impl InfluxStore {
                 }
             }
         }
+        let mut retired: BTreeMap<String, TsMs> = BTreeMap::new();
+        if let Some(r) = res.get(2) {
+            for series in &r.series {
+                if let Some(at) = series.rows().next().and_then(|row| row.i64("at")) {
+                    retired.insert(series.tag("host"), at);
+                }
+            }
+        }
         let mut out = Vec::new();
         if let Some(r) = res.first() {
             for series in &r.series {
                 let Some(row) = series.rows().next() else { continue };
                 let b = BatchState::from_row(&row);
                 let host = series.tag("host");
+                if retired.get(&host).is_some_and(|at| b.last_seen <= *at) {
+                    continue;
+                }
                 out.push(HostInfo {
                     latest: latest.remove(&host),
                     host,
@@ -933,6 +948,25 @@ impl InfluxStore {
         Ok((count(0), count(1)))
     }
 
+    async fn retire_host_inner(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let Some(last_seen) =
+            self.hosts_inner().await?.into_iter().find(|h| h.host == host).map(|h| h.last_seen)
+        else {
+            return Err(StoreError::NotFound(format!("host {host:?}")));
+        };
+        let s = self.schema().await?;
+        let mut line = String::new();
+        write_point(
+            &mut line,
+            RETIRED,
+            &[("host", host)],
+            &[("at", Field::Int(at.max(last_seen)))],
+            now_ms(),
+        );
+        self.client.write(&self.cfg.db, s.data_rp.as_deref(), &line).await?;
+        Ok(last_seen)
+    }
+
     async fn put_alarm_event_inner(&self, e: &AlarmEvent) -> StoreResult<()> {
         if e.id.is_empty() {
             return Err(StoreError::InvalidInput("alarm event without id".into()));
@@ -1041,6 +1075,11 @@ impl Storage for InfluxStore {
 
     async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
         let r = self.apply_retention_inner(cutoff).await;
+        self.track(r)
+    }
+
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let r = self.retire_host_inner(host, at).await;
         self.track(r)
     }
 

@@ -189,6 +189,7 @@ async fn awkward_names_round_trip_through_influxd() {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         };
         store.put_alarm_event(&e).await.expect("put");
         let got = store

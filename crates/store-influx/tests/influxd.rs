@@ -110,6 +110,7 @@ fn event(id: &str, host: &str, start: i64) -> AlarmEvent {
         threshold: 80.0,
         forecast: None,
         eta_seconds: None,
+        reason: None,
     }
 }
 

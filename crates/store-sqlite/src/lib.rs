@@ -260,6 +260,8 @@ struct Catalog {
     by_id: HashMap<u32, Arc<HostEntry>>,
     /// series id → (host id, process)
     series: HashMap<u32, (u32, String)>,
+    /// Retired hosts (`retired_hosts`): hidden from `hosts()` while `last_seen` ≤ this.
+    retired: HashMap<String, TsMs>,
 }
 
 struct Writer {
@@ -334,6 +336,7 @@ CREATE TABLE IF NOT EXISTS host_totals(host_id INTEGER NOT NULL, ts INTEGER NOT 
 CREATE TABLE IF NOT EXISTS alarms(id TEXT PRIMARY KEY, start INTEGER NOT NULL, end_ts INTEGER,
   host TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alarms_start ON alarms(start);
+CREATE TABLE IF NOT EXISTS retired_hosts(name TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -966,6 +969,12 @@ fn load_catalog(conn: &Connection, floor: TsMs) -> StoreResult<Catalog> {
         cat.by_id.insert(id, entry.clone());
         cat.hosts.insert(name, entry);
     }
+    let mut stmt = conn.prepare("SELECT name, at FROM retired_hosts").map_err(db_err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+    for row in rows {
+        let (name, at): (String, TsMs) = row.map_err(db_err)?;
+        cat.retired.insert(name, at);
+    }
     let mut stmt = conn.prepare("SELECT id, host_id, process FROM series").map_err(db_err)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))
@@ -1548,6 +1557,9 @@ impl Inner {
         }
         tx.execute("DELETE FROM alarms WHERE end_ts IS NOT NULL AND end_ts < ?1", [cutoff])
             .map_err(db_err)?;
+        // A retirement older than the cutoff hides nothing any more: the host is gone.
+        tx.execute("DELETE FROM retired_hosts WHERE at < ?1", [cutoff]).map_err(db_err)?;
+        self.catalog.write().retired.retain(|_, at| *at >= cutoff);
         // Hosts silent since before the cutoff are forgotten (their seq history too).
         tx.execute(
             "UPDATE hosts SET last_seq = NULL, seq_gaps = 0, dropped = 0 WHERE last_seen < ?1",
@@ -1765,12 +1777,18 @@ impl Inner {
 
     fn hosts(&self) -> Vec<HostInfo> {
         let rfloor = self.retention_floor.load(Ordering::SeqCst);
-        let hosts: Vec<Arc<HostEntry>> = self.catalog.read().hosts.values().cloned().collect();
+        let (hosts, retired): (Vec<Arc<HostEntry>>, HashMap<String, TsMs>) = {
+            let cat = self.catalog.read();
+            (cat.hosts.values().cloned().collect(), cat.retired.clone())
+        };
         hosts
             .iter()
             .filter_map(|h| {
                 let st = h.state.lock();
-                (st.last_seen >= rfloor && st.seq.is_some()).then(|| HostInfo {
+                let listed = st.last_seen >= rfloor
+                    && st.seq.is_some()
+                    && retired.get(&h.name).is_none_or(|at| st.last_seen > *at);
+                listed.then(|| HostInfo {
                     host: h.name.clone(),
                     last_seen: st.last_seen,
                     interval_ms: st.interval_ms,
@@ -1799,6 +1817,22 @@ impl Inner {
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
+    }
+
+    fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let Some(last_seen) =
+            self.hosts().into_iter().find(|h| h.host == host).map(|h| h.last_seen)
+        else {
+            return Err(StoreError::NotFound(format!("host {host:?}")));
+        };
+        let at = at.max(last_seen);
+        let w = self.writer.lock();
+        w.conn
+            .prepare_cached("INSERT OR REPLACE INTO retired_hosts(name, at) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![host, at]))
+            .map_err(db_err)?;
+        self.catalog.write().retired.insert(host.to_owned(), at);
+        Ok(last_seen)
     }
 
     fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
@@ -1892,6 +1926,11 @@ impl Storage for SqliteStore {
 
     async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
         self.blocking(move |i| i.apply_retention(cutoff)).await
+    }
+
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let host = host.to_owned();
+        self.blocking(move |i| i.retire_host(&host, at)).await
     }
 
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {

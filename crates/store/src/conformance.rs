@@ -37,6 +37,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("alarm_events", |s| Box::pin(alarm_events(s))),
     ("hosts_and_seq", |s| Box::pin(hosts_and_seq(s))),
     ("host_totals", |s| Box::pin(host_totals(s))),
+    ("retire_host", |s| Box::pin(retire_host(s))),
 ];
 
 /// Minimal boxed-future alias, so the suite needs no extra dependency.
@@ -448,6 +449,7 @@ fn event(id: &str, host: &str, level: Level, start: TsMs, end: Option<TsMs>) -> 
         threshold: 80.0,
         forecast: (level == Level::Amber).then_some(84.0),
         eta_seconds: (level == Level::Amber).then_some(120.0),
+        reason: None,
     }
 }
 
@@ -566,4 +568,30 @@ pub async fn host_totals(store: &dyn Storage) {
     want[2] = fixed;
     assert_eq!(got, want);
     assert!(store.host_totals("ht-unknown", t0, t0 + 70_000).await.expect("totals").is_empty());
+}
+
+/// Retiring a host: it leaves `hosts()` (others stay), its samples stay queryable, retiring
+/// it again or an unknown host is `NotFound`, and a batch with newer data lists it again.
+pub async fn retire_host(store: &dyn Storage) {
+    let t0 = base_ts();
+    store.write_batch(&batch("rt-gone", 1, vec![sample(t0, "x", 1.0, 1.0)])).await.expect("w");
+    store.write_batch(&batch("rt-stays", 1, vec![sample(t0, "y", 1.0, 1.0)])).await.expect("w");
+    let names = |hosts: Vec<crate::HostInfo>| hosts.into_iter().map(|h| h.host).collect::<Vec<_>>();
+    assert_eq!(store.retire_host("rt-gone", t0 + 1_000).await.expect("retire"), t0);
+    assert_eq!(names(store.hosts().await.expect("hosts")), ["rt-stays"]);
+    assert!(matches!(store.retire_host("rt-gone", t0 + 1_000).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.retire_host("rt-never", t0).await, Err(StoreError::NotFound(_))));
+    let rows = store.usage(&q(t0, t0 + 60_000, Some("rt-gone"), None, true)).await.expect("usage");
+    assert_eq!(rows.len(), 1, "samples stay until retention");
+    // Data older than the retirement does not bring it back; newer data does.
+    store
+        .write_batch(&batch("rt-gone", 2, vec![sample(t0 + 500, "x", 1.0, 1.0)]))
+        .await
+        .expect("w");
+    assert_eq!(names(store.hosts().await.expect("hosts")), ["rt-stays"]);
+    store
+        .write_batch(&batch("rt-gone", 3, vec![sample(t0 + 2_000, "x", 1.0, 1.0)]))
+        .await
+        .expect("w");
+    assert_eq!(names(store.hosts().await.expect("hosts")), ["rt-gone", "rt-stays"]);
 }

@@ -31,6 +31,9 @@
 //! - `apply_retention(cutoff)`: samples and host totals with `ts < cutoff` go, hosts not seen
 //!   since `cutoff` go, closed alarm events that ended before `cutoff` go.
 //! - Alarm events: newest first by `start` (ties by `id`, descending).
+//! - `retire_host(host, at)`: the host leaves `hosts()` (so nothing judges it silent) until a
+//!   batch brings a sample or host total newer than `max(at, its last_seen)`; its samples stay
+//!   queryable until retention drops them. `NotFound` when `hosts()` does not list it.
 //!
 //! Modules: `memory::MemoryStore` (the in-memory reference backend, also handy in tests),
 //! `agg` (the shared arithmetic: numpy-linear p95, history buckets, seq bookkeeping) and,
@@ -214,6 +217,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Drops everything older than `cutoff`. Returns the number of samples removed (backends
     /// that drop whole chunks may report an estimate).
     async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64>;
+
+    /// Retires a host that is gone for good (decommissioned, renamed, a test): it leaves
+    /// `hosts()` until it sends data newer than `max(at, last_seen)` again. Its samples stay
+    /// until retention. `NotFound` if `hosts()` does not list it. Returns its last `last_seen`.
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs>;
 
     /// Inserts or replaces (by `id`) an alarm event.
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()>;

@@ -30,6 +30,8 @@ struct Inner {
     series: BTreeMap<(String, String), BTreeMap<TsMs, Sample>>,
     hosts: BTreeMap<String, HostState>,
     alarms: BTreeMap<String, AlarmEvent>,
+    /// Retired hosts: hidden from `hosts()` while their `last_seen` is at or before this.
+    retired: BTreeMap<String, TsMs>,
 }
 
 /// In-memory `Storage`. Cheap to create; share it as `Arc<dyn Storage>`.
@@ -112,6 +114,7 @@ impl crate::Storage for MemoryStore {
         let g = self.inner.read();
         Ok(g.hosts
             .iter()
+            .filter(|(name, h)| g.retired.get(*name).is_none_or(|at| h.last_seen > *at))
             .map(|(name, h)| HostInfo {
                 host: name.clone(),
                 last_seen: h.last_seen,
@@ -213,7 +216,24 @@ impl crate::Storage for MemoryStore {
             h.last_seen >= cutoff
         });
         g.alarms.retain(|_, e| e.end.is_none_or(|end| end >= cutoff));
+        let inner = &mut *g;
+        inner.retired.retain(|name, _| inner.hosts.contains_key(name));
         Ok(removed)
+    }
+
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let mut g = self.inner.write();
+        let inner = &mut *g;
+        let listed = inner
+            .hosts
+            .get(host)
+            .filter(|h| inner.retired.get(host).is_none_or(|r| h.last_seen > *r));
+        let Some(h) = listed else {
+            return Err(StoreError::NotFound(format!("host {host:?}")));
+        };
+        let last_seen = h.last_seen;
+        inner.retired.insert(host.to_owned(), at.max(last_seen));
+        Ok(last_seen)
     }
 
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {

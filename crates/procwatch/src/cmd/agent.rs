@@ -29,7 +29,9 @@ pub const AGENT_ID: &str = concat!("procwatch/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// Server base URL to ship batches to (e.g. http://127.0.0.1:8000).
+    /// Server base URL to ship batches to. Same rule as every client command (--server, else
+    /// PROCWATCH_SERVER, else `server` in the config file) except the last step: without a
+    /// server the agent does not guess one, it prints its batches on stdout (`--once`: a table).
     #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL")]
     pub server: Option<String>,
 
@@ -45,11 +47,11 @@ pub struct AgentArgs {
     #[arg(long, env = "PROCWATCH_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
-    /// Bearer token for the server's write API.
-    #[arg(long, env = "PROCWATCH_TOKEN", value_name = "T", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub token: super::token::WriteToken,
 
-    /// Take one sweep (two readings an interval apart), print it and exit.
+    /// Take one sweep (two readings one --interval apart: 10 s by default, said on stderr),
+    /// print it (or ship it with --server) and exit.
     #[arg(long, env = "PROCWATCH_ONCE")]
     pub once: bool,
 
@@ -169,6 +171,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let stdout = std::io::stdout();
     if args.once && args.server.is_none() {
         let format = args.format.unwrap_or(Format::Table);
+        // cpu is a difference of two readings: say how long the quick look takes.
+        eprintln!(
+            "procwatch: two readings {} apart (--interval; e.g. --interval 1s for a quicker look)...",
+            humantime::format_duration(args.interval)
+        );
         let start = Instant::now();
         collector.sweep().context("sweep failed")?;
         sleep_until(start + args.interval);

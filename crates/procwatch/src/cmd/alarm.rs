@@ -1,7 +1,7 @@
 //! `procwatch alarm`: the alarm service and `procwatch alarm backtest`, which replays traces
 //! through the alarm crate's forecasters and scores them by SPEC section 4.
 //!
-//! `procwatch alarm --server URL [--token T] [--color auto|always|never]` follows the server's
+//! `procwatch alarm [--server URL] [--token T | --token-file F] [--state-file F] [--color auto|always|never]` follows the server's
 //! alarm stream (`/api/v1/alarms/stream`, reconnecting with backoff forever; a 401/403/404 ends
 //! it with an error), prints one line per transition on stdout
 //! (`RED   web-1 java cpu 93.1% > 80%`; coloured by level when stdout is a terminal and
@@ -36,13 +36,23 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct AlarmArgs {
-    /// The server whose alarms to follow.
-    #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL")]
-    server: Option<String>,
+    #[arg(
+        long,
+        env = "PROCWATCH_SERVER",
+        value_name = "URL",
+        default_value = super::DEFAULT_SERVER,
+        help = super::SERVER_HELP
+    )]
+    server: String,
 
-    /// Read token for the server.
-    #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: super::token::ReadToken,
+
+    /// Where to keep the last event id seen and what was delivered (JSON), so a restart
+    /// resumes the stream where it left off and notifies each transition once: alarms
+    /// announced before are printed as "still active since …", not posted again.
+    #[arg(long, env = "PROCWATCH_STATE_FILE", value_name = "FILE")]
+    state_file: Option<PathBuf>,
 
     /// Colour the lines by level: auto (when stdout is a terminal and NO_COLOR is unset), always,
     /// never.
@@ -185,10 +195,7 @@ pub fn rules_from_config() -> Result<RuleSet> {
 
 /// `procwatch alarm --server URL`: follow, print, notify.
 fn service(args: AlarmArgs) -> Result<()> {
-    let Some(server) = args.server.clone() else {
-        bail!("procwatch alarm needs --server URL (or PROCWATCH_SERVER); see also `procwatch alarm backtest`");
-    };
-    reqwest_url_check(&server)?;
+    let server = super::client_server(&args.server)?;
     let colour = match args.color.as_str() {
         "always" => true,
         "never" => false,
@@ -209,7 +216,8 @@ fn service(args: AlarmArgs) -> Result<()> {
         let shutdown = super::signal::Shutdown::install()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fanout = tokio::spawn(dispatch(rx, notifiers));
-        let opts = FollowOptions::new(server, args.token);
+        let mut opts = FollowOptions::new(server, args.token.resolve()?);
+        opts.state_file = args.state_file.clone();
         let followed = tokio::select! {
             r = follow(opts, tx) => r.map_err(anyhow::Error::from),
             () = shutdown.wait() => Ok(()),

@@ -47,7 +47,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Write token (sent as a bearer token).
-    #[arg(long, env = "PROCWATCH_TOKEN", hide_env_values = true, value_name = "T")]
+    #[arg(long, env = "PROCWATCH_WRITE_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
     /// PID of the server, to sample its RSS.
     #[arg(long, value_name = "PID")]

@@ -450,10 +450,11 @@ pub fn run(args: ServerArgs) -> Result<()> {
     runtime.block_on(async move {
         // Before the address file and the "Serving." line announce readiness.
         let shutdown = super::signal::Shutdown::install()?;
-        let store = open_store(&args).await?;
+        // Bind first: a port in use must not leave a fresh data directory behind.
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let store = open_store(&args).await?;
         let addr = listener.local_addr()?;
         if let Some(path) = &args.addr_file {
             // Written whole then renamed, so a reader never sees half an address.

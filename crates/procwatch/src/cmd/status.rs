@@ -1,11 +1,12 @@
-//! `procwatch status [--server URL] [--token T]`: one screen of text from a running server,
+//! `procwatch status [--server URL] [--token T | --token-file F]`: one screen of text from a running server,
 //! for people who live in a terminal: the hosts (last seen, stale or not, host cpu and mem),
 //! the top processes by mean cpu over the last `--window` (default 5m, top `--top` 10, one row
 //! per host and process), and the alarms open now (RED, AMBER, STALE, silent hosts), in the
 //! console notifier's words. Lines fit in 100 columns (long names are cut with `…`).
 //!
 //! It reads `GET /api/v1/hosts`, `GET /api/v1/usage` and `GET /api/v1/alarms?active=true`
-//! (the read token, when the server has one, goes in `--token`). Exit code 1 when the server
+//! (the read token, when the server has one, goes in `--token`, `--token-file`,
+//! `PROCWATCH_READ_TOKEN` or `PROCWATCH_READ_TOKEN_FILE`). Exit code 1 when the server
 //! cannot be reached or refuses.
 
 use std::fmt::Write as _;
@@ -17,18 +18,17 @@ use serde::Deserialize;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The server to ask.
     #[arg(
         long,
         env = "PROCWATCH_SERVER",
-        default_value = "http://127.0.0.1:8000",
-        value_name = "URL"
+        default_value = super::DEFAULT_SERVER,
+        value_name = "URL",
+        help = super::SERVER_HELP
     )]
     pub server: String,
 
-    /// Read token for the server.
-    #[arg(long, env = "PROCWATCH_TOKEN", value_name = "T", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub token: super::token::ReadToken,
 
     /// Window of the top processes (humantime: 5m, 1h).
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -91,10 +91,8 @@ pub struct Alarms {
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
-    let base = args.server.trim_end_matches('/').to_owned();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        bail!("--server {base:?}: expected an http:// or https:// URL");
-    }
+    let base = super::client_server(&args.server)?;
+    let token = args.token.resolve()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,7 +102,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
             .timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client")?;
-        let get = |path: String| fetch(&client, &base, args.token.as_deref(), path);
+        let get = |path: String| fetch(&client, &base, token.as_deref(), path);
         let window = humantime::format_duration(args.window).to_string().replace(' ', "");
         let hosts: Hosts = serde_json::from_str(&get("/api/v1/hosts".into()).await?)
             .context("unexpected /api/v1/hosts answer")?;
@@ -114,10 +112,17 @@ pub fn run(args: StatusArgs) -> Result<()> {
         );
         let usage: Usage =
             serde_json::from_str(&get(usage_path).await?).context("unexpected /api/v1/usage answer")?;
+        // Best effort: an older server without the rules route still gets its screen.
+        let rules: Option<Rules> =
+            get("/api/v1/rules".into()).await.ok().and_then(|b| serde_json::from_str(&b).ok());
         let alarms: Alarms =
             serde_json::from_str(&get("/api/v1/alarms?active=true&limit=0".into()).await?)
                 .context("unexpected /api/v1/alarms answer")?;
-        anyhow::Ok(render(&base, &window, &hosts, &usage, &alarms))
+        let mut text = render(&base, &window, &hosts, &usage, &alarms);
+        if let Some(r) = &rules {
+            text.push_str(&rules_legend(r));
+        }
+        anyhow::Ok(text)
     })?;
     print!("{text}");
     Ok(())
@@ -140,6 +145,54 @@ async fn fetch(
         bail!("{base}{path}: {status}: {}", body.trim());
     }
     Ok(body)
+}
+
+/// `GET /api/v1/rules`, what the legend needs.
+#[derive(Debug, Deserialize)]
+pub struct Rules {
+    pub defaults: RuleRow,
+    pub rules: Vec<RuleRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RuleRow {
+    pub host: String,
+    pub process: String,
+    pub metric: Option<String>,
+    pub threshold: f64,
+    pub window_ms: i64,
+}
+
+/// What fires, in two or three lines: the cpu/mem threshold (a share of the host), the
+/// built-in cores rule (a process saturating a core), and the forecast warm-up.
+pub fn rules_legend(r: &Rules) -> String {
+    let mut o = String::from("\nRULES\n");
+    let d = &r.defaults;
+    let _ = writeln!(
+        o,
+        "  RED above {}% cpu or mem (cpu% is a share of the whole host: one busy core of N is 100/N %)",
+        d.threshold
+    );
+    if let Some(c) = r
+        .rules
+        .iter()
+        .find(|c| c.metric.as_deref() == Some("cores") && c.host == "*" && c.process == "*")
+    {
+        let _ = writeln!(
+            o,
+            "  RED above {} cores for any process (a process saturating a core, whatever the host's size)",
+            c.threshold
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  AMBER (forecast) warms up: each series needs {} of samples first; until then only RED fires",
+        ago(d.window_ms)
+    );
+    if r.rules.len() > 1 {
+        let _ = writeln!(o, "  {} more rule(s): GET /api/v1/rules", r.rules.len() - 1);
+    }
+    o
 }
 
 /// `3s`, `4m`, `2h`, `5d`.
@@ -228,7 +281,7 @@ pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &A
         let _ = writeln!(
             o,
             "  {:<20} {:<28} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5}",
-            "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "N"
+            "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "PROCS"
         );
         for r in &usage.rows {
             let _ = writeln!(
@@ -244,6 +297,12 @@ pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &A
                 r.count
             );
         }
+    }
+    if !usage.rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "  CPU% is a share of the whole host (mean and max over the window); PROCS: processes\n  running under that name now."
+        );
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "ACTIVE ALARMS");

@@ -135,10 +135,20 @@ fn build_collector(args: &UpArgs) -> Result<Box<dyn Collector + Send>> {
         .context("cannot start the collector")
 }
 
+/// The local agent's spool without --spool-dir: in the data directory with the SQLite store;
+/// with a store that has no data directory (memory, InfluxDB) a per-run directory under the
+/// system's temp dir, so `up --store memory` leaves no ./procwatch-data behind.
+fn default_spool(args: &UpArgs) -> std::path::PathBuf {
+    match args.server.store {
+        super::server::StoreKind::Sqlite => args.server.data_dir.join("spool"),
+        _ => std::env::temp_dir().join(format!("procwatch-up-spool-{}", std::process::id())),
+    }
+}
+
 /// The local agent's settings (mirrors `procwatch agent --server`, see `agent::ship`).
 fn agent_config(args: &UpArgs, server: &str, host: String, token: Option<String>) -> AgentConfig {
     let d = &args.delivery;
-    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| args.server.data_dir.join("spool"));
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| default_spool(args));
     let mut cfg = AgentConfig::new(host, server, spool_dir);
     cfg.agent = super::agent::AGENT_ID.to_string();
     cfg.interval = args.server.interval;
@@ -191,10 +201,11 @@ pub fn run(args: UpArgs) -> Result<()> {
         // Before anything announces readiness (address file, banner): a SIGINT right after
         // the banner must stop us cleanly, not kill us.
         let shutdown = super::signal::Shutdown::install()?;
-        let store = super::server::open_store(&args.server).await?;
+        // Bind first: a port in use must not leave a fresh ./procwatch-data behind.
         let listener = tokio::net::TcpListener::bind(&args.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.server.listen))?;
+        let store = super::server::open_store(&args.server).await?;
         let bound = listener.local_addr()?;
         if let Some(path) = &args.server.addr_file {
             let tmp = path.with_extension("tmp");
@@ -203,6 +214,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                 .with_context(|| format!("cannot write the address file {}", path.display()))?;
         }
         let base = format!("http://{}", local_addr(bound));
+        let store_name = store.backend();
         let write_token = config.write_token.clone();
         let read_token = config.read_token.clone();
 
@@ -246,9 +258,12 @@ pub fn run(args: UpArgs) -> Result<()> {
             let _ = writeln!(out, "procwatch is up: dashboard at {base}/");
             let _ = out.flush();
         }
+        // The data directory only where there is one (not with --store memory or influxdb).
+        let data_dir = (store_name == "sqlite").then(|| args.server.data_dir.display().to_string());
         tracing::info!(
             message = "Press Ctrl-C to stop.",
-            data_dir = %args.server.data_dir.display(),
+            store = store_name,
+            data_dir = data_dir.as_deref().unwrap_or("none"),
             host = %host,
             listen = %bound
         );
@@ -299,6 +314,10 @@ pub fn run(args: UpArgs) -> Result<()> {
         }
         let _ = stop_server.send(());
         server.await.context("server task failed")?.context("server failed")?;
+        if args.spool_dir.is_none() && !matches!(args.server.store, super::server::StoreKind::Sqlite) {
+            // The per-run spool in the temp dir (see default_spool) goes with the run.
+            let _ = std::fs::remove_dir_all(default_spool(&args));
+        }
         tracing::info!(message = "procwatch stopped.");
         Ok(())
     })

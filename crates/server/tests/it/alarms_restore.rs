@@ -74,6 +74,14 @@ impl Storage for FlakyStore {
         self.check()?;
         self.inner.apply_retention(cutoff).await
     }
+    async fn retire_host(
+        &self,
+        host: &str,
+        at: procwatch_model::TsMs,
+    ) -> StoreResult<procwatch_model::TsMs> {
+        self.check()?;
+        self.inner.retire_host(host, at).await
+    }
     async fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
         self.check()?;
         self.inner.put_alarm_event(e).await
@@ -159,6 +167,7 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
         threshold: 80.0,
         forecast: None,
         eta_seconds: None,
+        reason: None,
     };
     store.inner.put_alarm_event(&red).await.unwrap();
     store.down.store(true, Ordering::SeqCst);

@@ -245,6 +245,13 @@ impl Storage for GatedStore {
     async fn apply_retention(&self, cutoff: i64) -> procwatch_store::StoreResult<u64> {
         self.inner.apply_retention(cutoff).await
     }
+    async fn retire_host(
+        &self,
+        host: &str,
+        at: procwatch_model::TsMs,
+    ) -> procwatch_store::StoreResult<procwatch_model::TsMs> {
+        self.inner.retire_host(host, at).await
+    }
     async fn put_alarm_event(
         &self,
         e: &procwatch_model::AlarmEvent,

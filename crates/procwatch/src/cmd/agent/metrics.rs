@@ -12,7 +12,9 @@
 //!   `procwatch_agent_sweep_errors_total`, `procwatch_agent_missed_ticks_total`,
 //!   `procwatch_agent_spooled_samples_total`, `procwatch_agent_sent_samples_total`,
 //!   `procwatch_agent_dropped_samples_total` (spool cap or age hit), `procwatch_agent_retries_total`,
-//!   `procwatch_agent_quarantined_records_total` (batches the server refused for good).
+//!   `procwatch_agent_quarantined_records_total` (batches the server refused for good);
+//! - the standard `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//!   `process_open_fds`, `process_max_fds`, `process_start_time_seconds`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,7 +144,11 @@ impl Collector for AgentCollector {
 fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(2048);
     match prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
-        Ok(()) => out,
+        Ok(()) => {
+            // The standard process_* self-metrics, as every Prometheus client exports them.
+            out.push_str(&procwatch_collector::selfmetrics::text());
+            out
+        }
         Err(e) => format!("# encoding failed: {e}\n"),
     }
 }

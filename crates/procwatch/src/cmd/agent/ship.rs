@@ -100,7 +100,7 @@ pub fn run(
     let mut cfg = AgentConfig::new(host, server, &spool_dir);
     cfg.agent = super::AGENT_ID.to_string();
     cfg.interval = args.interval;
-    cfg.shipper.token = args.token.clone();
+    cfg.shipper.token = args.token.resolve()?;
     cfg.shipper.timeout = d.request_timeout;
     cfg.shipper.ca_pem = read_ca_file(d.ca_file.as_deref())?;
     cfg.backoff = BackoffConfig { max: d.retry_max, ..BackoffConfig::default() };
