@@ -637,6 +637,10 @@ impl Spool {
         }
         drop(f);
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if self.cfg.fsync {
+            // The rename itself is durable only once the directory is.
+            sync_dir(&self.cfg.dir)?;
+        }
         Ok(())
     }
 

@@ -76,17 +76,28 @@ fn load_state(path: &std::path::Path) -> State {
     }
 }
 
-/// Writes the state next to its place and renames it over (never a torn file).
+/// Writes the state next to its place, fsyncs it, renames it over (never a torn file) and
+/// fsyncs the directory.
 fn save_state(path: &std::path::Path, last_id: Option<&str>, seen: &Seen) {
     let state = State {
         last_event_id: last_id.map(str::to_owned),
         delivered: seen.order.iter().cloned().collect(),
     };
     let tmp = path.with_extension("tmp");
-    let result = serde_json::to_vec(&state)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let result = serde_json::to_vec(&state).map_err(std::io::Error::other).and_then(|bytes| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory is: without this a power cut could
+        // bring the old state back and the notifiers would be sent old transitions again.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    });
     if let Err(error) = result {
         tracing::warn!(message = "Cannot save the follower state.", path = %path.display(), %error);
     }
