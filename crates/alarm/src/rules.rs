@@ -162,6 +162,20 @@ impl Method {
         }
     }
 
+    /// How much of a new series' history this method needs before it can raise AMBER, ms:
+    /// procwatch's forecaster fits its trend over the last hour of buckets, `linear` needs its
+    /// window, Holt and persistence forecast from the first sample.
+    pub fn warmup_ms(&self, window_ms: i64, horizon_ms: i64) -> i64 {
+        match self {
+            Method::Procwatch { .. } => {
+                let p = RobustParams::for_horizon(horizon_ms, 0.0);
+                p.trend as i64 * p.step_ms
+            }
+            Method::Linear => window_ms,
+            Method::Holt { .. } | Method::Persistence => 0,
+        }
+    }
+
     /// Parses a method name; Holt takes `alpha` and `beta`.
     pub fn parse(name: &str, alpha: f64, beta: f64) -> Result<Self, RuleError> {
         match name {

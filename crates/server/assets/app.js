@@ -117,7 +117,7 @@ async function loadRules() {
     const r = await getJson('/api/v1/rules');
     const d = r.defaults || {};
     const cores = (r.rules || []).find((x) => x.metric === 'cores' && x.host === '*' && x.process === '*');
-    const min = Math.round((d.window_ms || 600000) / 60000);
+    const min = Math.round((d.warmup_ms ?? d.window_ms ?? 600000) / 60000);
     let text = `RED above ${d.threshold}% cpu or mem (cpu is a share of the whole host: one busy core of N is 100/N %)`;
     if (cores) text += `, or above ${cores.threshold} cores for any process (a process saturating a core)`;
     text += `. Forecasts (AMBER) warm up: each series needs ${min} min of samples before AMBER can fire.`;

@@ -663,6 +663,8 @@ pub struct RuleView {
     /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<f64>,
+    /// How long a new series must be sampled before this rule's forecaster can raise AMBER.
+    pub warmup_ms: i64,
 }
 
 impl From<&Rule> for RuleView {
@@ -691,6 +693,7 @@ impl From<&Rule> for RuleView {
             alpha,
             beta,
             sensitivity,
+            warmup_ms: r.method.warmup_ms(r.window_ms, r.horizon_ms),
         }
     }
 }

@@ -161,6 +161,9 @@ pub struct RuleRow {
     pub metric: Option<String>,
     pub threshold: f64,
     pub window_ms: i64,
+    /// Absent from servers older than the forecaster's warm-up field: the window then.
+    #[serde(default)]
+    pub warmup_ms: Option<i64>,
 }
 
 /// What fires, in two or three lines: the cpu/mem threshold (a share of the host), the
@@ -187,7 +190,7 @@ pub fn rules_legend(r: &Rules) -> String {
     let _ = writeln!(
         o,
         "  AMBER (forecast) warms up: each series needs {} of samples first; until then only RED fires",
-        ago(d.window_ms)
+        ago(d.warmup_ms.unwrap_or(d.window_ms))
     );
     if r.rules.len() > 1 {
         let _ = writeln!(o, "  {} more rule(s): GET /api/v1/rules", r.rules.len() - 1);
