@@ -14,7 +14,6 @@ use procwatch_model::{AlarmEvent, TsMs};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::time::now_ms;
 use crate::AppState;
 
 /// The longest host name accepted on this route (the batch validation's own limit is
@@ -55,7 +54,7 @@ pub async fn retire(
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
-    let now = now_ms();
+    let now = st.config.clock.now_ms();
     let reason = format!("host retired by {actor}");
     let (last_seen, events) = st.alarms.retire_host(&st, &host, now, &reason).await?;
     tracing::info!(message = "Host retired.", %host, last_seen, %actor, closed = events.len().saturating_sub(1));

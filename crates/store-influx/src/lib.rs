@@ -961,7 +961,7 @@ impl InfluxStore {
             RETIRED,
             &[("host", host)],
             &[("at", Field::Int(at.max(last_seen)))],
-            now_ms(),
+            self.clock.now_ms(),
         );
         self.client.write(&self.cfg.db, s.data_rp.as_deref(), &line).await?;
         Ok(last_seen)

@@ -228,13 +228,6 @@ fn service(args: AlarmArgs) -> Result<()> {
     })
 }
 
-fn reqwest_url_check(url: &str) -> Result<()> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bail!("--server {url:?}: expected an http:// or https:// URL");
-    }
-    Ok(())
-}
-
 /// The forecast method chosen on the command line.
 enum Chosen {
     Oracle,

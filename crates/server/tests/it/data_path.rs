@@ -248,6 +248,7 @@ async fn list_routes_paginate_with_a_next_cursor() {
             threshold: 80.0,
             forecast: None,
             eta_seconds: None,
+            reason: None,
         };
         app.store.put_alarm_event(&ev).await.unwrap();
     }
