@@ -69,7 +69,7 @@ fn commands(text: &str) -> Vec<String> {
         let mut rest = piece.as_str();
         while let Some(i) = rest.find("procwatch ") {
             let cmd = &rest[i..];
-            let end = cmd.find(['`', '|', ';', ')', '#', '"', '\'']).unwrap_or(cmd.len());
+            let end = cmd.find(['\n', '`', '|', ';', ')', '#', '"', '\'']).unwrap_or(cmd.len());
             let cmd = cmd[..end].trim().to_owned();
             let sub = cmd.split_whitespace().nth(1).unwrap_or("");
             if SUBCOMMANDS.contains(&sub) || sub.starts_with("--") {

@@ -838,14 +838,23 @@ mod tests {
             assert!(body.contains("nope.js"));
         }
 
-        /// The chart draws the threshold of the alarm rule matching the series: a `cores`
-        /// rule for java gives java's cores chart a threshold line (none without the rule).
+        /// The chart draws the threshold of the alarm rule matching the series: the built-in
+        /// `cores` rule or a `cores` rule for java gives java's cores chart a threshold line
+        /// (none with the built-in rule off and no rule).
         #[tokio::test]
         async fn chart_draws_the_rules_threshold() {
             use procwatch_alarm::{Glob, RuleSet, RuleSpec};
             let threshold_colour = |svg: &str| svg.to_lowercase().contains("#dc2626");
             let uri = "/api/v1/hosts/web-1/processes/java/chart.svg?metric=cores";
-            let (plain, _) = app(None).await;
+            // The built-in cores rule (0.9 cores) is a rule for every process's cores.
+            let (builtin, _) = app(None).await;
+            let (status, _, svg) = get(&builtin, uri, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{svg}");
+            assert!(threshold_colour(&svg), "the built-in cores rule's threshold is drawn");
+            let off = RuleSpec { cores_threshold: Some(0.0), ..RuleSpec::default() };
+            let none = RuleSet::from_specs(&off, &[]).unwrap();
+            let (plain, _) =
+                app_with(ServerConfig { alarm_rules: none, ..Default::default() }).await;
             let (status, _, svg) = get(&plain, uri, &[]).await;
             assert_eq!(status, StatusCode::OK, "{svg}");
             assert!(!threshold_colour(&svg), "no rule for cores: no threshold");

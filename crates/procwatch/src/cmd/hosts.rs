@@ -110,7 +110,10 @@ async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
     );
     let mut req = client
         .post(format!("{base}/api/v1/hosts/{}/retire", encode_segment(&r.name)))
-        .header("x-procwatch-actor", actor);
+        .header("x-procwatch-actor", actor)
+        // Every state-changing route takes JSON only (a cross-site form cannot send it).
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}");
     if let Some(t) = r.token.resolve()? {
         req = req.bearer_auth(t);
     }
