@@ -145,7 +145,11 @@ async fn prometheus_scrapes_per_process_series() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4"));
         let t = r.text().await.ok()?;
-        t.contains(&format!("procwatch_process_cpu_percent{{host=\"{HOST}\"")).then_some(t)
+        // Process and host series both: a family with no series yet is not in the text at all,
+        // and the Grafana check below reads this snapshot.
+        (t.contains(&format!("procwatch_process_cpu_percent{{host=\"{HOST}\""))
+            && t.contains(&format!("procwatch_host_cpu_percent{{host=\"{HOST}\"")))
+        .then_some(t)
     })
     .await;
     assert!(text.contains("# TYPE procwatch_ingested_samples_total counter"), "{text}");
