@@ -25,6 +25,7 @@
 //!   `mem_scaled` (file name contains `mem`; `mem_native` if such a trace needed no scaling).
 
 use crate::forecast::{Forecast, Forecaster};
+use procwatch_model::clock::Utc;
 use procwatch_model::TsMs;
 
 /// Samples that never raise AMBER at the start of a trace.
@@ -77,18 +78,8 @@ pub fn parse_timestamp(s: &str) -> Option<TsMs> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + se * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = Utc { year: y, month: mo, day: d, hour: h, minute: mi, second: se, millis: 0 };
+    Some(t.to_ms())
 }
 
 /// Parses a trace CSV (`timestamp,value`, a header line is skipped).

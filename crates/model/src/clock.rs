@@ -102,3 +102,81 @@ mod tests {
         assert!(SystemClock.now_ms() > 1_577_836_800_000);
     }
 }
+
+/// A UTC calendar time, from Unix milliseconds ([`Utc::from_ms`]) or to them
+/// ([`Utc::to_ms`]): the one home of procwatch's calendar math (Howard Hinnant's civil-date
+/// algorithms, proleptic Gregorian), so no crate needs a date library for RFC 3339 stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    /// 1–12.
+    pub month: i64,
+    /// 1–31.
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub millis: i64,
+}
+
+impl Utc {
+    /// The calendar time of `ms` milliseconds since the Unix epoch.
+    pub fn from_ms(ms: TsMs) -> Utc {
+        let secs = ms.div_euclid(1000);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Utc {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+            millis: ms.rem_euclid(1000),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch (fields out of range carry over, as in `timegm`).
+    pub fn to_ms(&self) -> TsMs {
+        let (y, m) = (self.year, self.month);
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = if y >= 0 { y } else { y - 399 } / 400;
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + self.day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        (((days * 24 + self.hour) * 60 + self.minute) * 60 + self.second) * 1000 + self.millis
+    }
+
+    /// RFC 3339 with milliseconds: `2026-12-04T16:40:12.345Z`.
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
+        )
+    }
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::Utc;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for ms in [0, 951_782_400_000, 1_764_070_000_123, -86_400_000, 4_102_444_800_000] {
+            assert_eq!(Utc::from_ms(ms).to_ms(), ms, "{ms}");
+        }
+        // 2000-02-29 (a leap day of a century leap year) and a known stamp.
+        let leap = Utc::from_ms(951_782_400_000);
+        assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+        assert_eq!(Utc::from_ms(1_764_070_000_123).rfc3339(), "2025-11-25T11:26:40.123Z");
+    }
+}
