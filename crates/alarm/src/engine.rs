@@ -31,6 +31,21 @@ pub struct HostSeen<'a> {
 
 type Key = (String, String, Metric);
 
+/// One series' forecast warm-up, as [`Engine::warmups`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warmup {
+    pub host: String,
+    pub process: String,
+    pub metric: Metric,
+    /// History the rule's forecaster needs before it can raise AMBER: the method's own
+    /// warm-up ([`crate::Method::warmup_ms`]) or the rule's window, whichever is longer.
+    pub warmup_ms: i64,
+    /// History it has: first to last sample since the forecaster last (re)started.
+    pub history_ms: i64,
+    /// `warmup_ms - history_ms`, at least 0; 0 = the forecast is ready.
+    pub ready_in_ms: i64,
+}
+
 struct SeriesState {
     rule: Rule,
     forecaster: Option<Box<dyn Forecaster>>,
@@ -39,6 +54,8 @@ struct SeriesState {
     last_value: f64,
     /// Samples pushed since the forecaster was (re)started.
     seen: usize,
+    /// Timestamp of the first sample since the forecaster was (re)started: its warm-up began.
+    warm_since: Option<TsMs>,
     level: Level,
     open: Option<AlarmEvent>,
     /// Consecutive samples with the forecast signal on / off.
@@ -378,6 +395,31 @@ impl Engine {
             .max()
     }
 
+    /// The forecast warm-up of every series the engine follows, in key order: how much
+    /// history its forecaster has and how much more it needs before AMBER can fire. Measured
+    /// in sample time (first to last sample since the forecaster last (re)started), so no clock
+    /// is read.
+    pub fn warmups(&self) -> Vec<Warmup> {
+        self.series
+            .iter()
+            .map(|((host, process, metric), st)| {
+                let need = st.warmup_ms();
+                let have = match (st.warm_since, st.last_ts) {
+                    (Some(a), Some(b)) => (b - a).max(0),
+                    _ => 0,
+                };
+                Warmup {
+                    host: host.clone(),
+                    process: process.clone(),
+                    metric: *metric,
+                    warmup_ms: need,
+                    history_ms: have,
+                    ready_in_ms: (need - have).max(0),
+                }
+            })
+            .collect()
+    }
+
     /// Re-opens the alarms the store holds as open (after a restart), so the next
     /// evaluation continues them instead of raising them again.
     pub fn restore(&mut self, open: &[AlarmEvent]) {
@@ -418,6 +460,7 @@ impl SeriesState {
             last_ts: None,
             last_value: 0.0,
             seen: 0,
+            warm_since: None,
             level: Level::Ok,
             open: None,
             signal_on: 0,
@@ -468,8 +511,15 @@ impl SeriesState {
             f.reset();
         }
         self.seen = 0;
+        self.warm_since = None;
         self.signal_on = 0;
         self.signal_off = 0;
+    }
+
+    /// History needed before AMBER may fire: the method's warm-up, and the window W full.
+    fn warmup_ms(&self) -> i64 {
+        let r = &self.rule;
+        r.method.warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms)
     }
 
     /// Samples needed before AMBER may fire: the window W full.
@@ -515,6 +565,7 @@ impl SeriesState {
             self.interval_ms = Some(interval);
             self.forecaster = None;
             self.seen = 0;
+            self.warm_since = None;
         }
         let stale_after = STALE_INTERVALS * interval;
         for s in input.samples {
@@ -557,6 +608,7 @@ impl SeriesState {
         f.push(ts, v);
         let fc = f.forecast(ts + rule.horizon_ms, rule.threshold);
         self.seen += 1;
+        self.warm_since.get_or_insert(ts);
         self.last_ts = Some(ts);
         self.last_value = v;
         let signal = self.seen >= self.min_samples() && fc.is_some_and(|f| f.above);

@@ -375,6 +375,17 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
         .await;
     let rules = rules.as_str().unwrap();
     assert!(rules.contains("0.9 cores") && rules.contains("warm up"), "{rules}");
+    // The agent's series are minutes old at most: their forecasts are still warming up, and
+    // the page says so per series (GET /api/v1/forecasts).
+    let warming = browser
+        .wait_js(
+            "the forecast warm-up line",
+            "const t=document.querySelector('#forecasts').textContent; return t.includes('warming up')?t:null",
+            Duration::from_secs(30),
+        )
+        .await;
+    let warming = warming.as_str().unwrap();
+    assert!(warming.contains("series") && warming.contains("first ready in"), "{warming}");
 
     // Default order: cpu mean, descending.
     let cpus = browser

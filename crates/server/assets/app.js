@@ -127,6 +127,20 @@ async function loadRules() {
   }
 }
 
+// Per series: how many forecasts are still warming up (GET /api/v1/forecasts; best effort,
+// every refresh). Empty once every forecast is ready.
+async function loadForecasts() {
+  try {
+    const f = await getJson('/api/v1/forecasts');
+    const n = f.warming_up || 0;
+    $('#forecasts').textContent = n > 0
+      ? `Forecast warming up for ${n} series: first ready in ${Math.ceil((f.first_ready_in_ms || 0) / 60000)} min (until then only RED fires for them).`
+      : '';
+  } catch (e) {
+    // An older server or no rights: the line stays empty.
+  }
+}
+
 async function loadUsage() {
   const q = new URLSearchParams({ window: state.window, per_host: 'true' });
   const body = await getJson(`/api/v1/usage?${q}`);
@@ -463,6 +477,7 @@ async function refresh() {
       state.rulesLoaded = true;
       loadRules();
     }
+    loadForecasts();
     await Promise.all([loadHosts(), loadUsage(), loadAlarms()]);
     showError('');
     if (!state.streamUp) setLive(state.alarmsAvailable === false ? 'poll' : 'poll', 'polling');

@@ -145,6 +145,11 @@ impl Alarms {
         self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Every followed series' forecast warm-up (see [`procwatch_alarm::Engine::warmups`]).
+    pub fn warmups(&self) -> Vec<procwatch_alarm::Warmup> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).warmups()
+    }
+
     /// How long the last evaluation pass took (zero before the first).
     pub fn last_evaluation(&self) -> Duration {
         Duration::from_micros(self.last_eval_us.load(Ordering::Relaxed))
@@ -693,7 +698,7 @@ impl From<&Rule> for RuleView {
             alpha,
             beta,
             sensitivity,
-            warmup_ms: r.method.warmup_ms(r.window_ms, r.horizon_ms),
+            warmup_ms: r.method.warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms),
         }
     }
 }
@@ -713,6 +718,60 @@ async fn rules(State(st): State<AppState>) -> Json<RulesResponse> {
         defaults: RuleView::from(&set.defaults),
         rules: set.rules.iter().map(RuleView::from).collect(),
     })
+}
+
+/// One series of `GET /api/v1/forecasts`.
+#[derive(Debug, Serialize)]
+pub struct ForecastView {
+    pub host: String,
+    pub process: String,
+    pub metric: Metric,
+    /// Whether the forecaster has its warm-up of history: AMBER can fire.
+    pub ready: bool,
+    /// How much more sample history it needs, ms (0 when ready).
+    pub ready_in_ms: i64,
+    pub history_ms: i64,
+    pub warmup_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForecastsResponse {
+    /// Series whose forecast is not ready yet.
+    pub warming_up: usize,
+    /// The shortest `ready_in_ms` of those; null when none is warming up.
+    pub first_ready_in_ms: Option<i64>,
+    pub series: Vec<ForecastView>,
+}
+
+/// `GET /api/v1/forecasts`: per series the engine follows, whether its forecast (AMBER) is
+/// warmed up and, if not, in how many ms of samples it will be. Bounded by the engine's series,
+/// which the store's own caps bound; the optional `host` filter is an exact match.
+pub async fn forecasts(
+    State(st): State<AppState>,
+    q: QueryResult<HostParam>,
+) -> Result<Json<ForecastsResponse>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let series: Vec<ForecastView> = st
+        .alarms
+        .warmups()
+        .into_iter()
+        .filter(|w| q.host.as_deref().is_none_or(|h| h == w.host))
+        .map(|w| ForecastView {
+            ready: w.ready_in_ms == 0,
+            ready_in_ms: w.ready_in_ms,
+            history_ms: w.history_ms,
+            warmup_ms: w.warmup_ms,
+            host: w.host,
+            process: w.process,
+            metric: w.metric,
+        })
+        .collect();
+    let warming: Vec<i64> = series.iter().filter(|s| !s.ready).map(|s| s.ready_in_ms).collect();
+    Ok(Json(ForecastsResponse {
+        warming_up: warming.len(),
+        first_ready_in_ms: warming.iter().copied().min(),
+        series,
+    }))
 }
 
 #[cfg(test)]

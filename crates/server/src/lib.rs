@@ -365,6 +365,12 @@ pub const ROUTES: &[Route] = &[
         access: Access::Write,
         handler: || post(retire::retire),
     },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/forecasts",
+        access: Access::Read,
+        handler: || get(alarms::forecasts),
+    },
 ];
 
 /// The whole HTTP application.

@@ -77,6 +77,12 @@ fn build() -> Value {
         m.insert(ok_code.into(), ok_body);
         Value::Object(m)
     };
+    let forecasts_schema = json!({"type": "object", "properties": {
+                "warming_up": {"type": "integer", "description": "Series whose forecast is not ready yet."},
+                "first_ready_in_ms": {"type": ["integer", "null"], "description": "The shortest ready_in_ms of those; null when none is warming up."},
+                "series": {"type": "array", "items": {"type": "object", "properties": {
+                    "host": {"type": "string"}, "process": {"type": "string"}, "metric": {"type": "string", "enum": ["cpu", "cores", "mem"]},
+                    "ready": {"type": "boolean"}, "ready_in_ms": {"type": "integer"}, "history_ms": {"type": "integer"}, "warmup_ms": {"type": "integer"}}}}}});
     let gzip = p("Content-Encoding", "header", false, "`gzip` or absent.");
     json!({
       "openapi": "3.0.3",
@@ -209,6 +215,11 @@ fn build() -> Value {
             "security": auth_read,
             "responses": with("200", ok("Rules.", json!({"type": "object", "properties": {
                 "interval_ms": {"type": "integer"}, "defaults": r("Rule"), "rules": {"type": "array", "items": r("Rule")}}})), &[])}},
+        "/api/v1/forecasts": {"get": {
+            "summary": "Forecast warm-up per series the alarm engine follows: a new series (or one back after a gap) needs `warmup_ms` of samples before its forecaster can raise AMBER; until then only RED fires. `ready_in_ms` is how much more history it needs (0 = ready).",
+            "security": auth_read,
+            "parameters": [host.clone()],
+            "responses": with("200", ok("Warm-up per series.", forecasts_schema), &[])}},
         "/metrics": {"get": {
             "summary": "Prometheus metrics of the server (text exposition format).",
             "security": auth_read,

@@ -122,6 +122,12 @@ pub fn run(args: StatusArgs) -> Result<()> {
         if let Some(r) = &rules {
             text.push_str(&rules_legend(r));
         }
+        // Best effort too: servers older than the forecasts route say nothing.
+        let forecasts: Option<Forecasts> =
+            get("/api/v1/forecasts".into()).await.ok().and_then(|b| serde_json::from_str(&b).ok());
+        if let Some(f) = &forecasts {
+            text.push_str(&forecasts_line(f));
+        }
         anyhow::Ok(text)
     })?;
     print!("{text}");
@@ -145,6 +151,25 @@ async fn fetch(
         bail!("{base}{path}: {status}: {}", body.trim());
     }
     Ok(body)
+}
+
+/// `GET /api/v1/forecasts`, what the warm-up line needs.
+#[derive(Debug, Deserialize)]
+pub struct Forecasts {
+    pub warming_up: usize,
+    pub first_ready_in_ms: Option<i64>,
+}
+
+/// "forecasts warming up: N series, first ready in M min" (empty when every forecast is ready).
+pub fn forecasts_line(f: &Forecasts) -> String {
+    match f.first_ready_in_ms {
+        Some(ms) if f.warming_up > 0 => format!(
+            "forecasts warming up: {} series, first ready in {} min (until then only RED fires for them)\n",
+            f.warming_up,
+            (ms + 59_999) / 60_000
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `GET /api/v1/rules`, what the legend needs.

@@ -1,0 +1,178 @@
+//! Issue 15, "AMBER's warm-up is invisible": the server says per series whether its forecast
+//! (AMBER) is warmed up and, if not, in how many ms (`GET /api/v1/forecasts`), and
+//! `procwatch status` prints "forecasts warming up: N series, first ready in M min".
+//!
+//! A real server (`--store memory`, evaluating every 200 ms, 127.0.0.1:0) with a `linear`
+//! forecaster over a 20 s window; one series gets a single sample (warming up, ready in ≈ 20 s),
+//! another gets 28 s of samples stamped in the past (ready at once): no waiting for history.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Proc;
+use serde_json::{json, Value};
+
+const WRITE: &str = "w-token-warmup";
+const READ: &str = "r-token-warmup";
+const WINDOW_MS: i64 = 20_000;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_procwatch"));
+    for var in [
+        "PROCWATCH_CONFIG",
+        "PROCWATCH_SERVER",
+        "PROCWATCH_WRITE_TOKEN",
+        "PROCWATCH_READ_TOKEN",
+        "PROCWATCH_WRITE_TOKEN_FILE",
+        "PROCWATCH_READ_TOKEN_FILE",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn start_server(dir: &Path) -> (Proc, String) {
+    let config_file = dir.join("server.toml");
+    std::fs::write(
+        &config_file,
+        "[alarm_defaults]\nmethod = \"linear\"\nwindow = \"20s\"\nhorizon = \"20s\"\n",
+    )
+    .unwrap();
+    let addr_file = dir.join("server.addr");
+    let mut server = Proc::spawn(
+        "procwatch server",
+        bin()
+            .arg("--config")
+            .arg(&config_file)
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--interval", "200ms", "--store", "memory"])
+            .args(["--write-token", WRITE, "--read-token", READ])
+            .arg("--addr-file")
+            .arg(&addr_file),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            if !addr.trim().is_empty() {
+                return (server, format!("http://{}", addr.trim()));
+            }
+        }
+        server.assert_running();
+        assert!(Instant::now() < deadline, "procwatch server did not write its address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn sample(ts: i64, process: &str) -> Value {
+    json!({"ts": ts, "process": process, "cpu": 1.0, "cores": 0.02, "mem": 1.0, "rss": 1000, "count": 1})
+}
+
+/// A batch at a 10 s interval: an OK series is forgotten after 3 intervals without a sample,
+/// so 10 s leaves 30 s to look at it.
+async fn post_batch(client: &reqwest::Client, url: &str, host: &str, samples: Value) {
+    let batch = json!({
+        "host": host, "agent": "warmup-test", "seq": 1, "interval_ms": 10_000,
+        "host_totals": [], "samples": samples, "dropped_samples": 0
+    });
+    let r = client
+        .post(format!("{url}/api/v1/samples"))
+        .bearer_auth(WRITE)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}: {}", r.status(), r.text().await.unwrap());
+}
+
+async fn forecasts(client: &reqwest::Client, url: &str) -> Value {
+    let r = client.get(format!("{url}/api/v1/forecasts")).bearer_auth(READ).send().await.unwrap();
+    assert!(r.status().is_success(), "/api/v1/forecasts: {}", r.status());
+    r.json().await.unwrap()
+}
+
+fn rows<'a>(f: &'a Value, host: &str) -> Vec<&'a Value> {
+    f["series"].as_array().unwrap().iter().filter(|s| s["host"] == host).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecasts_say_per_series_when_amber_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(dir.path());
+    let client = reqwest::Client::new();
+
+    // Needs the read token like every other read route.
+    let anon = client.get(format!("{url}/api/v1/forecasts")).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+
+    let now = now_ms();
+    post_batch(&client, &url, "fresh", json!([sample(now, "newcomer")])).await;
+    let past: Vec<Value> =
+        [28_000, 18_000, 8_000, 0].iter().map(|ago| sample(now - ago, "old")).collect();
+    post_batch(&client, &url, "seasoned", Value::Array(past)).await;
+
+    // Both hosts' series reach the engine (every metric with a rule: cpu, mem, cores).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let f = loop {
+        let f = forecasts(&client, &url).await;
+        if !rows(&f, "fresh").is_empty() && !rows(&f, "seasoned").is_empty() {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "the series never reached /api/v1/forecasts: {f}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let fresh = rows(&f, "fresh");
+    for s in &fresh {
+        assert_eq!(s["process"], "newcomer");
+        assert_eq!(s["ready"], false, "{s}");
+        assert_eq!(s["warmup_ms"], WINDOW_MS, "{s}");
+        assert_eq!(s["history_ms"], 0, "{s}");
+        assert_eq!(s["ready_in_ms"], WINDOW_MS, "one sample: the whole warm-up to go: {s}");
+    }
+    let seasoned = rows(&f, "seasoned");
+    for s in &seasoned {
+        assert_eq!(s["ready"], true, "28 s of history over a 20 s window: {s}");
+        assert_eq!(s["ready_in_ms"], 0, "{s}");
+        assert_eq!(s["history_ms"], 28_000, "{s}");
+    }
+    assert_eq!(f["warming_up"], fresh.len(), "{f}");
+    assert_eq!(f["first_ready_in_ms"], WINDOW_MS, "{f}");
+
+    // The host filter.
+    let r = client
+        .get(format!("{url}/api/v1/forecasts?host=seasoned"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    let only: Value = r.json().await.unwrap();
+    assert_eq!(only["warming_up"], 0, "{only}");
+    assert!(only["first_ready_in_ms"].is_null(), "{only}");
+    assert_eq!(rows(&only, "seasoned").len(), seasoned.len());
+
+    // `procwatch status` says it where a user looks.
+    let out = bin()
+        .args(["status", "--server", &url])
+        .env("PROCWATCH_READ_TOKEN", READ)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("forecasts warming up:"))
+        .unwrap_or_else(|| panic!("no warm-up line in:\n{text}"));
+    assert_eq!(
+        line,
+        format!(
+            "forecasts warming up: {} series, first ready in 1 min (until then only RED fires for them)",
+            fresh.len()
+        )
+    );
+}
