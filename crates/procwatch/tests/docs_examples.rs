@@ -167,3 +167,302 @@ fn every_curl_example_of_the_guide_works() {
     }
     assert_eq!(active(), Vec::<serde_json::Value>::new());
 }
+
+/// The inline code spans of `markdown` (outside fenced blocks) that are a `procwatch` command
+/// line, each once, in order.
+fn procwatch_commands(markdown: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        for (i, span) in line.split('`').enumerate() {
+            if i % 2 == 1 && span.starts_with("procwatch ") && !out.iter().any(|c| c == span) {
+                out.push(span.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn extracts_procwatch_spans_outside_fences() {
+    let md = "Run `procwatch up` or `procwatch up`, not `cargo run`.\n```text\n`procwatch x`\n```\nThen `procwatch status --server http://h:8000`.";
+    assert_eq!(
+        procwatch_commands(md),
+        vec!["procwatch up".to_owned(), "procwatch status --server http://h:8000".to_owned()]
+    );
+}
+
+/// The guide's `procwatch` commands that this walk does not run, with the reason. Every other
+/// command the guide shows in the text is run below; a new one fails the walk until it is run
+/// or listed here.
+const NOT_RUN: &[(&str, &str)] = &[
+    (
+        "procwatch up",
+        "listens on the fixed 127.0.0.1:8000 and writes ./procwatch-data; up_e2e.rs runs it on port 0",
+    ),
+    ("procwatch server", "a service's name; its typical command line (section 2) is run"),
+    ("procwatch agent", "a service's name; its typical command line (section 2) is run"),
+    ("procwatch alarm", "a service's name; its typical command line (section 2) is run"),
+    (
+        "procwatch alarm --state-file FILE",
+        "a flag in context; alarm_e2e.rs and first_hour_e2e.rs resume from a state file",
+    ),
+    ("procwatch loadgen", "a benchmark load generator (BENCHMARKS.md), minutes long"),
+    (
+        "procwatch alarm backtest --trace DIR",
+        "needs recorded traces; alarm_backtest.rs runs it on the bundled ones",
+    ),
+    (
+        "procwatch alarm backtest --cv --trace DIR...",
+        "needs recorded traces and minutes of CPU; alarm_backtest.rs runs it",
+    ),
+];
+
+/// A child stopped by PID: SIGTERM, then its exit status within `limit`.
+fn terminate(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn curl_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("curl").args(["-s", "--max-time", "20"]).args(args).output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("curl {args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs `cmd` (a guide command after substitution) by `sh -c` in `dir`, to completion within
+/// `limit`; asserts exit 0 and returns stdout.
+fn run_to_end(cmd: &str, dir: &Path, env: &[(&str, &str)], limit: Duration) -> String {
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("exec {cmd}")]).current_dir(dir);
+    for var in [
+        "PROCWATCH_CONFIG",
+        "PROCWATCH_SERVER",
+        "PROCWATCH_WRITE_TOKEN_FILE",
+        "PROCWATCH_READ_TOKEN_FILE",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied());
+    let out_file = dir.join("cmd.out");
+    let err_file = dir.join("cmd.err");
+    let mut child = Proc(
+        c.stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_file).unwrap())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "`{cmd}` still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&out_file).unwrap();
+    let stderr = std::fs::read_to_string(&err_file).unwrap();
+    assert!(status.success(), "`{cmd}` failed ({status}):\nstdout: {stdout}\nstderr: {stderr}");
+    stdout
+}
+
+#[test]
+fn the_guides_procwatch_commands_run_on_loopback() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "curl is missing (in .ci/packages.txt)");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: no curl binary\n");
+        return;
+    }
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md");
+    let commands = procwatch_commands(&std::fs::read_to_string(&guide).unwrap());
+    for (cmd, _) in NOT_RUN {
+        assert!(commands.iter().any(|c| c == cmd), "NOT_RUN lists {cmd:?}, the guide does not");
+    }
+    let mut to_run: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !NOT_RUN.iter().any(|(n, _)| n == c))
+        .collect();
+    let mut take = |prefix: &str| -> String {
+        let i = to_run
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("the guide shows no `{prefix}…` command: {commands:?}"));
+        to_run.remove(i).to_owned()
+    };
+    let bin = env!("CARGO_BIN_EXE_procwatch");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    const WRITE: &str = "guide-walk-write-token";
+    const READ: &str = "guide-walk-read-token";
+
+    // The server of section 2's table, on loopback port 0, with the token files it names.
+    let server_cmd = take("procwatch server --listen 0.0.0.0:8000");
+    for (flag, token) in [("--write-token-file", WRITE), ("--read-token-file", READ)] {
+        let file = server_cmd
+            .split_whitespace()
+            .skip_while(|w| *w != flag)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{server_cmd}: no {flag}"));
+        std::fs::write(dir.join(file), format!("{token}\n")).unwrap();
+    }
+    let addr_file = dir.join("addr");
+    let server_line = format!(
+        "exec {} --store memory --interval 200ms --addr-file {}",
+        server_cmd.replacen("procwatch", bin, 1).replace("0.0.0.0:8000", "127.0.0.1:0"),
+        addr_file.display()
+    );
+    let mut server = Proc(
+        Command::new("sh")
+            .args(["-c", &server_line])
+            .current_dir(dir)
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let base = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            if !a.trim().is_empty() {
+                break format!("http://{}", a.trim());
+            }
+        }
+        assert!(server.0.try_wait().unwrap().is_none(), "`{server_cmd}` exited");
+        assert!(Instant::now() < deadline, "the server wrote no address");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let auth = format!("Authorization: Bearer {READ}");
+    // The guide's placeholders: hosts `host`/`mon` are this server, `$WRITE_TOKEN`,
+    // `$READ_TOKEN` and `T` (a read token in `status`) the tokens.
+    let env: Vec<(&str, &str)> = vec![
+        ("PROCWATCH_READ_TOKEN", READ),
+        ("PROCWATCH_WRITE_TOKEN", WRITE),
+        ("WRITE_TOKEN", WRITE),
+        ("READ_TOKEN", READ),
+        ("PROCWATCH_SERVER", &base),
+        ("PROCWATCH_SPOOL_DIR", "spool"),
+    ];
+    let subst = |cmd: &str| -> String {
+        cmd.replacen("procwatch", bin, 1)
+            .replace("http://host:8000", &base)
+            .replace("http://mon:8000", &base)
+            .replace("--token T", &format!("--token {READ}"))
+    };
+    let quick = Duration::from_secs(30);
+
+    let help = run_to_end(&subst(&take("procwatch up --help")), dir, &env, quick);
+    assert!(help.contains("--listen"), "{help}");
+    // "No server": the agent would ship its sweep to PROCWATCH_SERVER.
+    let no_server: Vec<(&str, &str)> =
+        env.iter().copied().filter(|(k, _)| *k != "PROCWATCH_SERVER").collect();
+    let once = run_to_end(&subst(&take("procwatch agent --once")), dir, &no_server, quick);
+    assert!(once.lines().count() > 1, "one sweep as a table: {once}");
+
+    // The alarm service of the table follows the stream while the agent ships.
+    let alarm_cmd = take("procwatch alarm --server");
+    let mut alarm = Proc(
+        Command::new("sh")
+            .args(["-c", &format!("exec {}", subst(&alarm_cmd))])
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The agent of the table, for a couple of short intervals.
+    let agent_cmd = take("procwatch agent --server");
+    let mut agent = Proc(
+        Command::new("sh")
+            .args(["-c", &format!("exec {} --interval 200ms", subst(&agent_cmd))])
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let hosts_url = format!("{base}/api/v1/hosts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (host, first_seen) = loop {
+        let v = curl_json(&["-H", &auth, &hosts_url]);
+        if let Some(h) = v["hosts"].as_array().and_then(|h| h.first()) {
+            break (h["host"].as_str().unwrap().to_owned(), h["last_seen"].clone());
+        }
+        assert!(agent.0.try_wait().unwrap().is_none(), "`{agent_cmd}` exited");
+        assert!(Instant::now() < deadline, "`{agent_cmd}` delivered nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A second sweep arrives: the agent runs on, interval after interval.
+    loop {
+        let v = curl_json(&["-H", &auth, &hosts_url]);
+        if v["hosts"][0]["last_seen"] != first_seen {
+            break;
+        }
+        assert!(Instant::now() < deadline, "`{agent_cmd}` delivered only one sweep");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = terminate(&mut agent.0, &agent_cmd, Duration::from_secs(30));
+    assert!(status.success(), "`{agent_cmd}` stopped with {status}");
+
+    // The client commands see what the agent sent.
+    let status_bare = run_to_end(&subst(&take("procwatch status --server")), dir, &env, quick);
+    assert!(status_bare.contains(&host), "{status_bare}");
+    let status_env = run_to_end(&subst(&take("procwatch status")), dir, &env, quick);
+    assert!(status_env.contains(&host), "{status_env}");
+    let retire_cmd = take("procwatch hosts retire");
+    let hosts = run_to_end(&subst(&take("procwatch hosts")), dir, &env, quick);
+    assert!(hosts.contains(&host), "{hosts}");
+    // The walk ends by retiring the host it created (the guide's example host is web-1).
+    run_to_end(&subst(&retire_cmd).replace("web-1", &host), dir, &env, quick);
+
+    assert!(alarm.0.try_wait().unwrap().is_none(), "`{alarm_cmd}` exited during the walk");
+    let status = terminate(&mut alarm.0, &alarm_cmd, Duration::from_secs(30));
+    assert!(status.success(), "`{alarm_cmd}` stopped with {status}");
+
+    assert!(to_run.is_empty(), "guide commands neither run nor in NOT_RUN: {to_run:?}");
+
+    // No alarm is left active, now and two evaluation passes later.
+    let active_url = format!("{base}/api/v1/alarms?active=true&limit=0");
+    let active = || curl_json(&["-H", &auth, &active_url])["alarms"].clone();
+    assert_eq!(active(), serde_json::json!([]));
+    let metrics_url = format!("{base}/metrics");
+    let passes = || {
+        let out = Command::new("curl").args(["-s", "-H", &auth, &metrics_url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("procwatch_alarm_evaluation_duration_seconds_count"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = passes();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while passes() < start + 2 {
+        assert!(Instant::now() < deadline, "the evaluator made no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(active(), serde_json::json!([]));
+    assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+}
