@@ -760,4 +760,31 @@ mod tests {
         assert!(evs[0].reason.as_deref().unwrap().contains("left the store"));
         assert!(e.active().is_empty());
     }
+
+    #[test]
+    fn warmup_counts_sample_time_and_restarts_after_a_gap() {
+        // linear over 20 s: 20 s of history needed (the method's warm-up is its window).
+        let mut rules = RuleSet::default();
+        rules.defaults.method = crate::Method::Linear;
+        rules.defaults.window_ms = 20_000;
+        let mut e = Engine::new(rules);
+        fn input(samples: &[Sample]) -> SeriesInput<'_> {
+            SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 }
+        }
+        let cpu = |e: &Engine| {
+            e.warmups().into_iter().find(|w| w.metric == Metric::Cpu).expect("the cpu series")
+        };
+        e.evaluate(10_000, &[input(&[sample(10_000, "p", 1.0)])], &[]);
+        let w = cpu(&e);
+        assert_eq!((w.warmup_ms, w.history_ms, w.ready_in_ms), (20_000, 0, 20_000));
+        let more: Vec<Sample> = (11..=25).map(|s| sample(s * 1_000, "p", 1.0)).collect();
+        e.evaluate(25_000, &[input(&more)], &[]);
+        assert_eq!(cpu(&e).ready_in_ms, 5_000);
+        let more: Vec<Sample> = (26..=30).map(|s| sample(s * 1_000, "p", 1.0)).collect();
+        e.evaluate(30_000, &[input(&more)], &[]);
+        assert_eq!(cpu(&e).ready_in_ms, 0, "ready once 20 s of samples are in");
+        // A gap of more than 3 intervals: the forecaster starts over, and so does its warm-up.
+        e.evaluate(40_000, &[input(&[sample(40_000, "p", 1.0)])], &[]);
+        assert_eq!(cpu(&e).ready_in_ms, 20_000);
+    }
 }
