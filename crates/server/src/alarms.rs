@@ -668,7 +668,8 @@ pub struct RuleView {
     /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<f64>,
-    /// How long a new series must be sampled before this rule's forecaster can raise AMBER.
+    /// How long a new series must be sampled before this rule's forecaster can raise AMBER:
+    /// the method's warm-up, and at least the window (the engine waits for a full window).
     pub warmup_ms: i64,
 }
 

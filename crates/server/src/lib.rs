@@ -13,7 +13,8 @@
 //! - v1 queries: `GET /api/v1/hosts`, `/api/v1/usage`,
 //!   `/api/v1/hosts/{host}/processes/{process}/history`, `/api/v1/hosts/{host}/totals`.
 //! - alarms: `GET /ressources-usage/query-alarm/`, `/api/v1/alarms`, `/api/v1/alarms/stream`
-//!   (SSE), `/api/v1/rules`, and the evaluator task; see [`alarms`].
+//!   (SSE), `/api/v1/rules`, `/api/v1/forecasts` (per-series forecast warm-up), and the
+//!   evaluator task; see [`alarms`].
 //! - `GET /healthz` (the process answers) and `GET /readyz` (the store answers; 503 if not).
 //!
 //! Decisions a user needs to know:
