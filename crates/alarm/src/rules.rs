@@ -162,9 +162,11 @@ impl Method {
         }
     }
 
-    /// How much of a new series' history this method needs before it can raise AMBER, ms:
+    /// How much history this method's forecaster itself needs before it forecasts, ms:
     /// procwatch's forecaster fits its trend over the last hour of buckets, `linear` needs its
-    /// window, Holt and persistence forecast from the first sample.
+    /// window, Holt and persistence forecast from the first sample. The engine also waits for
+    /// a full rule window before AMBER, so a series' warm-up is the larger of the two (see
+    /// `Engine::warmups`).
     pub fn warmup_ms(&self, window_ms: i64, horizon_ms: i64) -> i64 {
         match self {
             Method::Procwatch { .. } => {
