@@ -130,9 +130,7 @@ async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock)
 }
 
 async fn answer(req: reqwest::RequestBuilder, base: &str) -> Result<String> {
