@@ -52,17 +52,8 @@ fn start_server(dir: &Path) -> (Proc, String) {
             .arg("--addr-file")
             .arg(&addr_file),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            if !addr.trim().is_empty() {
-                return (server, format!("http://{}", addr.trim()));
-            }
-        }
-        server.assert_running();
-        assert!(Instant::now() < deadline, "procwatch server did not write its address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let url = server.wait_for_addr(&addr_file, Duration::from_secs(60));
+    (server, url)
 }
 
 fn now_ms() -> i64 {

@@ -30,17 +30,8 @@ fn start_server(dir: &Path) -> (Proc, String) {
             .arg(&addr_file)
             .env_remove("PROCWATCH_CONFIG"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            if !addr.trim().is_empty() {
-                return (server, format!("http://{}", addr.trim()));
-            }
-        }
-        server.assert_running();
-        assert!(Instant::now() < deadline, "procwatch server did not write its address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let url = server.wait_for_addr(&addr_file, Duration::from_secs(30));
+    (server, url)
 }
 
 fn start_agent(dir: &Path, url: &str, metrics_addr: &str) -> Proc {

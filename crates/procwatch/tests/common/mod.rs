@@ -29,6 +29,22 @@ impl Proc {
             panic!("{} exited early: {status}", self.name);
         }
     }
+
+    /// Waits (at most `limit`) until this server has written its `--addr-file`, and returns
+    /// its `http://` URL; panics if the server exits first.
+    pub fn wait_for_addr(&mut self, addr_file: &std::path::Path, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(addr_file) {
+                if !addr.trim().is_empty() {
+                    return format!("http://{}", addr.trim());
+                }
+            }
+            self.assert_running();
+            assert!(Instant::now() < deadline, "{} did not write its address", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Proc {
