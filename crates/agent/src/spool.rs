@@ -37,29 +37,26 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use procwatch_model::TsMs;
-use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::warn;
 
-/// Segment file magic.
-pub const MAGIC: &[u8; 8] = b"PWSPOOL\0";
-/// Segment format version.
-pub const VERSION: u32 = 1;
-/// Segment header length in bytes.
-pub const HEADER_LEN: u64 = 16;
-/// Record frame: `len` + `crc`.
-const FRAME_LEN: u64 = 8;
-/// Fixed part of a record body: `id` + `ts` + `samples`.
-const BODY_FIXED: usize = 20;
-/// A record larger than this is treated as corrupt on read (the server refuses bodies past
-/// 16 MiB anyway).
-const MAX_RECORD: u32 = 64 << 20;
-const STATE_FILE: &str = "state.json";
+mod ledger;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use ledger::read_state;
+pub use ledger::{Inflight, SpoolState};
+use segment::{
+    encode_record, scan_segment, segment_header, segment_name, Meta, Scan, Segment, BODY_FIXED,
+    FRAME_LEN, MAX_RECORD,
+};
+pub use segment::{HEADER_LEN, MAGIC, VERSION};
 
 /// Where and how much to spool.
 #[derive(Debug, Clone)]
@@ -102,7 +99,7 @@ pub enum SpoolError {
     State { path: PathBuf, reason: String },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io { path: path.to_path_buf(), source }
 }
 
@@ -115,35 +112,6 @@ pub struct Record {
     /// How many samples the payload holds (for drop accounting).
     pub samples: u32,
     pub payload: Vec<u8>,
-}
-
-/// A request the sender has built and may have sent: persisted so a restart resends exactly it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inflight {
-    pub seq: u64,
-    /// The last record id the request holds (it holds every unacked record up to it).
-    pub last_id: u64,
-    /// The `dropped_samples` the request reports.
-    pub dropped: u64,
-}
-
-/// What `state.json` holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpoolState {
-    /// The first record id not yet acked.
-    pub next_unacked: u64,
-    /// The `seq` of the next new request.
-    pub next_seq: u64,
-    /// Dropped samples not yet reported to the server in an accepted batch.
-    pub dropped_pending: u64,
-    /// All samples ever dropped by this spool (caps and quarantine).
-    pub dropped_total: u64,
-    #[serde(default)]
-    pub inflight: Option<Inflight>,
-    /// Samples of the request in flight that a cap dropped while it was being sent: if that
-    /// attempt succeeds they were delivered after all and are taken off the drop counts.
-    #[serde(default)]
-    pub inflight_dropped: u64,
 }
 
 /// What a cap dropped.
@@ -173,30 +141,6 @@ pub struct OpenReport {
     pub inflight: Option<Inflight>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    id: u64,
-    offset: u64,
-    /// Whole frame length on disk.
-    len: u64,
-    ts: TsMs,
-    samples: u32,
-}
-
-#[derive(Debug)]
-struct Segment {
-    first_id: u64,
-    path: PathBuf,
-    size: u64,
-    records: Vec<Meta>,
-}
-
-impl Segment {
-    fn last_id(&self) -> Option<u64> {
-        self.records.last().map(|m| m.id)
-    }
-}
-
 /// The spool. Not internally synchronised: the agent keeps it behind a mutex.
 #[derive(Debug)]
 pub struct Spool {
@@ -207,10 +151,6 @@ pub struct Spool {
     next_id: u64,
     state: SpoolState,
     total_bytes: u64,
-}
-
-fn segment_name(first_id: u64) -> String {
-    format!("{first_id:020}.seg")
 }
 
 impl Spool {
@@ -357,15 +297,7 @@ impl Spool {
             }
         }
         let id = self.next_id;
-        let mut buf = Vec::with_capacity(frame_len as usize);
-        buf.extend_from_slice(&((BODY_FIXED + payload.len()) as u32).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
-        buf.extend_from_slice(&id.to_le_bytes());
-        buf.extend_from_slice(&ts.to_le_bytes());
-        buf.extend_from_slice(&samples.to_le_bytes());
-        buf.extend_from_slice(payload);
-        let crc = crc32fast::hash(&buf[8..]);
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let buf = encode_record(id, ts, samples, payload);
         let Some(seg) = self.segments.back_mut() else {
             unreachable!("a segment was just ensured")
         };
@@ -425,79 +357,6 @@ impl Spool {
             }
         }
         Ok(out)
-    }
-
-    /// Marks every record up to and including `id` as delivered, clears the request in flight
-    /// and lowers the unreported drop count by `reported_dropped`; persists the state and
-    /// deletes fully acked segments. Returns the samples counted as dropped that the request
-    /// delivered after all (a cap dropped them while it was on the wire).
-    pub fn ack_through(&mut self, id: u64, reported_dropped: u64) -> Result<u64, SpoolError> {
-        self.state.next_unacked = self.state.next_unacked.max(id + 1);
-        self.state.dropped_pending = self.state.dropped_pending.saturating_sub(reported_dropped);
-        let restored = std::mem::take(&mut self.state.inflight_dropped);
-        if restored > 0 {
-            self.state.dropped_pending = self.state.dropped_pending.saturating_sub(restored);
-            self.state.dropped_total = self.state.dropped_total.saturating_sub(restored);
-            info!(
-                message = "Dropped sweeps were in the request the server just accepted; not dropped after all.",
-                samples = restored
-            );
-        }
-        self.state.inflight = None;
-        self.persist()?;
-        self.gc()?;
-        Ok(restored)
-    }
-
-    /// The request in flight is about to be rebuilt from what the spool still holds: drops of
-    /// its records are final.
-    pub fn settle_inflight_drops(&mut self) {
-        self.state.inflight_dropped = 0;
-    }
-
-    fn note_drop(&mut self, id: u64, samples: u32) {
-        if self.state.inflight.is_some_and(|i| id <= i.last_id) {
-            self.state.inflight_dropped += samples as u64;
-        }
-    }
-
-    /// Records the request about to be sent (so a restart resends the same request with the
-    /// same `seq`) and persists it. A new request takes `next_seq`.
-    pub fn set_inflight(&mut self, inflight: Inflight) -> Result<(), SpoolError> {
-        self.state.next_seq = self.state.next_seq.max(inflight.seq + 1);
-        self.state.inflight = Some(inflight);
-        self.persist()
-    }
-
-    /// Takes `seq` for a request that holds no record (it only reports drops).
-    pub fn take_seq(&mut self, seq: u64) -> Result<(), SpoolError> {
-        self.state.next_seq = self.state.next_seq.max(seq + 1);
-        self.persist()
-    }
-
-    /// The server accepted a request that only reported `reported` dropped samples.
-    pub fn ack_dropped(&mut self, reported: u64) -> Result<(), SpoolError> {
-        self.state.dropped_pending = self.state.dropped_pending.saturating_sub(reported);
-        self.persist()
-    }
-
-    /// Forgets the request in flight without acking (e.g. it is to be split), giving its `seq`
-    /// back when the server never accepted it.
-    pub fn clear_inflight(&mut self, reuse_seq: bool) -> Result<(), SpoolError> {
-        self.state.inflight_dropped = 0;
-        if let Some(inf) = self.state.inflight.take() {
-            if reuse_seq && self.state.next_seq == inf.seq + 1 {
-                self.state.next_seq = inf.seq;
-            }
-        }
-        self.persist()
-    }
-
-    /// Counts samples dropped outside the caps (e.g. quarantined) so they are reported.
-    pub fn count_dropped(&mut self, d: Dropped) -> Result<(), SpoolError> {
-        self.state.dropped_pending += d.samples;
-        self.state.dropped_total += d.samples;
-        self.persist()
     }
 
     fn enforce_age(&mut self, now: TsMs) -> Result<Dropped, SpoolError> {
@@ -587,10 +446,7 @@ impl Spool {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let mut header = [0u8; HEADER_LEN as usize];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        f.write_all(&header).map_err(io_err(&path))?;
+        f.write_all(&segment_header()).map_err(io_err(&path))?;
         if self.cfg.fsync {
             f.sync_all().map_err(io_err(&path))?;
             sync_dir(&self.cfg.dir)?;
@@ -625,32 +481,13 @@ impl Spool {
         Ok(())
     }
 
-    fn persist(&self) -> Result<(), SpoolError> {
-        let path = self.cfg.dir.join(STATE_FILE);
-        let tmp = self.cfg.dir.join("state.json.tmp");
-        let body = serde_json::to_vec(&self.state)
-            .map_err(|e| SpoolError::State { path: path.clone(), reason: e.to_string() })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&body).map_err(io_err(&tmp))?;
-        if self.cfg.fsync {
-            f.sync_data().map_err(io_err(&tmp))?;
-        }
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        if self.cfg.fsync {
-            // The rename itself is durable only once the directory is.
-            sync_dir(&self.cfg.dir)?;
-        }
-        Ok(())
-    }
-
     /// The first segment's first id (for tests and diagnostics).
     pub fn first_segment_id(&self) -> Option<u64> {
         self.segments.front().map(|s| s.first_id)
     }
 }
 
-fn remove_file(path: &Path) -> Result<(), SpoolError> {
+pub(super) fn remove_file(path: &Path) -> Result<(), SpoolError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -658,303 +495,6 @@ fn remove_file(path: &Path) -> Result<(), SpoolError> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-fn read_state(dir: &Path) -> Result<SpoolState, SpoolError> {
-    let path = dir.join(STATE_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                // The state file is replaced atomically, so this is outside damage. Start from
-                // the beginning: resending is harmless (idempotent writes), losing is not.
-                warn!(
-                    message = "Spool state unreadable; resending everything spooled.",
-                    path = %path.display(),
-                    error = %e
-                );
-                Ok(SpoolState::default())
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SpoolState::default()),
-        Err(e) => Err(io_err(&path)(e)),
-    }
-}
-
-enum Scan {
-    Ok {
-        records: Vec<Meta>,
-        size: u64,
-        truncated: u64,
-    },
-    /// A segment whose header was cut short; removed.
-    Empty {
-        truncated: u64,
-    },
-    BadHeader,
-}
-
-/// Reads a segment, checking every record; cuts a torn or corrupt tail off the file.
-/// `first_id` (from the file name) is the lowest id a record in it may have.
-fn scan_segment(path: &Path, first_id: u64) -> Result<Scan, SpoolError> {
-    let mut data = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(path))?;
-    if data.len() < HEADER_LEN as usize
-        || &data[..8] != MAGIC
-        || u32::from_le_bytes([data[8], data[9], data[10], data[11]]) != VERSION
-    {
-        if data.len() < HEADER_LEN as usize && MAGIC.starts_with(&data[..data.len().min(8)]) {
-            // A header cut short while the segment was being created: nothing in it.
-            remove_file(path)?;
-            return Ok(Scan::Empty { truncated: data.len() as u64 });
-        }
-        return Ok(Scan::BadHeader);
-    }
-    let (records, good_len) = parse_records(&data, Some(first_id));
-    let truncated = data.len() as u64 - good_len;
-    if truncated > 0 {
-        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-        f.set_len(good_len).map_err(io_err(path))?;
-        f.sync_all().map_err(io_err(path))?;
-        info!(message = "Truncated spool segment.", path = %path.display(), to = good_len);
-    }
-    Ok(Scan::Ok { records, size: good_len, truncated })
-}
-
-/// Parses the records of a segment (header included in `data`); returns the valid records and
-/// the length of the valid prefix. Ids must increase and be at least `expect_id`. Pure: the torn-tail logic is tested on byte strings.
-fn parse_records(data: &[u8], mut expect_id: Option<u64>) -> (Vec<Meta>, u64) {
-    let mut records = Vec::new();
-    let mut pos = HEADER_LEN as usize;
-    while pos + FRAME_LEN as usize <= data.len() {
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
-        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
-        if (len as usize) < BODY_FIXED || len > MAX_RECORD {
-            break;
-        }
-        let start = pos + FRAME_LEN as usize;
-        let end = start + len as usize;
-        if end > data.len() {
-            break;
-        }
-        let body = &data[start..end];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let id = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
-        if expect_id.is_some_and(|e| id < e) {
-            break;
-        }
-        let ts = i64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
-        let samples = u32::from_le_bytes(body[16..20].try_into().unwrap_or_default());
-        records.push(Meta { id, offset: pos as u64, len: FRAME_LEN + len as u64, ts, samples });
-        expect_id = Some(id + 1);
-        pos = end;
-    }
-    (records, pos.min(data.len()) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(dir: &Path) -> SpoolConfig {
-        SpoolConfig { segment_bytes: 200, fsync: false, ..SpoolConfig::new(dir) }
-    }
-
-    fn now() -> TsMs {
-        1_764_070_000_000
-    }
-
-    #[test]
-    fn append_read_ack_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut s, rep) = Spool::open(cfg(dir.path())).unwrap();
-        assert_eq!(rep.pending_records, 0);
-        for i in 0..10u32 {
-            let (id, d) = s.append(now(), i, format!("p{i}").as_bytes(), now()).unwrap();
-            assert_eq!(id, i as u64);
-            assert_eq!(d, Dropped::default());
-        }
-        let r = s.read(3, usize::MAX).unwrap();
-        assert_eq!(r.iter().map(|r| r.id).collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert_eq!(r[2].payload, b"p2");
-        s.ack_through(2, 0).unwrap();
-        drop(s);
-        let (s, rep) = Spool::open(cfg(dir.path())).unwrap();
-        assert_eq!(rep.pending_records, 7);
-        let r = s.read(100, usize::MAX).unwrap();
-        assert_eq!(r.first().map(|r| r.id), Some(3));
-        assert_eq!(r.last().map(|r| (r.id, r.samples)), Some((9, 9)));
-    }
-
-    #[test]
-    fn torn_tail_is_cut_and_appends_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.segment_bytes = 1 << 20;
-        let (mut s, _) = Spool::open(c.clone()).unwrap();
-        for i in 0..3 {
-            s.append(now(), 1, &[i; 50], now()).unwrap();
-        }
-        drop(s);
-        let seg = dir.path().join(segment_name(0));
-        let len = fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
-        let (mut s, rep) = Spool::open(c.clone()).unwrap();
-        assert_eq!(rep.pending_records, 2);
-        assert!(rep.truncated_bytes > 0);
-        let (id, _) = s.append(now(), 1, b"after", now()).unwrap();
-        assert_eq!(id, 2);
-        drop(s);
-        let (s, rep) = Spool::open(c).unwrap();
-        assert_eq!(rep.truncated_bytes, 0);
-        let r = s.read(10, usize::MAX).unwrap();
-        assert_eq!(r.len(), 3);
-        assert_eq!(r[2].payload, b"after");
-    }
-
-    #[test]
-    fn flipped_byte_is_detected_by_crc() {
-        let mut data = Vec::new();
-        data.extend_from_slice(MAGIC);
-        data.extend_from_slice(&VERSION.to_le_bytes());
-        data.extend_from_slice(&[0; 4]);
-        for id in 0..2u64 {
-            let mut body = Vec::new();
-            body.extend_from_slice(&id.to_le_bytes());
-            body.extend_from_slice(&5i64.to_le_bytes());
-            body.extend_from_slice(&3u32.to_le_bytes());
-            body.extend_from_slice(b"payload");
-            data.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            data.extend_from_slice(&body);
-        }
-        let (recs, good) = parse_records(&data, None);
-        assert_eq!(recs.len(), 2);
-        assert_eq!(good, data.len() as u64);
-        let n = data.len();
-        data[n - 2] ^= 0x40;
-        let (recs, good) = parse_records(&data, None);
-        assert_eq!(recs.len(), 1);
-        assert_eq!(good, recs[0].offset + recs[0].len);
-        // A garbage length is a torn tail too.
-        data.truncate(good as usize);
-        data.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0]);
-        assert_eq!(parse_records(&data, None).0.len(), 1);
-    }
-
-    #[test]
-    fn bad_header_is_set_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(segment_name(0)), b"not a spool segment at all").unwrap();
-        let (s, rep) = Spool::open(cfg(dir.path())).unwrap();
-        assert_eq!(rep.corrupt_segments, 1);
-        assert_eq!(s.pending_records(), 0);
-        assert!(dir.path().join("00000000000000000000.seg.corrupt").exists());
-    }
-
-    #[test]
-    fn byte_cap_drops_oldest_segment_and_counts_samples() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = SpoolConfig {
-            max_bytes: 1000,
-            segment_bytes: 300,
-            fsync: false,
-            ..SpoolConfig::new(dir.path())
-        };
-        let (mut s, _) = Spool::open(c).unwrap();
-        let mut dropped = Dropped::default();
-        for _ in 0..20 {
-            let (_, d) = s.append(now(), 7, &[1; 72], now()).unwrap();
-            dropped.add(d);
-        }
-        // 100-byte frames, 2 per 300-byte segment (+16 header): the cap keeps about 9.
-        assert!(s.total_bytes() <= 1000, "{}", s.total_bytes());
-        assert!(dropped.records > 0);
-        assert_eq!(dropped.samples, dropped.records * 7);
-        assert_eq!(s.pending_records() + dropped.records, 20);
-        assert_eq!(s.state().dropped_pending, dropped.samples);
-        assert_eq!(s.state().dropped_total, dropped.samples);
-        // What is left is the newest, in order.
-        let r = s.read(100, usize::MAX).unwrap();
-        assert_eq!(r.last().map(|r| r.id), Some(19));
-        assert!(r.windows(2).all(|w| w[1].id == w[0].id + 1));
-        // Reporting the drop clears the pending count.
-        let last = r.last().unwrap().id;
-        s.ack_through(last, dropped.samples).unwrap();
-        assert_eq!(s.state().dropped_pending, 0);
-    }
-
-    #[test]
-    fn drop_of_a_request_on_the_wire_is_undone_when_it_is_accepted() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = SpoolConfig {
-            max_bytes: 500,
-            segment_bytes: 250,
-            fsync: false,
-            ..SpoolConfig::new(dir.path())
-        };
-        let (mut s, _) = Spool::open(c).unwrap();
-        // 100-byte frames, 2 per segment.
-        s.append(now(), 5, &[1; 72], now()).unwrap();
-        s.append(now(), 5, &[1; 72], now()).unwrap();
-        s.set_inflight(Inflight { seq: 0, last_id: 1, dropped: 0 }).unwrap();
-        let mut dropped = Dropped::default();
-        for _ in 0..3 {
-            dropped.add(s.append(now(), 5, &[1; 72], now()).unwrap().1);
-        }
-        assert_eq!(dropped.samples, 10);
-        assert_eq!(s.state().dropped_pending, 10);
-        // The request holding ids 0 and 1 was accepted: they were delivered after all.
-        assert_eq!(s.ack_through(1, 0).unwrap(), 10);
-        assert_eq!(s.state().dropped_pending, 0);
-        assert_eq!(s.state().dropped_total, 0);
-        // Had it failed instead, the rebuilt request would not hold them: the drop is final.
-        s.set_inflight(Inflight { seq: 1, last_id: 3, dropped: 0 }).unwrap();
-        for _ in 0..3 {
-            s.append(now(), 5, &[1; 72], now()).unwrap();
-        }
-        s.settle_inflight_drops();
-        assert_eq!(s.ack_through(3, 0).unwrap(), 0);
-        assert!(s.state().dropped_pending > 0);
-    }
-
-    #[test]
-    fn age_cap_drops_expired_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = SpoolConfig {
-            max_age: Duration::from_secs(60),
-            fsync: false,
-            ..SpoolConfig::new(dir.path())
-        };
-        let (mut s, _) = Spool::open(c).unwrap();
-        for i in 0..5 {
-            s.append(now() + i * 30_000, 2, b"x", now()).unwrap();
-        }
-        // At now + 150 s, records at +0 and +30 s (older than +90 s) expire.
-        let (_, d) = s.append(now() + 150_000, 2, b"y", now() + 150_000).unwrap();
-        assert_eq!(d, Dropped { records: 3, samples: 6 });
-        let r = s.read(100, usize::MAX).unwrap();
-        assert!(r.iter().all(|r| r.ts >= now() + 90_000));
-        assert_eq!(r.len() as u64 + d.records, 6);
-    }
-
-    #[test]
-    fn inflight_and_seq_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut s, _) = Spool::open(cfg(dir.path())).unwrap();
-        s.append(now(), 1, b"a", now()).unwrap();
-        s.set_inflight(Inflight { seq: 0, last_id: 0, dropped: 0 }).unwrap();
-        drop(s);
-        let (mut s, rep) = Spool::open(cfg(dir.path())).unwrap();
-        assert_eq!(rep.inflight.map(|i| i.seq), Some(0));
-        assert_eq!(s.state().next_seq, 1);
-        s.ack_through(0, 0).unwrap();
-        assert_eq!(s.state().inflight, None);
-        s.clear_inflight(true).unwrap();
-        assert_eq!(s.state().next_seq, 1);
-    }
 }
