@@ -84,9 +84,10 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 pub use batch::{build_batch, decode_payload, encode_sweep, PayloadParts};
+pub use procwatch_model::retry::RetryAction;
 use schedule::{append_loop, sweep_loop, APPEND_QUEUE};
 use send::send_loop;
-pub use ship::{Backoff, BackoffConfig, Expected, RetryAction, Shipper, ShipperConfig};
+pub use ship::{Backoff, BackoffConfig, Expected, Failure, Shipper, ShipperConfig};
 pub use spool::{Dropped, Record, Spool, SpoolConfig, SpoolError};
 pub use stats::{AgentStats, LATENESS_KEPT};
 

@@ -12,8 +12,8 @@ use tracing::{debug, error, info, warn};
 use crate::batch::{build_batch, decode_payload};
 use crate::quarantine::quarantine;
 use crate::{
-    spool, AgentConfig, AgentStats, Backoff, Dropped, Expected, RetryAction, Shipper, Spool,
-    SpoolError,
+    spool, AgentConfig, AgentStats, Backoff, Dropped, Expected, Failure, RetryAction, Shipper,
+    Spool, SpoolError,
 };
 
 /// A request built from the spool.
@@ -208,7 +208,7 @@ pub(crate) async fn send_loop(
                     );
                 }
             }
-            Err(RetryAction::DontRetry(reason)) if req.last_id.is_none() => {
+            Err(Failure { action: RetryAction::Quarantine, reason }) if req.last_id.is_none() => {
                 error!(
                     message = "Server refused a batch reporting dropped samples; the next sweep will carry the count.",
                     dropped_samples = req.dropped,
@@ -216,7 +216,7 @@ pub(crate) async fn send_loop(
                 );
                 drop_only_refused = true;
             }
-            Err(RetryAction::DontRetry(reason)) if !req.single => {
+            Err(Failure { action: RetryAction::Quarantine, reason }) if !req.single => {
                 warn!(
                     message = "Server refused a multi-sweep batch; resending its sweeps one by one.",
                     seq = req.seq,
@@ -231,7 +231,7 @@ pub(crate) async fn send_loop(
                     }
                 }
             }
-            Err(RetryAction::DontRetry(reason)) => {
+            Err(Failure { action: RetryAction::Quarantine, reason }) => {
                 let q = quarantine(&cfg, &req, &reason, &stats);
                 error!(
                     message = "Server refused a batch; quarantined, not retried.",
@@ -256,15 +256,13 @@ pub(crate) async fn send_loop(
                     }
                 }
             }
-            Err(action @ (RetryAction::Retry(_) | RetryAction::Misconfigured(_))) => {
+            Err(Failure { action, reason }) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if outage_started.is_none() {
                     outage_started = Some(cfg.clock.instant());
                 }
                 let delay = backoff.next_delay();
-                let misconfigured = matches!(action, RetryAction::Misconfigured(_));
-                let reason = action.reason();
-                if misconfigured {
+                if action == RetryAction::Misconfigured {
                     stats.misconfigured_answers.fetch_add(1, Ordering::Relaxed);
                     error!(
                         message = "The answer is not the procwatch server's acknowledgement; the batch stays spooled, will retry. Check --server.",
@@ -273,7 +271,7 @@ pub(crate) async fn send_loop(
                         %reason,
                         retry_in_ms = delay.as_millis() as u64
                     );
-                } else if reason.contains("HTTP 401") || reason.contains("HTTP 403") {
+                } else if action == RetryAction::Unauthorized {
                     error!(
                         message = "Server refused the token; will retry.",
                         seq = req.seq,

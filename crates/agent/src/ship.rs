@@ -5,31 +5,28 @@ use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use procwatch_model::retry::RetryAction;
 use rand::{Rng, RngCore};
 
-/// What to do after a failed attempt, and why (the reason is logged).
+/// A failed attempt: what to do ([`RetryAction`], from the status alone) and why (logged).
+///
+/// The agent acts on the action: [`RetryAction::Retry`], [`RetryAction::Unauthorized`] (a
+/// credential problem is not a bad batch: the data stays in the spool until the token is
+/// fixed, each attempt logging an error) and [`RetryAction::Misconfigured`] (a 3xx, never
+/// followed, a 404/405, or a 2xx that is not the server's acknowledgement: nothing was stored)
+/// are retried with backoff; [`RetryAction::Quarantine`] (400, 413, 422, any other 4xx) means
+/// the batch can never be accepted as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryAction {
-    /// A transient failure: connection refused or reset, timeout, 408, 429, 5xx, and 401/403
-    /// (a credential problem is not a bad batch: the data stays in the spool until the token is
-    /// fixed, and each attempt logs an error).
-    Retry(String),
-    /// The server refused this batch for what it is (400, 413, 422, any other 4xx): resending
-    /// it unchanged can never succeed.
-    DontRetry(String),
-    /// The answer shows the agent is not talking to a procwatch server's ingestion route: a
-    /// 3xx (redirects are never followed), 404/405 (wrong `--server` URL or path), or a 2xx
-    /// that is not the server's acknowledgement (an HTML page from a proxy or captive portal,
-    /// a wrong sample count). Nothing was stored: the batch stays in the spool and is retried
-    /// with backoff, and each attempt logs an error.
-    Misconfigured(String),
+pub struct Failure {
+    /// What to do; never [`RetryAction::Done`].
+    pub action: RetryAction,
+    /// Why, for the log: the status and the answer's start, or the transport error.
+    pub reason: String,
 }
 
-impl RetryAction {
-    pub fn reason(&self) -> &str {
-        match self {
-            RetryAction::Retry(r) | RetryAction::DontRetry(r) | RetryAction::Misconfigured(r) => r,
-        }
+impl Failure {
+    fn new(action: RetryAction, reason: String) -> Self {
+        Failure { action, reason }
     }
 }
 
@@ -64,7 +61,7 @@ pub const MAX_ACK_BYTES: usize = 64 * 1024;
 /// Checks a 2xx answer: `None` when `body` is the server's acknowledgement of exactly
 /// `expected` (JSON `{samples, host_totals, seq_gap, host, seq}` with the same sample count,
 /// and the same host and seq when echoed), else why not.
-pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<RetryAction> {
+pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Failure> {
     let head = || {
         let b: String = String::from_utf8_lossy(&body[..body.len().min(200)]).chars().collect();
         format!("HTTP {status} is not a procwatch acknowledgement ({})", b.trim())
@@ -72,10 +69,10 @@ pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Re
     let ack: Ack = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(e) => {
-            return Some(RetryAction::Misconfigured(format!(
-                "{}: {e}; is --server a procwatch server, not a proxy or portal?",
-                head()
-            )))
+            return Some(Failure::new(
+                RetryAction::Misconfigured,
+                format!("{}: {e}; is --server a procwatch server, not a proxy or portal?", head()),
+            ))
         }
     };
     let mut wrong = Vec::new();
@@ -95,42 +92,34 @@ pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Re
     if wrong.is_empty() {
         None
     } else {
-        Some(RetryAction::Misconfigured(format!(
-            "HTTP {status} acknowledged another batch: {}",
-            wrong.join(", ")
-        )))
+        Some(Failure::new(
+            RetryAction::Misconfigured,
+            format!("HTTP {status} acknowledged another batch: {}", wrong.join(", ")),
+        ))
     }
 }
 
-/// Classifies an HTTP answer's status. `None` means a 2xx (whose body [`check_ack`] must still
-/// accept). `body` is the server's answer, for the reason (the SPEC's `{error, problems}` JSON
-/// on a 400).
-pub fn classify_status(status: u16, body: &str) -> Option<RetryAction> {
-    let detail = || {
-        let b: String = body.chars().take(500).collect();
-        format!("HTTP {status}: {}", b.trim())
+/// Classifies an HTTP answer by its status ([`RetryAction::from_status`]). `None` means a 2xx
+/// (whose body [`check_ack`] must still accept). `body` is the server's answer, for the reason
+/// (the contract's `{error, problems}` JSON on a 400).
+pub fn classify_status(status: u16, body: &str) -> Option<Failure> {
+    let b: String = body.chars().take(500).collect();
+    let detail = format!("HTTP {status}: {}", b.trim());
+    let action = RetryAction::from_status(status);
+    let hint = match action {
+        RetryAction::Done => return None,
+        RetryAction::Retry | RetryAction::Quarantine => "",
+        RetryAction::Unauthorized => " (check --token / the server's --write-token)",
+        RetryAction::Misconfigured if (300..400).contains(&status) => {
+            " (a redirect, not followed: point --server at the procwatch server itself)"
+        }
+        RetryAction::Misconfigured => " (no ingestion route there: check --server's URL and path)",
     };
-    match status {
-        200..=299 => None,
-        408 | 429 | 500..=599 => Some(RetryAction::Retry(detail())),
-        401 | 403 => Some(RetryAction::Retry(format!(
-            "{} (check --token / the server's --write-token)",
-            detail()
-        ))),
-        300..=399 => Some(RetryAction::Misconfigured(format!(
-            "{} (a redirect, not followed: point --server at the procwatch server itself)",
-            detail()
-        ))),
-        404 | 405 => Some(RetryAction::Misconfigured(format!(
-            "{} (no ingestion route there: check --server's URL and path)",
-            detail()
-        ))),
-        _ => Some(RetryAction::DontRetry(detail())),
-    }
+    Some(Failure::new(action, format!("{detail}{hint}")))
 }
 
 /// Classifies a transport error (no HTTP answer): always retried.
-pub fn classify_error(err: &reqwest::Error) -> RetryAction {
+pub fn classify_error(err: &reqwest::Error) -> Failure {
     let kind = if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
@@ -148,35 +137,16 @@ pub fn classify_error(err: &reqwest::Error) -> RetryAction {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    RetryAction::Retry(msg)
+    Failure::new(RetryAction::Retry, msg)
 }
 
-/// Exponential backoff with full jitter.
-///
-/// The n-th retry (n from 0) waits a uniformly random time in `[0, min(max, base × factor^n)]`
-/// ("full jitter": agents that lost the same server do not come back in step). There is no
-/// deadline on purpose: giving up would lose samples; the spool caps bound how long data waits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffConfig {
-    /// First ceiling. Default 500 ms.
-    pub base: Duration,
-    /// Growth per attempt. Default 2.
-    pub factor: f64,
-    /// Largest ceiling. Default 30 s.
-    pub max: Duration,
-}
+/// The shipper's backoff policy (the shared [`procwatch_model::retry::Backoff`]; by default
+/// 500 ms, doubling, at most 30 s, full jitter). There is no deadline on purpose: giving up
+/// would lose samples; the spool caps bound how long data waits.
+pub type BackoffConfig = procwatch_model::retry::Backoff;
 
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        BackoffConfig {
-            base: Duration::from_millis(500),
-            factor: 2.0,
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Backoff state of one request's retries.
+/// The retries of one request: the attempt count over a [`BackoffConfig`], and the source of
+/// its jitter.
 pub struct Backoff {
     cfg: BackoffConfig,
     attempt: u32,
@@ -191,17 +161,15 @@ impl Backoff {
 
     /// The ceiling for the current attempt (no jitter).
     pub fn ceiling(&self) -> Duration {
-        let exp = self.cfg.factor.powi(self.attempt.min(64) as i32);
-        let secs = self.cfg.base.as_secs_f64() * exp;
-        Duration::from_secs_f64(secs.min(self.cfg.max.as_secs_f64()))
+        self.cfg.ceiling(self.attempt)
     }
 
     /// The next delay; advances the attempt count.
     pub fn next_delay(&mut self) -> Duration {
-        let ceil = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
         let frac: f64 = self.rng.gen_range(0.0..=1.0);
-        ceil.mul_f64(frac)
+        let delay = self.cfg.delay(self.attempt, frac);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
     }
 
     /// Starts over (after a success).
@@ -209,6 +177,7 @@ impl Backoff {
         self.attempt = 0;
     }
 
+    /// Failures since the last success.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -296,7 +265,7 @@ impl Shipper {
 
     /// Sends one JSON batch body. `Ok` means the server answered 2xx with its acknowledgement
     /// of exactly `expected` ([`check_ack`]): the batch is durable.
-    pub async fn send(&self, json: &[u8], expected: &Expected<'_>) -> Result<(), RetryAction> {
+    pub async fn send(&self, json: &[u8], expected: &Expected<'_>) -> Result<(), Failure> {
         let mut req = self
             .client
             .post(&self.endpoint)
@@ -306,7 +275,7 @@ impl Shipper {
             let body = enc
                 .write_all(json)
                 .and_then(|()| enc.finish())
-                .map_err(|e| RetryAction::Retry(format!("gzip: {e}")))?;
+                .map_err(|e| Failure::new(RetryAction::Retry, format!("gzip: {e}")))?;
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip").body(body);
         } else {
             req = req.body(json.to_vec());
@@ -335,7 +304,7 @@ impl Shipper {
         if (200..300).contains(&status) {
             return match check_ack(status, &body, expected) {
                 None => Ok(()),
-                Some(action) => Err(action),
+                Some(failure) => Err(failure),
             };
         }
         let mut text = String::from_utf8_lossy(&body).into_owned();
@@ -343,7 +312,7 @@ impl Shipper {
             text = format!("Location: {l}; {text}");
         }
         match classify_status(status, &text) {
-            Some(action) => Err(action),
+            Some(failure) => Err(failure),
             None => Ok(()),
         }
     }
@@ -359,17 +328,22 @@ mod tests {
     fn statuses_are_classified() {
         assert_eq!(classify_status(200, ""), None);
         assert_eq!(classify_status(204, ""), None);
-        for s in [408, 429, 500, 502, 503, 504, 401, 403] {
-            assert!(matches!(classify_status(s, "x"), Some(RetryAction::Retry(_))), "{s}");
+        let action = |s| classify_status(s, "x").map(|f| f.action);
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(action(s), Some(RetryAction::Retry), "{s}");
+        }
+        for s in [401, 403] {
+            assert_eq!(action(s), Some(RetryAction::Unauthorized), "{s}");
         }
         for s in [400, 413, 422] {
-            assert!(matches!(classify_status(s, "x"), Some(RetryAction::DontRetry(_))), "{s}");
+            assert_eq!(action(s), Some(RetryAction::Quarantine), "{s}");
         }
         for s in [301, 302, 307, 308, 404, 405] {
-            assert!(matches!(classify_status(s, "x"), Some(RetryAction::Misconfigured(_))), "{s}");
+            assert_eq!(action(s), Some(RetryAction::Misconfigured), "{s}");
         }
         let a = classify_status(400, r#"{"error":"bad cpu"}"#).unwrap();
-        assert_eq!(a.reason(), r#"HTTP 400: {"error":"bad cpu"}"#);
+        assert_eq!(a.reason, r#"HTTP 400: {"error":"bad cpu"}"#);
+        assert!(classify_status(401, "").unwrap().reason.contains("--token"));
     }
 
     #[test]
@@ -395,7 +369,7 @@ mod tests {
             br#"{"samples":3,"host_totals":1,"seq_gap":0,"host":"web-1","seq":8}"#,
         ] {
             assert!(
-                matches!(check_ack(200, bad, &e), Some(RetryAction::Misconfigured(_))),
+                check_ack(200, bad, &e).map(|f| f.action) == Some(RetryAction::Misconfigured),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -12,6 +12,7 @@
 //! - `rss`: resident set size, bytes.
 
 pub mod clock;
+pub mod retry;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};

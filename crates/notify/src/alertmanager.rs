@@ -25,13 +25,13 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::console::format_line;
-use crate::webhook::{retryable, Backoff};
+use crate::webhook::{jittered, retryable, RetryPolicy};
 use crate::{Notifier, NotifyError};
 
 pub struct Alertmanager {
     url: String,
     resend: Duration,
-    backoff: Backoff,
+    retry: RetryPolicy,
     client: reqwest::Client,
     /// Open alerts by event id, re-sent on every tick.
     firing: Mutex<BTreeMap<String, AlarmEvent>>,
@@ -78,14 +78,14 @@ pub fn alert(ev: &AlarmEvent, ends_at: TsMs) -> Value {
 
 impl Alertmanager {
     /// `url` is Alertmanager's base URL (`http://127.0.0.1:9093`).
-    pub fn new(url: impl Into<String>, resend: Duration, backoff: Backoff) -> Self {
+    pub fn new(url: impl Into<String>, resend: Duration, retry: RetryPolicy) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let url = url.into().trim_end_matches('/').to_owned();
         let clock = procwatch_model::clock::system();
-        Self { url, resend, backoff, client, firing: Mutex::new(BTreeMap::new()), clock }
+        Self { url, resend, retry, client, firing: Mutex::new(BTreeMap::new()), clock }
     }
 
     /// The same notifier with `endsAt` computed from `clock` (tests drive time with it).
@@ -103,7 +103,7 @@ impl Alertmanager {
             return Ok(());
         }
         let url = format!("{}/api/v2/alerts", self.url);
-        let attempts = self.backoff.max_attempts.max(1);
+        let attempts = self.retry.max_attempts.max(1);
         let mut last = String::new();
         for attempt in 0..attempts {
             let retry = match self.client.post(&url).json(alerts).send().await {
@@ -121,7 +121,7 @@ impl Alertmanager {
             if !retry || attempt + 1 == attempts {
                 break;
             }
-            tokio::time::sleep(self.backoff.delay(attempt)).await;
+            tokio::time::sleep(jittered(&self.retry.backoff, attempt)).await;
         }
         Err(NotifyError::Delivery { target: url, reason: last })
     }
@@ -202,7 +202,7 @@ mod tests {
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let clock = Arc::new(procwatch_model::clock::ManualClock::new(1_700_000_000_000));
-        let am = Alertmanager::new(url, Duration::from_secs(60), Backoff::default())
+        let am = Alertmanager::new(url, Duration::from_secs(60), RetryPolicy::default())
             .with_clock(clock.clone());
         let mut a = crate::console::tests_support::event();
         a.start = clock.now_ms();

@@ -9,8 +9,9 @@ use procwatch_model::{AlarmEvent, Level};
 use tokio::sync::mpsc;
 
 use crate::sse::SseParser;
-use crate::webhook::Backoff;
+use crate::webhook::jittered;
 use crate::{Notifier, NotifyError};
+use procwatch_model::retry::Backoff;
 
 /// What the follower hands on.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +51,8 @@ impl FollowOptions {
             idle_timeout: Duration::from_secs(45),
             backoff: Backoff {
                 base: Duration::from_millis(250),
+                factor: 2.0,
                 max: Duration::from_secs(10),
-                max_attempts: u32::MAX,
             },
             state_file: None,
         }
@@ -186,7 +187,7 @@ pub async fn follow(
                 if connected {
                     failures = 0;
                 }
-                let wait = opts.backoff.delay(failures);
+                let wait = jittered(&opts.backoff, failures);
                 failures = failures.saturating_add(1);
                 tracing::warn!(message = "Alarm stream lost; reconnecting.", reason = %why, wait_ms = wait.as_millis() as u64);
                 tokio::time::sleep(wait).await;

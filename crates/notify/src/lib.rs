@@ -124,11 +124,11 @@ impl NotifierSpec {
         Ok(match self {
             NotifierSpec::Webhook { url, headers, max_attempts } => {
                 check_url(url)?;
-                let mut backoff = webhook::Backoff::default();
+                let mut retry = webhook::RetryPolicy::default();
                 if let Some(n) = max_attempts {
-                    backoff.max_attempts = (*n).max(1);
+                    retry.max_attempts = (*n).max(1);
                 }
-                Arc::new(webhook::Webhook::new(url, headers.clone(), backoff))
+                Arc::new(webhook::Webhook::new(url, headers.clone(), retry))
             }
             NotifierSpec::Alertmanager { url, resend } => {
                 check_url(url)?;
@@ -136,7 +136,11 @@ impl NotifierSpec {
                     Some(s) => parse_duration(s)?,
                     None => Duration::from_secs(60),
                 };
-                Arc::new(alertmanager::Alertmanager::new(url, resend, webhook::Backoff::default()))
+                Arc::new(alertmanager::Alertmanager::new(
+                    url,
+                    resend,
+                    webhook::RetryPolicy::default(),
+                ))
             }
         })
     }

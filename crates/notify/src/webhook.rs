@@ -1,70 +1,72 @@
 //! Webhook: each event is POSTed as its JSON (the `AlarmEvent` shape of the API), retried with
 //! exponential backoff and full jitter on network errors, 408, 429 and 5xx, up to
-//! `max_attempts`; any other 4xx is final (retrying would not help).
+//! `max_attempts`; any other 4xx is final (retrying would not help). The retry decision and
+//! the backoff are the shared ones of `procwatch_model::retry`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use procwatch_model::retry::{Backoff, RetryAction};
 use procwatch_model::AlarmEvent;
 use rand::Rng;
 
 use crate::{Notifier, NotifyError};
 
-/// Retry policy: attempt n (0-based) waits a random time in `[0, min(max, base × 2^n)]`
-/// before the next.
+/// How a notifier retries a delivery: the shared [`Backoff`] (by default 250 ms, doubling, at
+/// most 10 s, full jitter) for at most `max_attempts` attempts.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
+pub struct RetryPolicy {
+    /// The waits between attempts.
+    pub backoff: Backoff,
+    /// Attempts in all (at least 1 is made).
     pub max_attempts: u32,
 }
 
-impl Default for Backoff {
+impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base: Duration::from_millis(250), max: Duration::from_secs(10), max_attempts: 6 }
+        Self {
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                factor: 2.0,
+                max: Duration::from_secs(10),
+            },
+            max_attempts: 6,
+        }
     }
 }
 
-impl Backoff {
-    /// The cap of the wait after the `attempt`-th failure (0-based).
-    pub fn cap(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    /// A jittered wait after the `attempt`-th failure.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let cap = self.cap(attempt).as_millis() as u64;
-        Duration::from_millis(rand::thread_rng().gen_range(0..=cap))
-    }
+/// A jittered wait after the `attempt`-th failure (0-based) under `backoff`.
+pub fn jittered(backoff: &Backoff, attempt: u32) -> Duration {
+    backoff.delay(attempt, rand::thread_rng().gen_range(0.0..=1.0))
 }
 
-/// Whether a status is worth retrying.
+/// Whether a status is worth retrying: [`RetryAction::Retry`] (408, 429, 5xx). Any other 4xx,
+/// a redirect or a refused token is final for a notifier (retrying would not help).
 pub fn retryable(status: reqwest::StatusCode) -> bool {
-    status.is_server_error()
-        || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+    RetryAction::from_status(status.as_u16()).is_transient()
 }
 
+/// POSTs each event as JSON to a URL, with extra headers, retrying per its [`RetryPolicy`].
 pub struct Webhook {
     url: String,
     headers: BTreeMap<String, String>,
-    backoff: Backoff,
+    retry: RetryPolicy,
     client: reqwest::Client,
 }
 
 impl Webhook {
+    /// A webhook to `url` sending `headers` with each event.
     pub fn new(
         url: impl Into<String>,
         headers: BTreeMap<String, String>,
-        backoff: Backoff,
+        retry: RetryPolicy,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { url: url.into(), headers, backoff, client }
+        Self { url: url.into(), headers, retry, client }
     }
 
     async fn post_once(&self, ev: &AlarmEvent) -> Result<(), (bool, String)> {
@@ -87,7 +89,7 @@ impl Notifier for Webhook {
     }
 
     async fn notify(&self, ev: &AlarmEvent) -> Result<(), NotifyError> {
-        let attempts = self.backoff.max_attempts.max(1);
+        let attempts = self.retry.max_attempts.max(1);
         let mut last = String::new();
         for attempt in 0..attempts {
             match self.post_once(ev).await {
@@ -98,7 +100,7 @@ impl Notifier for Webhook {
                         break;
                     }
                     tracing::debug!(message = "Webhook failed, retrying.", url = %self.url, attempt, reason = %last);
-                    tokio::time::sleep(self.backoff.delay(attempt)).await;
+                    tokio::time::sleep(jittered(&self.retry.backoff, attempt)).await;
                 }
             }
         }
@@ -111,21 +113,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-
-    #[test]
-    fn backoff_grows_then_caps_and_jitters_below_the_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            max_attempts: 5,
-        };
-        let caps: Vec<u128> = (0..6).map(|n| b.cap(n).as_millis()).collect();
-        assert_eq!(caps, vec![100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(b.cap(200), Duration::from_secs(1));
-        for n in 0..6 {
-            assert!(b.delay(n) <= b.cap(n));
-        }
-    }
 
     /// A receiver that fails twice with 503 then accepts: the event arrives, after 3 tries;
     /// a 400 is not retried.
@@ -153,9 +140,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let backoff = Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(20),
+        let backoff = RetryPolicy {
+            backoff: Backoff {
+                base: Duration::from_millis(5),
+                factor: 2.0,
+                max: Duration::from_millis(20),
+            },
             max_attempts: 4,
         };
         let headers = BTreeMap::from([("x-key".to_owned(), "k1".to_owned())]);
