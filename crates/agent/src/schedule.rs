@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 
+use procwatch_model::schedule::Schedule;
 use tokio::sync::Notify;
 use tracing::{debug, error, warn};
 
@@ -22,9 +23,10 @@ pub(crate) fn sweep_loop(
     stats: Arc<AgentStats>,
     stop_rx: mpsc::Receiver<()>,
 ) {
-    let mut deadline = cfg.clock.instant();
+    let mut schedule = Schedule::new(cfg.clock.instant(), cfg.interval);
     let mut taken = 0u64;
     loop {
+        let deadline = schedule.deadline();
         let wait = deadline.saturating_duration_since(cfg.clock.instant());
         match stop_rx.recv_timeout(wait) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -48,13 +50,9 @@ pub(crate) fn sweep_loop(
         if cfg.max_sweeps.is_some_and(|m| taken >= m) {
             return;
         }
-        deadline += cfg.interval;
-        let now = cfg.clock.instant();
-        while deadline + cfg.interval <= now {
-            // Overran a whole interval (or the machine slept): skip, don't bunch up.
-            deadline += cfg.interval;
-            stats.missed_ticks.fetch_add(1, Ordering::Relaxed);
-        }
+        // Overran a whole interval (or the machine slept): skip, don't bunch up.
+        let skipped = schedule.advance(cfg.clock.instant());
+        stats.missed_ticks.fetch_add(skipped, Ordering::Relaxed);
     }
 }
 

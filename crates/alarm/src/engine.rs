@@ -6,7 +6,7 @@ use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, Sample, TsMs};
 use std::collections::BTreeMap;
 
 /// A series or host with no sample for this many intervals is stale / silent.
-pub const STALE_INTERVALS: i64 = 3;
+pub use procwatch_model::STALE_INTERVALS;
 /// The interval assumed for a restored alarm whose series was not seen again yet.
 const FALLBACK_INTERVAL_MS: i64 = 10_000;
 

@@ -370,9 +370,7 @@ impl<'de> Deserialize<'de> for Hysteresis {
 
 /// Parses a duration such as `10m`, `90s`, `1h 30m`.
 pub fn parse_duration_ms(s: &str) -> Result<i64, RuleError> {
-    humantime::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| RuleError::Duration(s.to_owned(), e.to_string()))
+    procwatch_model::duration::parse_ms(s).map_err(|e| RuleError::Duration(e.text, e.reason))
 }
 
 impl RuleSpec {

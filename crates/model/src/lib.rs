@@ -12,8 +12,13 @@
 //! - `rss`: resident set size, bytes.
 
 pub mod clock;
+pub mod duration;
 pub mod retry;
+pub mod schedule;
+mod stale;
 pub mod validate;
+
+pub use stale::{is_stale, stale_after_ms, STALE_INTERVALS};
 
 use serde::{Deserialize, Serialize};
 

@@ -146,23 +146,21 @@ impl NotifierSpec {
     }
 }
 
-/// `500ms`, `10s`, `1m`, `2h`: a number and one unit.
+/// A notifier duration: the shared syntax (`procwatch_model::duration`: `500ms`, `10s`, `1m`,
+/// `1h30m`), or a bare number of seconds; more than 0.
 fn parse_duration(s: &str) -> Result<Duration, NotifyError> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| NotifyError::Config(format!("bad duration {s:?}")))?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(NotifyError::Config(format!("bad duration {s:?}: use ms, s, m or h"))),
+    let d = match s.parse::<u64>() {
+        // A bare number is seconds here (it always was).
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            procwatch_model::duration::parse(s).map_err(|e| NotifyError::Config(e.to_string()))?
+        }
     };
-    if ms == 0 {
+    if d.is_zero() {
         return Err(NotifyError::Config(format!("duration {s:?} must be more than 0")));
     }
-    Ok(Duration::from_millis(ms))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -215,5 +213,8 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("10 s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
     }
 }

@@ -255,7 +255,7 @@ impl Alarms {
             .map(|r| r.window_ms + r.horizon_ms)
             .max()
             .unwrap_or(0)
-            .max(3 * interval_ms)
+            .max(procwatch_model::stale_after_ms(interval_ms))
     }
 
     /// One evaluation pass at `now`: returns the transitions it stored and published.
@@ -266,7 +266,7 @@ impl Alarms {
         let from = {
             let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
             match cursor {
-                Some(c) => c - (3 * interval_ms).max(30_000),
+                Some(c) => c - procwatch_model::stale_after_ms(interval_ms).max(30_000),
                 None => now - self.lookback_ms(interval_ms),
             }
         };

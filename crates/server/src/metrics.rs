@@ -578,7 +578,7 @@ async fn collect(st: &AppState, cap: usize) -> Collected {
         .map(|h: HostInfo| {
             let interval = if h.interval_ms > 0 { h.interval_ms as i64 } else { default_interval };
             HostRow {
-                stale: now - h.last_seen > 3 * interval,
+                stale: procwatch_model::is_stale(now, h.last_seen, interval),
                 capped: capped.get(&h.host).copied().unwrap_or(0),
                 host: h.host,
                 last_seen: h.last_seen,

@@ -143,7 +143,7 @@ fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
     };
     HostView {
         age_ms: now - h.last_seen,
-        stale: now - h.last_seen > 3 * interval,
+        stale: procwatch_model::is_stale(now, h.last_seen, interval),
         host: h.host,
         last_seen: h.last_seen,
         interval_ms: h.interval_ms,

@@ -16,9 +16,7 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return if ms >= 0 { Ok(ms) } else { Err(format!("{s:?} is negative")) };
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration (e.g. 5m, 10s, 1h30m, or ms): {e}"))
-        .and_then(|d| i64::try_from(d.as_millis()).map_err(|_| format!("{s:?} is too long")))
+    procwatch_model::duration::parse_ms(s).map_err(|e| format!("{e}, or a number of ms"))
 }
 
 /// Parses a time parameter into Unix milliseconds, relative forms against `now`.

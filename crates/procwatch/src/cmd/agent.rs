@@ -19,6 +19,7 @@ pub mod ship;
 
 use anyhow::{bail, Context, Result};
 use procwatch_collector::{new_collector, Collector, CollectorKind, CollectorOptions, Sweep};
+use procwatch_model::schedule::Schedule;
 use procwatch_model::Batch;
 use std::io::Write;
 use std::path::PathBuf;
@@ -117,7 +118,7 @@ fn default_collector() -> &'static str {
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = procwatch_model::duration::parse(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
         return Err("interval must be at least 10ms".into());
     }
@@ -189,12 +190,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
         return ship::run(&args, server, host, collector);
     }
     let format = args.format.unwrap_or(Format::Json);
-    let mut deadline = Instant::now();
+    let mut schedule = Schedule::new(Instant::now(), args.interval);
     collector.sweep().context("sweep failed")?;
     let mut seq = 0;
     loop {
-        deadline = next_deadline(deadline, args.interval, Instant::now());
-        sleep_until(deadline);
+        schedule.advance(Instant::now());
+        sleep_until(schedule.deadline());
         let sweep = match collector.sweep() {
             Ok(Some(s)) => s,
             Ok(None) => continue,
@@ -209,18 +210,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
             return ignore_broken_pipe(Err(e));
         }
     }
-}
-
-/// The next deadline on the grid `previous + k × interval` that is still ahead of `now`
-/// (normally k = 1; more when a sweep overran and deadlines were missed).
-fn next_deadline(previous: Instant, interval: Duration, now: Instant) -> Instant {
-    let mut next = previous + interval;
-    if next < now {
-        let behind = now - next;
-        let skip = (behind.as_nanos() / interval.as_nanos()) as u32 + 1;
-        next += interval * skip;
-    }
-    next
 }
 
 fn sleep_until(deadline: Instant) {
@@ -349,16 +338,6 @@ fn bench(_args: &AgentArgs, _sweeps: u32) -> Result<()> {
 mod tests {
     use super::*;
     use procwatch_model::{HostTotal, Sample};
-
-    #[test]
-    fn deadlines_stay_on_the_grid() {
-        let t0 = Instant::now();
-        let i = Duration::from_secs(10);
-        // On time: exactly one interval later, whatever the work took.
-        assert_eq!(next_deadline(t0, i, t0 + Duration::from_secs(3)), t0 + i);
-        // Overran by 2.5 intervals: the next deadline still on the grid, ahead of now.
-        assert_eq!(next_deadline(t0, i, t0 + Duration::from_secs(35)), t0 + i * 4);
-    }
 
     #[test]
     fn batch_carries_the_sweep() {

@@ -41,10 +41,10 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 300)]
     pub processes: usize,
     /// Interval between two batches of one agent.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = procwatch_model::duration::parse)]
     pub interval: Duration,
     /// How long to send.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = procwatch_model::duration::parse)]
     pub duration: Duration,
     /// Write token (sent as a bearer token).
     #[arg(long, env = "PROCWATCH_WRITE_TOKEN", hide_env_values = true, value_name = "T")]
@@ -53,7 +53,7 @@ pub struct LoadgenArgs {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// How often the server's RSS is sampled.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = procwatch_model::duration::parse)]
     pub rss_every: Duration,
     /// Append `host seq ts samples` per acknowledged batch to FILE.
     #[arg(long, value_name = "FILE")]
@@ -65,7 +65,7 @@ pub struct LoadgenArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Timeout of one request.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = procwatch_model::duration::parse)]
     pub timeout: Duration,
 }
 

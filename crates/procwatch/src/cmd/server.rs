@@ -47,11 +47,11 @@ pub struct ServerArgs {
     pub data_dir: PathBuf,
 
     /// How long samples are kept (humantime: 48h, 7d, 30m).
-    #[arg(long, env = "PROCWATCH_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_RETENTION", default_value = "48h", value_parser = procwatch_model::duration::parse)]
     pub retention: Duration,
 
     /// How often retention runs (it also runs at start).
-    #[arg(long, env = "PROCWATCH_RETENTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_RETENTION_INTERVAL", default_value = "1m", value_parser = procwatch_model::duration::parse)]
     pub retention_interval: Duration,
 
     /// Storage engine.
@@ -92,11 +92,11 @@ pub struct ServerArgs {
     pub max_series_total: usize,
 
     /// Expected agent interval; a host is stale after 3 intervals without data.
-    #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = procwatch_model::duration::parse)]
     pub interval: Duration,
 
     /// The window of the seed routes ("the last 5 minutes") and default v1 usage window.
-    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = procwatch_model::duration::parse)]
     pub window: Duration,
 
     /// Bearer token required on ingestion routes.
@@ -170,12 +170,12 @@ pub struct ServerArgs {
     pub max_samples: usize,
 
     /// A request running longer is answered 408.
-    #[arg(long, env = "PROCWATCH_MAX_REQUEST_TIME", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_MAX_REQUEST_TIME", default_value = "30s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub max_request_time: Duration,
 
     /// A request head not received within this closes the connection (slow clients); also
     /// bounds a TLS handshake.
-    #[arg(long, env = "PROCWATCH_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub header_read_timeout: Duration,
 
     /// Requests in flight at most (429 past it; health probes and alarm streams excepted).
@@ -205,7 +205,7 @@ pub struct ServerArgs {
     pub allowed_hosts: Vec<String>,
 
     /// A connection with no request in flight and no byte moving for this long is closed.
-    #[arg(long, env = "PROCWATCH_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_IDLE_TIMEOUT", default_value = "60s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
     /// Open connections at most; a few more are served one short request each (health
@@ -223,7 +223,7 @@ pub struct ServerArgs {
     pub max_inflight_bytes: u64,
 
     /// A chart not drawn within this is answered 503.
-    #[arg(long, env = "PROCWATCH_RENDER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_RENDER_TIMEOUT", default_value = "5s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub render_timeout: Duration,
 }
 

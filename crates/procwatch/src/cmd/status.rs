@@ -31,7 +31,7 @@ pub struct StatusArgs {
     pub token: super::token::ReadToken,
 
     /// Window of the top processes (humantime: 5m, 1h).
-    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = procwatch_model::duration::parse)]
     pub window: Duration,
 
     /// How many processes to show.

@@ -19,7 +19,7 @@ pub struct DeliveryArgs {
     pub spool_max_bytes: u64,
 
     /// Spooled sweeps older than this are dropped (counted and reported).
-    #[arg(long, env = "PROCWATCH_SPOOL_MAX_AGE", default_value = "48h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_SPOOL_MAX_AGE", default_value = "48h", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub spool_max_age: Duration,
 
     /// Cap on `<spool-dir>/quarantine/` (batches the server refused for good, kept for a
@@ -34,11 +34,11 @@ pub struct DeliveryArgs {
 
     /// Largest wait between two delivery attempts (exponential backoff from 500ms, full
     /// jitter).
-    #[arg(long, env = "PROCWATCH_RETRY_MAX", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_RETRY_MAX", default_value = "30s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub retry_max: Duration,
 
     /// Timeout of one delivery request.
-    #[arg(long, env = "PROCWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PROCWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = procwatch_model::duration::parse, value_name = "DURATION")]
     pub request_timeout: Duration,
 
     /// Extra CA certificate(s) (PEM) trusted for an https:// --server with a private CA.
