@@ -722,7 +722,7 @@ async fn rules(State(st): State<AppState>) -> Json<RulesResponse> {
 }
 
 /// One series of `GET /api/v1/forecasts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ForecastView {
     pub host: String,
     pub process: String,
@@ -735,7 +735,7 @@ pub struct ForecastView {
     pub warmup_ms: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ForecastsResponse {
     /// Series whose forecast is not ready yet.
     pub warming_up: usize,

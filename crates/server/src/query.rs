@@ -102,8 +102,8 @@ pub async fn get_all_detailed(
     ))
 }
 
-/// One host in `GET /api/v1/hosts`.
-#[derive(Debug, Serialize)]
+/// One host in `GET /api/v1/hosts` (also what `procwatch status` and `hosts` read).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct HostView {
     pub host: String,
     /// Newest sample or host-total timestamp, Unix ms.
@@ -114,12 +114,14 @@ pub struct HostView {
     pub stale: bool,
     pub interval_ms: u64,
     pub last_seq: u64,
+    #[serde(default)]
     pub seq_gaps: u64,
+    #[serde(default)]
     pub dropped_samples: u64,
     pub latest: Option<HostTotal>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct HostsResponse {
     pub now: TsMs,
     pub hosts: Vec<HostView>,

@@ -21,7 +21,7 @@ use crate::AppState;
 const MAX_HOST_LEN: usize = 255;
 
 /// What a retirement did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Retired {
     pub host: String,
     /// When it was retired (Unix ms).

@@ -10,8 +10,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use procwatch_model::AlarmEvent;
-use serde::Deserialize;
 
 use super::token::{ReadToken, WriteToken};
 use super::{client_server, SERVER_HELP};
@@ -47,25 +45,8 @@ struct RetireArgs {
     token: WriteToken,
 }
 
-#[derive(Debug, Deserialize)]
-struct Retired {
-    host: String,
-    last_seen: i64,
-    events: Vec<AlarmEvent>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Hosts {
-    now: i64,
-    hosts: Vec<HostRow>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HostRow {
-    host: String,
-    age_ms: i64,
-    stale: bool,
-}
+use procwatch_server::query::HostsResponse as Hosts;
+use procwatch_server::retire::Retired;
 
 pub fn run(args: HostsArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()

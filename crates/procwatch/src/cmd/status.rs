@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use procwatch_model::{AlarmEvent, HostTotal, TsMs};
+use procwatch_model::AlarmEvent;
 use serde::Deserialize;
 
 #[derive(Debug, clap::Args)]
@@ -39,24 +39,8 @@ pub struct StatusArgs {
     pub top: usize,
 }
 
-/// `GET /api/v1/hosts`.
-#[derive(Debug, Deserialize)]
-pub struct Hosts {
-    pub now: TsMs,
-    pub hosts: Vec<HostRow>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HostRow {
-    pub host: String,
-    pub age_ms: i64,
-    pub stale: bool,
-    #[serde(default)]
-    pub seq_gaps: u64,
-    #[serde(default)]
-    pub dropped_samples: u64,
-    pub latest: Option<HostTotal>,
-}
+/// `GET /api/v1/hosts`: the server's own response type.
+pub type Hosts = procwatch_server::query::HostsResponse;
 
 /// `GET /api/v1/usage`.
 #[derive(Debug, Deserialize)]
@@ -153,12 +137,8 @@ async fn fetch(
     Ok(body)
 }
 
-/// `GET /api/v1/forecasts`, what the warm-up line needs.
-#[derive(Debug, Deserialize)]
-pub struct Forecasts {
-    pub warming_up: usize,
-    pub first_ready_in_ms: Option<i64>,
-}
+/// `GET /api/v1/forecasts`: the server's own response type.
+pub type Forecasts = procwatch_server::alarms::ForecastsResponse;
 
 /// "forecasts warming up: N series, first ready in M min" (empty when every forecast is ready).
 pub fn forecasts_line(f: &Forecasts) -> String {
@@ -397,7 +377,7 @@ mod tests {
 
     #[test]
     fn empty_server() {
-        let h = Hosts { now: 0, hosts: vec![] };
+        let h = Hosts { now: 0, hosts: vec![], next: None };
         let text =
             render("http://x", "5m", &h, &Usage { rows: vec![] }, &Alarms { alarms: vec![] });
         assert!(text.contains("no agent has sent data") && text.contains("(none)"), "{text}");
