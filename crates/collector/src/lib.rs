@@ -201,12 +201,12 @@ pub fn new_proc_collector_at(
     Ok(Box::new(linux::ProcCollector::new(root, opts)?))
 }
 
-/// Unix milliseconds now.
+/// Unix milliseconds now: a sweep's timestamp, from the one real clock
+/// ([`procwatch_model::clock::SystemClock`]). It must be the real time of the read, as the
+/// kernel's counters are: a driven clock would stamp a reading with a time it was not taken.
 pub(crate) fn now_ms() -> TsMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as TsMs)
-        .unwrap_or(0)
+    use procwatch_model::clock::{Clock, SystemClock};
+    SystemClock.now_ms()
 }
 
 fn clamp_pct(v: f64) -> f64 {

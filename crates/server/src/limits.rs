@@ -179,11 +179,13 @@ pub fn count_rejection(st: &AppState, err: &ApiError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procwatch_model::clock::{Clock, ManualClock};
 
     #[test]
     fn bucket_allows_burst_then_refills() {
         let l = RateLimiter::new(2.0, 3);
-        let t0 = Instant::now();
+        let clock = ManualClock::new(0);
+        let t0 = clock.instant();
         for _ in 0..3 {
             assert!(l.check("a", t0).is_ok());
         }
@@ -192,7 +194,8 @@ mod tests {
         // Another key has its own bucket.
         assert!(l.check("b", t0).is_ok());
         // Half a second later one token came back (2/s), and only one.
-        let t1 = t0 + Duration::from_millis(500);
+        clock.advance(Duration::from_millis(500));
+        let t1 = clock.instant();
         assert!(l.check("a", t1).is_ok());
         assert!(l.check("a", t1).is_err());
     }
@@ -200,21 +203,23 @@ mod tests {
     #[test]
     fn zero_rate_is_unlimited() {
         let l = RateLimiter::new(0.0, 1);
-        let t = Instant::now();
+        let t = ManualClock::new(0).instant();
         assert!((0..1000).all(|_| l.check("a", t).is_ok()));
     }
 
     #[test]
     fn key_table_is_bounded() {
         let l = RateLimiter::new(1.0, 1);
-        let t = Instant::now();
+        let clock = ManualClock::new(0);
+        let t = clock.instant();
         for i in 0..MAX_RATE_KEYS {
             assert!(l.check(&i.to_string(), t).is_ok());
         }
         // Every bucket is empty: a new key cannot evict one.
         assert!(l.check("new", t).is_err());
         // Later they are full again (idle) and are forgotten for the new key.
-        assert!(l.check("new", t + Duration::from_secs(2)).is_ok());
+        clock.advance(Duration::from_secs(2));
+        assert!(l.check("new", clock.instant()).is_ok());
         assert!(l.buckets.lock().unwrap().len() <= MAX_RATE_KEYS);
     }
 }
