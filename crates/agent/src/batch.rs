@@ -25,12 +25,17 @@ pub fn encode_sweep(host: &str, interval_ms: u64, sweep: &SweepData) -> Vec<u8> 
 /// The parts of a record payload; `None` if it is malformed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PayloadParts<'a> {
+    /// The sweep interval, ms.
     pub interval_ms: u64,
+    /// The host the sweep is of.
     pub host: &'a str,
+    /// The host totals, a JSON array of `model::HostTotal`.
     pub totals_json: &'a [u8],
+    /// The samples, a JSON array of `model::Sample`.
     pub samples_json: &'a [u8],
 }
 
+/// Splits a record payload written by [`encode_sweep`]; `None` if it is malformed.
 pub fn decode_payload(p: &[u8]) -> Option<PayloadParts<'_>> {
     let interval_ms = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
     let hl = u16::from_le_bytes(p.get(8..10)?.try_into().ok()?) as usize;

@@ -65,6 +65,8 @@
 //!   spooled for up to [`AgentConfig::drain_timeout`] (default 5 s); whatever is left stays in
 //!   the spool for the next start.
 
+#![deny(missing_docs)]
+
 mod batch;
 mod quarantine;
 mod schedule;
@@ -99,7 +101,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct SweepData {
     /// When the sweep was taken, Unix ms (every sample carries it).
     pub ts: TsMs,
+    /// Host-wide totals of the sweep.
     pub host_totals: Vec<HostTotal>,
+    /// One sample per process group.
     pub samples: Vec<Sample>,
 }
 
@@ -116,8 +120,11 @@ pub struct AgentConfig {
     pub agent: String,
     /// Sweep interval.
     pub interval: Duration,
+    /// The HTTP client: server, token, timeouts, TLS.
     pub shipper: ShipperConfig,
+    /// Waits between delivery attempts.
     pub backoff: BackoffConfig,
+    /// Where and how much to spool.
     pub spool: SpoolConfig,
     /// Sweeps per request at most (during replay). Default 360 (1 h at 10 s).
     pub max_batch_records: usize,
@@ -165,10 +172,13 @@ impl AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
+    /// The spool could not be opened.
     Spool(#[from] SpoolError),
     #[error("HTTP client: {0}")]
+    /// The HTTP client could not be built (e.g. a bad CA file).
     Client(#[from] reqwest::Error),
     #[error("sweep thread: {0}")]
+    /// A thread could not be started.
     Thread(String),
 }
 
@@ -275,6 +285,7 @@ impl Agent {
         })
     }
 
+    /// The agent's counters (shared; readable while it runs).
     pub fn stats(&self) -> Arc<AgentStats> {
         self.stats.clone()
     }

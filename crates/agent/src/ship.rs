@@ -215,6 +215,7 @@ impl std::fmt::Debug for ShipperConfig {
 }
 
 impl ShipperConfig {
+    /// Defaults for `server`: 30 s per request, 5 s to connect, gzip, no token.
     pub fn new(server: impl Into<String>) -> Self {
         ShipperConfig {
             server: server.into(),
@@ -237,6 +238,7 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// Builds the HTTP client (redirects are never followed).
     pub fn new(cfg: &ShipperConfig) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder();
         if let Some(pem) = &cfg.ca_pem {

@@ -90,13 +90,22 @@ impl SpoolConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool I/O on {path}: {source}")]
+    /// A file or directory of the spool could not be read or written.
     Io {
+        /// The file or directory.
         path: PathBuf,
         #[source]
+        /// The operating system's error.
         source: io::Error,
     },
+    /// `state.json` could not be written.
     #[error("spool state {path}: {reason}")]
-    State { path: PathBuf, reason: String },
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -106,18 +115,22 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 /// One spooled record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's id (ids increase through the segments).
     pub id: u64,
     /// The sweep's timestamp, Unix ms.
     pub ts: TsMs,
     /// How many samples the payload holds (for drop accounting).
     pub samples: u32,
+    /// The sweep as [`crate::encode_sweep`] wrote it.
     pub payload: Vec<u8>,
 }
 
 /// What a cap dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dropped {
+    /// Records dropped.
     pub records: u64,
+    /// Samples those records held.
     pub samples: u64,
 }
 

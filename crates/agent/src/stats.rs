@@ -7,21 +7,30 @@ use std::time::Duration;
 /// Counters, readable while the agent runs.
 #[derive(Debug, Default)]
 pub struct AgentStats {
+    /// Sweeps taken and spooled.
     pub sweeps: AtomicU64,
+    /// Sweeps that failed (collector error, or the disk refused the append).
     pub sweep_errors: AtomicU64,
     /// Ticks skipped because a sweep overran a whole interval.
     pub missed_ticks: AtomicU64,
+    /// Samples appended to the spool.
     pub spooled_samples: AtomicU64,
+    /// Requests the server acknowledged.
     pub requests_ok: AtomicU64,
+    /// Spooled records delivered.
     pub sent_records: AtomicU64,
+    /// Samples delivered.
     pub sent_samples: AtomicU64,
+    /// Failed attempts that will be retried.
     pub retries: AtomicU64,
+    /// Records the server refused for good, set aside in `quarantine/`.
     pub quarantined_records: AtomicU64,
     /// Quarantined batches deleted (or never written) to keep the quarantine under its cap.
     pub quarantine_evicted_files: AtomicU64,
     /// Attempts answered by something that is not the server's ingestion route (3xx, 404, 405,
     /// a 2xx that is not its acknowledgement); the batch stayed in the spool.
     pub misconfigured_answers: AtomicU64,
+    /// Samples lost to a spool cap, a refused batch or a failed append.
     pub dropped_samples: AtomicU64,
     /// Records resent after a restart because they were in flight when the agent stopped.
     pub resent_records: AtomicU64,

@@ -33,10 +33,13 @@ pub struct BenchOptions {
 /// One contender's figures.
 #[derive(Debug, Clone)]
 pub struct BenchRow {
+    /// The contender, e.g. `procwatch proc`.
     pub name: String,
     /// Median CPU time per sweep, seconds; `None` when the contender could not run.
     pub median_sweep_s: Option<f64>,
+    /// Processes it saw in a sweep.
     pub processes: usize,
+    /// What to know about the figure (or why it could not run).
     pub note: String,
 }
 

@@ -72,6 +72,8 @@
 //! resolved the same way from sysinfo's `cmd`/`exe`; threads that sysinfo lists as processes
 //! are skipped. It costs about 3× the `/proc` collector (it reads several files per process).
 
+#![deny(missing_docs)]
+
 #[cfg(target_os = "linux")]
 mod linux;
 pub mod parse;
@@ -94,6 +96,7 @@ pub struct Sweep {
     pub ts: TsMs,
     /// The measured interval since the previous sweep, ms (monotonic clock).
     pub elapsed_ms: u64,
+    /// Host-wide totals of the sweep.
     pub host_total: HostTotal,
     /// One per process name, sorted by cpu, highest first.
     pub samples: Vec<Sample>,
@@ -104,11 +107,17 @@ pub struct Sweep {
 /// One process of a sweep (per-PID detail).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSample {
+    /// The process id.
     pub pid: u32,
+    /// The process name (`comm`).
     pub name: String,
+    /// CPU percent of the host's capacity over the interval.
     pub cpu: f64,
+    /// The same CPU time in cores.
     pub cores: f64,
+    /// Resident memory, percent of `MemTotal`.
     pub mem: f64,
+    /// Resident set size, bytes.
     pub rss: u64,
 }
 
@@ -157,10 +166,20 @@ pub struct CollectorOptions {
 pub enum CollectError {
     /// The cause is in the message (not a `source`), so one line says it all in logs.
     #[error("cannot read {path}: {err}")]
-    Io { path: String, err: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        err: std::io::Error,
+    },
+    /// A file had an unexpected format.
     #[error("cannot parse {path}")]
-    Parse { path: String },
+    Parse {
+        /// The file.
+        path: String,
+    },
     #[error("the {0:?} collector is not available on this system")]
+    /// This collector does not exist on this operating system.
     Unsupported(CollectorKind),
 }
 

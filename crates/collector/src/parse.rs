@@ -116,7 +116,9 @@ pub fn parse_proc_stat_cpu(text: &str) -> Option<CpuTimes> {
 /// `MemTotal` and `MemAvailable` from `/proc/meminfo`, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemInfo {
+    /// `MemTotal`, bytes.
     pub total: u64,
+    /// `MemAvailable`, bytes.
     pub available: u64,
 }
 

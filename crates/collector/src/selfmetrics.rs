@@ -8,10 +8,15 @@
 /// What is exported; pure data, rendered by [`render`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelfMetrics {
+    /// CPU time used, user + system, seconds (`process_cpu_seconds_total`).
     pub cpu_seconds: f64,
+    /// Resident set size, bytes (`process_resident_memory_bytes`).
     pub resident_bytes: u64,
+    /// Open file descriptors, when readable.
     pub open_fds: Option<u64>,
+    /// The soft limit on open file descriptors, when readable.
     pub max_fds: Option<u64>,
+    /// Process start, Unix seconds, when readable.
     pub start_time_seconds: Option<f64>,
 }
 

@@ -108,14 +108,19 @@ mod tests {
 /// algorithms, proleptic Gregorian), so no crate needs a date library for RFC 3339 stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Utc {
+    /// The year (proleptic Gregorian; may be ≤ 0).
     pub year: i64,
     /// 1–12.
     pub month: i64,
     /// 1–31.
     pub day: i64,
+    /// 0–23.
     pub hour: i64,
+    /// 0–59.
     pub minute: i64,
+    /// 0–59.
     pub second: i64,
+    /// 0–999.
     pub millis: i64,
 }
 

@@ -11,6 +11,8 @@
 //! - `mem`: resident set size over `MemTotal`, percent, 0–100.
 //! - `rss`: resident set size, bytes.
 
+#![deny(missing_docs)]
+
 pub mod clock;
 pub mod duration;
 pub mod retry;
@@ -28,17 +30,22 @@ pub type TsMs = i64;
 /// One agent batch: `POST /api/v1/samples`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The host the batch is about (1–253 bytes of `[A-Za-z0-9._:-]`).
     pub host: String,
     #[serde(default)]
+    /// The sending agent's name and version, e.g. `procwatch/0.1.0` (informational).
     pub agent: String,
     /// Counts the agent's batches (from 0 or 1, monotonically) so the server can tell a gap.
     #[serde(default)]
     pub seq: u64,
     #[serde(default)]
+    /// The agent's sweep interval, ms (how stale is judged for this host); 0 if unknown.
     pub interval_ms: u64,
     #[serde(default)]
+    /// Host-wide totals, one per sweep in the batch.
     pub host_totals: Vec<HostTotal>,
     #[serde(default)]
+    /// Per-process samples, one per (process name, sweep).
     pub samples: Vec<Sample>,
     /// Samples the agent had to drop (a spool cap was hit) since its previous accepted batch.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -52,6 +59,7 @@ fn is_zero(v: &u64) -> bool {
 /// Host-wide totals of one sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostTotal {
+    /// When the sweep was taken, Unix ms.
     pub ts: TsMs,
     /// Host CPU busy percent from `/proc/stat`, 0–100.
     pub cpu: f64,
@@ -65,15 +73,22 @@ pub struct HostTotal {
 /// One process group (host, process name) at one sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
+    /// When the sweep was taken, Unix ms.
     pub ts: TsMs,
+    /// The process name (all processes of that name on the host are one group).
     pub process: String,
+    /// CPU percent of the host's total capacity over the last interval, 0–100.
     pub cpu: f64,
     #[serde(default)]
+    /// The same CPU time in cores (1.0 = one core fully busy), ≥ 0.
     pub cores: f64,
+    /// Resident set size over `MemTotal`, percent, 0–100.
     pub mem: f64,
     #[serde(default)]
+    /// Resident set size, bytes.
     pub rss: u64,
     #[serde(default = "one")]
+    /// How many processes of that name the group holds (at least 1).
     pub count: u32,
 }
 
@@ -84,7 +99,9 @@ fn one() -> u32 {
 /// The seed system's collector payload: `PUT /ressources-usage/save-all`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyPayload {
+    /// The reporting host (the seed called it by its IP address).
     pub ipaddress: String,
+    /// The points, cpu and mem interleaved.
     pub data: Vec<LegacyPoint>,
 }
 
@@ -92,9 +109,13 @@ pub struct LegacyPayload {
 /// (per-core for cpu, so it may exceed 100 on multi-core hosts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyPoint {
+    /// Unix seconds, as a float.
     pub timestamp: f64,
+    /// psutil's percent (per-core for cpu).
     pub value: f64,
+    /// The process name.
     pub process_name: String,
+    /// `"cpu"` or `"mem"`.
     pub type_data: String,
 }
 
@@ -102,12 +123,16 @@ pub struct LegacyPoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
+    /// CPU, percent of the host.
     Cpu,
+    /// CPU in cores (the built-in "saturates a core" rule).
     Cores,
+    /// Resident memory, percent of the host.
     Mem,
 }
 
 impl Metric {
+    /// The wire name: `cpu`, `cores` or `mem`.
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Cpu => "cpu",
@@ -148,13 +173,18 @@ impl std::fmt::Display for Metric {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
+    /// Below the thresholds (or recovered).
     Ok,
+    /// No sample for 3 intervals (see [`STALE_INTERVALS`]).
     Stale,
+    /// Forecast to cross the threshold within the rule's horizon.
     Amber,
+    /// Over the threshold now.
     Red,
 }
 
 impl Level {
+    /// The wire name: `OK`, `STALE`, `AMBER` or `RED`.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Ok => "OK",
@@ -181,22 +211,31 @@ pub struct AlarmEvent {
     /// Stable id: unique per (host, process, metric, start).
     pub id: String,
     #[serde(default)]
+    /// What the alarm is about (a series, a silent host, a retired host).
     pub kind: AlarmKind,
+    /// The host.
     pub host: String,
+    /// The process name; `""` for a host alarm.
     pub process: String,
+    /// The metric the rule watches.
     pub metric: Metric,
+    /// The level this transition enters.
     pub level: Level,
     /// The level before this transition.
     pub previous: Level,
+    /// When the level was entered, Unix ms (a time from the data, not the evaluator's clock).
     pub start: TsMs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the level was left, Unix ms; `None` while it is active.
     pub end: Option<TsMs>,
     /// The value that caused the transition.
     pub value: f64,
     /// The highest value seen while the event was active.
     pub peak: f64,
+    /// The rule's threshold.
     pub threshold: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The forecast value at the horizon (AMBER only).
     pub forecast: Option<f64>,
     /// Estimated seconds until the threshold is crossed (AMBER only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +251,9 @@ pub struct AlarmEvent {
 #[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
     #[default]
+    /// A (host, process, metric) series crossed or is forecast to cross its threshold.
     Series,
+    /// A host sent nothing for 3 intervals (the dead man's switch).
     HostSilent,
     /// A host was retired (`POST /api/v1/hosts/{host}/retire`): level OK, `start == end`,
     /// `reason` says by whom; its open alarms were closed with the same reason.

@@ -45,7 +45,9 @@ pub const LEGACY_MAX_CPU: f64 = 102_400.0;
 pub struct Problem {
     /// Index of the sample, host total or legacy point; `None` for batch-level fields.
     pub index: Option<usize>,
+    /// The field, e.g. `"cpu"` or `"host_totals.mem"` (see the module documentation).
     pub field: String,
+    /// What is wrong with it, in words a sender can act on.
     pub reason: String,
 }
 
@@ -92,11 +94,14 @@ pub struct Limits {
     pub now_ms: TsMs,
     /// Samples older than `now_ms - retention_ms` are refused.
     pub retention_ms: i64,
+    /// A timestamp may be at most this far ahead of `now_ms`.
     pub max_future_ms: i64,
+    /// At most this many samples a batch.
     pub max_samples: usize,
 }
 
 impl Limits {
+    /// Limits at `now_ms` keeping `retention_ms` of history, with the default caps.
     pub fn new(now_ms: TsMs, retention_ms: i64) -> Self {
         Limits { now_ms, retention_ms, max_future_ms: MAX_FUTURE_MS, max_samples: MAX_SAMPLES }
     }

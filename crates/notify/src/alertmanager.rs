@@ -28,6 +28,7 @@ use crate::console::format_line;
 use crate::webhook::{jittered, retryable, RetryPolicy};
 use crate::{Notifier, NotifyError};
 
+/// Posts alarms to an Alertmanager's `/api/v2/alerts`, re-sending active ones (see the module documentation).
 pub struct Alertmanager {
     url: String,
     resend: Duration,

@@ -168,6 +168,7 @@ pub struct Console<W: Write + Send> {
 }
 
 impl<W: Write + Send> Console<W> {
+    /// A console writing to `out`, with ANSI colours if `colour`.
     pub fn new(out: W, colour: bool) -> Self {
         Self { out: Mutex::new(out), colour }
     }

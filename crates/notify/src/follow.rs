@@ -44,6 +44,7 @@ pub struct FollowOptions {
 }
 
 impl FollowOptions {
+    /// Following `server`'s stream with `token`: 45 s idle timeout, 250 ms–10 s backoff, no state file.
     pub fn new(server: impl Into<String>, token: Option<String>) -> Self {
         Self {
             server: server.into().trim_end_matches('/').to_owned(),

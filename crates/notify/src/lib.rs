@@ -35,6 +35,8 @@
 //! The webhook receives exactly what the stream carries: every transition, including the
 //! closing copy of the previous event (`end` set) that precedes its successor.
 
+#![deny(missing_docs)]
+
 pub mod alertmanager;
 pub mod console;
 pub mod follow;
@@ -52,14 +54,22 @@ use serde::Deserialize;
 /// Why a notification or the stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// Every attempt to deliver failed.
     #[error("cannot deliver to {target}: {reason}")]
-    Delivery { target: String, reason: String },
+    Delivery {
+        /// The URL.
+        target: String,
+        /// The last failure.
+        reason: String,
+    },
     #[error("write failed: {0}")]
+    /// Writing a notification (e.g. to the console) failed.
     Io(#[from] std::io::Error),
     /// The server refused the stream for good (bad token, wrong URL).
     #[error("the server refused the alarm stream: {0}")]
     Refused(String),
     #[error("bad notifier config: {0}")]
+    /// A notifier's settings are wrong (file and key in the message).
     Config(String),
 }
 
@@ -100,13 +110,19 @@ pub trait Notifier: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum NotifierSpec {
+    /// POST each event as JSON to `url`.
     Webhook {
+        /// Where to POST.
         url: String,
         #[serde(default)]
+        /// Extra headers (e.g. an authorisation).
         headers: BTreeMap<String, String>,
+        /// Attempts in all (default 6).
         max_attempts: Option<u32>,
     },
+    /// Keep an Alertmanager's alerts in step with the alarms.
     Alertmanager {
+        /// The Alertmanager's base URL.
         url: String,
         /// humantime duration, default 1m.
         resend: Option<String>,

@@ -16,6 +16,7 @@
 pub struct SseEvent {
     /// `message` when the stream named none.
     pub event: String,
+    /// The event's data (multi-line data joined with `\n`).
     pub data: String,
     /// The last event id seen so far in the stream (may come from an earlier event).
     pub id: Option<String>,
@@ -36,6 +37,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
+    /// An empty parser.
     pub fn new() -> Self {
         Self::default()
     }

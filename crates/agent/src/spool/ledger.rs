@@ -17,6 +17,7 @@ const STATE_FILE: &str = "state.json";
 /// A request the sender has built and may have sent: persisted so a restart resends exactly it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inflight {
+    /// The request's batch `seq`.
     pub seq: u64,
     /// The last record id the request holds (it holds every unacked record up to it).
     pub last_id: u64,
@@ -36,6 +37,7 @@ pub struct SpoolState {
     /// All samples ever dropped by this spool (caps and quarantine).
     pub dropped_total: u64,
     #[serde(default)]
+    /// The request in flight, if any (resent first after a restart).
     pub inflight: Option<Inflight>,
     /// Samples of the request in flight that a cap dropped while it was being sent: if that
     /// attempt succeeds they were delivered after all and are taken off the drop counts.
