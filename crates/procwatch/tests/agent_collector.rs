@@ -58,6 +58,7 @@ fn spawn(cmd: &mut Command) -> Kid {
         match cmd.spawn() {
             Ok(c) => return Kid(c),
             Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                // A retry pause (ETXTBSY: another test's fork still holds the file open).
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => panic!("spawn {cmd:?}: {e}"),
@@ -74,6 +75,7 @@ fn proc_collector(per_pid: bool) -> Box<dyn Collector + Send> {
 /// Primes, waits `interval`, sweeps.
 fn one_sweep(c: &mut dyn Collector, interval: Duration) -> Sweep {
     assert!(c.sweep().unwrap().is_none(), "the first sweep primes");
+    // Behaviour, not synchronisation: the sweep measures over this interval.
     std::thread::sleep(interval);
     c.sweep().unwrap().expect("second sweep measures")
 }
@@ -162,6 +164,7 @@ fn busy_loop_reads_one_core_on_both_collectors() {
     assert!(proc_c.sweep().unwrap().is_none());
     assert!(sysinfo_c.sweep().unwrap().is_none());
     let t1 = pid_ticks(pid);
+    // Behaviour, not synchronisation: the interval both collectors measure over.
     std::thread::sleep(Duration::from_secs(1));
     let t2 = pid_ticks(pid);
     let a = proc_c.sweep().unwrap().unwrap();
@@ -320,6 +323,7 @@ fn a_new_process_counts_all_its_ticks() {
         assert!(c.sweep().unwrap().is_none());
         // Started after the priming sweep: all its CPU lies inside the interval.
         let (kid, name) = spawn_spinner(dir.path());
+        // Behaviour, not synchronisation: the spinner burns CPU for the interval measured.
         std::thread::sleep(Duration::from_millis(700));
         let sweep = c.sweep().unwrap().unwrap();
         let s = group(&sweep, &name);

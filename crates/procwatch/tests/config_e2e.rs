@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_procwatch"));
     c.env_remove("PROCWATCH_CONFIG").stdin(Stdio::null());
@@ -34,20 +36,15 @@ fn run(file: &Path, args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("procwatch --config {} {args:?} did not exit", file.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(status) = common::poll_for(Duration::from_secs(20), || child.try_wait().unwrap())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("procwatch --config {} {args:?} did not exit", file.display());
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
 }
 
 #[test]
@@ -229,16 +226,9 @@ fn up_runs_with_the_example_as_is() {
     assert!(first.starts_with("procwatch is up: dashboard at http://127.0.0.1:"), "{first}");
     let pid = up.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = up.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = up.kill();
-            panic!("procwatch up did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = common::poll_for(Duration::from_secs(30), || up.try_wait().unwrap()) else {
+        let _ = up.kill();
+        panic!("procwatch up did not stop");
     };
     assert!(status.success(), "{status}");
 }

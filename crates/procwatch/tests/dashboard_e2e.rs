@@ -472,6 +472,7 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
                         .send()
                         .await;
                     assert!(r.is_ok_and(|r| r.status().is_success()), "forced batch refused");
+                    // Behaviour, not synchronisation: a live host sends one batch an interval.
                     tokio::time::sleep(Duration::from_secs(INTERVAL_S)).await;
                 }
             })
@@ -545,7 +546,9 @@ async fn measure(browser: &Browser, url: &str, ready: &str, loads: usize) -> Val
         browser.goto("about:blank").await;
         browser.goto(url).await;
         browser.wait_js("the page", ready, Duration::from_secs(30)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The load event's timings are final only once it has ended: wait for that, not a while.
+        let loaded = "return performance.getEntriesByType('navigation')[0].loadEventEnd > 0";
+        browser.wait_js("the load event's end", loaded, Duration::from_secs(30)).await;
         let m = browser.js(MEASURE).await;
         dcl.push(m["dcl"].as_f64().unwrap_or(f64::NAN));
         load.push(m["load"].as_f64().unwrap_or(f64::NAN));

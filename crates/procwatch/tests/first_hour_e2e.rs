@@ -346,6 +346,7 @@ async fn a_restarted_follower_resumes_and_does_not_announce_twice() {
             for seq in 1.. {
                 post_batch(&client, &url, "replay-host", seq, json!([sample("hot", 95.0, 0.1)]))
                     .await;
+                // Behaviour, not synchronisation: a host that keeps reporting, every 100 ms.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })

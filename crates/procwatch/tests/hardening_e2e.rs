@@ -76,6 +76,7 @@ fn sigkill_during_loadgen_loses_no_acknowledged_sample() {
 
     // Kills mid-run, each followed by a restart on the same address and data dir.
     for _ in 0..kills {
+        // Behaviour, not synchronisation: the kills land at arbitrary points of the load.
         std::thread::sleep(kill_every);
         srv.kill().expect("SIGKILL");
         srv.wait().unwrap();

@@ -235,6 +235,7 @@ async fn prometheus_scrapes_per_process_series() {
                     "cpu": 97.5, "cores": 1.95, "mem": 1.0, "rss": 1_000_000, "count": 1}]});
                 let r = client.post(format!("{url}/api/v1/samples")).json(&batch).send().await;
                 assert!(r.is_ok_and(|r| r.status().is_success()), "forced batch refused");
+                // Behaviour, not synchronisation: a live host sends one batch an interval (1 s).
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{wait_addr_file, wait_exit};
+
 /// A running `procwatch server`; killed (SIGKILL, by PID) on drop.
 struct Server {
     child: Child,
@@ -30,19 +33,13 @@ impl Server {
             .spawn()
             .expect("spawn procwatch server");
         let mut server = Server { child, url: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-                server.url = format!("http://{}", addr.trim());
-                let _ = std::fs::remove_file(&addr_file);
-                break;
-            }
-            if let Some(status) = server.child.try_wait().expect("try_wait") {
-                panic!("procwatch server exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "procwatch server did not write its address");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        server.url = wait_addr_file(
+            &mut server.child,
+            &addr_file,
+            "procwatch server",
+            Duration::from_secs(30),
+        );
+        let _ = std::fs::remove_file(&addr_file);
         server
     }
 
@@ -68,14 +65,7 @@ impl Server {
     /// SIGTERM; the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, "the server, after SIGTERM,", Duration::from_secs(30))
     }
 }
 

@@ -10,7 +10,9 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 /// Rounds per test: the race was a narrow window, so one round proves little.
 const ROUNDS: usize = 8;
@@ -45,14 +47,7 @@ fn signal(child: &Child, sig: &str) {
 
 /// Waits for the child to exit; a child still running after [`HANG`] is a hang.
 fn wait_exit(p: &mut Proc, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + HANG;
-    loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what} still running {HANG:?} after the signal");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(&mut p.0, &format!("{what} (a hang if it does not) after the signal"), HANG)
 }
 
 #[test]
@@ -106,12 +101,10 @@ fn server_stops_cleanly_on_sigterm_right_after_the_address_file() {
 
 /// Polls for the address file (written whole, then renamed into place).
 fn wait_for_file(p: &mut Proc, path: &Path) {
-    let deadline = Instant::now() + HANG;
-    while !path.exists() {
+    common::wait_until(&format!("the address file {}", path.display()), HANG, || {
         if let Some(s) = p.0.try_wait().unwrap() {
             panic!("exited before writing {}: {s}", path.display());
         }
-        assert!(Instant::now() < deadline, "no address file after {HANG:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        path.exists().then_some(())
+    });
 }

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a wait for an event may take before the test gives up: generous, because the
 /// machine may be busy; a passing run never waits this long.
@@ -113,14 +115,7 @@ impl Up {
     fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.proc.0.id().to_string();
         assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.proc.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "procwatch up did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_exit(&mut self.proc.0, &format!("procwatch up, after {signal},"), PATIENCE)
     }
 }
 

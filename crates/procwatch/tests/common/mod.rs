@@ -1,11 +1,72 @@
 //! Harness shared by the end-to-end tests of the real binary: child processes stopped by PID,
-//! looking up a peer daemon on PATH, the SKIPPED-or-fail rule for missing peers, free ports.
-//! Each test binary uses only part of it.
+//! waiting for an observable condition with a deadline (never a fixed sleep), looking up a peer
+//! daemon on PATH, the SKIPPED-or-fail rule for missing peers, free ports. Each test binary
+//! uses only part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// How often a wait looks again. The harness's one pacing sleep: a wait ends on the condition
+/// it polls for, or fails at its deadline; it never waits for time itself.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `probe` until it returns `Some`, for at most `limit`; `None` past the deadline.
+pub fn poll_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `probe` until it returns `Some`; panics after `limit` saying what never happened.
+pub fn wait_until<T>(what: &str, limit: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll_for(limit, probe).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// [`wait_until`] for an async probe (an HTTP request, ...), pacing with the runtime's timer.
+pub async fn wait_until_async<T, F>(what: &str, limit: Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits for `child` to exit (at most `limit`) and returns its status.
+pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> ExitStatus {
+    wait_until(&format!("{what} to exit"), limit, || child.try_wait().expect("try_wait"))
+}
+
+/// Waits for a server `child` to write its `--addr-file` and returns its `http://` URL;
+/// panics if the child exits first or nothing is written within `limit`.
+pub fn wait_addr_file(child: &mut Child, addr_file: &Path, what: &str, limit: Duration) -> String {
+    wait_until(&format!("{what} to write its address"), limit, || {
+        if let Ok(addr) = std::fs::read_to_string(addr_file) {
+            if !addr.trim().is_empty() {
+                return Some(format!("http://{}", addr.trim()));
+            }
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("{what} exited early: {status}");
+        }
+        None
+    })
+}
 
 /// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
 pub struct Proc {
@@ -32,30 +93,17 @@ impl Proc {
 
     /// Waits (at most `limit`) until this server has written its `--addr-file`, and returns
     /// its `http://` URL; panics if the server exits first.
-    pub fn wait_for_addr(&mut self, addr_file: &std::path::Path, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(addr) = std::fs::read_to_string(addr_file) {
-                if !addr.trim().is_empty() {
-                    return format!("http://{}", addr.trim());
-                }
-            }
-            self.assert_running();
-            assert!(Instant::now() < deadline, "{} did not write its address", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn wait_for_addr(&mut self, addr_file: &Path, limit: Duration) -> String {
+        wait_addr_file(&mut self.child, addr_file, self.name, limit)
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let child = &mut self.child;
+        if poll_for(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -19,4 +19,4 @@ end = time.monotonic() + 60
 while time.monotonic() < end:
     if len(held) * STEP < MAX:
         held.append(b"\x01" * STEP)  # written, so resident
-    time.sleep(0.1)
+    time.sleep(0.1)  # behaviour: the ramp grows 1 step every 100 ms

@@ -282,7 +282,17 @@ async fn shutdown_finishes_writes_in_flight() {
     let request = tokio::spawn(async move { client.post(url).json(&b).send().await });
     gated.started.notified().await;
     // The write is in the store now; ask the server to stop, then let the write finish.
+    let addr = app.url.trim_start_matches("http://").to_owned();
     let stopping = tokio::spawn(app.stop());
+    // The shutdown is under way once the listener is closed (an event, not a fixed wait):
+    // from then on only the write in flight holds `run`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the server never stopped listening");
+        tokio::task::yield_now().await;
+    }
+    // Not synchronisation: a negative check needs a window in which `run` could wrongly
+    // return; it starts only once the shutdown is visibly under way.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!stopping.is_finished(), "run returned with a write in flight");
     gated.go.add_permits(1);
