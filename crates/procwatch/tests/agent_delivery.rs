@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const INTERVAL_MS: u64 = 200;
 
 fn bin() -> &'static str {
@@ -40,11 +42,7 @@ fn kill_term(child: &Child) {
 }
 
 fn wait_exit(child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline, "{what} did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(child, what, Duration::from_secs(30));
 }
 
 /// A running `procwatch server`; SIGKILLed (by PID) on drop.
@@ -71,19 +69,14 @@ impl Server {
             .stderr(std::fs::File::create(data.with_extension("server.log")).expect("log file"))
             .spawn()
             .expect("spawn procwatch server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                if let Ok(addr) = a.trim().parse() {
-                    return Server { child, addr };
-                }
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("procwatch server exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "procwatch server did not write its address");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let url = common::wait_addr_file(
+            &mut child,
+            &addr_file,
+            "procwatch server",
+            Duration::from_secs(30),
+        );
+        let addr = url.trim_start_matches("http://").parse().expect("a socket address");
+        Server { child, addr }
     }
 
     fn url(&self) -> String {
@@ -136,11 +129,11 @@ impl Agent {
     }
 
     fn wait_sweeps(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.taken().len() < n {
-            assert!(Instant::now() < deadline, "agent took fewer than {n} sweeps");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_until(
+            &format!("the agent to take {n} sweeps"),
+            Duration::from_secs(30),
+            || (self.taken().len() >= n).then_some(()),
+        );
     }
 
     /// SIGTERM (the agent delivers what it can, then exits).
@@ -359,11 +352,9 @@ async fn spool_cap_drop_is_counted_and_shown_by_the_server() {
         &log,
         &["--spool-max-bytes", "12KiB"],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dropped_from_log(&log) == 0 {
-        assert!(Instant::now() < deadline, "the spool cap was never hit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("the spool cap to be hit", Duration::from_secs(30), || {
+        (dropped_from_log(&log) > 0).then_some(())
+    });
     let server = Server::start(addr, &dir.path().join("data"), &[]);
     let n = agent.taken().len();
     agent.wait_sweeps(n + 3);

@@ -10,7 +10,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 struct Proc(Child);
 
@@ -74,17 +76,8 @@ fn every_curl_example_of_the_guide_works() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let base = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            if !a.trim().is_empty() {
-                break format!("http://{}", a.trim());
-            }
-        }
-        assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
-        assert!(Instant::now() < deadline, "the server wrote no address");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let base =
+        common::wait_addr_file(&mut server.0, &addr_file, "the server", Duration::from_secs(30));
 
     for example in &examples {
         assert!(
@@ -160,11 +153,9 @@ fn every_curl_example_of_the_guide_works() {
             .unwrap_or(0)
     };
     let start = passes();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while passes() < start + 2 {
-        assert!(Instant::now() < deadline, "the evaluator made no progress");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until("two more evaluation passes", Duration::from_secs(60), || {
+        (passes() >= start + 2).then_some(())
+    });
     assert_eq!(active(), Vec::<serde_json::Value>::new());
 }
 
@@ -228,14 +219,7 @@ const NOT_RUN: &[(&str, &str)] = &[
 /// A child stopped by PID: SIGTERM, then its exit status within `limit`.
 fn terminate(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(child, &format!("{what}, after SIGTERM,"), limit)
 }
 
 fn curl_json(args: &[&str]) -> serde_json::Value {
@@ -267,14 +251,7 @@ fn run_to_end(cmd: &str, dir: &Path, env: &[(&str, &str)], limit: Duration) -> S
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "`{cmd}` still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child.0, &format!("`{cmd}`"), limit);
     let stdout = std::fs::read_to_string(&out_file).unwrap();
     let stderr = std::fs::read_to_string(&err_file).unwrap();
     assert!(status.success(), "`{cmd}` failed ({status}):\nstdout: {stdout}\nstderr: {stderr}");
@@ -338,17 +315,8 @@ fn the_guides_procwatch_commands_run_on_loopback() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let base = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            if !a.trim().is_empty() {
-                break format!("http://{}", a.trim());
-            }
-        }
-        assert!(server.0.try_wait().unwrap().is_none(), "`{server_cmd}` exited");
-        assert!(Instant::now() < deadline, "the server wrote no address");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let base =
+        common::wait_addr_file(&mut server.0, &addr_file, &server_cmd, Duration::from_secs(30));
     let auth = format!("Authorization: Bearer {READ}");
     // The guide's placeholders: hosts `host`/`mon` are this server, `$WRITE_TOKEN`,
     // `$READ_TOKEN` and `T` (a read token in `status`) the tokens.
@@ -405,25 +373,19 @@ fn the_guides_procwatch_commands_run_on_loopback() {
             .unwrap(),
     );
     let hosts_url = format!("{base}/api/v1/hosts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (host, first_seen) = loop {
-        let v = curl_json(&["-H", &auth, &hosts_url]);
-        if let Some(h) = v["hosts"].as_array().and_then(|h| h.first()) {
-            break (h["host"].as_str().unwrap().to_owned(), h["last_seen"].clone());
-        }
+    let what = format!("`{agent_cmd}` to deliver a sweep");
+    let (host, first_seen) = common::wait_until(&what, Duration::from_secs(60), || {
         assert!(agent.0.try_wait().unwrap().is_none(), "`{agent_cmd}` exited");
-        assert!(Instant::now() < deadline, "`{agent_cmd}` delivered nothing");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // A second sweep arrives: the agent runs on, interval after interval.
-    loop {
         let v = curl_json(&["-H", &auth, &hosts_url]);
-        if v["hosts"][0]["last_seen"] != first_seen {
-            break;
-        }
-        assert!(Instant::now() < deadline, "`{agent_cmd}` delivered only one sweep");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let h = v["hosts"].as_array().and_then(|h| h.first())?;
+        Some((h["host"].as_str().unwrap().to_owned(), h["last_seen"].clone()))
+    });
+    // A second sweep arrives: the agent runs on, interval after interval.
+    let what = format!("`{agent_cmd}` to deliver a second sweep");
+    common::wait_until(&what, Duration::from_secs(60), || {
+        let v = curl_json(&["-H", &auth, &hosts_url]);
+        (v["hosts"][0]["last_seen"] != first_seen).then_some(())
+    });
     let status = terminate(&mut agent.0, &agent_cmd, Duration::from_secs(30));
     assert!(status.success(), "`{agent_cmd}` stopped with {status}");
 
@@ -460,11 +422,9 @@ fn the_guides_procwatch_commands_run_on_loopback() {
             .unwrap_or(0)
     };
     let start = passes();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while passes() < start + 2 {
-        assert!(Instant::now() < deadline, "the evaluator made no progress");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until("two more evaluation passes", Duration::from_secs(60), || {
+        (passes() >= start + 2).then_some(())
+    });
     assert_eq!(active(), serde_json::json!([]));
     assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
 }
