@@ -96,17 +96,8 @@ fn start_server(dir: &Path, config: &str) -> (Proc, String) {
             .arg(&addr_file)
             .env_remove("PROCWATCH_CONFIG"),
     );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            if !addr.trim().is_empty() {
-                return (server, format!("http://{}", addr.trim()));
-            }
-        }
-        server.assert_running();
-        assert!(Instant::now() < deadline, "procwatch server did not write its address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let url = common::wait_addr_file(&mut server.child, &addr_file, "procwatch server", PATIENCE);
+    (server, url)
 }
 
 fn start_agent(dir: &Path, url: &str, host: &str) -> Proc {
@@ -559,12 +550,10 @@ fn start_server_at(dir: &Path, port: u16) -> Proc {
             .arg(dir.join("data"))
             .env_remove("PROCWATCH_CONFIG"),
     );
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    common::wait_until(&format!("procwatch server to listen on {port}"), PATIENCE, || {
         server.assert_running();
-        assert!(Instant::now() < deadline, "procwatch server did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     server
 }
 
@@ -604,11 +593,8 @@ async fn follower_reconnects_across_a_server_restart() {
 
     let mut server = server;
     server.signal("-TERM");
-    let deadline = Instant::now() + PATIENCE;
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server ignored SIGTERM (an open stream held it?)");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = "the server, after SIGTERM (an open stream held it?),";
+    common::wait_exit(&mut server.child, what, PATIENCE);
     let _server = start_server_at(dir, port);
     // The follower is back on the new server's stream before the recovery happens: an alarm
     // that closes while a follower is away reaches it only as `event: synced` (no OK line).
@@ -662,14 +648,8 @@ async fn follower_reconnects_across_a_server_restart() {
             .unwrap(),
         name: "procwatch alarm --token wrong".into(),
     };
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = wrong.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "procwatch alarm kept going with a wrong token");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let what = "procwatch alarm with a wrong token";
+    let status = common::wait_exit(&mut wrong.child, what, PATIENCE);
     assert!(!status.success());
     let err = std::fs::read_to_string(&err_file).unwrap();
     assert!(err.contains("401"), "{err}");

@@ -31,18 +31,17 @@ fn now_ms() -> i64 {
 }
 
 fn wait_file(path: &Path, p: &mut Proc, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
+    let what = format!("{} to write {}", p.name, path.display());
+    common::wait_until(&what, limit, || {
         if let Ok(s) = std::fs::read_to_string(path) {
             // The server writes one line; Chromium's port is the first of two lines.
             if s.contains('\n') || (!s.trim().is_empty() && p.name == "procwatch server") {
-                return s;
+                return Some(s);
             }
         }
         p.assert_running();
-        assert!(Instant::now() < deadline, "{} did not write {}", p.name, path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        None
+    })
 }
 
 fn start_server(dir: &Path) -> (Proc, String) {

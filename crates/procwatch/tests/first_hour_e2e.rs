@@ -400,12 +400,10 @@ fn a_failed_up_leaves_no_data_dir_and_up_with_memory_logs_none() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !addr_file.exists() {
+    common::wait_until("up to write its address", Duration::from_secs(60), || {
         assert!(up.try_wait().unwrap().is_none(), "up exited");
-        assert!(Instant::now() < deadline, "up wrote no address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        addr_file.exists().then_some(())
+    });
     let _ = Command::new("kill").args(["-TERM", &up.id().to_string()]).status();
     let out = up.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

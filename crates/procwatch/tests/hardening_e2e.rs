@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use procwatch_store::{HistoryQuery, Storage};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
@@ -29,19 +31,8 @@ fn server(data: &Path, listen: &str, addr_file: &Path, extra: &[&str]) -> Child 
 }
 
 fn wait_addr(addr_file: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(a) = std::fs::read_to_string(addr_file) {
-            if !a.is_empty() {
-                return a;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let url = common::wait_addr_file(child, addr_file, "the server", Duration::from_secs(30));
+    url.trim_start_matches("http://").to_owned()
 }
 
 /// `HARDENING_<NAME>` from the environment, else `default` (the trials in RELIABILITY.md run

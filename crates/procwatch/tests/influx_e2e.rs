@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use procwatch_store_influx::testing::Influxd;
 use serde_json::{json, Value};
 
+mod common;
+
 const INTERVAL_MS: u64 = 200;
 
 fn bin() -> &'static str {
@@ -49,22 +51,22 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn procwatch server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                if !a.trim().is_empty() {
-                    return Server { child, url: format!("http://{}", a.trim()), log };
+        let url =
+            common::wait_until(&format!("server {name} to start"), Duration::from_secs(30), || {
+                if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                    if !a.trim().is_empty() {
+                        return Some(format!("http://{}", a.trim()));
+                    }
                 }
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!(
-                    "server {name} exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "server {name} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!(
+                        "server {name} exited with {status}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                None
+            });
+        Server { child, url, log }
     }
 }
 
@@ -220,11 +222,11 @@ impl Agent {
     }
 
     fn wait_sweeps(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.taken().len() < n {
-            assert!(Instant::now() < deadline, "agent took fewer than {n} sweeps");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_until(
+            &format!("the agent to take {n} sweeps"),
+            Duration::from_secs(30),
+            || (self.taken().len() >= n).then_some(()),
+        );
     }
 
     /// SIGTERM: the agent delivers what it can, then exits.
@@ -235,11 +237,7 @@ impl Agent {
             .expect("kill")
             .success();
         assert!(ok);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "agent did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_exit(&mut self.child, "the agent", Duration::from_secs(30));
     }
 }
 
