@@ -1,4 +1,4 @@
-//! The forecaster scorer: SPEC section 4, "Scoring a forecaster", as pure functions.
+//! The forecaster scorer: docs/contract.md §4, "Scoring a forecaster", as pure functions.
 //!
 //! A trace is CSV `timestamp,value` with `YYYY-MM-DD HH:MM:SS` UTC timestamps
 //! ([`parse_trace`]). The protocol, as implemented here:
@@ -142,7 +142,7 @@ pub fn events(y: &[f64], threshold: f64) -> Vec<usize> {
 /// How to scale a trace before scoring.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scale {
-    /// The SPEC's rule: as is when it has an event at θ, else `× (θ+5)/P97`.
+    /// The contract's rule (docs/contract.md §4): as is when it has an event at θ, else `× (θ+5)/P97`.
     Auto,
     /// As is.
     None,

@@ -221,7 +221,7 @@ impl Forecaster for Persistence {
 ///    just under T instead of raising a new one at every wobble.
 ///
 /// The **hold-off** is what makes the rule about *new* crossings: right after the series was
-/// above T, a re-crossing is the same incident (SPEC: re-crossings within 30 min are a
+/// above T, a re-crossing is the same incident (docs/contract.md: re-crossings within 30 min are a
 /// continuation), already reported as RED, and a series hovering just under T after a
 /// crossing would otherwise be in AMBER most of the time. Note the scorer's side of this:
 /// AMBER in the 25 min after a crossing can never count as catching an event (an event needs
@@ -433,7 +433,7 @@ impl Forecaster for Analog {
 ///   where `z` is the sensitivity: AMBER when T is within `z` noise widths of the forecast
 ///   (higher `z`, more warnings; `z < 0` asks the forecast to clear T by `−z` noise widths);
 /// - **hold-off**: never above while a sample above T was seen in the last `holdoff` (30 min):
-///   a re-crossing then is the same incident (SPEC: re-crossings within 30 min are a
+///   a re-crossing then is the same incident (docs/contract.md: re-crossings within 30 min are a
 ///   continuation), already RED;
 /// - **ETA**: when above, the time at which the undamped trend line `y + b·t` reaches T, at
 ///   most H (the forecaster only claims "within H"; H itself when the trend does not rise).

@@ -91,8 +91,8 @@
 //!
 //! # Backtest
 //!
-//! [`backtest`] implements SPEC section 4 "Scoring a forecaster" exactly (it reproduces the
-//! SPEC's cross-check counts); the forecasters it scores are the ones above.
+//! [`backtest`] implements docs/contract.md §4 "Scoring a forecaster" exactly (it reproduces the
+//! contract's cross-check counts); the forecasters it scores are the ones above.
 
 pub mod backtest;
 pub mod cv;

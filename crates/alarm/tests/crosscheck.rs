@@ -1,4 +1,4 @@
-//! The scorer must reproduce SPEC section 4's cross-check counts exactly, on the shared
+//! The scorer must reproduce docs/contract.md §4's cross-check counts exactly, on the shared
 //! traces (copied, with their licence notice, into `tests/data/traces/`).
 
 use procwatch_alarm::backtest::{

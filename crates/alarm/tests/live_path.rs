@@ -1,5 +1,5 @@
 //! The backtest scores the live path, not a copy: a recorded stream (the Azure memory trace of
-//! `tests/data/traces-extra`, 30 days at 5 min, scaled by the SPEC's rule) fed sample by sample
+//! `tests/data/traces-extra`, 30 days at 5 min, scaled by the contract's rule) fed sample by sample
 //! through the server's evaluator (`Engine::evaluate`) and through the backtest
 //! (`forecast_flags` + `amber_samples`) gives AMBER on exactly the same samples.
 //!

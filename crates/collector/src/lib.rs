@@ -1,5 +1,5 @@
 //! The procwatch collector: one sweep over every process of the host, grouped by process name,
-//! with the figures of SPEC section 1.
+//! with the figures of docs/contract.md §1.
 //!
 //! # API
 //!

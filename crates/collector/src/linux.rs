@@ -248,7 +248,7 @@ impl Collector for ProcCollector {
     }
 }
 
-/// The name of a process: comm, or for a 15-byte comm the longer name of SPEC section 1,
+/// The name of a process: comm, or for a 15-byte comm the longer name of docs/contract.md §1,
 /// resolved once per process (and again only if its comm changes, after an exec).
 fn resolve_cached<'a>(
     cache: &'a mut Option<(Box<str>, Box<str>)>,

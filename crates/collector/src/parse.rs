@@ -174,7 +174,7 @@ pub fn argv0_basename(cmdline: &[u8]) -> Option<&str> {
     (!base.is_empty()).then_some(base)
 }
 
-/// The process name of SPEC section 1: comm, unless comm is exactly 15 bytes (the kernel
+/// The process name of docs/contract.md §1: comm, unless comm is exactly 15 bytes (the kernel
 /// truncated it) and a candidate (the basename of `argv[0]` or of the executable) is longer and
 /// starts with it; then that candidate.
 pub fn resolve_name<'a>(comm: &'a str, candidates: &[Option<&'a str>]) -> &'a str {
@@ -189,7 +189,7 @@ pub fn resolve_name<'a>(comm: &'a str, candidates: &[Option<&'a str>]) -> &'a st
         .unwrap_or(comm)
 }
 
-/// A process name the server accepts (SPEC section 2: 1–255 bytes of UTF-8, no control
+/// A process name the server accepts (docs/contract.md §2: 1–255 bytes of UTF-8, no control
 /// characters). comm may hold any byte (`prctl(PR_SET_NAME)`): control characters become `?`,
 /// an empty name becomes `?`, and a name is cut at 255 bytes on a character boundary. Names
 /// that need nothing are borrowed.

@@ -2,7 +2,7 @@
 //!
 //! These are the only types that cross a process boundary (agent → server, server → alarm
 //! service, server → dashboard). They do no I/O. The contract they implement is
-//! `SPEC.md` section 2 (ingestion) and section 4 (alarm events).
+//! `docs/contract.md` §2 (ingestion) and §4 (alarm events).
 //!
 //! Units, everywhere:
 //! - `ts`: Unix time in milliseconds (UTC).
@@ -201,7 +201,7 @@ impl std::fmt::Display for Level {
     }
 }
 
-/// One alarm transition, kept in the store and notified (SPEC section 4).
+/// One alarm transition, kept in the store and notified (docs/contract.md §4).
 ///
 /// An event is opened when a series leaves OK (`end` is `None` while it is active) and closed
 /// when it returns to OK or changes level. A host alarm (dead man's switch) has

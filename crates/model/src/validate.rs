@@ -1,4 +1,4 @@
-//! Batch validation: the ingestion rules of SPEC section 2, as pure functions over bytes and
+//! Batch validation: the ingestion rules of docs/contract.md §2, as pure functions over bytes and
 //! wire types, so the server only has to call them and map a [`Rejection`] to a `400`.
 //!
 //! - [`decode_batch`] turns a `POST /api/v1/samples` body (already decompressed) into a valid
@@ -197,7 +197,7 @@ fn percent_problem(v: f64, max: f64) -> Option<String> {
     }
 }
 
-/// Checks every rule of SPEC section 2 that a typed batch can break.
+/// Checks every rule of docs/contract.md §2 that a typed batch can break.
 pub fn validate_batch(batch: &Batch, limits: &Limits) -> Result<(), Rejection> {
     let mut p = Problems::default();
     if let Some(r) = host_problem(&batch.host) {

@@ -1,5 +1,5 @@
 //! `procwatch alarm backtest` end to end: the real binary on the shared traces (the copy in
-//! crates/alarm/tests/data/traces), JSON output, pooled counts of the SPEC's cross-checks.
+//! crates/alarm/tests/data/traces), JSON output, pooled counts of the contract's cross-checks.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -292,7 +292,7 @@ async fn wait_host_data(client: &reqwest::Client, url: &str) -> Vec<String> {
     }
 }
 
-/// A batch for `HOST` with one process that ends far above the threshold (SPEC: T = 80):
+/// A batch for `HOST` with one process that ends far above the threshold (docs/contract.md: T = 80):
 /// with `ramp`, a minute of history climbing from 30 % to it (so its chart shows the crossing),
 /// else the newest sample alone. `seq` 0 never passes the agent's own, so the host's gap
 /// accounting is untouched.

@@ -1,7 +1,7 @@
 //! `procwatch agent`: samples every process on a fixed cadence.
 //!
 //! - `--once`: takes two readings `--interval` apart, prints one sweep (sorted by cpu) as a
-//!   table (default) or as the JSON batch of SPEC section 2 (`--format json`), and exits.
+//!   table (default) or as the JSON batch of docs/contract.md §2 (`--format json`), and exits.
 //! - otherwise: runs forever. The first reading primes the counters; then one batch per
 //!   interval, each deadline = previous deadline + interval (no drift; a sweep that overruns
 //!   skips the deadlines it missed rather than bunching up). Without `--server`, each batch is
@@ -150,7 +150,7 @@ impl AgentArgs {
     }
 }
 
-/// The batch of SPEC section 2 for one sweep: one host total, one sample per process name.
+/// The batch of docs/contract.md §2 for one sweep: one host total, one sample per process name.
 pub fn build_batch(host: &str, seq: u64, interval: Duration, sweep: &Sweep) -> Batch {
     Batch {
         host: host.to_owned(),

@@ -1,5 +1,5 @@
 //! `procwatch alarm`: the alarm service and `procwatch alarm backtest`, which replays traces
-//! through the alarm crate's forecasters and scores them by SPEC section 4.
+//! through the alarm crate's forecasters and scores them by docs/contract.md §4.
 //!
 //! `procwatch alarm [--server URL] [--token T | --token-file F] [--state-file F] [--color auto|always|never]` follows the server's
 //! alarm stream (`/api/v1/alarms/stream`, reconnecting with backoff forever; a 401/403/404 ends
@@ -65,7 +65,7 @@ pub struct AlarmArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum AlarmCommand {
-    /// Replay traces through a forecaster and print SPEC section 4's scores, per trace and
+    /// Replay traces through a forecaster and print docs/contract.md §4's scores, per trace and
     /// pooled per group (cpu_native, cpu_scaled, mem_scaled).
     Backtest(Box<BacktestArgs>),
     /// Time the server's alarm evaluation over a synthetic fleet in a temporary SQLite store:
@@ -104,11 +104,11 @@ struct BacktestArgs {
     horizon: String,
 
     /// AMBER needs the forecast above T on this many samples in a row (1 = none, as in the
-    /// SPEC's cross-checks).
+    /// contract's cross-checks).
     #[arg(long, env = "PROCWATCH_DEBOUNCE", default_value_t = 1)]
     debounce: u32,
 
-    /// Scaling: auto (the SPEC's rule), none, or a factor.
+    /// Scaling: auto (the contract's rule), none, or a factor.
     #[arg(long, env = "PROCWATCH_SCALE", default_value = "auto")]
     scale: String,
 
