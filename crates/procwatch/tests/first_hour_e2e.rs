@@ -18,37 +18,11 @@ const WRITE: &str = "w-token-first-hour";
 const READ: &str = "r-token-first-hour";
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_procwatch"));
-    for var in [
-        "PROCWATCH_CONFIG",
-        "PROCWATCH_SERVER",
-        "PROCWATCH_WRITE_TOKEN",
-        "PROCWATCH_READ_TOKEN",
-        "PROCWATCH_WRITE_TOKEN_FILE",
-        "PROCWATCH_READ_TOKEN_FILE",
-    ] {
-        c.env_remove(var);
-    }
-    c
+    common::procwatch()
 }
 
 fn start_server(dir: &Path, config: &str) -> (Proc, String) {
-    let config_file = dir.join("server.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let addr_file = dir.join("server.addr");
-    let mut server = Proc::spawn(
-        "procwatch server",
-        bin()
-            .arg("--config")
-            .arg(&config_file)
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--interval", "200ms", "--store", "memory"])
-            .args(["--write-token", WRITE, "--read-token", READ])
-            .arg("--addr-file")
-            .arg(&addr_file),
-    );
-    let url = server.wait_for_addr(&addr_file, Duration::from_secs(60));
-    (server, url)
+    common::start_memory_server(dir, config, WRITE, READ)
 }
 
 fn now_ms() -> i64 {
@@ -81,19 +55,12 @@ async fn get(client: &reqwest::Client, url: &str, path: &str) -> Value {
 }
 
 /// Polls `f` until it returns `Some`, for up to 60 s (the machine is shared and loaded).
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until_async(what, Duration::from_secs(60), f).await
 }
 
 async fn active(client: &reqwest::Client, url: &str) -> Vec<Value> {

@@ -7,7 +7,6 @@
 //! another gets 28 s of samples stamped in the past (ready at once): no waiting for history.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -18,42 +17,9 @@ const WRITE: &str = "w-token-warmup";
 const READ: &str = "r-token-warmup";
 const WINDOW_MS: i64 = 20_000;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_procwatch"));
-    for var in [
-        "PROCWATCH_CONFIG",
-        "PROCWATCH_SERVER",
-        "PROCWATCH_WRITE_TOKEN",
-        "PROCWATCH_READ_TOKEN",
-        "PROCWATCH_WRITE_TOKEN_FILE",
-        "PROCWATCH_READ_TOKEN_FILE",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
 fn start_server(dir: &Path) -> (Proc, String) {
-    let config_file = dir.join("server.toml");
-    std::fs::write(
-        &config_file,
-        "[alarm_defaults]\nmethod = \"linear\"\nwindow = \"20s\"\nhorizon = \"20s\"\n",
-    )
-    .unwrap();
-    let addr_file = dir.join("server.addr");
-    let mut server = Proc::spawn(
-        "procwatch server",
-        bin()
-            .arg("--config")
-            .arg(&config_file)
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--interval", "200ms", "--store", "memory"])
-            .args(["--write-token", WRITE, "--read-token", READ])
-            .arg("--addr-file")
-            .arg(&addr_file),
-    );
-    let url = server.wait_for_addr(&addr_file, Duration::from_secs(60));
-    (server, url)
+    let config = "[alarm_defaults]\nmethod = \"linear\"\nwindow = \"20s\"\nhorizon = \"20s\"\n";
+    common::start_memory_server(dir, config, WRITE, READ)
 }
 
 fn now_ms() -> i64 {
@@ -148,7 +114,7 @@ async fn forecasts_say_per_series_when_amber_is_ready() {
     assert_eq!(rows(&only, "seasoned").len(), seasoned.len());
 
     // `procwatch status` says it where a user looks.
-    let out = bin()
+    let out = common::procwatch()
         .args(["status", "--server", &url])
         .env("PROCWATCH_READ_TOKEN", READ)
         .output()

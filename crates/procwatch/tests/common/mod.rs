@@ -110,6 +110,45 @@ impl Drop for Proc {
     }
 }
 
+/// The binary under test, without the `PROCWATCH_*` variables (config, server, tokens) that
+/// would change what a test asks of it.
+pub fn procwatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_procwatch"));
+    for var in [
+        "PROCWATCH_CONFIG",
+        "PROCWATCH_SERVER",
+        "PROCWATCH_WRITE_TOKEN",
+        "PROCWATCH_READ_TOKEN",
+        "PROCWATCH_WRITE_TOKEN_FILE",
+        "PROCWATCH_READ_TOKEN_FILE",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// `procwatch --config <dir>/server.toml server` with `config` as the file, on `127.0.0.1:0`,
+/// the in-memory store, a 200 ms interval and the `write`/`read` tokens; returns the process
+/// and its URL once it has written its address.
+pub fn start_memory_server(dir: &Path, config: &str, write: &str, read: &str) -> (Proc, String) {
+    let config_file = dir.join("server.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let addr_file = dir.join("server.addr");
+    let mut server = Proc::spawn(
+        "procwatch server",
+        procwatch()
+            .arg("--config")
+            .arg(&config_file)
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--interval", "200ms", "--store", "memory"])
+            .args(["--write-token", write, "--read-token", read])
+            .arg("--addr-file")
+            .arg(&addr_file),
+    );
+    let url = server.wait_for_addr(&addr_file, Duration::from_secs(60));
+    (server, url)
+}
+
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
