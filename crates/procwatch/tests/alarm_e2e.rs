@@ -165,19 +165,12 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_until_async_every(what, limit, Duration::from_millis(100), f).await
 }
 
 /// An HTTP server on 127.0.0.1:0 that records every JSON body POSTed to `/hook`.

@@ -200,8 +200,8 @@ impl Browser {
 
     /// Polls a script until it returns something truthy (not null/false/0/""), at most `limit`.
     async fn wait_js(&self, what: &str, script: &str, limit: Duration) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
+        let every = Duration::from_millis(100);
+        common::wait_until_async_every(what, limit, every, || async {
             let v = self.js(script).await;
             let truthy = match &v {
                 Value::Null => false,
@@ -210,12 +210,9 @@ impl Browser {
                 Value::String(s) => !s.is_empty(),
                 _ => true,
             };
-            if truthy {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            truthy.then_some(v)
+        })
+        .await
     }
 
     async fn screenshot(&self, path: &Path) {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::{free_port, skip_or_fail, which, Proc};
@@ -56,19 +56,12 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
 }
 
 /// Polls `f` every 250 ms until it returns `Some`, at most `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_until_async_every(what, limit, Duration::from_millis(250), f).await
 }
 
 /// `promtool check metrics` (same Debian package as Prometheus) must print nothing and exit 0.

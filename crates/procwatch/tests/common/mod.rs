@@ -33,7 +33,21 @@ pub fn wait_until<T>(what: &str, limit: Duration, probe: impl FnMut() -> Option<
 }
 
 /// [`wait_until`] for an async probe (an HTTP request, ...), pacing with the runtime's timer.
-pub async fn wait_until_async<T, F>(what: &str, limit: Duration, mut probe: impl FnMut() -> F) -> T
+pub async fn wait_until_async<T, F>(what: &str, limit: Duration, probe: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
+    wait_until_async_every(what, limit, POLL, probe).await
+}
+
+/// [`wait_until_async`] looking again every `every` (a probe that costs its peer something: a
+/// Prometheus query, a browser round trip).
+pub async fn wait_until_async_every<T, F>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T
 where
     F: Future<Output = Option<T>>,
 {
@@ -43,7 +57,7 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(every).await;
     }
 }
 
