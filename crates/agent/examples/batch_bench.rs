@@ -13,31 +13,14 @@
 //! ```
 //! Optional: `--sweeps 360 --procs 300 --reps 30`.
 
+#[path = "shared/sweeps.rs"]
+mod sweeps;
+use sweeps::sweep;
+
 use std::time::Instant;
 
-use procwatch_agent::{build_batch, decode_payload, encode_sweep, SweepData};
+use procwatch_agent::{build_batch, decode_payload, encode_sweep};
 use procwatch_model::{Batch, HostTotal, Sample};
-
-fn sweep(ts: i64, procs: usize, k: u64) -> SweepData {
-    SweepData {
-        ts,
-        host_totals: vec![HostTotal { ts, cpu: 37.5, mem: 61.2, unattributed_cpu: Some(1.25) }],
-        samples: (0..procs)
-            .map(|i| {
-                let x = ((i as u64 * 7919 + k * 104_729) % 10_000) as f64 / 100.0;
-                Sample {
-                    ts,
-                    process: format!("process-{i:03}"),
-                    cpu: x / 4.0,
-                    cores: x / 200.0,
-                    mem: x / 10.0,
-                    rss: 1_000_000 + i as u64 * 4096,
-                    count: 1 + (i as u32 % 3),
-                }
-            })
-            .collect(),
-    }
-}
 
 /// The peer: parse every record back into model types and serialise the whole batch.
 fn typed(host: &str, agent: &str, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {

@@ -11,38 +11,20 @@
 //! Optional further arguments: `--interval-ms 1000 --sweeps 360 --procs 300 --peer 1` (`--peer
 //! 0` skips the one-sweep-per-request replay, which cannot keep up with very short intervals).
 
+#[path = "shared/sweeps.rs"]
+mod sweeps;
+use sweeps::sweep;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use procwatch_agent::{Agent, AgentConfig, AgentStats, Spool, SpoolConfig, SweepData};
-use procwatch_model::{HostTotal, Sample};
+use procwatch_agent::{Agent, AgentConfig, AgentStats, Spool, SpoolConfig};
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn sweep(ts: i64, procs: usize, k: u64) -> SweepData {
-    SweepData {
-        ts,
-        host_totals: vec![HostTotal { ts, cpu: 37.5, mem: 61.2, unattributed_cpu: Some(1.25) }],
-        samples: (0..procs)
-            .map(|i| {
-                let x = ((i as u64 * 7919 + k * 104_729) % 10_000) as f64 / 100.0;
-                Sample {
-                    ts,
-                    process: format!("process-{i:03}"),
-                    cpu: x / 4.0,
-                    cores: x / 200.0,
-                    mem: x / 10.0,
-                    rss: 1_000_000 + i as u64 * 4096,
-                    count: 1 + (i % 3) as u32,
-                }
-            })
-            .collect(),
-    }
 }
 
 struct Server(Child);
