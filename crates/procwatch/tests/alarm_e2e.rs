@@ -157,11 +157,7 @@ impl Follower {
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    let r = client.get(url).send().await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
+    common::try_get_json(client, url, None).await
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, at most `limit`.

@@ -216,6 +216,23 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
 ];
 
+/// A guide command line run by `sh -c` in `dir` with `env` (and no config file), its output
+/// discarded; stopped by PID.
+fn spawn_line(line: &str, dir: &Path, env: &[(&str, &str)]) -> Proc {
+    Proc(
+        Command::new("sh")
+            .args(["-c", line])
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .env_remove("PROCWATCH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A child stopped by PID: SIGTERM, then its exit status within `limit`.
 fn terminate(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -346,32 +363,10 @@ fn the_guides_procwatch_commands_run_on_loopback() {
 
     // The alarm service of the table follows the stream while the agent ships.
     let alarm_cmd = take("procwatch alarm --server");
-    let mut alarm = Proc(
-        Command::new("sh")
-            .args(["-c", &format!("exec {}", subst(&alarm_cmd))])
-            .current_dir(dir)
-            .envs(env.iter().copied())
-            .env_remove("PROCWATCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut alarm = spawn_line(&format!("exec {}", subst(&alarm_cmd)), dir, &env);
     // The agent of the table, for a couple of short intervals.
     let agent_cmd = take("procwatch agent --server");
-    let mut agent = Proc(
-        Command::new("sh")
-            .args(["-c", &format!("exec {} --interval 200ms", subst(&agent_cmd))])
-            .current_dir(dir)
-            .envs(env.iter().copied())
-            .env_remove("PROCWATCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = spawn_line(&format!("exec {} --interval 200ms", subst(&agent_cmd)), dir, &env);
     let hosts_url = format!("{base}/api/v1/hosts");
     let what = format!("`{agent_cmd}` to deliver a sweep");
     let (host, first_seen) = common::wait_until(&what, Duration::from_secs(60), || {

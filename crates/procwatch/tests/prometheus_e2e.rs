@@ -48,11 +48,7 @@ fn start_agent(dir: &Path, url: &str, metrics_addr: &str) -> Proc {
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    let r = client.get(url).bearer_auth(READ_TOKEN).send().await.ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
+    common::try_get_json(client, url, Some(READ_TOKEN)).await
 }
 
 /// Polls `f` every 250 ms until it returns `Some`, at most `limit`.

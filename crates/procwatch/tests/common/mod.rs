@@ -61,6 +61,24 @@ where
     }
 }
 
+/// `GET url` (with `token` as a bearer token): the JSON body of a 2xx, else `None` (a probe for
+/// the waits above: not there yet).
+pub async fn try_get_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Option<serde_json::Value> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
 /// Waits for `child` to exit (at most `limit`) and returns its status.
 pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> ExitStatus {
     wait_until(&format!("{what} to exit"), limit, || child.try_wait().expect("try_wait"))
