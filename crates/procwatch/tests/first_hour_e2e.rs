@@ -34,14 +34,7 @@ async fn post_batch(client: &reqwest::Client, url: &str, host: &str, seq: u64, s
         "host": host, "agent": "first-hour-test", "seq": seq, "interval_ms": 200,
         "host_totals": [], "samples": samples, "dropped_samples": 0
     });
-    let r = client
-        .post(format!("{url}/api/v1/samples"))
-        .bearer_auth(WRITE)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}: {}", r.status(), r.text().await.unwrap());
+    common::post_samples(client, url, WRITE, &batch).await;
 }
 
 fn sample(process: &str, cpu: f64, cores: f64) -> Value {

@@ -37,14 +37,7 @@ async fn post_batch(client: &reqwest::Client, url: &str, host: &str, samples: Va
         "host": host, "agent": "warmup-test", "seq": 1, "interval_ms": 10_000,
         "host_totals": [], "samples": samples, "dropped_samples": 0
     });
-    let r = client
-        .post(format!("{url}/api/v1/samples"))
-        .bearer_auth(WRITE)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}: {}", r.status(), r.text().await.unwrap());
+    common::post_samples(client, url, WRITE, &batch).await;
 }
 
 async fn forecasts(client: &reqwest::Client, url: &str) -> Value {

@@ -79,6 +79,23 @@ pub async fn try_get_json(
     r.json().await.ok()
 }
 
+/// `POST url/api/v1/samples` of `batch` with the write `token`; panics unless it is a 2xx.
+pub async fn post_samples(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    batch: &serde_json::Value,
+) {
+    let r = client
+        .post(format!("{url}/api/v1/samples"))
+        .bearer_auth(token)
+        .json(batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}: {}", r.status(), r.text().await.unwrap());
+}
+
 /// Waits for `child` to exit (at most `limit`) and returns its status.
 pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> ExitStatus {
     wait_until(&format!("{what} to exit"), limit, || child.try_wait().expect("try_wait"))
