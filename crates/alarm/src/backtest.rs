@@ -38,19 +38,33 @@ pub const EVENT_MIN_INDEX: usize = 15;
 /// A trace file's parse error.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TraceError {
+    /// A row that is not `timestamp,value`.
     #[error("line {line}: {reason}")]
-    Line { line: usize, reason: String },
+    Line {
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("the trace has fewer than 2 rows")]
+    /// The file has fewer than 2 rows.
     TooShort,
+    /// A timestamp not after the one before it.
     #[error("line {line}: timestamp does not increase")]
-    NotIncreasing { line: usize },
+    NotIncreasing {
+        /// The line, from 1.
+        line: usize,
+    },
 }
 
 /// One utilisation trace: real timestamps and values, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
+    /// The trace's name (its file name).
     pub name: String,
+    /// Timestamps, Unix ms, increasing.
     pub ts: Vec<TsMs>,
+    /// The values, one per timestamp.
     pub y: Vec<f64>,
 }
 
@@ -171,10 +185,15 @@ impl std::str::FromStr for Scale {
 /// A trace ready to score: the scaled values and its group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
+    /// The trace's name.
     pub name: String,
+    /// Timestamps, Unix ms.
     pub ts: Vec<TsMs>,
+    /// The values, scaled when `scaled`.
     pub y: Vec<f64>,
+    /// Whether the values were scaled `× 85 / P97` (no event at θ as they were).
     pub scaled: bool,
+    /// The pool it counts in: `cpu_native`, `cpu_scaled` or `mem_scaled`.
     pub group: String,
     /// The nominal step Δ (median step), ms.
     pub step_ms: i64,
@@ -203,7 +222,9 @@ pub fn prepare(trace: &Trace, scale: Scale, threshold: f64) -> Prepared {
 /// Scoring settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Protocol {
+    /// θ, the threshold.
     pub threshold: f64,
+    /// H, the forecast horizon, ms.
     pub horizon_ms: i64,
     /// AMBER needs the forecast above θ on this many samples in a row (1 = no debounce).
     pub debounce: u32,
@@ -262,6 +283,7 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// Pools `o` into this.
     pub fn add(&mut self, o: &Timing) {
         self.leads_ms.extend_from_slice(&o.leads_ms);
         self.eta_errors_ms.extend_from_slice(&o.eta_errors_ms);
@@ -330,19 +352,27 @@ pub fn horizon_samples(p: &Prepared, proto: &Protocol) -> usize {
 /// Counts of one trace or a pool of traces. Derived figures are methods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Score {
+    /// Traces pooled.
     pub traces: usize,
+    /// Events (crossings after 30 quiet minutes).
     pub events: usize,
+    /// Events with AMBER on within H before them.
     pub caught: usize,
     /// Sum of the caught events' lead times, ms.
     pub lead_ms_sum: i64,
+    /// AMBER episodes followed by a crossing within H.
     pub true_episodes: usize,
+    /// AMBER episodes not followed by a crossing within H.
     pub false_episodes: usize,
+    /// AMBER episodes too near the end to be scored.
     pub unscored_episodes: usize,
     /// Days from sample 12 to the last sample.
     pub days: f64,
+    /// Samples with AMBER on.
     pub amber_samples: usize,
     /// Samples `≤ θ` after warm-up (the AMBER % denominator).
     pub eligible_samples: usize,
+    /// AMBER samples with no crossing in the next H.
     pub false_amber_samples: usize,
     /// Σ Δ over the false-AMBER samples, ms.
     pub false_amber_ms: i64,
@@ -364,6 +394,7 @@ impl Score {
         self.false_amber_samples += o.false_amber_samples;
         self.false_amber_ms += o.false_amber_ms;
     }
+    /// Caught events / events.
     pub fn recall(&self) -> f64 {
         ratio(self.caught as f64, self.events as f64)
     }
@@ -371,15 +402,19 @@ impl Score {
     pub fn lead_minutes(&self) -> f64 {
         ratio(self.lead_ms_sum as f64 / 60_000.0, self.caught as f64)
     }
+    /// True episodes / scored episodes.
     pub fn precision(&self) -> f64 {
         ratio(self.true_episodes as f64, (self.true_episodes + self.false_episodes) as f64)
     }
+    /// False episodes per day.
     pub fn false_per_day(&self) -> f64 {
         ratio(self.false_episodes as f64, self.days)
     }
+    /// AMBER samples / eligible samples, percent.
     pub fn amber_pct(&self) -> f64 {
         100.0 * ratio(self.amber_samples as f64, self.eligible_samples as f64)
     }
+    /// Minutes of false AMBER per day.
     pub fn false_amber_minutes_per_day(&self) -> f64 {
         ratio(self.false_amber_ms as f64 / 60_000.0, self.days)
     }

@@ -31,6 +31,7 @@ pub const LINEAR_WINDOWS_MIN: &[i64] = &[5, 10, 20, 30];
 /// A family of traces and its false-alarm budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
+    /// The family's name, e.g. `memory`.
     pub name: &'static str,
     /// The goal's false alarms per day.
     pub budget_per_day: f64,
@@ -75,11 +76,14 @@ pub fn families(traces: &[Prepared]) -> Vec<Family> {
 /// One scored (method, trace) cell.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cell {
+    /// The counts.
     pub score: Score,
+    /// Lead times and ETA errors.
     pub timing: Timing,
 }
 
 impl Cell {
+    /// Pools `o` into this.
     pub fn add(&mut self, o: &Cell) {
         self.score.add(&o.score);
         self.timing.add(&o.timing);
@@ -167,10 +171,13 @@ pub fn choose(criterion: Criterion, knobs: &[Score], linear: &Score, family: &Fa
 /// held-out score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fold {
+    /// The trace left out (an index into the family's traces).
     pub held_out: usize,
+    /// The traces the knob was chosen on.
     pub trained_on: Vec<usize>,
     /// Index into the knob grid.
     pub knob: usize,
+    /// The held-out trace's score at that knob.
     pub cell: Cell,
 }
 
@@ -197,6 +204,7 @@ pub fn leave_one_out(
 /// `linear10[i]` = trace i under `predict_linear` W = 10 min.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FamilyCv {
+    /// One fold per trace.
     pub folds: Vec<Fold>,
     /// The folds pooled: the family's held-out figure.
     pub held_out: Cell,

@@ -143,6 +143,7 @@ pub struct Holt {
 }
 
 impl Holt {
+    /// Holt's smoothing with level weight `alpha` and trend weight `beta`, for samples `interval_ms` apart.
     pub fn new(alpha: f64, beta: f64, interval_ms: i64) -> Self {
         Self { alpha, beta, interval_ms: interval_ms.max(1), state: None }
     }
@@ -258,10 +259,15 @@ pub struct AnalogParams {
     pub horizon_buckets: usize,
     /// Buckets of history kept (24 h / step).
     pub history: usize,
+    /// Analog matching width: a past bucket matches within this of the current value.
     pub eps: f64,
+    /// The share of matching buckets that must have crossed within H.
     pub p: f64,
+    /// Matching buckets needed at least.
     pub min_matches: usize,
+    /// Holt's level weight over the bucket medians.
     pub alpha: f64,
+    /// Holt's trend weight over the bucket medians.
     pub beta: f64,
     /// The trend term only counts when the latest value is at least `T − gate`.
     pub gate: f64,
@@ -296,6 +302,7 @@ impl AnalogParams {
 }
 
 impl Analog {
+    /// A forecaster with `params`.
     pub fn new(params: AnalogParams) -> Self {
         Self {
             params,
@@ -506,6 +513,7 @@ fn median_in_place(v: &mut [f64]) -> f64 {
 }
 
 impl Robust {
+    /// A forecaster with `params`.
     pub fn new(params: RobustParams) -> Self {
         Self { params, history: Default::default(), current: None, last: None, last_above: None }
     }

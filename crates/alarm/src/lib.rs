@@ -94,8 +94,13 @@
 //! [`backtest`] implements docs/contract.md §4 "Scoring a forecaster" exactly (it reproduces the
 //! contract's cross-check counts); the forecasters it scores are the ones above.
 
+#![deny(missing_docs)]
+
 pub mod backtest;
 pub mod cv;
+// TODO(issue 14): engine.rs is being split by another branch this session; document its pub
+// items after that merge and drop this allow.
+#[allow(missing_docs)]
 pub mod engine;
 pub mod forecast;
 pub mod rules;

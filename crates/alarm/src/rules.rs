@@ -56,6 +56,7 @@ impl Glob {
         s.contains(['*', '?'])
     }
 
+    /// The glob as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -104,11 +105,19 @@ impl<'de> Deserialize<'de> for Glob {
 pub enum Method {
     /// procwatch's default ([`Robust`]); `sensitivity` `None` = the metric's default
     /// ([`default_sensitivity`]).
-    Procwatch { sensitivity: Option<f64> },
+    Procwatch {
+        /// Noise widths of margin (higher = more AMBER).
+        sensitivity: Option<f64>,
+    },
     /// `predict_linear` over the rule's window.
     Linear,
     /// Holt's linear smoothing, per sample.
-    Holt { alpha: f64, beta: f64 },
+    Holt {
+        /// The level weight.
+        alpha: f64,
+        /// The trend weight.
+        beta: f64,
+    },
     /// `f = y` (never AMBER).
     Persistence,
 }
@@ -193,12 +202,16 @@ impl Method {
 /// A rule or default that does not make sense.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RuleError {
+    /// A host or process glob that does not parse.
     #[error("bad glob: {0}")]
     Glob(String),
+    /// A `method` that is not one of the four.
     #[error("unknown forecast method {0:?}: expected procwatch, linear, holt or persistence")]
     Method(String),
+    /// A `horizon` or `window` that is not a duration: the text and why.
     #[error("bad duration {0:?}: {1}")]
     Duration(String, String),
+    /// Settings that contradict each other or are out of range (the message says which).
     #[error("{0}")]
     Invalid(String),
 }
@@ -206,16 +219,25 @@ pub enum RuleError {
 /// A resolved rule: every setting is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
+    /// Hosts the rule applies to.
     pub host: Glob,
+    /// Processes the rule applies to.
     pub process: Glob,
     /// `None` matches cpu and mem (the always-evaluated metrics).
     pub metric: Option<Metric>,
+    /// T, in the metric's unit.
     pub threshold: f64,
+    /// How far below T the value must fall for RED to clear.
     pub hysteresis: f64,
+    /// Evaluations below `T − hysteresis` before RED clears.
     pub clear_for: u32,
+    /// H, how far ahead AMBER looks, ms.
     pub horizon_ms: i64,
+    /// W, the history the forecast is made from, ms.
     pub window_ms: i64,
+    /// Evaluations in a row the forecast must be above T for AMBER.
     pub debounce: u32,
+    /// The forecaster.
     pub method: Method,
 }
 
@@ -296,20 +318,30 @@ impl Rule {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Hosts (a glob); unset: all.
     pub host: Option<Glob>,
+    /// Processes (a glob); unset: all.
     pub process: Option<Glob>,
+    /// The metric; unset: cpu and mem.
     pub metric: Option<Metric>,
+    /// T; unset: inherited.
     pub threshold: Option<f64>,
     /// In the metric's unit (`5`) or relative to the threshold (`"10%"`); unset: 1/16 of
     /// the threshold (5 points at the default 80 %).
     pub hysteresis: Option<Hysteresis>,
+    /// Evaluations below `T − hysteresis` before RED clears.
     pub clear_for: Option<u32>,
     /// A duration such as `10m`.
     pub horizon: Option<String>,
+    /// A duration such as `1h`: the history the forecast is made from.
     pub window: Option<String>,
+    /// Evaluations in a row the forecast must be above T for AMBER.
     pub debounce: Option<u32>,
+    /// `procwatch`, `linear`, `holt` or `persistence`.
     pub method: Option<String>,
+    /// Holt's level weight (with `method = "holt"`).
     pub alpha: Option<f64>,
+    /// Holt's trend weight (with `method = "holt"`).
     pub beta: Option<f64>,
     /// procwatch's forecaster: noise widths of margin (higher = more AMBER). Only with
     /// `method = "procwatch"` (the default).
@@ -328,6 +360,7 @@ pub const DEFAULT_CORES_THRESHOLD: f64 = 0.9;
 /// threshold written `"N%"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Hysteresis {
+    /// An amount in the metric's unit.
     Absolute(f64),
     /// A fraction of the threshold (`"10%"` is 0.1).
     Relative(f64),
@@ -456,7 +489,9 @@ impl RuleSpec {
 /// `cores_threshold = 0`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
+    /// The defaults (and the settings every rule inherits).
     pub defaults: Rule,
+    /// The rules, first match wins.
     pub rules: Vec<Rule>,
 }
 
