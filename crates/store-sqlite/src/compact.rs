@@ -14,24 +14,28 @@ use crate::disk::merge_columns;
 use crate::head::{decode_head, sort_dedup, HeadRec};
 use crate::inner::Inner;
 use crate::options::CompactStats;
+use crate::rollup;
 use crate::schema::{db_err, other};
 
 /// Replaces the head rows `ids`, already decoded into `recs`, by level-0 chunks of generation
-/// `gen`: the one fold step shared by the live fold and the late-row fold.
+/// `gen`, and recomputes the roll-up buckets they touch: the one fold step shared by the live
+/// fold and the late-row fold.
 pub(crate) fn fold_head_rows(
     tx: &rusqlite::Transaction,
     ids: &[i64],
     recs: &mut Vec<HeadRec>,
     gen: i64,
     block_ms: i64,
-) -> rusqlite::Result<()> {
+    rfloor: TsMs,
+) -> StoreResult<()> {
     sort_dedup(recs);
-    insert_chunks(tx, recs, gen, block_ms)?;
-    let mut del = tx.prepare_cached("DELETE FROM head WHERE id = ?1")?;
+    insert_chunks(tx, recs, gen, block_ms).map_err(db_err)?;
+    let mut del = tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
     for id in ids {
-        del.execute([id])?;
+        del.execute([id]).map_err(db_err)?;
     }
-    Ok(())
+    // The buckets these samples fall in, in the same transaction (see `rollup`).
+    rollup::refresh(tx, recs, rfloor)
 }
 
 /// Inserts level-0 chunks for sorted, deduplicated records (any series), split by block.
@@ -133,7 +137,14 @@ impl Inner {
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }
-            fold_head_rows(&tx, &ids, &mut recs, gen, self.opts.block_ms).map_err(db_err)?;
+            fold_head_rows(
+                &tx,
+                &ids,
+                &mut recs,
+                gen,
+                self.opts.block_ms,
+                self.retention_floor.load(Ordering::SeqCst),
+            )?;
             tx.commit().map_err(db_err)?;
             w.gen = gen;
             folded += ids.len() as u64;
@@ -258,7 +269,14 @@ impl Inner {
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }
-            fold_head_rows(&tx, &ids, &mut recs, gen, self.opts.block_ms).map_err(db_err)?;
+            fold_head_rows(
+                &tx,
+                &ids,
+                &mut recs,
+                gen,
+                self.opts.block_ms,
+                self.retention_floor.load(Ordering::SeqCst),
+            )?;
             tx.commit().map_err(db_err)?;
             folded += ids.len() as u64;
         }
@@ -278,6 +296,7 @@ impl Inner {
 
     pub(crate) fn maintain(&self, now: TsMs) -> StoreResult<CompactStats> {
         self.apply_retention(now - self.opts.retention_ms)?;
+        self.apply_rollup_retention(now - self.opts.rollup_retention_ms)?;
         let stats = self.compact(now)?;
         let w = self.writer.lock();
         w.conn.execute_batch("PRAGMA incremental_vacuum(2048);").map_err(db_err)?;

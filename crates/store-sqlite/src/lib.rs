@@ -123,6 +123,7 @@ mod memory;
 mod options;
 mod read;
 mod retention;
+mod rollup;
 mod schema;
 mod storage;
 mod wal_sync;
@@ -178,6 +179,8 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;")
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        conn.execute_batch(rollup::ROLLUP_SCHEMA).map_err(db_err)?;
+        rollup::backfill(&conn)?;
 
         let meta = |k: &str| -> StoreResult<Option<i64>> {
             conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))

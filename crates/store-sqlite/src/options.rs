@@ -22,6 +22,8 @@ pub enum Durability {
 pub struct SqliteOptions {
     /// Samples older than this are dropped by the maintenance thread. Default 48 h.
     pub retention_ms: i64,
+    /// 5-minute roll-ups older than this are dropped by the maintenance thread. Default 30 d.
+    pub rollup_retention_ms: i64,
     /// See `Durability`. Default `Process`.
     pub durability: Durability,
     /// How far back the in-memory index reaches. Default 15 min.
@@ -40,6 +42,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             retention_ms: 48 * 3_600_000,
+            rollup_retention_ms: 30 * 86_400_000,
             durability: Durability::Process,
             memory_window_ms: 15 * 60_000,
             fold_step_ms: 5 * 60_000,

@@ -52,12 +52,12 @@ impl Inner {
             [cutoff],
         )
         .map_err(db_err)?;
-        // Series left with no chunk and nothing in memory (so nothing in the head either)
+        // Series left with no chunk, no roll-up and nothing in memory (so nothing in the head either)
         // are forgotten, so the catalog does not grow with every process name ever seen.
         let orphans: Vec<(u32, u32, String)> = {
             let mut st = tx
                 .prepare_cached(
-                    "SELECT id, host_id, process FROM series s WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id)",
+                    "SELECT id, host_id, process FROM series s WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id) AND NOT EXISTS (SELECT 1 FROM rollups r WHERE r.series_id = s.id)",
                 )
                 .map_err(db_err)?;
             let rows =

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
-    UsageQuery, UsageRow, WriteOutcome,
+    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage,
+    StoreResult, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use crate::schema::db_err;
@@ -45,6 +45,11 @@ impl Storage for SqliteStore {
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
         let q = q.clone();
         self.blocking(move |i| i.history(&q)).await
+    }
+
+    async fn history_answer(&self, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+        let q = q.clone();
+        self.blocking(move |i| i.history_answer(&q)).await
     }
 
     async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
