@@ -295,8 +295,10 @@ impl Inner {
     }
 
     pub(crate) fn maintain(&self, now: TsMs) -> StoreResult<CompactStats> {
-        self.apply_retention(now - self.opts.retention_ms)?;
+        // Roll-ups first: a series left with neither chunks nor roll-ups is then forgotten
+        // by this same pass.
         self.apply_rollup_retention(now - self.opts.rollup_retention_ms)?;
+        self.apply_retention(now - self.opts.retention_ms)?;
         let stats = self.compact(now)?;
         let w = self.writer.lock();
         w.conn.execute_batch("PRAGMA incremental_vacuum(2048);").map_err(db_err)?;
