@@ -50,6 +50,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
+    /// How long the embedded store keeps its 5-minute roll-ups (min/mean/max per process),
+    /// which answer history past --retention (humantime: 30d). Ignored by --store influxdb.
+    #[arg(long, env = "PROCWATCH_ROLLUP_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub rollup_retention: Duration,
+
     /// How often retention runs (it also runs at start).
     #[arg(long, env = "PROCWATCH_RETENTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
@@ -240,6 +245,7 @@ pub enum DurabilityArg {
 pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
     SqliteOptions {
         retention_ms: args.retention.as_millis() as i64,
+        rollup_retention_ms: args.rollup_retention.as_millis() as i64,
         durability: match args.durability {
             DurabilityArg::Durable => Durability::Power,
             DurabilityArg::Relaxed => Durability::Process,
