@@ -33,6 +33,9 @@ pub(crate) struct Inner {
     pub(crate) floor: AtomicI64,
     /// Nothing older is ever returned.
     pub(crate) retention_floor: AtomicI64,
+    /// Roll-ups of buckets before this were deleted (in memory only: after a restart the
+    /// first pass deletes again).
+    pub(crate) rollup_floor: AtomicI64,
     pub(crate) stop: AtomicBool,
     /// Late head rows written since the last fold of them.
     pub(crate) late_rows: std::sync::atomic::AtomicU64,

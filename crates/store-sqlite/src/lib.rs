@@ -33,6 +33,10 @@
 //!   `gen` wins, so a rewrite of an old timestamp replaces it.
 //! - `host_totals(host_id, ts, ...)` (one row per host and sweep), `alarms(id, ..., body)`
 //!   (the event as JSON), `meta` (the memory floor and the retention floor).
+//! - `rollups(series_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max,
+//!   cores_sum, rss_sum, count_sum)`: 5-minute roll-ups, recomputed for the buckets each fold
+//!   touches in the fold's own transaction, kept `rollup_retention_ms` (30 d); they answer
+//!   `history_answer` past the raw retention or at steps of whole 5 minutes (`rollup.rs`).
 //!
 //! # The memory floor `F`, queries and compaction
 //!
@@ -90,7 +94,10 @@
 //! Samples written with a `ts` older than the retention floor are dropped. A series left with
 //! no chunk and nothing in memory is forgotten (`history` answers `NotFound` again), so the
 //! catalog does not grow with every process name ever seen; hosts silent since before the
-//! cutoff drop out of `hosts()` and their `seq` bookkeeping restarts.
+//! cutoff drop out of `hosts()` and their `seq` bookkeeping restarts. Roll-ups are computed
+//! before raw chunks go (retention folds first) and are deleted, series by series, once their
+//! bucket is older than `now - rollup_retention_ms` (hourly); a series is forgotten only when
+//! it has neither chunks nor roll-ups left.
 //!
 //! # Idempotency and seq
 //!
@@ -109,7 +116,8 @@
 //! - `index.rs` + `memory.rs`: the in-memory recent window and the queries it answers alone;
 //!   `disk.rs`: reading chunks and late rows back; `read.rs`: usage, window, history, totals.
 //! - `codec.rs`: the chunk compression; `compact.rs`: fold, late-row fold, block merge;
-//!   `retention.rs`: the retention floor; `alarms.rs`: alarm events.
+//!   `retention.rs`: the retention floor; `rollup.rs`: the 5-minute roll-ups and the long
+//!   history they answer; `alarms.rs`: alarm events.
 
 mod alarms;
 mod catalog;
@@ -209,6 +217,7 @@ impl SqliteStore {
             catalog: RwLock::new(catalog),
             floor: AtomicI64::new(floor),
             retention_floor: AtomicI64::new(retention_floor),
+            rollup_floor: AtomicI64::new(i64::MIN),
             stop: AtomicBool::new(false),
             late_rows: std::sync::atomic::AtomicU64::new(0),
             maint_thread: Mutex::new(None),

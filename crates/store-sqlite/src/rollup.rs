@@ -1,11 +1,13 @@
 //! 5-minute roll-ups (`procwatch_store::rollup::Bucket`) in the `rollups` table, kept
 //! `rollup_retention_ms` (30 days) while raw samples go after `retention_ms` (48 h).
 //!
-//! **Incremental and kill -9 safe.** A bucket is recomputed only when samples of it reach
-//! the chunks: every fold (of the live head or of late rows) recomputes, *in its own
-//! transaction*, the buckets its records touch, from the chunks as they are after the fold
-//! (merged by `gen`, so a rewrite replaces and a late sample is added exactly once). A crash
-//! leaves either the fold with its buckets or neither. Nothing rescans history.
+//! **Incremental and kill -9 safe.** A bucket changes only when samples of it reach the
+//! chunks: every fold (of the live head or of late rows) updates, *in its own transaction*,
+//! the buckets its records touch. Records newer than the newest sample a bucket holds (its
+//! `last_ts`: the live head, in order) are added to its row; any other (a late sample, a
+//! rewrite) makes the bucket be recomputed from the chunks as they are after the fold (merged
+//! by `gen`, so a rewrite replaces and a late sample is added exactly once). A crash leaves
+//! either the fold with its buckets or neither. Nothing rescans history.
 //!
 //! **Which buckets the table answers.** Every sample older than the memory floor `F` is in
 //! the chunks or in a late head row, so buckets before `bucket_start(F)` are complete in the
@@ -15,7 +17,7 @@
 //!
 //! **Retention.** Raw retention deletes chunks after their buckets were computed (it folds
 //! the head and late rows first); roll-ups older than the roll-up cutoff are deleted by the
-//! maintenance pass. A bucket straddling the raw retention floor is not recomputed any more
+//! maintenance pass, hourly, series by series. A bucket straddling the raw retention floor is not recomputed any more
 //! (its older raw samples may be gone): a late sample landing there (≤ 5 minutes of it) is
 //! kept raw but not added to the bucket.
 //!
@@ -38,13 +40,15 @@ use crate::head::HeadRec;
 use crate::inner::Inner;
 use crate::schema::db_err;
 
-/// The roll-up table (created by `schema::SCHEMA`'s companion at open).
+/// The roll-up table, one row per series and bucket, keyed by both (no other index: it would
+/// cost a fifth of the table; retention deletes series by series instead). REAL columns
+/// holding whole numbers (idle cpu, sums of rss and count) take SQLite's integer encoding.
 pub(crate) const ROLLUP_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollups(series_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
   n INTEGER NOT NULL, cpu_min REAL NOT NULL, cpu_sum REAL NOT NULL, cpu_max REAL NOT NULL,
   mem_min REAL NOT NULL, mem_sum REAL NOT NULL, mem_max REAL NOT NULL, cores_sum REAL NOT NULL,
-  rss_sum REAL NOT NULL, count_sum REAL NOT NULL, PRIMARY KEY(series_id, bucket)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups(bucket);
+  rss_sum REAL NOT NULL, count_sum REAL NOT NULL, last_ts INTEGER NOT NULL,
+  PRIMARY KEY(series_id, bucket)) WITHOUT ROWID;
 ";
 
 /// 5-minute buckets of columns sorted by ts.
@@ -60,26 +64,82 @@ pub(crate) fn buckets_of_columns(c: &Columns) -> Vec<Bucket> {
     out
 }
 
-/// Recomputes, from the chunks (`conn` is the fold's transaction), every bucket the folded
-/// records touch, except buckets starting before the raw retention floor `rfloor`.
-pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], rfloor: TsMs) -> StoreResult<()> {
-    let touched: BTreeSet<(u32, TsMs)> = recs
-        .iter()
-        .map(|r| (r.sid, agg::bucket_start(r.ts, ROLLUP_MS)))
-        .filter(|&(_, b)| b >= rfloor)
-        .collect();
+/// Brings every bucket the folded records touch up to date (`conn` is the fold's
+/// transaction, the records' chunks already inserted; `recs` sorted by (series, ts) without
+/// duplicates, as `fold_head_rows` leaves them). Buckets starting before `floor` (the raw
+/// retention floor: older raw samples may be gone) are left alone.
+///
+/// The common case, samples newer than every sample the bucket holds (`last_ts`), adds them
+/// to the stored row: the sums come out as a recomputation in time order would give them.
+/// Otherwise (a late sample, a rewrite) the bucket is recomputed from the chunks, merged by
+/// `gen`. A bucket without a row holds no earlier sample: every sample that reached the
+/// chunks went through here.
+pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> StoreResult<()> {
+    let mut get = conn
+        .prepare_cached(
+            "SELECT n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, cores_sum, rss_sum, count_sum, last_ts FROM rollups WHERE series_id = ?1 AND bucket = ?2",
+        )
+        .map_err(db_err)?;
     let mut put = conn
         .prepare_cached(
-            "INSERT OR REPLACE INTO rollups(series_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, cores_sum, rss_sum, count_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT OR REPLACE INTO rollups(series_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, cores_sum, rss_sum, count_sum, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .map_err(db_err)?;
     let mut del = conn
         .prepare_cached("DELETE FROM rollups WHERE series_id = ?1 AND bucket = ?2")
         .map_err(db_err)?;
-    for (sid, b) in touched {
-        let c = disk_series(conn, sid, &[], b, b + ROLLUP_MS)?;
-        match buckets_of_columns(&c).first() {
-            Some(k) => put
+    let mut i = 0;
+    while i < recs.len() {
+        let (sid, b) = (recs[i].sid, agg::bucket_start(recs[i].ts, ROLLUP_MS));
+        let mut j = i;
+        while j < recs.len() && recs[j].sid == sid && agg::bucket_start(recs[j].ts, ROLLUP_MS) == b
+        {
+            j += 1;
+        }
+        let group = &recs[i..j];
+        i = j;
+        if b < floor {
+            continue;
+        }
+        let stored: Option<(Bucket, TsMs)> = get
+            .query_row(params![sid, b], |r| {
+                Ok((
+                    Bucket {
+                        start: b,
+                        n: r.get::<_, i64>(0)? as u64,
+                        cpu_min: r.get(1)?,
+                        cpu_sum: r.get(2)?,
+                        cpu_max: r.get(3)?,
+                        mem_min: r.get(4)?,
+                        mem_sum: r.get(5)?,
+                        mem_max: r.get(6)?,
+                        cores_sum: r.get(7)?,
+                        rss_sum: r.get(8)?,
+                        count_sum: r.get(9)?,
+                    },
+                    r.get(10)?,
+                ))
+            })
+            .optional()
+            .map_err(db_err)?;
+        let fresh = match stored {
+            Some((mut k, last)) if group[0].ts > last => {
+                group.iter().for_each(|r| k.push(r.cpu, r.cores, r.mem, r.rss, r.count));
+                Some((k, group[group.len() - 1].ts))
+            }
+            None => {
+                let mut k = Bucket::new(b);
+                group.iter().for_each(|r| k.push(r.cpu, r.cores, r.mem, r.rss, r.count));
+                Some((k, group[group.len() - 1].ts))
+            }
+            Some(_) => {
+                let c = disk_series(conn, sid, &[], b, b + ROLLUP_MS)?;
+                let last = c.ts.last().copied();
+                buckets_of_columns(&c).first().copied().zip(last)
+            }
+        };
+        match fresh {
+            Some((k, last)) => put
                 .execute(params![
                     sid,
                     b,
@@ -92,7 +152,8 @@ pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], rfloor: TsMs) -> Stor
                     k.mem_max,
                     k.cores_sum,
                     k.rss_sum,
-                    k.count_sum
+                    k.count_sum,
+                    last
                 ])
                 .map_err(db_err)?,
             None => del.execute(params![sid, b]).map_err(db_err)?,
@@ -229,11 +290,31 @@ impl Inner {
         })
     }
 
-    /// Deletes roll-ups of buckets that start before `cutoff`. Returns the rows deleted.
+    /// Deletes roll-ups of buckets that start before `cutoff`, series by series (a range of
+    /// the primary key each). Returns the rows deleted.
+    /// Runs when the cutoff, rounded down to an hour, has moved (hourly at most).
     pub(crate) fn apply_rollup_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
-        let w = self.writer.lock();
-        let n =
-            w.conn.execute("DELETE FROM rollups WHERE bucket < ?1", [cutoff]).map_err(db_err)?;
+        let cutoff = agg::bucket_start(cutoff, 3_600_000);
+        if cutoff <= self.rollup_floor.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let sids: Vec<u32> = self.catalog.read().series.keys().copied().collect();
+        let mut n = 0;
+        for part in sids.chunks(4096) {
+            // Short transactions: writers wait for one part at most.
+            let mut w = self.writer.lock();
+            let tx = w.conn.transaction().map_err(db_err)?;
+            {
+                let mut del = tx
+                    .prepare_cached("DELETE FROM rollups WHERE series_id = ?1 AND bucket < ?2")
+                    .map_err(db_err)?;
+                for sid in part {
+                    n += del.execute(params![sid, cutoff]).map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+        }
+        self.rollup_floor.store(cutoff, Ordering::SeqCst);
         Ok(n as u64)
     }
 }

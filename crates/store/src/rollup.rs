@@ -152,9 +152,13 @@ pub fn pick_resolution(q: &HistoryQuery, raw_horizon: TsMs) -> (Resolution, i64)
     }
 }
 
-/// The range a roll-up answer covers: `[from, to)` widened to whole steps of `step_ms`.
+/// The range a roll-up answer covers: `[from, to)` widened to whole steps of `step_ms`
+/// (empty when `[from, to)` is).
 pub fn rollup_range(from: TsMs, to: TsMs, step_ms: i64) -> (TsMs, TsMs) {
     let a = bucket_start(from, step_ms);
+    if to <= from {
+        return (a, a);
+    }
     let b = bucket_start(to, step_ms);
     (a, if b < to { b.saturating_add(step_ms) } else { b })
 }
@@ -210,5 +214,6 @@ mod tests {
         assert_eq!(pick_resolution(&q(0, 420_000), horizon), (Resolution::Rollup5m, 600_000));
         assert_eq!(rollup_range(1, 600_001, ROLLUP_MS), (0, 900_000));
         assert_eq!(rollup_range(0, 600_000, ROLLUP_MS), (0, 600_000));
+        assert_eq!(rollup_range(600_000, 600_000, ROLLUP_MS), (600_000, 600_000));
     }
 }

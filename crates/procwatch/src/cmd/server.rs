@@ -373,6 +373,13 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
     let writes_need_token = write_token.is_some() || args.host_tokens.is_some();
     check_exposure(&args.listen, writes_need_token, read_token.is_some(), args.insecure)?;
+    if args.rollup_retention < args.retention {
+        bail!(
+            "--rollup-retention ({}) must be at least --retention ({}): roll-ups summarise the raw samples before they go",
+            humantime::format_duration(args.rollup_retention),
+            humantime::format_duration(args.retention)
+        );
+    }
     if args.retention_interval.is_zero() {
         bail!("--retention-interval must be more than 0");
     }
