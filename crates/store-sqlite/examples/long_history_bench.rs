@@ -47,7 +47,11 @@ fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
             Sample {
                 ts,
                 process: format!("process-{k:03}"),
-                cpu: if busy { 50.0 + (x % 1500) as f64 / 10.0 } else { (x % 7 == 0) as u8 as f64 },
+                cpu: if busy {
+                    50.0 + (x % 1500) as f64 / 10.0
+                } else {
+                    f64::from(u8::from(x.is_multiple_of(7)))
+                },
                 cores: if busy { 0.5 + (x % 15) as f64 / 10.0 } else { 0.0 },
                 mem: 0.1 + (k as f64) / 100.0 + (x % 3) as f64 / 1000.0,
                 rss: 4096 * (1_000 + (k as u64) * 37 + x % 5),
