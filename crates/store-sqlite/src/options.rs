@@ -23,6 +23,8 @@ pub struct SqliteOptions {
     /// Samples older than this are dropped by the maintenance thread. Default 48 h.
     pub retention_ms: i64,
     /// 5-minute roll-ups older than this are dropped by the maintenance thread. Default 30 d.
+    /// Keep it at least `retention_ms`: a bucket whose row retention dropped while its raw
+    /// samples remain would be rebuilt from the samples folded after that alone.
     pub rollup_retention_ms: i64,
     /// See `Durability`. Default `Process`.
     pub durability: Durability,

@@ -522,6 +522,19 @@ mod tests {
     }
 
     #[test]
+    fn rollups_kept_30_days_and_never_less_than_raw() {
+        std::env::remove_var("PROCWATCH_ROLLUP_RETENTION");
+        std::env::remove_var("PROCWATCH_RETENTION");
+        assert_eq!(sqlite_options(&parse(&[])).rollup_retention_ms, 30 * 86_400_000);
+        let short = parse(&["--retention", "72h", "--rollup-retention", "2d"]);
+        let err = server_config(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("--rollup-retention (2days) must be at least --retention (3days)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn exposure_rule() {
         assert!(check_exposure("127.0.0.1:8000", false, false, false).is_ok());
         assert!(check_exposure("0.0.0.0:8000", true, true, false).is_ok());
