@@ -291,6 +291,7 @@ impl Inner {
             stats.head_rows_folded += self.advance(target)?;
         }
         stats.chunks_merged = self.merge_blocks()?;
+        self.pack_rollups()?;
         Ok(stats)
     }
 

@@ -132,6 +132,8 @@ mod options;
 mod read;
 mod retention;
 mod rollup;
+mod rollup_codec;
+mod rollup_pack;
 mod schema;
 mod storage;
 mod wal_sync;
@@ -188,6 +190,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.execute_batch(rollup::ROLLUP_SCHEMA).map_err(db_err)?;
+        conn.execute_batch(rollup_pack::BLOCK_SCHEMA).map_err(db_err)?;
         rollup::backfill(&conn)?;
 
         let meta = |k: &str| -> StoreResult<Option<i64>> {
@@ -218,6 +221,7 @@ impl SqliteStore {
             floor: AtomicI64::new(floor),
             retention_floor: AtomicI64::new(retention_floor),
             rollup_floor: AtomicI64::new(i64::MIN),
+            packed_to: AtomicI64::new(i64::MIN),
             stop: AtomicBool::new(false),
             late_rows: std::sync::atomic::AtomicU64::new(0),
             maint_thread: Mutex::new(None),
@@ -265,6 +269,12 @@ impl SqliteStore {
     /// Folds the head and merges complete blocks as if the clock read `now` (no retention).
     pub fn compact_at(&self, now: TsMs) -> StoreResult<CompactStats> {
         self.inner.compact(now)
+    }
+
+    /// Every stored 5-minute roll-up bucket, rows and packed blocks alike, by (process,
+    /// bucket start). For tests and diagnostics: reads the whole roll-up history.
+    pub fn stored_rollups(&self) -> StoreResult<Vec<(String, procwatch_store::rollup::Bucket)>> {
+        self.inner.with_reader(rollup_pack::stored)
     }
 
     /// Checkpoints the WAL and rewrites the file compactly (`VACUUM`); for benchmarks and

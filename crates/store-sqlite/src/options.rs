@@ -26,6 +26,10 @@ pub struct SqliteOptions {
     /// Keep it at least `retention_ms`: a bucket whose row retention dropped while its raw
     /// samples remain would be rebuilt from the samples folded after that alone.
     pub rollup_retention_ms: i64,
+    /// Closed roll-up buckets (older than the memory floor) are packed into one compressed
+    /// block per series and UTC day when the memory floor, rounded down to this, moves.
+    /// Default 1 h.
+    pub rollup_pack_ms: i64,
     /// See `Durability`. Default `Process`.
     pub durability: Durability,
     /// How far back the in-memory index reaches. Default 15 min.
@@ -45,6 +49,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             retention_ms: 48 * 3_600_000,
             rollup_retention_ms: 30 * 86_400_000,
+            rollup_pack_ms: 3_600_000,
             durability: Durability::Process,
             memory_window_ms: 15 * 60_000,
             fold_step_ms: 5 * 60_000,

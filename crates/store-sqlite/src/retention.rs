@@ -57,7 +57,7 @@ impl Inner {
         let orphans: Vec<(u32, u32, String)> = {
             let mut st = tx
                 .prepare_cached(
-                    "SELECT id, host_id, process FROM series s WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id) AND NOT EXISTS (SELECT 1 FROM rollups r WHERE r.series_id = s.id)",
+                    "SELECT id, host_id, process FROM series s WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id) AND NOT EXISTS (SELECT 1 FROM rollups r WHERE r.series_id = s.id) AND NOT EXISTS (SELECT 1 FROM rollup_blocks b WHERE b.series_id = s.id)",
                 )
                 .map_err(db_err)?;
             let rows =

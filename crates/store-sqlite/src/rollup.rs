@@ -38,6 +38,7 @@ use crate::codec::Columns;
 use crate::disk::{disk_series, late_rows};
 use crate::head::HeadRec;
 use crate::inner::Inner;
+use crate::rollup_pack;
 use crate::schema::db_err;
 
 /// The roll-up table, one row per series and bucket, keyed by both (no other index: it would
@@ -127,6 +128,12 @@ pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> Store
                 group.iter().for_each(|r| k.push(r.cpu, r.cores, r.mem, r.rss, r.count));
                 Some((k, group[group.len() - 1].ts))
             }
+            None if rollup_pack::block_last(conn, sid, b)?.is_some_and(|last| b <= last) => {
+                // Packed: recomputed from the chunks into its day's block.
+                let c = disk_series(conn, sid, &[], b, b + ROLLUP_MS)?;
+                rollup_pack::update_packed(conn, sid, b, buckets_of_columns(&c).first().copied())?;
+                continue;
+            }
             None => {
                 let mut k = Bucket::new(b);
                 group.iter().for_each(|r| k.push(r.cpu, r.cores, r.mem, r.rss, r.count));
@@ -162,8 +169,8 @@ pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> Store
     Ok(())
 }
 
-/// The table's buckets of one series in `[from, to)`, by start.
-pub(crate) fn read_table(
+/// The row table's buckets of one series in `[from, to)`, by start (see `read_stored`).
+pub(crate) fn read_rows(
     conn: &Connection,
     sid: u32,
     from: TsMs,
@@ -250,7 +257,11 @@ impl Inner {
         let mut buckets: BTreeMap<TsMs, Bucket> = BTreeMap::new();
         if from < split {
             self.with_reader(|conn| {
-                for b in read_table(conn, sel.sid, from, split)? {
+                // Packed buckets, then rows (a row would be the newer, were both there).
+                for b in rollup_pack::read_blocks(conn, sel.sid, from, split)? {
+                    buckets.insert(b.start, b);
+                }
+                for b in read_rows(conn, sel.sid, from, split)? {
                     buckets.insert(b.start, b);
                 }
                 // Buckets with samples still in unfolded late rows: from raw, exactly.
@@ -290,8 +301,9 @@ impl Inner {
         })
     }
 
-    /// Deletes roll-ups of buckets that start before `cutoff`, series by series (a range of
-    /// the primary key each). Returns the rows deleted.
+    /// Deletes roll-up rows of buckets that start before `cutoff`, series by series (a range
+    /// of the primary key each), and the packed blocks of days ended by then. Returns the
+    /// rows and blocks deleted.
     /// Runs when the cutoff, rounded down to an hour, has moved (hourly at most).
     pub(crate) fn apply_rollup_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
         let cutoff = agg::bucket_start(cutoff, 3_600_000);
@@ -314,7 +326,8 @@ impl Inner {
             }
             tx.commit().map_err(db_err)?;
         }
+        let n = n as u64 + self.drop_blocks(cutoff)?;
         self.rollup_floor.store(cutoff, Ordering::SeqCst);
-        Ok(n as u64)
+        Ok(n)
     }
 }

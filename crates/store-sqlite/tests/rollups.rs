@@ -1,5 +1,6 @@
 //! Roll-ups of the SQLite store on real files: exact against a recomputation from the raw
-//! samples after kill -9 during folds, after compaction, and past raw retention.
+//! samples after kill -9 during folds, after compaction, packed into day blocks, and past
+//! raw retention.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -52,35 +53,18 @@ fn assert_points(what: &str, got: &[HistoryPoint], want: &[HistoryPoint]) {
     }
 }
 
-/// Every stored roll-up row, by (process, bucket start).
+/// Every stored roll-up bucket (rows and packed blocks), by (process, bucket start).
 fn table(store: &SqliteStore) -> Vec<(String, Bucket)> {
+    store.stored_rollups().unwrap()
+}
+
+/// (roll-up rows, packed blocks) in the database file.
+fn stored_counts(store: &SqliteStore) -> (i64, i64) {
     let conn = rusqlite::Connection::open(store.path()).unwrap();
-    let mut st = conn
-        .prepare(
-            "SELECT s.process, r.bucket, r.n, r.cpu_min, r.cpu_sum, r.cpu_max, r.mem_min, r.mem_sum, r.mem_max, r.cores_sum, r.rss_sum, r.count_sum FROM rollups r JOIN series s ON s.id = r.series_id ORDER BY s.process, r.bucket",
-        )
-        .unwrap();
-    let rows = st
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                Bucket {
-                    start: r.get(1)?,
-                    n: r.get::<_, i64>(2)? as u64,
-                    cpu_min: r.get(3)?,
-                    cpu_sum: r.get(4)?,
-                    cpu_max: r.get(5)?,
-                    mem_min: r.get(6)?,
-                    mem_sum: r.get(7)?,
-                    mem_max: r.get(8)?,
-                    cores_sum: r.get(9)?,
-                    rss_sum: r.get(10)?,
-                    count_sum: r.get(11)?,
-                },
-            ))
-        })
-        .unwrap();
-    rows.map(Result::unwrap).collect()
+    let count = |t: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
+    };
+    (count("rollups"), count("rollup_blocks"))
 }
 
 #[track_caller]
@@ -116,15 +100,28 @@ fn rollups_equal_raw_after_sigkill_during_folds() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn the writer");
-    // Progress, not time, decides the kill: enough batches that every slot was rewritten.
+    // Progress, not time, decides the kill: enough batches that every slot was rewritten,
+    // and the child's maintenance thread has packed buckets (so later folds rewrite blocks).
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let (mut acks, mut line) = (0, String::new());
-    while acks < 2 * workload::LATE_SLOTS {
+    let db = dir.path().join("procwatch.db");
+    let packed = || {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        conn.query_row("SELECT count(*) FROM rollup_blocks", [], |r| r.get::<_, i64>(0)).ok()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
         line.clear();
         if out.read_line(&mut line).unwrap() == 0 {
             break;
         }
         acks += i64::from(line.starts_with("ACK "));
+        if acks >= 2 * workload::LATE_SLOTS
+            && acks % 25 == 0
+            && (packed().unwrap_or(0) > 0 || std::time::Instant::now() > deadline)
+        {
+            break;
+        }
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -146,6 +143,8 @@ fn rollups_equal_raw_after_sigkill_during_folds() {
     };
     // The maintenance thread folded (and so rolled up) while the child ran.
     assert!(!table(&store).is_empty(), "no roll-up was written before the kill");
+    // The child packs at every fold step: folds rewrote packed blocks when it was killed.
+    assert!(stored_counts(&store).1 > 0, "no roll-up block was packed before the kill");
     check("after the kill");
     // Fold what the kill left in late rows; then the table itself is exact.
     store.compact_at(now_ms()).unwrap();
@@ -227,9 +226,75 @@ async fn rollups_outlive_raw_retention() {
     drop(store);
     let store = SqliteStore::open(dir.path(), opts()).unwrap();
     assert_eq!(store.history_answer(&q).await.unwrap().points.len(), a.points.len());
-    store.maintain_at(now + 27 * 86_400_000).unwrap(); // roll-up retention: 30 d
+    // Roll-up retention, 30 d: whole day blocks go once their day ended before the cutoff.
+    store.maintain_at(now + 28 * 86_400_000).unwrap();
     assert!(matches!(
         store.history_answer(&q).await,
         Err(procwatch_store::StoreError::NotFound(_))
     ));
+}
+
+/// Packing closed buckets into day blocks changes no answer: the same store answers
+/// bit-for-bit the same before (rows) and after (blocks) packing, both equal to a
+/// recomputation from the raw samples, and a late rewrite of a packed bucket updates its
+/// block exactly.
+#[tokio::test]
+async fn packed_rollups_answer_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let t0 = now - 30 * 3_600_000; // across at least one UTC day boundary
+    let sweeps = 30 * 60;
+    let later = now + 41 * 3_600_000;
+    // A pack step of ~100 years: nothing is packed by this first store.
+    let unpacked = SqliteOptions {
+        memory_window_ms: 40 * 3_600_000,
+        rollup_pack_ms: 100 * 365 * 86_400_000,
+        ..opts()
+    };
+    let store = SqliteStore::open(dir.path(), unpacked.clone()).unwrap();
+    for i in 0..sweeps {
+        let ts = t0 + i * 60_000 + (i % 5) * 7;
+        let samples = (0..3).map(|k| sample(k, i, ts)).collect();
+        store.write_batch(&batch("pk-1", i as u64 + 1, samples)).await.unwrap();
+    }
+    store.compact_at(later).unwrap();
+    let (rows, blocks) = stored_counts(&store);
+    assert_eq!(blocks, 0, "packed too early");
+    assert!(rows >= 3 * 360, "{rows} rows");
+    let q = |p: &str| hq("pk-1", p, t0, now);
+    let mut before = Vec::new();
+    for p in ["proc-0", "proc-1", "proc-2"] {
+        before.push(store.history_answer(&q(p)).await.unwrap());
+    }
+    let rows_before = table(&store);
+    drop(store);
+
+    let store =
+        SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 40 * 3_600_000, ..opts() })
+            .unwrap();
+    store.compact_at(later).unwrap();
+    let (rows, blocks) = stored_counts(&store);
+    assert_eq!(rows, 0, "closed buckets left as rows");
+    assert!(blocks >= 6, "{blocks} blocks: one per series and day");
+    assert_eq!(table(&store), rows_before, "packing changed a stored bucket");
+    let windows = store.window(&all("pk-1")).await.unwrap();
+    for (w, b) in windows.iter().zip(&before) {
+        let a = store.history_answer(&q(&w.process)).await.unwrap();
+        assert_eq!(a.resolution, Resolution::Rollup5m);
+        assert_eq!(a.points, b.points, "{}: packed vs rows", w.process);
+        let raw = points_from_buckets(&buckets_of(&w.samples), ROLLUP_MS);
+        assert_points(&format!("{} packed vs raw", w.process), &a.points, &raw);
+    }
+
+    // A late rewrite into a packed bucket: recomputed into its block, no row appears.
+    let mut samples = windows[1].samples.clone();
+    let mut fixed = samples[100].clone();
+    fixed.cpu = 987.5;
+    store.write_batch(&batch("pk-1", 9000, vec![fixed.clone()])).await.unwrap();
+    samples[100] = fixed;
+    store.compact_at(later).unwrap();
+    assert_eq!(stored_counts(&store).0, 0, "a late sample made a row of a packed bucket");
+    let want = points_from_buckets(&buckets_of(&samples), ROLLUP_MS);
+    let got = store.history_answer(&q(&windows[1].process)).await.unwrap();
+    assert_points("late rewrite of a packed bucket", &got.points, &want);
 }
