@@ -663,6 +663,7 @@ mod tests {
             mem_max: 1.0,
             rss: 1.0,
             count: 1.0,
+            ..HistoryPoint::default()
         }
     }
 

@@ -687,6 +687,12 @@ impl Storage for MeteredStore {
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
         self.inner.history(q).await
     }
+    async fn history_answer(
+        &self,
+        q: &HistoryQuery,
+    ) -> StoreResult<procwatch_store::HistoryAnswer> {
+        self.inner.history_answer(q).await
+    }
     async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
         self.inner.host_totals(host, from, to).await
     }

@@ -148,7 +148,7 @@ fn build() -> Value {
             "responses": with("200", ok("Rows.", json!({"type": "object", "properties": {
                 "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}, "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."}}})), &[("404", "Unknown host.")])}},
         "/api/v1/hosts/{host}/processes/{process}/history": {"get": {
-            "summary": "History of one (host, process), downsampled server-side: per step bucket (aligned to multiples of the step) the mean and max.",
+            "summary": "History of one (host, process), downsampled server-side: per step bucket (aligned to multiples of the step) the mean, min and max. `resolution` says what answered: `raw` samples, or `5m` roll-ups when the range starts before the raw retention (default 48 h; the embedded store keeps roll-ups 30 days, --rollup-retention) or the step is a multiple of 5 minutes; with `5m` the step is rounded up to a multiple of 5 minutes (`step_ms`) and the range widened to whole steps.",
             "security": auth_read,
             "parameters": [
                 p("host", "path", true, "Host name."),
@@ -157,7 +157,9 @@ fn build() -> Value {
                 p("step", "query", false, "Bucket width (`1m`, `10s`, or ms); 0 or absent: raw samples.")],
             "responses": with("200", ok("Points, oldest first.", json!({"type": "object", "properties": {
                 "host": {"type": "string"}, "process": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
-                "step_ms": {"type": "integer"}, "points": {"type": "array", "items": r("HistoryPoint")}}})), &[("404", "Unknown host or process.")])}},
+                "step_ms": {"type": "integer", "description": "The step of the points (the query's, rounded up to a multiple of 5 min at `5m`)."},
+                "resolution": {"type": "string", "enum": ["raw", "5m"], "description": "What answered: raw samples or 5-minute roll-ups."},
+                "points": {"type": "array", "items": r("HistoryPoint")}}})), &[("404", "Unknown host or process.")])}},
         "/": {"get": {"summary": "The web dashboard (HTML). Always open.", "responses": {
             "200": {"description": "The page.", "content": {"text/html": {}}}}}},
         "/index.html": {"get": {"summary": "The web dashboard (HTML), as `/`.", "responses": {
@@ -310,8 +312,8 @@ fn build() -> Value {
             "sensitivity": {"type": "number", "description": "procwatch's forecaster: noise widths of margin (higher = more AMBER); absent = the metric's default."},
             "warmup_ms": {"type": "integer", "description": "How long a new series must be sampled before this rule's forecaster can raise AMBER (procwatch: 1 h; linear: its window; never less than the window, which must be full first). Per series: GET /api/v1/forecasts."}}},
           "HistoryPoint": {"type": "object", "properties": {
-            "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_max": {"type": "number"},
-            "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_max": {"type": "number"},
+            "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_min": {"type": "number"}, "cpu_max": {"type": "number"},
+            "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_min": {"type": "number"}, "mem_max": {"type": "number"},
             "rss": {"type": "number"}, "count": {"type": "number"}}}
         }
       }

@@ -29,7 +29,9 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use procwatch_model::validate::MAX_FUTURE_MS;
 use procwatch_model::{HostTotal, Metric, TsMs};
-use procwatch_store::{HistoryPoint, HistoryQuery, HostInfo, Stats, UsageQuery, UsageRow};
+use procwatch_store::{
+    HistoryPoint, HistoryQuery, HostInfo, Resolution, Stats, UsageQuery, UsageRow,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -501,6 +503,8 @@ pub struct HistoryResponse {
     pub from: TsMs,
     pub to: TsMs,
     pub step_ms: i64,
+    /// What answered: raw samples or 5-minute roll-ups (`Storage::history_answer`).
+    pub resolution: Resolution,
     pub points: Vec<HistoryPoint>,
 }
 
@@ -522,8 +526,17 @@ pub async fn history(
         Some(s) => parse_duration_ms(s).map_err(|e| ApiError::bad_param("step", e))?,
     };
     let hq = HistoryQuery { host, process, from, to, step_ms };
-    let points = st.store.history(&hq).await?;
-    Ok(Json(HistoryResponse { host: hq.host, process: hq.process, from, to, step_ms, points }))
+    let a = st.store.history_answer(&hq).await?;
+    let (step_ms, resolution, points) = (a.step_ms, a.resolution, a.points);
+    Ok(Json(HistoryResponse {
+        host: hq.host,
+        process: hq.process,
+        from,
+        to,
+        step_ms,
+        resolution,
+        points,
+    }))
 }
 
 #[derive(Debug, Serialize)]

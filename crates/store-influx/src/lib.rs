@@ -89,6 +89,7 @@ pub mod influxql;
 pub mod line;
 
 mod client;
+mod rollup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -101,8 +102,8 @@ use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 use procwatch_store::memory::{alarm_matches, check_batch, sort_newest_first};
 use procwatch_store::{
-    agg, AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Stats, Storage,
-    StoreError, StoreResult, UsageQuery, UsageRow, WriteOutcome,
+    agg, AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Stats,
+    Storage, StoreError, StoreResult, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use crate::client::Client;
@@ -793,8 +794,9 @@ impl InfluxStore {
             let cond = format!("{series_cond} AND {}", time_range(q.from, q.to));
             let stmt = if q.step_ms > 0 {
                 format!(
-                    "SELECT mean(\"cpu\") AS cpu, max(\"cpu\") AS cpu_max, mean(\"cores\") AS cores, \
-                     mean(\"mem\") AS mem, max(\"mem\") AS mem_max, mean(\"rss\") AS rss, \
+                    "SELECT mean(\"cpu\") AS cpu, min(\"cpu\") AS cpu_min, max(\"cpu\") AS cpu_max, \
+                     mean(\"cores\") AS cores, mean(\"mem\") AS mem, min(\"mem\") AS mem_min, \
+                     max(\"mem\") AS mem_max, mean(\"rss\") AS rss, \
                      mean(\"count\") AS \"count\" FROM {from} WHERE {cond} \
                      GROUP BY time({}ms) fill(none)",
                     q.step_ms
@@ -810,9 +812,11 @@ impl InfluxStore {
                     points.push(HistoryPoint {
                         ts: r.time(),
                         cpu,
+                        cpu_min: r.f64("cpu_min").unwrap_or(cpu),
                         cpu_max: r.f64("cpu_max").unwrap_or(cpu),
                         cores: r.f64("cores").unwrap_or(0.0),
                         mem,
+                        mem_min: r.f64("mem_min").unwrap_or(mem),
                         mem_max: r.f64("mem_max").unwrap_or(mem),
                         rss: r.f64("rss").unwrap_or(0.0),
                         count: r.f64("count").unwrap_or(0.0),
@@ -1065,6 +1069,11 @@ impl Storage for InfluxStore {
 
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
         let r = self.history_inner(q).await;
+        self.track(r)
+    }
+
+    async fn history_answer(&self, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+        let r = self.history_answer_inner(q).await; // rollup.rs
         self.track(r)
     }
 

@@ -64,20 +64,21 @@ pub struct CorruptChunk(pub &'static str);
 
 const VERSION: u8 = 1;
 
-struct BitWriter {
+/// MSB-first bit stream writer (shared with the roll-up block codec, `rollup_block.rs`).
+pub(crate) struct BitWriter {
     out: Vec<u8>,
     acc: u64,
     nbits: u32,
 }
 
 impl BitWriter {
-    fn new(out: Vec<u8>) -> Self {
+    pub(crate) fn new(out: Vec<u8>) -> Self {
         BitWriter { out, acc: 0, nbits: 0 }
     }
 
     /// Writes the low `n` bits of `v` (n ≤ 64), most significant first.
     #[inline]
-    fn write(&mut self, v: u64, n: u32) {
+    pub(crate) fn write(&mut self, v: u64, n: u32) {
         if n == 0 {
             return;
         }
@@ -97,11 +98,11 @@ impl BitWriter {
     }
 
     #[inline]
-    fn bit(&mut self, b: bool) {
+    pub(crate) fn bit(&mut self, b: bool) {
         self.write(u64::from(b), 1);
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         if self.nbits > 0 {
             let pad = 8 - self.nbits;
             self.write(0, pad);
@@ -110,14 +111,15 @@ impl BitWriter {
     }
 }
 
-struct BitReader<'a> {
-    buf: &'a [u8],
-    pos: usize, // bit position
+/// Reader of a `BitWriter` stream.
+pub(crate) struct BitReader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize, // bit position
 }
 
 impl<'a> BitReader<'a> {
     #[inline]
-    fn read(&mut self, n: u32) -> Result<u64, CorruptChunk> {
+    pub(crate) fn read(&mut self, n: u32) -> Result<u64, CorruptChunk> {
         if n == 0 {
             return Ok(0);
         }
@@ -144,7 +146,7 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    fn bit(&mut self) -> Result<bool, CorruptChunk> {
+    pub(crate) fn bit(&mut self) -> Result<bool, CorruptChunk> {
         Ok(self.read(1)? == 1)
     }
 }
@@ -159,7 +161,7 @@ fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
-fn write_int(w: &mut BitWriter, delta: i64) {
+pub(crate) fn write_int(w: &mut BitWriter, delta: i64) {
     let z = zigzag(delta);
     if z == 0 {
         w.bit(false);
@@ -171,7 +173,7 @@ fn write_int(w: &mut BitWriter, delta: i64) {
     }
 }
 
-fn read_int(r: &mut BitReader) -> Result<i64, CorruptChunk> {
+pub(crate) fn read_int(r: &mut BitReader) -> Result<i64, CorruptChunk> {
     if !r.bit()? {
         return Ok(0);
     }
@@ -179,7 +181,7 @@ fn read_int(r: &mut BitReader) -> Result<i64, CorruptChunk> {
     Ok(unzigzag(r.read(len)?))
 }
 
-fn write_dod(w: &mut BitWriter, dod: i64) {
+pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
     if dod == 0 {
         w.bit(false);
     } else if (-64..64).contains(&dod) {
@@ -202,7 +204,7 @@ fn sign_extend(v: u64, bits: u32) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
-fn read_dod(r: &mut BitReader) -> Result<i64, CorruptChunk> {
+pub(crate) fn read_dod(r: &mut BitReader) -> Result<i64, CorruptChunk> {
     if !r.bit()? {
         return Ok(0);
     }
@@ -218,7 +220,7 @@ fn read_dod(r: &mut BitReader) -> Result<i64, CorruptChunk> {
     Ok(r.read(64)? as i64)
 }
 
-fn write_floats(w: &mut BitWriter, vals: &[f64]) {
+pub(crate) fn write_floats(w: &mut BitWriter, vals: &[f64]) {
     let Some(first) = vals.first() else { return };
     let mut prev = first.to_bits();
     w.write(prev, 64);
@@ -249,7 +251,11 @@ fn write_floats(w: &mut BitWriter, vals: &[f64]) {
     }
 }
 
-fn read_floats(r: &mut BitReader, n: usize, out: &mut Vec<f64>) -> Result<(), CorruptChunk> {
+pub(crate) fn read_floats(
+    r: &mut BitReader,
+    n: usize,
+    out: &mut Vec<f64>,
+) -> Result<(), CorruptChunk> {
     if n == 0 {
         return Ok(());
     }
@@ -277,7 +283,7 @@ fn read_floats(r: &mut BitReader, n: usize, out: &mut Vec<f64>) -> Result<(), Co
     Ok(())
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -285,7 +291,7 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CorruptChunk> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CorruptChunk> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or(CorruptChunk("truncated header"))?;
@@ -298,6 +304,44 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CorruptChunk> {
     Err(CorruptChunk("bad varint"))
 }
 
+/// A non-empty timestamp column: the first as 64 raw bits, the first delta as an "int",
+/// then delta-of-deltas.
+pub(crate) fn write_times(w: &mut BitWriter, ts: &[TsMs]) {
+    let Some(first) = ts.first() else { return };
+    w.write(*first as u64, 64);
+    let mut prev_delta = 0i64;
+    for i in 1..ts.len() {
+        let delta = ts[i].wrapping_sub(ts[i - 1]);
+        if i == 1 {
+            write_int(w, delta);
+        } else {
+            write_dod(w, delta.wrapping_sub(prev_delta));
+        }
+        prev_delta = delta;
+    }
+}
+
+/// Reads `n` (> 0) timestamps written by `write_times`.
+pub(crate) fn read_times(
+    r: &mut BitReader,
+    n: usize,
+    out: &mut Vec<TsMs>,
+) -> Result<(), CorruptChunk> {
+    let mut ts = r.read(64)? as i64;
+    out.push(ts);
+    let mut delta = 0i64;
+    for i in 1..n {
+        if i == 1 {
+            delta = read_int(r)?;
+        } else {
+            delta = delta.wrapping_add(read_dod(r)?);
+        }
+        ts = ts.wrapping_add(delta);
+        out.push(ts);
+    }
+    Ok(())
+}
+
 /// Encodes columns (oldest first; timestamps need not be regular).
 pub fn encode(c: &Columns) -> Vec<u8> {
     let n = c.len();
@@ -306,17 +350,7 @@ pub fn encode(c: &Columns) -> Vec<u8> {
     write_varint(&mut head, n as u64);
     let mut w = BitWriter::new(head);
     if n > 0 {
-        w.write(c.ts[0] as u64, 64);
-        let mut prev_delta = 0i64;
-        for i in 1..n {
-            let delta = c.ts[i].wrapping_sub(c.ts[i - 1]);
-            if i == 1 {
-                write_int(&mut w, delta);
-            } else {
-                write_dod(&mut w, delta.wrapping_sub(prev_delta));
-            }
-            prev_delta = delta;
-        }
+        write_times(&mut w, &c.ts);
         write_floats(&mut w, &c.cpu);
         write_floats(&mut w, &c.cores);
         write_floats(&mut w, &c.mem);
@@ -346,18 +380,7 @@ pub fn decode_into(blob: &[u8], out: &mut Columns) -> Result<(), CorruptChunk> {
         return Err(CorruptChunk("count exceeds blob"));
     }
     let mut r = BitReader { buf: &blob[pos..], pos: 0 };
-    let mut ts = r.read(64)? as i64;
-    out.ts.push(ts);
-    let mut delta = 0i64;
-    for i in 1..n {
-        if i == 1 {
-            delta = read_int(&mut r)?;
-        } else {
-            delta = delta.wrapping_add(read_dod(&mut r)?);
-        }
-        ts = ts.wrapping_add(delta);
-        out.ts.push(ts);
-    }
+    read_times(&mut r, n, &mut out.ts)?;
     read_floats(&mut r, n, &mut out.cpu)?;
     read_floats(&mut r, n, &mut out.cores)?;
     read_floats(&mut r, n, &mut out.mem)?;

@@ -16,107 +16,59 @@ fn opts() -> SqliteOptions {
     SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
 }
 
-/// Deterministic, irregular values for (series k, step i).
-fn sample(k: usize, i: i64, ts: TsMs) -> Sample {
-    let x = ((k as i64 * 7919 + i * 104_729) % 1000) as f64 / 10.0;
-    Sample {
-        ts,
-        process: format!("proc-{k}"),
-        cpu: if k.is_multiple_of(3) { 0.0 } else { x },
-        cores: x / 50.0,
-        mem: 1.0 + (k as f64) / 7.0 + if i % 5 == 0 { 0.25 } else { 0.0 },
-        rss: 1_000_000 + (k as u64) * 4096 + (i as u64 % 5) * 4096,
-        count: 1 + (i % 3) as u32,
-    }
-}
-
-fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
-    Batch {
-        host: host.into(),
-        agent: "test".into(),
-        seq,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-    }
-}
+#[path = "helpers/workload.rs"]
+mod workload;
+use workload::{batch, sample};
 
 fn all(host: &str) -> UsageQuery {
     UsageQuery { from: 0, to: i64::MAX, host: Some(host.into()), process: None, per_host: true }
 }
 
-const CHILD_ENV: &str = "PROCWATCH_STORE_KILL9_DIR";
-
-/// The child half of `acknowledged_batches_survive_sigkill`: writes batches forever, printing
-/// `ACK <seq>` after each `Ok`. Ignored unless run by that test (it needs the env var).
-#[test]
-#[ignore = "run as a child process by acknowledged_batches_survive_sigkill"]
-fn kill9_child_writer() {
-    let dir = std::env::var(CHILD_ENV).expect("child env");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    // A 2 s memory window with 1 s steps and a 100 ms maintenance thread, so folds and merges
-    // run (and are killed) while batches are written.
-    let store = SqliteStore::open(
-        std::path::Path::new(&dir),
-        SqliteOptions {
-            memory_window_ms: 2_000,
-            fold_step_ms: 500,
-            block_ms: 60_000,
-            maintenance_interval: Duration::from_millis(100),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let t0 = now_ms() - 60_000;
-    for seq in 1u64.. {
-        let i = seq as i64;
-        // Mostly current timestamps, every 7th batch a late one (straight into chunks).
-        let ts = if seq.is_multiple_of(7) { t0 + i } else { now_ms() };
-        let b = batch("kill9", seq, (0..40).map(|k| sample(k, i, ts)).collect());
-        rt.block_on(store.write_batch(&b)).unwrap();
-        println!("ACK {seq} {ts}");
+/// Runs the writer helper (`tests/helpers/durability_writer.rs`) with `args`, waits until it
+/// has acknowledged at least `n` batches, kills it with SIGKILL, and returns every
+/// acknowledgement it printed, (seq, ts), including those printed just before the kill.
+fn run_writer_and_kill(args: &[&str], n: usize) -> Vec<(u64, TsMs)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durability_writer"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the writer");
+    let parse = |line: &str| {
+        let rest = line.trim().strip_prefix("ACK ")?;
+        let mut it = rest.split(' ');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut acked: Vec<(u64, TsMs)> = Vec::new();
+    let mut line = String::new();
+    // Blocks on the child's output: progress, not time, decides when to kill.
+    while acked.len() < n {
+        line.clear();
+        if out.read_line(&mut line).expect("read") == 0 {
+            break; // the child died: the assertion below reports it
+        }
+        acked.extend(parse(&line));
     }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    // Acknowledgements printed before the kill still count.
+    for line in out.lines() {
+        acked.extend(parse(&line.expect("read")));
+    }
+    assert!(acked.len() >= n, "the writer acknowledged only {} batches", acked.len());
+    acked
 }
 
 #[test]
 fn acknowledged_batches_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "kill9_child_writer", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut acked: Vec<(u64, TsMs)> = Vec::new();
-    let mut line = String::new();
-    while acked.len() < 400 {
-        line.clear();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(rest) = line.trim().strip_prefix("ACK ") {
-            let mut it = rest.split(' ');
-            acked.push((it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap()));
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    // Acknowledgements printed before the kill still count.
-    for line in out.lines() {
-        if let Some(rest) = line.unwrap().trim().strip_prefix("ACK ") {
-            let mut it = rest.split(' ');
-            acked.push((it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap()));
-        }
-    }
-    assert!(acked.len() >= 400, "child acknowledged only {} batches", acked.len());
+    let acked = run_writer_and_kill(&["ack", dir.path().to_str().unwrap()], 400);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = SqliteStore::open(dir.path(), opts()).unwrap();
     let w = rt.block_on(store.window(&all("kill9"))).unwrap();
-    assert_eq!(w.len(), 40);
+    assert_eq!(w.len(), workload::SERIES);
     for sw in &w {
         let k: usize = sw.process.trim_start_matches("proc-").parse().unwrap();
         for &(seq, ts) in &acked {

@@ -137,9 +137,11 @@ pub fn history_points<'a>(
 struct HistAcc {
     n: f64,
     cpu: f64,
+    cpu_min: f64,
     cpu_max: f64,
     cores: f64,
     mem: f64,
+    mem_min: f64,
     mem_max: f64,
     rss: f64,
     count: f64,
@@ -148,10 +150,12 @@ struct HistAcc {
 impl HistAcc {
     fn push(&mut self, s: &Sample) {
         if self.n == 0.0 {
-            self.cpu_max = s.cpu;
-            self.mem_max = s.mem;
+            (self.cpu_min, self.cpu_max) = (s.cpu, s.cpu);
+            (self.mem_min, self.mem_max) = (s.mem, s.mem);
         } else {
+            self.cpu_min = self.cpu_min.min(s.cpu);
             self.cpu_max = self.cpu_max.max(s.cpu);
+            self.mem_min = self.mem_min.min(s.mem);
             self.mem_max = self.mem_max.max(s.mem);
         }
         self.n += 1.0;
@@ -166,9 +170,11 @@ impl HistAcc {
         HistoryPoint {
             ts,
             cpu: self.cpu / self.n,
+            cpu_min: self.cpu_min,
             cpu_max: self.cpu_max,
             cores: self.cores / self.n,
             mem: self.mem / self.n,
+            mem_min: self.mem_min,
             mem_max: self.mem_max,
             rss: self.rss / self.n,
             count: self.count / self.n,

@@ -18,6 +18,9 @@ use std::sync::Arc;
 
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, Sample, TsMs};
 
+mod rollups;
+pub use rollups::{resolution_by_range, rollup_exact, rollup_late_sample};
+
 use crate::{AlarmQuery, HistoryQuery, Stats, Storage, StoreError, UsageQuery};
 
 /// One named case.
@@ -38,6 +41,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("hosts_and_seq", |s| Box::pin(hosts_and_seq(s))),
     ("host_totals", |s| Box::pin(host_totals(s))),
     ("retire_host", |s| Box::pin(retire_host(s))),
+    ("rollup_exact", |s| Box::pin(rollup_exact(s))),
+    ("rollup_late_sample", |s| Box::pin(rollup_late_sample(s))),
+    ("resolution_by_range", |s| Box::pin(resolution_by_range(s))),
 ];
 
 /// Minimal boxed-future alias, so the suite needs no extra dependency.

@@ -22,6 +22,11 @@
 //! - `history`: points at bucket starts aligned to multiples of `step_ms` (`ts - ts mod step`),
 //!   empty buckets omitted; `step_ms == 0` gives one point per raw sample. `NotFound` when the
 //!   series was never written.
+//! - `history_answer`: `agg::pick_resolution(q, now - raw retention)` decides; at `"5m"` the
+//!   points are those of `history` at the picked step (a multiple of `ROLLUP_MS`), computed
+//!   from 5-minute buckets, so min/mean/max over each bucket are exact over its raw samples
+//!   (means within 1e-9 relative), late samples included, even once the raw samples are past
+//!   their retention.
 //! - Hosts and `seq`: the first batch of a host opens no gap; a batch whose `seq` exceeds the
 //!   highest seen adds `seq - last_seq - 1` to `seq_gaps`; a batch at or below it (a retry or a
 //!   late batch) adds nothing, and does not add its `dropped_samples` again. A `seq` more than
@@ -45,6 +50,7 @@ pub mod agg;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod memory;
+pub mod rollup;
 
 use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, Sample, TsMs};
@@ -160,17 +166,60 @@ pub struct HistoryQuery {
     pub step_ms: i64,
 }
 
-/// One step of a history: the mean and max of each metric over `[ts, ts + step)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step of a history: the mean, min and max of cpu and mem and the mean of the other
+/// metrics over `[ts, ts + step)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
     pub ts: TsMs,
     pub cpu: f64,
+    /// Lowest cpu in the step (absent from answers of older servers: 0).
+    #[serde(default)]
+    pub cpu_min: f64,
     pub cpu_max: f64,
     pub cores: f64,
     pub mem: f64,
+    /// Lowest mem in the step (absent from answers of older servers: 0).
+    #[serde(default)]
+    pub mem_min: f64,
     pub mem_max: f64,
     pub rss: f64,
     pub count: f64,
+}
+
+/// Width of a roll-up bucket: 5 minutes.
+pub const ROLLUP_MS: i64 = 5 * 60_000;
+
+/// Raw retention assumed when a backend knows no better (the server's default): 48 h.
+pub const DEFAULT_RAW_RETENTION_MS: i64 = 48 * 3_600_000;
+
+/// Which data answered a history: every raw sample, or the 5-minute roll-ups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// Raw samples (`"raw"`).
+    #[serde(rename = "raw")]
+    Raw,
+    /// 5-minute roll-ups: per bucket, min/mean/max of cpu and mem, means of the rest (`"5m"`).
+    #[serde(rename = "5m")]
+    Rollup5m,
+}
+
+impl Resolution {
+    /// `"raw"` or `"5m"`, as in the HTTP answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Raw => "raw",
+            Resolution::Rollup5m => "5m",
+        }
+    }
+}
+
+/// A history and the resolution it was computed at (see `agg::pick_resolution`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryAnswer {
+    pub resolution: Resolution,
+    /// The step the points are at: the query's, or with roll-ups a multiple of `ROLLUP_MS`.
+    pub step_ms: i64,
+    pub points: Vec<HistoryPoint>,
 }
 
 /// Filters for alarm events.
@@ -208,8 +257,21 @@ pub trait Storage: Send + Sync + 'static {
     /// Raw samples per series over a window (`per_host` is ignored: always per series).
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>>;
 
-    /// History of one series. `NotFound` if the store has never seen it.
+    /// History of one series at the query's step from raw samples. `NotFound` if the store
+    /// has never seen it.
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>>;
+
+    /// History of one series at the resolution `agg::pick_resolution` picks from the range
+    /// and step: raw samples, or 5-minute roll-ups when the range reaches past the raw
+    /// retention or the step is a multiple of 5 minutes. Backends with roll-ups override it;
+    /// the default answers `history` (raw) and says so.
+    async fn history_answer(&self, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+        Ok(HistoryAnswer {
+            resolution: Resolution::Raw,
+            step_ms: q.step_ms,
+            points: self.history(q).await?,
+        })
+    }
 
     /// Host totals of one host over a window, oldest first.
     async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>>;

@@ -10,9 +10,10 @@ use parking_lot::RwLock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 
 use crate::agg::{self, UsageAcc};
+use crate::rollup;
 use crate::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, StoreError, StoreResult,
-    UsageQuery, UsageRow, WriteOutcome,
+    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, Resolution, SeriesWindow,
+    StoreError, StoreResult, UsageQuery, UsageRow, WriteOutcome, DEFAULT_RAW_RETENTION_MS,
 };
 
 #[derive(Debug, Default)]
@@ -192,6 +193,29 @@ impl crate::Storage for MemoryStore {
             .get(&(q.host.clone(), q.process.clone()))
             .ok_or_else(|| StoreError::NotFound(format!("{}/{}", q.host, q.process)))?;
         Ok(agg::history_points(ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s), q.step_ms))
+    }
+
+    /// Keeps every raw sample, so roll-ups are computed from them at query time; the
+    /// resolution is picked as if raw samples were kept `DEFAULT_RAW_RETENTION_MS`.
+    async fn history_answer(&self, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+        use procwatch_model::clock::Clock;
+        let horizon = procwatch_model::clock::SystemClock.now_ms() - DEFAULT_RAW_RETENTION_MS;
+        let (resolution, step_ms) = rollup::pick_resolution(q, horizon);
+        if resolution == Resolution::Raw {
+            return Ok(HistoryAnswer { resolution, step_ms, points: self.history(q).await? });
+        }
+        let g = self.inner.read();
+        let ss = g
+            .series
+            .get(&(q.host.clone(), q.process.clone()))
+            .ok_or_else(|| StoreError::NotFound(format!("{}/{}", q.host, q.process)))?;
+        let (from, to) = rollup::rollup_range(q.from, q.to, step_ms);
+        let buckets = rollup::buckets_of(ss.range(from..to.max(from)).map(|(_, s)| s));
+        Ok(HistoryAnswer {
+            resolution,
+            step_ms,
+            points: rollup::points_from_buckets(&buckets, step_ms),
+        })
     }
 
     async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {

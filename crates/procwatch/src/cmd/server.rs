@@ -50,6 +50,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_RETENTION", default_value = "48h", value_parser = procwatch_model::duration::parse)]
     pub retention: Duration,
 
+    /// How long the embedded store keeps its 5-minute roll-ups (min/mean/max per process),
+    /// which answer history past --retention (humantime: 30d). Ignored by --store influxdb.
+    #[arg(long, env = "PROCWATCH_ROLLUP_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub rollup_retention: Duration,
+
     /// How often retention runs (it also runs at start).
     #[arg(long, env = "PROCWATCH_RETENTION_INTERVAL", default_value = "1m", value_parser = procwatch_model::duration::parse)]
     pub retention_interval: Duration,
@@ -240,6 +245,7 @@ pub enum DurabilityArg {
 pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
     SqliteOptions {
         retention_ms: args.retention.as_millis() as i64,
+        rollup_retention_ms: args.rollup_retention.as_millis() as i64,
         durability: match args.durability {
             DurabilityArg::Durable => Durability::Power,
             DurabilityArg::Relaxed => Durability::Process,
@@ -367,6 +373,13 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
     let writes_need_token = write_token.is_some() || args.host_tokens.is_some();
     check_exposure(&args.listen, writes_need_token, read_token.is_some(), args.insecure)?;
+    if args.rollup_retention < args.retention {
+        bail!(
+            "--rollup-retention ({}) must be at least --retention ({}): roll-ups summarise the raw samples before they go",
+            humantime::format_duration(args.rollup_retention),
+            humantime::format_duration(args.retention)
+        );
+    }
     if args.retention_interval.is_zero() {
         bail!("--retention-interval must be more than 0");
     }
@@ -506,6 +519,19 @@ mod tests {
         let relaxed = parse(&["--durability", "relaxed"]);
         assert_eq!(sqlite_options(&relaxed).durability, Durability::Process);
         assert!(sqlite_options(&relaxed).retention_ms > 0);
+    }
+
+    #[test]
+    fn rollups_kept_30_days_and_never_less_than_raw() {
+        std::env::remove_var("PROCWATCH_ROLLUP_RETENTION");
+        std::env::remove_var("PROCWATCH_RETENTION");
+        assert_eq!(sqlite_options(&parse(&[])).rollup_retention_ms, 30 * 86_400_000);
+        let short = parse(&["--retention", "72h", "--rollup-retention", "2d"]);
+        let err = server_config(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("--rollup-retention (2days) must be at least --retention (3days)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -149,6 +149,15 @@ async fn history_steps_and_404() {
     let (_, raw) =
         app.get_json(&format!("/api/v1/hosts/h/processes/java/history?from={base}")).await;
     assert_eq!(raw["points"].as_array().unwrap().len(), 12);
+    assert_eq!(body["resolution"], "raw");
+    // 30 days reach past the raw retention: 5-minute roll-ups, and the answer says so.
+    let (status, long) = app.get_json("/api/v1/hosts/h/processes/java/history?from=-30d").await;
+    assert_eq!(status, 200, "{long}");
+    assert_eq!((&long["resolution"], &long["step_ms"]), (&"5m".into(), &300_000.into()));
+    let pts = long["points"].as_array().unwrap();
+    let in_first = (base + 300_000 - base % 300_000 - base).min(120_000) / 10_000;
+    assert_eq!(pts[0]["cpu_min"], 0.0);
+    assert_eq!(pts[0]["cpu_max"], (in_first - 1) as f64, "{long}");
     for path in [
         "/api/v1/hosts/h/processes/nope/history",
         "/api/v1/hosts/nope/processes/java/history",

@@ -1,0 +1,308 @@
+//! Compaction: folding the head into level-0 chunks, late rows, merging complete blocks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use procwatch_model::TsMs;
+use procwatch_store::{agg, StoreResult};
+use rusqlite::{params, OptionalExtension};
+
+use crate::catalog::HostEntry;
+use crate::codec;
+use crate::codec::Columns;
+use crate::disk::merge_columns;
+use crate::head::{decode_head, sort_dedup, HeadRec};
+use crate::inner::Inner;
+use crate::options::CompactStats;
+use crate::rollup;
+use crate::schema::{db_err, other};
+
+/// Replaces the head rows `ids`, already decoded into `recs`, by level-0 chunks of generation
+/// `gen`, and recomputes the roll-up buckets they touch: the one fold step shared by the live
+/// fold and the late-row fold.
+pub(crate) fn fold_head_rows(
+    tx: &rusqlite::Transaction,
+    ids: &[i64],
+    recs: &mut Vec<HeadRec>,
+    gen: i64,
+    block_ms: i64,
+    rfloor: TsMs,
+) -> StoreResult<()> {
+    sort_dedup(recs);
+    insert_chunks(tx, recs, gen, block_ms).map_err(db_err)?;
+    let mut del = tx.prepare_cached("DELETE FROM head WHERE id = ?1").map_err(db_err)?;
+    for id in ids {
+        del.execute([id]).map_err(db_err)?;
+    }
+    // The buckets these samples fall in, in the same transaction (see `rollup`).
+    rollup::refresh(tx, recs, rfloor)
+}
+
+/// Inserts level-0 chunks for sorted, deduplicated records (any series), split by block.
+pub(crate) fn insert_chunks(
+    tx: &rusqlite::Transaction,
+    recs: &[HeadRec],
+    gen: i64,
+    block_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+    )?;
+    let mut i = 0;
+    while i < recs.len() {
+        let sid = recs[i].sid;
+        let block = agg::bucket_start(recs[i].ts, block_ms);
+        let mut j = i;
+        let mut c = Columns::default();
+        while j < recs.len()
+            && recs[j].sid == sid
+            && agg::bucket_start(recs[j].ts, block_ms) == block
+        {
+            let r = &recs[j];
+            c.push(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+            j += 1;
+        }
+        stmt.execute(params![
+            sid,
+            c.ts[0],
+            c.ts[c.len() - 1],
+            c.len() as i64,
+            gen,
+            codec::encode(&c)
+        ])?;
+        i = j;
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Folds head rows so that every sample older than `target` is in chunks, then raises the
+    /// memory floor to `target` and evicts memory. Returns the head rows folded.
+    pub(crate) fn advance(&self, target: TsMs) -> StoreResult<u64> {
+        let mut folded = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let floor = self.floor.load(Ordering::SeqCst);
+            if target <= floor {
+                return Ok(folded);
+            }
+            // The prefix of the head (by arrival) up to the last row reaching below target.
+            let limit: Option<i64> = w
+                .conn
+                .query_row("SELECT max(id) FROM head WHERE min_ts < ?1", [target], |r| r.get(0))
+                .map_err(db_err)?;
+            let Some(limit) = limit else {
+                let tx = w.conn.transaction().map_err(db_err)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('mem_floor', ?1)",
+                    [target],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                // Still under the writer lock: no write sees the new floor before memory does.
+                self.floor.store(target, Ordering::SeqCst);
+                let hosts: Vec<Arc<HostEntry>> =
+                    self.catalog.read().hosts.values().cloned().collect();
+                for h in hosts {
+                    h.index.write().evict(target);
+                }
+                drop(w);
+                return Ok(folded);
+            };
+            // Fold up to 64 rows of the host of the oldest row in the prefix.
+            let host_id: i64 = w
+                .conn
+                .query_row(
+                    "SELECT host_id FROM head WHERE id <= ?1 ORDER BY id LIMIT 1",
+                    [limit],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let gen = w.gen + 1;
+            let tx = w.conn.transaction().map_err(db_err)?;
+            let mut recs = Vec::new();
+            let mut ids = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached("SELECT id, data FROM head WHERE id <= ?1 AND host_id = ?2 ORDER BY id LIMIT 64")
+                    .map_err(db_err)?;
+                let mut rows = stmt.query(params![limit, host_id]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                    let blob = row
+                        .get_ref(1)
+                        .map_err(db_err)?
+                        .as_blob()
+                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    decode_head(blob, &mut recs).map_err(other)?;
+                }
+            }
+            fold_head_rows(
+                &tx,
+                &ids,
+                &mut recs,
+                gen,
+                self.opts.block_ms,
+                self.retention_floor.load(Ordering::SeqCst),
+            )?;
+            tx.commit().map_err(db_err)?;
+            w.gen = gen;
+            folded += ids.len() as u64;
+        }
+    }
+
+    /// Merges the chunks of every complete block (ending at or before the memory floor) that
+    /// still has level-0 chunks into one level-1 chunk.
+    pub(crate) fn merge_blocks(&self) -> StoreResult<u64> {
+        let b = self.opts.block_ms;
+        let mut merged = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let floor = self.floor.load(Ordering::SeqCst);
+            let block_floor = agg::bucket_start(floor, b);
+            // A late head row not folded yet may be newer than chunks of a block: merging
+            // would give its stale samples a higher gen. Wait for the fold.
+            let pending: bool = w
+                .conn
+                .query_row("SELECT EXISTS(SELECT 1 FROM head WHERE gen > 0)", [], |r| r.get(0))
+                .map_err(db_err)?;
+            if pending {
+                return Ok(merged);
+            }
+            let todo: Vec<(u32, TsMs)> = {
+                let mut stmt = w
+                    .conn
+                    .prepare_cached(
+                        "SELECT DISTINCT series_id, start_ts - (((start_ts % ?2) + ?2) % ?2) FROM chunks WHERE level = 0 AND start_ts < ?1 LIMIT 256",
+                    )
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![block_floor, b], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(db_err)?;
+                rows.collect::<Result<_, _>>().map_err(db_err)?
+            };
+            if todo.is_empty() {
+                return Ok(merged);
+            }
+            let tx = w.conn.transaction().map_err(db_err)?;
+            for (sid, block) in todo {
+                let mut ids = Vec::new();
+                let mut parts = Vec::new();
+                let mut gen = 0i64;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND start_ts >= ?2 AND start_ts < ?3 ORDER BY gen, id",
+                        )
+                        .map_err(db_err)?;
+                    let mut rows = stmt.query(params![sid, block, block + b]).map_err(db_err)?;
+                    while let Some(row) = rows.next().map_err(db_err)? {
+                        ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                        gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
+                        if row.get::<_, i64>(2).map_err(db_err)? == 0 {
+                            merged += 1;
+                        }
+                        let blob = row
+                            .get_ref(3)
+                            .map_err(db_err)?
+                            .as_blob()
+                            .map_err(|e| other(rusqlite::Error::from(e)))?;
+                        parts.push(codec::decode(blob).map_err(other)?);
+                    }
+                }
+                let c = merge_columns(parts, TsMs::MIN, TsMs::MAX);
+                {
+                    let mut del =
+                        tx.prepare_cached("DELETE FROM chunks WHERE id = ?1").map_err(db_err)?;
+                    for id in &ids {
+                        del.execute([id]).map_err(db_err)?;
+                    }
+                }
+                if !c.is_empty() {
+                    tx.prepare_cached(
+                        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![sid, c.ts[0], c.ts[c.len() - 1], c.len() as i64, gen, codec::encode(&c)])
+                    })
+                    .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+        }
+    }
+
+    /// Folds the late head rows into level-0 chunks, host by host, oldest write first; the
+    /// chunks take the highest `gen` of the rows they fold. Returns the rows folded.
+    pub(crate) fn fold_late(&self) -> StoreResult<u64> {
+        let mut folded = 0u64;
+        loop {
+            let mut w = self.writer.lock();
+            let host_id: Option<i64> = w
+                .conn
+                .query_row("SELECT host_id FROM head WHERE gen > 0 LIMIT 1", [], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            let Some(host_id) = host_id else {
+                self.late_rows.store(0, Ordering::SeqCst);
+                return Ok(folded);
+            };
+            let tx = w.conn.transaction().map_err(db_err)?;
+            let mut recs = Vec::new();
+            let mut ids = Vec::new();
+            let mut gen = 0i64;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, gen, data FROM head WHERE gen > 0 AND host_id = ?1 ORDER BY gen LIMIT 256",
+                    )
+                    .map_err(db_err)?;
+                let mut rows = stmt.query([host_id]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                    gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
+                    let blob = row
+                        .get_ref(2)
+                        .map_err(db_err)?
+                        .as_blob()
+                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    decode_head(blob, &mut recs).map_err(other)?;
+                }
+            }
+            fold_head_rows(
+                &tx,
+                &ids,
+                &mut recs,
+                gen,
+                self.opts.block_ms,
+                self.retention_floor.load(Ordering::SeqCst),
+            )?;
+            tx.commit().map_err(db_err)?;
+            folded += ids.len() as u64;
+        }
+    }
+
+    pub(crate) fn compact(&self, now: TsMs) -> StoreResult<CompactStats> {
+        let target = now - self.opts.memory_window_ms;
+        let floor = self.floor.load(Ordering::SeqCst);
+        let mut stats = CompactStats::default();
+        stats.head_rows_folded += self.fold_late()?;
+        if target - floor >= self.opts.fold_step_ms {
+            stats.head_rows_folded += self.advance(target)?;
+        }
+        stats.chunks_merged = self.merge_blocks()?;
+        self.pack_rollups()?;
+        Ok(stats)
+    }
+
+    pub(crate) fn maintain(&self, now: TsMs) -> StoreResult<CompactStats> {
+        // Roll-ups first: a series left with neither chunks nor roll-ups is then forgotten
+        // by this same pass.
+        self.apply_rollup_retention(now - self.opts.rollup_retention_ms)?;
+        self.apply_retention(now - self.opts.retention_ms)?;
+        let stats = self.compact(now)?;
+        let w = self.writer.lock();
+        w.conn.execute_batch("PRAGMA incremental_vacuum(2048);").map_err(db_err)?;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,156 @@
+//! Reading samples back from disk: chunks and late head rows merged by `gen`.
+
+use procwatch_model::{Sample, TsMs};
+use procwatch_store::StoreResult;
+use rusqlite::{params, Connection};
+
+use crate::codec;
+use crate::codec::Columns;
+use crate::head::{decode_head, HeadRec};
+use crate::schema::{db_err, other};
+
+/// Merges chunk columns given in ascending `gen` (later wins on equal ts) into one sorted
+/// series restricted to `from <= ts < to`.
+pub(crate) fn merge_columns(parts: Vec<Columns>, from: TsMs, to: TsMs) -> Columns {
+    if parts.len() == 1 {
+        let c = &parts[0];
+        if c.ts.windows(2).all(|w| w[0] < w[1]) {
+            let a = c.ts.partition_point(|&t| t < from);
+            let b = c.ts.partition_point(|&t| t < to).max(a);
+            if a == 0 && b == c.len() {
+                return parts.into_iter().next().expect("one");
+            }
+            let mut out = Columns::with_capacity(b - a);
+            for i in a..b {
+                out.push(c.ts[i], c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+            }
+            return out;
+        }
+    }
+    let mut all: Vec<(TsMs, usize, usize)> = Vec::new();
+    for (p, c) in parts.iter().enumerate() {
+        for (i, &t) in c.ts.iter().enumerate() {
+            if t >= from && t < to {
+                all.push((t, p, i));
+            }
+        }
+    }
+    all.sort_unstable();
+    let mut out = Columns::with_capacity(all.len());
+    let mut k = 0;
+    while k < all.len() {
+        // The last of equal ts has the highest part index = highest gen.
+        while k + 1 < all.len() && all[k + 1].0 == all[k].0 {
+            k += 1;
+        }
+        let (t, p, i) = all[k];
+        let c = &parts[p];
+        out.push(t, c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+        k += 1;
+    }
+    out
+}
+
+/// Late head rows (samples that were older than the memory floor when written) of one host
+/// overlapping `[from, to)`, oldest write first.
+pub(crate) fn late_rows(
+    conn: &Connection,
+    host_id: u32,
+    from: TsMs,
+    to: TsMs,
+) -> StoreResult<Vec<(i64, Vec<HeadRec>)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT gen, data FROM head WHERE gen > 0 AND host_id = ?1 AND min_ts < ?3 AND max_ts >= ?2 ORDER BY gen",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query(params![host_id, from, to]).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let gen: i64 = row.get(0).map_err(db_err)?;
+        let blob = row
+            .get_ref(1)
+            .map_err(db_err)?
+            .as_blob()
+            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let mut recs = Vec::new();
+        decode_head(blob, &mut recs).map_err(other)?;
+        out.push((gen, recs));
+    }
+    Ok(out)
+}
+
+/// Samples of one series in `[from, to)` from its chunks and its host's late head rows
+/// (`late`, from `late_rows`), merged by `gen`.
+pub(crate) fn disk_series(
+    conn: &Connection,
+    sid: u32,
+    late: &[(i64, Vec<HeadRec>)],
+    from: TsMs,
+    to: TsMs,
+) -> StoreResult<Columns> {
+    if from >= to {
+        return Ok(Columns::default());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT gen, data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
+    let mut parts: Vec<(i64, Columns)> = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let gen: i64 = row.get(0).map_err(db_err)?;
+        let blob = row
+            .get_ref(1)
+            .map_err(db_err)?
+            .as_blob()
+            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        parts.push((gen, codec::decode(blob).map_err(other)?));
+    }
+    for (gen, recs) in late {
+        let mut c = Columns::default();
+        for r in recs.iter().filter(|r| r.sid == sid) {
+            c.push(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
+        }
+        if !c.is_empty() {
+            // Within one row, a later record of the same ts wins: sort stably by ts, keep last.
+            let mut idx: Vec<usize> = (0..c.len()).collect();
+            idx.sort_by_key(|&i| c.ts[i]);
+            let mut sorted = Columns::with_capacity(c.len());
+            for (k, &i) in idx.iter().enumerate() {
+                if idx.get(k + 1).is_some_and(|&j| c.ts[j] == c.ts[i]) {
+                    continue;
+                }
+                sorted.push(c.ts[i], c.cpu[i], c.cores[i], c.mem[i], c.rss[i], c.count[i]);
+            }
+            parts.push((*gen, sorted));
+        }
+    }
+    if parts.is_empty() {
+        return Ok(Columns::default());
+    }
+    parts.sort_by_key(|(g, _)| *g);
+    Ok(merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to))
+}
+
+pub(crate) fn append_columns(dst: &mut Columns, src: &Columns, r: std::ops::Range<usize>) {
+    dst.ts.extend_from_slice(&src.ts[r.clone()]);
+    dst.cpu.extend_from_slice(&src.cpu[r.clone()]);
+    dst.cores.extend_from_slice(&src.cores[r.clone()]);
+    dst.mem.extend_from_slice(&src.mem[r.clone()]);
+    dst.rss.extend_from_slice(&src.rss[r.clone()]);
+    dst.count.extend_from_slice(&src.count[r]);
+}
+
+pub(crate) fn col_sample(c: &Columns, i: usize, process: &str) -> Sample {
+    Sample {
+        ts: c.ts[i],
+        process: process.to_string(),
+        cpu: c.cpu[i],
+        cores: c.cores[i],
+        mem: c.mem[i],
+        rss: c.rss[i],
+        count: c.count[i],
+    }
+}
