@@ -1,0 +1,223 @@
+//! `usage()`: the statistics of each process group, computed by InfluxDB (see the crate
+//! doc, "Queries").
+
+use std::collections::BTreeMap;
+
+use procwatch_model::Sample;
+use procwatch_store::{Stats, StoreResult, UsageQuery, UsageRow};
+
+use crate::influxql::{ident, linear_ranks, nearest_rank_arg, tag_eq, time_range, Series};
+use crate::schema::{sample_from_row, METRICS, PROC, SAMPLE_COLS};
+use crate::InfluxStore;
+
+/// `top(f, k)` answers p95 and max when `k = n − lo ≤ TOP_MAX` (windows of up to ~600
+/// samples); above, two `percentile()` calls and `max()` do.
+const TOP_MAX: usize = 32;
+
+/// What one statement of a usage query answers.
+#[derive(Debug, Clone, Copy)]
+enum StmtKind {
+    MeanMin { n: usize },
+    Top { n: usize },
+    Percentiles { n: usize },
+}
+
+impl StmtKind {
+    fn n(self) -> usize {
+        match self {
+            StmtKind::MeanMin { n } | StmtKind::Top { n } | StmtKind::Percentiles { n } => n,
+        }
+    }
+}
+
+/// Key of a usage group: (host when per host, process).
+type GroupKey = (Option<String>, String);
+
+fn group_key(s: &Series, per_host: bool) -> GroupKey {
+    (per_host.then(|| s.tag("host")), s.tag("process"))
+}
+
+fn group_cond(k: &GroupKey) -> String {
+    match &k.0 {
+        Some(h) => format!("({} AND {})", tag_eq("host", h), tag_eq("process", &k.1)),
+        None => tag_eq("process", &k.1),
+    }
+}
+impl InfluxStore {
+    pub(crate) fn usage_cond(&self, q: &UsageQuery) -> String {
+        let mut cond = time_range(q.from, q.to);
+        if let Some(h) = &q.host {
+            cond.push_str(" AND ");
+            cond.push_str(&tag_eq("host", h));
+        }
+        if let Some(p) = &q.process {
+            cond.push_str(" AND ");
+            cond.push_str(&tag_eq("process", p));
+        }
+        cond
+    }
+
+    pub(crate) async fn usage_inner(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        if q.to <= q.from {
+            return Ok(Vec::new());
+        }
+        let s = self.schema().await?;
+        let from = self.from(s.data_rp.as_deref(), PROC);
+        let cond = self.usage_cond(q);
+        let group = if q.per_host { r#""host", "process""# } else { r#""process""# };
+
+        // Round 1, two concurrent requests: the number of samples of each group (it picks the
+        // ranks of p95) and the newest sample of each group.
+        let count = format!("SELECT count(\"cpu\") AS n FROM {from} WHERE {cond} GROUP BY {group}");
+        let newest = format!(
+            "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
+             ORDER BY time DESC LIMIT 1"
+        );
+        let (res, newest) = tokio::try_join!(
+            self.client.query(self.db(), &count),
+            self.client.query(self.db(), &newest)
+        )?;
+        struct Part {
+            n: usize,
+            stats: [Stats; 4],
+            last: Option<Sample>,
+        }
+        let mut parts: BTreeMap<GroupKey, Part> = BTreeMap::new();
+        for series in res.first().map(|r| r.series.as_slice()).unwrap_or_default() {
+            let n = series.rows().next().and_then(|r| r.u64("n")).unwrap_or(0) as usize;
+            if n > 0 {
+                let part = Part { n, stats: [Stats::default(); 4], last: None };
+                parts.insert(group_key(series, q.per_host), part);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        // Round 2, as concurrent requests (InfluxDB runs each on its own core): per metric its
+        // mean, min, max and the two order statistics
+        // around numpy's linear p95 rank. Those come from `top(f, k)` (the k = n − lo largest
+        // values, max included) when k is small, else from InfluxDB's nearest-rank
+        // `percentile()` at the two ranks. One statement per distinct sample count n,
+        // restricted to the groups with that count (but the most common one).
+        let mut by_n: BTreeMap<usize, Vec<&GroupKey>> = BTreeMap::new();
+        for (k, p) in &parts {
+            by_n.entry(p.n).or_default().push(k);
+        }
+        let majority = by_n.iter().max_by_key(|(_, v)| v.len()).map(|(n, _)| *n).unwrap_or(0);
+        let mut requests = Vec::new();
+        // What each statement of a metric's request answers (the same for every metric).
+        let mut kinds: Vec<StmtKind> = Vec::new();
+        for (j, m) in METRICS.iter().enumerate() {
+            let f = ident(m);
+            let mut stmts = Vec::new();
+            for (&n, keys) in &by_n {
+                let (lo, hi, _) = linear_ranks(0.95, n);
+                let mut c = cond.clone();
+                if n != majority {
+                    let keys: Vec<String> = keys.iter().map(|k| group_cond(k)).collect();
+                    c = format!("{c} AND ({})", keys.join(" OR "));
+                }
+                let k = n - lo;
+                if k <= TOP_MAX {
+                    stmts.push(format!(
+                        "SELECT mean({f}) AS mean, min({f}) AS min FROM {from} WHERE {c} \
+                         GROUP BY {group}; \
+                         SELECT top({f}, {k}) AS top FROM {from} WHERE {c} GROUP BY {group}"
+                    ));
+                    if j == 0 {
+                        kinds.push(StmtKind::MeanMin { n });
+                        kinds.push(StmtKind::Top { n });
+                    }
+                } else {
+                    let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
+                    stmts.push(format!(
+                        "SELECT mean({f}) AS mean, min({f}) AS min, max({f}) AS max, \
+                         percentile({f}, {alo}) AS lo, percentile({f}, {ahi}) AS hi \
+                         FROM {from} WHERE {c} GROUP BY {group}"
+                    ));
+                    if j == 0 {
+                        kinds.push(StmtKind::Percentiles { n });
+                    }
+                }
+            }
+            requests.push(stmts.join("; "));
+        }
+        let answers =
+            futures::future::try_join_all(requests.iter().map(|r| self.client.query(self.db(), r)))
+                .await?;
+        for series in newest.first().map(|r| r.series.as_slice()).unwrap_or_default() {
+            let key = group_key(series, q.per_host);
+            if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
+                p.last = Some(sample_from_row(&key.1, &row));
+            }
+        }
+        for (j, answer) in answers.iter().enumerate() {
+            for (kind, result) in kinds.iter().zip(answer) {
+                let n = kind.n();
+                let (lo, hi, frac) = linear_ranks(0.95, n);
+                for series in &result.series {
+                    let key = group_key(series, q.per_host);
+                    let Some(p) = parts.get_mut(&key).filter(|p| p.n == n) else { continue };
+                    let st = &mut p.stats[j];
+                    match kind {
+                        StmtKind::MeanMin { .. } => {
+                            let Some(row) = series.rows().next() else { continue };
+                            st.mean = row.f64("mean").unwrap_or(0.0);
+                            st.min = row.f64("min").unwrap_or(0.0);
+                        }
+                        StmtKind::Top { .. } => {
+                            // The n − lo largest values, largest first: index i is rank n−1−i.
+                            let mut top: Vec<f64> =
+                                series.rows().filter_map(|r| r.f64("top")).collect();
+                            top.sort_by(|a, b| b.total_cmp(a));
+                            let at = |rank: usize| top.get(n - 1 - rank).copied().unwrap_or(0.0);
+                            st.max = top.first().copied().unwrap_or(0.0);
+                            st.p95 = at(lo) + (at(hi) - at(lo)) * frac;
+                        }
+                        StmtKind::Percentiles { .. } => {
+                            let Some(row) = series.rows().next() else { continue };
+                            let plo = row.f64("lo").unwrap_or(0.0);
+                            let phi = row.f64("hi").unwrap_or(plo);
+                            st.mean = row.f64("mean").unwrap_or(0.0);
+                            st.min = row.f64("min").unwrap_or(0.0);
+                            st.max = row.f64("max").unwrap_or(0.0);
+                            st.p95 = plo + (phi - plo) * frac;
+                        }
+                    }
+                }
+            }
+        }
+
+        Ok(parts
+            .into_iter()
+            .map(|((host, process), p)| {
+                let last = p.last.unwrap_or_else(|| Sample {
+                    ts: 0,
+                    process: process.clone(),
+                    cpu: 0.0,
+                    cores: 0.0,
+                    mem: 0.0,
+                    rss: 0,
+                    count: 0,
+                });
+                let [mut cpu, mut cores, mut mem, mut rss] = p.stats;
+                cpu.last = last.cpu;
+                cores.last = last.cores;
+                mem.last = last.mem;
+                rss.last = last.rss as f64;
+                UsageRow {
+                    host,
+                    process,
+                    cpu,
+                    cores,
+                    mem,
+                    rss,
+                    count: last.count,
+                    samples: p.n as u64,
+                    last_ts: last.ts,
+                }
+            })
+            .collect())
+    }
+}
