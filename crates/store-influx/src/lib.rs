@@ -114,7 +114,7 @@ use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::{
     AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
-    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+    StoreResult, UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use crate::client::Client;
@@ -216,7 +216,12 @@ impl Storage for InfluxStore {
     }
 
     async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
-        let r = self.usage_inner(q).await;
+        let r = self.usage_inner(q, UsageNeeds::ALL).await;
+        self.track(r)
+    }
+
+    async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
+        let r = self.usage_inner(q, needs).await;
         self.track(r)
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use procwatch_model::Sample;
-use procwatch_store::{Stats, StoreResult, UsageQuery, UsageRow};
+use procwatch_store::{Stats, StoreResult, UsageNeeds, UsageQuery, UsageRow};
 
 use crate::influxql::{ident, linear_ranks, nearest_rank_arg, tag_eq, time_range, Series};
 use crate::schema::{sample_from_row, METRICS, PROC, SAMPLE_COLS};
@@ -14,10 +14,10 @@ use crate::InfluxStore;
 /// samples); above, two `percentile()` calls and `max()` do.
 const TOP_MAX: usize = 32;
 
-/// What one statement of a usage query answers.
+/// What one statement of the second round of a usage query answers.
 #[derive(Debug, Clone, Copy)]
 enum StmtKind {
-    MeanMin { n: usize },
+    Min { n: usize },
     Top { n: usize },
     Percentiles { n: usize },
 }
@@ -25,7 +25,7 @@ enum StmtKind {
 impl StmtKind {
     fn n(self) -> usize {
         match self {
-            StmtKind::MeanMin { n } | StmtKind::Top { n } | StmtKind::Percentiles { n } => n,
+            StmtKind::Min { n } | StmtKind::Top { n } | StmtKind::Percentiles { n } => n,
         }
     }
 }
@@ -43,6 +43,7 @@ fn group_cond(k: &GroupKey) -> String {
         None => tag_eq("process", &k.1),
     }
 }
+
 impl InfluxStore {
     pub(crate) fn usage_cond(&self, q: &UsageQuery) -> String {
         let mut cond = time_range(q.from, q.to);
@@ -57,7 +58,12 @@ impl InfluxStore {
         cond
     }
 
-    pub(crate) async fn usage_inner(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+    /// `usage()` computing only what `needs` asks (see the crate doc, "Queries").
+    pub(crate) async fn usage_inner(
+        &self,
+        q: &UsageQuery,
+        needs: UsageNeeds,
+    ) -> StoreResult<Vec<UsageRow>> {
         if q.to <= q.from {
             return Ok(Vec::new());
         }
@@ -65,18 +71,32 @@ impl InfluxStore {
         let from = self.from(s.data_rp.as_deref(), PROC);
         let cond = self.usage_cond(q);
         let group = if q.per_host { r#""host", "process""# } else { r#""process""# };
+        let metrics: Vec<(usize, &str)> =
+            METRICS.iter().copied().enumerate().filter(|(j, _)| needs.metrics[*j]).collect();
 
-        // Round 1, two concurrent requests: the number of samples of each group (it picks the
-        // ranks of p95) and the newest sample of each group.
-        let count = format!("SELECT count(\"cpu\") AS n FROM {from} WHERE {cond} GROUP BY {group}");
+        // Round 1, one statement (and a second, concurrent request for the newest samples when
+        // `last` is needed): the means of the metrics needed and, when p95 or the sample count
+        // is needed, the number of samples of each group (it picks the ranks of p95). `get-all`
+        // is this one statement, the same InfluxQL a person would write.
+        let with_n = needs.spread || needs.samples || metrics.is_empty();
+        let mut cols: Vec<String> =
+            metrics.iter().map(|(_, m)| format!("mean({}) AS \"{m}_mean\"", ident(m))).collect();
+        if with_n {
+            cols.push("count(\"cpu\") AS n".into());
+        }
+        let means = format!("SELECT {} FROM {from} WHERE {cond} GROUP BY {group}", cols.join(", "));
         let newest = format!(
             "SELECT {SAMPLE_COLS} FROM {from} WHERE {cond} GROUP BY {group} \
              ORDER BY time DESC LIMIT 1"
         );
-        let (res, newest) = tokio::try_join!(
-            self.client.query(self.db(), &count),
-            self.client.query(self.db(), &newest)
-        )?;
+        let (res, newest) = if needs.last {
+            tokio::try_join!(
+                self.client.query(self.db(), &means),
+                self.client.query(self.db(), &newest)
+            )?
+        } else {
+            (self.client.query(self.db(), &means).await?, Vec::new())
+        };
         struct Part {
             n: usize,
             stats: [Stats; 4],
@@ -84,14 +104,31 @@ impl InfluxStore {
         }
         let mut parts: BTreeMap<GroupKey, Part> = BTreeMap::new();
         for series in res.first().map(|r| r.series.as_slice()).unwrap_or_default() {
-            let n = series.rows().next().and_then(|r| r.u64("n")).unwrap_or(0) as usize;
+            let Some(row) = series.rows().next() else { continue };
+            let n = if with_n { row.u64("n").unwrap_or(0) as usize } else { 1 };
             if n > 0 {
-                let part = Part { n, stats: [Stats::default(); 4], last: None };
-                parts.insert(group_key(series, q.per_host), part);
+                let mut stats = [Stats::default(); 4];
+                for (j, m) in &metrics {
+                    stats[*j].mean = row.f64(&format!("{m}_mean")).unwrap_or(0.0);
+                }
+                let n = if with_n { n } else { 0 };
+                parts.insert(group_key(series, q.per_host), Part { n, stats, last: None });
             }
         }
         if parts.is_empty() {
             return Ok(Vec::new());
+        }
+        for series in newest.first().map(|r| r.series.as_slice()).unwrap_or_default() {
+            let key = group_key(series, q.per_host);
+            if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
+                p.last = Some(sample_from_row(&key.1, &row));
+            }
+        }
+        if !needs.spread {
+            return Ok(parts
+                .into_iter()
+                .map(|((host, process), p)| usage_row(host, process, p.n, p.stats, p.last))
+                .collect());
         }
 
         // Round 2, as concurrent requests (InfluxDB runs each on its own core): per metric its
@@ -108,7 +145,7 @@ impl InfluxStore {
         let mut requests = Vec::new();
         // What each statement of a metric's request answers (the same for every metric).
         let mut kinds: Vec<StmtKind> = Vec::new();
-        for (j, m) in METRICS.iter().enumerate() {
+        for (i, (_, m)) in metrics.iter().enumerate() {
             let f = ident(m);
             let mut stmts = Vec::new();
             for (&n, keys) in &by_n {
@@ -121,22 +158,21 @@ impl InfluxStore {
                 let k = n - lo;
                 if k <= TOP_MAX {
                     stmts.push(format!(
-                        "SELECT mean({f}) AS mean, min({f}) AS min FROM {from} WHERE {c} \
-                         GROUP BY {group}; \
+                        "SELECT min({f}) AS min FROM {from} WHERE {c} GROUP BY {group}; \
                          SELECT top({f}, {k}) AS top FROM {from} WHERE {c} GROUP BY {group}"
                     ));
-                    if j == 0 {
-                        kinds.push(StmtKind::MeanMin { n });
+                    if i == 0 {
+                        kinds.push(StmtKind::Min { n });
                         kinds.push(StmtKind::Top { n });
                     }
                 } else {
                     let (alo, ahi) = (nearest_rank_arg(lo, n), nearest_rank_arg(hi, n));
                     stmts.push(format!(
-                        "SELECT mean({f}) AS mean, min({f}) AS min, max({f}) AS max, \
+                        "SELECT min({f}) AS min, max({f}) AS max, \
                          percentile({f}, {alo}) AS lo, percentile({f}, {ahi}) AS hi \
                          FROM {from} WHERE {c} GROUP BY {group}"
                     ));
-                    if j == 0 {
+                    if i == 0 {
                         kinds.push(StmtKind::Percentiles { n });
                     }
                 }
@@ -146,13 +182,8 @@ impl InfluxStore {
         let answers =
             futures::future::try_join_all(requests.iter().map(|r| self.client.query(self.db(), r)))
                 .await?;
-        for series in newest.first().map(|r| r.series.as_slice()).unwrap_or_default() {
-            let key = group_key(series, q.per_host);
-            if let (Some(p), Some(row)) = (parts.get_mut(&key), series.rows().next()) {
-                p.last = Some(sample_from_row(&key.1, &row));
-            }
-        }
-        for (j, answer) in answers.iter().enumerate() {
+        for (i, answer) in answers.iter().enumerate() {
+            let j = metrics[i].0;
             for (kind, result) in kinds.iter().zip(answer) {
                 let n = kind.n();
                 let (lo, hi, frac) = linear_ranks(0.95, n);
@@ -161,9 +192,8 @@ impl InfluxStore {
                     let Some(p) = parts.get_mut(&key).filter(|p| p.n == n) else { continue };
                     let st = &mut p.stats[j];
                     match kind {
-                        StmtKind::MeanMin { .. } => {
+                        StmtKind::Min { .. } => {
                             let Some(row) = series.rows().next() else { continue };
-                            st.mean = row.f64("mean").unwrap_or(0.0);
                             st.min = row.f64("min").unwrap_or(0.0);
                         }
                         StmtKind::Top { .. } => {
@@ -179,7 +209,6 @@ impl InfluxStore {
                             let Some(row) = series.rows().next() else { continue };
                             let plo = row.f64("lo").unwrap_or(0.0);
                             let phi = row.f64("hi").unwrap_or(plo);
-                            st.mean = row.f64("mean").unwrap_or(0.0);
                             st.min = row.f64("min").unwrap_or(0.0);
                             st.max = row.f64("max").unwrap_or(0.0);
                             st.p95 = plo + (phi - plo) * frac;
@@ -191,33 +220,42 @@ impl InfluxStore {
 
         Ok(parts
             .into_iter()
-            .map(|((host, process), p)| {
-                let last = p.last.unwrap_or_else(|| Sample {
-                    ts: 0,
-                    process: process.clone(),
-                    cpu: 0.0,
-                    cores: 0.0,
-                    mem: 0.0,
-                    rss: 0,
-                    count: 0,
-                });
-                let [mut cpu, mut cores, mut mem, mut rss] = p.stats;
-                cpu.last = last.cpu;
-                cores.last = last.cores;
-                mem.last = last.mem;
-                rss.last = last.rss as f64;
-                UsageRow {
-                    host,
-                    process,
-                    cpu,
-                    cores,
-                    mem,
-                    rss,
-                    count: last.count,
-                    samples: p.n as u64,
-                    last_ts: last.ts,
-                }
-            })
+            .map(|((host, process), p)| usage_row(host, process, p.n, p.stats, p.last))
             .collect())
+    }
+}
+
+/// A row from its statistics and newest sample (all 0 when not asked for).
+fn usage_row(
+    host: Option<String>,
+    process: String,
+    n: usize,
+    stats: [Stats; 4],
+    last: Option<Sample>,
+) -> UsageRow {
+    let last = last.unwrap_or_else(|| Sample {
+        ts: 0,
+        process: process.clone(),
+        cpu: 0.0,
+        cores: 0.0,
+        mem: 0.0,
+        rss: 0,
+        count: 0,
+    });
+    let [mut cpu, mut cores, mut mem, mut rss] = stats;
+    cpu.last = last.cpu;
+    cores.last = last.cores;
+    mem.last = last.mem;
+    rss.last = last.rss as f64;
+    UsageRow {
+        host,
+        process,
+        cpu,
+        cores,
+        mem,
+        rss,
+        count: last.count,
+        samples: n as u64,
+        last_ts: last.ts,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, Sample};
 use procwatch_store::conformance::{base_ts, sample};
-use procwatch_store::{AlarmQuery, Storage, StoreError, UsageQuery};
+use procwatch_store::{AlarmQuery, Storage, StoreError, UsageNeeds, UsageQuery};
 use procwatch_store_influx::testing::Influxd;
 use procwatch_store_influx::{InfluxConfig, InfluxStore};
 
@@ -262,6 +262,25 @@ async fn usage_matches_the_reference_store_on_mixed_sample_counts() {
                         ("p95", gs.p95, ws.p95),
                     ] {
                         assert!(close(a, b), "{what} {name}.{stat}: influx {a}, reference {b}");
+                    }
+                }
+            }
+            // Asking only for some statistics answers the same rows with the same values of
+            // those (here get-all's: the means of mem and cpu, one InfluxQL statement; and
+            // everything but p95/min/max).
+            let partial = UsageNeeds { spread: false, ..UsageNeeds::ALL };
+            for needs in [UsageNeeds::GET_ALL, partial] {
+                let got = influx.usage_of(&q, needs).await.expect("influx usage_of");
+                assert_eq!(got.len(), want.len(), "{q:?} {needs:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    let what = format!("{q:?} {needs:?} {:?}/{}", w.host, w.process);
+                    assert_eq!((&g.host, &g.process), (&w.host, &w.process), "{what}");
+                    assert!(close(g.mem.mean, w.mem.mean), "{what} mem.mean");
+                    assert!(close(g.cpu.mean, w.cpu.mean), "{what} cpu.mean");
+                    if needs.last {
+                        assert_eq!((g.samples, g.last_ts), (w.samples, w.last_ts), "{what}");
+                        assert!(close(g.rss.mean, w.rss.mean), "{what} rss.mean");
+                        assert!(close(g.cores.last, w.cores.last), "{what} cores.last");
                     }
                 }
             }

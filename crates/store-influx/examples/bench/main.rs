@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procwatch_model::{Batch, HostTotal, Sample};
-use procwatch_store::{Storage, UsageQuery};
+use procwatch_store::{Storage, UsageNeeds, UsageQuery};
 use procwatch_store_influx::testing::Influxd;
 use procwatch_store_influx::InfluxStore;
 use procwatch_store_sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -157,7 +157,7 @@ fn get_all_query(now: i64, host: Option<&str>) -> UsageQuery {
 
 /// The store's answer to get-all, as the server asks it.
 async fn store_get_all(store: &dyn Storage, q: &UsageQuery) -> usize {
-    store.usage(q).await.expect("usage").len()
+    store.usage_of(q, UsageNeeds::GET_ALL).await.expect("usage").len()
 }
 
 /// `n` rounds of: the store's get-all, then (if any) the direct query of the same shape.
