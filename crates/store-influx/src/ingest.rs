@@ -1,7 +1,12 @@
-//! Writing a batch: line protocol for its samples and host totals, then the host's
-//! bookkeeping point.
+//! Writing a batch: one `/write` request with its samples, its host totals and, last, the
+//! host's bookkeeping point (see the crate doc, "Schema" and "Failures").
+//!
+//! The host's bookkeeping (`BatchState`) is kept in memory, so a batch costs one request and no
+//! query: it is read back from InfluxDB at a host's first batch, after any failed write, and
+//! whenever this store did not handle the host's previous batch within
+//! [`TRUST_INTERVALS`] of its interval (its agent may have talked to another replica since).
 
-use procwatch_model::Batch;
+use procwatch_model::{Batch, TsMs};
 use procwatch_store::memory::check_batch;
 use procwatch_store::{agg, StoreError, StoreResult, WriteOutcome};
 
@@ -9,6 +14,20 @@ use crate::bookkeeping::BatchState;
 use crate::line::{self, int, write_point, Field};
 use crate::schema::BATCH;
 use crate::{InfluxStore, WRITE_CHUNK};
+
+/// The cached bookkeeping is trusted while the host's previous batch went through this store
+/// less than 1.5 intervals ago: an agent sends its next batch one interval after the last,
+/// so a host whose batches alternate between replicas is seen here at most every 2 intervals
+/// and is always read back.
+pub(crate) const TRUST_INTERVALS: f64 = 1.5;
+
+/// A host's bookkeeping as this store last wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    state: BatchState,
+    /// When (store clock) this store wrote it.
+    at: TsMs,
+}
 
 /// Refuses names with control characters (SPEC section 2; the line protocol cannot carry
 /// them either).
@@ -60,34 +79,45 @@ impl InfluxStore {
             chunks.push(cur);
         }
 
-        let host_lock = self
+        let slot = self
             .host_locks
             .lock()
             .expect("host locks")
             .entry(host.to_string())
             .or_default()
             .clone();
-        let _one_batch_of_this_host = host_lock.lock().await;
-        // The data and the host's previous bookkeeping, concurrently; the batch point last, so
-        // `hosts()` only counts batches whose data is stored.
-        let (_, prev) =
-            tokio::try_join!(self.write_lines(rp, &chunks), self.batch_state(&schema, host))?;
+        // One batch of a host at a time in this store; the slot holds its cached bookkeeping.
+        let mut cached = slot.lock().await;
+        let now = self.clock.now_ms();
+        let trusted = cached.take().filter(|c| {
+            let interval = c.state.interval_ms.max(batch.interval_ms) as f64;
+            ((now - c.at) as f64) < interval * TRUST_INTERVALS
+        });
+        let prev = match trusted {
+            Some(c) => Some(c.state),
+            None => self.batch_state(&schema, host).await?,
+        };
         let newest =
             batch.samples.iter().map(|s| s.ts).chain(batch.host_totals.iter().map(|t| t.ts)).max();
         let prev_seq = prev.as_ref().map(|p| (p.last_seq, p.seq_gaps));
         let (last_seq, seq_gaps, gap, is_new) = agg::seq_update(prev_seq, batch.seq);
         let p = prev.unwrap_or_default();
         let state = BatchState {
-            time: self.clock.now_ms().max(p.time + 1),
+            time: now.max(p.time + 1),
             last_seq,
             seq_gaps,
             dropped_samples: p.dropped_samples + if is_new { batch.dropped_samples } else { 0 },
             interval_ms: if is_new { batch.interval_ms } else { p.interval_ms },
             last_seen: newest.map_or(p.last_seen, |ts| ts.max(p.last_seen)),
         };
-        let mut line = String::new();
+        // The batch point is the last line of the last request: `hosts()` counts a batch once
+        // the request carrying its last points is stored (see the crate doc, "Failures").
+        if chunks.is_empty() {
+            chunks.push(String::new());
+        }
+        let line = chunks.last_mut().expect("a chunk");
         write_point(
-            &mut line,
+            line,
             BATCH,
             &[("host", host)],
             &[
@@ -100,7 +130,10 @@ impl InfluxStore {
             ],
             state.time,
         );
-        self.client.write(&self.cfg.db, rp, &line).await?;
+        // On failure the slot stays empty: the next batch of this host reads the bookkeeping
+        // back from InfluxDB (which may or may not hold this batch's point).
+        self.write_lines(rp, &chunks).await?;
+        *cached = Some(Cached { state, at: now });
         Ok(WriteOutcome {
             samples: batch.samples.len(),
             host_totals: batch.host_totals.len(),

@@ -129,8 +129,9 @@ pub struct InfluxStore {
     schema: Mutex<Option<Arc<Schema>>>,
     init_lock: tokio::sync::Mutex<()>,
     /// One lock per host: this replica handles one batch of a host at a time, so a retry that
-    /// overtakes its original cannot race it on the host's bookkeeping.
-    host_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// overtakes its original cannot race it on the host's bookkeeping; it guards the host's
+    /// cached bookkeeping (`ingest`).
+    host_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<ingest::Cached>>>>>,
     /// Bookkeeping times and retention cutoffs.
     clock: Arc<dyn Clock>,
 }
@@ -152,7 +153,7 @@ impl InfluxStore {
         if cfg.db.is_empty() {
             return Err(StoreError::InvalidInput("influxdb database name is empty".into()));
         }
-        let client = Client::new(&cfg.url, cfg.token.clone(), cfg.timeout)?;
+        let client = Client::new(&cfg.url, cfg.token.clone(), cfg.timeout, cfg.gzip)?;
         Ok(Self {
             cfg,
             client,

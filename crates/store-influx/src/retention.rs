@@ -37,6 +37,8 @@ impl InfluxStore {
         }
         for h in self.hosts_inner().await? {
             if h.last_seen < cutoff {
+                // Its cached bookkeeping goes with it: a batch after this starts afresh.
+                self.host_locks.lock().expect("host locks").remove(&h.host);
                 stmts.push(format!(
                     "DROP SERIES FROM {} WHERE {}",
                     ident(BATCH),

@@ -6,13 +6,14 @@
 //! ```text
 //! cargo run --release -p procwatch-store-influx --example bench -- [--hosts 20] [--sweeps 60]
 //!     [--procs 300] [--concurrency 4] [--queries 200] [--merged-queries 20]
-//!     [--direct-points 10000] [--no-sqlite 1]
+//!     [--direct-points 10000] [--rounds 2] [--no-sqlite 1]
 //! ```
 //!
 //! Ingestion: `hosts × sweeps` batches of `procs` samples and one host total each (one agent
 //! sweep per batch, 10 s apart, ending now), written by `concurrency` concurrent writers;
 //! directly, the same batches one request each (gzip and plain), and cut into requests of
-//! `direct-points` points (the engine's best), each into its own database of the same influxd.
+//! `direct-points` points (the engine's best). Each ingestion runs on a fresh influxd (none
+//! pays for another's compactions), `rounds` times, the order reversed every other round.
 //! Query: what `GET /ressources-usage/get-all?host=h` asks the store (usage of one host over
 //! the last 5 min, merged per process), `queries` times, and the same over every host,
 //! `merged-queries` times, each time followed by the direct query of the same shape (so both
@@ -41,6 +42,7 @@ struct Args {
     merged_queries: usize,
     direct_points: usize,
     sqlite: bool,
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -53,6 +55,7 @@ fn parse_args() -> Args {
         merged_queries: 20,
         direct_points: 10_000,
         sqlite: true,
+        rounds: 2,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -66,6 +69,7 @@ fn parse_args() -> Args {
             "--merged-queries" => a.merged_queries = v,
             "--direct-points" => a.direct_points = v,
             "--no-sqlite" => a.sqlite = v == 0,
+            "--rounds" => a.rounds = v,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -195,83 +199,106 @@ fn samples_in(data: &[Batch]) -> usize {
     data.iter().map(|b| b.samples.len()).sum()
 }
 
-/// The store through the `Storage` trait; with `peer` (the same influxd), the direct figures
-/// of the same data and queries in the same run.
-async fn run(
-    name: &str,
-    store: Arc<dyn Storage>,
-    a: &Args,
-    data: Arc<Vec<Batch>>,
-    now: i64,
-    peer: Option<&str>,
-) {
+/// A fresh influxd in a temp dir: each ingestion run gets its own, so none pays for the
+/// compactions of another's data.
+fn fresh_influxd() -> Influxd {
+    Influxd::start_or_skip("bench").expect("influxd is needed for this benchmark")
+}
+
+async fn influx_store(d: &Influxd, db: &str) -> Arc<dyn Storage> {
+    let mut cfg = d.config(db);
+    cfg.timeout = Duration::from_secs(60);
+    Arc::new(InfluxStore::connect(cfg).await.expect("influx"))
+}
+
+fn spread(v: &[f64]) -> String {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let each: Vec<String> = v.iter().map(|r| format!("{r:.0}")).collect();
+    format!("{mean:.0} ({})", each.join(", "))
+}
+
+/// procwatch's `InfluxStore` and the direct peer, each ingestion on a fresh influxd, `rounds`
+/// times in alternating order; then get-all through the store and directly, interleaved.
+async fn run_influx(a: &Args, data: Arc<Vec<Batch>>, now: i64) {
     let samples = samples_in(&data);
-    let rate = ingest(store.clone(), data.clone(), a.concurrency).await;
-    let mut directs = Vec::new();
-    if let Some(url) = peer {
-        for (label, db, cut) in [
-            (
-                "same requests as procwatch: one batch each, gzip",
-                "direct_same",
-                Cut { points: 0, gzip: true },
-            ),
-            ("same requests, plain text", "direct_plain", Cut { points: 0, gzip: false }),
-            (
-                "large requests, plain text",
-                "direct_large",
-                Cut { points: a.direct_points, gzip: false },
-            ),
-        ] {
-            let d = Direct::create(url, db).await;
-            let bodies = Direct::bodies(&data, cut);
-            let n = bodies.len();
-            let r = d.ingest(bodies, cut.gzip, a.concurrency, samples).await;
-            directs.push((format!("direct /write, {label} ({n} requests)"), d, r));
+    let cuts = [
+        None,
+        Some(("same requests as procwatch: one batch each, gzip", Cut { points: 0, gzip: true })),
+        Some(("same requests, plain text", Cut { points: 0, gzip: false })),
+        Some(("large requests, plain text", Cut { points: a.direct_points, gzip: false })),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cuts.len()];
+    let mut labels = vec![String::new(); cuts.len()];
+    let mut ours: Option<(Influxd, Arc<dyn Storage>)> = None;
+    let mut theirs: Option<(Influxd, Direct)> = None;
+    for round in 0..a.rounds.max(1) {
+        let mut order: Vec<usize> = (0..cuts.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for v in order {
+            let d = fresh_influxd();
+            match cuts[v] {
+                None => {
+                    let store = influx_store(&d, "bench").await;
+                    rates[v].push(ingest(store.clone(), data.clone(), a.concurrency).await);
+                    labels[v] = "procwatch InfluxStore, influxdb 1.6".into();
+                    if ours.is_none() {
+                        ours = Some((d, store));
+                    }
+                }
+                Some((label, cut)) => {
+                    let direct = Direct::create(&d.url(), "direct").await;
+                    let bodies = Direct::bodies(&data, cut);
+                    labels[v] = format!("direct /write, {label} ({} requests)", bodies.len());
+                    rates[v].push(direct.ingest(bodies, cut.gzip, a.concurrency, samples).await);
+                    if v == 1 && theirs.is_none() {
+                        theirs = Some((d, direct));
+                    }
+                }
+            }
         }
     }
-    let d = directs.first().map(|(_, d, _)| d.clone());
+    let ((_d1, store), (_d2, direct)) = (ours.expect("ours"), theirs.expect("theirs"));
     let one = get_all_query(now, Some("bench-00"));
     let all = get_all_query(now, None);
-    let (ql_one, ql_all) = match &d {
-        Some(d) => {
-            (d.get_all_ql(one.from, one.to, Some("bench-00")), d.get_all_ql(all.from, all.to, None))
-        }
-        None => (String::new(), String::new()),
-    };
-    let (o1, d1) = query_pair(
-        store.as_ref(),
-        d.as_ref().map(|d| (d, ql_one.as_str())),
-        &one,
-        a.queries,
-        a.procs,
-    )
-    .await;
-    let (oa, da) = query_pair(
-        store.as_ref(),
-        d.as_ref().map(|d| (d, ql_all.as_str())),
-        &all,
-        a.merged_queries,
-        a.procs,
-    )
-    .await;
-    let (o1, oa) = (p50_p99(o1), p50_p99(oa));
-    row(name, Some(rate), Some(o1), Some(oa));
-    if d.is_some() {
-        let (d1, da) = (p50_p99(d1), p50_p99(da));
-        for (i, (label, _, r)) in directs.iter().enumerate() {
-            let (q1, qa) = if i == 0 { (Some(d1), Some(da)) } else { (None, None) };
-            row(label, Some(*r), q1, qa);
-        }
-        let best = directs.iter().map(|(_, _, r)| *r).fold(0.0, f64::max);
-        println!(
-            "\nprocwatch / direct: ingestion {:.2}x of the same requests, {:.2}x of the best; \
-             get-all 1 host p50 {:.2}x, all hosts p50 {:.2}x",
-            rate / directs[0].2,
-            rate / best,
-            o1.0 / d1.0,
-            oa.0 / da.0
-        );
+    let ql_one = direct.get_all_ql(one.from, one.to, Some("bench-00"));
+    let ql_all = direct.get_all_ql(all.from, all.to, None);
+    let (o1, d1) =
+        query_pair(store.as_ref(), Some((&direct, &ql_one)), &one, a.queries, a.procs).await;
+    let (oa, da) =
+        query_pair(store.as_ref(), Some((&direct, &ql_all)), &all, a.merged_queries, a.procs).await;
+    let (o1, oa, d1, da) = (p50_p99(o1), p50_p99(oa), p50_p99(d1), p50_p99(da));
+    let lat = |(p50, p99): (f64, f64)| format!("{p50:.2} | {p99:.2}");
+    for (v, label) in labels.iter().enumerate() {
+        let (q1, qa) = match v {
+            0 => (lat(o1), lat(oa)),
+            1 => (lat(d1), lat(da)),
+            _ => ("– | –".into(), "– | –".into()),
+        };
+        println!("| {label} | {} | {q1} | {qa} |", spread(&rates[v]));
     }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let best = rates[1..].iter().map(|r| mean(r)).fold(0.0, f64::max);
+    println!(
+        "\nprocwatch / direct: ingestion {:.2}x of the same requests, {:.2}x of the best; \
+         get-all 1 host p50 {:.2}x, all hosts p50 {:.2}x",
+        mean(&rates[0]) / mean(&rates[1]),
+        mean(&rates[0]) / best,
+        o1.0 / d1.0,
+        oa.0 / da.0
+    );
+    store.close().await.expect("close");
+}
+
+/// A store through the `Storage` trait (the embedded store, for reference).
+async fn run(name: &str, store: Arc<dyn Storage>, a: &Args, data: Arc<Vec<Batch>>, now: i64) {
+    let rate = ingest(store.clone(), data, a.concurrency).await;
+    let one = get_all_query(now, Some("bench-00"));
+    let all = get_all_query(now, None);
+    let (o1, _) = query_pair(store.as_ref(), None, &one, a.queries, a.procs).await;
+    let (oa, _) = query_pair(store.as_ref(), None, &all, a.merged_queries, a.procs).await;
+    row(name, Some(rate), Some(p50_p99(o1)), Some(p50_p99(oa)));
     store.close().await.expect("close");
 }
 
@@ -292,6 +319,15 @@ async fn run_http(
     let server = tokio::spawn(procwatch_server::run(listener, config, store, async {
         let _ = rx.await;
     }));
+    // The direct peer first (on its own influxd), then procwatch.
+    let samples = samples_in(data);
+    let mut direct = None;
+    if let Some(peer) = peer {
+        let d = Direct::create(peer, "direct_http").await;
+        let cut = Cut { points: 0, gzip: true };
+        let r = d.ingest(Direct::bodies(data, cut), true, a.concurrency, samples).await;
+        direct = Some((d, r));
+    }
     let bodies: Arc<Vec<Vec<u8>>> =
         Arc::new(data.iter().map(|b| serde_json::to_vec(b).expect("json")).collect());
     let client = reqwest::Client::new();
@@ -319,15 +355,7 @@ async fn run_http(
     for t in tasks {
         t.await.expect("writer");
     }
-    let samples = samples_in(data);
     let rate = samples as f64 / t.elapsed().as_secs_f64();
-    let mut direct = None;
-    if let Some(peer) = peer {
-        let d = Direct::create(peer, "direct_http").await;
-        let cut = Cut { points: 0, gzip: true };
-        let r = d.ingest(Direct::bodies(data, cut), true, a.concurrency, samples).await;
-        direct = Some((d, r));
-    }
     let lat = |path: &'static str, host: Option<&'static str>, n: usize| {
         let (client, url, direct) =
             (client.clone(), url.clone(), direct.as_ref().map(|(d, _)| d.clone()));
@@ -389,15 +417,7 @@ async fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- |");
 
-    let influxd = Influxd::start_or_skip("bench").expect("influxd is needed for this benchmark");
-    let mut cfg = influxd.config("bench");
-    cfg.timeout = Duration::from_secs(60);
-    let influx = InfluxStore::connect(cfg).await.expect("influx");
-    let url = influxd.url();
-    run("procwatch InfluxStore, influxdb 1.6", Arc::new(influx), &a, data.clone(), now, Some(&url))
-        .await;
-    drop(influxd);
-    let influxd_http = Influxd::start_or_skip("bench").expect("influxd");
+    run_influx(&a, data.clone(), now).await;
 
     if a.sqlite {
         println!();
@@ -406,7 +426,7 @@ async fn main() {
             ("sqlite (Durability::Power, fsync per commit)", Durability::Power),
         ] {
             let dir = tempfile::tempdir().expect("tempdir");
-            run(name, sqlite(dir.path(), durability).await, &a, data.clone(), now, None).await;
+            run(name, sqlite(dir.path(), durability).await, &a, data.clone(), now).await;
         }
     }
 
@@ -417,12 +437,11 @@ async fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     let data = Arc::new(batches(&a, now_ms()));
-    let mut cfg = influxd_http.config("bench_http");
-    cfg.timeout = Duration::from_secs(60);
-    let influx = InfluxStore::connect(cfg).await.expect("influx");
-    let url = influxd_http.url();
-    run_http("procwatch server on influxdb 1.6", Arc::new(influx), &a, &data, Some(&url)).await;
-    drop(influxd_http);
+    let (influxd_http, influxd_peer) = (fresh_influxd(), fresh_influxd());
+    let influx = influx_store(&influxd_http, "bench_http").await;
+    let url = influxd_peer.url();
+    run_http("procwatch server on influxdb 1.6", influx, &a, &data, Some(&url)).await;
+    drop((influxd_http, influxd_peer));
     if a.sqlite {
         let dir = tempfile::tempdir().expect("tempdir");
         run_http(
