@@ -18,12 +18,17 @@
 //! - `host` (tag `host`; fields `cpu`, `mem`, `unattributed_cpu`): host totals.
 //! - `batch` (tag `host`): one point per received batch, timestamped at its arrival (kept
 //!   strictly increasing per host), with the host's *cumulative* bookkeeping: `seq` (this
-//!   batch), `last_seq`, `seq_gaps`, `dropped_samples`, `interval_ms`, `last_seen`. Before it
-//!   writes a batch point the store reads the host's newest one and applies the same `seq`
-//!   rules as every backend (`procwatch_store::agg::seq_update`); `hosts()` reads the newest
-//!   point of each host. A replica handles one batch of a host at a time; two batches *of one
-//!   host* written at the same instant through two replicas could still race on these counters
-//!   (an agent sends its batches one at a time, to one server).
+//!   batch), `last_seq`, `seq_gaps`, `dropped_samples`, `interval_ms`, `last_seen`, computed
+//!   with the same `seq` rules as every backend (`procwatch_store::agg::seq_update`) from the
+//!   host's previous state; `hosts()` reads the newest point of each host. The previous state
+//!   is kept in memory (`ingest`): read back from InfluxDB at a host's first batch, after a
+//!   failed write, and when this store did not handle the host's previous batch within 1.5
+//!   intervals, i.e. whenever another replica may have written since. A replica handles one
+//!   batch of a host at a time. Two replicas stay exact when a host's batches go to one of
+//!   them at a time (an agent sends its batches one at a time, to one server) or take turns
+//!   per interval; a backlog of one host replayed *faster than its interval* through a load
+//!   balancer that alternates replicas can miscount `seq_gaps` and `dropped_samples` (never
+//!   the samples).
 //! - `alarm_event` (tags `host`, `id`, `metric`; fields `event` = the event as JSON,
 //!   `process`, `level`, `open`, `end`), timestamp = the event's `start`: a replace (same id,
 //!   same start) overwrites it. Events live in a second retention policy, `<rp>_events`, of
@@ -50,9 +55,14 @@
 //!
 //! # Queries
 //! Statistics are computed by InfluxDB: `mean`, `min`, `max`, `count`, the newest point
-//! (`ORDER BY time DESC LIMIT 1` per group), `top()` and `percentile()`; a usage query is one
-//! round trip of two concurrent requests (`count`, the newest points), then a round of four
-//! (one per metric).
+//! (`ORDER BY time DESC LIMIT 1` per group), `top()` and `percentile()`, and only those the
+//! caller needs (`Storage::usage_of` with `UsageNeeds`). Round one is one statement with the
+//! means of the metrics needed and, when p95 or the sample count is needed, `count`; in a
+//! concurrent second request, the newest points when `last` is needed. `get-all` stops
+//! there: one request, one statement, `SELECT mean("mem"), mean("cpu") ... GROUP BY
+//! "process"`, what a person would write. A full `usage()` then runs a second round of four
+//! concurrent requests (one per metric: `min` and `top()`, or `min`, `max` and two
+//! `percentile()`), so ~10 function calls per series instead of 2.
 //! InfluxDB's `percentile()` is nearest-rank, procwatch's p95 is numpy's linear interpolation
 //! between the two closest ranks `lo` and `lo + 1`; the store asks InfluxDB for exactly those
 //! two order statistics and interpolates between them, so both backends give the same p95.
@@ -65,19 +75,30 @@
 //! # Failures
 //! Connection refused, timeouts (default 10 s per request), HTTP 5xx (but 501) and 429, and a
 //! database or retention policy that vanished are `StoreError::Unavailable`, which the server
-//! answers
-//! with 503 (agents keep the batch in their spool and retry). The store needs no restart:
+//! answers with 503 (agents keep the batch in their spool and retry). The store needs no restart:
 //! every call after an `Unavailable` re-checks the schema and carries on when influxd is back.
-//! A large batch is written in requests of 10,000 points; if influxd fails between two of
-//! them, the batch is answered 503 and its retry rewrites every point (idempotent), so a
-//! batch acknowledged with 2xx is always stored whole; InfluxDB has no transactions, so the
-//! first part of a refused batch may be visible until the agent's retry lands.
+//! A batch is one `/write` request (samples, host totals, then its `batch` point), or, above
+//! 10,000 points, several in sequence with the `batch` point in the last. The store answers
+//! only after influxd answered 204 to every one of them (influxd answers 204 once the points
+//! are in its WAL, fsynced on every write by default), so a batch acknowledged with 2xx is
+//! stored whole. An InfluxDB write request is **not atomic**: influxd splits it by shard
+//! (by time) and writes the shards independently, and within a shard it drops single points
+//! it refuses (a field type conflict, a series limit) and keeps the rest; any such failure is
+//! a non-2xx answer, so the batch is refused (503, or 400 for points influxd will never take)
+//! while an unknown part of it is stored. The agent keeps a batch refused with 503 and sends
+//! it again, and the retry is idempotent: samples and host totals are points keyed by (measurement,
+//! tags, timestamp), so rewriting them overwrites the same points (nothing is counted twice);
+//! the bookkeeping is read back after a failure, and a `batch` point that did land makes the
+//! retry an "old" seq that adds no gap and no dropped samples again. Until the retry lands,
+//! queries may see part of the refused batch, and `hosts()` may already count it.
 //!
 //! # Costs
-//! A batch costs two writes and one query (the host's bookkeeping). A usage query costs
-//! InfluxDB work in proportion to (series in the answer × function calls, about 14): fine for
-//! one host, seconds for `get-all` merged over a fleet of thousands of series on a small
-//! InfluxDB (see BENCHMARKS.md, "InfluxDB backend").
+//! A batch costs one write request and, except at a host's first batch (or after a failure
+//! or a change of replica), no query. `get-all` costs one statement of two `mean()` calls per
+//! series in the answer, the same as the direct InfluxQL; a full usage query about 10 calls
+//! per series: fine for one host, a few hundred ms merged over a fleet of thousands of series
+//! on a small InfluxDB (see BENCHMARKS.md, "InfluxDB backend", for both side by side with the
+//! engine driven directly).
 //!
 //! # Layout
 //! `client` (HTTP transport and error mapping), `line` (line-protocol encoding), `influxql`
