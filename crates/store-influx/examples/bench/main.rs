@@ -18,7 +18,8 @@
 //! the last 5 min, merged per process), `queries` times, and the same over every host,
 //! `merged-queries` times, each time followed by the direct query of the same shape (so both
 //! see the same load). Then the same data (re-timestamped to end now) through the real server
-//! over HTTP, on a fresh influxd (and its direct peer on that influxd) and a fresh SQLite store.
+//! over HTTP, on a fresh influxd (its direct peer in a second database of that influxd,
+//! written first) and a fresh SQLite store.
 
 mod direct;
 
@@ -319,7 +320,7 @@ async fn run_http(
     let server = tokio::spawn(procwatch_server::run(listener, config, store, async {
         let _ = rx.await;
     }));
-    // The direct peer first (on its own influxd), then procwatch.
+    // The direct peer first, then procwatch.
     let samples = samples_in(data);
     let mut direct = None;
     if let Some(peer) = peer {
@@ -437,11 +438,13 @@ async fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     let data = Arc::new(batches(&a, now_ms()));
-    let (influxd_http, influxd_peer) = (fresh_influxd(), fresh_influxd());
+    // Both in one fresh influxd (two databases), so the interleaved queries see the same
+    // compactions; the direct peer writes first, so procwatch's ingestion pays for them.
+    let influxd_http = fresh_influxd();
     let influx = influx_store(&influxd_http, "bench_http").await;
-    let url = influxd_peer.url();
+    let url = influxd_http.url();
     run_http("procwatch server on influxdb 1.6", influx, &a, &data, Some(&url)).await;
-    drop((influxd_http, influxd_peer));
+    drop(influxd_http);
     if a.sqlite {
         let dir = tempfile::tempdir().expect("tempdir");
         run_http(
