@@ -1,6 +1,8 @@
 //! procwatch's external storage engine: InfluxDB through its v1 HTTP API, behind the same
-//! [`Storage`] trait as the embedded SQLite store. The server keeps no state of its own with
-//! this backend, so several server replicas on one InfluxDB give the same answers.
+//! [`Storage`] trait as the embedded SQLite store. The server keeps no data of its own with
+//! this backend (only a cache of each host's seq bookkeeping, read back whenever another
+//! replica may have written it: see "Schema"), so several server replicas on one InfluxDB
+//! give the same answers.
 //!
 //! # Versions
 //! - InfluxDB 1.x serves the v1 API natively; tested against Debian's 1.6.7 (`influxd`).
@@ -143,7 +145,8 @@ use crate::schema::Schema;
 
 pub use crate::config::{InfluxConfig, DEFAULT_RP, WRITE_CHUNK};
 
-/// The InfluxDB backend. Cheap to share as `Arc<dyn Storage>`; holds no data of its own.
+/// The InfluxDB backend. Cheap to share as `Arc<dyn Storage>`; holds no data of its own, only
+/// the hosts' cached bookkeeping.
 pub struct InfluxStore {
     cfg: InfluxConfig,
     client: Client,
