@@ -379,7 +379,8 @@ async fn merged_usage_counts_samples_that_share_a_timestamp() {
 
 /// What a 2.x-like server sees (a loopback listener reading the raw requests): the token as
 /// `Authorization: Token <t>` on every request, a refused `CREATE DATABASE` making the store
-/// "unmanaged" (writes go ahead without an RP), writes as gzip line protocol in ms precision.
+/// "unmanaged" (writes go ahead without an RP), writes as gzip line protocol in ms precision,
+/// one request per batch and no bookkeeping query once the store knows the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     use std::io::{Read, Write};
@@ -388,8 +389,8 @@ async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     let seen = std::thread::spawn(move || {
         let mut heads: Vec<String> = Vec::new();
         // /ping 204, CREATE DATABASE refused (501, as a 2.x would), other queries answered
-        // empty, writes 204; until the batch's write (data and batch point in one) is in.
-        while heads.iter().filter(|h| h.starts_with("POST /write")).count() < 1 {
+        // empty, writes 204; until both batches' writes are in.
+        while heads.iter().filter(|h| h.starts_with("POST /write")).count() < 2 {
             let (mut s, _) = listener.accept().expect("accept");
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0;
@@ -440,9 +441,14 @@ async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     // Unmanaged (CREATE DATABASE refused): the write goes ahead on the database's default RP.
     let out = store.write_batch(&batch("tok-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await;
     assert_eq!(out.expect("write").samples, 1);
+    let out = store.write_batch(&batch("tok-1", 2, vec![sample(t0 + 1, "x", 1.0, 1.0)])).await;
+    assert_eq!(out.expect("second write").samples, 1);
     let heads = seen.join().expect("listener");
-    assert!(heads[0].starts_with("GET /ping"), "{heads:?}");
-    assert!(heads[1].starts_with("POST /query"), "{heads:?}");
+    let kinds: Vec<&str> =
+        heads.iter().map(|h| h.split(['?', ' ']).take(2).last().unwrap_or("")).collect();
+    // ping, CREATE DATABASE (refused), the host's bookkeeping (first batch), one write per
+    // batch, and no bookkeeping query for the second batch (this store wrote the first).
+    assert_eq!(kinds, ["/ping", "/query", "/query", "/write", "/write"], "{heads:?}");
     let write = heads.iter().find(|h| h.starts_with("POST /write")).expect("a write");
     assert!(!write.contains("rp="), "no RP when the store cannot manage one: {write}");
     for h in &heads {
