@@ -120,6 +120,7 @@ pub mod line;
 mod alarms;
 mod bookkeeping;
 mod client;
+mod coalesce;
 mod config;
 mod ingest;
 mod reads;
@@ -150,6 +151,8 @@ pub use crate::config::{InfluxConfig, DEFAULT_RP, WRITE_CHUNK};
 pub struct InfluxStore {
     cfg: InfluxConfig,
     client: Client,
+    /// Batches' writes, combined when several wait at once.
+    writes: coalesce::Coalescer,
     schema: Mutex<Option<Arc<Schema>>>,
     init_lock: tokio::sync::Mutex<()>,
     /// One lock per host: this replica handles one batch of a host at a time, so a retry that
@@ -178,9 +181,11 @@ impl InfluxStore {
             return Err(StoreError::InvalidInput("influxdb database name is empty".into()));
         }
         let client = Client::new(&cfg.url, cfg.token.clone(), cfg.timeout, cfg.gzip)?;
+        let writes = coalesce::Coalescer::new(client.clone(), cfg.db.clone());
         Ok(Self {
             cfg,
             client,
+            writes,
             schema: Mutex::new(None),
             init_lock: tokio::sync::Mutex::new(()),
             host_locks: Mutex::new(BTreeMap::new()),
