@@ -79,8 +79,10 @@
 //! database or retention policy that vanished are `StoreError::Unavailable`, which the server
 //! answers with 503 (agents keep the batch in their spool and retry). The store needs no restart:
 //! every call after an `Unavailable` re-checks the schema and carries on when influxd is back.
-//! A batch is one `/write` request (samples, host totals, then its `batch` point), or, above
-//! 10,000 points, several in sequence with the `batch` point in the last. The store answers
+//! A batch is one `/write` request (samples, host totals, then its `batch` point; combined
+//! with other batches waiting at the same time, see `coalesce` for how a failed combined
+//! request is answered), or, above 10,000 points, several in sequence with the `batch` point
+//! in the last. The store answers
 //! only after influxd answered 204 to every one of them (influxd answers 204 once the points
 //! are in its WAL, fsynced on every write by default), so a batch acknowledged with 2xx is
 //! stored whole. An InfluxDB write request is **not atomic**: influxd splits it by shard
@@ -95,8 +97,9 @@
 //! queries may see part of the refused batch, and `hosts()` may already count it.
 //!
 //! # Costs
-//! A batch costs one write request and, except at a host's first batch (or after a failure
-//! or a change of replica), no query. `get-all` costs one statement of two `mean()` calls per
+//! A batch costs one write request (shared with the other batches waiting at the same time:
+//! `coalesce`, group commit) and, except at a host's first batch (or after a failure or a
+//! change of replica), no query. `get-all` costs one statement of two `mean()` calls per
 //! series in the answer, the same as the direct InfluxQL; a full usage query about 10 calls
 //! per series: fine for one host, a few hundred ms merged over a fleet of thousands of series
 //! on a small InfluxDB (see BENCHMARKS.md, "InfluxDB backend", for both side by side with the
@@ -105,8 +108,9 @@
 //! # Layout
 //! `client` (HTTP transport and error mapping), `line` (line-protocol encoding), `influxql`
 //! (InfluxQL quoting and the JSON answer), `config` (options), `schema` (measurements, database
-//! and retention policies), `ingest` (writing a batch), `bookkeeping` (seq bookkeeping, hosts),
-//! `usage` (the usage query), `reads` (window, history, host totals), `retention`, `alarms`.
+//! and retention policies), `ingest` (writing a batch), `coalesce` (group commit),
+//! `bookkeeping` (seq bookkeeping, hosts), `usage` (the usage query), `reads` (window, history,
+//! host totals), `retention`, `alarms`.
 //!
 //! # Tests
 //! The feature `testing` provides `testing::Influxd`, a real `influxd` (from `$INFLUXD` or
