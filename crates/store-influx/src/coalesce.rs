@@ -155,3 +155,111 @@ impl Coalescer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use procwatch_model::clock::{Clock, SystemClock};
+
+    use super::*;
+
+    /// Reads one HTTP request (head and body) from `s`.
+    fn read_request(s: &mut std::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some(end) = text.find("\r\n\r\n") else { continue };
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+
+    fn answer(s: &mut std::net::TcpStream, status: &str, body: &str) {
+        let a = format!(
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(a.as_bytes()).expect("answer");
+    }
+
+    /// Two batches queued behind a write in flight go out in one request; when influxd
+    /// refuses that request (400), each is written alone and gets its own verdict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_batches_share_a_request_and_a_refusal_is_judged_per_batch() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (got_first, first_arrived) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for i in 0..4 {
+                let (mut s, _) = listener.accept().expect("accept");
+                let req = read_request(&mut s);
+                let body = req.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                let refused = r#"{"error":"partial write: field type conflict: dropped=1"}"#;
+                match i {
+                    0 => {
+                        got_first.send(()).unwrap();
+                        released.recv().unwrap();
+                        answer(&mut s, "204 No Content", "");
+                    }
+                    // The combined request, then each batch alone: "c" is the bad one.
+                    _ if body.contains("h=c") => answer(&mut s, "400 Bad Request", refused),
+                    _ => answer(&mut s, "204 No Content", ""),
+                }
+                bodies.push(body);
+            }
+            bodies
+        });
+        let client = Client::new(&url, None, Duration::from_secs(5), false).expect("client");
+        let co = Coalescer::new(client, "db".into());
+        let a = tokio::spawn({
+            let co = co.clone();
+            async move { co.write(None, "m,h=a f=1i 1\n".into()).await }
+        });
+        tokio::task::spawn_blocking(move || first_arrived.recv().unwrap()).await.unwrap();
+        let b = tokio::spawn({
+            let co = co.clone();
+            async move { co.write(None, "m,h=b f=1i 1\n".into()).await }
+        });
+        let c = tokio::spawn({
+            let co = co.clone();
+            async move { co.write(None, "m,h=c f=1i 1\n".into()).await }
+        });
+        // Both queued behind the write in flight, then let it finish.
+        let clock = SystemClock;
+        let deadline = clock.instant() + Duration::from_secs(10);
+        while co.queue.lock().unwrap().pending.len() < 2 {
+            assert!(clock.instant() < deadline, "the two batches never queued");
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        assert!(a.await.unwrap().is_ok());
+        assert!(b.await.unwrap().is_ok(), "the good batch is not refused for the bad one");
+        let e = c.await.unwrap().expect_err("the bad batch is refused");
+        assert!(matches!(e, StoreError::InvalidInput(_)), "{e:?}");
+        let bodies = server.join().unwrap();
+        assert!(bodies[1].contains("h=b") && bodies[1].contains("h=c"), "{bodies:?}");
+        // Then each alone, in either order.
+        let mut alone = vec![bodies[2].clone(), bodies[3].clone()];
+        alone.sort();
+        assert_eq!(alone, ["m,h=b f=1i 1\n", "m,h=c f=1i 1\n"], "{bodies:?}");
+    }
+}
