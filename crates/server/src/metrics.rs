@@ -53,7 +53,7 @@ use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, TsMs};
 use procwatch_store::{
     AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
-    UsageQuery, UsageRow, WriteOutcome,
+    UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -680,6 +680,9 @@ impl Storage for MeteredStore {
     }
     async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
         self.inner.usage(q).await
+    }
+    async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
+        self.inner.usage_of(q, needs).await
     }
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
         self.inner.window(q).await

@@ -30,7 +30,7 @@ use axum::Json;
 use procwatch_model::validate::MAX_FUTURE_MS;
 use procwatch_model::{HostTotal, Metric, TsMs};
 use procwatch_store::{
-    HistoryPoint, HistoryQuery, HostInfo, Resolution, Stats, UsageQuery, UsageRow,
+    HistoryPoint, HistoryQuery, HostInfo, Resolution, Stats, UsageNeeds, UsageQuery, UsageRow,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,7 @@ pub async fn get_all(
     if let Some(m) = p.metric {
         return Err(ApiError::bad_param("metric", format!("{m:?}: get-all takes no metric")));
     }
-    let rows = st.store.usage(&seed_window(&st, p.host)).await?;
+    let rows = st.store.usage_of(&seed_window(&st, p.host), UsageNeeds::GET_ALL).await?;
     Ok(Json(rows.into_iter().map(|r| (r.process, [r.mem.mean, r.cpu.mean])).collect()))
 }
 

@@ -17,6 +17,7 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    gzip: bool,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -51,7 +52,12 @@ pub(crate) fn is_missing_schema(msg: &str) -> bool {
 }
 
 impl Client {
-    pub(crate) fn new(url: &str, token: Option<String>, timeout: Duration) -> StoreResult<Self> {
+    pub(crate) fn new(
+        url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        gzip: bool,
+    ) -> StoreResult<Self> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(StoreError::InvalidInput(format!(
@@ -64,7 +70,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| other(format!("http client: {e}")))?;
-        Ok(Self { http, base, token })
+        Ok(Self { http, base, token, gzip })
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -88,26 +94,27 @@ impl Client {
         }
     }
 
-    /// Writes line protocol (ms precision), gzip-compressed. Points beyond the retention
+    /// Writes line protocol (ms precision), gzip-compressed if so configured. Points beyond the retention
     /// policy are dropped by InfluxDB with a "partial write" 400; they would be deleted by
     /// retention anyway, so that is logged and treated as success.
     pub(crate) async fn write(&self, db: &str, rp: Option<&str>, lines: &str) -> StoreResult<()> {
-        let mut enc = GzEncoder::new(Vec::with_capacity(lines.len() / 4), Compression::fast());
-        enc.write_all(lines.as_bytes()).map_err(|e| other(format!("gzip: {e}")))?;
-        let body = enc.finish().map_err(|e| other(format!("gzip: {e}")))?;
         let mut params = vec![("db", db), ("precision", "ms")];
         if let Some(rp) = rp {
             params.push(("rp", rp));
         }
-        let resp = self
+        let mut rb = self
             .auth(self.http.post(format!("{}/write", self.base)))
             .query(&params)
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable("write", &e))?;
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+        rb = if self.gzip {
+            let mut enc = GzEncoder::new(Vec::with_capacity(lines.len() / 4), Compression::fast());
+            enc.write_all(lines.as_bytes()).map_err(|e| other(format!("gzip: {e}")))?;
+            let body = enc.finish().map_err(|e| other(format!("gzip: {e}")))?;
+            rb.header(reqwest::header::CONTENT_ENCODING, "gzip").body(body)
+        } else {
+            rb.body(lines.to_string())
+        };
+        let resp = rb.send().await.map_err(|e| unreachable("write", &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -219,7 +226,7 @@ mod tests {
 
     #[test]
     fn urls_must_be_http() {
-        assert!(Client::new("localhost:8086", None, Duration::from_secs(1)).is_err());
-        assert!(Client::new("http://127.0.0.1:8086/", None, Duration::from_secs(1)).is_ok());
+        assert!(Client::new("localhost:8086", None, Duration::from_secs(1), true).is_err());
+        assert!(Client::new("http://127.0.0.1:8086/", None, Duration::from_secs(1), true).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, Sample};
 use procwatch_store::conformance::{base_ts, sample};
-use procwatch_store::{AlarmQuery, Storage, StoreError, UsageQuery};
+use procwatch_store::{AlarmQuery, Storage, StoreError, UsageNeeds, UsageQuery};
 use procwatch_store_influx::testing::Influxd;
 use procwatch_store_influx::{InfluxConfig, InfluxStore};
 
@@ -146,6 +146,36 @@ async fn two_stores_on_one_database_agree() {
     assert_eq!(ea, eb);
 }
 
+/// Each store keeps a host's bookkeeping in memory while it handles the host's consecutive
+/// batches, and reads it back from InfluxDB when it did not see the host's previous batch
+/// within 1.5 intervals (the agent was talking to another replica): two replicas taking turns
+/// every interval still count the seq gaps exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_taking_turns_keep_the_bookkeeping() {
+    let Some(d) = Influxd::start_or_skip("replicas_taking_turns_keep_the_bookkeeping") else {
+        return;
+    };
+    let t0 = base_ts();
+    let clock = std::sync::Arc::new(procwatch_model::clock::ManualClock::new(t0));
+    let a = InfluxStore::connect(d.config("turns")).await.expect("a").with_clock(clock.clone());
+    let b = InfluxStore::connect(d.config("turns")).await.expect("b").with_clock(clock.clone());
+    let mut gaps = Vec::new();
+    // Batches 1, 2 via a; 3 via b; 5 via a (4 lost); 6 via b; 7 via b: one batch per
+    // interval (10 s), so each store re-reads when the other wrote in between.
+    for (i, (seq, via)) in [(1, &a), (2, &a), (3, &b), (5, &a), (6, &b), (7, &b)].iter().enumerate()
+    {
+        let ts = t0 + i as i64 * 10_000;
+        let out = via.write_batch(&batch("turn-1", *seq, vec![sample(ts, "x", 1.0, 1.0)])).await;
+        gaps.push(out.expect("write").seq_gap);
+        clock.advance(Duration::from_secs(10));
+    }
+    assert_eq!(gaps, vec![0, 0, 0, 1, 0, 0]);
+    for store in [&a, &b] {
+        let h = store.hosts().await.expect("hosts");
+        assert_eq!((h[0].last_seq, h[0].seq_gaps), (7, 1));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxd_down_is_unavailable_and_the_store_recovers() {
     let Some(mut d) = Influxd::start_or_skip("influxd_down_is_unavailable_and_the_store_recovers")
@@ -265,6 +295,25 @@ async fn usage_matches_the_reference_store_on_mixed_sample_counts() {
                     }
                 }
             }
+            // Asking only for some statistics answers the same rows with the same values of
+            // those (here get-all's: the means of mem and cpu, one InfluxQL statement; and
+            // everything but p95/min/max).
+            let partial = UsageNeeds { spread: false, ..UsageNeeds::ALL };
+            for needs in [UsageNeeds::GET_ALL, partial] {
+                let got = influx.usage_of(&q, needs).await.expect("influx usage_of");
+                assert_eq!(got.len(), want.len(), "{q:?} {needs:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    let what = format!("{q:?} {needs:?} {:?}/{}", w.host, w.process);
+                    assert_eq!((&g.host, &g.process), (&w.host, &w.process), "{what}");
+                    assert!(close(g.mem.mean, w.mem.mean), "{what} mem.mean");
+                    assert!(close(g.cpu.mean, w.cpu.mean), "{what} cpu.mean");
+                    if needs.last {
+                        assert_eq!((g.samples, g.last_ts), (w.samples, w.last_ts), "{what}");
+                        assert!(close(g.rss.mean, w.rss.mean), "{what} rss.mean");
+                        assert!(close(g.cores.last, w.cores.last), "{what} cores.last");
+                    }
+                }
+            }
         }
     }
 }
@@ -330,7 +379,8 @@ async fn merged_usage_counts_samples_that_share_a_timestamp() {
 
 /// What a 2.x-like server sees (a loopback listener reading the raw requests): the token as
 /// `Authorization: Token <t>` on every request, a refused `CREATE DATABASE` making the store
-/// "unmanaged" (writes go ahead without an RP), writes as gzip line protocol in ms precision.
+/// "unmanaged" (writes go ahead without an RP), writes as gzip line protocol in ms precision,
+/// one request per batch and no bookkeeping query once the store knows the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     use std::io::{Read, Write};
@@ -339,7 +389,7 @@ async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     let seen = std::thread::spawn(move || {
         let mut heads: Vec<String> = Vec::new();
         // /ping 204, CREATE DATABASE refused (501, as a 2.x would), other queries answered
-        // empty, writes 204; until the data write and the batch point write are in.
+        // empty, writes 204; until both batches' writes are in.
         while heads.iter().filter(|h| h.starts_with("POST /write")).count() < 2 {
             let (mut s, _) = listener.accept().expect("accept");
             let mut buf = vec![0u8; 1 << 20];
@@ -383,14 +433,22 @@ async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
     let mut cfg = InfluxConfig::new(url, "tokdb");
     cfg.token = Some("s3cret".into());
     cfg.timeout = Duration::from_secs(5);
+    // Loopback turns gzip off by default; a remote InfluxDB gets gzip.
+    assert!(!cfg.gzip);
+    cfg.gzip = true;
     let store = InfluxStore::new(cfg).expect("store");
     let t0 = base_ts();
     // Unmanaged (CREATE DATABASE refused): the write goes ahead on the database's default RP.
     let out = store.write_batch(&batch("tok-1", 1, vec![sample(t0, "x", 1.0, 1.0)])).await;
     assert_eq!(out.expect("write").samples, 1);
+    let out = store.write_batch(&batch("tok-1", 2, vec![sample(t0 + 1, "x", 1.0, 1.0)])).await;
+    assert_eq!(out.expect("second write").samples, 1);
     let heads = seen.join().expect("listener");
-    assert!(heads[0].starts_with("GET /ping"), "{heads:?}");
-    assert!(heads[1].starts_with("POST /query"), "{heads:?}");
+    let kinds: Vec<&str> =
+        heads.iter().map(|h| h.split(['?', ' ']).take(2).last().unwrap_or("")).collect();
+    // ping, CREATE DATABASE (refused), the host's bookkeeping (first batch), one write per
+    // batch, and no bookkeeping query for the second batch (this store wrote the first).
+    assert_eq!(kinds, ["/ping", "/query", "/query", "/write", "/write"], "{heads:?}");
     let write = heads.iter().find(|h| h.starts_with("POST /write")).expect("a write");
     assert!(!write.contains("rp="), "no RP when the store cannot manage one: {write}");
     for h in &heads {

@@ -148,6 +148,40 @@ pub struct UsageQuery {
     pub per_host: bool,
 }
 
+/// Which statistics a caller of [`Storage::usage_of`] reads; the others may be left 0. Lets a
+/// backend that computes statistics remotely (InfluxDB) ask only for those: `get-all` reads two
+/// means, not the ~20 statistics of a full [`UsageRow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageNeeds {
+    /// Metrics whose [`Stats`] are read, in the order cpu, cores, mem, rss.
+    pub metrics: [bool; 4],
+    /// `min`, `max` and `p95` of those metrics (`mean` is always computed).
+    pub spread: bool,
+    /// `last` of those metrics, and the row's `count` and `last_ts`.
+    pub last: bool,
+    /// The row's `samples`.
+    pub samples: bool,
+}
+
+impl UsageNeeds {
+    /// Everything: what [`Storage::usage`] answers.
+    pub const ALL: UsageNeeds =
+        UsageNeeds { metrics: [true; 4], spread: true, last: true, samples: true };
+    /// The seed route `get-all`: the means of `mem` and `cpu`.
+    pub const GET_ALL: UsageNeeds = UsageNeeds {
+        metrics: [true, false, true, false],
+        spread: false,
+        last: false,
+        samples: false,
+    };
+}
+
+impl Default for UsageNeeds {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// All samples of one series in a window, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesWindow {
@@ -253,6 +287,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Statistics per process group over a window.
     async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+
+    /// [`Storage::usage`] where only the statistics in `needs` must be right (the others may
+    /// be 0). The same rows as `usage`. Backends that compute everything at once keep this
+    /// default; wrappers must forward it.
+    async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
+        let _ = needs;
+        self.usage(q).await
+    }
 
     /// Raw samples per series over a window (`per_host` is ignored: always per series).
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>>;
