@@ -117,6 +117,10 @@ pub struct HostView {
     pub seq_gaps: u64,
     pub dropped_samples: u64,
     pub latest: Option<HostTotal>,
+    /// Processes folded into the host's `(other)` series at its newest sweep (present when
+    /// the governor is on; see [`crate::governor`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +146,7 @@ fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
         st.config.interval.as_millis() as i64
     };
     HostView {
+        folded: st.governor.folded_of(&h.host),
         age_ms: now - h.last_seen,
         stale: now - h.last_seen > 3 * interval,
         host: h.host,
@@ -282,6 +287,10 @@ impl Serialize for RowView {
         m.serialize_entry("count", &r.count)?;
         m.serialize_entry("samples", &r.samples)?;
         m.serialize_entry("last_ts", &r.last_ts)?;
+        if r.process == crate::governor::OTHER {
+            // The governor's folded tail: `count` is the processes folded.
+            m.serialize_entry("other", &true)?;
+        }
         m.end()
     }
 }
