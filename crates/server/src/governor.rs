@@ -98,8 +98,8 @@ pub struct Folded {
 pub struct Governor {
     config: GovernorConfig,
     hosts: Mutex<HashMap<String, HostState>>,
-    /// (host, process) with an active alarm, as of the evaluator's last pass.
-    alarming: RwLock<HashSet<(String, String)>>,
+    /// host → processes with an active alarm, as of the evaluator's last pass.
+    alarming: RwLock<HashMap<String, HashSet<String>>>,
     folded_samples: AtomicU64,
 }
 
@@ -124,11 +124,10 @@ impl Governor {
         if !self.enabled() {
             return;
         }
-        let set = active
-            .iter()
-            .filter(|e| e.level != Level::Ok)
-            .map(|e| (e.host.clone(), e.process.clone()))
-            .collect();
+        let mut set: HashMap<String, HashSet<String>> = HashMap::new();
+        for e in active.iter().filter(|e| e.level != Level::Ok) {
+            set.entry(e.host.clone()).or_default().insert(e.process.clone());
+        }
         *self.alarming.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 
@@ -178,6 +177,7 @@ impl Governor {
             by_ts.entry(s.ts).or_default().push(s);
         }
         let alarming = self.alarming.read().unwrap_or_else(|p| p.into_inner());
+        let alarming = alarming.get(&batch.host);
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let mut scratch = HostState::default();
         let state = if hosts.len() < MAX_HOSTS || hosts.contains_key(&batch.host) {
@@ -190,7 +190,7 @@ impl Governor {
         for (ts, sweep) in by_ts {
             let protected = |s: &Sample| {
                 self.config.pinned.iter().any(|g| g.matches(&s.process))
-                    || alarming.contains(&(batch.host.clone(), s.process.clone()))
+                    || alarming.is_some_and(|a| a.contains(&s.process))
                     || near_threshold(rules, self.config.near, &batch.host, s)
             };
             let (other, n) = self.fold_sweep(state, sweep, protected, &mut out);
