@@ -20,7 +20,8 @@
 //!
 //! State is bounded whatever a host sends: per host only the names in the top-K set (at most
 //! `top_k + margin`), and at most [`MAX_HOSTS`] hosts (past it a new host is governed without
-//! hysteresis: its top-K of each sweep alone).
+//! hysteresis: its top-K of each sweep alone); a host silent past the retention is forgotten
+//! when retention runs.
 //!
 //! `top_k = 0` (the default) turns the governor off: folding drops per-process detail at
 //! ingestion for good, so an operator opts in with `--governor-top-k`; the series caps of
@@ -129,6 +130,13 @@ impl Governor {
             set.entry(e.host.clone()).or_default().insert(e.process.clone());
         }
         *self.alarming.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
+
+    /// Forgets the hosts whose newest sweep is older than `cutoff` (the retention's), so a
+    /// host gone for good frees its top-K set.
+    pub fn forget_before(&self, cutoff: TsMs) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.retain(|_, h| h.last_ts >= cutoff);
     }
 
     /// Processes folded at each host's newest sweep (`None`: the governor is off).
@@ -426,5 +434,8 @@ mod tests {
             b.samples.iter().filter(|s| s.process == OTHER).map(|s| (s.ts, s.count)).collect();
         assert_eq!(others, [(1, 1), (2, 2)]);
         assert_eq!(g.folded_of("h"), Some(2));
+        g.forget_before(3);
+        assert_eq!(g.folded_of("h"), Some(0), "forgotten past the retention");
+        assert!(g.hosts.lock().unwrap().is_empty());
     }
 }

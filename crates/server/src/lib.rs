@@ -560,6 +560,7 @@ fn write_auth(st: &AppState, req: &Request) -> Result<admission::WriteAuth, ApiE
 pub async fn apply_retention(st: &AppState) {
     let cutoff = st.config.clock.now_ms() - st.config.retention.as_millis() as i64;
     st.series.forget_before(cutoff);
+    st.governor.forget_before(cutoff);
     match st.store.apply_retention(cutoff).await {
         Ok(n) => tracing::info!(message = "Retention applied.", cutoff, removed = n),
         Err(error) => tracing::warn!(message = "Retention failed.", %error),
