@@ -9,7 +9,9 @@
 # only the pages it touches (and their readahead) become resident. Without it the agent and
 # the server map the same file, and the kernel maps in (fault-around) every neighbouring
 # page the server has already loaded.
-# Usage: [COLD=1] crates/procwatch/bench/agent_rss.sh [PROCWATCH_BINARY] [N] [SECONDS]
+# AGENT_BIN=FILE: the agent runs from FILE (e.g. the agent-only build, `cargo build --release
+# --no-default-features -p procwatch`), the server from PROCWATCH_BINARY.
+# Usage: [COLD=1] [AGENT_BIN=FILE] crates/procwatch/bench/agent_rss.sh [PROCWATCH_BINARY] [N] [SECONDS]
 set -u
 BIN=${1:-target/release/procwatch}
 WANT=${2:-1000}
@@ -29,10 +31,10 @@ for _ in $(seq $((WANT > HAVE ? WANT - HAVE : 0))); do sleep 600 & PIDS+=($!); d
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$TMP/addr" ] && break; sleep 0.1; done
 [ -s "$TMP/addr" ] || { echo "the server did not start"; cat "$TMP/server.log"; exit 1; }
-ABIN=$BIN
+ABIN=${AGENT_BIN:-$BIN}
 if [ "${COLD:-0}" = 1 ]; then
   ABIN=$TMP/procwatch-agent
-  cp "$BIN" "$ABIN"
+  cp "${AGENT_BIN:-$BIN}" "$ABIN"
   sync "$ABIN"
   python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$ABIN"
 fi
@@ -40,7 +42,7 @@ fi
   >"$TMP/agent.log" 2>&1 &
 A=$!
 PIDS+=($A)
-echo "binary: $BIN ($(stat -c %s "$BIN") bytes), agent from: $ABIN"
+echo "binary: $BIN ($(stat -c %s "$BIN") bytes), agent from: $ABIN ($(stat -c %s "$ABIN") bytes)"
 echo "processes on the host: $(ls /proc | grep -c '^[0-9]')"
 for t in $(seq 5 5 "$SECS"); do
   sleep 5
