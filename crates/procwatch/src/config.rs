@@ -100,6 +100,9 @@ pub fn exports_for<C: CommandFactory>(
         let Some(inner) = table.get(*section) else { continue };
         // `server = "http://..."` at the top level is the --server flag, not a section.
         let Some(inner) = inner.as_table() else { continue };
+        if cmd.find_subcommand(section).is_none() {
+            continue; // an agent-only build has no such subcommand: not its section
+        }
         let reads = sections.contains(section);
         let mut pairs = Vec::new();
         for (k, v) in inner {

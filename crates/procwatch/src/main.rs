@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+#[cfg(feature = "server")]
 mod config_tables;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,10 +45,13 @@ enum Command {
     /// Sample every process and ship the batches to the server.
     Agent(cmd::agent::AgentArgs),
     /// The REST server: ingestion, storage, queries, alarms, dashboard.
+    #[cfg(feature = "server")]
     Server(cmd::server::ServerArgs),
     /// The alarm service, and `alarm backtest` to score forecasters on traces.
+    #[cfg(feature = "server")]
     Alarm(cmd::alarm::AlarmArgs),
     /// Server, a local agent and the alarm console in one process: start here.
+    #[cfg(feature = "server")]
     Up(Box<cmd::up::UpArgs>),
     /// One screen of text from a server: hosts, top processes, active alarms.
     Status(cmd::status::StatusArgs),
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(feature = "server")]
     if let Err(err) = config_tables::check_file() {
         eprintln!("procwatch: {err:#}");
         return ExitCode::from(2);
@@ -79,8 +84,11 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose, cli.log_format);
     let result = match cli.command {
         Command::Agent(args) => cmd::agent::run(args),
+        #[cfg(feature = "server")]
         Command::Server(args) => cmd::server::run(args),
+        #[cfg(feature = "server")]
         Command::Alarm(args) => cmd::alarm::run(args),
+        #[cfg(feature = "server")]
         Command::Up(args) => cmd::up::run(*args),
         Command::Status(args) => cmd::status::run(args),
         Command::Hosts(args) => cmd::hosts::run(args),

@@ -15,6 +15,7 @@ const state = {
   history: [],
   alarmsAvailable: null, // null unknown, true, false
   streamUp: false,
+  more: false, // the server has rows past this page
   sort: { key: 'cpu_mean', desc: true },
   hostFilter: '',
   textFilter: '',
@@ -141,10 +142,41 @@ async function loadForecasts() {
   }
 }
 
+// The server sorts, filters and cuts (a fleet has 300k rows: only one page comes to the
+// browser); the page re-sorts and filters what it holds at once on a click, then asks again.
+const SERVER_SORT = {
+  host: 'host', process: 'process', level: 'cpu.mean', cpu_mean: 'cpu.mean', cpu_last: 'cpu.last',
+  cores: 'cores.last', mem_mean: 'mem.mean', mem_last: 'mem.last', rss: 'rss.last', count: 'count',
+};
+const ALL_ROWS = 1000; // "top all": at most this many rows a page
+
 async function loadUsage() {
-  const q = new URLSearchParams({ window: state.window, per_host: 'true' });
+  const q = new URLSearchParams({
+    window: state.window,
+    per_host: 'true',
+    sort: SERVER_SORT[state.sort.key] || 'cpu.mean',
+    order: state.sort.desc ? 'desc' : 'asc',
+    limit: String(state.top > 0 ? state.top : ALL_ROWS),
+  });
+  if (state.hostFilter) q.set('host', state.hostFilter);
+  if (state.textFilter) q.set('process', `*${state.textFilter}*`);
   const body = await getJson(`/api/v1/usage?${q}`);
   state.rows = body.rows || [];
+  state.more = !!body.next;
+}
+
+// Asks the server again after a change of sort, filter or top (debounced for typing).
+let reloadTimer = null;
+function reloadUsage() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(async () => {
+    try {
+      await loadUsage();
+      renderTable();
+    } catch (e) {
+      if (e instanceof AuthError) needAuth();
+    }
+  }, 250);
 }
 
 function alarmList(body) {
@@ -304,10 +336,11 @@ function renderHosts() {
       class: `host${state.hostFilter === x.host ? ' selected' : ''}`,
       'data-host': x.host,
       title: 'show only this host',
-      onclick: () => { state.hostFilter = state.hostFilter === x.host ? '' : x.host; $('#host-filter').value = state.hostFilter; renderHosts(); renderTable(); },
+      onclick: () => { state.hostFilter = state.hostFilter === x.host ? '' : x.host; $('#host-filter').value = state.hostFilter; renderHosts(); renderTable(); reloadUsage(); },
     },
     h('div', { class: 'name' }, h('span', { text: x.host }), x.stale ? badge('STALE') : null),
     h('div', { class: 'seen', text: `last seen ${ago(x.age_ms)}${x.interval_ms ? ` · every ${num(x.interval_ms / 1000, x.interval_ms < 1000 ? 1 : 0)} s` : ''}` }),
+    x.folded ? h('div', { class: 'seen folded', title: 'the cardinality governor folds the long tail into one series', text: `other (${x.folded} processes)` }) : null,
     meter('cpu', latest.cpu),
     meter('mem', latest.mem)));
   }
@@ -372,7 +405,7 @@ function renderTable() {
       onclick: () => select(r.host, r.process),
     },
     h('td', { class: 'opt', text: r.host }),
-    h('td', { class: 'proc', title: `${r.process} on ${r.host}`, text: r.process }),
+    h('td', { class: 'proc', title: r.other ? `${r.count} processes folded by the governor on ${r.host}` : `${r.process} on ${r.host}`, text: r.other ? `other (${r.count} processes)` : r.process }),
     h('td', {}, level === 'OK' ? h('span', { class: 'muted', text: 'ok' }) : badge(level)),
     h('td', { class: 'num' }, h('span', { class: 'cell-bar', style: `width:${Math.round(28 * r.cpu.mean / maxCpu)}px` }), num(r.cpu.mean)),
     h('td', { class: 'num opt', text: num(r.cpu.last) }),
@@ -385,7 +418,7 @@ function renderTable() {
   if (!rows.length) {
     tbody.append(h('tr', {}, h('td', { colspan: 10, class: 'muted', text: state.rows.length ? 'No process matches the filter.' : `No samples in the last ${state.window}.` })));
   }
-  $('#row-count').textContent = `${rows.length} of ${total}`;
+  $('#row-count').textContent = `${rows.length} of ${total}${state.more ? '+' : ''}`;
   for (const th of document.querySelectorAll('#procs th.sortable')) {
     const on = th.dataset.key === state.sort.key;
     th.classList.toggle('sorted', on);
@@ -524,15 +557,16 @@ function init() {
   $('#token-button').addEventListener('click', () => { $('#login').hidden = !$('#login').hidden; });
   $('#window').addEventListener('change', (ev) => { state.window = ev.target.value; refresh(); });
   $('#chart-window').addEventListener('change', (ev) => { state.chartWindow = ev.target.value; loadCharts(true); });
-  $('#host-filter').addEventListener('change', (ev) => { state.hostFilter = ev.target.value; renderHosts(); renderTable(); });
-  $('#text-filter').addEventListener('input', (ev) => { state.textFilter = ev.target.value; renderTable(); });
-  $('#top').addEventListener('change', (ev) => { state.top = Number(ev.target.value); renderTable(); });
+  $('#host-filter').addEventListener('change', (ev) => { state.hostFilter = ev.target.value; renderHosts(); renderTable(); reloadUsage(); });
+  $('#text-filter').addEventListener('input', (ev) => { state.textFilter = ev.target.value; renderTable(); reloadUsage(); });
+  $('#top').addEventListener('change', (ev) => { state.top = Number(ev.target.value); renderTable(); reloadUsage(); });
   for (const th of document.querySelectorAll('#procs th.sortable')) {
     th.addEventListener('click', () => {
       const key = th.dataset.key;
       if (state.sort.key === key) state.sort.desc = !state.sort.desc;
       else state.sort = { key, desc: !['host', 'process'].includes(key) };
       renderTable();
+      reloadUsage();
     });
   }
   if (darkQuery && darkQuery.addEventListener) darkQuery.addEventListener('change', () => loadCharts(true));

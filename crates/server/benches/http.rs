@@ -130,10 +130,15 @@ struct Payloads {
     samples: usize,
 }
 
-fn payloads(batches: &[Batch]) -> Payloads {
+fn payloads(batches: &[Batch], lines: bool) -> Payloads {
     Payloads {
         json: batches.iter().map(|b| Bytes::from(serde_json::to_vec(b).unwrap())).collect(),
-        lines: batches.iter().map(|b| Bytes::from(line_protocol(b))).collect(),
+        // Line protocol only when InfluxDB runs (a 1,000-host fleet's is another GB).
+        lines: if lines {
+            batches.iter().map(|b| Bytes::from(line_protocol(b))).collect()
+        } else {
+            Vec::new()
+        },
         samples: batches.iter().map(|b| b.samples.len()).sum(),
     }
 }
@@ -305,6 +310,8 @@ fn main() {
     let hosts = env_usize("PROCWATCH_BENCH_HOSTS", 100);
     let nprocs = env_usize("PROCWATCH_BENCH_PROCS", 300);
     let conns = env_usize("PROCWATCH_BENCH_CONNS", 4);
+    // Fleet sweeps at 10 s (60: 10 min); fewer keep a 1,000-host run's memory in bounds.
+    let sweeps = env_usize("PROCWATCH_BENCH_SWEEPS", 60);
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("procwatch");
 
@@ -321,15 +328,15 @@ fn main() {
     let mut fleet_batches = Vec::new();
     let fleet_hosts: Vec<String> = (0..hosts).map(|h| format!("fleet-{h:03}")).collect();
     let per_host: Vec<Vec<Sample>> =
-        fleet_hosts.iter().map(|_| host_samples(&mut rng, &procs, end, 60)).collect();
-    for k in 0..60 {
+        fleet_hosts.iter().map(|_| host_samples(&mut rng, &procs, end, sweeps)).collect();
+    for k in 0..sweeps {
         for (h, samples) in fleet_hosts.iter().zip(&per_host) {
             let sweep = samples[k * nprocs..(k + 1) * nprocs].to_vec();
             fleet_batches.push(batch_of(h, k as u64 + 1, sweep));
         }
     }
-    let solo_p = payloads(&solo_batches);
-    let fleet_p = payloads(&fleet_batches);
+    let solo_p = payloads(&solo_batches, with_influx);
+    let fleet_p = payloads(&fleet_batches, with_influx);
     drop((solo_batches, fleet_batches, per_host, solo));
     eprintln!(
         "data: solo {} samples in {} batches; fleet {} samples in {} batches",
@@ -423,6 +430,18 @@ fn main() {
                 20,
             ),
             (
+                "4d fleet page: top 50 rows by cpu mean (the dashboard's ask), every figure, 10 min",
+                format!("{base}/api/v1/usage?window=10m&sort=cpu.mean&limit=50"),
+                String::new(),
+                20,
+            ),
+            (
+                "4e fleet page: the 2nd page of 50 by cpu mean (cursor), 10 min",
+                String::new(), // built from the first page's `next` below
+                String::new(),
+                20,
+            ),
+            (
                 "5 history of one process, 2 h, step 1 min",
                 format!("{base}/api/v1/hosts/solo/processes/{}/history?from=-2h&step=1m", urlencode(proc7)),
                 format!("SELECT mean(cpu), max(cpu), mean(mem), max(mem) FROM procs WHERE host = 'solo' AND process = '{proc7}' AND time > now() - 2h GROUP BY time(1m)"),
@@ -455,7 +474,14 @@ fn main() {
             "4c fleet: Storage::usage alone, in process (no HTTP, no JSON)",
             (format!("p50 {:.2} ms", ms[ms.len() / 2]), "-".into()),
         );
-        for (name, ours_url, influxql, n) in queries {
+        for (name, mut ours_url, influxql, n) in queries {
+            if ours_url.is_empty() {
+                let first = format!("{base}/api/v1/usage?window=10m&sort=cpu.mean&limit=50");
+                let body: serde_json::Value =
+                    client.get(&first).send().await.unwrap().json().await.unwrap();
+                let next = body["next"].as_str().expect("a second page").to_owned();
+                ours_url = format!("{first}&cursor={next}");
+            }
             let ours = fmt(&latency(&client, &ours_url, n).await);
             let theirs = match &influx {
                 Some(_) if influxql.is_empty() => "-".into(),
@@ -504,7 +530,7 @@ fn main() {
 
     println!("\nprocwatch server ({store_kind} store) vs InfluxDB over HTTP, {conns} connections for ingestion");
     println!(
-        "{} samples: solo 1 x {nprocs} x 2 h at 10 s, fleet {hosts} x {nprocs} x 10 min at 10 s\n",
+        "{} samples: solo 1 x {nprocs} x 2 h at 10 s, fleet {hosts} x {nprocs} x {sweeps} sweeps at 10 s\n",
         total
     );
     println!("| measure | procwatch | InfluxDB |");

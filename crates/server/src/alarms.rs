@@ -371,6 +371,7 @@ impl Alarms {
                 tracing::warn!(message = "Cannot update an alarm event.", %error, id = %ev.id);
             }
         }
+        st.governor.set_alarming(&active);
         self.set_active(active);
         for ev in &events {
             self.publish(ev.clone());

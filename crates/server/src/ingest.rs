@@ -101,8 +101,10 @@ pub async fn post_samples(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Accepted>, Response> {
-    let batch = decode(&st, &headers, body, validate::decode_batch).await?;
-    if let Some(refused) = admit(&st, auth, &batch) {
+    let mut batch = decode(&st, &headers, body, validate::decode_batch).await?;
+    // What the agent sent (it checks this count), before the governor folds the tail.
+    let received = batch.samples.len();
+    if let Some(refused) = admit(&st, auth, &mut batch) {
         return Err(refused);
     }
     let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
@@ -110,7 +112,7 @@ pub async fn post_samples(
         samples: out.samples,
         host_totals: out.host_totals,
         seq_gap: out.seq_gap,
-        received: batch.samples.len(),
+        received,
         host: batch.host,
         seq: batch.seq,
     }))
@@ -129,8 +131,8 @@ pub async fn put_legacy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<LegacyOk>, Response> {
-    let batch = decode(&st, &headers, body, validate::decode_legacy).await?;
-    if let Some(refused) = admit(&st, auth, &batch) {
+    let mut batch = decode(&st, &headers, body, validate::decode_legacy).await?;
+    if let Some(refused) = admit(&st, auth, &mut batch) {
         return Err(refused);
     }
     st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
@@ -138,9 +140,10 @@ pub async fn put_legacy(
 }
 
 /// The checks that need the batch's host, before the store is called: the token may write
-/// this host (403), the host's rate (429), the series caps (413/429/507); `Some` is the
-/// refusal. See [`crate::guard`].
-fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Option<Response> {
+/// this host (403), the host's rate (429), then the governor folds the tail
+/// ([`crate::governor`]), then the series caps (413/429/507); `Some` is the refusal. See
+/// [`crate::guard`].
+fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &mut Batch) -> Option<Response> {
     let auth = auth.map_or(WriteAuth::AnyHost, |Extension(a)| a);
     if let Err(e) = admission::check_host(&auth, &batch.host) {
         return Some(e.into_response());
@@ -150,6 +153,7 @@ fn admit(st: &AppState, auth: Option<Extension<WriteAuth>>, batch: &Batch) -> Op
             return Some(crate::limits::too_many(st, "rate_limited", wait));
         }
     }
+    st.governor.apply(batch, st.alarms.rules());
     if let Err(b) = st.series.admit(batch, &st.config.series_limits) {
         st.metrics.limit_breach(b.reason);
         tracing::warn!(message = "Batch refused by a series cap.", host = %batch.host, reason = b.reason);

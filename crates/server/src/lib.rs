@@ -57,6 +57,7 @@ pub mod admission;
 pub mod alarms;
 pub mod dashboard;
 pub mod error;
+pub mod governor;
 pub mod guard;
 pub mod ingest;
 pub mod limits;
@@ -149,6 +150,8 @@ pub struct ServerConfig {
     pub host_tokens_only: bool,
     /// Distinct series caps (per batch, per host, in total). See [`admission`].
     pub series_limits: admission::SeriesLimits,
+    /// The cardinality governor (top-K per host, the tail folded). See [`governor`].
+    pub governor: governor::GovernorConfig,
 }
 
 impl Default for ServerConfig {
@@ -180,6 +183,7 @@ impl Default for ServerConfig {
             host_tokens: None,
             host_tokens_only: false,
             series_limits: admission::SeriesLimits::default(),
+            governor: governor::GovernorConfig::default(),
         }
     }
 }
@@ -212,6 +216,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("host_tokens", &self.host_tokens.as_ref().map(|t| t.len()))
             .field("host_tokens_only", &self.host_tokens_only)
             .field("series_limits", &self.series_limits)
+            .field("governor", &self.governor)
             .finish()
     }
 }
@@ -240,6 +245,8 @@ pub struct AppState {
     pub render_permits: Arc<tokio::sync::Semaphore>,
     /// Distinct series per host and in total (`ServerConfig::series_limits`).
     pub series: Arc<admission::SeriesTracker>,
+    /// The cardinality governor ([`ServerConfig::governor`]).
+    pub governor: Arc<governor::Governor>,
 }
 
 impl AppState {
@@ -257,6 +264,7 @@ impl AppState {
         let kib = (budget / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_bytes = Arc::new(tokio::sync::Semaphore::new(kib));
         let render_permits = Arc::new(tokio::sync::Semaphore::new(dashboard::MAX_RENDERS));
+        let governor = Arc::new(governor::Governor::new(config.governor.clone()));
         AppState {
             store,
             config: Arc::new(config),
@@ -270,6 +278,7 @@ impl AppState {
             body_bytes,
             render_permits,
             series: Arc::new(admission::SeriesTracker::default()),
+            governor,
         }
     }
 }
@@ -551,6 +560,7 @@ fn write_auth(st: &AppState, req: &Request) -> Result<admission::WriteAuth, ApiE
 pub async fn apply_retention(st: &AppState) {
     let cutoff = st.config.clock.now_ms() - st.config.retention.as_millis() as i64;
     st.series.forget_before(cutoff);
+    st.governor.forget_before(cutoff);
     match st.store.apply_retention(cutoff).await {
         Ok(n) => tracing::info!(message = "Retention applied.", cutoff, removed = n),
         Err(error) => tracing::warn!(message = "Retention failed.", %error),

@@ -399,6 +399,8 @@ impl Metrics {
         }
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        out.push_str(&st.governor.metrics_text());
+        out.push('\n');
         // The standard process_* self-metrics (cpu seconds, resident memory, fds, start time).
         out.push_str(&procwatch_collector::selfmetrics::text());
         Ok(out)

@@ -284,14 +284,17 @@ fn build() -> Value {
             "host": {"type": "string"}, "last_seen": {"type": "integer"}, "age_ms": {"type": "integer"},
             "stale": {"type": "boolean"}, "interval_ms": {"type": "integer"}, "last_seq": {"type": "integer"},
             "seq_gaps": {"type": "integer"}, "dropped_samples": {"type": "integer"},
-            "latest": {"allOf": [r("HostTotal")], "nullable": true}}},
+            "latest": {"allOf": [r("HostTotal")], "nullable": true},
+            "folded": {"type": "integer", "description": "Processes the cardinality governor folded into the host's `(other)` series at its newest sweep; absent when the governor is off."}}},
           "Stats": {"type": "object", "properties": {
             "mean": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"},
             "last": {"type": "number"}, "p95": {"type": "number"}}},
           "UsageRow": {"type": "object", "properties": {
             "host": {"type": "string", "nullable": true, "description": "null when per_host=false."},
             "process": {"type": "string"}, "cpu": r("Stats"), "cores": r("Stats"), "mem": r("Stats"), "rss": r("Stats"),
-            "count": {"type": "integer"}, "samples": {"type": "integer"}, "last_ts": {"type": "integer"}}},
+            "count": {"type": "integer", "description": "Processes in the group at the newest sample (for the `(other)` row: processes folded)."},
+            "samples": {"type": "integer"}, "last_ts": {"type": "integer"},
+            "other": {"type": "boolean", "description": "true on the `(other)` row: the host's tail folded by the cardinality governor (sums of cpu, cores, mem, rss). Absent otherwise."}}},
           "AlarmEvent": {"type": "object", "required": ["id", "host", "process", "metric", "level", "previous", "start", "value", "peak", "threshold"], "properties": {
             "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent", "host_retired"]},
             "host": {"type": "string"}, "process": {"type": "string", "description": "Empty for a host alarm."},

@@ -121,6 +121,10 @@ pub struct HostView {
     #[serde(default)]
     pub dropped_samples: u64,
     pub latest: Option<HostTotal>,
+    /// Processes folded into the host's `(other)` series at its newest sweep (present when
+    /// the governor is on; see [`crate::governor`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -146,6 +150,7 @@ fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
         st.config.interval.as_millis() as i64
     };
     HostView {
+        folded: st.governor.folded_of(&h.host),
         age_ms: now - h.last_seen,
         stale: procwatch_model::is_stale(now, h.last_seen, interval),
         host: h.host,
@@ -286,6 +291,10 @@ impl Serialize for RowView {
         m.serialize_entry("count", &r.count)?;
         m.serialize_entry("samples", &r.samples)?;
         m.serialize_entry("last_ts", &r.last_ts)?;
+        if r.process == crate::governor::OTHER {
+            // The governor's folded tail: `count` is the processes folded.
+            m.serialize_entry("other", &true)?;
+        }
         m.end()
     }
 }
@@ -366,23 +375,20 @@ fn filter_rows(
     Some(out)
 }
 
-type SortKey = Box<dyn Fn(&UsageRow) -> SortVal + Send>;
+/// Compares two rows by a `sort` spec, without copying a name or building a key per row.
+type SortCmp = Box<dyn Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering + Send>;
 
-#[derive(PartialEq, PartialOrd)]
-enum SortVal {
-    Num(f64),
-    Text(String),
-}
-
-fn sort_key(spec: &str) -> Result<(SortKey, bool), String> {
-    let text = |f: fn(&UsageRow) -> String| -> (SortKey, bool) {
-        (Box::new(move |r| SortVal::Text(f(r))), false)
-    };
+/// The comparator of `spec` (ascending) and whether its default order is descending.
+fn sort_key(spec: &str) -> Result<(SortCmp, bool), String> {
+    fn num(a: f64, b: f64) -> std::cmp::Ordering {
+        // NaN never reaches the store (validation); equal when incomparable anyway.
+        a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
+    }
     match spec {
-        "process" => return Ok(text(|r| r.process.clone())),
-        "host" => return Ok(text(|r| r.host.clone().unwrap_or_default())),
-        "samples" => return Ok((Box::new(|r| SortVal::Num(r.samples as f64)), true)),
-        "count" => return Ok((Box::new(|r| SortVal::Num(f64::from(r.count))), true)),
+        "process" => return Ok((Box::new(|a, b| a.process.cmp(&b.process)), false)),
+        "host" => return Ok((Box::new(|a, b| a.host.cmp(&b.host)), false)),
+        "samples" => return Ok((Box::new(|a, b| a.samples.cmp(&b.samples)), true)),
+        "count" => return Ok((Box::new(|a, b| a.count.cmp(&b.count)), true)),
         _ => {}
     }
     let (metric, stat) = spec.split_once('.').unwrap_or((spec, "mean"));
@@ -401,7 +407,38 @@ fn sort_key(spec: &str) -> Result<(SortKey, bool), String> {
         "p95" => |s| s.p95,
         _ => return Err(format!("{spec:?}: the statistic is one of mean, min, max, last, p95")),
     };
-    Ok((Box::new(move |r| SortVal::Num(stat(metric(r)))), true))
+    Ok((Box::new(move |a, b| num(stat(metric(a)), stat(metric(b)))), true))
+}
+
+/// `rows` with the first `want` of the order `cmp` at the front, sorted (stable: equal rows
+/// keep the store's order), the rest after them in no particular order. A page of a fleet
+/// (50 rows of 300,000) is a selection, O(n), then a sort of the page, not a sort of all.
+fn sort_front(
+    mut rows: Vec<UsageRow>,
+    want: usize,
+    cmp: impl Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering,
+) -> Vec<UsageRow> {
+    if want >= rows.len() / 2 {
+        rows.sort_by(|a, b| cmp(a, b));
+        return rows;
+    }
+    if want == 0 {
+        return rows;
+    }
+    // Ties at the cut are broken by position, so the pages of one query never overlap.
+    let order: Vec<usize> = {
+        let by = |a: &(usize, &UsageRow), b: &(usize, &UsageRow)| cmp(a.1, b.1).then(a.0.cmp(&b.0));
+        let mut idx: Vec<(usize, &UsageRow)> = rows.iter().enumerate().collect();
+        idx.select_nth_unstable_by(want - 1, by);
+        idx.truncate(want);
+        idx.sort_unstable_by(by);
+        idx.into_iter().map(|(i, _)| i).collect()
+    };
+    let mut slots: Vec<Option<UsageRow>> = rows.into_iter().map(Some).collect();
+    let mut out: Vec<UsageRow> = Vec::with_capacity(slots.len());
+    out.extend(order.iter().filter_map(|&i| slots[i].take()));
+    out.extend(slots.into_iter().flatten());
+    out
 }
 
 /// `GET /api/v1/usage`.
@@ -466,23 +503,20 @@ pub async fn usage(
             ensure_host(&st, h).await?;
         }
     }
-    if let Some((key, _)) = sort {
-        let mut keyed: Vec<(SortVal, UsageRow)> = rows.into_iter().map(|r| (key(&r), r)).collect();
-        keyed.sort_by(|a, b| {
-            let o = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal);
-            if desc {
-                o.reverse()
-            } else {
-                o
-            }
-        });
-        rows = keyed.into_iter().map(|(_, r)| r).collect();
+    let offset = cursor.map_or(0, |c| c.offset);
+    let size = page::size(p.limit, page::MAX_PAGE);
+    if let Some((cmp, _)) = sort {
+        // Only the rows up to the end of this page need their order.
+        let want = offset.saturating_add(size).min(rows.len());
+        rows = if desc {
+            sort_front(rows, want, |a, b| cmp(a, b).reverse())
+        } else {
+            sort_front(rows, want, cmp)
+        };
     } else if desc {
         rows.reverse();
     }
-    let offset = cursor.map_or(0, |c| c.offset);
-    let (rows, next) =
-        page::take(rows, offset, page::size(p.limit, page::MAX_PAGE), Some((from, to)));
+    let (rows, next) = page::take(rows, offset, size, Some((from, to)));
     let rows = rows.into_iter().map(|row| RowView { row, fields }).collect();
     Ok(Json(UsageResponse { from, to, rows, next }))
 }
@@ -584,6 +618,33 @@ mod tests {
         assert!(!glob_match("exact", "exactly"));
         assert!(glob_match("web-?", "web-1"), "one matcher: `?` works in queries too");
         assert!(!glob_match("web-?", "web-12"));
+    }
+
+    #[test]
+    fn a_page_by_selection_equals_the_page_of_a_full_sort() {
+        let st = |v: f64| Stats { mean: v, min: v, max: v, last: v, p95: v };
+        let rows: Vec<UsageRow> = (0..500u32)
+            .map(|i| UsageRow {
+                host: Some(format!("h{}", i % 7)),
+                process: format!("p{i}"),
+                cpu: st(f64::from((i * 37) % 101)), // many ties
+                cores: st(0.0),
+                mem: st(0.0),
+                rss: st(0.0),
+                count: 1,
+                samples: 1,
+                last_ts: 0,
+            })
+            .collect();
+        let (cmp, _) = sort_key("cpu.mean").unwrap();
+        let desc = |a: &UsageRow, b: &UsageRow| cmp(a, b).reverse();
+        let mut full = rows.clone();
+        full.sort_by(desc);
+        for want in [1, 10, 50, 249] {
+            let front = sort_front(rows.clone(), want, desc);
+            assert_eq!(front.len(), rows.len());
+            assert_eq!(front[..want], full[..want], "want {want}");
+        }
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! One module per subcommand: flag definitions and the glue into the library crates.
 
 pub mod agent;
+#[cfg(feature = "server")]
 pub mod alarm;
 pub mod hosts;
 pub mod loadgen;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod signal;
 pub mod status;
 pub mod token;
+#[cfg(feature = "server")]
 pub mod up;
 
 /// Where every client command (`agent`, `alarm`, `status`, `hosts`) finds the server when

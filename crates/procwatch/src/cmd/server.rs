@@ -96,6 +96,16 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_MAX_SERIES_TOTAL", default_value_t = 1_000_000, value_name = "N")]
     pub max_series_total: usize,
 
+    /// Cardinality governor: processes per host kept at full resolution by usage (cpu or mem),
+    /// the rest folded into one `(other)` series with their sums and count; pinned names and
+    /// alarming or near-threshold processes are always kept. 0 = off.
+    #[arg(long, env = "PROCWATCH_GOVERNOR_TOP_K", default_value_t = 0, value_name = "N")]
+    pub governor_top_k: usize,
+
+    /// Process names (globs, comma-separated) the governor never folds.
+    #[arg(long, env = "PROCWATCH_GOVERNOR_PINNED", value_delimiter = ',', value_name = "GLOBS")]
+    pub governor_pinned: Vec<String>,
+
     /// Expected agent interval; a host is stale after 3 intervals without data.
     #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = procwatch_model::duration::parse)]
     pub interval: Duration,
@@ -398,6 +408,23 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     if !(args.ingest_rate >= 0.0 && args.ingest_rate.is_finite()) {
         bail!("--ingest-rate must be a finite number, 0 or more");
     }
+    if args.governor_top_k > procwatch_server::governor::MAX_TOP_K {
+        bail!(
+            "--governor-top-k {} is over {}",
+            args.governor_top_k,
+            procwatch_server::governor::MAX_TOP_K
+        );
+    }
+    let pinned = args
+        .governor_pinned
+        .iter()
+        .map(|g| g.trim())
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            procwatch_alarm::Glob::parse(g)
+                .map_err(|e| anyhow::anyhow!("--governor-pinned {g:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let host_tokens = match &args.host_tokens {
         Some(path) => {
             let t = procwatch_server::admission::HostTokens::load(path)?;
@@ -450,6 +477,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
             per_host: args.max_series_per_host,
             total: args.max_series_total,
         },
+        governor: procwatch_server::governor::GovernorConfig::new(args.governor_top_k, pinned),
     })
 }
 

@@ -4,6 +4,7 @@ mod util;
 
 mod alarms_restore;
 mod data_path;
+mod governor;
 mod hardening;
 mod hardening2;
 mod ingest;
