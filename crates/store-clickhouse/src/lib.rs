@@ -112,6 +112,7 @@ const UNAVAILABLE_CODES: &[(&str, &str)] = &[
     ("Code: 209,", "a shard timed out"),
     ("Code: 319,", "ZooKeeper cannot confirm the insert"),
     ("Code: 159,", "a distributed DDL timed out (is every node up?)"),
+    ("Code: 32,", "a node closed the connection mid-request (a replica went down?)"),
 ];
 
 impl From<ClickHouseError> for StoreError {

@@ -157,9 +157,13 @@ impl Proc {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+    /// Signals the program, only while its watchdog runs: until the watchdog has reaped it,
+    /// its PID cannot belong to another process.
+    fn signal(&mut self, sig: &str) {
+        let running = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)));
+        if let (true, Some(pid)) = (running, self.pid()) {
+            let _ =
+                Command::new("kill").arg(sig).arg(pid.to_string()).stderr(Stdio::null()).status();
         }
     }
 

@@ -26,7 +26,8 @@ fn stored_rows(cluster: &Cluster, db: &str, table: &str, want: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_batch_is_stored_once_through_either_server() {
-    let Some(cluster) = Cluster::start_or_skip("a_retried_batch_is_stored_once_through_either_server")
+    let Some(cluster) =
+        Cluster::start_or_skip("a_retried_batch_is_stored_once_through_either_server")
     else {
         return;
     };
