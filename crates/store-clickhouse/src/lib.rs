@@ -15,19 +15,23 @@
 //!   replicated table ignores it (`insert_deduplicate`, on by default). On top of that the
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
-//! - **Reads see the writes**: `load_balancing=in_order` sends reads and writes of a shard to
-//!   the same (first live) replica.
+//! - **Reads see the writes**: `load_balancing=in_order` and `prefer_localhost_replica=0` send
+//!   every server's reads and writes of a shard to the same (first live) replica. The small
+//!   catalogs (`hosts`, `alarm_events`) are read on the node this store talks to: another
+//!   server's update shows there once replicated (milliseconds).
 //! - **Retention** drops whole day partitions (`ALTER … DROP PARTITION`, ClickHouse 18.16 has
 //!   no `TTL`) and keeps a retention floor (table `meta`) that every query applies, so rows of
 //!   the cutoff's own day below the cutoff are invisible until their partition goes.
 //!
-//! Aggregation (`usage`, `history`) happens here over the raw rows with the shared
-//! `procwatch_store::agg` arithmetic, so the figures equal every other backend's bit for bit.
+//! `usage` is aggregated by ClickHouse next to the data with the reference formulas (numpy's
+//! linear p95 spelled out over the sorted values, `sql::usage`); `history` and `window` read one
+//! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
 
 mod hosts;
 mod queries;
 mod rows;
 pub mod schema;
+pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -185,6 +189,9 @@ impl ClickHouseStore {
             .with_setting("insert_distributed_sync", "1")
             .with_setting("insert_deduplicate", "1")
             .with_setting("load_balancing", "in_order")
+            // Not even a local replica first: every server reads and writes a shard on the
+            // same (first live) replica, so any server reads what another just wrote.
+            .with_setting("prefer_localhost_replica", "0")
             .with_setting("distributed_ddl_task_timeout", "60");
         if let Some(u) = &cfg.user {
             client = client.with_user(u.clone());
@@ -207,10 +214,7 @@ impl ClickHouseStore {
             .run(
                 store
                     .client
-                    .query(&format!(
-                        "SELECT max(value) FROM {}.meta WHERE key = 'retention_floor'",
-                        store.cfg.database
-                    ))
+                    .query(&sql::retention_floor(&store.cfg.database))
                     .fetch_optional::<i64>(),
             )
             .await?;
@@ -289,10 +293,7 @@ impl ClickHouseStore {
         let row: Option<String> = self
             .run(
                 self.client
-                    .query(&format!(
-                        "SELECT state FROM {}.hosts WHERE host = ? ORDER BY version DESC LIMIT 1",
-                        self.db()
-                    ))
+                    .query(&sql::host_state(self.db()))
                     .bind(host)
                     .fetch_optional::<String>(),
             )
@@ -352,8 +353,13 @@ impl Storage for ClickHouseStore {
 
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
         check_batch(batch)?;
-        self.insert("samples", &sample_rows(batch)).await?;
-        self.insert("host_totals", &total_rows(batch)).await?;
+        // Both tables at once (independent inserts); the host's bookkeeping only once both
+        // hold the batch.
+        let (samples, totals) = (sample_rows(batch), total_rows(batch));
+        let (a, b) =
+            tokio::join!(self.insert("samples", &samples), self.insert("host_totals", &totals));
+        a?;
+        b?;
         let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;
         Ok(WriteOutcome {
             samples: batch.samples.len(),
@@ -364,15 +370,7 @@ impl Storage for ClickHouseStore {
 
     async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
         let rows: Vec<(String, String)> = self
-            .run(
-                self.client
-                    .query(&format!(
-                        "SELECT host, argMax(state, version) FROM {}.hosts GROUP BY host \
-                         ORDER BY host",
-                        self.db()
-                    ))
-                    .fetch_all::<(String, String)>(),
-            )
+            .run(self.client.query(&sql::hosts(self.db())).fetch_all::<(String, String)>())
             .await?;
         let floor = self.floor();
         let mut out = Vec::with_capacity(rows.len());
@@ -433,12 +431,7 @@ impl Storage for ClickHouseStore {
 
     async fn health(&self) -> StoreResult<()> {
         let readonly: u64 = self
-            .run(
-                self.client
-                    .query("SELECT count() FROM system.replicas WHERE database = ? AND is_readonly")
-                    .bind(self.db())
-                    .fetch_one::<u64>(),
-            )
+            .run(self.client.query(sql::READONLY_REPLICAS).bind(self.db()).fetch_one::<u64>())
             .await?;
         if readonly > 0 {
             return Err(StoreError::Unavailable(format!(

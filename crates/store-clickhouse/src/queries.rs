@@ -1,24 +1,21 @@
 //! The read side (window, usage, history, host totals, alarm events) and retention. Every
 //! sample query reads the `Distributed` tables `FINAL` (the newest version of each key; exact,
-//! since a host's rows all live on one shard) above the retention floor, and aggregates with the
-//! shared `procwatch_store::agg` arithmetic.
-
-use std::collections::BTreeMap;
+//! since a host's rows all live on one shard) above the retention floor. `usage` is aggregated
+//! by ClickHouse (`sql::usage`, the reference formulas); `history` here with the shared
+//! `procwatch_store::agg` arithmetic over one series' raw samples.
 
 use procwatch_model::{AlarmEvent, HostTotal, Sample, TsMs};
-use procwatch_store::agg::{self, UsageAcc};
+use procwatch_store::agg;
 use procwatch_store::memory::{alarm_matches, sort_newest_first};
 use procwatch_store::{
     AlarmQuery, HistoryPoint, HistoryQuery, SeriesWindow, StoreError, StoreResult, UsageQuery,
     UsageRow,
 };
 
-use crate::rows::{AlarmRow, SampleOut, TotalRow};
-use crate::{floor_row, ClickHouseError, ClickHouseStore};
+use crate::rows::{AlarmRow, SampleOut, TotalRow, UsageOut};
+use crate::{floor_row, sql, ClickHouseError, ClickHouseStore};
 
 type R<T> = Result<T, ClickHouseError>;
-
-const SAMPLE_COLUMNS: &str = "host, process, ts, cpu, cores, mem, rss, count";
 
 /// Raw samples of `q`'s window, sorted by (host, process, ts).
 async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleOut>> {
@@ -26,15 +23,7 @@ async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleOut>
     if q.to <= from {
         return Ok(Vec::new());
     }
-    let mut sql =
-        format!("SELECT {SAMPLE_COLUMNS} FROM {}.samples FINAL WHERE ts >= ? AND ts < ?", st.db());
-    if q.host.is_some() {
-        sql.push_str(" AND host = ?");
-    }
-    if q.process.is_some() {
-        sql.push_str(" AND process = ?");
-    }
-    sql.push_str(" ORDER BY host, process, ts");
+    let sql = sql::samples_window(st.db(), q.host.is_some(), q.process.is_some());
     let mut query = st.client.query(&sql).bind(from).bind(q.to);
     if let Some(h) = &q.host {
         query = query.bind(h.as_str());
@@ -62,34 +51,23 @@ pub async fn window(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SeriesWindow>
     Ok(series(fetch_samples(st, q).await?))
 }
 
+/// Usage statistics, computed by ClickHouse next to the data (`sql::usage`): only one row per
+/// group crosses the network, not the samples.
 pub async fn usage(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<UsageRow>> {
-    let all = series(fetch_samples(st, q).await?);
-    if q.per_host {
-        return Ok(all
-            .into_iter()
-            .map(|w| {
-                let mut acc = UsageAcc::default();
-                w.samples.iter().for_each(|s| acc.push(s));
-                acc.finish(Some(w.host), w.process)
-            })
-            .collect());
+    let from = q.from.max(st.floor());
+    if q.to <= from {
+        return Ok(Vec::new());
     }
-    // process → per-host lists, hosts in name order (the rows come sorted by host).
-    let mut by_proc: BTreeMap<String, Vec<Vec<Sample>>> = BTreeMap::new();
-    for w in all {
-        by_proc.entry(w.process).or_default().push(w.samples);
+    let sql = sql::usage(st.db(), q.per_host, q.host.is_some(), q.process.is_some());
+    let mut query = st.client.query(&sql).bind(from).bind(q.to);
+    if let Some(h) = &q.host {
+        query = query.bind(h.as_str());
     }
-    Ok(by_proc
-        .into_iter()
-        .map(|(process, lists)| {
-            let refs: Vec<&[Sample]> = lists.iter().map(Vec::as_slice).collect();
-            let mut acc = UsageAcc::default();
-            for s in agg::merge_by_ts(&refs) {
-                acc.push(s);
-            }
-            acc.finish(None, process)
-        })
-        .collect())
+    if let Some(p) = &q.process {
+        query = query.bind(p.as_str());
+    }
+    let rows = st.run(query.fetch_all::<UsageOut>()).await?;
+    Ok(rows.into_iter().map(|r| r.row(q.per_host)).collect())
 }
 
 pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
@@ -105,10 +83,7 @@ pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<
         let known: u64 = st
             .run(
                 st.client
-                    .query(&format!(
-                        "SELECT count() FROM {}.samples WHERE host = ? AND process = ? AND ts >= ?",
-                        st.db()
-                    ))
+                    .query(&sql::series_known(st.db()))
                     .bind(q.host.as_str())
                     .bind(q.process.as_str())
                     .bind(st.floor())
@@ -136,11 +111,7 @@ pub async fn host_totals(
     let rows: Vec<TotalRow> = st
         .run(
             st.client
-                .query(&format!(
-                    "SELECT host, ts, cpu, mem, unattributed_cpu, has_unattributed, version \
-                     FROM {}.host_totals FINAL WHERE host = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                    st.db()
-                ))
+                .query(&sql::host_totals(st.db()))
                 .bind(host)
                 .bind(from)
                 .bind(to)
@@ -163,25 +134,13 @@ pub async fn put_alarm_event(st: &ClickHouseStore, e: &AlarmEvent) -> R<()> {
 }
 
 pub async fn alarm_events(st: &ClickHouseStore, q: &AlarmQuery) -> R<Vec<AlarmEvent>> {
-    let mut sql =
-        format!("SELECT id, host, start, open, event, version FROM {}.alarm_events FINAL", st.db());
-    let mut conds: Vec<&str> = Vec::new();
-    if q.active_only {
-        conds.push("open = 1");
-    }
-    if q.host.is_some() {
-        conds.push("host = ?");
-    }
-    if q.from.is_some() {
-        conds.push("start >= ?");
-    }
-    if q.to.is_some() {
-        conds.push("start < ?");
-    }
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
+    let sql = sql::alarm_events(
+        st.db(),
+        q.active_only,
+        q.host.is_some(),
+        q.from.is_some(),
+        q.to.is_some(),
+    );
     let mut query = st.client.query(&sql);
     if let Some(h) = &q.host {
         query = query.bind(h.as_str());
@@ -225,7 +184,7 @@ pub async fn apply_retention(st: &ClickHouseStore, cutoff: TsMs) -> R<u64> {
     let removed: u64 = st
         .run(
             st.client
-                .query(&format!("SELECT count() FROM {db}.samples WHERE ts >= ? AND ts < ?"))
+                .query(&sql::retention_count(db))
                 .bind(old_floor)
                 .bind(cutoff)
                 .fetch_one::<u64>(),
@@ -238,30 +197,16 @@ pub async fn apply_retention(st: &ClickHouseStore, cutoff: TsMs) -> R<u64> {
     let before = day_start(cutoff);
     for (dist, local) in [("samples", "samples_local"), ("host_totals", "host_totals_local")] {
         let days: Vec<String> = st
-            .run(
-                st.client
-                    .query(&format!(
-                        "SELECT DISTINCT toString(toDate(toDateTime(intDiv(ts, 1000)))) \
-                         FROM {db}.{dist} WHERE ts < ?"
-                    ))
-                    .bind(before)
-                    .fetch_all::<String>(),
-            )
+            .run(st.client.query(&sql::old_days(db, dist)).bind(before).fetch_all::<String>())
             .await?;
         for day in days {
-            let sql = format!(
-                "ALTER TABLE {db}.{local} ON CLUSTER {} DROP PARTITION '{day}'",
-                st.cfg.cluster
-            );
+            let sql = sql::drop_day(db, local, Some(&st.cfg.cluster), &day);
             st.run(st.client.query(&sql).execute()).await?;
         }
     }
     // Closed alarm events that ended before the cutoff (a replicated mutation, applied in
     // the background; the floor hides them meanwhile).
-    let sql = format!(
-        "ALTER TABLE {db}.alarm_events DELETE WHERE open = 0 AND \
-         visitParamExtractInt(event, 'end') < {cutoff}"
-    );
+    let sql = sql::delete_old_alarms(db, cutoff);
     if let Err(e) = st.run(st.client.query(&sql).execute()).await {
         tracing::warn!(error = %e, "clickhouse: could not delete old alarm events");
     }

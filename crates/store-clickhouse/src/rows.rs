@@ -123,3 +123,57 @@ pub struct MetaRow {
     pub value: TsMs,
     pub version: u64,
 }
+
+/// One row of `sql::usage`: the five statistics of each metric in the order it selects them.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct UsageOut {
+    pub host: String,
+    pub process: String,
+    pub samples: u64,
+    pub last_ts: i64,
+    pub count: u32,
+    pub cpu_mean: f64,
+    pub cpu_min: f64,
+    pub cpu_max: f64,
+    pub cpu_last: f64,
+    pub cpu_p95: f64,
+    pub cores_mean: f64,
+    pub cores_min: f64,
+    pub cores_max: f64,
+    pub cores_last: f64,
+    pub cores_p95: f64,
+    pub mem_mean: f64,
+    pub mem_min: f64,
+    pub mem_max: f64,
+    pub mem_last: f64,
+    pub mem_p95: f64,
+    pub rss_mean: f64,
+    pub rss_min: f64,
+    pub rss_max: f64,
+    pub rss_last: f64,
+    pub rss_p95: f64,
+}
+
+impl UsageOut {
+    pub fn row(self, per_host: bool) -> procwatch_store::UsageRow {
+        use procwatch_store::Stats;
+        let st = |mean, min, max, last, p95| Stats { mean, min, max, last, p95 };
+        procwatch_store::UsageRow {
+            host: per_host.then_some(self.host),
+            process: self.process,
+            cpu: st(self.cpu_mean, self.cpu_min, self.cpu_max, self.cpu_last, self.cpu_p95),
+            cores: st(
+                self.cores_mean,
+                self.cores_min,
+                self.cores_max,
+                self.cores_last,
+                self.cores_p95,
+            ),
+            mem: st(self.mem_mean, self.mem_min, self.mem_max, self.mem_last, self.mem_p95),
+            rss: st(self.rss_mean, self.rss_min, self.rss_max, self.rss_last, self.rss_p95),
+            count: self.count,
+            samples: self.samples,
+            last_ts: self.last_ts,
+        }
+    }
+}
