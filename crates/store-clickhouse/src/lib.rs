@@ -27,6 +27,7 @@
 //! linear p95 spelled out over the sorted values, `sql::usage`); `history` and `window` read one
 //! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
 
+mod commit;
 mod hosts;
 mod queries;
 mod rows;
@@ -104,6 +105,13 @@ pub enum ClickHouseError {
     /// A stored JSON document does not parse (a corrupt or foreign row).
     #[error("clickhouse row does not parse: {0}")]
     Corrupt(String),
+    /// The outcome of a group-commit INSERT shared by several writes (`commit`).
+    #[error("{0}")]
+    Shared(std::sync::Arc<ClickHouseError>),
+    /// The INSERT that took these rows was dropped before it finished (its caller went away):
+    /// they may or may not be stored; the writer must retry.
+    #[error("the group insert carrying these rows was abandoned before it finished")]
+    Abandoned,
 }
 
 /// ClickHouse error codes that mean "the cluster cannot take this now; retry later".
@@ -119,26 +127,37 @@ const UNAVAILABLE_CODES: &[(&str, &str)] = &[
     ("Code: 32,", "a node closed the connection mid-request (a replica went down?)"),
 ];
 
-impl From<ClickHouseError> for StoreError {
-    fn from(e: ClickHouseError) -> Self {
-        match &e {
-            ClickHouseError::Config(m) => StoreError::InvalidInput(m.clone()),
-            ClickHouseError::Timeout { .. } => StoreError::Unavailable(e.to_string()),
+impl ClickHouseError {
+    /// Why the cluster cannot serve this now, when retrying later may succeed.
+    fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            ClickHouseError::Timeout { .. } => Some("ClickHouse did not answer in time"),
+            ClickHouseError::Abandoned => Some("the insert carrying these rows was abandoned"),
+            ClickHouseError::Shared(inner) => inner.unavailable(),
             ClickHouseError::Client { source, .. } => {
                 let text = source.to_string();
                 if let Some((_, why)) = UNAVAILABLE_CODES.iter().find(|(c, _)| text.contains(c)) {
-                    return StoreError::Unavailable(format!(
-                        "{why}; writes are refused until it recovers, retry later ({e})"
-                    ));
+                    return Some(why);
                 }
-                match source {
-                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                        StoreError::Unavailable(e.to_string())
-                    }
-                    _ => StoreError::Other(Box::new(e)),
-                }
+                matches!(
+                    source,
+                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+                )
+                .then_some("ClickHouse cannot be reached")
             }
-            ClickHouseError::Corrupt(_) => StoreError::Other(Box::new(e)),
+            ClickHouseError::Config(_) | ClickHouseError::Corrupt(_) => None,
+        }
+    }
+}
+
+impl From<ClickHouseError> for StoreError {
+    fn from(e: ClickHouseError) -> Self {
+        if let Some(why) = e.unavailable() {
+            return StoreError::Unavailable(format!("{why}; retry later ({e})"));
+        }
+        match e {
+            ClickHouseError::Config(m) => StoreError::InvalidInput(m),
+            other => StoreError::Other(Box::new(other)),
         }
     }
 }
@@ -155,6 +174,10 @@ pub struct ClickHouseStore {
     floor: AtomicI64,
     /// Last version handed out for a catalog row (`hosts`, `alarm_events`, `meta`).
     version: AtomicU64,
+    /// Group commit of the ingestion path's three tables (`commit`).
+    samples_q: commit::Combiner<SampleRow>,
+    totals_q: commit::Combiner<TotalRow>,
+    hosts_q: commit::Combiner<HostRow>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -206,6 +229,9 @@ impl ClickHouseStore {
             host_states: parking_lot::Mutex::new(HashMap::new()),
             floor: AtomicI64::new(0),
             version: AtomicU64::new(0),
+            samples_q: commit::Combiner::new("samples"),
+            totals_q: commit::Combiner::new("host_totals"),
+            hosts_q: commit::Combiner::new("hosts"),
         };
         for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
             store.run(store.client.query(&sql).execute()).await?;
@@ -322,7 +348,7 @@ impl ClickHouseStore {
             let state = serde_json::to_string(&*s).expect("host state serializes");
             (HostRow { host: host.to_string(), state, version: self.next_version() }, out)
         };
-        self.insert("hosts", &[row]).await?;
+        self.hosts_q.write(self, vec![row]).await?;
         Ok(out)
     }
 }
@@ -355,9 +381,10 @@ impl Storage for ClickHouseStore {
         check_batch(batch)?;
         // Both tables at once (independent inserts); the host's bookkeeping only once both
         // hold the batch.
-        let (samples, totals) = (sample_rows(batch), total_rows(batch));
-        let (a, b) =
-            tokio::join!(self.insert("samples", &samples), self.insert("host_totals", &totals));
+        let (a, b) = tokio::join!(
+            self.samples_q.write(self, sample_rows(batch)),
+            self.totals_q.write(self, total_rows(batch))
+        );
         a?;
         b?;
         let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;
