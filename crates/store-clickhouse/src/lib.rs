@@ -15,6 +15,8 @@
 //!   replicated table ignores it (`insert_deduplicate`, on by default). On top of that the
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
+//!   Each batch is its own INSERT: grouping concurrent batches into one INSERT (a per-table
+//!   group commit) measured slower on the HTTP bench, as it serialized the inserts.
 //! - **Reads see the writes**: `load_balancing=in_order` and `prefer_localhost_replica=0` send
 //!   every server's reads and writes of a shard to the same (first live) replica. The small
 //!   catalogs (`hosts`, `alarm_events`) are read on the node this store talks to: another
@@ -27,7 +29,6 @@
 //! linear p95 spelled out over the sorted values, `sql::usage`); `history` and `window` read one
 //! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
 
-mod commit;
 mod hosts;
 mod queries;
 mod rows;
@@ -95,23 +96,23 @@ pub enum ClickHouseError {
     /// The request failed (network, or ClickHouse answered an error).
     #[error("clickhouse at {url}: {source}")]
     Client {
+        /// The node's URL.
         url: String,
+        /// What the client reported (ClickHouse's own message for a server-side error).
         #[source]
         source: clickhouse::error::Error,
     },
     /// The request did not finish within the configured timeout.
     #[error("clickhouse at {url} did not answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout {
+        /// The node's URL.
+        url: String,
+        /// The configured deadline.
+        timeout: Duration,
+    },
     /// A stored JSON document does not parse (a corrupt or foreign row).
     #[error("clickhouse row does not parse: {0}")]
     Corrupt(String),
-    /// The outcome of a group-commit INSERT shared by several writes (`commit`).
-    #[error("{0}")]
-    Shared(std::sync::Arc<ClickHouseError>),
-    /// The INSERT that took these rows was dropped before it finished (its caller went away):
-    /// they may or may not be stored; the writer must retry.
-    #[error("the group insert carrying these rows was abandoned before it finished")]
-    Abandoned,
 }
 
 /// ClickHouse error codes that mean "the cluster cannot take this now; retry later".
@@ -132,8 +133,6 @@ impl ClickHouseError {
     fn unavailable(&self) -> Option<&'static str> {
         match self {
             ClickHouseError::Timeout { .. } => Some("ClickHouse did not answer in time"),
-            ClickHouseError::Abandoned => Some("the insert carrying these rows was abandoned"),
-            ClickHouseError::Shared(inner) => inner.unavailable(),
             ClickHouseError::Client { source, .. } => {
                 let text = source.to_string();
                 if let Some((_, why)) = UNAVAILABLE_CODES.iter().find(|(c, _)| text.contains(c)) {
@@ -174,10 +173,6 @@ pub struct ClickHouseStore {
     floor: AtomicI64,
     /// Last version handed out for a catalog row (`hosts`, `alarm_events`, `meta`).
     version: AtomicU64,
-    /// Group commit of the ingestion path's three tables (`commit`).
-    samples_q: commit::Combiner<SampleRow>,
-    totals_q: commit::Combiner<TotalRow>,
-    hosts_q: commit::Combiner<HostRow>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -229,9 +224,6 @@ impl ClickHouseStore {
             host_states: parking_lot::Mutex::new(HashMap::new()),
             floor: AtomicI64::new(0),
             version: AtomicU64::new(0),
-            samples_q: commit::Combiner::new("samples"),
-            totals_q: commit::Combiner::new("host_totals"),
-            hosts_q: commit::Combiner::new("hosts"),
         };
         for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
             store.run(store.client.query(&sql).execute()).await?;
@@ -348,7 +340,7 @@ impl ClickHouseStore {
             let state = serde_json::to_string(&*s).expect("host state serializes");
             (HostRow { host: host.to_string(), state, version: self.next_version() }, out)
         };
-        self.hosts_q.write(self, vec![row]).await?;
+        self.insert("hosts", &[row]).await?;
         Ok(out)
     }
 }
@@ -381,10 +373,9 @@ impl Storage for ClickHouseStore {
         check_batch(batch)?;
         // Both tables at once (independent inserts); the host's bookkeeping only once both
         // hold the batch.
-        let (a, b) = tokio::join!(
-            self.samples_q.write(self, sample_rows(batch)),
-            self.totals_q.write(self, total_rows(batch))
-        );
+        let (samples, totals) = (sample_rows(batch), total_rows(batch));
+        let (a, b) =
+            tokio::join!(self.insert("samples", &samples), self.insert("host_totals", &totals));
         a?;
         b?;
         let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;
