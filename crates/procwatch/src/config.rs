@@ -17,7 +17,7 @@
 //! - each value is checked with its flag's own clap value parser (durations, sizes, enums
 //!   with their possible values, numbers), flags without a value take `true`/`false`, and
 //!   arrays or tables where a value belongs are refused: `[server] store = "mysql": invalid
-//!   value 'mysql' for --store (possible values: sqlite, influxdb, memory)`.
+//!   value 'mysql' for --store (possible values: sqlite, influxdb, clickhouse, memory)`.
 //! - The component tables are checked by their owners when they start (the server's rules,
 //!   the alarm service's notifiers), with messages that name the file too.
 //!

@@ -4,7 +4,8 @@
 //! cargo bench -p procwatch-server --bench http
 //! ```
 //!
-//! Environment: `PROCWATCH_BENCH_STORE=sqlite|memory` (default sqlite),
+//! Environment: `PROCWATCH_BENCH_STORE=sqlite|memory|clickhouse` (default sqlite; clickhouse:
+//! a 2-shard x 2-replica cluster + ZooKeeper started on loopback, see docs/scaling-out.md),
 //! `PROCWATCH_BENCH_INFLUX=0` to skip InfluxDB (else `influxd` must be on PATH),
 //! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4).
 //!
@@ -347,8 +348,20 @@ fn main() {
     );
 
     // The server, on its own 2-thread runtime.
+    // `clickhouse`: a real ZooKeeper + 2-shard x 2-replica cluster on loopback (the test
+    // harness of procwatch-store-clickhouse), kept until the end for the bytes on disk.
+    let mut cluster = None;
     let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
+        "clickhouse" => {
+            let c = procwatch_store_clickhouse::testing::Cluster::start_or_skip("http bench")
+                .expect("clickhouse-server and zookeeperd for PROCWATCH_BENCH_STORE=clickhouse");
+            let cfg = c.config("bench");
+            cluster = Some(c);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));
+            (Arc::new(s.expect("connect to the cluster")), None)
+        }
         _ => {
             // The server's default is `--durability durable` (Power, group commit).
             let durability = match std::env::var("PROCWATCH_BENCH_DURABILITY").as_deref() {
@@ -509,7 +522,10 @@ fn main() {
                 before as f64 / total
             )
         }
-        None => "- (memory store)".into(),
+        None => match &cluster {
+            Some(c) => clickhouse_disk(c, total),
+            None => "- (memory store)".into(),
+        },
     };
     let theirs_disk = match &influx {
         Some(ix) => {
@@ -538,6 +554,31 @@ fn main() {
     for (name, (ours, theirs)) in &results {
         println!("| {} | {ours} | {theirs} |", name.split_once(' ').map_or(*name, |x| x.1));
     }
+}
+
+/// Bytes per sample on disk per replica, after merging each shard's parts (`OPTIMIZE ...
+/// FINAL`): every sample lives on the two replicas of its shard.
+fn clickhouse_disk(c: &procwatch_store_clickhouse::testing::Cluster, total: f64) -> String {
+    let optimize = "OPTIMIZE TABLE bench.samples_local ON CLUSTER procwatch FINAL";
+    let before: u64 = (0..4).map(|i| c.bytes_on_disk(i, "bench", "samples_local")).sum();
+    if let Err(e) = c.sql(0, optimize) {
+        eprintln!("optimize: {e}");
+    }
+    // Replicas fetch the merged part: wait until both replicas of each shard hold the same.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let b: Vec<u64> = (0..4).map(|i| c.bytes_on_disk(i, "bench", "samples_local")).collect();
+        if b[0] == b[1] && b[2] == b[3] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after: u64 = (0..4).map(|i| c.bytes_on_disk(i, "bench", "samples_local")).sum();
+    format!(
+        "{:.2} B/sample per replica merged ({:.2} B/sample before the merge; x2 replicas)",
+        after as f64 / 2.0 / total,
+        before as f64 / 2.0 / total
+    )
 }
 
 fn urlencode(s: &str) -> String {

@@ -163,6 +163,29 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_INFLUX_RP", value_name = "NAME")]
     pub influx_rp: Option<String>,
 
+    /// ClickHouse HTTP URL of one cluster node, for --store clickhouse (docs/scaling-out.md).
+    #[arg(long, env = "PROCWATCH_CLICKHOUSE_URL", value_name = "URL")]
+    pub clickhouse_url: Option<String>,
+
+    /// ClickHouse cluster name (its `<remote_servers>` entry) for ON CLUSTER DDL and the
+    /// Distributed tables.
+    #[arg(
+        long,
+        env = "PROCWATCH_CLICKHOUSE_CLUSTER",
+        default_value = "procwatch",
+        value_name = "NAME"
+    )]
+    pub clickhouse_cluster: String,
+
+    /// ClickHouse database procwatch creates and uses.
+    #[arg(
+        long,
+        env = "PROCWATCH_CLICKHOUSE_DATABASE",
+        default_value = "procwatch",
+        value_name = "NAME"
+    )]
+    pub clickhouse_database: String,
+
     /// Serve on a non-loopback address without both tokens (anyone reaching the port may write
     /// and read).
     #[arg(long, env = "PROCWATCH_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -271,6 +294,8 @@ pub enum StoreKind {
     Sqlite,
     /// An external InfluxDB.
     Influxdb,
+    /// A sharded, replicated ClickHouse cluster (docs/scaling-out.md).
+    Clickhouse,
     /// In memory, gone at exit (tests and demos; --data-dir is unused).
     Memory,
 }
@@ -337,6 +362,20 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
             let store = procwatch_store_influx::InfluxStore::connect(cfg)
                 .await
                 .context("cannot open the influxdb store")?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Clickhouse => {
+            let Some(url) = &args.clickhouse_url else {
+                bail!("--store clickhouse needs --clickhouse-url (e.g. http://127.0.0.1:8123)");
+            };
+            let cfg = procwatch_store_clickhouse::ClickHouseConfig::new(
+                url,
+                &args.clickhouse_cluster,
+                &args.clickhouse_database,
+            );
+            let store = procwatch_store_clickhouse::ClickHouseStore::connect(cfg)
+                .await
+                .context("cannot open the clickhouse store")?;
             Ok(Arc::new(store))
         }
         StoreKind::Memory => Ok(Arc::new(procwatch_store::memory::MemoryStore::new())),

@@ -1,0 +1,472 @@
+//! `ClickHouseStore`: the storage backend on a sharded, replicated ClickHouse cluster
+//! (`ReplicatedMergeTree` tables on every node, `Distributed` tables sharded by host,
+//! coordinated by ZooKeeper), for fleets that outgrow one server. See `docs/scaling-out.md`.
+//!
+//! Guarantees, and how:
+//! - **A 2xx means stored on the shard.** Every insert goes through the `Distributed` table with
+//!   `insert_distributed_sync=1`: ClickHouse answers only after the rows are written on a
+//!   replica of each target shard (never "queued on the receiving node"); the other replica
+//!   fetches them through ZooKeeper. With ZooKeeper down the replicated tables are read-only and
+//!   every write fails with [`StoreError::Unavailable`] (the server answers 503) while reads go
+//!   on.
+//! - **Idempotent delivery.** A batch becomes deterministic insert blocks (rows sorted by
+//!   `(process, ts)`, `version` = the batch `seq`, nothing time-dependent), so a retried batch —
+//!   through this store or another procwatch server — has the same block checksum and the
+//!   replicated table ignores it (`insert_deduplicate`, on by default). On top of that the
+//!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
+//!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
+//!   Each batch is its own INSERT: grouping concurrent batches into one INSERT (a per-table
+//!   group commit) measured slower on the HTTP bench, as it serialized the inserts.
+//! - **Reads see the writes**: `load_balancing=in_order` and `prefer_localhost_replica=0` send
+//!   every server's reads and writes of a shard to the same (first live) replica. The small
+//!   catalogs (`hosts`, `alarm_events`) are read on the node this store talks to: another
+//!   server's update shows there once replicated (milliseconds).
+//! - **Retention** drops whole day partitions (`ALTER … DROP PARTITION`, ClickHouse 18.16 has
+//!   no `TTL`) and keeps a retention floor (table `meta`) that every query applies, so rows of
+//!   the cutoff's own day below the cutoff are invisible until their partition goes.
+//!
+//! `usage` is aggregated by ClickHouse next to the data with the reference formulas (numpy's
+//! linear p95 spelled out over the sorted values, `sql::usage`); `history` and `window` read one
+//! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
+
+mod hosts;
+mod queries;
+mod rows;
+pub mod schema;
+pub mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use procwatch_model::clock::{Clock, SystemClock};
+use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
+use procwatch_store::memory::check_batch;
+use procwatch_store::{
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
+    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+};
+
+use hosts::HostState;
+use rows::{HostRow, MetaRow, SampleRow, TotalRow};
+
+/// Where the cluster is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP URL of one ClickHouse node, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// The cluster name in the nodes' `<remote_servers>` (for `ON CLUSTER` DDL and the
+    /// `Distributed` tables).
+    pub cluster: String,
+    /// Database procwatch creates and uses (letters, digits, `_`).
+    pub database: String,
+    /// ClickHouse user (default `default`).
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// Deadline of each request to ClickHouse.
+    pub timeout: Duration,
+}
+
+impl ClickHouseConfig {
+    /// A configuration with the default user and a 30 s request timeout.
+    pub fn new(url: impl Into<String>, cluster: &str, database: &str) -> Self {
+        ClickHouseConfig {
+            url: url.into(),
+            cluster: cluster.to_string(),
+            database: database.to_string(),
+            user: None,
+            password: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What went wrong talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// The configuration cannot work.
+    #[error("invalid clickhouse configuration: {0}")]
+    Config(String),
+    /// The request failed (network, or ClickHouse answered an error).
+    #[error("clickhouse at {url}: {source}")]
+    Client {
+        /// The node's URL.
+        url: String,
+        /// What the client reported (ClickHouse's own message for a server-side error).
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// The request did not finish within the configured timeout.
+    #[error("clickhouse at {url} did not answer within {timeout:?}")]
+    Timeout {
+        /// The node's URL.
+        url: String,
+        /// The configured deadline.
+        timeout: Duration,
+    },
+    /// A stored JSON document does not parse (a corrupt or foreign row).
+    #[error("clickhouse row does not parse: {0}")]
+    Corrupt(String),
+}
+
+/// ClickHouse error codes that mean "the cluster cannot take this now; retry later".
+const UNAVAILABLE_CODES: &[(&str, &str)] = &[
+    ("Code: 242,", "ZooKeeper is unreachable, so the replicated tables are read-only"),
+    ("Code: 225,", "ClickHouse has no ZooKeeper session"),
+    ("Code: 999,", "ZooKeeper is unreachable"),
+    ("Code: 279,", "every replica of a shard is down"),
+    ("Code: 210,", "a shard cannot be reached"),
+    ("Code: 209,", "a shard timed out"),
+    ("Code: 319,", "ZooKeeper cannot confirm the insert"),
+    ("Code: 159,", "a distributed DDL timed out (is every node up?)"),
+    ("Code: 32,", "a node closed the connection mid-request (a replica went down?)"),
+];
+
+impl ClickHouseError {
+    /// Why the cluster cannot serve this now, when retrying later may succeed.
+    fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            ClickHouseError::Timeout { .. } => Some("ClickHouse did not answer in time"),
+            ClickHouseError::Client { source, .. } => {
+                let text = source.to_string();
+                if let Some((_, why)) = UNAVAILABLE_CODES.iter().find(|(c, _)| text.contains(c)) {
+                    return Some(why);
+                }
+                matches!(
+                    source,
+                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+                )
+                .then_some("ClickHouse cannot be reached")
+            }
+            ClickHouseError::Config(_) | ClickHouseError::Corrupt(_) => None,
+        }
+    }
+}
+
+impl From<ClickHouseError> for StoreError {
+    fn from(e: ClickHouseError) -> Self {
+        if let Some(why) = e.unavailable() {
+            return StoreError::Unavailable(format!("{why}; retry later ({e})"));
+        }
+        match e {
+            ClickHouseError::Config(m) => StoreError::InvalidInput(m),
+            other => StoreError::Other(Box::new(other)),
+        }
+    }
+}
+
+/// The ClickHouse cluster backend. Share it as `Arc<dyn Storage>`.
+pub struct ClickHouseStore {
+    client: clickhouse::Client,
+    cfg: ClickHouseConfig,
+    clock: Arc<dyn Clock>,
+    /// Host bookkeeping of the hosts this store has written (loaded from `hosts` on first
+    /// sight); the `hosts` table is the record every server reads.
+    host_states: parking_lot::Mutex<HashMap<String, HostState>>,
+    /// Retention floor: rows older than this are invisible (their partition may remain).
+    floor: AtomicI64,
+    /// Last version handed out for a catalog row (`hosts`, `alarm_events`, `meta`).
+    version: AtomicU64,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database and tables on every node (`ON CLUSTER`, idempotent) and
+    /// loads the retention floor.
+    pub async fn connect(cfg: ClickHouseConfig) -> Result<Self, ClickHouseError> {
+        Self::connect_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// [`ClickHouseStore::connect`] with the clock that versions catalog rows.
+    pub async fn connect_with_clock(
+        cfg: ClickHouseConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ClickHouseError> {
+        for (what, name) in [("database", &cfg.database), ("cluster", &cfg.cluster)] {
+            if !schema::valid_identifier(name) {
+                return Err(ClickHouseError::Config(format!(
+                    "{what} {name:?}: use 1-64 letters, digits or '_', not starting with a digit"
+                )));
+            }
+        }
+        let mut client = clickhouse::Client::default()
+            .with_url(cfg.url.clone())
+            // 18.16 knows neither RowBinaryWithNamesAndTypes nor the settings validation uses.
+            .with_validation(false)
+            .with_setting("insert_distributed_sync", "1")
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("load_balancing", "in_order")
+            // Not even a local replica first: every server reads and writes a shard on the
+            // same (first live) replica, so any server reads what another just wrote.
+            .with_setting("prefer_localhost_replica", "0")
+            .with_setting("distributed_ddl_task_timeout", "60");
+        if let Some(u) = &cfg.user {
+            client = client.with_user(u.clone());
+        }
+        if let Some(p) = &cfg.password {
+            client = client.with_password(p.clone());
+        }
+        let store = ClickHouseStore {
+            client,
+            cfg,
+            clock,
+            host_states: parking_lot::Mutex::new(HashMap::new()),
+            floor: AtomicI64::new(0),
+            version: AtomicU64::new(0),
+        };
+        for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
+            store.run(store.client.query(&sql).execute()).await?;
+        }
+        let floor: Option<i64> = store
+            .run(
+                store
+                    .client
+                    .query(&sql::retention_floor(&store.cfg.database))
+                    .fetch_optional::<i64>(),
+            )
+            .await?;
+        // `max` over no rows is 0 (not NULL) in ClickHouse: 0 is also "no floor" for us.
+        store.floor.store(floor.unwrap_or(0), Ordering::SeqCst);
+        Ok(store)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClickHouseConfig {
+        &self.cfg
+    }
+
+    fn db(&self) -> &str {
+        &self.cfg.database
+    }
+
+    fn floor(&self) -> TsMs {
+        self.floor.load(Ordering::SeqCst)
+    }
+
+    /// A version for a catalog row: the clock in µs-ish units, strictly increasing here.
+    fn next_version(&self) -> u64 {
+        let now = u64::try_from(self.clock.now_ms()).unwrap_or(0).saturating_mul(1000);
+        let mut cur = self.version.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(cur + 1);
+            match self.version.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return next,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Runs one request under the configured timeout.
+    async fn run<T>(
+        &self,
+        fut: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, ClickHouseError> {
+        match tokio::time::timeout(self.cfg.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ClickHouseError::Client { url: self.cfg.url.clone(), source }),
+            Err(_) => Err(ClickHouseError::Timeout {
+                url: self.cfg.url.clone(),
+                timeout: self.cfg.timeout,
+            }),
+        }
+    }
+
+    /// Inserts `rows` into `table` as one RowBinary request (one block per shard and
+    /// partition).
+    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ClickHouseError>
+    where
+        T: clickhouse::RowWrite + clickhouse::RowOwned,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let table = format!("{}.{table}", self.db());
+        self.run(async {
+            // The name is `db.table` from validated identifiers.
+            let mut ins = self.client.insert_unescaped::<T>(&table).await?;
+            for r in rows {
+                ins.write(r).await?;
+            }
+            ins.end().await
+        })
+        .await
+    }
+
+    /// The host's state: this store's copy, else the `hosts` table's, else a new host.
+    async fn host_state(&self, host: &str) -> Result<HostState, ClickHouseError> {
+        if let Some(s) = self.host_states.lock().get(host) {
+            return Ok(s.clone());
+        }
+        let row: Option<String> = self
+            .run(
+                self.client
+                    .query(&sql::host_state(self.db()))
+                    .bind(host)
+                    .fetch_optional::<String>(),
+            )
+            .await?;
+        let state = match row {
+            Some(json) => serde_json::from_str::<HostState>(&json)
+                .map_err(|e| ClickHouseError::Corrupt(format!("hosts row of {host:?}: {e}")))?
+                .after_retention(self.floor())
+                .unwrap_or_default(),
+            None => HostState::default(),
+        };
+        Ok(self.host_states.lock().entry(host.to_string()).or_insert(state).clone())
+    }
+
+    /// Updates the host's state under the lock and writes it to `hosts`.
+    async fn update_host<R>(
+        &self,
+        host: &str,
+        f: impl FnOnce(&mut HostState) -> R,
+    ) -> Result<R, ClickHouseError> {
+        self.host_state(host).await?;
+        let (row, out) = {
+            let mut g = self.host_states.lock();
+            let s = g.entry(host.to_string()).or_default();
+            let out = f(s);
+            let state = serde_json::to_string(&*s).expect("host state serializes");
+            (HostRow { host: host.to_string(), state, version: self.next_version() }, out)
+        };
+        self.insert("hosts", &[row]).await?;
+        Ok(out)
+    }
+}
+
+/// The batch as deterministic rows: one per `(process, ts)` (the last one given wins, as a
+/// rewrite would), sorted, versioned by `seq`. The same batch always gives the same bytes.
+fn sample_rows(batch: &Batch) -> Vec<SampleRow> {
+    let mut by_key: BTreeMap<(&str, TsMs), &Sample> = BTreeMap::new();
+    for s in &batch.samples {
+        by_key.insert((s.process.as_str(), s.ts), s);
+    }
+    by_key.values().map(|s| SampleRow::new(&batch.host, s, batch.seq)).collect()
+}
+
+fn total_rows(batch: &Batch) -> Vec<TotalRow> {
+    let mut by_ts: BTreeMap<TsMs, &HostTotal> = BTreeMap::new();
+    for t in &batch.host_totals {
+        by_ts.insert(t.ts, t);
+    }
+    by_ts.values().map(|t| TotalRow::new(&batch.host, t, batch.seq)).collect()
+}
+
+#[async_trait]
+impl Storage for ClickHouseStore {
+    fn backend(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
+        check_batch(batch)?;
+        // Both tables at once (independent inserts); the host's bookkeeping only once both
+        // hold the batch.
+        let (samples, totals) = (sample_rows(batch), total_rows(batch));
+        let (a, b) =
+            tokio::join!(self.insert("samples", &samples), self.insert("host_totals", &totals));
+        a?;
+        b?;
+        let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;
+        Ok(WriteOutcome {
+            samples: batch.samples.len(),
+            host_totals: batch.host_totals.len(),
+            seq_gap,
+        })
+    }
+
+    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
+        let rows: Vec<(String, String)> = self
+            .run(self.client.query(&sql::hosts(self.db())).fetch_all::<(String, String)>())
+            .await?;
+        let floor = self.floor();
+        let mut out = Vec::with_capacity(rows.len());
+        for (host, json) in rows {
+            let state: HostState = serde_json::from_str(&json).map_err(|e| {
+                StoreError::from(ClickHouseError::Corrupt(format!("hosts row of {host:?}: {e}")))
+            })?;
+            if let Some(s) = state.after_retention(floor).filter(HostState::listed) {
+                out.push(s.info(&host));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        Ok(queries::usage(self, q).await?)
+    }
+
+    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
+        Ok(queries::window(self, q).await?)
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+        queries::history(self, q).await
+    }
+
+    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
+        Ok(queries::host_totals(self, host, from, to).await?)
+    }
+
+    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
+        Ok(queries::apply_retention(self, cutoff).await?)
+    }
+
+    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
+        let listed = self.hosts().await?.into_iter().any(|h| h.host == host);
+        if !listed {
+            return Err(StoreError::NotFound(format!("host {host:?}")));
+        }
+        // This store's copy may be older than the table's if another server wrote since.
+        self.host_states.lock().remove(host);
+        let last_seen = self
+            .update_host(host, |s| {
+                s.retired_until = Some(at.max(s.last_seen));
+                s.last_seen
+            })
+            .await?;
+        Ok(last_seen)
+    }
+
+    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
+        Ok(queries::put_alarm_event(self, event).await?)
+    }
+
+    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
+        Ok(queries::alarm_events(self, q).await?)
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        let readonly: u64 = self
+            .run(self.client.query(sql::READONLY_REPLICAS).bind(self.db()).fetch_one::<u64>())
+            .await?;
+        if readonly > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{readonly} replicated table(s) on {} are read-only: ZooKeeper is unreachable; \
+                 writes are refused until it returns",
+                self.cfg.url
+            )));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// The meta row recording a retention floor.
+fn floor_row(value: TsMs, version: u64) -> MetaRow {
+    MetaRow { key: "retention_floor".into(), value, version }
+}
