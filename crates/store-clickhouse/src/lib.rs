@@ -28,6 +28,7 @@
 //! `usage` is aggregated by ClickHouse next to the data with the reference formulas (numpy's
 //! linear p95 spelled out over the sorted values, `sql::usage`); `history` and `window` read one
 //! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
+#![deny(missing_docs)]
 
 mod hosts;
 mod queries;

@@ -69,8 +69,11 @@ pub fn linear_ranks(q: f64, n: usize) -> (usize, usize, f64) {
 /// The body of a `/query` answer.
 #[derive(Debug, Default, Deserialize)]
 pub struct Response {
+    /// One result per statement, in statement order.
     #[serde(default)]
     pub results: Vec<StatementResult>,
+    /// Error of the request as a whole, if any (a statement's own error is in
+    /// [`StatementResult::error`]).
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -78,10 +81,13 @@ pub struct Response {
 /// The answer to one statement.
 #[derive(Debug, Default, Deserialize)]
 pub struct StatementResult {
+    /// 0-based position of the statement in the query.
     #[serde(default)]
     pub statement_id: usize,
+    /// The series the statement returned (none when nothing matched).
     #[serde(default)]
     pub series: Vec<Series>,
+    /// The statement's error, if it failed.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -89,12 +95,16 @@ pub struct StatementResult {
 /// One series of an answer: rows of `values` under `columns`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Series {
+    /// Measurement name.
     #[serde(default)]
     pub name: String,
+    /// Tags of the series (`GROUP BY`), as stored: encoded, so read them with [`Series::tag`].
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Column names, in the order of each row's values.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// The rows, one value per column (`null` where the point has no such field).
     #[serde(default)]
     pub values: Vec<Vec<Value>>,
 }
@@ -127,26 +137,32 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// The value of column `col`; `None` if there is no such column or the value is `null`.
     pub fn get(&self, col: &str) -> Option<&Value> {
         self.series.col(col).and_then(|i| self.values.get(i)).filter(|v| !v.is_null())
     }
 
+    /// Column `col` as a float (integers converted).
     pub fn f64(&self, col: &str) -> Option<f64> {
         self.get(col).and_then(Value::as_f64)
     }
 
+    /// Column `col` as an integer (floats truncated toward zero, saturating).
     pub fn i64(&self, col: &str) -> Option<i64> {
         self.get(col).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
     }
 
+    /// Column `col` as an unsigned integer (negative values clamp to 0).
     pub fn u64(&self, col: &str) -> Option<u64> {
         self.i64(col).map(|v| v.max(0) as u64)
     }
 
+    /// Column `col` as a string.
     pub fn str(&self, col: &str) -> Option<&str> {
         self.get(col).and_then(Value::as_str)
     }
 
+    /// Column `col` as a boolean.
     pub fn bool(&self, col: &str) -> Option<bool> {
         self.get(col).and_then(Value::as_bool)
     }

@@ -117,6 +117,7 @@
 //! `PATH`) in a temp dir on free loopback ports, killed by PID when dropped or when the test
 //! process ends. Without influxd, tests print `SKIPPED: influxd not installed` and pass, unless
 //! `CI` is set.
+#![deny(missing_docs)]
 
 pub mod influxql;
 pub mod line;

@@ -24,9 +24,13 @@ pub const SUB: char = '\u{1A}';
 /// A field value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Field<'a> {
+    /// A float, written in Rust's shortest round-trip form.
     Float(f64),
+    /// A signed 64-bit integer, written with the `i` suffix.
     Int(i64),
+    /// A boolean, written `true` or `false`.
     Bool(bool),
+    /// A string, written double-quoted with `"` and `\` escaped.
     Str(&'a str),
 }
 

@@ -19,23 +19,32 @@ use procwatch_model::TsMs;
 /// The columns of one series, oldest first, all of the same length.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
+    /// Sample timestamps, Unix ms (need not be regular).
     pub ts: Vec<TsMs>,
+    /// CPU, percent of the host's total capacity (0–100).
     pub cpu: Vec<f64>,
+    /// CPU in cores (1.0 = one core fully busy).
     pub cores: Vec<f64>,
+    /// Resident memory, percent of the host's `MemTotal` (0–100).
     pub mem: Vec<f64>,
+    /// Resident set size, bytes.
     pub rss: Vec<u64>,
+    /// Processes in the group.
     pub count: Vec<u32>,
 }
 
 impl Columns {
+    /// Number of samples (the length of every column).
     pub fn len(&self) -> usize {
         self.ts.len()
     }
 
+    /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
     }
 
+    /// Empty columns, each with room for `n` values.
     pub fn with_capacity(n: usize) -> Self {
         Columns {
             ts: Vec::with_capacity(n),
@@ -47,6 +56,7 @@ impl Columns {
         }
     }
 
+    /// Appends one sample's values to every column.
     pub fn push(&mut self, ts: TsMs, cpu: f64, cores: f64, mem: f64, rss: u64, count: u32) {
         self.ts.push(ts);
         self.cpu.push(cpu);

@@ -118,6 +118,7 @@
 //! - `codec.rs`: the chunk compression; `compact.rs`: fold, late-row fold, block merge;
 //!   `retention.rs`: the retention floor; `rollup.rs`: the 5-minute roll-ups and the long
 //!   history they answer; `alarms.rs`: alarm events.
+#![deny(missing_docs)]
 
 mod alarms;
 mod catalog;

@@ -42,11 +42,17 @@ pub fn stats(values: &mut [f64]) -> Stats {
 /// `Stats` (see `UsageRow`).
 #[derive(Debug, Default, Clone)]
 pub struct UsageAcc {
+    /// cpu of each sample pushed, in push order (percent, 0–100).
     pub cpu: Vec<f64>,
+    /// cores of each sample pushed, in push order.
     pub cores: Vec<f64>,
+    /// mem of each sample pushed, in push order (percent, 0–100).
     pub mem: Vec<f64>,
+    /// rss of each sample pushed, in push order (bytes, as `f64`).
     pub rss: Vec<f64>,
+    /// `ts` of the newest sample pushed, Unix ms (0 before the first push).
     pub last_ts: TsMs,
+    /// Process count of the newest sample pushed (0 before the first push).
     pub count: u32,
 }
 
@@ -63,10 +69,12 @@ impl UsageAcc {
         }
     }
 
+    /// Number of samples pushed.
     pub fn len(&self) -> usize {
         self.cpu.len()
     }
 
+    /// Whether no sample was pushed yet.
     pub fn is_empty(&self) -> bool {
         self.cpu.is_empty()
     }

@@ -45,6 +45,7 @@
 //! behind the `conformance` feature, `conformance` (the suite every backend runs from its
 //! tests: `procwatch-store = { workspace = true, features = ["conformance"] }` as a
 //! dev-dependency, then `conformance::run_all(|| async { ... }).await`).
+#![deny(missing_docs)]
 
 pub mod agg;
 #[cfg(feature = "conformance")]
@@ -74,6 +75,7 @@ pub enum StoreError {
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// The result of a [`Storage`] call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What a durable write did.
@@ -90,6 +92,7 @@ pub struct WriteOutcome {
 /// A host as the store knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// Host name, as the agent sends it in [`Batch::host`].
     pub host: String,
     /// Timestamp of the newest sample or host total received from the host.
     pub last_seen: TsMs,
@@ -108,8 +111,11 @@ pub struct HostInfo {
 /// Statistics of one metric over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// Arithmetic mean of the values.
     pub mean: f64,
+    /// Smallest value.
     pub min: f64,
+    /// Largest value.
     pub max: f64,
     /// The value at the newest timestamp in the window.
     pub last: f64,
@@ -122,22 +128,30 @@ pub struct Stats {
 pub struct UsageRow {
     /// `None` when rows of all hosts were merged (`UsageQuery::per_host == false`).
     pub host: Option<String>,
+    /// Process name: the group of every process of that name on the host (or hosts).
     pub process: String,
+    /// CPU, percent of the host's total capacity (0–100).
     pub cpu: Stats,
+    /// CPU in cores (1.0 = one core fully busy).
     pub cores: Stats,
+    /// Resident memory, percent of the host's `MemTotal` (0–100).
     pub mem: Stats,
+    /// Resident set size, bytes.
     pub rss: Stats,
     /// Process count at the newest sample.
     pub count: u32,
     /// Samples in the window.
     pub samples: u64,
+    /// Timestamp of the newest sample in the window, Unix ms.
     pub last_ts: TsMs,
 }
 
 /// Filters for `usage` and `window`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageQuery {
+    /// Start of the window, Unix ms, inclusive.
     pub from: TsMs,
+    /// End of the window, Unix ms, exclusive (`to <= from` selects nothing).
     pub to: TsMs,
     /// Exact host name; `None` = all hosts.
     pub host: Option<String>,
@@ -185,18 +199,27 @@ impl Default for UsageNeeds {
 /// All samples of one series in a window, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesWindow {
+    /// Host of the series.
     pub host: String,
+    /// Process name of the series.
     pub process: String,
+    /// The series' samples with `ts` in `[from, to)`, oldest first (never empty).
     pub samples: Vec<Sample>,
 }
 
 /// History of one (host, process), downsampled by `step` (0 = raw samples).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryQuery {
+    /// Host of the series (exact name).
     pub host: String,
+    /// Process name of the series (exact).
     pub process: String,
+    /// Start of the range, Unix ms, inclusive.
     pub from: TsMs,
+    /// End of the range, Unix ms, exclusive.
     pub to: TsMs,
+    /// Step width in ms; steps are aligned to multiples of it (`agg::bucket_start`).
+    /// `<= 0`: one point per raw sample.
     pub step_ms: i64,
 }
 
@@ -204,19 +227,27 @@ pub struct HistoryQuery {
 /// metrics over `[ts, ts + step)`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
+    /// Start of the step, Unix ms (with raw points, the sample's own `ts`).
     pub ts: TsMs,
+    /// Mean cpu over the step, percent of the host (0–100).
     pub cpu: f64,
     /// Lowest cpu in the step (absent from answers of older servers: 0).
     #[serde(default)]
     pub cpu_min: f64,
+    /// Highest cpu in the step.
     pub cpu_max: f64,
+    /// Mean cores over the step (1.0 = one core fully busy).
     pub cores: f64,
+    /// Mean mem over the step, percent of the host's memory (0–100).
     pub mem: f64,
     /// Lowest mem in the step (absent from answers of older servers: 0).
     #[serde(default)]
     pub mem_min: f64,
+    /// Highest mem in the step.
     pub mem_max: f64,
+    /// Mean resident set size over the step, bytes.
     pub rss: f64,
+    /// Mean process count over the step (fractional when the count changed within it).
     pub count: f64,
 }
 
@@ -250,9 +281,11 @@ impl Resolution {
 /// A history and the resolution it was computed at (see `agg::pick_resolution`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryAnswer {
+    /// Whether the points come from raw samples or 5-minute roll-ups.
     pub resolution: Resolution,
     /// The step the points are at: the query's, or with roll-ups a multiple of `ROLLUP_MS`.
     pub step_ms: i64,
+    /// The points, oldest first, one per non-empty step.
     pub points: Vec<HistoryPoint>,
 }
 
@@ -261,9 +294,13 @@ pub struct HistoryAnswer {
 pub struct AlarmQuery {
     /// Only events still open (`end == None`).
     pub active_only: bool,
+    /// Only events of this host (exact name).
     pub host: Option<String>,
+    /// Only events of this process name (exact; `""` selects host alarms).
     pub process: Option<String>,
+    /// Only events of this metric.
     pub metric: Option<Metric>,
+    /// Only events entering this level.
     pub level: Option<Level>,
     /// Events that started at or after `from`.
     pub from: Option<TsMs>,

@@ -19,14 +19,23 @@ pub struct Bucket {
     pub start: TsMs,
     /// Samples in the bucket (0 = empty).
     pub n: u64,
+    /// Lowest cpu in the bucket, percent (0–100; 0 while empty).
     pub cpu_min: f64,
+    /// Sum of cpu over the bucket's samples (mean = `cpu_sum / n`).
     pub cpu_sum: f64,
+    /// Highest cpu in the bucket, percent (0–100; 0 while empty).
     pub cpu_max: f64,
+    /// Lowest mem in the bucket, percent (0–100; 0 while empty).
     pub mem_min: f64,
+    /// Sum of mem over the bucket's samples (mean = `mem_sum / n`).
     pub mem_sum: f64,
+    /// Highest mem in the bucket, percent (0–100; 0 while empty).
     pub mem_max: f64,
+    /// Sum of cores over the bucket's samples.
     pub cores_sum: f64,
+    /// Sum of rss over the bucket's samples, bytes.
     pub rss_sum: f64,
+    /// Sum of the samples' process counts.
     pub count_sum: f64,
 }
 
