@@ -49,8 +49,8 @@ use procwatch_model::clock::{Clock, SystemClock};
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 use procwatch_store::memory::check_batch;
 use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
-    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage,
+    StoreError, StoreResult, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use hosts::HostState;
@@ -414,6 +414,10 @@ impl Storage for ClickHouseStore {
 
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
         queries::history(self, q).await
+    }
+
+    async fn history_answer(&self, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+        queries::history_answer(self, q).await
     }
 
     async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {

@@ -5,11 +5,11 @@
 //! `procwatch_store::agg` arithmetic over one series' raw samples.
 
 use procwatch_model::{AlarmEvent, HostTotal, Sample, TsMs};
-use procwatch_store::agg;
 use procwatch_store::memory::{alarm_matches, sort_newest_first};
+use procwatch_store::{agg, rollup};
 use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, SeriesWindow, StoreError, StoreResult, UsageQuery,
-    UsageRow,
+    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, Resolution, SeriesWindow, StoreError,
+    StoreResult, UsageQuery, UsageRow, DEFAULT_RAW_RETENTION_MS,
 };
 
 use crate::rows::{AlarmRow, SampleOut, TotalRow, UsageOut};
@@ -70,7 +70,9 @@ pub async fn usage(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<UsageRow>> {
     Ok(rows.into_iter().map(|r| r.row(q.per_host)).collect())
 }
 
-pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+/// The samples of one series over `[q.from, q.to)`; `NotFound` for a series the cluster does
+/// not know.
+async fn series_samples(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<Sample>> {
     let uq = UsageQuery {
         from: q.from,
         to: q.to,
@@ -94,8 +96,31 @@ pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<
             return Err(StoreError::NotFound(format!("{}/{}", q.host, q.process)));
         }
     }
-    let samples: Vec<Sample> = rows.iter().map(SampleOut::sample).collect();
-    Ok(agg::history_points(samples.iter(), q.step_ms))
+    Ok(rows.iter().map(SampleOut::sample).collect())
+}
+
+pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
+    Ok(agg::history_points(series_samples(st, q).await?.iter(), q.step_ms))
+}
+
+/// History at the resolution `rollup::pick_resolution` picks, raw samples kept
+/// `DEFAULT_RAW_RETENTION_MS`. The cluster keeps no roll-up table yet: a `5m` answer is the
+/// 5-minute buckets computed here from the raw rows of the widened range (exact, as the
+/// conformance suite asks), so it reaches back only as far as the raw retention.
+pub async fn history_answer(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<HistoryAnswer> {
+    let horizon = st.clock.now_ms() - DEFAULT_RAW_RETENTION_MS;
+    let (resolution, step_ms) = rollup::pick_resolution(q, horizon);
+    if resolution == Resolution::Raw {
+        return Ok(HistoryAnswer { resolution, step_ms, points: history(st, q).await? });
+    }
+    let (from, to) = rollup::rollup_range(q.from, q.to, step_ms);
+    let samples = series_samples(st, &HistoryQuery { from, to, ..q.clone() }).await?;
+    let buckets = rollup::buckets_of(samples.iter());
+    Ok(HistoryAnswer {
+        resolution,
+        step_ms,
+        points: rollup::points_from_buckets(&buckets, step_ms),
+    })
 }
 
 pub async fn host_totals(
