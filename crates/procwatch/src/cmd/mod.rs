@@ -7,6 +7,7 @@ pub mod loadgen;
 pub mod server;
 pub mod signal;
 pub mod status;
+pub mod timewarp;
 pub mod token;
 pub mod up;
 

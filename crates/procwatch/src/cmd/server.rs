@@ -33,6 +33,10 @@ use procwatch_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// Time-compressed tests only (see `cmd::timewarp`): SPEED@ORIGIN_MS.
+    #[arg(long, env = "PROCWATCH_TIME_WARP", hide = true, value_name = "SPEED@ORIGIN_MS")]
+    pub time_warp: Option<super::timewarp::Warp>,
+
     /// Address to listen on (port 0: any free port; see --addr-file).
     #[arg(long, env = "PROCWATCH_LISTEN", default_value = "127.0.0.1:8000", value_name = "ADDR")]
     pub listen: String,
@@ -238,14 +242,19 @@ pub enum DurabilityArg {
 
 /// The embedded store's options from the flags.
 pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
-    SqliteOptions {
+    let mut opts = SqliteOptions {
         retention_ms: args.retention.as_millis() as i64,
         durability: match args.durability {
             DurabilityArg::Durable => Durability::Power,
             DurabilityArg::Relaxed => Durability::Process,
         },
         ..SqliteOptions::default()
+    };
+    if let Some(w) = args.time_warp {
+        opts.clock = w.clock();
+        opts.maintenance_interval = w.real(opts.maintenance_interval);
     }
+    opts
 }
 
 /// Which backend holds the data.
@@ -418,7 +427,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         ingest_rate: args.ingest_rate,
         ingest_burst: args.ingest_burst,
         tls,
-        clock: procwatch_model::clock::system(),
+        clock: args.time_warp.map_or_else(procwatch_model::clock::system, |w| w.clock()),
         allowed_hosts: args
             .allowed_hosts
             .iter()
