@@ -1658,7 +1658,7 @@ impl Inner {
             let mut c = Columns::default();
             if let Some(ring) = idx.series.get(&s.process) {
                 let r = ring.range(from.max(floor), to);
-                append_columns(&mut c, &ring.c, r);
+                ring.c.append_to(&mut c, r);
             }
             need_disk |= from < floor;
             mem_parts.push((floor, c));
@@ -1948,6 +1948,12 @@ impl Storage for SqliteStore {
             i.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
         })
         .await
+    }
+
+    fn window_bytes(&self) -> Option<u64> {
+        let hosts: Vec<Arc<HostEntry>> =
+            self.inner.catalog.read().hosts.values().cloned().collect();
+        Some(hosts.iter().map(|h| h.index.read().estimated_bytes() as u64).sum())
     }
 
     async fn close(&self) -> StoreResult<()> {

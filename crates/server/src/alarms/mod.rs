@@ -142,6 +142,11 @@ impl Alarms {
         self.engine.lock().unwrap_or_else(|p| p.into_inner()).warmups()
     }
 
+    /// Estimated heap bytes of the engine's state ([`procwatch_alarm::Engine::estimated_bytes`]).
+    pub fn engine_bytes(&self) -> usize {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).estimated_bytes()
+    }
+
     /// How long the last evaluation pass took (zero before the first).
     pub fn last_evaluation(&self) -> Duration {
         Duration::from_micros(self.last_eval_us.load(Ordering::Relaxed))
