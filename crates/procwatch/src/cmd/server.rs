@@ -99,7 +99,9 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 
-    /// The window of the seed routes ("the last 5 minutes") and default v1 usage window.
+    /// The window of the seed routes ("the last 5 minutes") and default v1 usage window; also
+    /// how far back the embedded store keeps samples in memory (at least 1 min; older ones are
+    /// read from disk).
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
     pub window: Duration,
 
@@ -248,6 +250,10 @@ pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
             DurabilityArg::Durable => Durability::Power,
             DurabilityArg::Relaxed => Durability::Process,
         },
+        // The head holds what the hot queries read (the query window) and what the alarm
+        // evaluator reads incrementally; a longer default only cost memory per series
+        // (BENCHMARKS.md, "Memory per active series").
+        memory_window_ms: args.window.max(Duration::from_secs(60)).as_millis() as i64,
         ..SqliteOptions::default()
     };
     if let Some(w) = args.time_warp {
@@ -449,7 +455,26 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     })
 }
 
+/// At most this many glibc malloc arenas. glibc makes up to 8 per core, each keeping its own
+/// free memory: under the ingest and query threads of a large fleet they held a third of the
+/// server's RSS (BENCHMARKS.md, "Memory per active series"). Two keep contention low on the
+/// few threads that allocate at once; `MALLOC_ARENA_MAX` in the environment still wins.
+const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas, before any thread starts (see [`MALLOC_ARENAS`]).
+#[allow(unsafe_code)]
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 pub fn run(args: ServerArgs) -> Result<()> {
+    cap_malloc_arenas();
     let config = server_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
