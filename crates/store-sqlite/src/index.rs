@@ -207,14 +207,22 @@ impl Ring {
 
     /// Makes room for one more sample. Below `cap` (what the window is expected to hold at
     /// most, 0 if unknown) the buffer doubles from 16 but stops exactly at `cap` instead of
-    /// the next power of two (at 10 s and a 5 min window: 68 samples); past it it grows by
-    /// half. Never more than plain doubling would reserve.
+    /// the next power of two (at 10 s and a 5 min window: 68 samples). Past a known `cap` (the
+    /// floor is late: a slow maintenance pass, a burst) it grows by an eighth, so a late floor
+    /// costs a few samples of headroom, not half a window; with no `cap` it grows by half.
+    /// Never more than plain doubling would reserve.
     fn reserve_one(&mut self, cap: usize) {
         let len = self.c.len();
         if len < self.c.capacity() {
             return;
         }
-        let target = if cap > len { cap.min((2 * len).max(16)) } else { len + len / 2 + 4 };
+        let target = if cap > len {
+            cap.min((2 * len).max(16))
+        } else if cap > 0 {
+            len + len / 8 + 2
+        } else {
+            len + len / 2 + 4
+        };
         self.c.resize(target);
     }
 
