@@ -1,10 +1,13 @@
 //! Memory plateau (issue 16), with the real binary: under a time-compressed fleet
 //! (`loadgen --time-warp`, the server on the same warped clock), the server's memory stops
 //! growing once its head window is full. 20 hosts × 50 processes every 10 s of virtual time,
-//! 36 virtual minutes in about 36 s: more than 3 times the head window (5 min query window +
-//! 5 min fold step + a maintenance period). The store's and the alarm engine's estimated bytes
-//! (`/metrics`) and the server's RSS, at their highest over the second head window, are
-//! compared with their highest over the third: bounded growth, whatever the machine's speed.
+//! 40 virtual minutes in about 40 s: more than 3 times the head window (5 min query window +
+//! 5 min fold step + a maintenance period, 11 min). The store's and the alarm engine's
+//! estimated bytes (`/metrics`) and the server's RSS, at their highest over minutes 16–28
+//! (the head full, its first fold done), are compared with their highest over minutes 28–40:
+//! bounded growth, whatever the machine's speed. The bound is 15 %: a buffer may grow once by
+//! an eighth past its expected size when maintenance runs late (`store-sqlite` `index.rs`);
+//! without eviction the window grows by about half between the two spans.
 
 mod common;
 
@@ -16,9 +19,9 @@ use common::Proc;
 const BIN: &str = env!("CARGO_BIN_EXE_procwatch");
 const SPEED: f64 = 60.0;
 /// Virtual minutes of the run, and the bounds (virtual minutes) of the two spans compared.
-const RUN_MIN: f64 = 36.0;
-const SPAN_A: (f64, f64) = (12.0, 24.0);
-const SPAN_B: (f64, f64) = (24.0, 36.0);
+const RUN_MIN: f64 = 40.0;
+const SPAN_A: (f64, f64) = (16.0, 28.0);
+const SPAN_B: (f64, f64) = (28.0, 40.0);
 
 fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -118,9 +121,9 @@ async fn server_memory_plateaus_over_a_time_compressed_run() {
         mib(rb)
     );
     // The head must have held something (the fleet really was sending).
-    assert!(wa > 1000.0 * 1000.0 && ea > 0.0, "{readings:?}");
-    assert!(wb <= 1.10 * wa, "store window grew: {wa} → {wb} bytes\n{readings:?}");
-    assert!(eb <= 1.10 * ea, "alarm engine grew: {ea} → {eb} bytes\n{readings:?}");
+    assert!(wa > 500.0 * 1000.0 && ea > 0.0, "{readings:?}");
+    assert!(wb <= 1.15 * wa, "store window grew: {wa} → {wb} bytes\n{readings:?}");
+    assert!(eb <= 1.15 * ea, "alarm engine grew: {ea} → {eb} bytes\n{readings:?}");
     // RSS: the allocator keeps some slack; a leak of a window per window is far above this.
     assert!(rb <= 1.25 * ra + (16 << 20) as f64, "RSS grew: {ra} → {rb} bytes\n{readings:?}");
 }
