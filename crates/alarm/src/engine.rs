@@ -3,7 +3,8 @@
 use crate::forecast::Forecaster;
 use crate::rules::{Rule, RuleSet};
 use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, Sample, TsMs};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// A series or host with no sample for this many intervals is stale / silent.
 pub use procwatch_model::STALE_INTERVALS;
@@ -13,29 +14,40 @@ const FALLBACK_INTERVAL_MS: i64 = 10_000;
 /// The samples of one (host, process) the server hands to [`Engine::evaluate`].
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesInput<'a> {
+    /// The host the samples came from.
     pub host: &'a str,
+    /// The process name (per host, processes are grouped by name).
     pub process: &'a str,
     /// Oldest first. Samples at or before the last one the engine saw are skipped, so
     /// overlapping windows are fine.
     pub samples: &'a [Sample],
+    /// The host's declared sampling interval, ms: staleness and forecast steps follow it.
     pub interval_ms: i64,
 }
 
 /// When the server last heard from a host.
 #[derive(Debug, Clone, Copy)]
 pub struct HostSeen<'a> {
+    /// The host's name.
     pub host: &'a str,
+    /// Timestamp (Unix ms) of the host's newest batch.
     pub last_seen: TsMs,
+    /// The host's declared sampling interval, ms: it is silent after 3 of them.
     pub interval_ms: i64,
 }
 
-type Key = (String, String, Metric);
+/// (host, process, metric); the names are interned in [`Engine`]'s name set, so the three
+/// metrics of a series and every series of a host share one copy of each name.
+type Key = (Arc<str>, Arc<str>, Metric);
 
 /// One series' forecast warm-up, as [`Engine::warmups`] reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warmup {
+    /// The series' host.
     pub host: String,
+    /// The series' process name.
     pub process: String,
+    /// The metric the rule forecasts.
     pub metric: Metric,
     /// History the rule's forecaster needs before it can raise AMBER: the method's own
     /// warm-up ([`crate::Method::warmup_ms`]) or the rule's window, whichever is longer.
@@ -47,7 +59,8 @@ pub struct Warmup {
 }
 
 struct SeriesState {
-    rule: Rule,
+    /// Shared with every series the rule matches (one `Arc` per rule, not a copy per series).
+    rule: Arc<Rule>,
     forecaster: Option<Box<dyn Forecaster>>,
     interval_ms: Option<i64>,
     last_ts: Option<TsMs>,
@@ -57,7 +70,8 @@ struct SeriesState {
     /// Timestamp of the first sample since the forecaster was (re)started: its warm-up began.
     warm_since: Option<TsMs>,
     level: Level,
-    open: Option<AlarmEvent>,
+    /// Boxed: most series have none, and an event is ~200 bytes inline.
+    open: Option<Box<AlarmEvent>>,
     /// Consecutive samples with the forecast signal on / off.
     signal_on: u32,
     signal_off: u32,
@@ -68,20 +82,35 @@ struct SeriesState {
     resume_after: Option<TsMs>,
     /// While STALE: the level and event it replaced, so a late batch (samples older than the
     /// STALE start) can withdraw it.
-    before_stale: Option<(Level, AlarmEvent)>,
+    before_stale: Option<Box<(Level, AlarmEvent)>>,
 }
 
 struct HostState {
-    open: Option<AlarmEvent>,
+    open: Option<Box<AlarmEvent>>,
     /// `last_seen` of the host when its open host-silent event was raised.
     quiet_since: TsMs,
 }
 
 /// The alarm engine. Pure: time comes in as arguments, nothing is read or written.
 pub struct Engine {
-    rules: RuleSet,
+    /// `rules.rules` then `rules.defaults` (see [`RuleSet::rule_for`]), shared by the series
+    /// they match.
+    shared: Vec<Arc<Rule>>,
     series: BTreeMap<Key, SeriesState>,
     hosts: BTreeMap<String, HostState>,
+    /// Host and process names of the followed series, once each (see [`Key`]); names no key
+    /// holds any more are dropped after each pass.
+    names: HashSet<Arc<str>>,
+}
+
+/// The one shared copy of `name` in `names`.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(name);
+    names.insert(n.clone());
+    n
 }
 
 /// Stable event id: FNV-1a 64 of (kind, host, process, metric, start), hex.
@@ -116,13 +145,13 @@ fn short_secs(secs: f64) -> String {
 /// Returns the closed previous event.
 fn transition(
     out: &mut Vec<AlarmEvent>,
-    open: &mut Option<AlarmEvent>,
+    open: &mut Option<Box<AlarmEvent>>,
     proto: AlarmEvent,
 ) -> Option<AlarmEvent> {
     let prev = open.take().map(|mut ev| {
         ev.end = Some(proto.start);
-        out.push(ev.clone());
-        ev
+        out.push((*ev).clone());
+        *ev
     });
     let mut ev = proto;
     ev.previous = prev.as_ref().map_or(Level::Ok, |p| p.level);
@@ -131,7 +160,7 @@ fn transition(
         out.push(ev);
     } else {
         out.push(ev.clone());
-        *open = Some(ev);
+        *open = Some(Box::new(ev));
     }
     prev
 }
@@ -159,8 +188,53 @@ fn host_event(h: &HostSeen<'_>, level: Level, start: TsMs, now: TsMs, limit: i64
 }
 
 impl Engine {
+    /// An engine with no series yet, evaluating `rules`.
     pub fn new(rules: RuleSet) -> Self {
-        Self { rules, series: BTreeMap::new(), hosts: BTreeMap::new() }
+        let shared = rules
+            .rules
+            .iter()
+            .chain(std::iter::once(&rules.defaults))
+            .cloned()
+            .map(Arc::new)
+            .collect();
+        Self { shared, series: BTreeMap::new(), hosts: BTreeMap::new(), names: HashSet::new() }
+    }
+
+    /// [`RuleSet::rule_for`], as the shared copy of the rule.
+    fn shared_rule(&self, host: &str, process: &str, metric: Metric) -> Option<Arc<Rule>> {
+        let n = self.shared.len() - 1;
+        self.shared[..n]
+            .iter()
+            .find(|r| r.matches(host, process, metric))
+            .or_else(|| (metric != Metric::Cores).then_some(&self.shared[n]))
+            .cloned()
+    }
+
+    /// Drops the names no series key holds any more.
+    fn sweep_names(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// Estimated heap bytes of the engine's state (series and host state machines, their
+    /// forecasters, open events and interned names), from sizes and capacities: cheap enough
+    /// for every `/metrics` scrape; an estimate, not an allocator count.
+    pub fn estimated_bytes(&self) -> usize {
+        // A B-tree entry costs about its key and value plus node overhead (≈ 1/8).
+        let entry = (std::mem::size_of::<Key>() + std::mem::size_of::<SeriesState>()) * 9 / 8;
+        let event = std::mem::size_of::<AlarmEvent>() + 96;
+        let series: usize = self
+            .series
+            .values()
+            .map(|st| {
+                entry
+                    + st.forecaster.as_ref().map_or(0, |f| f.heap_bytes())
+                    + st.open.as_ref().map_or(0, |_| event)
+                    + st.before_stale.as_ref().map_or(0, |_| event)
+            })
+            .sum();
+        let hosts = self.hosts.len() * (std::mem::size_of::<(String, HostState)>() + 32 + event);
+        let names: usize = self.names.iter().map(|n| n.len() + 16 + 8 + 8).sum();
+        series + hosts + names + std::mem::size_of::<Arc<Rule>>() * self.shared.len()
     }
 
     /// One evaluation pass at `now`: feeds the new samples through each series' state
@@ -176,11 +250,15 @@ impl Engine {
         let mut out = Vec::new();
         for input in series {
             for metric in [Metric::Cpu, Metric::Cores, Metric::Mem] {
-                let Some(rule) = self.rules.rule_for(input.host, input.process, metric) else {
+                let Some(rule) = self.shared_rule(input.host, input.process, metric) else {
                     continue;
                 };
-                let key = (input.host.to_owned(), input.process.to_owned(), metric);
-                let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule.clone()));
+                let key = (
+                    intern(&mut self.names, input.host),
+                    intern(&mut self.names, input.process),
+                    metric,
+                );
+                let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule));
                 st.feed(input, metric, &mut out);
             }
         }
@@ -193,7 +271,7 @@ impl Engine {
         self.series.retain(|(host, process, metric), st| {
             let interval = st
                 .interval_ms
-                .or_else(|| host_interval.get(host.as_str()).copied())
+                .or_else(|| host_interval.get(&**host).copied())
                 .unwrap_or(FALLBACK_INTERVAL_MS)
                 .max(1);
             let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
@@ -212,7 +290,7 @@ impl Engine {
             // process exited (or is no longer sampled). Its alarm closes, with the reason,
             // and the series is forgotten; a silent host keeps its series STALE instead.
             let stale_start = st.open.as_ref().map_or(stale_at, |e| e.start);
-            let host_seen = host_last_seen.get(host.as_str()).copied();
+            let host_seen = host_last_seen.get(&**host).copied();
             if host_seen.is_some_and(|seen| seen >= stale_start + STALE_INTERVALS * interval) {
                 if let Some(mut ev) = st.open.take() {
                     let secs = (STALE_INTERVALS * interval) as f64 / 1000.0;
@@ -221,16 +299,18 @@ impl Engine {
                         "process exited: no sample of it for {} while its host kept reporting",
                         short_secs(2.0 * secs)
                     ));
-                    out.push(ev);
+                    out.push(*ev);
                 }
                 return false;
             }
             true
         });
-        // The first sample of each host in this pass's input, per host: when a silent host
-        // was heard from again.
+        // The first sample of each silent host in this pass's input: when it was heard from
+        // again. Only hosts with an open host alarm need it.
+        let silent: HashSet<String> =
+            self.hosts.iter().filter(|(_, s)| s.open.is_some()).map(|(h, _)| h.clone()).collect();
         let mut first_heard: BTreeMap<&str, Vec<TsMs>> = BTreeMap::new();
-        for input in series {
+        for input in series.iter().filter(|i| silent.contains(i.host)) {
             first_heard.entry(input.host).or_default().extend(input.samples.iter().map(|s| s.ts));
         }
         for h in hosts {
@@ -253,7 +333,7 @@ impl Engine {
                     // closed where it started, and no recovery follows.
                     if let Some(mut ev) = state.open.take() {
                         ev.end = Some(ev.start);
-                        out.push(ev);
+                        out.push(*ev);
                     }
                 } else {
                     transition(
@@ -280,6 +360,7 @@ impl Engine {
                 None => {}
             }
         }
+        self.sweep_names();
         out
     }
 
@@ -288,18 +369,18 @@ impl Engine {
     /// event (level OK, `start == end == at`). Returns the closed events, then that one.
     pub fn retire_host(&mut self, host: &str, at: TsMs, reason: &str) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
-        let close = |ev: Option<AlarmEvent>, out: &mut Vec<AlarmEvent>| {
+        let close = |ev: Option<Box<AlarmEvent>>, out: &mut Vec<AlarmEvent>| {
             if let Some(mut ev) = ev {
                 ev.end = Some(at.max(ev.start));
                 ev.reason = Some(reason.to_owned());
-                out.push(ev);
+                out.push(*ev);
             }
         };
         if let Some(h) = self.hosts.remove(host) {
             close(h.open, &mut out);
         }
         self.series.retain(|(h, _, _), st| {
-            if h != host {
+            if &**h != host {
                 return true;
             }
             close(st.open.take(), &mut out);
@@ -322,6 +403,7 @@ impl Engine {
             eta_seconds: None,
             reason: Some(reason.to_owned()),
         });
+        self.sweep_names();
         out
     }
 
@@ -339,7 +421,7 @@ impl Engine {
                 ev.reason = Some(
                     "host left the store (retention dropped it, or it was retired)".to_owned(),
                 );
-                out.push(ev);
+                out.push(*ev);
             }
             false
         });
@@ -348,8 +430,9 @@ impl Engine {
 
     /// The currently open alarms (series and hosts), ordered by host, process, metric.
     pub fn active(&self) -> Vec<AlarmEvent> {
-        let mut v: Vec<AlarmEvent> = self.series.values().filter_map(|s| s.open.clone()).collect();
-        v.extend(self.hosts.values().filter_map(|h| h.open.clone()));
+        let mut v: Vec<AlarmEvent> =
+            self.series.values().filter_map(|s| s.open.as_deref().cloned()).collect();
+        v.extend(self.hosts.values().filter_map(|h| h.open.as_deref().cloned()));
         v.sort_by(|a, b| (&a.host, &a.process, a.metric).cmp(&(&b.host, &b.process, b.metric)));
         v
     }
@@ -376,10 +459,11 @@ impl Engine {
                     "no sample for {} after going STALE: the process exited or is no longer sampled",
                     short_secs(max_stale_ms as f64 / 1000.0)
                 ));
-                out.push(ev);
+                out.push(*ev);
             }
             false
         });
+        self.sweep_names();
         out
     }
 
@@ -388,9 +472,10 @@ impl Engine {
     /// server reads a returning series back from here, so samples that arrived late are not
     /// skipped.
     pub fn last_sample(&self, host: &str, process: &str) -> Option<TsMs> {
+        let (host, process) = (self.names.get(host)?.clone(), self.names.get(process)?.clone());
         [Metric::Cpu, Metric::Cores, Metric::Mem]
             .into_iter()
-            .filter_map(|m| self.series.get(&(host.to_owned(), process.to_owned(), m)))
+            .filter_map(|m| self.series.get(&(host.clone(), process.clone(), m)))
             .filter_map(|st| st.last_ts.or(st.resume_after))
             .max()
     }
@@ -409,8 +494,8 @@ impl Engine {
                     _ => 0,
                 };
                 Warmup {
-                    host: host.clone(),
-                    process: process.clone(),
+                    host: host.to_string(),
+                    process: process.to_string(),
                     metric: *metric,
                     warmup_ms: need,
                     history_ms: have,
@@ -430,21 +515,27 @@ impl Engine {
                     let limit = (ev.threshold * 1000.0).round() as i64;
                     self.hosts.insert(
                         ev.host.clone(),
-                        HostState { open: Some(ev.clone()), quiet_since: ev.start - limit },
+                        HostState {
+                            open: Some(Box::new(ev.clone())),
+                            quiet_since: ev.start - limit,
+                        },
                     );
                 }
                 AlarmKind::Series => {
                     let rule = self
-                        .rules
-                        .rule_for(&ev.host, &ev.process, ev.metric)
-                        .unwrap_or(&self.rules.defaults)
-                        .clone();
+                        .shared_rule(&ev.host, &ev.process, ev.metric)
+                        .unwrap_or_else(|| self.shared[self.shared.len() - 1].clone());
                     let mut st = SeriesState::new(rule);
                     st.level = ev.level;
                     st.last_value = ev.value;
                     st.resume_after = Some(ev.start);
-                    st.open = Some(ev.clone());
-                    self.series.insert((ev.host.clone(), ev.process.clone(), ev.metric), st);
+                    st.open = Some(Box::new(ev.clone()));
+                    let key = (
+                        intern(&mut self.names, &ev.host),
+                        intern(&mut self.names, &ev.process),
+                        ev.metric,
+                    );
+                    self.series.insert(key, st);
                 }
             }
         }
@@ -452,7 +543,7 @@ impl Engine {
 }
 
 impl SeriesState {
-    fn new(rule: Rule) -> Self {
+    fn new(rule: Arc<Rule>) -> Self {
         Self {
             rule,
             forecaster: None,
@@ -487,21 +578,22 @@ impl SeriesState {
         let mut proto = self.event(host, process, metric, Level::Stale, at, raised, None);
         proto.peak = peak.max(raised);
         let level = self.level;
-        self.before_stale = transition(out, &mut self.open, proto).map(|ev| (level, ev));
+        self.before_stale = transition(out, &mut self.open, proto).map(|ev| Box::new((level, ev)));
         self.level = Level::Stale;
     }
 
     /// A sample older than the STALE start arrived: the STALE was premature. It is closed
     /// where it started, and the event it replaced is open again.
     fn withdraw_stale(&mut self, out: &mut Vec<AlarmEvent>) {
-        let Some((level, mut prev)) = self.before_stale.take() else { return };
+        let Some(before) = self.before_stale.take() else { return };
+        let (level, mut prev) = *before;
         if let Some(mut stale) = self.open.take() {
             stale.end = Some(stale.start);
-            out.push(stale);
+            out.push(*stale);
         }
         prev.end = None;
         out.push(prev.clone());
-        self.open = Some(prev);
+        self.open = Some(Box::new(prev));
         self.level = level;
     }
 

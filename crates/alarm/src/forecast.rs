@@ -45,6 +45,11 @@ pub trait Forecaster: Send {
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast>;
     /// Forgets every sample (after a gap that made the series stale).
     fn reset(&mut self);
+    /// Heap bytes held (the struct itself and its buffers' capacities), for the engine's
+    /// memory gauge; an estimate.
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
 }
 
 /// Time from `t_last` until a line `y(t) = y_last + slope_per_ms·(t − t_last)` reaches
@@ -130,6 +135,10 @@ impl Forecaster for Linear {
 
     fn reset(&mut self) {
         self.buf.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.buf.capacity() * std::mem::size_of::<(TsMs, f64)>()
     }
 }
 
@@ -420,6 +429,12 @@ impl Forecaster for Analog {
     fn reset(&mut self) {
         *self = Self::new(self.params);
     }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.history.capacity() * 16
+            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 8)
+    }
 }
 
 /// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
@@ -592,6 +607,12 @@ impl Forecaster for Robust {
 
     fn reset(&mut self) {
         *self = Self::new(self.params);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.history.capacity() * 8
+            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 8)
     }
 }
 

@@ -98,9 +98,6 @@
 
 pub mod backtest;
 pub mod cv;
-// TODO(issue 14): engine.rs is being split by another branch this session; document its pub
-// items after that merge and drop this allow.
-#[allow(missing_docs)]
 pub mod engine;
 pub mod forecast;
 pub mod rules;

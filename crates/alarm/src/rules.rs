@@ -261,7 +261,7 @@ impl Default for Rule {
 }
 
 impl Rule {
-    fn matches(&self, host: &str, process: &str, metric: Metric) -> bool {
+    pub(crate) fn matches(&self, host: &str, process: &str, metric: Metric) -> bool {
         let metric_ok = match self.metric {
             Some(m) => m == metric,
             None => metric != Metric::Cores,

@@ -616,7 +616,11 @@ pub async fn run(
         rules = c.alarm_rules.rules.len(),
     );
     tracing::debug!(message = "Server settings.", config = ?state.config);
-    let evaluator = alarms::spawn_evaluator(state.clone(), stop_tx.subscribe());
+    let evaluator = alarms::spawn_evaluator(
+        state.alarms.clone(),
+        alarms::EvalContext::from(&state),
+        stop_tx.subscribe(),
+    );
     let hub = state.alarms.clone();
     let shutdown = async move {
         shutdown.await;

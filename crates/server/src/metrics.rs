@@ -24,6 +24,8 @@
 //!   taken from the request as sent, so a client cannot grow the label set),
 //!   `procwatch_store_write_duration_seconds`, `procwatch_store_hosts`,
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
+//!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
+//!   the store's in-memory window and of the alarm engine's state, from capacities),
 //!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
 //!   the alarm engine through [`Metrics::observe_evaluation`]), and `procwatch_build_info`.
 //!   The standard `process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -141,6 +143,8 @@ struct Snapshot {
     store_hosts: Gauge,
     store_series: Gauge,
     store_up: Gauge,
+    store_window_bytes: Gauge,
+    alarm_engine_bytes: Gauge,
 }
 
 impl Snapshot {
@@ -258,6 +262,16 @@ impl Metrics {
             s.store_series.clone(),
         );
         r.register("store_up", "1 when the store answers its health check", s.store_up.clone());
+        r.register(
+            "store_window_bytes",
+            "Estimated heap bytes of the store's in-memory recent window (0: none)",
+            s.store_window_bytes.clone(),
+        );
+        r.register(
+            "alarm_engine_bytes",
+            "Estimated heap bytes of the alarm engine's per-series state",
+            s.alarm_engine_bytes.clone(),
+        );
         r.register("alarms_active", "Active alarm events by level", s.alarms_active.clone());
         r.register("host_cpu_percent", "Host CPU busy, newest host total", s.host_cpu.clone());
         r.register("host_mem_percent", "Host memory used, newest host total", s.host_mem.clone());
@@ -372,6 +386,9 @@ impl Metrics {
         s.store_up.set(i64::from(snap.up));
         s.store_hosts.set(snap.hosts.len() as i64);
         s.store_series.set(snap.series as i64);
+        let window = st.store.window_bytes().unwrap_or(0);
+        s.store_window_bytes.set(window.min(i64::MAX as u64) as i64);
+        s.alarm_engine_bytes.set(st.alarms.engine_bytes().min(i64::MAX as usize) as i64);
         for (level, n) in &snap.alarm_counts {
             s.alarms_active.get_or_create(&LevelLabels { level }).set(*n);
         }
@@ -669,6 +686,9 @@ impl MeteredStore {
 impl Storage for MeteredStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+    fn window_bytes(&self) -> Option<u64> {
+        self.inner.window_bytes()
     }
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
         let started = self.metrics.clock.instant();

@@ -56,7 +56,7 @@ pub async fn retire(
         .collect();
     let now = st.config.clock.now_ms();
     let reason = format!("host retired by {actor}");
-    let (last_seen, events) = st.alarms.retire_host(&st, &host, now, &reason).await?;
+    let (last_seen, events) = st.alarms.retire_host(&*st.store, &host, now, &reason).await?;
     tracing::info!(message = "Host retired.", %host, last_seen, %actor, closed = events.len().saturating_sub(1));
     Ok(Json(Retired { host, retired_at: now, last_seen, events }))
 }

@@ -36,7 +36,7 @@ impl Inner {
             let mut c = Columns::default();
             if let Some(ring) = idx.series.get(&s.process) {
                 let r = ring.range(from.max(floor), to);
-                append_columns(&mut c, &ring.c, r);
+                ring.c.append_to(&mut c, r);
             }
             need_disk |= from < floor;
             mem_parts.push((floor, c));

@@ -83,6 +83,12 @@ impl Storage for SqliteStore {
         .await
     }
 
+    fn window_bytes(&self) -> Option<u64> {
+        let hosts: Vec<std::sync::Arc<crate::catalog::HostEntry>> =
+            self.inner.catalog.read().hosts.values().cloned().collect();
+        Some(hosts.iter().map(|h| h.index.read().estimated_bytes() as u64).sum())
+    }
+
     async fn close(&self) -> StoreResult<()> {
         self.stop_thread();
         self.blocking(|i| {

@@ -375,4 +375,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Flushes whatever is buffered; called once at shutdown.
     async fn close(&self) -> StoreResult<()>;
+
+    /// Estimated heap bytes of the backend's in-memory recent window (samples, their index and
+    /// names), from capacities: cheap, for the `procwatch_store_window_bytes` gauge. `None`
+    /// when the backend keeps no such window in this process.
+    fn window_bytes(&self) -> Option<u64> {
+        None
+    }
 }

@@ -11,6 +11,12 @@
 //!
 //! `--ack-log FILE` appends one line per acknowledged (2xx) batch, written when the answer
 //! arrives: `host seq ts samples`. The crash tests count every acknowledged sample in the store.
+//! `--time-warp SPEED@ORIGIN_MS` (also `PROCWATCH_TIME_WARP`): time-compressed mode. Samples
+//! are stamped, and agents paced, on the warped clock of `cmd::timewarp` (`--interval` and
+//! `--duration` are then virtual time: `--interval 10s` at 20× sends every 0.5 s real); start
+//! the server with the same value so both clocks agree. This fills and rolls over the server's
+//! head window in minutes (the memory plateau test and the fleet memory figures use it).
+//!
 //! Loopback or your own servers only: it is a load generator.
 
 use std::collections::BTreeMap;
@@ -64,6 +70,11 @@ pub struct LoadgenArgs {
     /// Extra CA certificate(s) (PEM) to trust for an https:// server with a private CA.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Time-compressed mode: stamp and pace on a clock SPEED times faster than the wall clock
+    /// from ORIGIN_MS on (give the server the same value); --interval and --duration are then
+    /// virtual time.
+    #[arg(long, env = "PROCWATCH_TIME_WARP", value_name = "SPEED@ORIGIN_MS")]
+    pub time_warp: Option<super::timewarp::Warp>,
     /// Timeout of one request.
     #[arg(long, default_value = "30s", value_parser = procwatch_model::duration::parse)]
     pub timeout: Duration,
@@ -93,7 +104,14 @@ impl Rng {
     }
 }
 
-fn make_batch(host: &str, seq: u64, ts: i64, processes: usize, rng: &mut Rng) -> Batch {
+fn make_batch(
+    host: &str,
+    seq: u64,
+    ts: i64,
+    processes: usize,
+    interval_ms: u64,
+    rng: &mut Rng,
+) -> Batch {
     let samples = (0..processes)
         .map(|j| {
             let cpu = rng.next_f64() * 10.0;
@@ -112,7 +130,7 @@ fn make_batch(host: &str, seq: u64, ts: i64, processes: usize, rng: &mut Rng) ->
         host: host.to_owned(),
         agent: "procwatch-loadgen".to_owned(),
         seq,
-        interval_ms: 10_000,
+        interval_ms,
         host_totals: vec![HostTotal { ts, cpu: 40.0, mem: 50.0, unattributed_cpu: Some(1.0) }],
         samples,
         dropped_samples: 0,
@@ -165,8 +183,11 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
         ))),
         None => None,
     };
+    let warp = args.time_warp;
+    let stamp = move || warp.map_or_else(now_ms, |w| w.at(now_ms()));
+    let real = |d: Duration| warp.map_or(d, |w| w.real(d));
     let started = Instant::now();
-    let end = started + args.duration;
+    let end = started + real(args.duration);
     let rss = Arc::new(Mutex::new(Vec::<(f64, u64)>::new()));
     let rss_task = args.server_pid.map(|pid| {
         let rss = rss.clone();
@@ -191,7 +212,8 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
         let ack = ack.clone();
         let token = args.token.clone();
         let host = format!("{}-{i}", args.host_prefix);
-        let (interval, processes) = (args.interval, args.processes);
+        let (interval, processes) = (real(args.interval), args.processes);
+        let interval_ms = args.interval.as_millis() as u64;
         let offset = interval.mul_f64(i as f64 / args.agents as f64);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
@@ -204,8 +226,8 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
                     break;
                 }
                 seq += 1;
-                let ts = now_ms();
-                let batch = make_batch(&host, seq, ts, processes, &mut rng);
+                let ts = stamp();
+                let batch = make_batch(&host, seq, ts, processes, interval_ms, &mut rng);
                 let json = serde_json::to_vec(&batch).expect("batch serializes");
                 let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 let body = enc.write_all(&json).and_then(|()| enc.finish()).expect("gzip");
@@ -268,6 +290,7 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
         "agents": args.agents,
         "processes": args.processes,
         "interval_s": args.interval.as_secs_f64(),
+        "time_warp": warp.map(|w| w.speed),
         "duration_s": elapsed,
         "batches_sent": t.sent,
         "batches_acked": t.acked,

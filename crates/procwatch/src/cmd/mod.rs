@@ -9,6 +9,7 @@ pub mod loadgen;
 pub mod server;
 pub mod signal;
 pub mod status;
+pub mod timewarp;
 pub mod token;
 #[cfg(feature = "server")]
 pub mod up;

@@ -33,6 +33,10 @@ use procwatch_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// Time-compressed tests only (see `cmd::timewarp`): SPEED@ORIGIN_MS.
+    #[arg(long, env = "PROCWATCH_TIME_WARP", hide = true, value_name = "SPEED@ORIGIN_MS")]
+    pub time_warp: Option<super::timewarp::Warp>,
+
     /// Address to listen on (port 0: any free port; see --addr-file).
     #[arg(long, env = "PROCWATCH_LISTEN", default_value = "127.0.0.1:8000", value_name = "ADDR")]
     pub listen: String,
@@ -52,7 +56,7 @@ pub struct ServerArgs {
 
     /// How long the embedded store keeps its 5-minute roll-ups (min/mean/max per process),
     /// which answer history past --retention (humantime: 30d). Ignored by --store influxdb.
-    #[arg(long, env = "PROCWATCH_ROLLUP_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCWATCH_ROLLUP_RETENTION", default_value = "30d", value_parser = procwatch_model::duration::parse)]
     pub rollup_retention: Duration,
 
     /// How often retention runs (it also runs at start).
@@ -110,7 +114,9 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_INTERVAL", default_value = "10s", value_parser = procwatch_model::duration::parse)]
     pub interval: Duration,
 
-    /// The window of the seed routes ("the last 5 minutes") and default v1 usage window.
+    /// The window of the seed routes ("the last 5 minutes") and default v1 usage window; also
+    /// how far back the embedded store keeps samples in memory (at least 1 min; older ones are
+    /// read from disk).
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = procwatch_model::duration::parse)]
     pub window: Duration,
 
@@ -276,15 +282,24 @@ pub enum DurabilityArg {
 
 /// The embedded store's options from the flags.
 pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
-    SqliteOptions {
+    let mut opts = SqliteOptions {
         retention_ms: args.retention.as_millis() as i64,
         rollup_retention_ms: args.rollup_retention.as_millis() as i64,
         durability: match args.durability {
             DurabilityArg::Durable => Durability::Power,
             DurabilityArg::Relaxed => Durability::Process,
         },
+        // The head holds what the hot queries read (the query window) and what the alarm
+        // evaluator reads incrementally; a longer default only cost memory per series
+        // (BENCHMARKS.md, "Memory per active series").
+        memory_window_ms: args.window.max(Duration::from_secs(60)).as_millis() as i64,
         ..SqliteOptions::default()
+    };
+    if let Some(w) = args.time_warp {
+        opts.clock = w.clock();
+        opts.maintenance_interval = w.real(opts.maintenance_interval);
     }
+    opts
 }
 
 /// Which backend holds the data.
@@ -497,7 +512,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         ingest_rate: args.ingest_rate,
         ingest_burst: args.ingest_burst,
         tls,
-        clock: procwatch_model::clock::system(),
+        clock: args.time_warp.map_or_else(procwatch_model::clock::system, |w| w.clock()),
         allowed_hosts: args
             .allowed_hosts
             .iter()
@@ -520,7 +535,26 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     })
 }
 
+/// At most this many glibc malloc arenas. glibc makes up to 8 per core, each keeping its own
+/// free memory: under the ingest and query threads of a large fleet they held a third of the
+/// server's RSS (BENCHMARKS.md, "Memory per active series"). Two keep contention low on the
+/// few threads that allocate at once; `MALLOC_ARENA_MAX` in the environment still wins.
+const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas, before any thread starts (see [`MALLOC_ARENAS`]).
+#[allow(unsafe_code)]
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 pub fn run(args: ServerArgs) -> Result<()> {
+    cap_malloc_arenas();
     let config = server_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

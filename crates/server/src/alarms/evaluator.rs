@@ -1,0 +1,237 @@
+//! The alarm evaluator: one pass reads the new samples and the hosts from the store, runs the
+//! engine over them, stores the transitions and publishes them (see the module documentation
+//! of [`crate::alarms`] for what a pass reads and when). It sees only an [`EvalContext`]: the
+//! store, the clock, the interval, the metrics and the governor, never the server's whole state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use procwatch_alarm::{HostSeen, SeriesInput, STALE_INTERVALS};
+use procwatch_model::clock::Clock;
+use procwatch_model::validate::MAX_FUTURE_MS;
+use procwatch_model::{AlarmEvent, Level, TsMs};
+use procwatch_store::{Storage, StoreError, UsageQuery};
+use tokio::sync::watch;
+
+use super::{Alarms, STALE_EXPIRY};
+use crate::governor::Governor;
+use crate::metrics::Metrics;
+
+/// How far before its read window a returning series is read back, at most.
+const REREAD_MAX_MS: i64 = 3_600_000;
+/// The first and the longest wait between two attempts to restore the open alarms.
+const RESTORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+
+/// What an evaluation pass needs: the store, the clock, the server's interval (for hosts that
+/// declared none), and where to report the pass's duration. Cheap to clone.
+#[derive(Clone)]
+pub struct EvalContext {
+    pub store: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub interval: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Told the open alarms after each pass: alarming series keep full resolution.
+    pub governor: Arc<Governor>,
+}
+
+impl Alarms {
+    /// Samples read back on the first pass: the largest window + horizon of the rules.
+    fn lookback_ms(&self, interval_ms: i64) -> i64 {
+        std::iter::once(&self.rules.defaults)
+            .chain(&self.rules.rules)
+            .map(|r| r.window_ms + r.horizon_ms)
+            .max()
+            .unwrap_or(0)
+            .max(procwatch_model::stale_after_ms(interval_ms))
+    }
+
+    /// One evaluation pass at `now`: returns the transitions it stored and published.
+    pub async fn evaluate(
+        &self,
+        ctx: impl Into<EvalContext>,
+        now: TsMs,
+    ) -> Result<Vec<AlarmEvent>, StoreError> {
+        let ctx: EvalContext = ctx.into();
+        let _pass = self.pass.lock().await;
+        let started = ctx.clock.instant();
+        let interval_ms = (ctx.interval.as_millis() as i64).max(1);
+        let from = {
+            let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+            match cursor {
+                Some(c) => c - procwatch_model::stale_after_ms(interval_ms).max(30_000),
+                None => now - self.lookback_ms(interval_ms),
+            }
+        };
+        let to = now + MAX_FUTURE_MS + 1;
+        let hosts = ctx.store.hosts().await?;
+        let mut windows = ctx
+            .store
+            .window(&UsageQuery { from, to, host: None, process: None, per_host: true })
+            .await?;
+        // A series of a host the store does not list yet (its batch's bookkeeping lands after
+        // its samples) waits for the next pass, which reads it again: judged with a guessed
+        // interval it could go STALE at once.
+        let known: std::collections::HashSet<&str> =
+            hosts.iter().map(|h| h.host.as_str()).collect();
+        windows.retain(|w| known.contains(w.host.as_str()));
+        // A series coming back after a gap (or through a late batch) is read again from the
+        // last sample the engine saw of it (at most REREAD_MAX before `from`), so every replica
+        // steps through the same samples whatever its read window.
+        let reread: Vec<(usize, TsMs)> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            windows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    let last = engine.last_sample(&w.host, &w.process)?;
+                    (last < from).then_some((i, last.max(from - REREAD_MAX_MS)))
+                })
+                .collect()
+        };
+        for (i, since) in reread {
+            let w = &windows[i];
+            let q = UsageQuery {
+                from: since,
+                to,
+                host: Some(w.host.clone()),
+                process: Some(w.process.clone()),
+                per_host: true,
+            };
+            if let Some(full) = ctx.store.window(&q).await?.into_iter().next() {
+                windows[i].samples = full.samples;
+            }
+        }
+        let host_interval: BTreeMap<&str, i64> = hosts
+            .iter()
+            .map(|h| {
+                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
+                (h.host.as_str(), i)
+            })
+            .collect();
+        let series: Vec<SeriesInput<'_>> = windows
+            .iter()
+            .map(|w| SeriesInput {
+                host: &w.host,
+                process: &w.process,
+                samples: &w.samples,
+                interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(interval_ms),
+            })
+            .collect();
+        // A host is judged silent only once the server itself has been evaluating for 3 of the
+        // host's intervals: after a restart, agents need that long to be heard again.
+        let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
+        let seen: Vec<HostSeen<'_>> = hosts
+            .iter()
+            .filter(|h| now - first >= STALE_INTERVALS * host_interval[h.host.as_str()])
+            .map(|h| HostSeen {
+                host: &h.host,
+                last_seen: h.last_seen,
+                interval_ms: host_interval[h.host.as_str()],
+            })
+            .collect();
+        let (events, active) = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let mut events = engine.evaluate(now, &series, &seen);
+            events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
+            let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+            events.extend(engine.forget_unlisted_hosts(&listed, now));
+            (events, engine.active())
+        };
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        // Store first, then tell: a client that reacts to an event finds it in the store.
+        for ev in &events {
+            if let Err(error) = ctx.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
+            }
+        }
+        let mut updates = Vec::new();
+        {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let open: HashMap<&str, &AlarmEvent> =
+                active.iter().map(|e| (e.id.as_str(), e)).collect();
+            written.retain(|id, _| open.contains_key(id.as_str()));
+            for ev in &active {
+                let now_figures = (ev.peak, ev.value);
+                match written.insert(ev.id.clone(), now_figures) {
+                    Some(old) if old != now_figures => updates.push(ev.clone()),
+                    _ => {}
+                }
+            }
+        }
+        for ev in &updates {
+            if let Err(error) = ctx.store.put_alarm_event(ev).await {
+                tracing::warn!(message = "Cannot update an alarm event.", %error, id = %ev.id);
+            }
+        }
+        ctx.governor.set_alarming(&active);
+        self.set_active(active);
+        for ev in &events {
+            self.hub.publish(ev.clone());
+        }
+        let took = ctx.clock.instant().saturating_duration_since(started);
+        self.last_eval_us.store(took.as_micros() as u64, Ordering::Relaxed);
+        ctx.metrics.observe_evaluation(took);
+        tracing::debug!(
+            message = "Alarms evaluated.",
+            series = windows.len(),
+            hosts = hosts.len(),
+            events = events.len(),
+            took_us = took.as_micros() as u64
+        );
+        for ev in events.iter().filter(|e| e.end.is_none() || e.level == Level::Ok) {
+            tracing::info!(
+                message = "Alarm.",
+                level = ev.level.as_str(),
+                host = %ev.host,
+                process = %ev.process,
+                metric = ev.metric.as_str(),
+                value = ev.value,
+                threshold = ev.threshold
+            );
+        }
+        Ok(events)
+    }
+}
+
+/// Restores the open alarms, then evaluates every `ctx.interval` until `stop` turns true.
+pub fn spawn_evaluator(
+    alarms: Arc<Alarms>,
+    ctx: EvalContext,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // No pass before the open alarms are restored: a pass without them would raise them
+        // again under new ids. The server serves meanwhile; the store may just be down.
+        let mut wait = RESTORE_BACKOFF.0;
+        loop {
+            match alarms.restore(&*ctx.store).await {
+                Ok(n) => {
+                    tracing::info!(message = "Alarm evaluation started.", restored = n, rules = alarms.rules().rules.len(), interval = ?ctx.interval);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Cannot restore open alarms; retrying.", %error, retry_in = ?wait);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = (wait * 2).min(RESTORE_BACKOFF.1);
+        }
+        let mut tick = tokio::time::interval(ctx.interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(error) = alarms.evaluate(ctx.clone(), ctx.clock.now_ms()).await {
+                        tracing::warn!(message = "Alarm evaluation failed.", %error);
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}

@@ -1,0 +1,281 @@
+//! The alarm read routes: `query-alarm`, `/api/v1/alarms`, `/api/v1/rules` and
+//! `/api/v1/forecasts` (see the module documentation of [`crate::alarms`]).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use procwatch_alarm::{Method, Rule};
+use procwatch_model::{AlarmEvent, Level, Metric, TsMs};
+use procwatch_store::AlarmQuery;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::time::parse_time_ms;
+use crate::AppState;
+
+/// The alarm routes (read routes).
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/ressources-usage/query-alarm/", get(query_alarm))
+        .route("/ressources-usage/query-alarm", get(query_alarm))
+        .route("/api/v1/alarms", get(list))
+        .route("/api/v1/alarms/stream", get(super::stream::stream))
+        .route("/api/v1/rules", get(rules))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::require_read))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HostParam {
+    pub host: Option<String>,
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// Processes in alarm now, worst level per process name.
+pub fn worst_by_process(active: &[AlarmEvent], host: Option<&str>) -> BTreeMap<String, Level> {
+    let mut out: BTreeMap<String, Level> = BTreeMap::new();
+    for ev in active {
+        if ev.process.is_empty() || ev.level == Level::Ok || host.is_some_and(|h| h != ev.host) {
+            continue;
+        }
+        let slot = out.entry(ev.process.clone()).or_insert(ev.level);
+        *slot = (*slot).max(ev.level);
+    }
+    out
+}
+
+/// `GET /ressources-usage/query-alarm/` → `{"postgres": "RED", "java": "AMBER"}`.
+async fn query_alarm(
+    State(st): State<AppState>,
+    q: QueryResult<HostParam>,
+) -> Result<Json<BTreeMap<String, Level>>, ApiError> {
+    let p = q?.0;
+    let host = p.host.filter(|h| !h.is_empty());
+    Ok(Json(worst_by_process(&st.alarms.active(), host.as_deref())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AlarmParams {
+    pub active: Option<String>,
+    pub host: Option<String>,
+    pub process: Option<String>,
+    pub metric: Option<String>,
+    pub level: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<String>,
+    /// The `next` of the previous page (see [`crate::page`]).
+    pub cursor: Option<String>,
+}
+
+/// Parses the query string of `GET /api/v1/alarms`.
+pub fn alarm_query(p: AlarmParams, now: TsMs) -> Result<AlarmQuery, ApiError> {
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let active_only = match nonempty(p.active).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_param("active", format!("{other:?}: true or false")))
+        }
+    };
+    let metric = nonempty(p.metric)
+        .map(|m| m.parse::<Metric>().map_err(|e| ApiError::bad_param("metric", e)))
+        .transpose()?;
+    let level = nonempty(p.level)
+        .map(|l| match l.to_ascii_uppercase().as_str() {
+            "OK" => Ok(Level::Ok),
+            "STALE" => Ok(Level::Stale),
+            "AMBER" => Ok(Level::Amber),
+            "RED" => Ok(Level::Red),
+            _ => Err(ApiError::bad_param("level", format!("{l:?}: OK, STALE, AMBER or RED"))),
+        })
+        .transpose()?;
+    let time = |name: &str, v: Option<String>| {
+        nonempty(v)
+            .map(|s| parse_time_ms(&s, now).map_err(|e| ApiError::bad_param(name, e)))
+            .transpose()
+    };
+    let from = time("from", p.from)?;
+    let to = time("to", p.to)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::bad_param("from", "after to"));
+        }
+    }
+    let limit = match nonempty(p.limit) {
+        None => 100,
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_param("limit", format!("{s:?}: a number ≥ 0")))?,
+    };
+    Ok(AlarmQuery {
+        active_only,
+        host: nonempty(p.host),
+        process: nonempty(p.process),
+        metric,
+        level,
+        from,
+        to,
+        limit,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlarmsResponse {
+    pub alarms: Vec<AlarmEvent>,
+    /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
+    pub next: Option<String>,
+}
+
+/// `GET /api/v1/alarms`.
+async fn list(
+    State(st): State<AppState>,
+    q: QueryResult<AlarmParams>,
+) -> Result<Json<AlarmsResponse>, ApiError> {
+    let p = q?.0;
+    let offset = p
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(crate::page::Cursor::decode)
+        .transpose()?
+        .map_or(0, |c| c.offset);
+    let mut q = alarm_query(p, st.config.clock.now_ms())?;
+    // `limit` is the page size (0 = the largest page); one more event tells whether a next
+    // page exists.
+    let size = crate::page::size(Some(q.limit).filter(|&l| l > 0), crate::page::MAX_PAGE);
+    q.limit = offset.saturating_add(size).saturating_add(1);
+    let events = st.store.alarm_events(&q).await?;
+    let (alarms, next) = crate::page::take(events, offset, size, None);
+    Ok(Json(AlarmsResponse { alarms, next }))
+}
+
+/// A rule as `GET /api/v1/rules` shows it.
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    pub host: String,
+    pub process: String,
+    /// `null`: cpu and mem.
+    pub metric: Option<Metric>,
+    pub threshold: f64,
+    pub hysteresis: f64,
+    pub clear_for: u32,
+    pub horizon_ms: i64,
+    pub window_ms: i64,
+    pub debounce: u32,
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f64>,
+    /// How long a new series must be sampled before this rule's forecaster can raise AMBER:
+    /// the method's warm-up, and at least the window (the engine waits for a full window).
+    pub warmup_ms: i64,
+}
+
+impl From<&Rule> for RuleView {
+    fn from(r: &Rule) -> Self {
+        let sensitivity = match r.method {
+            Method::Procwatch { sensitivity } => sensitivity,
+            _ => None,
+        };
+        let (method, alpha, beta) = match r.method {
+            Method::Procwatch { .. } => ("procwatch", None, None),
+            Method::Linear => ("linear", None, None),
+            Method::Holt { alpha, beta } => ("holt", Some(alpha), Some(beta)),
+            Method::Persistence => ("persistence", None, None),
+        };
+        RuleView {
+            host: r.host.as_str().to_owned(),
+            process: r.process.as_str().to_owned(),
+            metric: r.metric,
+            threshold: r.threshold,
+            hysteresis: r.hysteresis,
+            clear_for: r.clear_for,
+            horizon_ms: r.horizon_ms,
+            window_ms: r.window_ms,
+            debounce: r.debounce,
+            method,
+            alpha,
+            beta,
+            sensitivity,
+            warmup_ms: r.method.warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RulesResponse {
+    pub interval_ms: u64,
+    pub defaults: RuleView,
+    pub rules: Vec<RuleView>,
+}
+
+/// `GET /api/v1/rules`.
+async fn rules(State(st): State<AppState>) -> Json<RulesResponse> {
+    let set = st.alarms.rules();
+    Json(RulesResponse {
+        interval_ms: st.config.interval.as_millis() as u64,
+        defaults: RuleView::from(&set.defaults),
+        rules: set.rules.iter().map(RuleView::from).collect(),
+    })
+}
+
+/// One series of `GET /api/v1/forecasts`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForecastView {
+    pub host: String,
+    pub process: String,
+    pub metric: Metric,
+    /// Whether the forecaster has its warm-up of history: AMBER can fire.
+    pub ready: bool,
+    /// How much more sample history it needs, ms (0 when ready).
+    pub ready_in_ms: i64,
+    pub history_ms: i64,
+    pub warmup_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForecastsResponse {
+    /// Series whose forecast is not ready yet.
+    pub warming_up: usize,
+    /// The shortest `ready_in_ms` of those; null when none is warming up.
+    pub first_ready_in_ms: Option<i64>,
+    pub series: Vec<ForecastView>,
+}
+
+/// `GET /api/v1/forecasts`: per series the engine follows, whether its forecast (AMBER) is
+/// warmed up and, if not, in how many ms of samples it will be. Bounded by the engine's series,
+/// which the store's own caps bound; the optional `host` filter is an exact match.
+pub async fn forecasts(
+    State(st): State<AppState>,
+    q: QueryResult<HostParam>,
+) -> Result<Json<ForecastsResponse>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let series: Vec<ForecastView> = st
+        .alarms
+        .warmups()
+        .into_iter()
+        .filter(|w| q.host.as_deref().is_none_or(|h| h == w.host))
+        .map(|w| ForecastView {
+            ready: w.ready_in_ms == 0,
+            ready_in_ms: w.ready_in_ms,
+            history_ms: w.history_ms,
+            warmup_ms: w.warmup_ms,
+            host: w.host,
+            process: w.process,
+            metric: w.metric,
+        })
+        .collect();
+    let warming: Vec<i64> = series.iter().filter(|s| !s.ready).map(|s| s.ready_in_ms).collect();
+    Ok(Json(ForecastsResponse {
+        warming_up: warming.len(),
+        first_ready_in_ms: warming.iter().copied().min(),
+        series,
+    }))
+}

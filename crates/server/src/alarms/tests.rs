@@ -1,0 +1,385 @@
+//! Tests of the server's alarms: evaluation, restore, routes, the stream.
+
+use super::*;
+use crate::AppState;
+use crate::{ServerConfig, ServerError};
+use futures::{Stream, StreamExt};
+use procwatch_alarm::RuleSet;
+use procwatch_model::{AlarmKind, Batch, Sample};
+use procwatch_model::{Level, Metric};
+use procwatch_store::memory::MemoryStore;
+use procwatch_store::Storage;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const NOW: TsMs = 1_764_072_000_000;
+
+fn state(rules: RuleSet) -> AppState {
+    let config = ServerConfig {
+        interval: Duration::from_secs(1),
+        alarm_rules: rules,
+        ..ServerConfig::default()
+    };
+    AppState::new(Arc::new(MemoryStore::new()), config)
+}
+
+fn batch(host: &str, process: &str, points: &[(TsMs, f64)]) -> Batch {
+    Batch {
+        host: host.into(),
+        agent: "test".into(),
+        seq: 0,
+        interval_ms: 1000,
+        host_totals: vec![],
+        samples: points
+            .iter()
+            .map(|&(ts, cpu)| Sample {
+                ts,
+                process: process.into(),
+                cpu,
+                // These tests are about cpu: no process here saturates a core, so the
+                // built-in cores rule stays quiet.
+                cores: 0.0,
+                mem: 1.0,
+                rss: 1,
+                count: 1,
+            })
+            .collect(),
+        dropped_samples: 0,
+    }
+}
+
+fn red(host: &str, process: &str, level: Level) -> AlarmEvent {
+    AlarmEvent {
+        id: format!("{host}/{process}/{level}"),
+        kind: AlarmKind::Series,
+        host: host.into(),
+        process: process.into(),
+        metric: Metric::Cpu,
+        level,
+        previous: Level::Ok,
+        start: NOW,
+        end: None,
+        value: 90.0,
+        peak: 90.0,
+        threshold: 80.0,
+        forecast: None,
+        eta_seconds: None,
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_series_goes_stale_then_expires() {
+    let st = state(RuleSet::default());
+    let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
+    st.store.write_batch(&batch("web-1", "gone", &[(now, 95.0)])).await.unwrap();
+    // Keep the host itself alive, so only the series is silent.
+    let alive = |t: TsMs| batch("web-1", "alive", &[(t, 1.0)]);
+    let mut levels = Vec::new();
+    for t in [now, now + 3_000, now + 3_600_000, now + 3_603_000] {
+        st.store.write_batch(&alive(t)).await.unwrap();
+        for e in st.alarms.evaluate(&st, t).await.unwrap() {
+            levels.push((e.process, e.level, e.end.is_some()));
+        }
+    }
+    let gone: Vec<_> = levels.into_iter().filter(|l| l.0 == "gone").map(|l| (l.1, l.2)).collect();
+    assert_eq!(
+        gone,
+        [(Level::Red, false), (Level::Red, true), (Level::Stale, false), (Level::Stale, true)]
+    );
+    assert!(st.alarms.active().is_empty());
+    let open = st
+        .store
+        .alarm_events(&AlarmQuery { active_only: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(open.is_empty(), "{open:?}");
+}
+
+#[test]
+fn query_alarm_is_the_worst_level_per_process() {
+    let active = [
+        red("a", "java", Level::Amber),
+        red("b", "java", Level::Red),
+        red("a", "pg", Level::Stale),
+        AlarmEvent {
+            kind: AlarmKind::HostSilent,
+            process: String::new(),
+            ..red("c", "", Level::Red)
+        },
+    ];
+    let all = worst_by_process(&active, None);
+    assert_eq!(all, BTreeMap::from([("java".into(), Level::Red), ("pg".into(), Level::Stale)]));
+    let a = worst_by_process(&active, Some("a"));
+    assert_eq!(a, BTreeMap::from([("java".into(), Level::Amber), ("pg".into(), Level::Stale)]));
+    assert!(worst_by_process(&active, Some("zz")).is_empty());
+    assert_eq!(serde_json::to_string(&all).unwrap(), r#"{"java":"RED","pg":"STALE"}"#);
+}
+
+#[test]
+fn alarm_filters_parse_and_bad_ones_are_400() {
+    let p = |pairs: &[(&str, &str)]| {
+        let qs: String =
+            pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let params: AlarmParams = serde_urlencoded_like(&qs);
+        alarm_query(params, NOW)
+    };
+    let q = p(&[
+        ("active", "true"),
+        ("host", "h"),
+        ("metric", "mem"),
+        ("level", "red"),
+        ("from", "-1h"),
+        ("limit", "5"),
+    ])
+    .unwrap();
+    assert!(q.active_only);
+    assert_eq!(
+        (q.host.as_deref(), q.metric, q.level),
+        (Some("h"), Some(Metric::Mem), Some(Level::Red))
+    );
+    assert_eq!((q.from, q.to, q.limit), (Some(NOW - 3_600_000), None, 5));
+    let d = p(&[]).unwrap();
+    assert!(!d.active_only && d.limit == 100 && d.host.is_none());
+    for bad in [
+        ("active", "yes"),
+        ("metric", "disk"),
+        ("level", "PURPLE"),
+        ("from", "soon"),
+        ("limit", "-1"),
+    ] {
+        let e = p(&[bad]).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    assert!(p(&[("from", "now"), ("to", "-1h")]).is_err());
+}
+
+/// A tiny `a=b&c=d` reader for the tests (values here need no decoding).
+fn serde_urlencoded_like(qs: &str) -> AlarmParams {
+    let mut p = AlarmParams::default();
+    for pair in qs.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap();
+        let v = Some(v.to_owned());
+        match k {
+            "active" => p.active = v,
+            "host" => p.host = v,
+            "process" => p.process = v,
+            "metric" => p.metric = v,
+            "level" => p.level = v,
+            "from" => p.from = v,
+            "to" => p.to = v,
+            "limit" => p.limit = v,
+            _ => panic!("{k}"),
+        }
+    }
+    p
+}
+
+#[test]
+fn replay_sends_the_missed_events_or_else_the_active_ones() {
+    let hub = Alarms::new(RuleSet::default(), 1);
+    hub.set_active(vec![red("h", "now-active", Level::Red)]);
+    for i in 0..5 {
+        hub.hub.publish(red("h", &format!("p{i}"), Level::Red));
+    }
+    let id = |n: u64| format!("{}-{n}", hub.hub.boot());
+    let procs =
+        |v: Vec<(u64, AlarmEvent)>| v.into_iter().map(|(_, e)| e.process).collect::<Vec<_>>();
+    let (missed, after, snapshot) = hub.hub.replay(Some(&id(3)), || hub.active());
+    assert_eq!(
+        (procs(missed), after, snapshot),
+        (vec!["p3".to_owned(), "p4".to_owned()], 5, false)
+    );
+    assert!(hub.hub.replay(Some(&id(5)), || hub.active()).0.is_empty());
+    // No id, another run's id, or an id ahead of the log: the active alarms.
+    for last in [None, Some("0-3".to_owned()), Some(id(99))] {
+        let (first, after, snapshot) = hub.hub.replay(last.as_deref(), || hub.active());
+        assert_eq!(
+            (procs(first), after, snapshot),
+            (vec!["now-active".to_owned()], 5, true),
+            "{last:?}"
+        );
+    }
+    // An id older than the log's start: the active alarms too.
+    for i in 0..hub::LOG_CAP {
+        hub.hub.publish(red("h", &format!("q{i}"), Level::Red));
+    }
+    assert_eq!(
+        procs(hub.hub.replay(Some(&id(2)), || hub.active()).0),
+        vec!["now-active".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn evaluation_stores_events_restores_them_and_raises_silent_hosts() {
+    let rules = RuleSet::from_specs(
+        &Default::default(),
+        &[procwatch_alarm::RuleSpec {
+            process: Some(procwatch_alarm::Glob::new("hot*")),
+            threshold: Some(10.0),
+            ..Default::default()
+        }],
+    )
+    .unwrap();
+    let st = state(rules.clone());
+    let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
+    let pts: Vec<(TsMs, f64)> = (0..3).map(|i| (now - 2000 + i * 1000, 40.0)).collect();
+    st.store.write_batch(&batch("web-1", "hot1", &pts)).await.unwrap();
+    st.store.write_batch(&batch("web-1", "cool", &pts)).await.unwrap();
+    // An old host, silent for a minute.
+    st.store.write_batch(&batch("old-1", "x", &[(now - 60_000, 1.0)])).await.unwrap();
+    let mut events = st.alarms.evaluate(&st, now).await.unwrap();
+    // Host silence is judged from 3 intervals after the first pass on.
+    assert!(events.iter().all(|e| e.kind == AlarmKind::Series), "{events:?}");
+    st.store.write_batch(&batch("web-1", "hot1", &[(now + 2500, 41.0)])).await.unwrap();
+    events.extend(st.alarms.evaluate(&st, now + 3000).await.unwrap());
+    let red: Vec<_> = events.iter().filter(|e| e.level == Level::Red).collect();
+    assert_eq!(red.len(), 2, "{events:?}");
+    assert!(red.iter().any(|e| e.process == "hot1" && e.metric == Metric::Cpu));
+    assert!(red.iter().any(|e| e.host == "old-1" && e.kind == AlarmKind::HostSilent));
+    assert_eq!(worst_by_process(&st.alarms.active(), None).get("hot1"), Some(&Level::Red));
+    let stored = st
+        .store
+        .alarm_events(&AlarmQuery { active_only: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(st.alarms.last_evaluation() > Duration::ZERO);
+    // A second pass over the same samples changes nothing.
+    assert!(st.alarms.evaluate(&st, now + 3010).await.unwrap().is_empty());
+
+    // A new server on the same store restores the open alarms and does not raise them again.
+    let again = AppState::new(
+        st.store.clone(),
+        ServerConfig {
+            interval: Duration::from_secs(1),
+            alarm_rules: rules,
+            ..ServerConfig::default()
+        },
+    );
+    assert_eq!(again.alarms.restore(&*again.store).await.unwrap(), 2);
+    assert_eq!(again.alarms.active().len(), 2);
+    let more: Vec<(TsMs, f64)> = vec![(now + 4000, 45.0)];
+    again.store.write_batch(&batch("web-1", "hot1", &more)).await.unwrap();
+    let evs = again.alarms.evaluate(&again, now + 4000).await.unwrap();
+    assert!(evs.iter().all(|e| e.level != Level::Red || e.end.is_some()), "raised twice: {evs:?}");
+    // The peak of the open event grew, and was written back.
+    let open = again
+        .store
+        .alarm_events(&AlarmQuery {
+            active_only: true,
+            process: Some("hot1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open[0].peak, 45.0);
+}
+
+type Body = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// The next `event: alarm` block (comments skipped, `synced` counted).
+async fn next_event(body: &mut Body, text: &mut String, synced: &mut usize) -> String {
+    loop {
+        if let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            if block.lines().any(|l| l == "event:synced" || l == "event: synced") {
+                *synced += 1;
+            } else if block.lines().any(|l| l.starts_with("data:")) {
+                return block;
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// Over real HTTP: the stream starts with the active alarms, then carries new events with
+/// ids; a reconnect with `Last-Event-ID` gets exactly the missed ones; a request timeout
+/// shorter than the stream's life does not cut it; shutdown ends open streams.
+#[tokio::test]
+async fn stream_replays_and_ends_at_shutdown() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
+    store.write_batch(&batch("web-1", "java", &[(now - 1000, 95.0)])).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = ServerConfig {
+        interval: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server: tokio::task::JoinHandle<Result<(), ServerError>> =
+        tokio::spawn(crate::run(listener, config, store.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+    let client = reqwest::Client::new();
+    let open = |last: Option<String>| {
+        let mut r = client.get(format!("{url}/api/v1/alarms/stream"));
+        if let Some(id) = last {
+            r = r.header("last-event-id", id);
+        }
+        r.send()
+    };
+    let resp = open(None).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body: Body = Box::pin(resp.bytes_stream());
+    let mut text = String::new();
+    let mut synced = 0;
+    let field = |block: &str, name: &str| {
+        block.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned())
+    };
+    // The RED of java (the evaluator runs every 100 ms).
+    let first = next_event(&mut body, &mut text, &mut synced).await;
+    assert_eq!(field(&first, "event").as_deref(), Some("alarm"));
+    let ev: AlarmEvent = serde_json::from_str(&field(&first, "data").unwrap()).unwrap();
+    assert_eq!((ev.process.as_str(), ev.level), ("java", Level::Red));
+    let first_id = field(&first, "id").unwrap();
+    // More events while "disconnected": a second process goes RED.
+    store.write_batch(&batch("web-1", "pg", &[(now - 500, 97.0)])).await.unwrap();
+    let second = next_event(&mut body, &mut text, &mut synced).await;
+    assert_eq!(synced, 1, "a fresh stream says when its snapshot is complete");
+    assert!(second.contains("\"process\":\"pg\""), "{second}");
+    // Past the 300 ms request timeout, the stream is still open.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Reconnecting after the first event replays exactly the second.
+    let replay = open(Some(first_id)).await.unwrap();
+    let mut rb = replay.bytes_stream();
+    let chunk =
+        tokio::time::timeout(Duration::from_secs(5), rb.next()).await.unwrap().unwrap().unwrap();
+    let got = String::from_utf8(chunk.to_vec()).unwrap();
+    assert!(got.contains("\"process\":\"pg\"") && !got.contains("\"process\":\"java\""), "{got}");
+    assert!(!got.contains("synced"), "a replay is not a snapshot: {got}");
+    // The list and query-alarm routes agree.
+    let list: serde_json::Value = client
+        .get(format!("{url}/api/v1/alarms?active=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["alarms"].as_array().unwrap().len(), 2);
+    let q: serde_json::Value = client
+        .get(format!("{url}/ressources-usage/query-alarm/?host=web-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q, serde_json::json!({"java": "RED", "pg": "RED"}));
+    // Shutdown with two streams open still completes.
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("shutdown not held")
+        .unwrap()
+        .unwrap();
+}
