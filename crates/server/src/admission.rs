@@ -50,21 +50,37 @@ impl std::fmt::Debug for HostTokens {
 /// Why a token file was refused (line numbers from 1).
 #[derive(Debug, thiserror::Error)]
 pub enum HostTokensError {
+    /// The file could not be read.
     #[error("cannot read the host token file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file's path.
+        path: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// A line is malformed or repeats a host or a token.
     #[error("host token file, line {line}: {reason}")]
-    Line { line: usize, reason: String },
+    Line {
+        /// The line's number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file lists more than `MAX_HOST_TOKENS` hosts.
     #[error("host token file: more than {MAX_HOST_TOKENS} hosts")]
     TooMany,
 }
 
 impl HostTokens {
+    /// Reads and parses the token file at `path` (see [`HostTokens::parse`]).
     pub fn load(path: &Path) -> Result<HostTokens, HostTokensError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| HostTokensError::Read { path: path.display().to_string(), source })?;
         HostTokens::parse(&text)
     }
 
+    /// Parses `HOST TOKEN` lines (`#` comments and blank lines skipped): a token at least 16
+    /// characters, no host or token listed twice, a host name of at most 253 bytes.
     pub fn parse(text: &str) -> Result<HostTokens, HostTokensError> {
         let mut entries: Vec<(String, String)> = Vec::new();
         let mut hosts = std::collections::HashSet::new();
@@ -99,10 +115,12 @@ impl HostTokens {
         Ok(HostTokens { entries })
     }
 
+    /// How many hosts have a token.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the file listed no host.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -161,6 +179,7 @@ impl Default for SeriesLimits {
 pub struct SeriesBreach {
     /// The `reason` label of `procwatch_limit_breaches_total`.
     pub reason: &'static str,
+    /// The message of the refusal (the JSON `error` of the 4xx answer).
     pub message: String,
 }
 

@@ -193,21 +193,32 @@ async fn serve_asset(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChartParams {
+    /// `cpu` (default), `mem` or `cores`.
     pub metric: Option<String>,
+    /// How far back the chart reaches (a duration like `1h`).
     pub window: Option<String>,
+    /// A horizontal line at this value, in the metric's unit.
     pub threshold: Option<f64>,
+    /// How far ahead the forecast is drawn (a duration).
     pub horizon: Option<String>,
+    /// The history the forecast is made from (a duration).
     pub forecast_window: Option<String>,
+    /// `light` or `dark`.
     pub theme: Option<String>,
+    /// Width of the SVG, pixels (default 640, clamped to 200–2000).
     pub width: Option<u32>,
+    /// Height of the SVG, pixels (default 260, clamped to 120–1200).
     pub height: Option<u32>,
 }
 
 /// Which figure a chart shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChartMetric {
+    /// CPU percent of the host.
     Cpu,
+    /// Resident memory, percent of the host's `MemTotal`.
     Mem,
+    /// CPU in cores (1.0 = one core fully busy).
     Cores,
 }
 
@@ -239,14 +250,21 @@ impl ChartMetric {
 /// Colours of one theme.
 #[derive(Debug, Clone, Copy)]
 pub struct Theme {
+    /// The chart's background.
     pub background: (u8, u8, u8),
+    /// Title, labels and tick text.
     pub text: (u8, u8, u8),
+    /// The grid lines.
     pub grid: (u8, u8, u8),
+    /// The measured series.
     pub line: (u8, u8, u8),
+    /// The threshold line.
     pub threshold: (u8, u8, u8),
+    /// The forecast line.
     pub forecast: (u8, u8, u8),
 }
 
+/// The light theme (the default).
 pub const LIGHT: Theme = Theme {
     background: (255, 255, 255),
     text: (55, 60, 70),
@@ -256,6 +274,7 @@ pub const LIGHT: Theme = Theme {
     forecast: (217, 119, 6),
 };
 
+/// The dark theme.
 pub const DARK: Theme = Theme {
     background: (24, 27, 33),
     text: (200, 205, 215),
@@ -268,13 +287,17 @@ pub const DARK: Theme = Theme {
 /// Everything one chart shows, already fetched: pure input of [`render_svg`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartData {
+    /// The chart's title (host and process).
     pub title: String,
+    /// The y axis label, with its unit (`cpu %`, `mem %`, `cores`).
     pub y_label: &'static str,
     /// (minutes relative to now, value), oldest first.
     pub points: Vec<(f64, f64)>,
     /// x range in minutes relative to now.
     pub x_from: f64,
+    /// The x range's end, minutes relative to now.
     pub x_to: f64,
+    /// The threshold line, in the metric's unit (none: not drawn).
     pub threshold: Option<f64>,
     /// (minutes relative to now, value) of the forecast, starting at the last point.
     pub forecast: Option<[(f64, f64); 2]>,

@@ -14,7 +14,12 @@ use serde::Serialize;
 pub enum ApiError {
     /// 400: a refused batch or a bad parameter. `problems` names index and field.
     #[error("{message}")]
-    BadRequest { message: String, problems: Vec<Problem> },
+    BadRequest {
+        /// What was refused, for a person.
+        message: String,
+        /// Each problem found (sample index when in a batch, field, reason).
+        problems: Vec<Problem>,
+    },
     /// 401: no or wrong bearer token.
     #[error("{0}")]
     Unauthorized(String),
@@ -62,6 +67,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 400 with `message` and no per-field problem.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest { message: message.into(), problems: Vec::new() }
     }
@@ -75,6 +81,7 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -102,7 +109,9 @@ pub const STORE_UNAVAILABLE: &str =
 /// The JSON body of every error.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
+    /// What went wrong and what to do about it, for a person.
     pub error: String,
+    /// Per-field problems (index of the sample, field, reason); empty when none.
     pub problems: Vec<Problem>,
 }
 

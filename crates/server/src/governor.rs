@@ -105,6 +105,7 @@ pub struct Governor {
 }
 
 impl Governor {
+    /// A governor with these settings and no host seen yet.
     pub fn new(config: GovernorConfig) -> Self {
         Governor { config, ..Default::default() }
     }

@@ -49,6 +49,8 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// An empty budget drawing on `sem` (one permit per KiB); the permits held return to it
+    /// on drop.
     pub fn new(sem: Arc<Semaphore>) -> Self {
         Budget { sem, held: None, kib: 0 }
     }
@@ -83,6 +85,7 @@ impl Budget {
 pub struct Accepted {
     /// Samples stored (new or replaced).
     pub samples: usize,
+    /// Host-total rows stored.
     pub host_totals: usize,
     /// Batches missing between the previous `seq` of this host and this one.
     pub seq_gap: u64,
@@ -95,6 +98,8 @@ pub struct Accepted {
     pub seq: u64,
 }
 
+/// `POST /api/v1/samples`: validates, admits (auth, rate, series caps, governor) and writes
+/// one batch; answers [`Accepted`] only once the write is durable.
 pub async fn post_samples(
     State(st): State<AppState>,
     auth: Option<Extension<WriteAuth>>,
@@ -121,10 +126,13 @@ pub async fn post_samples(
 /// The seed's answer.
 #[derive(Debug, Serialize)]
 pub struct LegacyOk {
+    /// Always `"OK"` (the seed's answer, field name kept).
     #[serde(rename = "Response")]
     pub response: &'static str,
 }
 
+/// `PUT /ressources-usage/save-all`: the seed's payload, joined into one batch and written
+/// like `POST /api/v1/samples`; answers [`LegacyOk`] once durable.
 pub async fn put_legacy(
     State(st): State<AppState>,
     auth: Option<Extension<WriteAuth>>,

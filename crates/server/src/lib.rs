@@ -53,6 +53,8 @@
 //!   same process in the same request, else 0; see
 //!   `procwatch_model::validate::legacy_to_batch`.
 
+#![deny(missing_docs)]
+
 pub mod admission;
 pub mod alarms;
 pub mod dashboard;
@@ -224,9 +226,13 @@ impl std::fmt::Debug for ServerConfig {
 /// What every handler can reach. Built in one place, [`AppState::new`].
 #[derive(Clone)]
 pub struct AppState {
+    /// The store every handler reads and writes, wrapped to count its calls and latency.
     pub store: Arc<dyn Storage>,
+    /// The server's settings, as started.
     pub config: Arc<ServerConfig>,
+    /// The server's counters and histograms, exported at `GET /metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The alarm hub: rules, open alarms and the stream of changes.
     pub alarms: Arc<alarms::Alarms>,
     /// One permit per ingestion request in flight (`ServerConfig::max_inflight_writes`).
     pub write_permits: Arc<tokio::sync::Semaphore>,
@@ -250,6 +256,8 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Builds the state from a store and the settings: the semaphores sized from `config`, the
+    /// store wrapped by [`metrics::MeteredStore`], and the alarm hub booted at the clock's now.
     pub fn new(store: Arc<dyn Storage>, config: ServerConfig) -> Self {
         let metrics = Arc::new(metrics::Metrics::with_clock(config.clock.clone()));
         let store = metrics::MeteredStore::wrap(store, metrics.clone());
@@ -286,8 +294,10 @@ impl AppState {
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The listener or a connection failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The store failed to open, serve or close.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -305,9 +315,13 @@ pub enum Access {
 
 /// One route: the table both the router and the OpenAPI document are built from.
 pub struct Route {
+    /// The HTTP method.
     pub method: Method,
+    /// The path, axum syntax (`{name}` for a path parameter).
     pub path: &'static str,
+    /// Who may call it.
     pub access: Access,
+    /// Builds the route's handler.
     pub handler: fn() -> MethodRouter<AppState>,
 }
 

@@ -96,6 +96,7 @@ impl RateLimiter {
         RateLimiter { rate, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// Whether ingestion is rate-limited at all (a positive, finite rate).
     pub fn enabled(&self) -> bool {
         self.rate > 0.0 && self.rate.is_finite()
     }

@@ -196,6 +196,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every counter at zero, timing with the system clock (see [`Metrics::with_clock`]).
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("procwatch");
         let batches = Family::<FormatLabels, Counter>::default();
@@ -463,14 +464,23 @@ pub fn refusal_reason(status: StatusCode) -> &'static str {
 /// One exported (host, process) row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessRow {
+    /// The host.
     pub host: String,
+    /// The process name.
     pub process: String,
+    /// CPU percent of the host's capacity, 0–100.
     pub cpu: f64,
+    /// CPU in cores (1.0 = one core fully busy).
     pub cores: f64,
+    /// Resident memory, percent of the host's `MemTotal`.
     pub mem: f64,
+    /// Resident set size, bytes.
     pub rss: u64,
+    /// How many processes of that name the group holds.
     pub count: u32,
+    /// The open alarm level of the cpu metric (`OK` when none).
     pub cpu_level: Level,
+    /// The open alarm level of the mem metric (`OK` when none).
     pub mem_level: Level,
 }
 

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use serde_json::{json, Value};
 
+/// `GET /api/v1/openapi.json`: the OpenAPI document built from [`crate::ROUTES`].
 pub async fn serve() -> Json<Value> {
     Json(document().clone())
 }

@@ -19,7 +19,10 @@ pub const MAX_OFFSET: usize = 10_000_000;
 /// A decoded cursor: the offset, and the pinned time range (usage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
+    /// How many items of the listing come before this page.
     pub offset: usize,
+    /// The `[from, to)` range (Unix ms) the first page resolved, so every page reads the same
+    /// window; `None` for listings without one.
     pub range: Option<(i64, i64)>,
 }
 
@@ -32,6 +35,8 @@ impl Cursor {
         }
     }
 
+    /// Parses a cursor made by [`Cursor::encode`]; a 400 naming `cursor` when it is not one
+    /// (longer than 64 bytes, malformed, or an offset past [`MAX_OFFSET`]).
     pub fn decode(s: &str) -> Result<Cursor, ApiError> {
         let bad = || {
             ApiError::bad_param("cursor", "not a cursor of this server: pass `next` back unchanged")

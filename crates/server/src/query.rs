@@ -42,7 +42,9 @@ use crate::AppState;
 /// Query string of the seed routes.
 #[derive(Debug, Default, Deserialize)]
 pub struct SeedParams {
+    /// Only this host (absent: every host).
     pub host: Option<String>,
+    /// `get-all-detailed` only: `mem` (default), `cpu` or `cores`; `get-all` refuses it.
     pub metric: Option<String>,
 }
 
@@ -107,6 +109,7 @@ pub async fn get_all_detailed(
 /// One host in `GET /api/v1/hosts` (also what `procwatch status` and `hosts` read).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HostView {
+    /// The host name.
     pub host: String,
     /// Newest sample or host-total timestamp, Unix ms.
     pub last_seen: TsMs,
@@ -114,12 +117,17 @@ pub struct HostView {
     pub age_ms: i64,
     /// No data for 3 intervals.
     pub stale: bool,
+    /// The interval the agent declared in its last batch, ms (0: unknown).
     pub interval_ms: u64,
+    /// The highest batch `seq` received.
     pub last_seq: u64,
+    /// Total batches missing in the `seq` numbers received so far.
     #[serde(default)]
     pub seq_gaps: u64,
+    /// Total samples the agent reported dropped.
     #[serde(default)]
     pub dropped_samples: u64,
+    /// The host's newest totals (cpu, mem percent), if any.
     pub latest: Option<HostTotal>,
     /// Processes folded into the host's `(other)` series at its newest sweep (present when
     /// the governor is on; see [`crate::governor`]).
@@ -127,9 +135,12 @@ pub struct HostView {
     pub folded: Option<u64>,
 }
 
+/// The answer of `GET /api/v1/hosts`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HostsResponse {
+    /// The server's clock when it answered, Unix ms.
     pub now: TsMs,
+    /// The hosts of this page, in the store's order.
     pub hosts: Vec<HostView>,
     /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
     pub next: Option<String>,
@@ -139,7 +150,9 @@ pub struct HostsResponse {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Page size (at most `page::MAX_PAGE`).
     pub limit: Option<usize>,
+    /// The `next` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -192,14 +205,24 @@ async fn ensure_host(st: &AppState, host: &str) -> Result<(), ApiError> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
+    /// How far back from now (a duration like `5m`); not with `from`. Default the server's
+    /// query window.
     pub window: Option<String>,
+    /// Start (Unix ms, RFC 3339 or relative); not with `window`.
     pub from: Option<String>,
+    /// End, exclusive (default now, plus the tolerated clock skew ahead).
     pub to: Option<String>,
+    /// Only hosts matching this glob (`*`, `?`).
     pub host: Option<String>,
+    /// Only processes matching this glob (`*`, `?`).
     pub process: Option<String>,
+    /// One row per (host, process) (default `true`), else one per process across hosts.
     pub per_host: Option<bool>,
+    /// `process`, `host`, `samples`, `count` or `<metric>.<stat>` like `cpu.p95`.
     pub sort: Option<String>,
+    /// `asc` or `desc` (default `desc` for figures, `asc` for names).
     pub order: Option<String>,
+    /// Rows per page (at most `page::MAX_PAGE`).
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
@@ -209,10 +232,14 @@ pub struct UsageParams {
     pub stats: Option<String>,
 }
 
+/// The answer of `GET /api/v1/usage`.
 #[derive(Debug, Serialize)]
 pub struct UsageResponse {
+    /// Start of the window answered, Unix ms (inclusive).
     pub from: TsMs,
+    /// End of the window answered, Unix ms (exclusive).
     pub to: TsMs,
+    /// The rows of this page.
     pub rows: Vec<RowView>,
     /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
     pub next: Option<String>,
@@ -229,6 +256,7 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Every metric and every statistic.
     pub const ALL: Fields = Fields { metrics: 0b1111, stats: 0b11111 };
 
     /// Parses the comma lists of `metrics=` and `stats=` (absent: all).
@@ -256,7 +284,9 @@ impl Fields {
 /// A `UsageRow` with only the requested metrics and statistics.
 #[derive(Debug)]
 pub struct RowView {
+    /// The row: statistics of every metric.
     pub row: UsageRow,
+    /// Which of them the JSON carries.
     pub fields: Fields,
 }
 
@@ -525,20 +555,30 @@ pub async fn usage(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
+    /// Start (Unix ms, RFC 3339 or relative; default 1 hour before now).
     pub from: Option<String>,
+    /// End, exclusive (default now, plus the tolerated clock skew ahead).
     pub to: Option<String>,
+    /// Bucket width (a duration; absent or 0: one point per raw sample).
     pub step: Option<String>,
 }
 
+/// The answer of `GET /api/v1/hosts/{host}/processes/{process}/history`.
 #[derive(Debug, Serialize)]
 pub struct HistoryResponse {
+    /// The host.
     pub host: String,
+    /// The process name.
     pub process: String,
+    /// Start of the range, Unix ms (inclusive).
     pub from: TsMs,
+    /// End of the range, Unix ms (exclusive).
     pub to: TsMs,
+    /// Bucket width of the points, ms (0: one point per raw sample).
     pub step_ms: i64,
     /// What answered: raw samples or 5-minute roll-ups (`Storage::history_answer`).
     pub resolution: Resolution,
+    /// The points, oldest first.
     pub points: Vec<HistoryPoint>,
 }
 
@@ -573,11 +613,16 @@ pub async fn history(
     }))
 }
 
+/// The answer of `GET /api/v1/hosts/{host}/totals`.
 #[derive(Debug, Serialize)]
 pub struct TotalsResponse {
+    /// The host.
     pub host: String,
+    /// Start of the range, Unix ms (inclusive).
     pub from: TsMs,
+    /// End of the range, Unix ms (exclusive).
     pub to: TsMs,
+    /// The host's totals in the range, oldest first.
     pub totals: Vec<HostTotal>,
 }
 

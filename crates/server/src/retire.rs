@@ -23,6 +23,7 @@ const MAX_HOST_LEN: usize = 255;
 /// What a retirement did.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Retired {
+    /// The retired host.
     pub host: String,
     /// When it was retired (Unix ms).
     pub retired_at: TsMs,

@@ -43,12 +43,26 @@ use crate::metrics::Metrics;
 /// Why the TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The certificate file could not be read as PEM.
     #[error("cannot read the TLS certificate {path}: {source}")]
-    Cert { path: String, source: rustls_pki_types::pem::Error },
+    Cert {
+        /// The certificate file's path.
+        path: String,
+        /// Why it could not be read.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
     #[error("no certificate in {0}")]
     NoCert(String),
+    /// The private key file could not be read as PEM.
     #[error("cannot read the TLS private key {path}: {source}")]
-    Key { path: String, source: rustls_pki_types::pem::Error },
+    Key {
+        /// The key file's path.
+        path: String,
+        /// Why it could not be read.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the certificate or the key.
     #[error("invalid TLS certificate or key: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -75,8 +89,11 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 /// Settings of the connection loop.
 #[derive(Clone)]
 pub struct ConnOptions {
+    /// TLS settings; `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a connection may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Where connection counts and errors are reported.
     pub metrics: Arc<Metrics>,
     /// No request in flight and no byte moving for this long closes a connection.
     pub idle_timeout: Duration,

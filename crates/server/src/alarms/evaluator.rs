@@ -28,9 +28,13 @@ const RESTORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durat
 /// declared none), and where to report the pass's duration. Cheap to clone.
 #[derive(Clone)]
 pub struct EvalContext {
+    /// The store the pass reads windows from and writes alarm events to.
     pub store: Arc<dyn Storage>,
+    /// Where the pass's "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// The server's sampling interval, for hosts that declared none (staleness is 3 intervals).
     pub interval: Duration,
+    /// Where the pass's duration is recorded.
     pub metrics: Arc<Metrics>,
     /// Told the open alarms after each pass: alarming series keep full resolution.
     pub governor: Arc<Governor>,

@@ -129,6 +129,7 @@ impl Alarms {
         }
     }
 
+    /// The alarm rules the server evaluates (defaults and per-rule overrides).
     pub fn rules(&self) -> &RuleSet {
         &self.rules
     }

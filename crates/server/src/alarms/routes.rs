@@ -26,8 +26,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::require_read))
 }
 
+/// Query string of `GET /ressources-usage/query-alarm/`.
 #[derive(Debug, Default, Deserialize)]
 pub struct HostParam {
+    /// Only this host's alarms (absent or empty: every host).
     pub host: Option<String>,
 }
 
@@ -56,15 +58,24 @@ async fn query_alarm(
     Ok(Json(worst_by_process(&st.alarms.active(), host.as_deref())))
 }
 
+/// Query string of `GET /api/v1/alarms`, as given; parsed by [`alarm_query`].
 #[derive(Debug, Default, Deserialize)]
 pub struct AlarmParams {
+    /// `true`/`1`: only the alarms open now; `false`/`0` or absent: the history too.
     pub active: Option<String>,
+    /// Only this host (exact name).
     pub host: Option<String>,
+    /// Only this process (exact name).
     pub process: Option<String>,
+    /// Only this metric (`cpu`, `mem`, …).
     pub metric: Option<String>,
+    /// Only this level: `OK`, `STALE`, `AMBER` or `RED` (any case).
     pub level: Option<String>,
+    /// Events at or after this time (Unix ms, RFC 3339 or relative like `-1h`).
     pub from: Option<String>,
+    /// Events before this time (same forms as `from`); not before `from`.
     pub to: Option<String>,
+    /// Page size (default 100; 0 = the largest page, `page::MAX_PAGE`).
     pub limit: Option<String>,
     /// The `next` of the previous page (see [`crate::page`]).
     pub cursor: Option<String>,
@@ -122,8 +133,10 @@ pub fn alarm_query(p: AlarmParams, now: TsMs) -> Result<AlarmQuery, ApiError> {
     })
 }
 
+/// The answer of `GET /api/v1/alarms`.
 #[derive(Debug, Serialize)]
 pub struct AlarmsResponse {
+    /// The events of this page, as the store returns them.
     pub alarms: Vec<AlarmEvent>,
     /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
     pub next: Option<String>,
@@ -155,19 +168,30 @@ async fn list(
 /// A rule as `GET /api/v1/rules` shows it.
 #[derive(Debug, Serialize)]
 pub struct RuleView {
+    /// The rule's host glob (`*` = every host).
     pub host: String,
+    /// The rule's process glob (`*` = every process).
     pub process: String,
     /// `null`: cpu and mem.
     pub metric: Option<Metric>,
+    /// T, the RED threshold, in the metric's unit (percent for cpu and mem).
     pub threshold: f64,
+    /// How far below T the value must fall for RED to clear, in the metric's unit.
     pub hysteresis: f64,
+    /// Evaluations below `T - hysteresis` in a row before RED clears.
     pub clear_for: u32,
+    /// H, how far ahead AMBER's forecast looks, ms.
     pub horizon_ms: i64,
+    /// W, the history the forecast is made from, ms.
     pub window_ms: i64,
+    /// Evaluations in a row the forecast must be above T for AMBER.
     pub debounce: u32,
+    /// The forecaster: `procwatch`, `linear`, `holt` or `persistence`.
     pub method: &'static str,
+    /// Holt's level smoothing factor (present for `holt` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// Holt's trend smoothing factor (present for `holt` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
     /// procwatch's forecaster: the rule's sensitivity (absent = the metric's default).
@@ -209,10 +233,14 @@ impl From<&Rule> for RuleView {
     }
 }
 
+/// The answer of `GET /api/v1/rules`.
 #[derive(Debug, Serialize)]
 pub struct RulesResponse {
+    /// The server's sampling interval, ms (hosts that declare none are judged by it).
     pub interval_ms: u64,
+    /// The rule that applies where no rule matches.
     pub defaults: RuleView,
+    /// The configured rules, in order.
     pub rules: Vec<RuleView>,
 }
 
@@ -229,23 +257,30 @@ async fn rules(State(st): State<AppState>) -> Json<RulesResponse> {
 /// One series of `GET /api/v1/forecasts`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForecastView {
+    /// The series' host.
     pub host: String,
+    /// The series' process name.
     pub process: String,
+    /// The series' metric.
     pub metric: Metric,
     /// Whether the forecaster has its warm-up of history: AMBER can fire.
     pub ready: bool,
     /// How much more sample history it needs, ms (0 when ready).
     pub ready_in_ms: i64,
+    /// How much sample history the series has now, ms.
     pub history_ms: i64,
+    /// The warm-up the series' rule needs before AMBER can fire, ms.
     pub warmup_ms: i64,
 }
 
+/// The answer of `GET /api/v1/forecasts`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForecastsResponse {
     /// Series whose forecast is not ready yet.
     pub warming_up: usize,
     /// The shortest `ready_in_ms` of those; null when none is warming up.
     pub first_ready_in_ms: Option<i64>,
+    /// Every series the evaluator holds a forecaster for.
     pub series: Vec<ForecastView>,
 }
 
