@@ -70,6 +70,7 @@ pub mod query;
 pub mod retire;
 pub mod serve;
 pub mod time;
+pub mod usage_row;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::page;
 use crate::time::{parse_duration_ms, parse_time_ms};
+pub use crate::usage_row::{Fields, RowView};
 use crate::AppState;
 
 /// Query string of the seed routes.
@@ -232,8 +233,8 @@ pub struct UsageParams {
     pub stats: Option<String>,
 }
 
-/// The answer of `GET /api/v1/usage`.
-#[derive(Debug, Serialize)]
+/// The answer of `GET /api/v1/usage` (also what `procwatch status` reads).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UsageResponse {
     /// Start of the window answered, Unix ms (inclusive).
     pub from: TsMs,
@@ -243,90 +244,6 @@ pub struct UsageResponse {
     pub rows: Vec<RowView>,
     /// The cursor of the next page (`null`: this is the last). See [`crate::page`].
     pub next: Option<String>,
-}
-
-const METRICS: [&str; 4] = ["cpu", "cores", "mem", "rss"];
-const STATS: [&str; 5] = ["mean", "min", "max", "last", "p95"];
-
-/// Which metrics and statistics a usage answer carries (bit i = `METRICS[i]` / `STATS[i]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fields {
-    metrics: u8,
-    stats: u8,
-}
-
-impl Fields {
-    /// Every metric and every statistic.
-    pub const ALL: Fields = Fields { metrics: 0b1111, stats: 0b11111 };
-
-    /// Parses the comma lists of `metrics=` and `stats=` (absent: all).
-    pub fn parse(metrics: Option<&str>, stats: Option<&str>) -> Result<Fields, ApiError> {
-        fn mask(list: Option<&str>, names: &[&str], param: &str) -> Result<u8, ApiError> {
-            let Some(list) = list.filter(|l| !l.is_empty()) else {
-                return Ok((1u8 << names.len()) - 1);
-            };
-            let mut m = 0;
-            for item in list.split(',') {
-                let i = names.iter().position(|n| *n == item.trim()).ok_or_else(|| {
-                    ApiError::bad_param(param, format!("{item:?}: one of {}", names.join(", ")))
-                })?;
-                m |= 1 << i;
-            }
-            Ok(m)
-        }
-        Ok(Fields {
-            metrics: mask(metrics, &METRICS, "metrics")?,
-            stats: mask(stats, &STATS, "stats")?,
-        })
-    }
-}
-
-/// A `UsageRow` with only the requested metrics and statistics.
-#[derive(Debug)]
-pub struct RowView {
-    /// The row: statistics of every metric.
-    pub row: UsageRow,
-    /// Which of them the JSON carries.
-    pub fields: Fields,
-}
-
-struct StatsView<'a>(&'a Stats, u8);
-
-impl Serialize for StatsView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let v = [self.0.mean, self.0.min, self.0.max, self.0.last, self.0.p95];
-        let mut m = s.serialize_map(Some(self.1.count_ones() as usize))?;
-        for (i, name) in STATS.iter().enumerate() {
-            if self.1 & (1 << i) != 0 {
-                m.serialize_entry(name, &v[i])?;
-            }
-        }
-        m.end()
-    }
-}
-
-impl Serialize for RowView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let r = &self.row;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("host", &r.host)?;
-        m.serialize_entry("process", &r.process)?;
-        for (i, (name, st)) in METRICS.iter().zip([&r.cpu, &r.cores, &r.mem, &r.rss]).enumerate() {
-            if self.fields.metrics & (1 << i) != 0 {
-                m.serialize_entry(name, &StatsView(st, self.fields.stats))?;
-            }
-        }
-        m.serialize_entry("count", &r.count)?;
-        m.serialize_entry("samples", &r.samples)?;
-        m.serialize_entry("last_ts", &r.last_ts)?;
-        if r.process == crate::governor::OTHER {
-            // The governor's folded tail: `count` is the processes folded.
-            m.serialize_entry("other", &true)?;
-        }
-        m.end()
-    }
 }
 
 /// Resolves `window` / `from` / `to` into a half-open `[from, to)`.
@@ -699,32 +616,5 @@ mod tests {
         assert!(!sort_key("process").unwrap().1);
         assert!(sort_key("disk.mean").is_err());
         assert!(sort_key("cpu.median").is_err());
-    }
-
-    #[test]
-    fn row_view_keeps_only_the_asked_fields() {
-        let st = Stats { mean: 1.0, min: 0.5, max: 2.0, last: 1.5, p95: 1.9 };
-        let row = UsageRow {
-            host: Some("h".into()),
-            process: "p".into(),
-            cpu: st,
-            cores: st,
-            mem: st,
-            rss: st,
-            count: 2,
-            samples: 3,
-            last_ts: 7,
-        };
-        let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL }).unwrap();
-        assert_eq!(all, serde_json::to_value(&row).unwrap());
-        let fields = Fields::parse(Some("cpu,mem"), Some("mean")).unwrap();
-        let some = serde_json::to_value(RowView { row, fields }).unwrap();
-        assert_eq!(
-            some,
-            serde_json::json!({"host": "h", "process": "p", "cpu": {"mean": 1.0},
-                "mem": {"mean": 1.0}, "count": 2, "samples": 3, "last_ts": 7})
-        );
-        assert!(Fields::parse(Some("disk"), None).is_err());
-        assert!(Fields::parse(None, Some("median")).is_err());
     }
 }

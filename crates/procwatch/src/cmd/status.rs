@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use procwatch_model::AlarmEvent;
+use procwatch_model::{AlarmEvent, Metric};
 use serde::Deserialize;
 
 #[derive(Debug, clap::Args)]
@@ -42,31 +42,8 @@ pub struct StatusArgs {
 /// `GET /api/v1/hosts`: the server's own response type.
 pub type Hosts = procwatch_server::query::HostsResponse;
 
-/// `GET /api/v1/usage`.
-#[derive(Debug, Deserialize)]
-pub struct Usage {
-    pub rows: Vec<UsageRow>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct UsageRow {
-    pub host: Option<String>,
-    pub process: String,
-    pub cpu: Figures,
-    pub mem: Figures,
-    pub rss: Figures,
-    pub count: u32,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct Figures {
-    #[serde(default)]
-    pub mean: f64,
-    #[serde(default)]
-    pub max: f64,
-    #[serde(default)]
-    pub last: f64,
-}
+/// `GET /api/v1/usage`: the server's own response type (a figure not asked for reads as 0).
+pub type Usage = procwatch_server::query::UsageResponse;
 
 /// `GET /api/v1/alarms?active=true`.
 #[derive(Debug, Deserialize)]
@@ -152,24 +129,8 @@ pub fn forecasts_line(f: &Forecasts) -> String {
     }
 }
 
-/// `GET /api/v1/rules`, what the legend needs.
-#[derive(Debug, Deserialize)]
-pub struct Rules {
-    pub defaults: RuleRow,
-    pub rules: Vec<RuleRow>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RuleRow {
-    pub host: String,
-    pub process: String,
-    pub metric: Option<String>,
-    pub threshold: f64,
-    pub window_ms: i64,
-    /// Absent from servers older than the forecaster's warm-up field: the window then.
-    #[serde(default)]
-    pub warmup_ms: Option<i64>,
-}
+/// `GET /api/v1/rules`: the server's own response type.
+pub type Rules = procwatch_server::alarms::RulesResponse;
 
 /// What fires, in two or three lines: the cpu/mem threshold (a share of the host), the
 /// built-in cores rule (a process saturating a core), and the forecast warm-up.
@@ -184,7 +145,7 @@ pub fn rules_legend(r: &Rules) -> String {
     if let Some(c) = r
         .rules
         .iter()
-        .find(|c| c.metric.as_deref() == Some("cores") && c.host == "*" && c.process == "*")
+        .find(|c| c.metric == Some(Metric::Cores) && c.host == "*" && c.process == "*")
     {
         let _ = writeln!(
             o,
@@ -195,7 +156,8 @@ pub fn rules_legend(r: &Rules) -> String {
     let _ = writeln!(
         o,
         "  AMBER (forecast) warms up: each series needs {} of samples first; until then only RED fires",
-        ago(d.warmup_ms.unwrap_or(d.window_ms))
+        // At least the window; a server older than `warmup_ms` sends none (read as 0).
+        ago(d.warmup_ms.max(d.window_ms))
     );
     if r.rules.len() > 1 {
         let _ = writeln!(o, "  {} more rule(s): GET /api/v1/rules", r.rules.len() - 1);
@@ -291,7 +253,7 @@ pub fn render(base: &str, window: &str, hosts: &Hosts, usage: &Usage, alarms: &A
             "  {:<20} {:<28} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5}",
             "HOST", "PROCESS", "CPU%", "MAX", "MEM%", "MAX", "RSS", "PROCS"
         );
-        for r in &usage.rows {
+        for r in usage.rows.iter().map(|v| &v.row) {
             let _ = writeln!(
                 o,
                 "  {:<20} {:<28} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>8} {:>5}",
@@ -378,8 +340,13 @@ mod tests {
     #[test]
     fn empty_server() {
         let h = Hosts { now: 0, hosts: vec![], next: None };
-        let text =
-            render("http://x", "5m", &h, &Usage { rows: vec![] }, &Alarms { alarms: vec![] });
+        let text = render(
+            "http://x",
+            "5m",
+            &h,
+            &Usage { from: 0, to: 1, rows: vec![], next: None },
+            &Alarms { alarms: vec![] },
+        );
         assert!(text.contains("no agent has sent data") && text.contains("(none)"), "{text}");
     }
 

@@ -165,8 +165,8 @@ async fn list(
     Ok(Json(AlarmsResponse { alarms, next }))
 }
 
-/// A rule as `GET /api/v1/rules` shows it.
-#[derive(Debug, Serialize)]
+/// A rule as `GET /api/v1/rules` shows it (also what `procwatch status` reads).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RuleView {
     /// The rule's host glob (`*` = every host).
     pub host: String,
@@ -187,7 +187,7 @@ pub struct RuleView {
     /// Evaluations in a row the forecast must be above T for AMBER.
     pub debounce: u32,
     /// The forecaster: `procwatch`, `linear`, `holt` or `persistence`.
-    pub method: &'static str,
+    pub method: String,
     /// Holt's level smoothing factor (present for `holt` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
@@ -199,6 +199,8 @@ pub struct RuleView {
     pub sensitivity: Option<f64>,
     /// How long a new series must be sampled before this rule's forecaster can raise AMBER:
     /// the method's warm-up, and at least the window (the engine waits for a full window).
+    /// Read as 0 from servers older than this field.
+    #[serde(default)]
     pub warmup_ms: i64,
 }
 
@@ -224,7 +226,7 @@ impl From<&Rule> for RuleView {
             horizon_ms: r.horizon_ms,
             window_ms: r.window_ms,
             debounce: r.debounce,
-            method,
+            method: method.to_owned(),
             alpha,
             beta,
             sensitivity,
@@ -234,7 +236,7 @@ impl From<&Rule> for RuleView {
 }
 
 /// The answer of `GET /api/v1/rules`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RulesResponse {
     /// The server's sampling interval, ms (hosts that declare none are judged by it).
     pub interval_ms: u64,
