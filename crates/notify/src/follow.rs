@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::sse::SseParser;
 use crate::webhook::jittered;
 use crate::{Notifier, NotifyError};
-use procwatch_model::retry::Backoff;
+use procwatch_model::retry::{Backoff, RetryAction};
 
 /// What the follower hands on.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +160,8 @@ enum Ended {
 }
 
 /// Follows the stream forever, sending each new event to `tx`. Returns only when the server
-/// refuses the stream (401, 403, 404) or `tx` is closed.
+/// refuses the stream for good (401/403: [`RetryAction::Unauthorized`]; a 3xx, 404 or 405:
+/// [`RetryAction::Misconfigured`]) or `tx` is closed.
 pub async fn follow(
     opts: FollowOptions,
     tx: mpsc::UnboundedSender<Delivery>,
@@ -251,12 +252,19 @@ async fn once(
         Err(e) => return Ended::Retry(format!("cannot connect: {e}")),
     };
     let status = resp.status();
-    if matches!(status.as_u16(), 401 | 403 | 404) {
-        let body = resp.text().await.unwrap_or_default();
-        return Ended::Fatal(format!("{status}: {}", body.trim()));
-    }
-    if !status.is_success() {
-        return Ended::Retry(format!("status {status}"));
+    match RetryAction::from_status(status.as_u16()) {
+        RetryAction::Done => {}
+        // A refused token or a URL that is not the stream fails the same way every time:
+        // give up loudly rather than reconnect forever.
+        RetryAction::Unauthorized | RetryAction::Misconfigured => {
+            let body = resp.text().await.unwrap_or_default();
+            return Ended::Fatal(format!("{status}: {}", body.trim()));
+        }
+        // The stream request carries nothing but `Last-Event-ID`; a server that refuses it
+        // (or is overloaded) may take it later.
+        RetryAction::Retry | RetryAction::Quarantine => {
+            return Ended::Retry(format!("status {status}"))
+        }
     }
     *connected = true;
     tracing::info!(message = "Following the alarm stream.", url);
@@ -444,6 +452,35 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(err.to_string().contains("401"), "{err}");
+    }
+
+    /// The retry decision is `RetryAction`'s: a 503 (twice) is retried, then a URL that is not
+    /// the stream (404, a server without the route) ends the follower.
+    #[tokio::test]
+    async fn transient_answers_are_retried_and_a_wrong_url_ends_the_follower() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/alarms/stream",
+            axum::routing::get(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+                    } else {
+                        (StatusCode::NOT_FOUND, "no such route")
+                    }
+                }
+            }),
+        );
+        let url = serve(app).await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let err = tokio::time::timeout(Duration::from_secs(5), follow(quick(&url, None), tx))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("404"), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     /// Every notifier gets every event in order, and the periodic tick runs.
