@@ -63,6 +63,7 @@ pub mod governor;
 pub mod guard;
 pub mod ingest;
 pub mod limits;
+pub mod metered_store;
 pub mod metrics;
 pub mod openapi;
 pub mod page;

@@ -44,7 +44,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -53,10 +52,7 @@ use axum::routing::get;
 use axum::Router;
 use procwatch_model::clock::Clock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, TsMs};
-use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
-    UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
-};
+use procwatch_store::{AlarmQuery, HostInfo, UsageQuery, UsageRow, WriteOutcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -65,6 +61,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
+pub use crate::metered_store::MeteredStore;
 use crate::AppState;
 
 /// Processes exported per host (by newest cpu), besides those in alarm.
@@ -179,7 +176,7 @@ pub struct Metrics {
     scrape: tokio::sync::Mutex<()>,
     process_cap: AtomicUsize,
     /// Times request latencies and store writes.
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     connections_open: Gauge,
 }
 
@@ -360,7 +357,7 @@ impl Metrics {
         self.evaluation.observe(took.as_secs_f64());
     }
 
-    fn ingested(&self, batch: &Batch, out: &WriteOutcome, took: Duration) {
+    pub(crate) fn ingested(&self, batch: &Batch, out: &WriteOutcome, took: Duration) {
         // `procwatch_model::validate::decode_legacy` names the agent "legacy".
         let format = if batch.agent == "legacy" { "legacy" } else { "v1" };
         let l = FormatLabels { format };
@@ -676,78 +673,6 @@ pub fn method_label(m: &axum::http::Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
-    }
-}
-
-/// A [`Storage`] that counts what it durably wrote; everything else passes through.
-pub struct MeteredStore {
-    inner: Arc<dyn Storage>,
-    metrics: Arc<Metrics>,
-}
-
-impl MeteredStore {
-    /// Wraps `inner` so that every successful `write_batch` is counted in `metrics`.
-    pub fn wrap(inner: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Arc<dyn Storage> {
-        Arc::new(MeteredStore { inner, metrics })
-    }
-}
-
-#[async_trait]
-impl Storage for MeteredStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn window_bytes(&self) -> Option<u64> {
-        self.inner.window_bytes()
-    }
-    async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
-        let started = self.metrics.clock.instant();
-        let out = self.inner.write_batch(batch).await?;
-        let took = self.metrics.clock.instant().saturating_duration_since(started);
-        self.metrics.ingested(batch, &out, took);
-        Ok(out)
-    }
-    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
-        self.inner.hosts().await
-    }
-    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
-        self.inner.usage(q).await
-    }
-    async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
-        self.inner.usage_of(q, needs).await
-    }
-    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
-        self.inner.window(q).await
-    }
-    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
-        self.inner.history(q).await
-    }
-    async fn history_answer(
-        &self,
-        q: &HistoryQuery,
-    ) -> StoreResult<procwatch_store::HistoryAnswer> {
-        self.inner.history_answer(q).await
-    }
-    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
-        self.inner.host_totals(host, from, to).await
-    }
-    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
-        self.inner.apply_retention(cutoff).await
-    }
-    async fn retire_host(&self, host: &str, at: TsMs) -> StoreResult<TsMs> {
-        self.inner.retire_host(host, at).await
-    }
-    async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
-        self.inner.put_alarm_event(event).await
-    }
-    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
-        self.inner.alarm_events(q).await
-    }
-    async fn health(&self) -> StoreResult<()> {
-        self.inner.health().await
-    }
-    async fn close(&self) -> StoreResult<()> {
-        self.inner.close().await
     }
 }
 

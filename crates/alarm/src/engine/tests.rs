@@ -1,0 +1,106 @@
+//! Unit tests of the alarm engine (kept apart so `engine.rs` holds the engine alone).
+
+use super::*;
+
+#[test]
+fn stale_alarms_expire_and_only_they() {
+    let mut e = Engine::new(RuleSet::default());
+    let s =
+        |ts, cpu| Sample { ts, process: "p".into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 };
+    let hot = [s(1_000, 95.0)];
+    let input = |samples| SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 };
+    assert_eq!(e.evaluate(1_000, &[input(&hot)], &[])[0].level, Level::Red);
+    // Silent for 3 intervals: STALE, from 4 s (whenever the engine notices).
+    let evs = e.evaluate(4_500, &[], &[]);
+    assert_eq!((evs.last().unwrap().level, evs.last().unwrap().start), (Level::Stale, 4_000));
+    assert!(e.expire_stale(63_999, 60_000).is_empty(), "not stale long enough");
+    let gone = e.expire_stale(64_700, 60_000);
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].level, gone[0].end), (Level::Stale, Some(64_000)));
+    assert!(e.active().is_empty());
+    // A RED series that still reports is never expired.
+    e.evaluate(62_000, &[input(&[s(62_000, 95.0)])], &[]);
+    assert!(e.expire_stale(10_000_000, 1).is_empty());
+    assert_eq!(e.active()[0].level, Level::Red);
+}
+
+fn sample(ts: TsMs, process: &str, cpu: f64) -> Sample {
+    Sample { ts, process: process.into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 }
+}
+
+#[test]
+fn an_exited_process_closes_its_alarm_with_the_reason_while_its_host_reports() {
+    let mut e = Engine::new(RuleSet::default());
+    fn input<'a>(process: &'a str, samples: &'a [Sample]) -> SeriesInput<'a> {
+        SeriesInput { host: "h", process, samples, interval_ms: 1_000 }
+    }
+    let host = |last_seen| [HostSeen { host: "h", last_seen, interval_ms: 1_000 }];
+    e.evaluate(1_000, &[input("hog", &[sample(1_000, "hog", 95.0)])], &host(1_000));
+    e.evaluate(2_000, &[input("hog", &[sample(2_000, "hog", 40.0)])], &host(2_000));
+    // hog exits; "sh" keeps the host reporting. STALE at 5 s carries 95 (what raised it).
+    let mut stale = None;
+    for t in 3..=7 {
+        let ts = t * 1_000;
+        let evs = e.evaluate(ts, &[input("sh", &[sample(ts, "sh", 1.0)])], &host(ts));
+        stale = stale.or(evs.into_iter().find(|ev| ev.level == Level::Stale && ev.end.is_none()));
+    }
+    let stale = stale.expect("went STALE");
+    assert_eq!((stale.start, stale.value, stale.previous), (5_000, 95.0, Level::Red));
+    assert!(!e.active().is_empty(), "still STALE 2 s later");
+    let evs = e.evaluate(8_000, &[input("sh", &[sample(8_000, "sh", 1.0)])], &host(8_000));
+    let closed = evs.iter().find(|ev| ev.id == stale.id).expect("closed");
+    assert_eq!(closed.end, Some(8_000));
+    assert!(closed.reason.as_deref().unwrap().starts_with("process exited"), "{closed:?}");
+    assert!(e.active().is_empty());
+}
+
+#[test]
+fn retiring_a_host_closes_its_alarms_and_records_the_retirement() {
+    let mut e = Engine::new(RuleSet::default());
+    let hot = [sample(1_000, "p", 95.0)];
+    let series = [SeriesInput { host: "h", process: "p", samples: &hot, interval_ms: 1_000 }];
+    e.evaluate(1_000, &series, &[]);
+    // Silent host "gone" and the series host "h" both have open alarms.
+    e.evaluate(10_000, &[], &[HostSeen { host: "gone", last_seen: 0, interval_ms: 1_000 }]);
+    assert_eq!(e.active().len(), 2);
+    let evs = e.retire_host("h", 20_000, "host retired");
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(evs[0].reason.as_deref(), Some("host retired"));
+    assert!(evs[0].end.is_some());
+    assert_eq!(
+        (evs[1].kind, evs[1].level, evs[1].end),
+        (AlarmKind::HostRetired, Level::Ok, Some(20_000))
+    );
+    // Issue 13 item 11: a host the store dropped closes its host_silent alarm.
+    let evs = e.forget_unlisted_hosts(&[], 30_000);
+    assert_eq!((evs.len(), evs[0].kind, evs[0].end), (1, AlarmKind::HostSilent, Some(30_000)));
+    assert!(evs[0].reason.as_deref().unwrap().contains("left the store"));
+    assert!(e.active().is_empty());
+}
+
+#[test]
+fn warmup_counts_sample_time_and_restarts_after_a_gap() {
+    // linear over 20 s: 20 s of history needed (the method's warm-up is its window).
+    let mut rules = RuleSet::default();
+    rules.defaults.method = crate::Method::Linear;
+    rules.defaults.window_ms = 20_000;
+    let mut e = Engine::new(rules);
+    fn input(samples: &[Sample]) -> SeriesInput<'_> {
+        SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 }
+    }
+    let cpu = |e: &Engine| {
+        e.warmups().into_iter().find(|w| w.metric == Metric::Cpu).expect("the cpu series")
+    };
+    e.evaluate(10_000, &[input(&[sample(10_000, "p", 1.0)])], &[]);
+    let w = cpu(&e);
+    assert_eq!((w.warmup_ms, w.history_ms, w.ready_in_ms), (20_000, 0, 20_000));
+    let more: Vec<Sample> = (11..=25).map(|s| sample(s * 1_000, "p", 1.0)).collect();
+    e.evaluate(25_000, &[input(&more)], &[]);
+    assert_eq!(cpu(&e).ready_in_ms, 5_000);
+    let more: Vec<Sample> = (26..=30).map(|s| sample(s * 1_000, "p", 1.0)).collect();
+    e.evaluate(30_000, &[input(&more)], &[]);
+    assert_eq!(cpu(&e).ready_in_ms, 0, "ready once 20 s of samples are in");
+    // A gap of more than 3 intervals: the forecaster starts over, and so does its warm-up.
+    e.evaluate(40_000, &[input(&[sample(40_000, "p", 1.0)])], &[]);
+    assert_eq!(cpu(&e).ready_in_ms, 20_000);
+}
