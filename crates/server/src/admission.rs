@@ -179,7 +179,7 @@ impl Default for SeriesLimits {
 pub struct SeriesBreach {
     /// The `reason` label of `procwatch_limit_breaches_total`.
     pub reason: &'static str,
-    /// The message of the refusal (the JSON `error` of the 4xx answer).
+    /// The message of the refusal (the JSON `error` of the 413, 429 or 507 answer).
     pub message: String,
 }
 

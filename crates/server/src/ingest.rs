@@ -98,7 +98,7 @@ pub struct Accepted {
     pub seq: u64,
 }
 
-/// `POST /api/v1/samples`: validates, admits (auth, rate, series caps, governor) and writes
+/// `POST /api/v1/samples`: validates, admits (host token, rate, governor fold, series caps) and writes
 /// one batch; answers [`Accepted`] only once the write is durable.
 pub async fn post_samples(
     State(st): State<AppState>,

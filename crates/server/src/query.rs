@@ -213,9 +213,9 @@ pub struct UsageParams {
     pub from: Option<String>,
     /// End, exclusive (default now, plus the tolerated clock skew ahead).
     pub to: Option<String>,
-    /// Only hosts matching this glob (`*`, `?`).
+    /// Only this host, or the hosts a glob matches (`*`, `?`; at most 128 bytes, 16 wildcards).
     pub host: Option<String>,
-    /// Only processes matching this glob (`*`, `?`).
+    /// Only this process, or the processes a glob matches (same rules as `host`).
     pub process: Option<String>,
     /// One row per (host, process) (default `true`), else one per process across hosts.
     pub per_host: Option<bool>,

@@ -71,9 +71,9 @@ pub struct AlarmParams {
     pub metric: Option<String>,
     /// Only this level: `OK`, `STALE`, `AMBER` or `RED` (any case).
     pub level: Option<String>,
-    /// Events at or after this time (Unix ms, RFC 3339 or relative like `-1h`).
+    /// Events that started at or after this time (Unix ms, RFC 3339 or relative like `-1h`).
     pub from: Option<String>,
-    /// Events before this time (same forms as `from`); not before `from`.
+    /// Events that started before this time (same forms as `from`); not before `from`.
     pub to: Option<String>,
     /// Page size (default 100; 0 = the largest page, `page::MAX_PAGE`).
     pub limit: Option<String>,
