@@ -174,12 +174,15 @@ impl Inner {
     /// `rollup_pack_ms`) when that point moved, series by series in short transactions.
     /// Returns the rows packed.
     pub(crate) fn pack_rollups(&self) -> StoreResult<u64> {
-        let step = self.opts.rollup_pack_ms.max(1);
+        let step = self.opts.rollup_pack_ms;
         let floor = self.floor.load(Ordering::SeqCst);
-        let to = agg::bucket_start(agg::bucket_start(floor, step), ROLLUP_MS);
-        if to <= self.packed_to.load(Ordering::SeqCst) {
+        // The pass runs when the rounded floor moved (every pass with a step of 0); it packs
+        // whole buckets before it.
+        let point = agg::bucket_start(floor, step);
+        if step > 0 && point <= self.packed_to.load(Ordering::SeqCst) {
             return Ok(0);
         }
+        let to = agg::bucket_start(point, ROLLUP_MS);
         let sids: Vec<u32> = self.catalog.read().series.keys().copied().collect();
         let mut n = 0;
         for part in sids.chunks(1024) {
@@ -191,7 +194,7 @@ impl Inner {
             }
             tx.commit().map_err(db_err)?;
         }
-        self.packed_to.store(to, Ordering::SeqCst);
+        self.packed_to.store(point, Ordering::SeqCst);
         Ok(n as u64)
     }
 
