@@ -117,6 +117,19 @@ fn main() {
         "load (late rows): {load_s:.1} s; one maintenance pass (fold + roll-ups + retention): {fold_s:.1} s; on disk after VACUUM: {:.1} MiB",
         store.disk_bytes() as f64 / 1048576.0
     );
+    // Where the roll-ups live: packed day blocks (closed buckets) and rows (recent ones).
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0) };
+    let blocks = one("SELECT count(*) FROM rollup_blocks");
+    let blob_bytes = one("SELECT COALESCE(SUM(length(data)), 0) FROM rollup_blocks");
+    let rows = one("SELECT count(*) FROM rollups");
+    let buckets = store.stored_rollups().unwrap().len() as i64;
+    println!(
+        "roll-ups: {buckets} buckets; {blocks} day blocks holding {} of them in {blob_bytes} bytes of blobs ({:.1} bytes/bucket packed); {rows} rows not packed yet",
+        buckets - rows,
+        blob_bytes as f64 / (buckets - rows).max(1) as f64
+    );
+    drop(conn);
 
     let runs = if quick { 50 } else { 200 };
     let q = |from, step_ms| HistoryQuery {

@@ -259,6 +259,26 @@ fn load(
     (store, n)
 }
 
+/// Prints what the roll-ups take in the database: packed day blocks and rows.
+fn rollup_bytes(store: &SqliteStore) {
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0) };
+    let blocks = one("SELECT count(*) FROM rollup_blocks");
+    let blob = one("SELECT COALESCE(SUM(length(data)), 0) FROM rollup_blocks");
+    let rows = one("SELECT count(*) FROM rollups");
+    let pages = |t: &str| {
+        one(&format!("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name LIKE '{t}%'"))
+    };
+    let buckets = store.stored_rollups().unwrap().len() as i64;
+    println!(
+        "  roll-ups: {buckets} buckets, {} packed in {blocks} day blocks ({blob} bytes of blobs, {:.1} bytes/bucket; table pages {} bytes), {rows} rows (table pages {} bytes)",
+        buckets - rows,
+        blob as f64 / (buckets - rows).max(1) as f64,
+        pages("rollup_blocks"),
+        pages("rollups"),
+    );
+}
+
 /// Bytes allocated on disk under `p` (InfluxDB preallocates sparse index files, so their
 /// length would overstate it).
 fn dir_bytes(p: &std::path::Path) -> u64 {
@@ -546,6 +566,7 @@ fn single_host(rt: &tokio::runtime::Runtime, quick: bool) {
         store.disk_bytes(),
         dir_bytes(dir.path())
     );
+    rollup_bytes(&store);
     drop(store);
     let dir = tempfile::tempdir().unwrap();
     let (store, n) = load(dir.path(), 1, 300, 720, true);

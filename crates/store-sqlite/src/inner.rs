@@ -36,8 +36,9 @@ pub(crate) struct Inner {
     /// Roll-ups of buckets before this were deleted (in memory only: after a restart the
     /// first pass deletes again).
     pub(crate) rollup_floor: AtomicI64,
-    /// Roll-up rows of buckets before this were packed into blocks (in memory only: after a
-    /// restart the first pass packs again).
+    /// The memory floor, rounded down to `rollup_pack_ms`, of the last packing pass: rows of
+    /// buckets before it were packed into blocks (in memory only: after a restart the first
+    /// pass packs again).
     pub(crate) packed_to: AtomicI64,
     pub(crate) stop: AtomicBool,
     /// Late head rows written since the last fold of them.

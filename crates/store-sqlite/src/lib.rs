@@ -37,6 +37,9 @@
 //!   cores_sum, rss_sum, count_sum)`: 5-minute roll-ups, recomputed for the buckets each fold
 //!   touches in the fold's own transaction, kept `rollup_retention_ms` (30 d); they answer
 //!   `history_answer` past the raw retention or at steps of whole 5 minutes (`rollup.rs`).
+//!   Only recent buckets stay rows: closed ones are packed into
+//!   `rollup_blocks(series_id, day, last, data)`, one compressed blob per series and UTC day
+//!   (`rollup_pack.rs`, `rollup_codec.rs`).
 //!
 //! # The memory floor `F`, queries and compaction
 //!
@@ -96,7 +99,8 @@
 //! catalog does not grow with every process name ever seen; hosts silent since before the
 //! cutoff drop out of `hosts()` and their `seq` bookkeeping restarts. Roll-ups are computed
 //! before raw chunks go (retention folds first) and are deleted, series by series, once their
-//! bucket is older than `now - rollup_retention_ms` (hourly); a series is forgotten only when
+//! bucket is older than `now - rollup_retention_ms` (hourly; packed day blocks once their
+//! whole day is); a series is forgotten only when
 //! it has neither chunks nor roll-ups left.
 //!
 //! # Idempotency and seq
@@ -117,7 +121,9 @@
 //!   `disk.rs`: reading chunks and late rows back; `read.rs`: usage, window, history, totals.
 //! - `codec.rs`: the chunk compression; `compact.rs`: fold, late-row fold, block merge;
 //!   `retention.rs`: the retention floor; `rollup.rs`: the 5-minute roll-ups and the long
-//!   history they answer; `alarms.rs`: alarm events.
+//!   history they answer; `rollup_pack.rs`: packing closed buckets into day blocks
+//!   (`rollup_codec.rs`: their compression, on `codec.rs`'s primitives); `alarms.rs`: alarm
+//!   events.
 #![deny(missing_docs)]
 
 mod alarms;

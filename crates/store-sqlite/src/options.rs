@@ -27,8 +27,8 @@ pub struct SqliteOptions {
     /// samples remain would be rebuilt from the samples folded after that alone.
     pub rollup_retention_ms: i64,
     /// Closed roll-up buckets (older than the memory floor) are packed into one compressed
-    /// block per series and UTC day when the memory floor, rounded down to this, moves.
-    /// Default 1 h.
+    /// block per series and UTC day when the memory floor, rounded down to this, moves
+    /// (0: at every maintenance pass, for tests). Default 1 h.
     pub rollup_pack_ms: i64,
     /// See `Durability`. Default `Process`.
     pub durability: Durability,

@@ -9,6 +9,11 @@
 //! by `gen`, so a rewrite replaces and a late sample is added exactly once). A crash leaves
 //! either the fold with its buckets or neither. Nothing rescans history.
 //!
+//! **Rows and blocks.** Rows hold the recent buckets only: closed ones are packed into one
+//! compressed blob per series and day (`rollup_pack.rs`). A bucket without a row that its
+//! day's block holds (or is older than the block's last bucket) is packed: a fold touching
+//! it recomputes it from the chunks into the block.
+//!
 //! **Which buckets the table answers.** Every sample older than the memory floor `F` is in
 //! the chunks or in a late head row, so buckets before `bucket_start(F)` are complete in the
 //! table once the late rows are folded; until then a query recomputes the buckets touched by
@@ -41,7 +46,7 @@ use crate::inner::Inner;
 use crate::rollup_pack;
 use crate::schema::db_err;
 
-/// The roll-up table, one row per series and bucket, keyed by both (no other index: it would
+/// The roll-up table of recent (not yet packed) buckets, one row per series and bucket, keyed by both (no other index: it would
 /// cost a fifth of the table; retention deletes series by series instead). REAL columns
 /// holding whole numbers (idle cpu, sums of rss and count) take SQLite's integer encoding.
 pub(crate) const ROLLUP_SCHEMA: &str = "
@@ -73,8 +78,9 @@ pub(crate) fn buckets_of_columns(c: &Columns) -> Vec<Bucket> {
 /// The common case, samples newer than every sample the bucket holds (`last_ts`), adds them
 /// to the stored row: the sums come out as a recomputation in time order would give them.
 /// Otherwise (a late sample, a rewrite) the bucket is recomputed from the chunks, merged by
-/// `gen`. A bucket without a row holds no earlier sample: every sample that reached the
-/// chunks went through here.
+/// `gen`. A bucket without a row is either packed (its day's block holds it or a later
+/// bucket: recomputed into the block) or holds no earlier sample: every sample that reached
+/// the chunks went through here.
 pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> StoreResult<()> {
     let mut get = conn
         .prepare_cached(

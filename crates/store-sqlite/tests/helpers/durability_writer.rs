@@ -9,7 +9,7 @@
 //! `durability_writer late <dir> <t0>`: a spool replay: every batch hours old (`late_ts`),
 //! rewriting earlier timestamps with new values, with a 20 ms maintenance thread, so late
 //! rows are folded and their roll-up buckets recomputed all the time, packed buckets too
-//! (packing runs at every fold step).
+//! (packing runs at every maintenance pass).
 
 use std::io::Write;
 use std::path::Path;
@@ -36,8 +36,8 @@ fn main() {
             memory_window_ms: 2_000,
             fold_step_ms: 500,
             block_ms: 60_000,
-            // Pack closed roll-up buckets at every fold step (default: hourly).
-            rollup_pack_ms: 1,
+            // Pack closed roll-up buckets at every maintenance pass (default: hourly).
+            rollup_pack_ms: 0,
             maintenance_interval: Duration::from_millis(maintenance),
             ..Default::default()
         },
