@@ -425,7 +425,23 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
         .js("const t=document.querySelector('#top'); t.value='20'; t.dispatchEvent(new Event('change')); document.querySelector('#procs th[data-key=cpu_mean]').click(); return 1")
         .await;
 
-    // A process chart with points (the page selects the top process by itself).
+    // The page selects the top process by itself, and keeps that selection; on a busy machine
+    // the top process can be a short-lived one (another test's child) whose chart never gains
+    // points. Select a process that lives as long as the test: this test's own agent.
+    browser
+        .js("const f=document.querySelector('#text-filter'); f.value='procwatch'; f.dispatchEvent(new Event('input')); return 1")
+        .await;
+    browser
+        .wait_js(
+            "the agent's row",
+            "const r=document.querySelector('#procs tbody tr[data-process=\"procwatch\"]'); if (!r) return false; r.click(); return true",
+            Duration::from_secs(30),
+        )
+        .await;
+    browser
+        .js("const f=document.querySelector('#text-filter'); f.value=''; f.dispatchEvent(new Event('input')); return 1")
+        .await;
+    // A process chart with points.
     let points = browser
         .wait_js(
             "chart points",
