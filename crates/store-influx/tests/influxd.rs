@@ -4,23 +4,11 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, Sample};
-use procwatch_store::conformance::{base_ts, sample};
+use procwatch_model::{AlarmEvent, Sample};
+use procwatch_store::conformance::{base_ts, batch, red_event, sample};
 use procwatch_store::{AlarmQuery, Storage, StoreError, UsageNeeds, UsageQuery};
 use procwatch_store_influx::testing::Influxd;
 use procwatch_store_influx::{InfluxConfig, InfluxStore};
-
-fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
-    Batch {
-        host: host.into(),
-        agent: "test".into(),
-        seq,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-    }
-}
 
 fn usage_q(t0: i64) -> UsageQuery {
     UsageQuery { from: t0 - 60_000, to: t0 + 600_000, host: None, process: None, per_host: true }
@@ -95,23 +83,7 @@ async fn retention_policy_is_created_as_default_then_altered() {
 }
 
 fn event(id: &str, host: &str, start: i64) -> AlarmEvent {
-    AlarmEvent {
-        id: id.into(),
-        kind: AlarmKind::Series,
-        host: host.into(),
-        process: "java".into(),
-        metric: Metric::Cpu,
-        level: Level::Red,
-        previous: Level::Ok,
-        start,
-        end: None,
-        value: 95.0,
-        peak: 95.0,
-        threshold: 80.0,
-        forecast: None,
-        eta_seconds: None,
-        reason: None,
-    }
+    red_event(id, host, "java", start)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procwatch_model::{Batch, Sample, TsMs};
+use procwatch_store::conformance::batch;
 use procwatch_store::{HistoryQuery, Storage, UsageQuery};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+use support::time_ms;
+
+mod support;
 
 fn now_ms() -> TsMs {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -94,33 +98,8 @@ impl Host {
                 count: self.count[k],
             });
         }
-        Batch {
-            host: self.name.clone(),
-            agent: "bench".into(),
-            seq,
-            interval_ms: 10_000,
-            host_totals: vec![],
-            samples,
-            dropped_samples: 0,
-        }
+        batch(&self.name, seq, samples)
     }
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn time_ms<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
-    f(); // warm
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    (pct(&mut t, 0.5), pct(&mut t, 0.99))
 }
 
 fn opts() -> SqliteOptions {

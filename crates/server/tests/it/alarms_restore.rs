@@ -9,6 +9,7 @@ use std::time::Duration;
 use procwatch_alarm::event_id;
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, TsMs};
 use procwatch_server::{AppState, ServerConfig};
+use procwatch_store::conformance::red_event;
 use procwatch_store::memory::MemoryStore;
 use procwatch_store::{
     AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
@@ -152,23 +153,8 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
     let mut b = batch_of("web-1", 1, &hot);
     b.interval_ms = 10_000;
     store.inner.write_batch(&b).await.unwrap();
-    let red = AlarmEvent {
-        id: event_id(AlarmKind::Series, "web-1", "java", Metric::Cpu, start),
-        kind: AlarmKind::Series,
-        host: "web-1".into(),
-        process: "java".into(),
-        metric: Metric::Cpu,
-        level: Level::Red,
-        previous: Level::Ok,
-        start,
-        end: None,
-        value: 95.0,
-        peak: 95.0,
-        threshold: 80.0,
-        forecast: None,
-        eta_seconds: None,
-        reason: None,
-    };
+    let id = event_id(AlarmKind::Series, "web-1", "java", Metric::Cpu, start);
+    let red = red_event(&id, "web-1", "java", start);
     store.inner.put_alarm_event(&red).await.unwrap();
     store.down.store(true, Ordering::SeqCst);
 
