@@ -15,7 +15,7 @@ use crate::head::{decode_head, sort_dedup, HeadRec};
 use crate::inner::Inner;
 use crate::options::CompactStats;
 use crate::rollup;
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 
 /// Replaces the head rows `ids`, already decoded into `recs`, by level-0 chunks of generation
 /// `gen`, and recomputes the roll-up buckets they touch: the one fold step shared by the live
@@ -129,11 +129,7 @@ impl Inner {
                 let mut rows = stmt.query(params![limit, host_id]).map_err(db_err)?;
                 while let Some(row) = rows.next().map_err(db_err)? {
                     ids.push(row.get::<_, i64>(0).map_err(db_err)?);
-                    let blob = row
-                        .get_ref(1)
-                        .map_err(db_err)?
-                        .as_blob()
-                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    let blob = blob_at(row, 1)?;
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }
@@ -202,11 +198,7 @@ impl Inner {
                         if row.get::<_, i64>(2).map_err(db_err)? == 0 {
                             merged += 1;
                         }
-                        let blob = row
-                            .get_ref(3)
-                            .map_err(db_err)?
-                            .as_blob()
-                            .map_err(|e| other(rusqlite::Error::from(e)))?;
+                        let blob = blob_at(row, 3)?;
                         parts.push(codec::decode(blob).map_err(other)?);
                     }
                 }
@@ -261,11 +253,7 @@ impl Inner {
                 while let Some(row) = rows.next().map_err(db_err)? {
                     ids.push(row.get::<_, i64>(0).map_err(db_err)?);
                     gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
-                    let blob = row
-                        .get_ref(2)
-                        .map_err(db_err)?
-                        .as_blob()
-                        .map_err(|e| other(rusqlite::Error::from(e)))?;
+                    let blob = blob_at(row, 2)?;
                     decode_head(blob, &mut recs).map_err(other)?;
                 }
             }

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::inner::Inner;
 use crate::rollup::read_rows;
 use crate::rollup_codec;
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 
 /// One UTC day: the span of a block.
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -117,11 +117,7 @@ pub(crate) fn read_blocks(
     let mut rows = st.query(params![sid, day_of(from), to]).map_err(db_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
-        let blob = row
-            .get_ref(0)
-            .map_err(db_err)?
-            .as_blob()
-            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let blob = blob_at(row, 0)?;
         let buckets = rollup_codec::decode(blob).map_err(other)?;
         out.extend(buckets.into_iter().filter(|k| k.start >= from && k.start < to));
     }
