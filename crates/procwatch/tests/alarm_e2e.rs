@@ -17,14 +17,13 @@
 //! Without an Alertmanager binary the Alertmanager checks print "SKIPPED: ..." and the rest
 //! runs, unless `CI` is set (then the test fails). Every child is killed by PID on drop.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, which};
+use common::{free_port, which, Proc};
 use serde_json::Value;
 
 const INTERVAL: &str = "500ms";
@@ -32,46 +31,6 @@ const INTERVAL_MS: i64 = 500;
 /// How long a wait for an event may take before the test gives up: generous, because the
 /// machine may be busy; a passing run never waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child process killed by PID (SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc { child, name: name.to_owned() }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid()]).status().expect("kill").success();
-        assert!(ok, "kill {sig} {} failed", self.name);
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited early: {status}", self.name);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A short name no other test or process uses (≤ 15 bytes, so `comm` is not truncated).
 fn unique(prefix: &str) -> String {
@@ -101,15 +60,7 @@ fn start_server(dir: &Path, config: &str) -> (Proc, String) {
 }
 
 fn start_agent(dir: &Path, url: &str, host: &str) -> Proc {
-    Proc::spawn(
-        "procwatch agent",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("agent")
-            .args(["--server", url, "--interval", INTERVAL, "--host", host])
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .env_remove("PROCWATCH_CONFIG"),
-    )
+    common::start_agent(dir, url, &["--interval", INTERVAL, "--host", host])
 }
 
 /// `procwatch alarm --server URL`, its stdout lines collected as they come.
@@ -137,15 +88,7 @@ impl Follower {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn procwatch alarm");
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = common::collect_lines(child.stdout.take().unwrap());
         Follower { _proc: Proc { child, name: "procwatch alarm".into() }, lines }
     }
 
@@ -613,15 +556,10 @@ async fn follower_reconnects_across_a_server_restart() {
     .await;
     let lines = follower.about("hotproc");
     assert_eq!(lines.len(), 2, "RED once, then OK: {lines:?}");
-    let active: Value = client
-        .get(format!("{url}/ressources-usage/query-alarm/"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active = common::json_of(
+        client.get(format!("{url}/ressources-usage/query-alarm/")).bearer_auth(READ_TOKEN),
+    )
+    .await;
     assert!(active.get("hotproc").is_none(), "{active}");
 
     // A wrong token does not fix itself: procwatch alarm stops with an error.

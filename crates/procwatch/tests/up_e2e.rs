@@ -19,7 +19,6 @@
 //!
 //! Every child is killed by PID on drop.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -51,18 +50,6 @@ struct Up {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
 impl Up {
     fn start(dir: &Path, data: &Path, config: &Path) -> Up {
         let addr_file = dir.join("up.addr");
@@ -83,8 +70,8 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn procwatch up");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let stdout = common::collect_lines(child.stdout.take().unwrap());
+        let stderr = common::collect_lines(child.stderr.take().unwrap());
         Up { proc: Proc(child), stdout, stderr }
     }
 
