@@ -196,22 +196,7 @@ impl Inner {
 
     /// Deletes the blocks of days that ended at or before `cutoff`, series by series.
     pub(crate) fn drop_blocks(&self, cutoff: TsMs) -> StoreResult<u64> {
-        let sids: Vec<u32> = self.catalog.read().series.keys().copied().collect();
-        let mut n = 0;
-        for part in sids.chunks(4096) {
-            let mut w = self.writer.lock();
-            let tx = w.conn.transaction().map_err(db_err)?;
-            {
-                let mut del = tx
-                    .prepare_cached("DELETE FROM rollup_blocks WHERE series_id = ?1 AND day <= ?2")
-                    .map_err(db_err)?;
-                for sid in part {
-                    n +=
-                        del.execute(params![sid, cutoff.saturating_sub(DAY_MS)]).map_err(db_err)?;
-                }
-            }
-            tx.commit().map_err(db_err)?;
-        }
-        Ok(n as u64)
+        let blocks = "DELETE FROM rollup_blocks WHERE series_id = ?1 AND day <= ?2";
+        self.delete_per_series(blocks, cutoff.saturating_sub(DAY_MS))
     }
 }
