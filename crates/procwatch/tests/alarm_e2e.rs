@@ -97,6 +97,14 @@ impl Follower {
         let needle = format!(" {process} ");
         self.lines.lock().unwrap().iter().filter(|l| l.contains(&needle)).cloned().collect()
     }
+
+    /// Waits (at most [`PATIENCE`]) for a line that starts with `prefix`.
+    async fn wait_line(&self, what: &str, prefix: &str) {
+        wait_for(what, PATIENCE, || async {
+            self.lines.lock().unwrap().iter().any(|l| l.starts_with(prefix)).then_some(())
+        })
+        .await
+    }
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
@@ -110,26 +118,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     common::wait_until_async_every(what, limit, Duration::from_millis(100), f).await
-}
-
-/// An HTTP server on 127.0.0.1:0 that records every JSON body POSTed to `/hook`.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let sink = bodies.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, bodies)
 }
 
 /// A real Alertmanager on a free loopback port, or `None` (SKIPPED) when not installed.
@@ -194,7 +182,7 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     let burn = unique("pwburn");
     let host = "alarm-e2e-red";
     let am = start_alertmanager(dir).await;
-    let (hook_url, hook) = webhook_receiver().await;
+    let (hook_url, hook) = common::webhook_receiver().await;
     let mut notifiers = format!("[[notifiers]]\ntype = \"webhook\"\nurl = \"{hook_url}\"\n");
     if let Some((_, am_url)) = &am {
         notifiers += &format!(
@@ -241,14 +229,8 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     // Without ?host= the worst level across hosts: the same here.
     let all = get_json(&client, &format!("{url}/ressources-usage/query-alarm/")).await.unwrap();
     assert_eq!(all[burn.as_str()], "RED");
-    wait_for("the RED line of procwatch alarm", PATIENCE, || async {
-        follower
-            .about(&burn)
-            .iter()
-            .any(|l| l.starts_with(&format!("RED   {host} {burn} cpu ")))
-            .then_some(())
-    })
-    .await;
+    let red = format!("RED   {host} {burn} cpu ");
+    follower.wait_line("the RED line of procwatch alarm", &red).await;
     let line_after = started.elapsed();
     println!("RED at query-alarm {red_after:?} and on the console {line_after:?} after the child started (interval {INTERVAL})");
     let line = follower.about(&burn).into_iter().find(|l| l.starts_with("RED")).unwrap();
@@ -300,14 +282,7 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
         v.get(burn.as_str()).is_none().then_some(())
     })
     .await;
-    wait_for("the OK line", PATIENCE, || async {
-        follower
-            .about(&burn)
-            .iter()
-            .any(|l| l.starts_with(&format!("OK    {host} {burn} cpu ")))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the OK line", &format!("OK    {host} {burn} cpu ")).await;
     let lines = follower.about(&burn);
     assert_eq!(lines.len(), 2, "one line per transition: {lines:?}");
     wait_for("the OK event at the webhook", PATIENCE, || async {
@@ -343,11 +318,8 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     // The agent dies: after 3 of its intervals the host raises its own alarm (dead man's
     // switch), on the console and in the store.
     drop(agent);
-    wait_for("the host-silent line", PATIENCE, || async {
-        let want = format!("RED   {host} host silent: no data for ");
-        follower.lines.lock().unwrap().iter().any(|l| l.starts_with(&want)).then_some(())
-    })
-    .await;
+    let silent = format!("RED   {host} host silent: no data for ");
+    follower.wait_line("the host-silent line", &silent).await;
     let active =
         get_json(&client, &format!("{url}/api/v1/alarms?active=true&host={host}")).await.unwrap();
     let silent: Vec<&Value> = active["alarms"]
@@ -414,10 +386,7 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
     })
     .await;
     let prefix = |level: &str| format!("{level:5} {host} {ramp} mem ");
-    wait_for("the RED line", PATIENCE, || async {
-        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("RED"))).then_some(())
-    })
-    .await;
+    follower.wait_line("the RED line", &prefix("RED")).await;
     let lines = follower.about(&ramp);
     let amber = lines.iter().position(|l| l.starts_with(&prefix("AMBER")));
     let red = lines.iter().position(|l| l.starts_with(&prefix("RED")));
@@ -453,10 +422,7 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
         (v[ramp.as_str()] == "STALE").then_some(())
     })
     .await;
-    wait_for("the STALE line", PATIENCE, || async {
-        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("STALE"))).then_some(())
-    })
-    .await;
+    follower.wait_line("the STALE line", &prefix("STALE")).await;
     assert!(
         !follower.about(&ramp).iter().any(|l| l.starts_with("OK ")),
         "a vanished series is not resolved"
@@ -514,14 +480,7 @@ async fn follower_reconnects_across_a_server_restart() {
     let server = start_server_at(dir, port);
     let follower = Follower::start_with(dir, &url, "", &["--token", READ_TOKEN]);
     post(vec![(now_ms(), 95.0)], 1).await;
-    wait_for("the RED line", PATIENCE, || async {
-        follower
-            .about("hotproc")
-            .iter()
-            .any(|l| l.starts_with("RED   restart-1 hotproc cpu 95.0% > 80%"))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the RED line", "RED   restart-1 hotproc cpu 95.0% > 80%").await;
 
     let mut server = server;
     server.signal("-TERM");
@@ -546,14 +505,7 @@ async fn follower_reconnects_across_a_server_restart() {
     let t = now_ms();
     post(vec![(t, 96.0)], 2).await;
     post(vec![(t + 100, 10.0), (t + 200, 12.0)], 3).await;
-    wait_for("the OK line after the restart", PATIENCE, || async {
-        follower
-            .about("hotproc")
-            .iter()
-            .any(|l| l.starts_with("OK    restart-1 hotproc cpu "))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the OK line after the restart", "OK    restart-1 hotproc cpu ").await;
     let lines = follower.about("hotproc");
     assert_eq!(lines.len(), 2, "RED once, then OK: {lines:?}");
     let active = common::json_of(
