@@ -46,14 +46,13 @@ fn start_server(dir: &Path, config: &str) -> (Proc, String) {
     let addr_file = dir.join("server.addr");
     let mut server = Proc::spawn(
         "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        common::procwatch()
             .arg("--config")
             .arg(&config_file)
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--interval", INTERVAL, "--store", "memory"])
             .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG"),
+            .arg(&addr_file),
     );
     let url = common::wait_addr_file(&mut server.child, &addr_file, "procwatch server", PATIENCE);
     (server, url)
@@ -77,12 +76,11 @@ impl Follower {
     fn start_with(dir: &Path, url: &str, config: &str, extra: &[&str]) -> Follower {
         let config_file = dir.join("alarm.toml");
         std::fs::write(&config_file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        let mut child = common::procwatch()
             .arg("--config")
             .arg(&config_file)
             .args(["alarm", "--server", url])
             .args(extra)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -440,13 +438,12 @@ const READ_TOKEN: &str = "alarm-e2e-read";
 fn start_server_at(dir: &Path, port: u16) -> Proc {
     let mut server = Proc::spawn(
         "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        common::procwatch()
             .arg("server")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", INTERVAL])
             .args(["--read-token", READ_TOKEN])
             .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env_remove("PROCWATCH_CONFIG"),
+            .arg(dir.join("data")),
     );
     common::wait_until(&format!("procwatch server to listen on {port}"), PATIENCE, || {
         server.assert_running();
@@ -517,9 +514,8 @@ async fn follower_reconnects_across_a_server_restart() {
     // A wrong token does not fix itself: procwatch alarm stops with an error.
     let err_file = dir.join("wrong-token.err");
     let mut wrong = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        child: common::procwatch()
             .args(["alarm", "--server", &url, "--token", "wrong"])
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_file).unwrap())

@@ -13,15 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::KillOnDrop;
 
 /// The ```sh blocks that start with `curl`, in order.
 fn curl_examples(markdown: &str) -> Vec<String> {
@@ -93,12 +85,11 @@ fn every_curl_example_of_the_guide_works() {
 
     let tmp = tempfile::tempdir().unwrap();
     let addr_file = tmp.path().join("addr");
-    let mut server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+    let mut server = KillOnDrop(
+        common::procwatch()
             .args(["server", "--listen", "127.0.0.1:0", "--store", "memory", "--interval", "1s"])
             .arg("--addr-file")
             .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -236,8 +227,8 @@ const NOT_RUN: &[(&str, &str)] = &[
 
 /// A guide command line run by `sh -c` in `dir` with `env` (and no config file), its output
 /// discarded; stopped by PID.
-fn spawn_line(line: &str, dir: &Path, env: &[(&str, &str)]) -> Proc {
-    Proc(
+fn spawn_line(line: &str, dir: &Path, env: &[(&str, &str)]) -> KillOnDrop {
+    KillOnDrop(
         Command::new("sh")
             .args(["-c", line])
             .current_dir(dir)
@@ -279,7 +270,7 @@ fn run_to_end(cmd: &str, dir: &Path, env: &[(&str, &str)], limit: Duration) -> S
     c.envs(env.iter().copied());
     let out_file = dir.join("cmd.out");
     let err_file = dir.join("cmd.err");
-    let mut child = Proc(
+    let mut child = KillOnDrop(
         c.stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_file).unwrap())
             .stderr(std::fs::File::create(&err_file).unwrap())
@@ -336,7 +327,7 @@ fn the_guides_procwatch_commands_run_on_loopback() {
         server_cmd.replacen("procwatch", bin, 1).replace("0.0.0.0:8000", "127.0.0.1:0"),
         addr_file.display()
     );
-    let mut server = Proc(
+    let mut server = KillOnDrop(
         Command::new("sh")
             .args(["-c", &server_line])
             .current_dir(dir)

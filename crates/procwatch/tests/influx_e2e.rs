@@ -19,10 +19,6 @@ use common::{post_json, LoggedServer};
 
 const INTERVAL_MS: u64 = 200;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_procwatch")
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -138,12 +134,11 @@ struct Agent {
 
 impl Agent {
     fn start(server: &str, spool: &Path, log: &Path) -> Agent {
-        let child = Command::new(bin())
+        let child = common::procwatch()
             .args(["--log-format", "json", "agent", "--server", server, "--host", "influx-e2e"])
             .args(["--interval", &format!("{INTERVAL_MS}ms"), "--retry-max", "300ms"])
             .arg("--spool-dir")
             .arg(spool)
-            .env_remove("PROCWATCH_CONFIG")
             .env("PROCWATCH_LOG", "procwatch_agent=debug,procwatch=info,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

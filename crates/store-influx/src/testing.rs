@@ -244,3 +244,27 @@ impl Drop for Influxd {
         self.stop();
     }
 }
+
+/// Reads one HTTP/1 request (head and `Content-Length` body) from `s`, for fake servers in
+/// tests; the text is lossy past the head (a gzipped body).
+pub fn read_request(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some(end) = text.find("\r\n\r\n") else { continue };
+        let len = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return text;
+        }
+    }
+}

@@ -139,9 +139,7 @@ async fn compaction_round_trip_and_rewrite_after_compaction() {
     let store =
         SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 4 * 3_600_000, ..opts() })
             .unwrap();
-    for i in 0..1080 {
-        let ts = t0 + i * 10_000 + (i % 7) * 3; // jittered
-        let b = batch("cp-1", i as u64 + 1, (0..5).map(|k| sample(k, i, ts)).collect());
+    for b in workload::three_hours("cp-1", 5, t0) {
         store.write_batch(&b).await.unwrap();
     }
     assert_eq!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0), 0);

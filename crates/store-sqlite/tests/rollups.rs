@@ -174,12 +174,8 @@ async fn rollups_after_compaction_and_a_late_rewrite() {
     let store =
         SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 4 * 3_600_000, ..opts() })
             .unwrap();
-    for i in 0..1080 {
-        let ts = t0 + i * 10_000 + (i % 7) * 3;
-        store
-            .write_batch(&batch("cr-1", i as u64 + 1, (0..4).map(|k| sample(k, i, ts)).collect()))
-            .await
-            .unwrap();
+    for b in workload::three_hours("cr-1", 4, t0) {
+        store.write_batch(&b).await.unwrap();
     }
     let q = hq("cr-1", "proc-1", t0, now);
     let before = store.history_answer(&q).await.unwrap();

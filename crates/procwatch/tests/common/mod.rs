@@ -173,6 +173,26 @@ impl Drop for Proc {
     }
 }
 
+/// A child process SIGKILLed (by PID) on drop if it is still running.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// SIGKILL now, and reap.
+    pub fn kill9(mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("wait");
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The binary under test, without the `PROCWATCH_*` variables (config, server, tokens) that
 /// would change what a test asks of it.
 pub fn procwatch() -> Command {
