@@ -239,24 +239,36 @@ async fn sweeps_taken<K, V>(taken: &Mutex<BTreeMap<K, V>>, n: usize) {
     }
 }
 
+/// A loopback address reserved and closed again: nothing listens there until a test serves.
+fn closed_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Serves `fake` on `addr` once the agent has taken `n` sweeps.
+fn serve_after(
+    fake: &Arc<Fake>,
+    taken: &Arc<Mutex<BTreeMap<i64, usize>>>,
+    addr: SocketAddr,
+    n: usize,
+) {
+    let (fake, taken) = (fake.clone(), taken.clone());
+    tokio::spawn(async move {
+        sweeps_taken(&taken, n).await;
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        serve(fake, l).await;
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_starting_late_gets_the_backlog_merged_and_in_order() {
-    // Reserve a port, then leave it closed for the first sweeps.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    let addr = closed_addr();
     let fake = Arc::new(Fake::default());
     let dir = tempfile::tempdir().unwrap();
     let taken = Arc::new(Mutex::new(BTreeMap::new()));
     let cfg = config(addr, dir.path(), 16);
-    let f2 = fake.clone();
-    let t2 = taken.clone();
-    tokio::spawn(async move {
-        // The server comes up once 6 sweeps are taken (and spooled behind a closed port).
-        sweeps_taken(&t2, 6).await;
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        serve(f2, l).await;
-    });
+    // The server comes up once 6 sweeps are taken (and spooled behind a closed port).
+    serve_after(&fake, &taken, addr, 6);
     let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
         .await
         .unwrap();
@@ -273,9 +285,7 @@ async fn server_starting_late_gets_the_backlog_merged_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spool_cap_drop_is_counted_and_reported_to_the_server() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    let addr = closed_addr();
     let fake = Arc::new(Fake::default());
     let dir = tempfile::tempdir().unwrap();
     let taken = Arc::new(Mutex::new(BTreeMap::new()));
@@ -283,14 +293,8 @@ async fn spool_cap_drop_is_counted_and_reported_to_the_server() {
     // About 500 bytes a sweep: a 3000-byte spool in 1000-byte segments overflows.
     cfg.spool.max_bytes = 3000;
     cfg.spool.segment_bytes = 1000;
-    let f2 = fake.clone();
-    let t2 = taken.clone();
-    tokio::spawn(async move {
-        // The server comes up once 15 sweeps (more than the spool holds) are taken.
-        sweeps_taken(&t2, 15).await;
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        serve(f2, l).await;
-    });
+    // The server comes up once 15 sweeps (more than the spool holds) are taken.
+    serve_after(&fake, &taken, addr, 15);
     let stats = procwatch_agent::run(cfg, synthetic(taken.clone(), None), std::future::pending())
         .await
         .unwrap();

@@ -437,6 +437,14 @@ mod tests {
         task.abort();
     }
 
+    /// The error that ends a follower of `app`'s stream (within 5 s).
+    async fn follow_error(app: axum::Router) -> String {
+        let url = serve(app).await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let run = follow(quick(&url, None), tx);
+        tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap_err().to_string()
+    }
+
     #[tokio::test]
     async fn a_refused_token_ends_the_follower() {
         let app = axum::Router::new().route(
@@ -445,13 +453,8 @@ mod tests {
                 (StatusCode::UNAUTHORIZED, "{\"error\":\"wrong read token\"}")
             }),
         );
-        let url = serve(app).await;
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let err = tokio::time::timeout(Duration::from_secs(5), follow(quick(&url, None), tx))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(err.to_string().contains("401"), "{err}");
+        let err = follow_error(app).await;
+        assert!(err.contains("401"), "{err}");
     }
 
     /// The retry decision is `RetryAction`'s: a 503 (twice) is retried, then a URL that is not
@@ -473,13 +476,8 @@ mod tests {
                 }
             }),
         );
-        let url = serve(app).await;
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let err = tokio::time::timeout(Duration::from_secs(5), follow(quick(&url, None), tx))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(err.to_string().contains("404"), "{err}");
+        let err = follow_error(app).await;
+        assert!(err.contains("404"), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 

@@ -19,12 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+use common::KillOnDrop;
 
 const INTERVAL_MS: u64 = 200;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_procwatch")
-}
 
 /// A free loopback port (bound, then released).
 fn free_addr() -> SocketAddr {
@@ -47,7 +44,7 @@ fn wait_exit(child: &mut Child, what: &str) {
 
 /// A running `procwatch server`; SIGKILLed (by PID) on drop.
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
 }
 
@@ -56,14 +53,13 @@ impl Server {
     fn start(addr: SocketAddr, data: &Path, extra: &[&str]) -> Server {
         let addr_file = data.with_extension(format!("addr-{}", addr.port()));
         let _ = std::fs::remove_file(&addr_file);
-        let mut child = Command::new(bin())
+        let mut child = common::procwatch()
             .args(["server", "--listen", &addr.to_string(), "--interval", "200ms"])
             .arg("--data-dir")
             .arg(data)
             .arg("--addr-file")
             .arg(&addr_file)
             .args(extra)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(data.with_extension("server.log")).expect("log file"))
@@ -76,51 +72,40 @@ impl Server {
             Duration::from_secs(30),
         );
         let addr = url.trim_start_matches("http://").parse().expect("a socket address");
-        Server { child, addr }
+        Server { child: KillOnDrop(child), addr }
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn kill9(self) {
+        self.child.kill9();
     }
 }
 
 /// A running `procwatch agent --server`, logging JSON to a file; SIGKILLed on drop.
 struct Agent {
-    child: Child,
+    child: KillOnDrop,
     log: PathBuf,
 }
 
 impl Agent {
     fn start(server: &str, spool: &Path, log: &Path, extra: &[&str]) -> Agent {
         let err = std::fs::File::create(log).expect("log file");
-        let child = Command::new(bin())
+        let child = common::procwatch()
             .args(["--log-format", "json", "agent", "--server", server, "--host", "e2e-host"])
             .args(["--interval", &format!("{INTERVAL_MS}ms"), "--retry-max", "400ms"])
             .arg("--spool-dir")
             .arg(spool)
             .args(extra)
-            .env_remove("PROCWATCH_CONFIG")
             .env("PROCWATCH_LOG", "procwatch_agent=debug,procwatch=info,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
             .expect("spawn procwatch agent");
-        Agent { child, log: log.to_path_buf() }
+        Agent { child: KillOnDrop(child), log: log.to_path_buf() }
     }
 
     /// Sweeps spooled so far, per ts (from the log).
@@ -138,22 +123,12 @@ impl Agent {
 
     /// SIGTERM (the agent delivers what it can, then exits).
     fn stop(mut self) {
-        kill_term(&self.child);
-        wait_exit(&mut self.child, "agent");
+        kill_term(&self.child.0);
+        wait_exit(&mut self.child.0, "agent");
     }
 
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn kill9(self) {
+        self.child.kill9();
     }
 }
 

@@ -17,14 +17,13 @@
 //! Without an Alertmanager binary the Alertmanager checks print "SKIPPED: ..." and the rest
 //! runs, unless `CI` is set (then the test fails). Every child is killed by PID on drop.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, which};
+use common::{free_port, which, Proc};
 use serde_json::Value;
 
 const INTERVAL: &str = "500ms";
@@ -32,46 +31,6 @@ const INTERVAL_MS: i64 = 500;
 /// How long a wait for an event may take before the test gives up: generous, because the
 /// machine may be busy; a passing run never waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child process killed by PID (SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc { child, name: name.to_owned() }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid()]).status().expect("kill").success();
-        assert!(ok, "kill {sig} {} failed", self.name);
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited early: {status}", self.name);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A short name no other test or process uses (≤ 15 bytes, so `comm` is not truncated).
 fn unique(prefix: &str) -> String {
@@ -87,29 +46,20 @@ fn start_server(dir: &Path, config: &str) -> (Proc, String) {
     let addr_file = dir.join("server.addr");
     let mut server = Proc::spawn(
         "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        common::procwatch()
             .arg("--config")
             .arg(&config_file)
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--interval", INTERVAL, "--store", "memory"])
             .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG"),
+            .arg(&addr_file),
     );
     let url = common::wait_addr_file(&mut server.child, &addr_file, "procwatch server", PATIENCE);
     (server, url)
 }
 
 fn start_agent(dir: &Path, url: &str, host: &str) -> Proc {
-    Proc::spawn(
-        "procwatch agent",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("agent")
-            .args(["--server", url, "--interval", INTERVAL, "--host", host])
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .env_remove("PROCWATCH_CONFIG"),
-    )
+    common::start_agent(dir, url, &["--interval", INTERVAL, "--host", host])
 }
 
 /// `procwatch alarm --server URL`, its stdout lines collected as they come.
@@ -126,26 +76,17 @@ impl Follower {
     fn start_with(dir: &Path, url: &str, config: &str, extra: &[&str]) -> Follower {
         let config_file = dir.join("alarm.toml");
         std::fs::write(&config_file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        let mut child = common::procwatch()
             .arg("--config")
             .arg(&config_file)
             .args(["alarm", "--server", url])
             .args(extra)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn procwatch alarm");
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = common::collect_lines(child.stdout.take().unwrap());
         Follower { _proc: Proc { child, name: "procwatch alarm".into() }, lines }
     }
 
@@ -153,6 +94,14 @@ impl Follower {
     fn about(&self, process: &str) -> Vec<String> {
         let needle = format!(" {process} ");
         self.lines.lock().unwrap().iter().filter(|l| l.contains(&needle)).cloned().collect()
+    }
+
+    /// Waits (at most [`PATIENCE`]) for a line that starts with `prefix`.
+    async fn wait_line(&self, what: &str, prefix: &str) {
+        wait_for(what, PATIENCE, || async {
+            self.lines.lock().unwrap().iter().any(|l| l.starts_with(prefix)).then_some(())
+        })
+        .await
     }
 }
 
@@ -167,26 +116,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     common::wait_until_async_every(what, limit, Duration::from_millis(100), f).await
-}
-
-/// An HTTP server on 127.0.0.1:0 that records every JSON body POSTed to `/hook`.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let sink = bodies.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, bodies)
 }
 
 /// A real Alertmanager on a free loopback port, or `None` (SKIPPED) when not installed.
@@ -251,7 +180,7 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     let burn = unique("pwburn");
     let host = "alarm-e2e-red";
     let am = start_alertmanager(dir).await;
-    let (hook_url, hook) = webhook_receiver().await;
+    let (hook_url, hook) = common::webhook_receiver().await;
     let mut notifiers = format!("[[notifiers]]\ntype = \"webhook\"\nurl = \"{hook_url}\"\n");
     if let Some((_, am_url)) = &am {
         notifiers += &format!(
@@ -298,14 +227,8 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     // Without ?host= the worst level across hosts: the same here.
     let all = get_json(&client, &format!("{url}/ressources-usage/query-alarm/")).await.unwrap();
     assert_eq!(all[burn.as_str()], "RED");
-    wait_for("the RED line of procwatch alarm", PATIENCE, || async {
-        follower
-            .about(&burn)
-            .iter()
-            .any(|l| l.starts_with(&format!("RED   {host} {burn} cpu ")))
-            .then_some(())
-    })
-    .await;
+    let red = format!("RED   {host} {burn} cpu ");
+    follower.wait_line("the RED line of procwatch alarm", &red).await;
     let line_after = started.elapsed();
     println!("RED at query-alarm {red_after:?} and on the console {line_after:?} after the child started (interval {INTERVAL})");
     let line = follower.about(&burn).into_iter().find(|l| l.starts_with("RED")).unwrap();
@@ -357,14 +280,7 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
         v.get(burn.as_str()).is_none().then_some(())
     })
     .await;
-    wait_for("the OK line", PATIENCE, || async {
-        follower
-            .about(&burn)
-            .iter()
-            .any(|l| l.starts_with(&format!("OK    {host} {burn} cpu ")))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the OK line", &format!("OK    {host} {burn} cpu ")).await;
     let lines = follower.about(&burn);
     assert_eq!(lines.len(), 2, "one line per transition: {lines:?}");
     wait_for("the OK event at the webhook", PATIENCE, || async {
@@ -400,11 +316,8 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     // The agent dies: after 3 of its intervals the host raises its own alarm (dead man's
     // switch), on the console and in the store.
     drop(agent);
-    wait_for("the host-silent line", PATIENCE, || async {
-        let want = format!("RED   {host} host silent: no data for ");
-        follower.lines.lock().unwrap().iter().any(|l| l.starts_with(&want)).then_some(())
-    })
-    .await;
+    let silent = format!("RED   {host} host silent: no data for ");
+    follower.wait_line("the host-silent line", &silent).await;
     let active =
         get_json(&client, &format!("{url}/api/v1/alarms?active=true&host={host}")).await.unwrap();
     let silent: Vec<&Value> = active["alarms"]
@@ -471,10 +384,7 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
     })
     .await;
     let prefix = |level: &str| format!("{level:5} {host} {ramp} mem ");
-    wait_for("the RED line", PATIENCE, || async {
-        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("RED"))).then_some(())
-    })
-    .await;
+    follower.wait_line("the RED line", &prefix("RED")).await;
     let lines = follower.about(&ramp);
     let amber = lines.iter().position(|l| l.starts_with(&prefix("AMBER")));
     let red = lines.iter().position(|l| l.starts_with(&prefix("RED")));
@@ -510,10 +420,7 @@ async fn memory_ramp_goes_amber_then_red_and_stale_when_killed() {
         (v[ramp.as_str()] == "STALE").then_some(())
     })
     .await;
-    wait_for("the STALE line", PATIENCE, || async {
-        follower.about(&ramp).iter().any(|l| l.starts_with(&prefix("STALE"))).then_some(())
-    })
-    .await;
+    follower.wait_line("the STALE line", &prefix("STALE")).await;
     assert!(
         !follower.about(&ramp).iter().any(|l| l.starts_with("OK ")),
         "a vanished series is not resolved"
@@ -531,13 +438,12 @@ const READ_TOKEN: &str = "alarm-e2e-read";
 fn start_server_at(dir: &Path, port: u16) -> Proc {
     let mut server = Proc::spawn(
         "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        common::procwatch()
             .arg("server")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", INTERVAL])
             .args(["--read-token", READ_TOKEN])
             .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env_remove("PROCWATCH_CONFIG"),
+            .arg(dir.join("data")),
     );
     common::wait_until(&format!("procwatch server to listen on {port}"), PATIENCE, || {
         server.assert_running();
@@ -571,14 +477,7 @@ async fn follower_reconnects_across_a_server_restart() {
     let server = start_server_at(dir, port);
     let follower = Follower::start_with(dir, &url, "", &["--token", READ_TOKEN]);
     post(vec![(now_ms(), 95.0)], 1).await;
-    wait_for("the RED line", PATIENCE, || async {
-        follower
-            .about("hotproc")
-            .iter()
-            .any(|l| l.starts_with("RED   restart-1 hotproc cpu 95.0% > 80%"))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the RED line", "RED   restart-1 hotproc cpu 95.0% > 80%").await;
 
     let mut server = server;
     server.signal("-TERM");
@@ -603,33 +502,20 @@ async fn follower_reconnects_across_a_server_restart() {
     let t = now_ms();
     post(vec![(t, 96.0)], 2).await;
     post(vec![(t + 100, 10.0), (t + 200, 12.0)], 3).await;
-    wait_for("the OK line after the restart", PATIENCE, || async {
-        follower
-            .about("hotproc")
-            .iter()
-            .any(|l| l.starts_with("OK    restart-1 hotproc cpu "))
-            .then_some(())
-    })
-    .await;
+    follower.wait_line("the OK line after the restart", "OK    restart-1 hotproc cpu ").await;
     let lines = follower.about("hotproc");
     assert_eq!(lines.len(), 2, "RED once, then OK: {lines:?}");
-    let active: Value = client
-        .get(format!("{url}/ressources-usage/query-alarm/"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active = common::json_of(
+        client.get(format!("{url}/ressources-usage/query-alarm/")).bearer_auth(READ_TOKEN),
+    )
+    .await;
     assert!(active.get("hotproc").is_none(), "{active}");
 
     // A wrong token does not fix itself: procwatch alarm stops with an error.
     let err_file = dir.join("wrong-token.err");
     let mut wrong = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        child: common::procwatch()
             .args(["alarm", "--server", &url, "--token", "wrong"])
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_file).unwrap())

@@ -7,85 +7,31 @@
 //! - ZooKeeper killed: ingestion answers 503 with a JSON error (never a 2xx), reads still
 //!   answer; after ZooKeeper returns ingestion answers 200 again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{post_json, LoggedServer};
 use procwatch_store_clickhouse::testing::{Cluster, CLUSTER};
 use serde_json::{json, Value};
+
+mod common;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// A running `procwatch server --store clickhouse`; SIGKILLed (by PID) on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(ch_url: &str, db: &str, dir: &Path, name: &str) -> Server {
-        let addr_file = dir.join(format!("{name}.addr"));
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .args(["server", "--listen", "127.0.0.1:0", "--store", "clickhouse"])
-            .args(["--clickhouse-url", ch_url, "--clickhouse-cluster", CLUSTER])
-            .args(["--clickhouse-database", db, "--interval", "200ms"])
-            .arg("--data-dir")
-            .arg(dir.join(format!("{name}.data")))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn procwatch server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                if !a.trim().is_empty() {
-                    return Server { child, url: format!("http://{}", a.trim()), log };
-                }
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!(
-                    "server {name} exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "server {name} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {}:\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
+/// A running `procwatch server --store clickhouse` on `ch_url`'s database `db`.
+fn start_server(ch_url: &str, db: &str, dir: &Path, name: &str) -> LoggedServer {
+    let args = ["--store", "clickhouse", "--clickhouse-url", ch_url];
+    let args =
+        [&args[..], &["--clickhouse-cluster", CLUSTER, "--clickhouse-database", db]].concat();
+    LoggedServer::start(dir, name, &[&args[..], &["--interval", "200ms"]].concat())
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     let resp = client.get(url).send().await.expect("GET");
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let resp = client.post(url).json(body).send().await.expect("POST");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 fn batch(seq: u64, ts: i64) -> Value {
@@ -105,12 +51,12 @@ async fn two_servers_on_the_clickhouse_cluster_and_zookeeper_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(&cluster.url(0), "e2e", dir.path(), "a");
-    let b = Server::start(&cluster.url(3), "e2e", dir.path(), "b");
+    let a = start_server(&cluster.url(0), "e2e", dir.path(), "a");
+    let b = start_server(&cluster.url(3), "e2e", dir.path(), "b");
     let client = reqwest::Client::new();
 
     let t = now_ms() - 1_000;
-    let (s, body) = post(&client, &format!("{}/api/v1/samples", a.url), &batch(1, t)).await;
+    let (s, body) = post_json(&client, &format!("{}/api/v1/samples", a.url), &batch(1, t)).await;
     assert_eq!(s, 200, "{body}");
     // Written through A, answered by B: the seed route, the v1 API, the dashboard.
     let (s, all) = get(&client, &format!("{}/ressources-usage/get-all?host=ch-1", b.url)).await;
@@ -125,7 +71,8 @@ async fn two_servers_on_the_clickhouse_cluster_and_zookeeper_down() {
 
     // ZooKeeper down: ingestion is refused with a JSON error, never acknowledged.
     cluster.kill_zookeeper();
-    let (s, body) = post(&client, &format!("{}/api/v1/samples", a.url), &batch(2, t + 200)).await;
+    let (s, body) =
+        post_json(&client, &format!("{}/api/v1/samples", a.url), &batch(2, t + 200)).await;
     assert_eq!(s, 503, "ingestion with ZooKeeper down: {body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("unavailable")), "{body}");
     let (s, _) = get(&client, &format!("{}/ressources-usage/get-all?host=ch-1", b.url)).await;
@@ -136,7 +83,7 @@ async fn two_servers_on_the_clickhouse_cluster_and_zookeeper_down() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (s, body) =
-            post(&client, &format!("{}/api/v1/samples", a.url), &batch(2, t + 200)).await;
+            post_json(&client, &format!("{}/api/v1/samples", a.url), &batch(2, t + 200)).await;
         if s == 200 {
             break;
         }

@@ -45,33 +45,12 @@ fn wait_file(path: &Path, p: &mut Proc, limit: Duration) -> String {
 }
 
 fn start_server(dir: &Path) -> (Proc, String) {
-    let addr_file = dir.join("server.addr");
-    let mut server = Proc::spawn(
-        "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--interval", &format!("{INTERVAL_S}s")])
-            .args(["--read-token", READ_TOKEN])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG"),
-    );
-    let addr = wait_file(&addr_file, &mut server, Duration::from_secs(30));
-    (server, format!("http://{}", addr.trim()))
+    let interval = format!("{INTERVAL_S}s");
+    common::start_server(dir, &["--interval", &interval, "--read-token", READ_TOKEN])
 }
 
 fn start_agent(dir: &Path, url: &str) -> Proc {
-    Proc::spawn(
-        "procwatch agent",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("agent")
-            .args(["--server", url, "--interval", &format!("{INTERVAL_S}s"), "--host", HOST])
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .env_remove("PROCWATCH_CONFIG"),
-    )
+    common::start_agent(dir, url, &["--interval", &format!("{INTERVAL_S}s"), "--host", HOST])
 }
 
 /// Headless Chromium started by the test, and chromedriver attached to it.
@@ -147,15 +126,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "goog:chromeOptions": {"debuggerAddress": format!("127.0.0.1:{devtools_port}")}
         }}});
-        let v: Value = client
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = common::json_of(client.post(format!("{base}/session")).json(&caps)).await;
         let session = v["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {v}"))

@@ -13,15 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::KillOnDrop;
 
 /// The ```sh blocks that start with `curl`, in order.
 fn curl_examples(markdown: &str) -> Vec<String> {
@@ -50,26 +42,54 @@ fn extracts_sh_curl_blocks_only() {
     assert_eq!(curl_examples(md), vec!["curl -s http://x/a".to_owned()]);
 }
 
+/// Whether `curl` is installed; when it is not, SKIPPED (a failure under `CI`: it is in
+/// `.ci/packages.txt`).
+fn have_curl() -> bool {
+    let ok = Command::new("curl").arg("--version").output().is_ok();
+    if !ok {
+        common::skip_or_fail("no curl binary");
+    }
+    ok
+}
+
+/// Waits (at most 60 s) for two more alarm evaluation passes of the server, counted by its
+/// own histogram in `/metrics`, read by `curl -s <args>`.
+fn wait_two_evaluation_passes(args: &[&str]) {
+    let passes = || {
+        let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("procwatch_alarm_evaluation_duration_seconds_count"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = passes();
+    common::wait_until("two more evaluation passes", Duration::from_secs(60), || {
+        (passes() >= start + 2).then_some(())
+    });
+}
+
+/// The text of `docs/guide.md`.
+fn guide() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md"))
+        .unwrap()
+}
+
 #[test]
 fn every_curl_example_of_the_guide_works() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "curl is missing (in .ci/packages.txt)");
-        // Past the output capture, so the line shows: `.ci/run` counts SKIPPED lines.
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: no curl binary\n");
+    if !have_curl() {
         return;
     }
-    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md");
-    let examples = curl_examples(&std::fs::read_to_string(&guide).unwrap());
+    let examples = curl_examples(&guide());
     assert!(examples.len() >= 15, "only {} curl examples found in the guide", examples.len());
 
     let tmp = tempfile::tempdir().unwrap();
     let addr_file = tmp.path().join("addr");
-    let mut server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
+    let mut server = KillOnDrop(
+        common::procwatch()
             .args(["server", "--listen", "127.0.0.1:0", "--store", "memory", "--interval", "1s"])
             .arg("--addr-file")
             .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -144,18 +164,7 @@ fn every_curl_example_of_the_guide_works() {
         events["alarms"].as_array().unwrap().iter().filter(|e| e["kind"] == "host_retired").count();
     assert_eq!(n, 2, "{events}");
     // Two more evaluation passes (counted by the server's own histogram) change nothing.
-    let passes = || {
-        let out = Command::new("curl").args(["-s", &format!("{base}/metrics")]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with("procwatch_alarm_evaluation_duration_seconds_count"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let start = passes();
-    common::wait_until("two more evaluation passes", Duration::from_secs(60), || {
-        (passes() >= start + 2).then_some(())
-    });
+    wait_two_evaluation_passes(&[&format!("{base}/metrics")]);
     assert_eq!(active(), Vec::<serde_json::Value>::new());
 }
 
@@ -218,8 +227,8 @@ const NOT_RUN: &[(&str, &str)] = &[
 
 /// A guide command line run by `sh -c` in `dir` with `env` (and no config file), its output
 /// discarded; stopped by PID.
-fn spawn_line(line: &str, dir: &Path, env: &[(&str, &str)]) -> Proc {
-    Proc(
+fn spawn_line(line: &str, dir: &Path, env: &[(&str, &str)]) -> KillOnDrop {
+    KillOnDrop(
         Command::new("sh")
             .args(["-c", line])
             .current_dir(dir)
@@ -261,7 +270,7 @@ fn run_to_end(cmd: &str, dir: &Path, env: &[(&str, &str)], limit: Duration) -> S
     c.envs(env.iter().copied());
     let out_file = dir.join("cmd.out");
     let err_file = dir.join("cmd.err");
-    let mut child = Proc(
+    let mut child = KillOnDrop(
         c.stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_file).unwrap())
             .stderr(std::fs::File::create(&err_file).unwrap())
@@ -277,13 +286,10 @@ fn run_to_end(cmd: &str, dir: &Path, env: &[(&str, &str)], limit: Duration) -> S
 
 #[test]
 fn the_guides_procwatch_commands_run_on_loopback() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "curl is missing (in .ci/packages.txt)");
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: no curl binary\n");
+    if !have_curl() {
         return;
     }
-    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md");
-    let commands = procwatch_commands(&std::fs::read_to_string(&guide).unwrap());
+    let commands = procwatch_commands(&guide());
     for (cmd, _) in NOT_RUN {
         assert!(commands.iter().any(|c| c == cmd), "NOT_RUN lists {cmd:?}, the guide does not");
     }
@@ -321,7 +327,7 @@ fn the_guides_procwatch_commands_run_on_loopback() {
         server_cmd.replacen("procwatch", bin, 1).replace("0.0.0.0:8000", "127.0.0.1:0"),
         addr_file.display()
     );
-    let mut server = Proc(
+    let mut server = KillOnDrop(
         Command::new("sh")
             .args(["-c", &server_line])
             .current_dir(dir)
@@ -407,19 +413,7 @@ fn the_guides_procwatch_commands_run_on_loopback() {
     let active_url = format!("{base}/api/v1/alarms?active=true&limit=0");
     let active = || curl_json(&["-H", &auth, &active_url])["alarms"].clone();
     assert_eq!(active(), serde_json::json!([]));
-    let metrics_url = format!("{base}/metrics");
-    let passes = || {
-        let out = Command::new("curl").args(["-s", "-H", &auth, &metrics_url]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with("procwatch_alarm_evaluation_duration_seconds_count"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let start = passes();
-    common::wait_until("two more evaluation passes", Duration::from_secs(60), || {
-        (passes() >= start + 2).then_some(())
-    });
+    wait_two_evaluation_passes(&["-H", &auth, &format!("{base}/metrics")]);
     assert_eq!(active(), serde_json::json!([]));
     assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
 }

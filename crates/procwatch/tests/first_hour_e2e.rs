@@ -221,7 +221,6 @@ struct Follower {
 
 impl Follower {
     fn start(url: &str, config: &Path, state: &Path) -> Follower {
-        use std::io::BufRead;
         let mut child = bin()
             .arg("--config")
             .arg(config)
@@ -234,14 +233,7 @@ impl Follower {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = common::collect_lines(child.stdout.take().unwrap());
         Follower { child, lines }
     }
 
@@ -279,21 +271,7 @@ async fn a_restarted_follower_resumes_and_does_not_announce_twice() {
     let (_server, url) = start_server(dir.path(), "");
     let client = reqwest::Client::new();
     // A webhook receiver: every POST body.
-    let posts: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = posts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hook, posts) = common::webhook_receiver().await;
     let config = dir.path().join("alarm.toml");
     std::fs::write(&config, format!("[[notifiers]]\ntype = \"webhook\"\nurl = \"{hook}\"\n"))
         .unwrap();

@@ -15,83 +15,23 @@ use procwatch_store_influx::testing::Influxd;
 use serde_json::{json, Value};
 
 mod common;
+use common::{post_json, LoggedServer};
 
 const INTERVAL_MS: u64 = 200;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_procwatch")
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// A running `procwatch server --store influxdb`; SIGKILLed (by PID) on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(influx_url: &str, db: &str, dir: &Path, name: &str) -> Server {
-        let addr_file = dir.join(format!("{name}.addr"));
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--store", "influxdb"])
-            .args(["--influx-url", influx_url, "--influx-db", db])
-            .args(["--interval", &format!("{INTERVAL_MS}ms")])
-            .arg("--data-dir")
-            .arg(dir.join(format!("{name}.data")))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn procwatch server");
-        let url =
-            common::wait_until(&format!("server {name} to start"), Duration::from_secs(30), || {
-                if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                    if !a.trim().is_empty() {
-                        return Some(format!("http://{}", a.trim()));
-                    }
-                }
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    panic!(
-                        "server {name} exited with {status}:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                None
-            });
-        Server { child, url, log }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {}:\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
+/// A running `procwatch server --store influxdb` on `influx_url`'s database `db`.
+fn start_server(influx_url: &str, db: &str, dir: &Path, name: &str) -> LoggedServer {
+    let interval = format!("{INTERVAL_MS}ms");
+    let args = ["--store", "influxdb", "--influx-url", influx_url, "--influx-db", db];
+    LoggedServer::start(dir, name, &[&args[..], &["--interval", &interval]].concat())
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
     let resp = client.get(url).send().await.expect("GET");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let resp = client.post(url).json(body).send().await.expect("POST");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -109,8 +49,8 @@ async fn two_servers_on_one_influxdb_agree() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Server::start(&influxd.url(), "shared", dir.path(), "a");
-    let b = Server::start(&influxd.url(), "shared", dir.path(), "b");
+    let a = start_server(&influxd.url(), "shared", dir.path(), "a");
+    let b = start_server(&influxd.url(), "shared", dir.path(), "b");
     let client = reqwest::Client::new();
 
     // Recent samples from a host with a 10 s interval: fresh for the alarm evaluators.
@@ -124,7 +64,8 @@ async fn two_servers_on_one_influxdb_agree() {
                    {"ts": ts, "process": "nginx web", "cpu": 3.0, "cores": 0.06, "mem": 1.5,
                     "rss": 200_000, "count": 4}]})
     };
-    let (s, body) = post(&client, &format!("{}/api/v1/samples", a.url), &batch(1, t, 95.0)).await;
+    let (s, body) =
+        post_json(&client, &format!("{}/api/v1/samples", a.url), &batch(1, t, 95.0)).await;
     assert_eq!(s, 200, "{body}");
 
     // Written through A, read through B: same answers as A, and the values written.
@@ -137,7 +78,7 @@ async fn two_servers_on_one_influxdb_agree() {
 
     // The host bookkeeping is shared too: B continues A's seq.
     let (s, body) =
-        post(&client, &format!("{}/api/v1/samples", b.url), &batch(2, t + 200, 96.0)).await;
+        post_json(&client, &format!("{}/api/v1/samples", b.url), &batch(2, t + 200, 96.0)).await;
     assert_eq!((s, body["seq_gap"].as_u64()), (200, Some(0)), "{body}");
     let (_, ha) = get(&client, &format!("{}/api/v1/hosts", a.url)).await;
     let (_, hb) = get(&client, &format!("{}/api/v1/hosts", b.url)).await;
@@ -155,7 +96,7 @@ async fn two_servers_on_one_influxdb_agree() {
     loop {
         let via = if seq % 2 == 0 { &a.url } else { &b.url };
         let (s, body) =
-            post(&client, &format!("{via}/api/v1/samples"), &batch(seq, now_ms(), 95.0)).await;
+            post_json(&client, &format!("{via}/api/v1/samples"), &batch(seq, now_ms(), 95.0)).await;
         assert_eq!(s, 200, "{body}");
         seq += 1;
         let (_, xa) = get(&client, &format!("{}{alarms}", a.url)).await;
@@ -193,12 +134,11 @@ struct Agent {
 
 impl Agent {
     fn start(server: &str, spool: &Path, log: &Path) -> Agent {
-        let child = Command::new(bin())
+        let child = common::procwatch()
             .args(["--log-format", "json", "agent", "--server", server, "--host", "influx-e2e"])
             .args(["--interval", &format!("{INTERVAL_MS}ms"), "--retry-max", "300ms"])
             .arg("--spool-dir")
             .arg(spool)
-            .env_remove("PROCWATCH_CONFIG")
             .env("PROCWATCH_LOG", "procwatch_agent=debug,procwatch=info,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -292,7 +232,7 @@ async fn influxd_stopped_while_an_agent_sends_loses_no_sample() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&influxd.url(), "outage", dir.path(), "server");
+    let server = start_server(&influxd.url(), "outage", dir.path(), "server");
     let mut agent =
         Agent::start(&server.url, &dir.path().join("spool"), &dir.path().join("agent.log"));
     let client = reqwest::Client::new();
@@ -303,7 +243,7 @@ async fn influxd_stopped_while_an_agent_sends_loses_no_sample() {
     // While influxd is down: ingestion and queries answer 503 with a clear message.
     let batch = json!({"host": "probe", "seq": 1, "interval_ms": 1000,
                        "samples": [{"ts": now_ms(), "process": "x", "cpu": 1.0, "mem": 1.0}]});
-    let (s, body) = post(&client, &format!("{}/api/v1/samples", server.url), &batch).await;
+    let (s, body) = post_json(&client, &format!("{}/api/v1/samples", server.url), &batch).await;
     assert_eq!(s, 503, "{body}");
     assert!(body["error"].as_str().unwrap_or("").contains("store unavailable"), "{body}");
     let (s, body) = get(&client, &format!("{}/ressources-usage/get-all", server.url)).await;

@@ -18,33 +18,12 @@ const HOST: &str = "prom-e2e";
 const READ_TOKEN: &str = "prom-read-token";
 
 fn start_server(dir: &Path) -> (Proc, String) {
-    let addr_file = dir.join("server.addr");
-    let mut server = Proc::spawn(
-        "procwatch server",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--interval", "1s", "--read-token", READ_TOKEN])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env_remove("PROCWATCH_CONFIG"),
-    );
-    let url = server.wait_for_addr(&addr_file, Duration::from_secs(30));
-    (server, url)
+    common::start_server(dir, &["--interval", "1s", "--read-token", READ_TOKEN])
 }
 
 fn start_agent(dir: &Path, url: &str, metrics_addr: &str) -> Proc {
-    Proc::spawn(
-        "procwatch agent",
-        Command::new(env!("CARGO_BIN_EXE_procwatch"))
-            .arg("agent")
-            .args(["--server", url, "--interval", "1s", "--host", HOST])
-            .args(["--metrics-listen", metrics_addr])
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .env_remove("PROCWATCH_CONFIG"),
-    )
+    let args = ["--interval", "1s", "--host", HOST, "--metrics-listen", metrics_addr];
+    common::start_agent(dir, url, &args)
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
@@ -296,15 +275,10 @@ async fn prometheus_scrapes_per_process_series() {
             assert!(text.contains(&format!("# TYPE {base}")), "{name} (in {e}) is not exported");
         }
         let q = e.replace("$host", ".*").replace("$topn", "10").replace("$__rate_interval", "1m");
-        let r: Value = client
-            .get(format!("{prom_url}/api/v1/query"))
-            .query(&[("query", q.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = common::json_of(
+            client.get(format!("{prom_url}/api/v1/query")).query(&[("query", q.as_str())]),
+        )
+        .await;
         assert_eq!(r["status"], "success", "{q}: {r}");
     }
 }

@@ -2,39 +2,38 @@
 //! with `--addr-file`, talk HTTP, stop with SIGTERM or SIGKILL, restart on the same data dir.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
 mod common;
-use common::{wait_addr_file, wait_exit};
+use common::{wait_addr_file, wait_exit, KillOnDrop};
 
 /// A running `procwatch server`; killed (SIGKILL, by PID) on drop.
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     url: String,
 }
 
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let addr_file = data_dir.with_extension(format!("addr-{}", nanos()));
-        let child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        let child = common::procwatch()
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--addr-file")
             .arg(&addr_file)
             .args(extra)
-            .env_remove("PROCWATCH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn procwatch server");
-        let mut server = Server { child, url: String::new() };
+        let mut server = Server { child: KillOnDrop(child), url: String::new() };
         server.url = wait_addr_file(
-            &mut server.child,
+            &mut server.child.0,
             &addr_file,
             "procwatch server",
             Duration::from_secs(30),
@@ -49,7 +48,7 @@ impl Server {
 
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &self.child.0.id().to_string()])
             .status()
             .expect("run kill")
             .success();
@@ -57,24 +56,14 @@ impl Server {
     }
 
     /// SIGKILL and reap.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
+    fn kill9(self) {
+        self.child.kill9();
     }
 
     /// SIGTERM; the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
-        wait_exit(&mut self.child, "the server, after SIGTERM,", Duration::from_secs(30))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wait_exit(&mut self.child.0, "the server, after SIGTERM,", Duration::from_secs(30))
     }
 }
 
@@ -236,11 +225,10 @@ async fn agent_shows_up_in_hosts_and_get_all() {
     let s = Server::start(&data, &[]);
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+    let mut agent = common::procwatch()
         .arg("agent")
         .args(["--server", &s.url, "--interval", "1s", "--host", "e2e-agent", "--spool-dir"])
         .arg(tmp.path().join("spool"))
-        .env_remove("PROCWATCH_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 mod common;
+use common::KillOnDrop;
 
 /// Rounds per test: the race was a narrow window, so one round proves little.
 const ROUNDS: usize = 8;
@@ -30,23 +31,13 @@ fn bin() -> Command {
     c
 }
 
-/// A child killed by PID on drop if it is still running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().to_string();
     assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
 }
 
 /// Waits for the child to exit; a child still running after [`HANG`] is a hang.
-fn wait_exit(p: &mut Proc, what: &str) -> ExitStatus {
+fn wait_exit(p: &mut KillOnDrop, what: &str) -> ExitStatus {
     common::wait_exit(&mut p.0, &format!("{what} (a hang if it does not) after the signal"), HANG)
 }
 
@@ -64,7 +55,7 @@ fn up_stops_cleanly_on_sigint_right_after_the_banner() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut up = Proc(child);
+        let mut up = KillOnDrop(child);
         let stdout = up.0.stdout.take().unwrap();
         let mut lines = std::io::BufReader::new(stdout).lines();
         let first = lines.next().expect("a banner line").unwrap();
@@ -91,7 +82,7 @@ fn server_stops_cleanly_on_sigterm_right_after_the_address_file() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut server = Proc(child);
+        let mut server = KillOnDrop(child);
         wait_for_file(&mut server, &addr_file);
         signal(&server.0, if round % 2 == 0 { "-TERM" } else { "-INT" });
         let status = wait_exit(&mut server, "procwatch server");
@@ -100,7 +91,7 @@ fn server_stops_cleanly_on_sigterm_right_after_the_address_file() {
 }
 
 /// Polls for the address file (written whole, then renamed into place).
-fn wait_for_file(p: &mut Proc, path: &Path) {
+fn wait_for_file(p: &mut KillOnDrop, path: &Path) {
     common::wait_until(&format!("the address file {}", path.display()), HANG, || {
         if let Some(s) = p.0.try_wait().unwrap() {
             panic!("exited before writing {}: {s}", path.display());

@@ -19,55 +19,33 @@
 //!
 //! Every child is killed by PID on drop.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
+use common::KillOnDrop;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a wait for an event may take before the test gives up: generous, because the
 /// machine may be busy; a passing run never waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A child process killed by PID on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `procwatch up` with its stdout and stderr collected line by line.
 struct Up {
-    proc: Proc,
+    proc: KillOnDrop,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
 
 impl Up {
     fn start(dir: &Path, data: &Path, config: &Path) -> Up {
         let addr_file = dir.join("up.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        let mut child = common::procwatch()
             .arg("--config")
             .arg(config)
             .arg("up")
@@ -76,16 +54,15 @@ impl Up {
             .arg(&addr_file)
             .arg("--data-dir")
             .arg(data)
-            .env_remove("PROCWATCH_CONFIG")
             .env("PROCWATCH_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn procwatch up");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Up { proc: Proc(child), stdout, stderr }
+        let stdout = common::collect_lines(child.stdout.take().unwrap());
+        let stderr = common::collect_lines(child.stderr.take().unwrap());
+        Up { proc: KillOnDrop(child), stdout, stderr }
     }
 
     /// Waits for the URL line; checks it against the address file.
@@ -160,7 +137,7 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
         ),
     )
     .unwrap();
-    let burn = Proc(
+    let burn = KillOnDrop(
         Command::new(&burn_bin)
             .args(["-c", "while :; do :; done"])
             .stdin(Stdio::null())
@@ -209,11 +186,8 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
 
     // `procwatch status` against the live server: the host, the busy child at the top, the
     // alarm; one screen of at most 100 columns.
-    let out = Command::new(env!("CARGO_BIN_EXE_procwatch"))
-        .args(["status", "--top", "30", "--server", &url])
-        .env_remove("PROCWATCH_CONFIG")
-        .output()
-        .unwrap();
+    let out =
+        common::procwatch().args(["status", "--top", "30", "--server", &url]).output().unwrap();
     let screen = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
     assert!(screen.lines().all(|l| l.chars().count() <= 100), "{screen}");

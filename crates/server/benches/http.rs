@@ -20,8 +20,7 @@
 //! flight. Queries run one at a time on one connection and are timed to the last body byte.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +30,7 @@ use procwatch_model::{Batch, Sample};
 use procwatch_server::ServerConfig;
 use procwatch_store::memory::MemoryStore;
 use procwatch_store::Storage;
+use procwatch_store_influx::testing::{Influxd, Tuning};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 
 const STEP_MS: i64 = 10_000;
@@ -225,84 +225,32 @@ fn dir_bytes(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
     total
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The peer: a real `influxd` (as the influx tests start it, killed on drop), tuned to
+/// snapshot and compact soon after writes stop, with no series or body limits.
+fn start_influx() -> Option<Influxd> {
+    let tuning = Tuning {
+        data: "cache-snapshot-write-cold-duration = \"2s\"\ncompact-full-write-cold-duration = \"5s\"\nmax-series-per-database = 0\nmax-values-per-tag = 0",
+        http: "max-body-size = 0",
+    };
+    Influxd::start_tuned_or_skip("http bench influxdb peer", tuning)
 }
 
-/// A real `influxd` with a temp config on free loopback ports; killed on drop.
-struct Influx {
-    child: Child,
-    url: String,
-    dir: PathBuf,
+/// Creates the benchmark's database.
+async fn create_bench_db(ix: &Influxd, client: &reqwest::Client) {
+    let resp = client
+        .post(format!("{}/query", ix.url()))
+        .form(&[("q", "CREATE DATABASE bench")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
 }
 
-impl Influx {
-    fn start(dir: &Path) -> Option<Influx> {
-        let (http, rpc) = (free_port(), free_port());
-        let config = format!(
-            r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "2s"
-  compact-full-write-cold-duration = "5s"
-  max-series-per-database = 0
-  max-values-per-tag = 0
-[http]
-  bind-address = "127.0.0.1:{http}"
-  log-enabled = false
-  max-body-size = 0
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-"#,
-            d = dir.display()
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let cfg = dir.join("influxdb.conf");
-        std::fs::write(&cfg, config).unwrap();
-        let child = Command::new("influxd")
-            .arg("-config")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(Influx { child, url: format!("http://127.0.0.1:{http}"), dir: dir.to_owned() })
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{}/ping", self.url)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "influxd did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let resp = client
-            .post(format!("{}/query", self.url))
-            .form(&[("q", "CREATE DATABASE bench")])
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-    }
-
-    fn query_url(&self, q: &str) -> String {
-        let mut u = reqwest::Url::parse(&format!("{}/query", self.url)).unwrap();
-        u.query_pairs_mut().append_pair("db", "bench").append_pair("q", q);
-        u.to_string()
-    }
-}
-
-impl Drop for Influx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The URL of InfluxQL `q` on the benchmark's database.
+fn query_url(ix: &Influxd, q: &str) -> String {
+    let mut u = reqwest::Url::parse(&format!("{}/query", ix.url())).unwrap();
+    u.query_pairs_mut().append_pair("db", "bench").append_pair("q", q);
+    u.to_string()
 }
 
 fn main() {
@@ -388,16 +336,13 @@ fn main() {
 
     let client_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let influx = if with_influx { Influx::start(&tmp.path().join("influx")) } else { None };
-    if with_influx && influx.is_none() {
-        eprintln!("SKIPPED InfluxDB: influxd not found (apt-get install -y influxdb)");
-    }
+    let influx = if with_influx { start_influx() } else { None };
 
     let mut results: BTreeMap<&str, (String, String)> = BTreeMap::new();
     client_rt.block_on(async {
         let client = reqwest::Client::builder().pool_max_idle_per_host(conns * 2).build().unwrap();
         if let Some(ix) = &influx {
-            ix.wait_ready(&client).await;
+            create_bench_db(ix, &client).await;
         }
         let ingest = format!("{base}/api/v1/samples");
         let rate = |n: usize, d: Duration| format!("{:.0} samples/s", n as f64 / d.as_secs_f64());
@@ -412,7 +357,7 @@ fn main() {
         }
         let (mut theirs_5k, mut theirs_300) = ("-".to_owned(), "-".to_owned());
         if let Some(ix) = &influx {
-            let url = format!("{}/write?db=bench&precision=ms", ix.url);
+            let url = format!("{}/write?db=bench&precision=ms", ix.url());
             let d = send_all(&client, &url, "text/plain", &solo_p.lines, conns).await;
             theirs_5k = rate(solo_p.samples, d);
             let d = send_all(&client, &url, "text/plain", &fleet_p.lines, conns).await;
@@ -498,7 +443,7 @@ fn main() {
             let ours = fmt(&latency(&client, &ours_url, n).await);
             let theirs = match &influx {
                 Some(_) if influxql.is_empty() => "-".into(),
-                Some(ix) => fmt(&latency(&client, &ix.query_url(&influxql), n.min(50)).await),
+                Some(ix) => fmt(&latency(&client, &query_url(ix, &influxql), n.min(50)).await),
                 None => "-".into(),
             };
             results.insert(name, (ours, theirs));
@@ -531,9 +476,9 @@ fn main() {
         Some(ix) => {
             std::thread::sleep(Duration::from_secs(30));
             let is_tsm = |p: &Path| p.extension().is_some_and(|e| e == "tsm");
-            let tsm = dir_bytes(&ix.dir.join("data"), &is_tsm);
-            let other = dir_bytes(&ix.dir.join("data"), &|p| !is_tsm(p));
-            let wal = dir_bytes(&ix.dir.join("wal"), &|_| true);
+            let tsm = dir_bytes(&ix.dir().join("data"), &is_tsm);
+            let other = dir_bytes(&ix.dir().join("data"), &|p| !is_tsm(p));
+            let wal = dir_bytes(&ix.dir().join("wal"), &|_| true);
             format!(
                 "{:.2} B/sample in TSM files ({:.2} B/sample with the series file and index: TSM {tsm} B, other {other} B, WAL {wal} B)",
                 tsm as f64 / total,

@@ -337,23 +337,7 @@ mod tests {
     #[test]
     fn keeps_pinned_alarming_and_near_threshold_tail_processes() {
         let g = Governor::new(GovernorConfig::new(1, vec![Glob::new("pin*")]));
-        let ev = AlarmEvent {
-            id: "x".into(),
-            kind: Default::default(),
-            host: "h".into(),
-            process: "alarming".into(),
-            metric: Metric::Cpu,
-            level: Level::Red,
-            previous: Level::Ok,
-            start: 0,
-            end: None,
-            value: 95.0,
-            peak: 95.0,
-            threshold: 80.0,
-            forecast: None,
-            eta_seconds: None,
-            reason: None,
-        };
+        let ev = procwatch_store::conformance::red_event("x", "h", "alarming", 0);
         g.set_alarming(&[ev]);
         // Default rules: threshold 80, so 40 % cpu is "about to".
         let mut b = batch(vec![

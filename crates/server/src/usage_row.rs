@@ -163,11 +163,11 @@ impl<'de> Deserialize<'de> for RowView {
 mod tests {
     use super::*;
 
-    #[test]
-    fn row_view_keeps_only_the_asked_fields() {
+    /// Process `p` (of `host`), every figure the same stats.
+    fn row(host: Option<&str>) -> UsageRow {
         let st = Stats { mean: 1.0, min: 0.5, max: 2.0, last: 1.5, p95: 1.9 };
-        let row = UsageRow {
-            host: Some("h".into()),
+        UsageRow {
+            host: host.map(str::to_owned),
             process: "p".into(),
             cpu: st,
             cores: st,
@@ -176,7 +176,12 @@ mod tests {
             count: 2,
             samples: 3,
             last_ts: 7,
-        };
+        }
+    }
+
+    #[test]
+    fn row_view_keeps_only_the_asked_fields() {
+        let row = row(Some("h"));
         let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL }).unwrap();
         assert_eq!(all, serde_json::to_value(&row).unwrap());
         let fields = Fields::parse(Some("cpu,mem"), Some("mean")).unwrap();
@@ -192,18 +197,7 @@ mod tests {
 
     #[test]
     fn a_row_reads_back_as_it_was_written() {
-        let st = Stats { mean: 1.0, min: 0.5, max: 2.0, last: 1.5, p95: 1.9 };
-        let row = UsageRow {
-            host: None,
-            process: "p".into(),
-            cpu: st,
-            cores: st,
-            mem: st,
-            rss: st,
-            count: 2,
-            samples: 3,
-            last_ts: 7,
-        };
+        let row = row(None);
         for fields in [Fields::ALL, Fields::parse(Some("cpu,rss"), Some("mean,last")).unwrap()] {
             let json = serde_json::to_value(RowView { row: row.clone(), fields }).unwrap();
             let back: RowView = serde_json::from_value(json.clone()).unwrap();

@@ -437,8 +437,8 @@ impl Storage for ClickHouseStore {
         self.host_states.lock().remove(host);
         let last_seen = self
             .update_host(host, |s| {
-                s.retired_until = Some(at.max(s.last_seen));
-                s.last_seen
+                s.retired_until = Some(at.max(s.book.last_seen));
+                s.book.last_seen
             })
             .await?;
         Ok(last_seen)

@@ -12,13 +12,13 @@ use procwatch_store::{
     StoreResult, UsageQuery, UsageRow, DEFAULT_RAW_RETENTION_MS,
 };
 
-use crate::rows::{AlarmRow, SampleOut, TotalRow, UsageOut};
+use crate::rows::{AlarmRow, SampleRow, TotalRow, UsageOut};
 use crate::{floor_row, sql, ClickHouseError, ClickHouseStore};
 
 type R<T> = Result<T, ClickHouseError>;
 
 /// Raw samples of `q`'s window, sorted by (host, process, ts).
-async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleOut>> {
+async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleRow>> {
     let from = q.from.max(st.floor());
     if q.to <= from {
         return Ok(Vec::new());
@@ -31,11 +31,11 @@ async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleOut>
     if let Some(p) = &q.process {
         query = query.bind(p.as_str());
     }
-    st.run(query.fetch_all::<SampleOut>()).await
+    st.run(query.fetch_all::<SampleRow>()).await
 }
 
 /// Groups sorted rows into series (host, process, samples oldest first).
-fn series(rows: Vec<SampleOut>) -> Vec<SeriesWindow> {
+fn series(rows: Vec<SampleRow>) -> Vec<SeriesWindow> {
     let mut out: Vec<SeriesWindow> = Vec::new();
     for r in rows {
         let s = r.sample();
@@ -96,7 +96,7 @@ async fn series_samples(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<V
             return Err(StoreError::NotFound(format!("{}/{}", q.host, q.process)));
         }
     }
-    Ok(rows.iter().map(SampleOut::sample).collect())
+    Ok(rows.iter().map(SampleRow::sample).collect())
 }
 
 pub async fn history(st: &ClickHouseStore, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {

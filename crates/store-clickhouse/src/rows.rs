@@ -32,22 +32,8 @@ impl SampleRow {
             version,
         }
     }
-}
 
-/// A queried sample: the columns of `samples` without `version`.
-#[derive(Debug, Clone, Row, Deserialize)]
-pub struct SampleOut {
-    pub host: String,
-    pub process: String,
-    pub ts: i64,
-    pub cpu: f64,
-    pub cores: f64,
-    pub mem: f64,
-    pub rss: u64,
-    pub count: u32,
-}
-
-impl SampleOut {
+    /// The sample a (queried) row holds.
     pub fn sample(&self) -> Sample {
         Sample {
             ts: self.ts,

@@ -2,8 +2,8 @@
 //! client binds a value. Public so that `tests/chdb.rs` can run the same shapes on a current
 //! ClickHouse (chdb) as the cluster runs on 18.16.
 
-/// Columns of a queried sample (`rows::SampleOut`).
-pub const SAMPLE_COLUMNS: &str = "host, process, ts, cpu, cores, mem, rss, count";
+/// Columns of a queried sample (`rows::SampleRow`, the columns of `samples`).
+pub const SAMPLE_COLUMNS: &str = "host, process, ts, cpu, cores, mem, rss, count, version";
 
 /// Raw samples in `[?, ?)`, optionally of one host and/or process, newest version of each key,
 /// sorted per series. Binds: from, to, [host], [process].

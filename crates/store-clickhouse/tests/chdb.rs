@@ -58,7 +58,8 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
     let checks: Vec<(String, Option<String>)> = vec![
         (
             bind(&sql::samples_window(db, true, true), &[&lo, &hi, "'h1'", "'java'"]),
-            Some(format!("h1\tjava\t{}\t9.5\t0.19\t3.5\t2000\t2\n", ts(1_000))),
+            // FINAL keeps the newest version (2) of the key.
+            Some(format!("h1\tjava\t{}\t9.5\t0.19\t3.5\t2000\t2\t2\n", ts(1_000))),
         ),
         (bind(&sql::samples_window(db, false, false), &[&lo, &hi]), None),
         (

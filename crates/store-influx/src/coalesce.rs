@@ -158,7 +158,7 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::Duration;
@@ -166,29 +166,7 @@ mod tests {
     use procwatch_model::clock::{Clock, SystemClock};
 
     use super::*;
-
-    /// Reads one HTTP request (head and body) from `s`.
-    fn read_request(s: &mut std::net::TcpStream) -> String {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = s.read(&mut chunk).expect("read");
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            let Some(end) = text.find("\r\n\r\n") else { continue };
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return text;
-            }
-        }
-    }
+    use crate::testing::read_request;
 
     fn answer(s: &mut std::net::TcpStream, status: &str, body: &str) {
         let a = format!(

@@ -76,10 +76,24 @@ pub fn skipped(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
+/// Lines a benchmark adds to the tests' `influxdb.conf`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// Added to `[data]`, e.g. `cache-snapshot-write-cold-duration = "1s"`.
+    pub data: &'static str,
+    /// Added to `[http]`, e.g. `max-body-size = 0`.
+    pub http: &'static str,
+}
+
 impl Influxd {
     /// Starts `influxd`, or returns `None` after printing `SKIPPED: ...` when it is not
     /// installed and `CI` is unset. Panics when it is missing under `CI`, or fails to start.
     pub fn start_or_skip(test: &str) -> Option<Self> {
+        Self::start_tuned_or_skip(test, Tuning::default())
+    }
+
+    /// [`Influxd::start_or_skip`] with `tuning` added to the configuration (benchmarks).
+    pub fn start_tuned_or_skip(test: &str, tuning: Tuning) -> Option<Self> {
         let Some(bin) = influxd_binary() else {
             if std::env::var_os("CI").is_some() {
                 panic!("{test}: influxd is not installed but CI is set (apt-get install influxdb)");
@@ -90,7 +104,7 @@ impl Influxd {
         // A port picked free may be taken before influxd binds it: try fresh ports again.
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            let mut d = Influxd::configure();
+            let mut d = Influxd::configure(tuning);
             match d.try_spawn(&bin) {
                 Ok(()) => return Some(d),
                 Err(e) => last_error = e,
@@ -100,7 +114,7 @@ impl Influxd {
     }
 
     /// A temp dir with an `influxdb.conf` on fresh free loopback ports.
-    fn configure() -> Self {
+    fn configure(tuning: Tuning) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let http_port = free_port();
         let rpc_port = free_port();
@@ -113,12 +127,14 @@ bind-address = "127.0.0.1:{rpc_port}"
   dir = "{d}/data"
   wal-dir = "{d}/wal"
   query-log-enabled = false
+{data}
 [coordinator]
   log-queries-after = "0s"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+{http}
 [logging]
   level = "warn"
 [monitor]
@@ -128,7 +144,9 @@ bind-address = "127.0.0.1:{rpc_port}"
 [continuous_queries]
   enabled = false
 "#,
-            d = dir.path().display()
+            d = dir.path().display(),
+            data = tuning.data,
+            http = tuning.http,
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
         Influxd { child: None, dir, http_port }
@@ -180,6 +198,11 @@ bind-address = "127.0.0.1:{rpc_port}"
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The directory holding `data/`, `wal/` and `meta/`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
@@ -219,5 +242,29 @@ bind-address = "127.0.0.1:{rpc_port}"
 impl Drop for Influxd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Reads one HTTP/1 request (head and `Content-Length` body) from `s`, for fake servers in
+/// tests; the text is lossy past the head (a gzipped body).
+pub fn read_request(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some(end) = text.find("\r\n\r\n") else { continue };
+        let len = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return text;
+        }
     }
 }

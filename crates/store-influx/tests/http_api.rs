@@ -3,7 +3,7 @@
 //! default store" in those tests — here starts the real server over an `InfluxStore` on a
 //! fresh database of one influxd shared by this test binary. Tests that build their own store
 //! (`spawn_app_with(MemoryStore ...)`, `spawn_memory_app`) run as they do there. Included:
-//! `ingest.rs`, `query.rs` and `server.rs`.
+//! `ingest.rs`, `query.rs` and `server.rs` (with the `gated_store.rs` they use).
 //!
 //! Without influxd (and without `CI`), `spawn_app()` says SKIPPED and falls back to the
 //! SQLite store, so the tests still pass.
@@ -18,6 +18,8 @@ use procwatch_store_influx::InfluxStore;
 #[path = "../../server/tests/it/util.rs"]
 mod base_util;
 
+#[path = "../../server/tests/it/gated_store.rs"]
+mod gated_store;
 #[path = "../../server/tests/it/ingest.rs"]
 mod ingest;
 #[path = "../../server/tests/it/query.rs"]

@@ -4,23 +4,11 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, Sample};
-use procwatch_store::conformance::{base_ts, sample};
+use procwatch_model::{AlarmEvent, Sample};
+use procwatch_store::conformance::{base_ts, batch, red_event, sample};
 use procwatch_store::{AlarmQuery, Storage, StoreError, UsageNeeds, UsageQuery};
-use procwatch_store_influx::testing::Influxd;
+use procwatch_store_influx::testing::{read_request, Influxd};
 use procwatch_store_influx::{InfluxConfig, InfluxStore};
-
-fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
-    Batch {
-        host: host.into(),
-        agent: "test".into(),
-        seq,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-    }
-}
 
 fn usage_q(t0: i64) -> UsageQuery {
     UsageQuery { from: t0 - 60_000, to: t0 + 600_000, host: None, process: None, per_host: true }
@@ -95,23 +83,7 @@ async fn retention_policy_is_created_as_default_then_altered() {
 }
 
 fn event(id: &str, host: &str, start: i64) -> AlarmEvent {
-    AlarmEvent {
-        id: id.into(),
-        kind: AlarmKind::Series,
-        host: host.into(),
-        process: "java".into(),
-        metric: Metric::Cpu,
-        level: Level::Red,
-        previous: Level::Ok,
-        start,
-        end: None,
-        value: 95.0,
-        peak: 95.0,
-        threshold: 80.0,
-        forecast: None,
-        eta_seconds: None,
-        reason: None,
-    }
+    red_event(id, host, "java", start)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +355,7 @@ async fn merged_usage_counts_samples_that_share_a_timestamp() {
 /// one request per batch and no bookkeeping query once the store knows the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = std::thread::spawn(move || {
@@ -392,24 +364,8 @@ async fn token_gzip_and_the_unmanaged_fallback_on_the_wire() {
         // empty, writes 204; until both batches' writes are in.
         while heads.iter().filter(|h| h.starts_with("POST /write")).count() < 2 {
             let (mut s, _) = listener.accept().expect("accept");
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0;
-            let head = loop {
-                n += s.read(&mut buf[n..]).expect("read");
-                let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                let Some(end) = text.find("\r\n\r\n") else { continue };
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if n >= end + 4 + len {
-                    break text[..end].to_string();
-                }
-            };
+            let request = read_request(&mut s);
+            let head = request.split("\r\n\r\n").next().unwrap_or_default().to_string();
             let queries = heads.iter().filter(|h| h.starts_with("POST /query")).count();
             let (status, body) = if head.starts_with("GET /ping") {
                 ("204 No Content", "")

@@ -16,27 +16,14 @@ use std::time::{Duration, Instant};
 
 use procwatch_model::clock::Clock;
 use procwatch_model::{Batch, Sample, TsMs};
+use procwatch_store::conformance::batch;
 use procwatch_store::{HistoryQuery, Resolution, Storage};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+use support::time_ms;
+
+mod support;
 
 const DAY: i64 = 86_400_000;
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn time_ms<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
-    f(); // warm
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    (pct(&mut t, 0.5), pct(&mut t, 0.99))
-}
 
 /// One sweep of `procs` processes at `ts`: deterministic, irregular, mostly idle values.
 fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
@@ -59,15 +46,7 @@ fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
             }
         })
         .collect();
-    Batch {
-        host: "host-000".into(),
-        agent: "bench".into(),
-        seq,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-    }
+    batch("host-000", seq, samples)
 }
 
 fn main() {

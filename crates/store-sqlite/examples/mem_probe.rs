@@ -48,15 +48,7 @@ fn batch(host: usize, procs: usize, ts: TsMs, seq: u64) -> Batch {
             count: 1,
         })
         .collect();
-    Batch {
-        host: format!("host-{host:04}"),
-        agent: "probe".into(),
-        seq,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-    }
+    procwatch_store::conformance::batch(&format!("host-{host:04}"), seq, samples)
 }
 
 fn main() {

@@ -15,8 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procwatch_model::{Batch, Sample, TsMs};
+use procwatch_store::conformance::batch;
 use procwatch_store::{HistoryQuery, Storage, UsageQuery};
+use procwatch_store_influx::testing::{Influxd, Tuning};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+use support::time_ms;
+
+mod support;
 
 fn now_ms() -> TsMs {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -94,33 +99,8 @@ impl Host {
                 count: self.count[k],
             });
         }
-        Batch {
-            host: self.name.clone(),
-            agent: "bench".into(),
-            seq,
-            interval_ms: 10_000,
-            host_totals: vec![],
-            samples,
-            dropped_samples: 0,
-        }
+        batch(&self.name, seq, samples)
     }
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn time_ms<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
-    f(); // warm
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    (pct(&mut t, 0.5), pct(&mut t, 0.99))
 }
 
 fn opts() -> SqliteOptions {
@@ -297,50 +277,15 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
 /// into a real influxd (Debian's 1.6), configured to snapshot and fully compact after 1 s of
 /// write silence; bytes of its `data` directory (TSM files) once compaction settles.
 fn influx_bytes_per_sample(rt: &tokio::runtime::Runtime) {
-    let Some(bin) =
-        ["/usr/bin/influxd", "/usr/sbin/influxd"].iter().find(|p| std::path::Path::new(p).exists())
-    else {
-        println!("influxdb peer: SKIPPED (influxd not installed)");
+    let tuning = Tuning {
+        data:
+            "cache-snapshot-write-cold-duration = \"1s\"\ncompact-full-write-cold-duration = \"1s\"",
+        http: "",
+    };
+    let Some(influxd) = Influxd::start_tuned_or_skip("store_bench influxdb peer", tuning) else {
         return;
     };
-    let port =
-        |_: ()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (http, rpc) = (port(()), port(()));
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = format!(
-        r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "1s"
-  compact-full-write-cold-duration = "1s"
-[http]
-  bind-address = "127.0.0.1:{http}"
-  log-enabled = false
-[logging]
-  level = "warn"
-[monitor]
-  store-enabled = false
-"#
-    );
-    std::fs::write(dir.path().join("influxdb.conf"), conf).unwrap();
-    let mut child = std::process::Command::new(bin)
-        .args(["-config", &format!("{d}/influxdb.conf")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{http}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "influxd did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let url = influxd.url();
     let n = rt.block_on(async {
         let store = procwatch_store_influx::InfluxStore::connect(
             procwatch_store_influx::InfluxConfig::new(&url, "bench"),
@@ -359,8 +304,8 @@ bind-address = "127.0.0.1:{rpc}"
         n
     });
     // Wait for the snapshot and the full compaction: data stable, WAL empty.
-    let data = dir.path().join("data");
-    let wal = dir.path().join("wal");
+    let data = influxd.dir().join("data");
+    let wal = influxd.dir().join("wal");
     let mut last = (0, Instant::now());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -396,8 +341,6 @@ bind-address = "127.0.0.1:{rpc}"
             .unwrap();
         println!("{}", String::from_utf8_lossy(&out.stdout));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn main() {

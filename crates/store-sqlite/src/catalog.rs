@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use procwatch_model::{HostTotal, TsMs};
+use procwatch_store::host_book::HostBook;
 use procwatch_store::{HostInfo, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -13,19 +14,10 @@ use crate::index::HostIndex;
 use crate::inner::Inner;
 use crate::schema::db_err;
 
-#[derive(Debug, Default, Clone)]
-pub(crate) struct HostState {
-    pub(crate) last_seen: TsMs,
-    pub(crate) interval_ms: u64,
-    pub(crate) seq: Option<(u64, u64)>,
-    pub(crate) dropped: u64,
-    pub(crate) latest: Option<HostTotal>,
-}
-
 pub(crate) struct HostEntry {
     pub(crate) name: String,
     pub(crate) id: u32,
-    pub(crate) state: Mutex<HostState>,
+    pub(crate) state: Mutex<HostBook>,
     pub(crate) index: RwLock<HostIndex>,
     pub(crate) series: RwLock<HashMap<String, u32>>,
 }
@@ -78,11 +70,11 @@ pub(crate) fn load_catalog(conn: &Connection, floor: TsMs) -> StoreResult<Catalo
         let entry = Arc::new(HostEntry {
             name: name.clone(),
             id,
-            state: Mutex::new(HostState {
+            state: Mutex::new(HostBook {
                 last_seen,
                 interval_ms: interval as u64,
                 seq: last_seq.map(|s| (s as u64, gaps as u64)),
-                dropped: dropped as u64,
+                dropped_samples: dropped as u64,
                 latest,
             }),
             index: RwLock::new(HostIndex::new(floor)),
@@ -154,15 +146,7 @@ impl Inner {
                 let listed = st.last_seen >= rfloor
                     && st.seq.is_some()
                     && retired.get(&h.name).is_none_or(|at| st.last_seen > *at);
-                listed.then(|| HostInfo {
-                    host: h.name.clone(),
-                    last_seen: st.last_seen,
-                    interval_ms: st.interval_ms,
-                    last_seq: st.seq.map_or(0, |s| s.0),
-                    seq_gaps: st.seq.map_or(0, |s| s.1),
-                    dropped_samples: st.dropped,
-                    latest: st.latest.clone(),
-                })
+                listed.then(|| st.info(&h.name))
             })
             .collect()
     }

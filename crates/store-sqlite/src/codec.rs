@@ -352,13 +352,37 @@ pub(crate) fn read_times(
     Ok(())
 }
 
+/// The bit stream of a blob of `n` items, after its header: the `version` byte and `n` as a
+/// varint; room for `capacity` bytes.
+pub(crate) fn blob_writer(version: u8, n: usize, capacity: usize) -> BitWriter {
+    let mut head = Vec::with_capacity(capacity);
+    head.push(version);
+    write_varint(&mut head, n as u64);
+    BitWriter::new(head)
+}
+
+/// The item count of a blob written with [`blob_writer`] and a reader of its bit stream;
+/// `unknown_version` is the error for another version byte.
+pub(crate) fn blob_reader<'a>(
+    blob: &'a [u8],
+    version: u8,
+    unknown_version: &'static str,
+) -> Result<(usize, BitReader<'a>), CorruptChunk> {
+    if blob.first() != Some(&version) {
+        return Err(CorruptChunk(unknown_version));
+    }
+    let mut pos = 1;
+    let n = read_varint(blob, &mut pos)? as usize;
+    if n > blob.len() * 8 {
+        return Err(CorruptChunk("count exceeds blob"));
+    }
+    Ok((n, BitReader { buf: &blob[pos..], pos: 0 }))
+}
+
 /// Encodes columns (oldest first; timestamps need not be regular).
 pub fn encode(c: &Columns) -> Vec<u8> {
     let n = c.len();
-    let mut head = Vec::with_capacity(16 + n * 4);
-    head.push(VERSION);
-    write_varint(&mut head, n as u64);
-    let mut w = BitWriter::new(head);
+    let mut w = blob_writer(VERSION, n, 16 + n * 4);
     if n > 0 {
         write_times(&mut w, &c.ts);
         write_floats(&mut w, &c.cpu);
@@ -378,18 +402,10 @@ pub fn encode(c: &Columns) -> Vec<u8> {
 
 /// Decodes a chunk blob, appending to `out`.
 pub fn decode_into(blob: &[u8], out: &mut Columns) -> Result<(), CorruptChunk> {
-    if blob.first() != Some(&VERSION) {
-        return Err(CorruptChunk("unknown version"));
-    }
-    let mut pos = 1;
-    let n = read_varint(blob, &mut pos)? as usize;
+    let (n, mut r) = blob_reader(blob, VERSION, "unknown version")?;
     if n == 0 {
         return Ok(());
     }
-    if n > blob.len() * 8 {
-        return Err(CorruptChunk("count exceeds blob"));
-    }
-    let mut r = BitReader { buf: &blob[pos..], pos: 0 };
     read_times(&mut r, n, &mut out.ts)?;
     read_floats(&mut r, n, &mut out.cpu)?;
     read_floats(&mut r, n, &mut out.cores)?;

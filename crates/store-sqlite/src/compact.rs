@@ -15,7 +15,7 @@ use crate::head::{decode_head, sort_dedup, HeadRec};
 use crate::inner::Inner;
 use crate::options::CompactStats;
 use crate::rollup;
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 
 /// Replaces the head rows `ids`, already decoded into `recs`, by level-0 chunks of generation
 /// `gen`, and recomputes the roll-up buckets they touch: the one fold step shared by the live
@@ -120,34 +120,15 @@ impl Inner {
                 .map_err(db_err)?;
             let gen = w.gen + 1;
             let tx = w.conn.transaction().map_err(db_err)?;
-            let mut recs = Vec::new();
-            let mut ids = Vec::new();
-            {
-                let mut stmt = tx
-                    .prepare_cached("SELECT id, data FROM head WHERE id <= ?1 AND host_id = ?2 ORDER BY id LIMIT 64")
-                    .map_err(db_err)?;
-                let mut rows = stmt.query(params![limit, host_id]).map_err(db_err)?;
-                while let Some(row) = rows.next().map_err(db_err)? {
-                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
-                    let blob = row
-                        .get_ref(1)
-                        .map_err(db_err)?
-                        .as_blob()
-                        .map_err(|e| other(rusqlite::Error::from(e)))?;
-                    decode_head(blob, &mut recs).map_err(other)?;
-                }
-            }
-            fold_head_rows(
+            let n = self.fold_selected(
                 &tx,
-                &ids,
-                &mut recs,
-                gen,
-                self.opts.block_ms,
-                self.retention_floor.load(Ordering::SeqCst),
+                "SELECT id, gen, data FROM head WHERE id <= ?1 AND host_id = ?2 ORDER BY id LIMIT 64",
+                params![limit, host_id],
+                Some(gen),
             )?;
             tx.commit().map_err(db_err)?;
             w.gen = gen;
-            folded += ids.len() as u64;
+            folded += n;
         }
     }
 
@@ -202,11 +183,7 @@ impl Inner {
                         if row.get::<_, i64>(2).map_err(db_err)? == 0 {
                             merged += 1;
                         }
-                        let blob = row
-                            .get_ref(3)
-                            .map_err(db_err)?
-                            .as_blob()
-                            .map_err(|e| other(rusqlite::Error::from(e)))?;
+                        let blob = blob_at(row, 3)?;
                         parts.push(codec::decode(blob).map_err(other)?);
                     }
                 }
@@ -248,38 +225,47 @@ impl Inner {
                 return Ok(folded);
             };
             let tx = w.conn.transaction().map_err(db_err)?;
-            let mut recs = Vec::new();
-            let mut ids = Vec::new();
-            let mut gen = 0i64;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT id, gen, data FROM head WHERE gen > 0 AND host_id = ?1 ORDER BY gen LIMIT 256",
-                    )
-                    .map_err(db_err)?;
-                let mut rows = stmt.query([host_id]).map_err(db_err)?;
-                while let Some(row) = rows.next().map_err(db_err)? {
-                    ids.push(row.get::<_, i64>(0).map_err(db_err)?);
-                    gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
-                    let blob = row
-                        .get_ref(2)
-                        .map_err(db_err)?
-                        .as_blob()
-                        .map_err(|e| other(rusqlite::Error::from(e)))?;
-                    decode_head(blob, &mut recs).map_err(other)?;
-                }
-            }
-            fold_head_rows(
+            let n = self.fold_selected(
                 &tx,
-                &ids,
-                &mut recs,
-                gen,
-                self.opts.block_ms,
-                self.retention_floor.load(Ordering::SeqCst),
+                "SELECT id, gen, data FROM head WHERE gen > 0 AND host_id = ?1 ORDER BY gen LIMIT 256",
+                [host_id],
+                None,
             )?;
             tx.commit().map_err(db_err)?;
-            folded += ids.len() as u64;
+            folded += n;
         }
+    }
+
+    /// Folds the head rows `select` returns (`id, gen, data`) into chunks in `tx`, at `gen`
+    /// (`None`: the newest of the rows' own generations); returns how many rows it folded.
+    fn fold_selected(
+        &self,
+        tx: &rusqlite::Transaction,
+        select: &str,
+        params: impl rusqlite::Params,
+        gen: Option<i64>,
+    ) -> StoreResult<u64> {
+        let mut recs = Vec::new();
+        let mut ids = Vec::new();
+        let mut newest = 0i64;
+        {
+            let mut stmt = tx.prepare_cached(select).map_err(db_err)?;
+            let mut rows = stmt.query(params).map_err(db_err)?;
+            while let Some(row) = rows.next().map_err(db_err)? {
+                ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+                newest = newest.max(row.get::<_, i64>(1).map_err(db_err)?);
+                decode_head(blob_at(row, 2)?, &mut recs).map_err(other)?;
+            }
+        }
+        fold_head_rows(
+            tx,
+            &ids,
+            &mut recs,
+            gen.unwrap_or(newest),
+            self.opts.block_ms,
+            self.retention_floor.load(Ordering::SeqCst),
+        )?;
+        Ok(ids.len() as u64)
     }
 
     pub(crate) fn compact(&self, now: TsMs) -> StoreResult<CompactStats> {

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use crate::codec;
 use crate::codec::Columns;
 use crate::head::{decode_head, HeadRec};
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 
 /// Merges chunk columns given in ascending `gen` (later wins on equal ts) into one sorted
 /// series restricted to `from <= ts < to`.
@@ -68,11 +68,7 @@ pub(crate) fn late_rows(
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
         let gen: i64 = row.get(0).map_err(db_err)?;
-        let blob = row
-            .get_ref(1)
-            .map_err(db_err)?
-            .as_blob()
-            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let blob = blob_at(row, 1)?;
         let mut recs = Vec::new();
         decode_head(blob, &mut recs).map_err(other)?;
         out.push((gen, recs));
@@ -101,11 +97,7 @@ pub(crate) fn disk_series(
     let mut parts: Vec<(i64, Columns)> = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
         let gen: i64 = row.get(0).map_err(db_err)?;
-        let blob = row
-            .get_ref(1)
-            .map_err(db_err)?
-            .as_blob()
-            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let blob = blob_at(row, 1)?;
         parts.push((gen, codec::decode(blob).map_err(other)?));
     }
     for (gen, recs) in late {

@@ -13,7 +13,7 @@ use crate::disk::merge_columns;
 use crate::head::decode_head;
 use crate::index::{MergedAcc, Scratch};
 use crate::inner::Inner;
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 use crate::{codec, index};
 
 /// Runs `f` over `items`, split in two halves on two threads when `big`; results in order,
@@ -171,11 +171,7 @@ impl Inner {
         let mut recs = Vec::new();
         while let Some(row) = rows.next().map_err(db_err)? {
             recs.clear();
-            let blob = row
-                .get_ref(0)
-                .map_err(db_err)?
-                .as_blob()
-                .map_err(|e| other(rusqlite::Error::from(e)))?;
+            let blob = blob_at(row, 0)?;
             decode_head(blob, &mut recs).map_err(other)?;
             // One batch is one host: lock its index once per row.
             let Some(h) = recs

@@ -96,7 +96,7 @@ impl Inner {
             let mut st = h.state.lock();
             if st.last_seen < cutoff {
                 st.seq = None;
-                st.dropped = 0;
+                st.dropped_samples = 0;
             }
             if st.latest.as_ref().is_some_and(|l| l.ts < cutoff) {
                 st.latest = None;

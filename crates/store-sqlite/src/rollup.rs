@@ -109,24 +109,7 @@ pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> Store
             continue;
         }
         let stored: Option<(Bucket, TsMs)> = get
-            .query_row(params![sid, b], |r| {
-                Ok((
-                    Bucket {
-                        start: b,
-                        n: r.get::<_, i64>(0)? as u64,
-                        cpu_min: r.get(1)?,
-                        cpu_sum: r.get(2)?,
-                        cpu_max: r.get(3)?,
-                        mem_min: r.get(4)?,
-                        mem_sum: r.get(5)?,
-                        mem_max: r.get(6)?,
-                        cores_sum: r.get(7)?,
-                        rss_sum: r.get(8)?,
-                        count_sum: r.get(9)?,
-                    },
-                    r.get(10)?,
-                ))
-            })
+            .query_row(params![sid, b], |r| Ok((bucket_at(r, b, 0)?, r.get(10)?)))
             .optional()
             .map_err(db_err)?;
         let fresh = match stored {
@@ -176,6 +159,24 @@ pub(crate) fn refresh(conn: &Connection, recs: &[HeadRec], floor: TsMs) -> Store
 }
 
 /// The row table's buckets of one series in `[from, to)`, by start (see `read_stored`).
+/// The bucket starting at `start` whose columns `n, cpu_min, cpu_sum, cpu_max, mem_min,
+/// mem_sum, mem_max, cores_sum, rss_sum, count_sum` begin at column `i` of `r`.
+fn bucket_at(r: &rusqlite::Row<'_>, start: TsMs, i: usize) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        start,
+        n: r.get::<_, i64>(i)? as u64,
+        cpu_min: r.get(i + 1)?,
+        cpu_sum: r.get(i + 2)?,
+        cpu_max: r.get(i + 3)?,
+        mem_min: r.get(i + 4)?,
+        mem_sum: r.get(i + 5)?,
+        mem_max: r.get(i + 6)?,
+        cores_sum: r.get(i + 7)?,
+        rss_sum: r.get(i + 8)?,
+        count_sum: r.get(i + 9)?,
+    })
+}
+
 pub(crate) fn read_rows(
     conn: &Connection,
     sid: u32,
@@ -187,23 +188,8 @@ pub(crate) fn read_rows(
             "SELECT bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, cores_sum, rss_sum, count_sum FROM rollups WHERE series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
         )
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map(params![sid, from, to], |r| {
-            Ok(Bucket {
-                start: r.get(0)?,
-                n: r.get::<_, i64>(1)? as u64,
-                cpu_min: r.get(2)?,
-                cpu_sum: r.get(3)?,
-                cpu_max: r.get(4)?,
-                mem_min: r.get(5)?,
-                mem_sum: r.get(6)?,
-                mem_max: r.get(7)?,
-                cores_sum: r.get(8)?,
-                rss_sum: r.get(9)?,
-                count_sum: r.get(10)?,
-            })
-        })
-        .map_err(db_err)?;
+    let rows =
+        stmt.query_map(params![sid, from, to], |r| bucket_at(r, r.get(0)?, 1)).map_err(db_err)?;
     rows.collect::<Result<_, _>>().map_err(db_err)
 }
 
@@ -316,24 +302,29 @@ impl Inner {
         if cutoff <= self.rollup_floor.load(Ordering::SeqCst) {
             return Ok(0);
         }
+        let rows = "DELETE FROM rollups WHERE series_id = ?1 AND bucket < ?2";
+        let n = self.delete_per_series(rows, cutoff)? + self.drop_blocks(cutoff)?;
+        self.rollup_floor.store(cutoff, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    /// Runs `delete` (parameters: a series id, then `bound`) for every series, in parts of
+    /// 4,096 series to a transaction so that writers wait for one part at most. Returns the
+    /// rows deleted.
+    pub(crate) fn delete_per_series(&self, delete: &str, bound: i64) -> StoreResult<u64> {
         let sids: Vec<u32> = self.catalog.read().series.keys().copied().collect();
         let mut n = 0;
         for part in sids.chunks(4096) {
-            // Short transactions: writers wait for one part at most.
             let mut w = self.writer.lock();
             let tx = w.conn.transaction().map_err(db_err)?;
             {
-                let mut del = tx
-                    .prepare_cached("DELETE FROM rollups WHERE series_id = ?1 AND bucket < ?2")
-                    .map_err(db_err)?;
+                let mut del = tx.prepare_cached(delete).map_err(db_err)?;
                 for sid in part {
-                    n += del.execute(params![sid, cutoff]).map_err(db_err)?;
+                    n += del.execute(params![sid, bound]).map_err(db_err)?;
                 }
             }
             tx.commit().map_err(db_err)?;
         }
-        let n = n as u64 + self.drop_blocks(cutoff)?;
-        self.rollup_floor.store(cutoff, Ordering::SeqCst);
-        Ok(n)
+        Ok(n as u64)
     }
 }

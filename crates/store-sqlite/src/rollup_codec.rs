@@ -14,8 +14,8 @@
 use procwatch_store::rollup::Bucket;
 
 use crate::codec::{
-    read_floats, read_int, read_times, read_varint, write_floats, write_int, write_times,
-    write_varint, BitReader, BitWriter, CorruptChunk,
+    blob_reader, blob_writer, read_floats, read_int, read_times, write_floats, write_int,
+    write_times, CorruptChunk,
 };
 
 const VERSION: u8 = 1;
@@ -38,10 +38,7 @@ fn floats(b: &Bucket) -> [f64; 9] {
 /// Encodes buckets (sorted by start, distinct starts).
 pub(crate) fn encode(buckets: &[Bucket]) -> Vec<u8> {
     let n = buckets.len();
-    let mut head = Vec::with_capacity(8 + n * 4);
-    head.push(VERSION);
-    write_varint(&mut head, n as u64);
-    let mut w = BitWriter::new(head);
+    let mut w = blob_writer(VERSION, n, 8 + n * 4);
     if n > 0 {
         let starts: Vec<i64> = buckets.iter().map(|b| b.start).collect();
         write_times(&mut w, &starts);
@@ -60,18 +57,10 @@ pub(crate) fn encode(buckets: &[Bucket]) -> Vec<u8> {
 
 /// Decodes a block written by `encode`.
 pub(crate) fn decode(blob: &[u8]) -> Result<Vec<Bucket>, CorruptChunk> {
-    if blob.first() != Some(&VERSION) {
-        return Err(CorruptChunk("unknown roll-up block version"));
-    }
-    let mut pos = 1;
-    let n = read_varint(blob, &mut pos)? as usize;
+    let (n, mut r) = blob_reader(blob, VERSION, "unknown roll-up block version")?;
     if n == 0 {
         return Ok(Vec::new());
     }
-    if n > blob.len() * 8 {
-        return Err(CorruptChunk("count exceeds blob"));
-    }
-    let mut r = BitReader { buf: &blob[pos..], pos: 0 };
     let mut starts = Vec::with_capacity(n);
     read_times(&mut r, n, &mut starts)?;
     let mut out: Vec<Bucket> = starts.into_iter().map(Bucket::new).collect();

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::inner::Inner;
 use crate::rollup::read_rows;
 use crate::rollup_codec;
-use crate::schema::{db_err, other};
+use crate::schema::{blob_at, db_err, other};
 
 /// One UTC day: the span of a block.
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -117,11 +117,7 @@ pub(crate) fn read_blocks(
     let mut rows = st.query(params![sid, day_of(from), to]).map_err(db_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
-        let blob = row
-            .get_ref(0)
-            .map_err(db_err)?
-            .as_blob()
-            .map_err(|e| other(rusqlite::Error::from(e)))?;
+        let blob = blob_at(row, 0)?;
         let buckets = rollup_codec::decode(blob).map_err(other)?;
         out.extend(buckets.into_iter().filter(|k| k.start >= from && k.start < to));
     }
@@ -200,22 +196,7 @@ impl Inner {
 
     /// Deletes the blocks of days that ended at or before `cutoff`, series by series.
     pub(crate) fn drop_blocks(&self, cutoff: TsMs) -> StoreResult<u64> {
-        let sids: Vec<u32> = self.catalog.read().series.keys().copied().collect();
-        let mut n = 0;
-        for part in sids.chunks(4096) {
-            let mut w = self.writer.lock();
-            let tx = w.conn.transaction().map_err(db_err)?;
-            {
-                let mut del = tx
-                    .prepare_cached("DELETE FROM rollup_blocks WHERE series_id = ?1 AND day <= ?2")
-                    .map_err(db_err)?;
-                for sid in part {
-                    n +=
-                        del.execute(params![sid, cutoff.saturating_sub(DAY_MS)]).map_err(db_err)?;
-                }
-            }
-            tx.commit().map_err(db_err)?;
-        }
-        Ok(n as u64)
+        let blocks = "DELETE FROM rollup_blocks WHERE series_id = ?1 AND day <= ?2";
+        self.delete_per_series(blocks, cutoff.saturating_sub(DAY_MS))
     }
 }

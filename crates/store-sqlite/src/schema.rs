@@ -28,6 +28,12 @@ pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreE
     StoreError::Other(Box::new(e))
 }
 
+/// Column `i` of `row` as the blob it must be (a head batch, a block of columns, a day of
+/// roll-ups); any other type is an error.
+pub(crate) fn blob_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> StoreResult<&'r [u8]> {
+    row.get_ref(i).map_err(db_err)?.as_blob().map_err(|e| other(rusqlite::Error::from(e)))
+}
+
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hosts(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,

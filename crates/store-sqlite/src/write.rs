@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use procwatch_model::{Batch, HostTotal, TsMs};
+use procwatch_store::host_book::HostBook;
 use procwatch_store::memory::check_batch;
-use procwatch_store::{agg, StoreError, StoreResult, WriteOutcome};
+use procwatch_store::{StoreError, StoreResult, WriteOutcome};
 use rusqlite::{params, TransactionBehavior};
 
-use crate::catalog::{HostEntry, HostState};
+use crate::catalog::HostEntry;
 use crate::head::{encode_head, HeadRec};
 use crate::index::HostIndex;
 use crate::inner::{Inner, Writer, LATE_ROWS_WAKE};
@@ -103,20 +104,8 @@ impl Inner {
         let mut state = existing.map(|h| h.state.lock().clone()).unwrap_or_default();
         let newest =
             head.iter().chain(&late).map(|r| r.ts).chain(totals.iter().map(|t| t.ts)).max();
-        if let Some(ts) = newest {
-            state.last_seen = state.last_seen.max(ts);
-        }
-        let (last, gaps, gap, is_new) = agg::seq_update(state.seq, batch.seq);
-        state.seq = Some((last, gaps));
-        if is_new {
-            state.dropped += batch.dropped_samples;
-            state.interval_ms = batch.interval_ms;
-        }
-        for t in &totals {
-            if state.latest.as_ref().is_none_or(|l| t.ts >= l.ts) {
-                state.latest = Some((*t).clone());
-            }
-        }
+        let gap = state.record(batch, newest, totals.iter().copied());
+        let (last, gaps) = state.seq.unwrap_or_default();
 
         let gen = w.gen + 1;
         let tx =
@@ -181,7 +170,7 @@ impl Inner {
                 state.interval_ms as i64,
                 last as i64,
                 gaps as i64,
-                state.dropped as i64
+                state.dropped_samples as i64
             ])
         })
         .map_err(db_err)?;
@@ -204,7 +193,7 @@ impl Inner {
                 let e = Arc::new(HostEntry {
                     name: batch.host.clone(),
                     id: host_id,
-                    state: Mutex::new(HostState::default()),
+                    state: Mutex::new(HostBook::default()),
                     index: RwLock::new(HostIndex::new(floor)),
                     series: RwLock::new(HashMap::new()),
                 });

@@ -2,27 +2,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use procwatch_model::{Batch, Sample, TsMs};
 use procwatch_store::{HistoryQuery, Storage, UsageQuery};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 
-fn now_ms() -> TsMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn opts() -> SqliteOptions {
-    SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
-}
-
+#[path = "helpers/setup.rs"]
+mod setup;
 #[path = "helpers/workload.rs"]
 mod workload;
+use setup::{all, now_ms, opts, three_hours_in_memory};
 use workload::{batch, sample};
-
-fn all(host: &str) -> UsageQuery {
-    UsageQuery { from: 0, to: i64::MAX, host: Some(host.into()), process: None, per_host: true }
-}
 
 /// Runs the writer helper (`tests/helpers/durability_writer.rs`) with `args`, waits until it
 /// has acknowledged at least `n` batches, kills it with SIGKILL, and returns every
@@ -133,17 +124,7 @@ fn sql_count(store: &SqliteStore, sql: &str, p: i64) -> i64 {
 #[tokio::test]
 async fn compaction_round_trip_and_rewrite_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let now = now_ms();
-    let t0 = now - 3 * 3_600_000;
-    // A 4 h memory window: everything starts in the head and in memory.
-    let store =
-        SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 4 * 3_600_000, ..opts() })
-            .unwrap();
-    for i in 0..1080 {
-        let ts = t0 + i * 10_000 + (i % 7) * 3; // jittered
-        let b = batch("cp-1", i as u64 + 1, (0..5).map(|k| sample(k, i, ts)).collect());
-        store.write_batch(&b).await.unwrap();
-    }
+    let (store, now, t0) = three_hours_in_memory(dir.path(), "cp-1", 5).await;
     assert_eq!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0), 0);
     let hq = HistoryQuery {
         host: "cp-1".into(),

@@ -4,29 +4,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use procwatch_model::clock::Clock;
 use procwatch_model::{Sample, TsMs};
 use procwatch_store::rollup::{buckets_of, points_from_buckets, Bucket};
-use procwatch_store::{HistoryPoint, HistoryQuery, Resolution, Storage, UsageQuery, ROLLUP_MS};
+use procwatch_store::{HistoryPoint, HistoryQuery, Resolution, Storage, ROLLUP_MS};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 
+#[path = "helpers/setup.rs"]
+mod setup;
 #[path = "helpers/workload.rs"]
 mod workload;
+use setup::{all, now_ms, opts, three_hours_in_memory};
 use workload::{batch, sample};
-
-fn now_ms() -> TsMs {
-    procwatch_model::clock::SystemClock.now_ms()
-}
-
-fn opts() -> SqliteOptions {
-    SqliteOptions { maintenance_interval: Duration::ZERO, ..Default::default() }
-}
-
-fn all(host: &str) -> UsageQuery {
-    UsageQuery { from: 0, to: i64::MAX, host: Some(host.into()), process: None, per_host: true }
-}
 
 fn hq(host: &str, process: &str, from: TsMs, to: TsMs) -> HistoryQuery {
     HistoryQuery { host: host.into(), process: process.into(), from, to, step_ms: ROLLUP_MS }
@@ -169,18 +158,7 @@ fn rollups_equal_raw_after_sigkill_during_folds() {
 #[tokio::test]
 async fn rollups_after_compaction_and_a_late_rewrite() {
     let dir = tempfile::tempdir().unwrap();
-    let now = now_ms();
-    let t0 = now - 3 * 3_600_000;
-    let store =
-        SqliteStore::open(dir.path(), SqliteOptions { memory_window_ms: 4 * 3_600_000, ..opts() })
-            .unwrap();
-    for i in 0..1080 {
-        let ts = t0 + i * 10_000 + (i % 7) * 3;
-        store
-            .write_batch(&batch("cr-1", i as u64 + 1, (0..4).map(|k| sample(k, i, ts)).collect()))
-            .await
-            .unwrap();
-    }
+    let (store, now, t0) = three_hours_in_memory(dir.path(), "cr-1", 4).await;
     let q = hq("cr-1", "proc-1", t0, now);
     let before = store.history_answer(&q).await.unwrap();
     assert_eq!(before.resolution, Resolution::Rollup5m);

@@ -88,6 +88,28 @@ pub fn sample(ts: TsMs, process: &str, cpu: f64, mem: f64) -> Sample {
     }
 }
 
+/// An open RED cpu alarm of `process` on `host` since `start`: 95 % against a threshold of 80,
+/// no forecast. The alarm event tests of the stores and the server start from it.
+pub fn red_event(id: &str, host: &str, process: &str, start: TsMs) -> AlarmEvent {
+    AlarmEvent {
+        id: id.to_string(),
+        kind: AlarmKind::Series,
+        host: host.to_string(),
+        process: process.to_string(),
+        metric: Metric::Cpu,
+        level: Level::Red,
+        previous: Level::Ok,
+        start,
+        end: None,
+        value: 95.0,
+        peak: 95.0,
+        threshold: 80.0,
+        forecast: None,
+        eta_seconds: None,
+        reason: None,
+    }
+}
+
 /// A batch of samples.
 pub fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
     Batch {

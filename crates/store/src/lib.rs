@@ -50,6 +50,7 @@
 pub mod agg;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod host_book;
 pub mod memory;
 pub mod rollup;
 

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
 
 use crate::agg::{self, UsageAcc};
+use crate::host_book::HostBook;
 use crate::rollup;
 use crate::{
     AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, Resolution, SeriesWindow,
@@ -18,10 +19,7 @@ use crate::{
 
 #[derive(Debug, Default)]
 struct HostState {
-    last_seen: TsMs,
-    interval_ms: u64,
-    seq: Option<(u64, u64)>,
-    dropped_samples: u64,
+    book: HostBook,
     totals: BTreeMap<TsMs, HostTotal>,
 }
 
@@ -94,17 +92,7 @@ impl crate::Storage for MemoryStore {
         for t in &batch.host_totals {
             h.totals.insert(t.ts, t.clone());
         }
-        let newest =
-            batch.samples.iter().map(|s| s.ts).chain(batch.host_totals.iter().map(|t| t.ts)).max();
-        if let Some(ts) = newest {
-            h.last_seen = h.last_seen.max(ts);
-        }
-        let (last, gaps, gap, new) = agg::seq_update(h.seq, batch.seq);
-        h.seq = Some((last, gaps));
-        if new {
-            h.dropped_samples += batch.dropped_samples;
-            h.interval_ms = batch.interval_ms;
-        }
+        let gap = h.book.record_all(batch);
         Ok(WriteOutcome {
             samples: batch.samples.len(),
             host_totals: batch.host_totals.len(),
@@ -116,15 +104,11 @@ impl crate::Storage for MemoryStore {
         let g = self.inner.read();
         Ok(g.hosts
             .iter()
-            .filter(|(name, h)| g.retired.get(*name).is_none_or(|at| h.last_seen > *at))
+            .filter(|(name, h)| g.retired.get(*name).is_none_or(|at| h.book.last_seen > *at))
+            // The newest total still held (retention drops older ones from `totals`).
             .map(|(name, h)| HostInfo {
-                host: name.clone(),
-                last_seen: h.last_seen,
-                interval_ms: h.interval_ms,
-                last_seq: h.seq.map_or(0, |s| s.0),
-                seq_gaps: h.seq.map_or(0, |s| s.1),
-                dropped_samples: h.dropped_samples,
                 latest: h.totals.values().next_back().cloned(),
+                ..h.book.info(name)
             })
             .collect())
     }
@@ -238,7 +222,7 @@ impl crate::Storage for MemoryStore {
         });
         g.hosts.retain(|_, h| {
             h.totals = h.totals.split_off(&cutoff);
-            h.last_seen >= cutoff
+            h.book.last_seen >= cutoff
         });
         g.alarms.retain(|_, e| e.end.is_none_or(|end| end >= cutoff));
         let inner = &mut *g;
@@ -252,11 +236,11 @@ impl crate::Storage for MemoryStore {
         let listed = inner
             .hosts
             .get(host)
-            .filter(|h| inner.retired.get(host).is_none_or(|r| h.last_seen > *r));
+            .filter(|h| inner.retired.get(host).is_none_or(|r| h.book.last_seen > *r));
         let Some(h) = listed else {
             return Err(StoreError::NotFound(format!("host {host:?}")));
         };
-        let last_seen = h.last_seen;
+        let last_seen = h.book.last_seen;
         inner.retired.insert(host.to_owned(), at.max(last_seen));
         Ok(last_seen)
     }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use procwatch_agent::{AgentConfig, BackoffConfig, BoxError, SweepData};
+use procwatch_agent::{AgentConfig, BoxError, SweepData};
 use procwatch_collector::{Collector, CollectorKind, CollectorOptions};
 use procwatch_notify::follow::{dispatch, follow, FollowOptions};
 use procwatch_notify::{console::Console, Notifier, NotifierSpec};
@@ -147,19 +147,12 @@ fn default_spool(args: &UpArgs) -> std::path::PathBuf {
 
 /// The local agent's settings (mirrors `procwatch agent --server`, see `agent::ship`).
 fn agent_config(args: &UpArgs, server: &str, host: String, token: Option<String>) -> AgentConfig {
-    let d = &args.delivery;
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| default_spool(args));
     let mut cfg = AgentConfig::new(host, server, spool_dir);
     cfg.agent = super::agent::AGENT_ID.to_string();
     cfg.interval = args.server.interval;
     cfg.shipper.token = token;
-    cfg.shipper.timeout = d.request_timeout;
-    cfg.backoff = BackoffConfig { max: d.retry_max, ..BackoffConfig::default() };
-    cfg.spool.max_bytes = d.spool_max_bytes;
-    cfg.spool.max_age = d.spool_max_age;
-    cfg.spool.fsync = d.spool_fsync;
-    cfg.quarantine_max_bytes = d.quarantine_max_bytes;
-    cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
+    args.delivery.apply(&mut cfg);
     cfg
 }
 

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a wait looks again. The harness's one pacing sleep: a wait ends on the condition
@@ -96,6 +97,12 @@ pub async fn post_samples(
     assert!(r.status().is_success(), "{}: {}", r.status(), r.text().await.unwrap());
 }
 
+/// Sends `req` and reads its answer as JSON; panics on a transport error or a body that is
+/// not JSON.
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// Waits for `child` to exit (at most `limit`) and returns its status.
 pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> ExitStatus {
     wait_until(&format!("{what} to exit"), limit, || child.try_wait().expect("try_wait"))
@@ -120,18 +127,25 @@ pub fn wait_addr_file(child: &mut Child, addr_file: &Path, what: &str, limit: Du
 /// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
 pub struct Proc {
     pub child: Child,
-    pub name: &'static str,
+    pub name: String,
 }
 
 impl Proc {
-    pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc { child, name }
+        Proc { child, name: name.to_owned() }
+    }
+
+    /// Sends `sig` (`-STOP`, `-TERM`, ...) to the process, by its PID.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {} failed", self.name);
     }
 
     pub fn assert_running(&mut self) {
@@ -143,7 +157,7 @@ impl Proc {
     /// Waits (at most `limit`) until this server has written its `--addr-file`, and returns
     /// its `http://` URL; panics if the server exits first.
     pub fn wait_for_addr(&mut self, addr_file: &Path, limit: Duration) -> String {
-        wait_addr_file(&mut self.child, addr_file, self.name, limit)
+        wait_addr_file(&mut self.child, addr_file, &self.name, limit)
     }
 }
 
@@ -156,6 +170,26 @@ impl Drop for Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process SIGKILLed (by PID) on drop if it is still running.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// SIGKILL now, and reap.
+    pub fn kill9(mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("wait");
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -174,6 +208,135 @@ pub fn procwatch() -> Command {
         c.env_remove(var);
     }
     c
+}
+
+/// `procwatch server` on `127.0.0.1:0` with `args`, its data in `<dir>/data`; returns the
+/// process and its URL once it has written its address.
+pub fn start_server(dir: &Path, args: &[&str]) -> (Proc, String) {
+    let addr_file = dir.join("server.addr");
+    let mut server = Proc::spawn(
+        "procwatch server",
+        procwatch()
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--addr-file")
+            .arg(&addr_file),
+    );
+    let url = server.wait_for_addr(&addr_file, Duration::from_secs(60));
+    (server, url)
+}
+
+/// `procwatch agent --server <url>` with `args`, its spool in `<dir>/spool`.
+pub fn start_agent(dir: &Path, url: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        "procwatch agent",
+        procwatch()
+            .args(["agent", "--server", url])
+            .args(args)
+            .arg("--spool-dir")
+            .arg(dir.join("spool")),
+    )
+}
+
+/// A `procwatch server` on `127.0.0.1:0` whose stderr goes to `<dir>/<name>.log`, printed
+/// when the test fails; SIGKILLed (by PID) on drop.
+pub struct LoggedServer {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl LoggedServer {
+    /// Starts `procwatch server` with `args`, its data in `<dir>/<name>.data`, and waits (at
+    /// most 60 s) for its address; panics with its log if it exits first.
+    pub fn start(dir: &Path, name: &str, args: &[&str]) -> LoggedServer {
+        let addr_file = dir.join(format!("{name}.addr"));
+        let log = dir.join(format!("{name}.log"));
+        let mut child = procwatch()
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join(format!("{name}.data")))
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn procwatch server");
+        let what = format!("server {name} to start");
+        let url = wait_until(&what, Duration::from_secs(60), || {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                if !a.trim().is_empty() {
+                    return Some(format!("http://{}", a.trim()));
+                }
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("server {name} exited with {status}:\n{log}");
+            }
+            None
+        });
+        LoggedServer { child, url, log }
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {}:\n{log}", self.log.display());
+        }
+    }
+}
+
+/// POSTs `body` as JSON: the status and the JSON answer (`null` when it is not JSON).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client.post(url).json(body).send().await.expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// An HTTP server on 127.0.0.1:0 that records every JSON body POSTed to `/hook`.
+pub async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, bodies)
+}
+
+/// The lines read from `r` (a child's stdout or stderr), collected by a thread as they come.
+pub fn collect_lines(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 /// `procwatch --config <dir>/server.toml server` with `config` as the file, on `127.0.0.1:0`,

@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use procwatch_alarm::RuleSet;
 use procwatch_model::{AlarmKind, Batch, Sample};
 use procwatch_model::{Level, Metric};
+use procwatch_store::conformance::red_event;
 use procwatch_store::memory::MemoryStore;
 use procwatch_store::Storage;
 use std::collections::BTreeMap;
@@ -49,23 +50,8 @@ fn batch(host: &str, process: &str, points: &[(TsMs, f64)]) -> Batch {
 }
 
 fn red(host: &str, process: &str, level: Level) -> AlarmEvent {
-    AlarmEvent {
-        id: format!("{host}/{process}/{level}"),
-        kind: AlarmKind::Series,
-        host: host.into(),
-        process: process.into(),
-        metric: Metric::Cpu,
-        level,
-        previous: Level::Ok,
-        start: NOW,
-        end: None,
-        value: 90.0,
-        peak: 90.0,
-        threshold: 80.0,
-        forecast: None,
-        eta_seconds: None,
-        reason: None,
-    }
+    let id = format!("{host}/{process}/{level}");
+    AlarmEvent { level, value: 90.0, peak: 90.0, ..red_event(&id, host, process, NOW) }
 }
 
 #[tokio::test]
@@ -121,7 +107,8 @@ fn alarm_filters_parse_and_bad_ones_are_400() {
     let p = |pairs: &[(&str, &str)]| {
         let qs: String =
             pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-        let params: AlarmParams = serde_urlencoded_like(&qs);
+        let uri: axum::http::Uri = format!("/api/v1/alarms?{qs}").parse().unwrap();
+        let axum::extract::Query(params) = axum::extract::Query::try_from_uri(&uri).unwrap();
         alarm_query(params, NOW)
     };
     let q = p(&[
@@ -152,27 +139,6 @@ fn alarm_filters_parse_and_bad_ones_are_400() {
         assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
     }
     assert!(p(&[("from", "now"), ("to", "-1h")]).is_err());
-}
-
-/// A tiny `a=b&c=d` reader for the tests (values here need no decoding).
-fn serde_urlencoded_like(qs: &str) -> AlarmParams {
-    let mut p = AlarmParams::default();
-    for pair in qs.split('&').filter(|s| !s.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap();
-        let v = Some(v.to_owned());
-        match k {
-            "active" => p.active = v,
-            "host" => p.host = v,
-            "process" => p.process = v,
-            "metric" => p.metric = v,
-            "level" => p.level = v,
-            "from" => p.from = v,
-            "to" => p.to = v,
-            "limit" => p.limit = v,
-            _ => panic!("{k}"),
-        }
-    }
-    p
 }
 
 #[test]
@@ -357,23 +323,13 @@ async fn stream_replays_and_ends_at_shutdown() {
     assert!(got.contains("\"process\":\"pg\"") && !got.contains("\"process\":\"java\""), "{got}");
     assert!(!got.contains("synced"), "a replay is not a snapshot: {got}");
     // The list and query-alarm routes agree.
-    let list: serde_json::Value = client
-        .get(format!("{url}/api/v1/alarms?active=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |path: &'static str| {
+        let req = client.get(format!("{url}{path}")).send();
+        async move { req.await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let list = get_json("/api/v1/alarms?active=true").await;
     assert_eq!(list["alarms"].as_array().unwrap().len(), 2);
-    let q: serde_json::Value = client
-        .get(format!("{url}/ressources-usage/query-alarm/?host=web-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q = get_json("/ressources-usage/query-alarm/?host=web-1").await;
     assert_eq!(q, serde_json::json!({"java": "RED", "pg": "RED"}));
     // Shutdown with two streams open still completes.
     stop_tx.send(()).unwrap();

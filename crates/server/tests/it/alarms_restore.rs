@@ -7,28 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use procwatch_alarm::event_id;
-use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, TsMs};
+use procwatch_model::{AlarmEvent, AlarmKind, Batch, Level, Metric, TsMs};
 use procwatch_server::{AppState, ServerConfig};
-use procwatch_store::memory::MemoryStore;
-use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreError,
-    StoreResult, UsageQuery, UsageRow, WriteOutcome,
-};
+use procwatch_store::conformance::red_event;
+use procwatch_store::{AlarmQuery, Storage, StoreError, StoreResult};
 
+use crate::gated_store::{Call, Gate, GatedMemory};
 use crate::util::{now_ms, sample, spawn_app_with};
 
-/// A memory store that can be down (every call `Unavailable`) and can hide its hosts.
+/// What makes the memory store of [`FlakyStore`] flaky: it can be down (every call
+/// `Unavailable`) and can hide its hosts.
 #[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
+struct Flaky {
     down: AtomicBool,
     hide_hosts: AtomicBool,
     /// Calls answered `Unavailable` so far.
     refused: std::sync::atomic::AtomicU64,
 }
 
-impl FlakyStore {
-    fn check(&self) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl Gate for Flaky {
+    const NAME: &'static str = "flaky";
+    async fn before(&self, _call: Call) -> StoreResult<()> {
         if self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             Err(StoreError::Unavailable("connection refused".into()))
@@ -36,67 +36,13 @@ impl FlakyStore {
             Ok(())
         }
     }
+    fn hide_hosts(&self) -> bool {
+        self.hide_hosts.load(Ordering::SeqCst)
+    }
 }
 
-#[async_trait::async_trait]
-impl Storage for FlakyStore {
-    fn backend(&self) -> &'static str {
-        "flaky"
-    }
-    async fn write_batch(&self, b: &Batch) -> StoreResult<WriteOutcome> {
-        self.check()?;
-        self.inner.write_batch(b).await
-    }
-    async fn hosts(&self) -> StoreResult<Vec<HostInfo>> {
-        self.check()?;
-        if self.hide_hosts.load(Ordering::SeqCst) {
-            return Ok(Vec::new());
-        }
-        self.inner.hosts().await
-    }
-    async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
-        self.check()?;
-        self.inner.usage(q).await
-    }
-    async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
-        self.check()?;
-        self.inner.window(q).await
-    }
-    async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
-        self.check()?;
-        self.inner.history(q).await
-    }
-    async fn host_totals(&self, host: &str, from: TsMs, to: TsMs) -> StoreResult<Vec<HostTotal>> {
-        self.check()?;
-        self.inner.host_totals(host, from, to).await
-    }
-    async fn apply_retention(&self, cutoff: TsMs) -> StoreResult<u64> {
-        self.check()?;
-        self.inner.apply_retention(cutoff).await
-    }
-    async fn retire_host(
-        &self,
-        host: &str,
-        at: procwatch_model::TsMs,
-    ) -> StoreResult<procwatch_model::TsMs> {
-        self.check()?;
-        self.inner.retire_host(host, at).await
-    }
-    async fn put_alarm_event(&self, e: &AlarmEvent) -> StoreResult<()> {
-        self.check()?;
-        self.inner.put_alarm_event(e).await
-    }
-    async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
-        self.check()?;
-        self.inner.alarm_events(q).await
-    }
-    async fn health(&self) -> StoreResult<()> {
-        self.check()
-    }
-    async fn close(&self) -> StoreResult<()> {
-        Ok(())
-    }
-}
+/// A memory store that can be down and can hide its hosts.
+type FlakyStore = GatedMemory<Flaky>;
 
 /// A batch of `host` (interval 1 s) with one sample per (process, ts, cpu).
 fn batch_of(host: &str, seq: u64, points: &[(&str, TsMs, f64)]) -> Batch {
@@ -152,23 +98,8 @@ async fn open_alarms_are_restored_once_the_store_comes_back() {
     let mut b = batch_of("web-1", 1, &hot);
     b.interval_ms = 10_000;
     store.inner.write_batch(&b).await.unwrap();
-    let red = AlarmEvent {
-        id: event_id(AlarmKind::Series, "web-1", "java", Metric::Cpu, start),
-        kind: AlarmKind::Series,
-        host: "web-1".into(),
-        process: "java".into(),
-        metric: Metric::Cpu,
-        level: Level::Red,
-        previous: Level::Ok,
-        start,
-        end: None,
-        value: 95.0,
-        peak: 95.0,
-        threshold: 80.0,
-        forecast: None,
-        eta_seconds: None,
-        reason: None,
-    };
+    let id = event_id(AlarmKind::Series, "web-1", "java", Metric::Cpu, start);
+    let red = red_event(&id, "web-1", "java", start);
     store.inner.put_alarm_event(&red).await.unwrap();
     store.down.store(true, Ordering::SeqCst);
 

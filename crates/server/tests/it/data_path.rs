@@ -6,6 +6,7 @@ use std::sync::Arc;
 use procwatch_model::Batch;
 use procwatch_server::admission::{HostTokens, SeriesLimits};
 use procwatch_server::ServerConfig;
+use procwatch_store::conformance::red_event;
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
 use serde_json::Value;
 
@@ -28,13 +29,6 @@ async fn post(app: &TestApp, token: &str, b: &Batch) -> (u16, Value) {
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("a JSON body"))
-}
-
-/// `procwatch_limit_breaches_total{reason}` from `/metrics` (0 when absent).
-async fn breaches(app: &TestApp, reason: &str) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let key = format!("procwatch_limit_breaches_total{{reason=\"{reason}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
 }
 
 async fn stored(app: &TestApp) -> Value {
@@ -132,7 +126,7 @@ async fn one_flooding_host_gets_429_while_another_keeps_getting_2xx() {
     };
     let (app, _dir) = spawn_sqlite(config).await;
     let t = now_ms();
-    let n = breaches(&app, "rate_limited").await;
+    let n = app.breaches("rate_limited").await;
     let mut flood = Vec::new();
     for seq in 1..=30u64 {
         let b = batch("flood", seq, vec![sample(t + seq as i64, "a", 1.0, 1.0)]);
@@ -146,7 +140,7 @@ async fn one_flooding_host_gets_429_while_another_keeps_getting_2xx() {
         let b = batch("flood", 100 + seq, vec![sample(t, "a", 1.0, 1.0)]);
         assert_eq!(post(&app, GLOBAL, &b).await.0, 429, "flood is still limited");
     }
-    assert!(breaches(&app, "rate_limited").await >= n + 20);
+    assert!(app.breaches("rate_limited").await >= n + 20);
     app.stop().await;
 }
 
@@ -169,20 +163,20 @@ async fn series_caps_answer_413_429_507_and_are_counted_before_the_store() {
         (procs("a", 3, 50..81), 429, "series_per_host"),
     ];
     for (b, status, reason) in cases {
-        let n = breaches(&app, reason).await;
+        let n = app.breaches(reason).await;
         let (s, body) = app.post_batch(&b).await;
         assert_eq!(s, status, "{reason}: {body}");
         assert!(body["error"].as_str().unwrap().contains("max_series"), "{body}");
-        assert_eq!(breaches(&app, reason).await, n + 1, "{reason} counted");
+        assert_eq!(app.breaches(reason).await, n + 1, "{reason} counted");
         assert_eq!(stored(&app).await, before, "{reason}: stored data changed");
     }
     // Known series stay writable at the host's cap; another host fills the total.
     assert_eq!(app.post_batch(&procs("a", 4, 0..50)).await.0, 200);
     assert_eq!(app.post_batch(&procs("b", 1, 0..50)).await.0, 200);
-    let n = breaches(&app, "series_total").await;
+    let n = app.breaches("series_total").await;
     let (s, body) = app.post_batch(&procs("c", 1, 0..21)).await;
     assert_eq!(s, 507, "{body}");
-    assert_eq!(breaches(&app, "series_total").await, n + 1);
+    assert_eq!(app.breaches("series_total").await, n + 1);
     let (s, _) = app.get_json("/healthz").await;
     assert_eq!(s, 200);
     app.stop().await;
@@ -233,23 +227,7 @@ async fn list_routes_paginate_with_a_next_cursor() {
     assert_eq!(names, ["h0", "h1", "h2", "h3", "h4", "h5", "h6"]);
     // alarms: 5 events in pages of 2, newest first as unpaginated.
     for i in 0..5i64 {
-        let ev = procwatch_model::AlarmEvent {
-            id: format!("ev-{i}"),
-            kind: procwatch_model::AlarmKind::Series,
-            host: "h0".into(),
-            process: format!("p{i}"),
-            metric: procwatch_model::Metric::Cpu,
-            level: procwatch_model::Level::Red,
-            previous: procwatch_model::Level::Ok,
-            start: t - 10_000 + i * 1000,
-            end: None,
-            value: 95.0,
-            peak: 95.0,
-            threshold: 80.0,
-            forecast: None,
-            eta_seconds: None,
-            reason: None,
-        };
+        let ev = red_event(&format!("ev-{i}"), "h0", &format!("p{i}"), t - 10_000 + i * 1000);
         app.store.put_alarm_event(&ev).await.unwrap();
     }
     let (all, _) = all_pages(&app, "/api/v1/alarms?from=-1h", "alarms").await;

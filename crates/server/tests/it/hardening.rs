@@ -2,7 +2,6 @@
 //! and the stored data unchanged afterwards; a wrong or missing token is 401 on every read and
 //! write route of the route table; HTTPS round trip with a certificate made at test time.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,18 +83,6 @@ async fn missing_or_wrong_token_is_401_on_every_route() {
     app.stop().await;
 }
 
-/// `procwatch_limit_breaches_total{reason}` from `/metrics`.
-async fn breaches(app: &TestApp, reason: &str) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let key = format!("procwatch_limit_breaches_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no {key} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// What the store holds, as the API shows it.
 async fn snapshot(app: &TestApp) -> (Value, Value) {
     let (s1, all) = app.get_json("/ressources-usage/get-all-detailed").await;
@@ -110,12 +97,6 @@ async fn assert_healthy_and_unchanged(app: &TestApp, before: &(Value, Value), wh
     let (status, _) = app.get_json("/readyz").await;
     assert_eq!(status, 200, "{what}: readyz");
     assert_eq!(&snapshot(app).await, before, "{what}: stored data changed");
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 #[tokio::test]
@@ -147,43 +128,43 @@ async fn every_limit_answers_its_status_and_is_counted() {
     };
 
     // 413: body on the wire.
-    let n = breaches(&app, "body_too_large").await;
+    let n = app.breaches("body_too_large").await;
     let resp = post(vec![b' '; 65 * 1024], false).send().await.unwrap();
     assert_eq!(resp.status(), 413);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
-    assert_eq!(breaches(&app, "body_too_large").await, n + 1);
+    assert_eq!(app.breaches("body_too_large").await, n + 1);
     assert_healthy_and_unchanged(&app, &before, "body").await;
 
     // 413: a gzip bomb (2 KiB on the wire, 10 MiB inflated).
-    let n = breaches(&app, "decompressed_too_large").await;
+    let n = app.breaches("decompressed_too_large").await;
     let bomb = gzip(&vec![b' '; 10 << 20]);
     assert!(bomb.len() < 64 * 1024);
     let resp = post(bomb, true).send().await.unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(breaches(&app, "decompressed_too_large").await, n + 1);
+    assert_eq!(app.breaches("decompressed_too_large").await, n + 1);
     assert_healthy_and_unchanged(&app, &before, "gzip bomb").await;
 
     // 400: too many samples, naming the field.
-    let n = breaches(&app, "too_many_samples").await;
+    let n = app.breaches("too_many_samples").await;
     let many: Vec<_> = (0..51).map(|i| sample(t, &format!("p{i}"), 1.0, 1.0)).collect();
     let (status, err) = app.post_batch(&batch("web-1", 2, many)).await;
     assert_eq!((status, err["problems"][0]["field"].as_str()), (400, Some("samples")));
-    assert_eq!(breaches(&app, "too_many_samples").await, n + 1);
+    assert_eq!(app.breaches("too_many_samples").await, n + 1);
     assert_healthy_and_unchanged(&app, &before, "samples").await;
 
     // 400: names too long (host 254 bytes; process 256 bytes).
-    let n = breaches(&app, "name_too_long").await;
+    let n = app.breaches("name_too_long").await;
     let (status, err) =
         app.post_batch(&batch(&"h".repeat(254), 3, vec![sample(t, "x", 1.0, 1.0)])).await;
     assert_eq!((status, err["problems"][0]["field"].as_str()), (400, Some("host")));
     let (status, err) =
         app.post_batch(&batch("web-1", 3, vec![sample(t, &"p".repeat(256), 1.0, 1.0)])).await;
     assert_eq!((status, err["problems"][0]["field"].as_str()), (400, Some("process")));
-    assert_eq!(breaches(&app, "name_too_long").await, n + 2);
+    assert_eq!(app.breaches("name_too_long").await, n + 2);
     assert_healthy_and_unchanged(&app, &before, "names").await;
 
     // 408: a body that trickles in slower than the request timeout.
-    let n = breaches(&app, "request_timeout").await;
+    let n = app.breaches("request_timeout").await;
     let addr = app.url.trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"POST /api/v1/samples HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"ho")
@@ -196,17 +177,17 @@ async fn every_limit_answers_its_status_and_is_counted() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
-    assert_eq!(breaches(&app, "request_timeout").await, n + 1);
+    assert_eq!(app.breaches("request_timeout").await, n + 1);
 
     // Slowloris: a request head that never ends is cut after header_read_timeout.
-    let n = breaches(&app, "header_timeout").await;
+    let n = app.breaches("header_timeout").await;
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection of a slow head is closed");
     assert!(buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"));
-    assert_eq!(breaches(&app, "header_timeout").await, n + 1);
+    assert_eq!(app.breaches("header_timeout").await, n + 1);
     assert_healthy_and_unchanged(&app, &before, "slow clients").await;
     app.stop().await;
 }
@@ -233,7 +214,7 @@ async fn rate_limit_is_429_with_retry_after() {
     let (app, _dir) = spawn_sqlite(config).await;
     let t = now_ms();
     // A burst of 3 passes, the 4th is 429 with Retry-After.
-    let n = breaches(&app, "rate_limited").await;
+    let n = app.breaches("rate_limited").await;
     for seq in 1..=3 {
         let (status, _) =
             app.post_batch(&batch("web-1", seq, vec![sample(t, "a", 1.0, 1.0)])).await;
@@ -251,7 +232,7 @@ async fn rate_limit_is_429_with_retry_after() {
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
-    assert_eq!(breaches(&app, "rate_limited").await, n + 1);
+    assert_eq!(app.breaches("rate_limited").await, n + 1);
     assert_healthy_and_unchanged(&app, &before, "rate").await;
     assert!(before.0.get("b").is_none(), "the refused batch is not stored");
     // The bucket refills: after the wait it says, the same batch is taken.
@@ -272,7 +253,7 @@ async fn concurrency_limit_is_429_and_probes_still_answer() {
     let (app, _dir) = spawn_sqlite(config).await;
     let addr = app.url.trim_start_matches("http://").to_owned();
     let before = snapshot(&app).await;
-    let n = breaches(&app, "concurrency").await;
+    let n = app.breaches("concurrency").await;
     let held_a = hold_request(&addr, "PUT", "/ressources-usage/save-all").await;
     let held_b = hold_request(&addr, "POST", "/api/v1/samples").await;
     // Both held requests take their permits once the server has read their heads: poll.
@@ -298,7 +279,7 @@ async fn concurrency_limit_is_429_and_probes_still_answer() {
         assert!(std::time::Instant::now() < deadline, "the held requests' permits never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(breaches(&app, "concurrency").await, n + 1 + refused_meanwhile);
+    assert_eq!(app.breaches("concurrency").await, n + 1 + refused_meanwhile);
     assert_healthy_and_unchanged(&app, &before, "concurrency").await;
     app.stop().await;
 }

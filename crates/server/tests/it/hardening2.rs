@@ -15,20 +15,6 @@ use crate::util::*;
 /// A generous deadline for "answers at all" (hangs are what is tested, not speed).
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
-async fn metrics_text(app: &TestApp) -> String {
-    app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
-fn breaches(text: &str, reason: &str) -> u64 {
-    let key = format!("procwatch_limit_breaches_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no {key} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// What the store holds, as the API shows it.
 async fn snapshot(app: &TestApp) -> Value {
     let (status, usage) = app.get_json("/api/v1/usage?window=1h").await;
@@ -51,8 +37,8 @@ async fn memory_app(config: ServerConfig) -> TestApp {
 #[tokio::test]
 async fn request_labels_stay_a_closed_set() {
     let app = memory_app(ServerConfig::default()).await;
-    let _ = metrics_text(&app).await;
-    let before = metrics_text(&app).await;
+    let _ = app.metrics_text().await;
+    let before = app.metrics_text().await;
     for i in 0..300 {
         let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
         let url = app.url(&format!("/nowhere/{i}/x{i}"));
@@ -62,7 +48,7 @@ async fn request_labels_stay_a_closed_set() {
     for i in 0..100 {
         let _ = app.client.get(app.url(&format!("/api/v1/hosts/h{i}/totals"))).send().await;
     }
-    let after = metrics_text(&app).await;
+    let after = app.metrics_text().await;
     assert!(!after.contains("FOO"), "a client method became a label value");
     assert!(!after.contains("/nowhere"), "a client path became a label value");
     let series = |t: &str| {
@@ -136,7 +122,7 @@ async fn chart_with_huge_numbers_answers_and_stays_valid_xml() {
         let bad: Vec<char> = svg.chars().filter(|c| xml_invalid(*c)).collect();
         assert!(bad.is_empty(), "{q}: XML-invalid characters {bad:?} in the SVG");
     }
-    assert!(breaches(&metrics_text(&app).await, "bad_number") >= 2);
+    assert!(breaches(&app.metrics_text().await, "bad_number") >= 2);
     assert_healthy(&app, "chart").await;
     assert_eq!(snapshot(&app).await, before, "stored data changed");
     app.stop().await;
@@ -153,7 +139,7 @@ async fn pathological_globs_are_refused_and_healthz_answers() {
             .collect();
         app.store.write_batch(&batch(&format!("h{chunk}"), 1, samples)).await.unwrap();
     }
-    let before = metrics_text(&app).await;
+    let before = app.metrics_text().await;
     let url = |q: &str| app.url(&format!("/api/v1/usage?window=1h&metrics=cpu&stats=last&{q}"));
     let stars = "*".repeat(60_000);
     let send = app.client.get(url(&format!("process={stars}"))).send();
@@ -182,7 +168,7 @@ async fn pathological_globs_are_refused_and_healthz_answers() {
     let (status, body) = app.get_json("/api/v1/usage?window=1h&host=h?&process=p3-a").await;
     assert_eq!(status, 200);
     assert_eq!(body["rows"].as_array().unwrap().len(), 1, "{body}");
-    let after = metrics_text(&app).await;
+    let after = app.metrics_text().await;
     assert_eq!(breaches(&after, "glob"), breaches(&before, "glob") + 2);
     assert_healthy(&app, "globs").await;
     app.stop().await;
@@ -260,7 +246,7 @@ async fn cross_site_writes_and_rebinding_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let text = metrics_text(&app).await;
+    let text = app.metrics_text().await;
     assert_eq!(breaches(&text, "not_json"), 3);
     assert_eq!(breaches(&text, "cross_origin"), 1);
     assert_eq!(breaches(&text, "bad_host"), 2);
@@ -283,7 +269,7 @@ async fn streams_are_capped_and_rejections_are_json() {
     assert!(third.headers().contains_key("retry-after"));
     let body: Value = third.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("max_streams"), "{body}");
-    assert_eq!(breaches(&metrics_text(&app).await, "streams"), 1);
+    assert_eq!(breaches(&app.metrics_text().await, "streams"), 1);
     drop(s1);
     // The closed stream's slot comes back (the server notices the closed connection).
     let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
@@ -326,7 +312,7 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
 async fn wait_breaches(app: &TestApp, reason: &str, want: u64) -> String {
     let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
     loop {
-        let text = metrics_text(app).await;
+        let text = app.metrics_text().await;
         if breaches(&text, reason) >= want {
             return text;
         }
@@ -475,7 +461,7 @@ async fn body_bytes_in_flight_are_bounded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(refused.headers()["retry-after"], "1");
-    assert_eq!(breaches(&metrics_text(&app).await, "inflight_bytes"), 1);
+    assert_eq!(breaches(&app.metrics_text().await, "inflight_bytes"), 1);
     drop(held);
     let b = serde_json::to_vec(&batch("budget", 1, vec![sample(now_ms(), "p", 1.0, 1.0)])).unwrap();
     let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;

@@ -1,7 +1,5 @@
 //! Ingestion over HTTP: round trip, legacy PUT, validation, limits, idempotence.
 
-use std::io::Write;
-
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -199,12 +197,6 @@ async fn too_many_samples_is_refused() {
     assert_eq!(status, 400);
     assert_eq!(err["problems"][0]["field"], "samples");
     app.stop().await;
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Integration tests: the real server on `127.0.0.1:0`, talked to over real HTTP.
 
+mod gated_store;
 mod util;
 
 mod alarms_restore;

@@ -8,6 +8,7 @@ use procwatch_store::memory::MemoryStore;
 use procwatch_store::Storage;
 use serde_json::{json, Value};
 
+use crate::gated_store::{Call, Gate, GatedMemory};
 use crate::util::*;
 
 #[tokio::test]
@@ -170,105 +171,46 @@ async fn retention_runs_periodically() {
     app.stop().await;
 }
 
-/// A store whose writes wait for a go-ahead, to hold a request in flight.
-struct GatedStore {
-    inner: MemoryStore,
+/// What makes a write wait for a go-ahead (to hold a request in flight), and every write,
+/// `hosts` and health check fail while `down` is set.
+struct WriteGate {
     started: tokio::sync::Notify,
     go: tokio::sync::Semaphore,
-    /// Every call fails with `Unavailable` while set.
+    /// Writes, `hosts` and health checks fail with `Unavailable` while set.
     down: std::sync::atomic::AtomicBool,
 }
 
-impl GatedStore {
-    fn new(permits: usize) -> Self {
-        GatedStore {
-            inner: MemoryStore::new(),
-            started: tokio::sync::Notify::new(),
-            go: tokio::sync::Semaphore::new(permits),
-            down: std::sync::atomic::AtomicBool::new(false),
+#[async_trait::async_trait]
+impl Gate for WriteGate {
+    const NAME: &'static str = "gated";
+    async fn before(&self, call: Call) -> procwatch_store::StoreResult<()> {
+        if !matches!(call, Call::Write | Call::Hosts | Call::Health) {
+            return Ok(());
         }
-    }
-
-    fn check(&self) -> procwatch_store::StoreResult<()> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(procwatch_store::StoreError::Unavailable("disk on fire".into()))
-        } else {
-            Ok(())
+            return Err(procwatch_store::StoreError::Unavailable("disk on fire".into()));
         }
+        if call == Call::Write {
+            self.started.notify_one();
+            drop(self.go.acquire().await.expect("semaphore"));
+        }
+        Ok(())
     }
 }
 
-#[async_trait::async_trait]
-impl Storage for GatedStore {
-    fn backend(&self) -> &'static str {
-        "gated"
-    }
-    async fn write_batch(
-        &self,
-        b: &procwatch_model::Batch,
-    ) -> procwatch_store::StoreResult<procwatch_store::WriteOutcome> {
-        self.check()?;
-        self.started.notify_one();
-        let _permit = self.go.acquire().await.expect("semaphore");
-        self.inner.write_batch(b).await
-    }
-    async fn hosts(&self) -> procwatch_store::StoreResult<Vec<procwatch_store::HostInfo>> {
-        self.check()?;
-        self.inner.hosts().await
-    }
-    async fn usage(
-        &self,
-        q: &procwatch_store::UsageQuery,
-    ) -> procwatch_store::StoreResult<Vec<procwatch_store::UsageRow>> {
-        self.inner.usage(q).await
-    }
-    async fn window(
-        &self,
-        q: &procwatch_store::UsageQuery,
-    ) -> procwatch_store::StoreResult<Vec<procwatch_store::SeriesWindow>> {
-        self.inner.window(q).await
-    }
-    async fn history(
-        &self,
-        q: &procwatch_store::HistoryQuery,
-    ) -> procwatch_store::StoreResult<Vec<procwatch_store::HistoryPoint>> {
-        self.inner.history(q).await
-    }
-    async fn host_totals(
-        &self,
-        host: &str,
-        from: i64,
-        to: i64,
-    ) -> procwatch_store::StoreResult<Vec<procwatch_model::HostTotal>> {
-        self.inner.host_totals(host, from, to).await
-    }
-    async fn apply_retention(&self, cutoff: i64) -> procwatch_store::StoreResult<u64> {
-        self.inner.apply_retention(cutoff).await
-    }
-    async fn retire_host(
-        &self,
-        host: &str,
-        at: procwatch_model::TsMs,
-    ) -> procwatch_store::StoreResult<procwatch_model::TsMs> {
-        self.inner.retire_host(host, at).await
-    }
-    async fn put_alarm_event(
-        &self,
-        e: &procwatch_model::AlarmEvent,
-    ) -> procwatch_store::StoreResult<()> {
-        self.inner.put_alarm_event(e).await
-    }
-    async fn alarm_events(
-        &self,
-        q: &procwatch_store::AlarmQuery,
-    ) -> procwatch_store::StoreResult<Vec<procwatch_model::AlarmEvent>> {
-        self.inner.alarm_events(q).await
-    }
-    async fn health(&self) -> procwatch_store::StoreResult<()> {
-        self.check()
-    }
-    async fn close(&self) -> procwatch_store::StoreResult<()> {
-        Ok(())
+/// A memory store whose writes wait for a go-ahead, to hold a request in flight.
+type GatedStore = GatedMemory<WriteGate>;
+
+impl GatedStore {
+    fn new(permits: usize) -> Self {
+        GatedMemory {
+            inner: MemoryStore::new(),
+            gate: WriteGate {
+                started: tokio::sync::Notify::new(),
+                go: tokio::sync::Semaphore::new(permits),
+                down: std::sync::atomic::AtomicBool::new(false),
+            },
+        }
     }
 }
 

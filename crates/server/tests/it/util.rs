@@ -32,6 +32,16 @@ impl TestApp {
         (status, resp.json().await.expect("JSON body"))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// `procwatch_limit_breaches_total{reason}` from `/metrics` (0 when absent).
+    pub async fn breaches(&self, reason: &str) -> u64 {
+        breaches(&self.metrics_text().await, reason)
+    }
+
     pub async fn post_batch(&self, batch: &Batch) -> (u16, serde_json::Value) {
         let resp =
             self.client.post(self.url("/api/v1/samples")).json(batch).send().await.expect("POST");
@@ -119,4 +129,18 @@ pub fn mean(v: &[f64]) -> f64 {
 
 pub fn assert_close(got: f64, want: f64, what: &str) {
     assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{what}: got {got}, want {want}");
+}
+
+/// `procwatch_limit_breaches_total{reason}` in a `/metrics` text (0 when absent).
+pub fn breaches(metrics_text: &str, reason: &str) -> u64 {
+    let key = format!("procwatch_limit_breaches_total{{reason=\"{reason}\"}} ");
+    metrics_text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// `data` gzipped.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }

@@ -32,6 +32,15 @@ pub fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
     }
 }
 
+/// Three hours of `host` from `t0`: 1,080 sweeps 10 s apart (jittered by a few ms), each a
+/// batch of `series` samples.
+pub fn three_hours(host: &str, series: usize, t0: TsMs) -> impl Iterator<Item = Batch> + '_ {
+    (0..1080).map(move |i| {
+        let ts = t0 + i * 10_000 + (i % 7) * 3;
+        batch(host, i as u64 + 1, (0..series).map(|k| sample(k, i, ts)).collect())
+    })
+}
+
 /// Series per batch of the writer.
 pub const SERIES: usize = 40;
 

@@ -51,6 +51,20 @@ pub struct DeliveryArgs {
     pub metrics_listen: Option<String>,
 }
 
+impl DeliveryArgs {
+    /// Applies the delivery settings (request timeout, backoff, spool, quarantine) to `cfg`:
+    /// one place for `procwatch agent --server` and the local agent of `procwatch up`.
+    pub fn apply(&self, cfg: &mut AgentConfig) {
+        cfg.shipper.timeout = self.request_timeout;
+        cfg.backoff = BackoffConfig { max: self.retry_max, ..BackoffConfig::default() };
+        cfg.spool.max_bytes = self.spool_max_bytes;
+        cfg.spool.max_age = self.spool_max_age;
+        cfg.spool.fsync = self.spool_fsync;
+        cfg.quarantine_max_bytes = self.quarantine_max_bytes;
+        cfg.spool.segment_bytes = (self.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
+    }
+}
+
 /// The spool directory when `--spool-dir` is not given: under the data directory that
 /// `procwatch up` uses too.
 pub const DEFAULT_SPOOL_DIR: &str = "procwatch-data/spool";
@@ -101,14 +115,8 @@ pub fn run(
     cfg.agent = super::AGENT_ID.to_string();
     cfg.interval = args.interval;
     cfg.shipper.token = args.token.resolve()?;
-    cfg.shipper.timeout = d.request_timeout;
     cfg.shipper.ca_pem = read_ca_file(d.ca_file.as_deref())?;
-    cfg.backoff = BackoffConfig { max: d.retry_max, ..BackoffConfig::default() };
-    cfg.spool.max_bytes = d.spool_max_bytes;
-    cfg.spool.max_age = d.spool_max_age;
-    cfg.spool.fsync = d.spool_fsync;
-    cfg.quarantine_max_bytes = d.quarantine_max_bytes;
-    cfg.spool.segment_bytes = (d.spool_max_bytes / 32).clamp(4 << 10, 8 << 20);
+    d.apply(&mut cfg);
     if args.once {
         cfg.max_sweeps = Some(1);
         cfg.drain_timeout = d.request_timeout;
