@@ -343,15 +343,13 @@ impl Analog {
         (median, v[n - 1])
     }
 
-    fn close_current(&mut self) {
-        if let Some((_, values)) = self.current.take() {
-            let (median, max) = Self::summary(&values);
-            self.holt = Some(self.holt_step(self.holt, median));
-            if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
-                self.history.pop_front();
-            }
-            self.history.push_back((median, max));
+    fn close(&mut self, values: Vec<f64>) {
+        let (median, max) = Self::summary(&values);
+        self.holt = Some(self.holt_step(self.holt, median));
+        if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
+            self.history.pop_front();
         }
+        self.history.push_back((median, max));
     }
 
     /// Empirical share of similar-level buckets followed by a crossing within H, the number
@@ -381,15 +379,10 @@ impl Analog {
 
 impl Forecaster for Analog {
     fn push(&mut self, ts: TsMs, y: f64) {
-        let id = ts.div_euclid(self.params.step_ms);
-        match &mut self.current {
-            Some((cid, values)) if *cid == id => values.push(y),
-            _ => {
-                self.close_current();
-                self.current = Some((id, vec![y]));
-            }
+        let step_ms = self.params.step_ms;
+        if let Some(closed) = into_bucket(&mut self.current, &mut self.last, step_ms, ts, y) {
+            self.close(closed);
         }
-        self.last = Some((ts, y));
     }
 
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
@@ -438,6 +431,27 @@ impl Forecaster for Analog {
 }
 
 mod robust;
+
+/// Records `(ts, y)` as the latest sample and adds `y` to the open bucket (id, samples) of a
+/// grid of `step_ms` buckets; when `ts` opens a new bucket, returns the samples of the one it
+/// closes.
+pub(crate) fn into_bucket(
+    current: &mut Option<(i64, Vec<f64>)>,
+    last: &mut Option<(TsMs, f64)>,
+    step_ms: i64,
+    ts: TsMs,
+    y: f64,
+) -> Option<Vec<f64>> {
+    *last = Some((ts, y));
+    let id = ts.div_euclid(step_ms);
+    match current {
+        Some((cid, values)) if *cid == id => {
+            values.push(y);
+            None
+        }
+        _ => current.replace((id, vec![y])).map(|(_, values)| values),
+    }
+}
 pub use robust::{Assessment, Robust, RobustParams, Shape, SENSITIVITY_RANGE};
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub fn shapes() -> Vec<Shape> {
     out
 }
 
+/// (trend, noise) windows, ms: what one forecaster pass depends on.
+type Windows = (i64, i64);
+
 /// The score table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
@@ -96,7 +99,7 @@ impl Grid {
         // [shape][trace][knob], one forecaster pass per trace and pair of windows.
         let mut by_shape: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); shapes.len()];
         for p in traces {
-            let mut done: Vec<((i64, i64), Vec<Option<Assessment>>)> = Vec::new();
+            let mut done: Vec<(Windows, Vec<Option<Assessment>>)> = Vec::new();
             for (s, shape) in shapes.iter().enumerate() {
                 let key = (shape.trend_ms, shape.noise_ms);
                 let a = match done.iter().position(|(k, _)| *k == key) {

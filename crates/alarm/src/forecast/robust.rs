@@ -2,7 +2,7 @@
 //! structure ([`Shape`]) and its one knob (`sensitivity`) are both chosen by
 //! leave-one-trace-out cross-validation (`crate::cv`).
 
-use super::{eta_from_slope, Forecast, Forecaster};
+use super::{eta_from_slope, into_bucket, Forecast, Forecaster};
 use procwatch_model::TsMs;
 
 /// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
@@ -30,9 +30,11 @@ use procwatch_model::TsMs;
 ///   The damping is for deciding, not for timing: on a steady ramp the undamped line times
 ///   the crossing right.
 ///
-/// The window lengths, damping, σ floor and hold-off are its [`Shape`]; the default shape
-/// and the knob's default were chosen by nested leave-one-trace-out cross-validation
-/// (BENCHMARKS.md, Forecaster). Warm-up: no forecast before `trend` closed buckets.
+/// The window lengths, damping, σ floor and hold-off are its [`Shape`]. The default shape
+/// is the nested leave-one-trace-out cross-validation's pick on the memory traces (the CPU
+/// traces pick a shorter, undamped trend, not adopted: one shape serves both metrics); the
+/// knob's defaults are its picks for each family (BENCHMARKS.md, Forecaster). Warm-up: no
+/// forecast before `trend` closed buckets.
 #[derive(Debug, Clone)]
 pub struct Robust {
     params: RobustParams,
@@ -83,7 +85,8 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The default structure (the one the cross-validation picks on all traces).
+    /// The default structure (the one the nested cross-validation picks on all memory
+    /// traces; 1 h trend, 2 h noise, σ floor 0.1, damping ½, 30-min hold-off).
     pub const DEFAULT: Shape = Shape {
         trend_ms: 60 * 60_000,
         noise_ms: 120 * 60_000,
@@ -189,14 +192,12 @@ impl Robust {
         Self { params, history: Default::default(), current: None, last: None, last_above: None }
     }
 
-    fn close_current(&mut self) {
-        if let Some((_, mut values)) = self.current.take() {
-            let m = median_in_place(&mut values);
-            if self.history.len() == self.params.trend.max(self.params.noise) + 1 {
-                self.history.pop_front();
-            }
-            self.history.push_back(m);
+    fn close(&mut self, mut values: Vec<f64>) {
+        let m = median_in_place(&mut values);
+        if self.history.len() == self.params.trend.max(self.params.noise) + 1 {
+            self.history.pop_front();
         }
+        self.history.push_back(m);
     }
 
     /// (Theil–Sen slope per bucket, σ per bucket before the floor) over the closed buckets and the open one.
@@ -248,21 +249,16 @@ impl Robust {
 }
 
 impl Forecaster for Robust {
-    fn push(&mut self, ts: TsMs, y: f64) {
-        let id = ts.div_euclid(self.params.step_ms);
-        match &mut self.current {
-            Some((cid, values)) if *cid == id => values.push(y),
-            _ => {
-                self.close_current();
-                self.current = Some((id, vec![y]));
-            }
-        }
-        self.last = Some((ts, y));
-    }
-
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
         let params = self.params;
         self.assess(at, threshold).map(|a| a.decide(&params, threshold))
+    }
+
+    fn push(&mut self, ts: TsMs, y: f64) {
+        let step_ms = self.params.step_ms;
+        if let Some(closed) = into_bucket(&mut self.current, &mut self.last, step_ms, ts, y) {
+            self.close(closed);
+        }
     }
 
     fn reset(&mut self) {

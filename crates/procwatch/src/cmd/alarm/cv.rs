@@ -13,6 +13,13 @@ use procwatch_alarm::rules::default_sensitivity;
 use procwatch_model::Metric;
 use std::fmt::Write as _;
 
+/// One trace under the live default, and its own best knob within the budget.
+struct TraceDefault {
+    trace: usize,
+    live: Cell,
+    best: Option<(f64, Cell)>,
+}
+
 struct FamilyRun<'a> {
     family: cv::Family,
     cv: FamilyCv,
@@ -23,7 +30,7 @@ struct FamilyRun<'a> {
     /// Per trace: the live default (the default shape at the metric's default knob), and
     /// the trace's own best recall over the knob (default shape) within the family's budget
     /// and at no more AMBER % than predict_linear W=10m on that trace.
-    per_trace: Vec<(usize, Cell, Option<(f64, Cell)>)>,
+    per_trace: Vec<TraceDefault>,
     /// The metric's default knob.
     live_z: f64,
     traces: &'a [Prepared],
@@ -71,7 +78,7 @@ pub(super) fn run(args: &BacktestArgs, traces: &[Prepared], proto: &Protocol) ->
                             own = Some((z, c.clone()));
                         }
                     }
-                    (i, grid.cells[live][j][i].clone(), own)
+                    TraceDefault { trace: i, live: grid.cells[live][j][i].clone(), best: own }
                 })
                 .collect();
             FamilyRun { family, cv, curve, linear, per_trace, live_z: z, traces, grid: &grid }
@@ -119,7 +126,7 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
                 "default_shape": r.grid.shapes[r.cv.default.shape].to_string(),
                 "default_sensitivity": SENSITIVITY_GRID[r.cv.default.knob],
                 "live_sensitivity": r.live_z,
-                "live_default": r.per_trace.iter().map(|(i, c, own)| {
+                "live_default": r.per_trace.iter().map(|TraceDefault { trace: i, live: c, best: own }| {
                     let mut v = figures(&name(*i), c);
                     v["goal_side"] = goal_side(&r.family, c).into();
                     v["best_within_budget"] = own.as_ref().map_or(serde_json::Value::Null, |(z, c)| {
@@ -241,7 +248,7 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
             r.family.budget_per_day
         );
         out += &head;
-        for (i, c, own) in &r.per_trace {
+        for TraceDefault { trace: i, live: c, best: own } in &r.per_trace {
             let side =
                 if goal_side(&r.family, c) { "goal's side" } else { "NOT on the goal's side" };
             out += &(row(&r.traces[*i].name, c) + "  " + side + "\n");
@@ -273,8 +280,9 @@ fn svg(runs: &[FamilyRun<'_>], proto: &Protocol) -> String {
          viewBox=\"0 0 {width} {}\" font-family=\"sans-serif\" font-size=\"11\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"8\" y=\"14\" font-size=\"12\">Held-out operating curves, T={} H={} min: recall vs \
-         false alarms/day (blue: procwatch by sensitivity, each trace at the shape chosen without \
-         it; grey: predict_linear by window; red: cross-validated; green box: the goal)</text>\n",
+         false alarms/day. Blue: procwatch by sensitivity, each trace at the shape chosen without \
+         it;</text>\n<text x=\"8\" y=\"29\" font-size=\"12\">grey: predict_linear by window; \
+         red: cross-validated (shape and knob per fold); green box: the goal.</text>\n",
         ph + 20.0,
         ph + 20.0,
         proto.threshold,
