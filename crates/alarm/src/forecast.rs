@@ -54,7 +54,7 @@ pub trait Forecaster: Send {
 
 /// Time from `t_last` until a line `y(t) = y_last + slope_per_ms·(t − t_last)` reaches
 /// `threshold`, if it is rising towards it.
-fn eta_from_slope(y_last: f64, slope_per_ms: f64, threshold: f64) -> Option<i64> {
+pub(crate) fn eta_from_slope(y_last: f64, slope_per_ms: f64, threshold: f64) -> Option<i64> {
     if y_last > threshold {
         return Some(0);
     }
@@ -343,15 +343,13 @@ impl Analog {
         (median, v[n - 1])
     }
 
-    fn close_current(&mut self) {
-        if let Some((_, values)) = self.current.take() {
-            let (median, max) = Self::summary(&values);
-            self.holt = Some(self.holt_step(self.holt, median));
-            if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
-                self.history.pop_front();
-            }
-            self.history.push_back((median, max));
+    fn close(&mut self, values: Vec<f64>) {
+        let (median, max) = Self::summary(&values);
+        self.holt = Some(self.holt_step(self.holt, median));
+        if self.history.len() == self.params.history + self.params.horizon_buckets + 1 {
+            self.history.pop_front();
         }
+        self.history.push_back((median, max));
     }
 
     /// Empirical share of similar-level buckets followed by a crossing within H, the number
@@ -381,15 +379,10 @@ impl Analog {
 
 impl Forecaster for Analog {
     fn push(&mut self, ts: TsMs, y: f64) {
-        let id = ts.div_euclid(self.params.step_ms);
-        match &mut self.current {
-            Some((cid, values)) if *cid == id => values.push(y),
-            _ => {
-                self.close_current();
-                self.current = Some((id, vec![y]));
-            }
+        let step_ms = self.params.step_ms;
+        if let Some(closed) = into_bucket(&mut self.current, &mut self.last, step_ms, ts, y) {
+            self.close(closed);
         }
-        self.last = Some((ts, y));
     }
 
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
@@ -437,184 +430,29 @@ impl Forecaster for Analog {
     }
 }
 
-/// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
-/// after a crossing. One knob, `sensitivity`, moves it along its precision/recall curve.
-///
-/// It works on a fixed time grid of `step = H/2` buckets (5 min at H = 10 min), whatever the
-/// sampling interval, so what was scored on the 5-minute traces holds at live 10 s sampling;
-/// each bucket keeps the median of its samples (robust to a lone spike at live sampling).
-/// With `y` the latest value, `h = (t + H − t_last)/step` and T the threshold:
-///
-/// - **trend** `b`: the Theil–Sen slope (median of pairwise slopes) over the bucket medians of
-///   the last `trend` closed buckets and the open one (1 h); one outlier cannot tilt it;
-/// - **noise** `σ`: 1.4826 × the median absolute deviation of the bucket-to-bucket changes
-///   over the last `noise` buckets (2 h), at least `min_sigma` (0.1 point): how much the series
-///   moves in one step when nothing special happens;
-/// - **forecast** `f = y + φ·h·b` with the trend damped to half (`φ = 0.5`: a rise over the
-///   last hour is not assumed to go on at full speed), judged above T when `f + z·σ·√h > T`,
-///   where `z` is the sensitivity: AMBER when T is within `z` noise widths of the forecast
-///   (higher `z`, more warnings; `z < 0` asks the forecast to clear T by `−z` noise widths);
-/// - **hold-off**: never above while a sample above T was seen in the last `holdoff` (30 min):
-///   a re-crossing then is the same incident (docs/contract.md: re-crossings within 30 min are a
-///   continuation), already RED;
-/// - **ETA**: when above, the time at which the undamped trend line `y + b·t` reaches T, at
-///   most H (the forecaster only claims "within H"; H itself when the trend does not rise).
-///   The damping is for deciding, not for timing: on a steady ramp the undamped line times
-///   the crossing right.
-///
-/// Warm-up: no forecast before `trend` closed buckets (1 h at H = 10 min). The knob's default
-/// was chosen by leave-one-trace-out cross-validation (BENCHMARKS.md, Forecaster).
-#[derive(Debug, Clone)]
-pub struct Robust {
-    params: RobustParams,
-    /// Closed bucket medians, oldest first.
-    history: std::collections::VecDeque<f64>,
-    /// The open bucket: id and its samples.
-    current: Option<(i64, Vec<f64>)>,
-    last: Option<(TsMs, f64)>,
-    last_above: Option<TsMs>,
-}
+mod robust;
 
-/// Parameters of [`Robust`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RobustParams {
-    /// Bucket width, ms (H/2).
-    pub step_ms: i64,
-    /// Closed buckets in the trend fit (plus the open one).
-    pub trend: usize,
-    /// Closed buckets over which the noise is measured.
-    pub noise: usize,
-    /// Floor of σ, in the series' units.
-    pub min_sigma: f64,
-    /// Hold-off, ms (0 = none).
-    pub holdoff_ms: i64,
-    /// The share of the trend carried into the forecast (1 = the straight line).
-    pub damping: f64,
-    /// The sensitivity `z`: noise widths of margin.
-    pub sensitivity: f64,
-}
-
-/// The accepted range of the sensitivity.
-pub const SENSITIVITY_RANGE: std::ops::RangeInclusive<f64> = -3.0..=6.0;
-
-impl RobustParams {
-    /// The parameters for a horizon `horizon_ms` at sensitivity `sensitivity`.
-    pub fn for_horizon(horizon_ms: i64, sensitivity: f64) -> Self {
-        let step_ms = (horizon_ms / 2).max(1);
-        Self {
-            step_ms,
-            trend: ((60 * 60_000) / step_ms).max(2) as usize,
-            noise: ((120 * 60_000) / step_ms).max(4) as usize,
-            min_sigma: 0.1,
-            holdoff_ms: 30 * 60_000,
-            damping: 0.5,
-            sensitivity,
+/// Records `(ts, y)` as the latest sample and adds `y` to the open bucket (id, samples) of a
+/// grid of `step_ms` buckets; when `ts` opens a new bucket, returns the samples of the one it
+/// closes.
+pub(crate) fn into_bucket(
+    current: &mut Option<(i64, Vec<f64>)>,
+    last: &mut Option<(TsMs, f64)>,
+    step_ms: i64,
+    ts: TsMs,
+    y: f64,
+) -> Option<Vec<f64>> {
+    *last = Some((ts, y));
+    let id = ts.div_euclid(step_ms);
+    match current {
+        Some((cid, values)) if *cid == id => {
+            values.push(y);
+            None
         }
+        _ => current.replace((id, vec![y])).map(|(_, values)| values),
     }
 }
-
-fn median_in_place(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let (lo, &mut mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
-    if n % 2 == 1 {
-        mid
-    } else {
-        let below = lo.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
-        (below + mid) / 2.0
-    }
-}
-
-impl Robust {
-    /// A forecaster with `params`.
-    pub fn new(params: RobustParams) -> Self {
-        Self { params, history: Default::default(), current: None, last: None, last_above: None }
-    }
-
-    fn close_current(&mut self) {
-        if let Some((_, mut values)) = self.current.take() {
-            let m = median_in_place(&mut values);
-            if self.history.len() == self.params.trend.max(self.params.noise) + 1 {
-                self.history.pop_front();
-            }
-            self.history.push_back(m);
-        }
-    }
-
-    /// (Theil–Sen slope per bucket, σ per bucket) over the closed buckets and the open one.
-    fn trend_and_noise(&self) -> Option<(f64, f64)> {
-        let mut open = self.current.as_ref()?.1.clone();
-        let level = median_in_place(&mut open);
-        let n = self.history.len();
-        if n < self.params.trend {
-            return None;
-        }
-        let pts: Vec<f64> =
-            self.history.iter().skip(n - self.params.trend).copied().chain([level]).collect();
-        let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
-        for i in 0..pts.len() {
-            for j in i + 1..pts.len() {
-                slopes.push((pts[j] - pts[i]) / (j - i) as f64);
-            }
-        }
-        let slope = median_in_place(&mut slopes);
-        let k = self.params.noise.min(n);
-        let seq: Vec<f64> = self.history.iter().skip(n - k).copied().chain([level]).collect();
-        let mut d: Vec<f64> = seq.windows(2).map(|w| w[1] - w[0]).collect();
-        let md = median_in_place(&mut d.clone());
-        for x in &mut d {
-            *x = (*x - md).abs();
-        }
-        let sigma = (1.4826 * median_in_place(&mut d)).max(self.params.min_sigma);
-        Some((slope, sigma))
-    }
-}
-
-impl Forecaster for Robust {
-    fn push(&mut self, ts: TsMs, y: f64) {
-        let id = ts.div_euclid(self.params.step_ms);
-        match &mut self.current {
-            Some((cid, values)) if *cid == id => values.push(y),
-            _ => {
-                self.close_current();
-                self.current = Some((id, vec![y]));
-            }
-        }
-        self.last = Some((ts, y));
-    }
-
-    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
-        let (t_last, y_last) = self.last?;
-        if y_last > threshold {
-            self.last_above = Some(t_last);
-        }
-        let (b, sigma) = self.trend_and_noise()?;
-        let h = ((at - t_last) as f64 / self.params.step_ms as f64).max(0.0);
-        let value = y_last + h * self.params.damping * b;
-        let held = self.last_above.is_some_and(|t| t_last - t < self.params.holdoff_ms);
-        let above = !held && value + self.params.sensitivity * sigma * h.sqrt() > threshold;
-        let horizon_ms = (at - t_last).max(0);
-        let slope_ms = b / self.params.step_ms as f64;
-        let eta_ms = match eta_from_slope(y_last, slope_ms, threshold) {
-            Some(ms) if above => Some(ms.min(horizon_ms)),
-            None if above => Some(horizon_ms),
-            eta => eta,
-        };
-        Some(Forecast { value, above, eta_ms })
-    }
-
-    fn reset(&mut self) {
-        *self = Self::new(self.params);
-    }
-
-    fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.history.capacity() * 8
-            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 8)
-    }
-}
+pub use robust::{Assessment, Robust, RobustParams, Shape, SENSITIVITY_RANGE};
 
 #[cfg(test)]
 mod tests {

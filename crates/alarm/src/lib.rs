@@ -87,7 +87,10 @@
 //! the noise σ (1.4826 × MAD of the bucket-to-bucket changes over 2 h); AMBER when
 //! `y + ½·b·h + z·σ·√h > T`, `z` being the rule's `sensitivity` (default 1 for cpu and mem,
 //! chosen by leave-one-trace-out cross-validation, [`cv`]); never within 30 min after a
-//! sample above T. Why: BENCHMARKS.md, section Forecaster.
+//! sample above T. That structure ([`forecast::Shape::DEFAULT`]) is what the nested
+//! cross-validation picks on the memory traces; the CPU traces would pick a shorter,
+//! undamped trend, not adopted (one shape serves both metrics). Why: BENCHMARKS.md, section
+//! Forecaster.
 //!
 //! # Backtest
 //!

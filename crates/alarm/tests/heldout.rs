@@ -1,12 +1,13 @@
-//! Issue 18: procwatch's forecaster scored on traces it was not tuned on. Leave-one-trace-out
-//! over the shared traces and `traces-extra` (copied with their README into `tests/data/`),
-//! per family; these are the held-out figures BENCHMARKS.md reports (section Forecaster), so
-//! a change to the forecaster or the procedure that moves them fails here.
+//! Issue 18: procwatch's forecaster scored on traces it was not tuned on. Nested
+//! leave-one-trace-out over the shared traces and `traces-extra` (copied with their README
+//! into `tests/data/`), per family: each fold chooses the forecaster's shape and its knob on
+//! the other traces. These are the held-out figures BENCHMARKS.md reports (section
+//! Forecaster), so a change to the forecaster or the procedure that moves them fails here.
 
 use procwatch_alarm::backtest::{parse_trace, prepare, Prepared, Protocol, Score};
-use procwatch_alarm::cv::{self, Cell, Criterion, FamilyCv, SENSITIVITY_GRID};
-use procwatch_alarm::rules::{DEFAULT_SENSITIVITY_CPU, DEFAULT_SENSITIVITY_MEM};
-use procwatch_alarm::Method;
+use procwatch_alarm::cv::{self, Criterion, FamilyCv, Grid, SENSITIVITY_GRID};
+use procwatch_alarm::forecast::Shape;
+use procwatch_alarm::rules::DEFAULT_SENSITIVITY_MEM;
 use std::path::PathBuf;
 
 fn load(dir: &str) -> Vec<Prepared> {
@@ -30,51 +31,30 @@ fn load(dir: &str) -> Vec<Prepared> {
 struct Run {
     traces: Vec<Prepared>,
     families: Vec<cv::Family>,
-    grid: Vec<Vec<Cell>>,
-    /// (window minutes, cells)
-    linear: Vec<(i64, Vec<Cell>)>,
+    grid: Grid,
 }
 
-/// Everything scored once (shared by the tests), as `procwatch alarm backtest --cv` does (the
-/// same forecasters, built by `Method::forecaster` as the live engine builds them).
+/// Everything scored once (shared by the tests), as `procwatch alarm backtest --cv` does.
 fn run() -> &'static Run {
     static RUN: std::sync::OnceLock<Run> = std::sync::OnceLock::new();
-    RUN.get_or_init(score_everything)
-}
-
-fn score_everything() -> Run {
-    let mut traces = load("traces");
-    traces.extend(load("traces-extra"));
-    assert_eq!(traces.len(), 11, "nine shared traces and two extra");
-    let proto = Protocol::default();
-    let grid = SENSITIVITY_GRID
-        .iter()
-        .map(|&z| {
-            let m = Method::Procwatch { sensitivity: Some(z) };
-            cv::cells(&traces, &proto, &|p| m.forecaster(600_000, proto.horizon_ms, p.step_ms))
-        })
-        .collect();
-    let linear = cv::LINEAR_WINDOWS_MIN
-        .iter()
-        .map(|&w| {
-            let cells = cv::cells(&traces, &proto, &|p| {
-                Method::Linear.forecaster(w * 60_000, proto.horizon_ms, p.step_ms)
-            });
-            (w, cells)
-        })
-        .collect();
-    Run { families: cv::families(&traces), traces, grid, linear }
+    RUN.get_or_init(|| {
+        let mut traces = load("traces");
+        traces.extend(load("traces-extra"));
+        assert_eq!(traces.len(), 11, "nine shared traces and two extra");
+        let grid = Grid::score(&traces, &Protocol::default(), cv::shapes());
+        Run { families: cv::families(&traces), traces, grid }
+    })
 }
 
 impl Run {
-    fn linear10(&self) -> &[Cell] {
-        &self.linear.iter().find(|(w, _)| *w == 10).unwrap().1
-    }
     fn family(&self, name: &str) -> &cv::Family {
         self.families.iter().find(|f| f.name == name).unwrap()
     }
     fn cv(&self, name: &str, criterion: Criterion) -> FamilyCv {
-        cv::cross_validate(self.family(name), criterion, &self.grid, self.linear10())
+        cv::cross_validate(self.family(name), criterion, &self.grid)
+    }
+    fn shape(&self, i: usize) -> String {
+        self.grid.shapes[i].to_string()
     }
 }
 
@@ -84,7 +64,7 @@ fn counts(s: &Score) -> (usize, usize, usize, usize) {
 }
 
 fn knobs(cv: &FamilyCv) -> Vec<f64> {
-    cv.folds.iter().map(|f| SENSITIVITY_GRID[f.knob]).collect()
+    cv.folds.iter().map(|f| SENSITIVITY_GRID[f.pick.knob]).collect()
 }
 
 #[test]
@@ -95,37 +75,67 @@ fn held_out_figures_and_the_blind_default() {
     assert_eq!(r.family("mem").members.len(), 2);
     assert_eq!(r.family("cpu_no_asg").members.len(), 8);
 
-    // Memory: each trace scored at the knob chosen on the other one.
+    // Memory: each trace scored at the shape and knob chosen on the other one.
     let mem = r.cv("mem", Criterion::RecallTarget);
-    assert_eq!(knobs(&mem), [1.0, 1.0]);
+    assert_eq!(knobs(&mem), [1.0, 1.25]);
+    assert_eq!(
+        r.shape(mem.folds[0].pick.shape),
+        "trend 60m noise 60m floor 0.1 damping 1 holdoff 30m"
+    );
+    assert_eq!(
+        r.shape(mem.folds[1].pick.shape),
+        "trend 30m noise 60m floor 0.1 damping 1 holdoff 30m"
+    );
     let s = &mem.held_out.score;
-    assert_eq!(counts(s), (83, 62, 67, 279));
-    // The issue's memory goal: recall ≥ 0.70 at ≤ 2 false/day, median lead ≥ 10 min,
-    // precision ≥ 0.5. Met: recall and false/day. Not met: precision 0.48, lead 7.5 min.
-    assert!(s.recall() >= 0.70 && s.false_per_day() <= 2.0, "{s:?}");
-    assert!((s.precision() - 0.481).abs() < 0.001, "precision {}", s.precision());
-    assert_eq!(mem.held_out.timing.median_lead_minutes(), 7.5);
-    assert_eq!(mem.held_out.timing.median_abs_eta_error_minutes(), 5.0);
-    assert_eq!(SENSITIVITY_GRID[mem.default_knob], DEFAULT_SENSITIVITY_MEM);
+    assert_eq!(counts(s), MEM_HELD_OUT);
+    // The issue's memory goal: recall ≥ 0.70 at ≤ 2 false/day, precision ≥ 0.5, median
+    // lead ≥ 10 min. Held out with the shape chosen blind: recall and lead met, false
+    // alarms (2.57/day) and precision (0.39) not.
+    assert!(s.recall() >= 0.70 && s.false_per_day() > 2.0 && s.precision() < 0.5, "{s:?}");
+    assert_eq!(mem.held_out.timing.median_lead_minutes(), 10.0);
+    // On all memory traces the criterion picks the live default, shape and knob.
+    assert_eq!(r.grid.shapes[mem.default.shape], Shape::DEFAULT);
+    assert_eq!(SENSITIVITY_GRID[mem.default.knob], DEFAULT_SENSITIVITY_MEM);
 
-    // CPU without the auto-scaling-group trace: recall above the goal, but at 3.8 false/day,
+    // CPU without the auto-scaling-group trace: recall above the goal, but at 4.6 false/day,
     // not 1 (the curve shows 1/day is out of reach here).
     let cpu = r.cv("cpu_no_asg", Criterion::RecallTarget);
-    assert_eq!(knobs(&cpu), [1.0, 1.0, 1.25, 1.0, 1.0, 1.0, 1.0, 1.0]);
-    assert_eq!(counts(&cpu.held_out.score), (352, 231, 488, 3125));
-    assert!(cpu.held_out.score.recall() >= 0.55);
-    assert_eq!(SENSITIVITY_GRID[cpu.default_knob], DEFAULT_SENSITIVITY_CPU);
+    assert_eq!(counts(&cpu.held_out.score), CPU_HELD_OUT);
+    assert!(cpu.held_out.score.recall() >= 0.55 && cpu.held_out.score.false_per_day() > 1.0);
+    // On all of them it picks the knob of the live default, with a shorter, undamped trend
+    // (not adopted live: BENCHMARKS.md says why).
+    assert_eq!(SENSITIVITY_GRID[cpu.default.knob], 1.0);
+    assert_eq!(r.shape(cpu.default.shape), "trend 30m noise 120m floor 0.1 damping 1 holdoff 30m");
 
     // With the asg trace: its 686 events pull every training pool under the goal, so the
-    // criterion falls back to the highest recall (z = 3).
+    // criterion falls back to the highest recall.
     let all_cpu = r.cv("cpu", Criterion::RecallTarget);
-    assert_eq!(counts(&all_cpu.held_out.score), (1038, 311, 546, 5063));
-    assert_eq!(SENSITIVITY_GRID[all_cpu.default_knob], 3.0);
+    assert_eq!(counts(&all_cpu.held_out.score).1, ALL_CPU_CAUGHT);
 
-    // The budget criterion, tuned on a single memory trace, does not carry over.
-    let mem_budget = r.cv("mem", Criterion::Budget);
-    assert_eq!(knobs(&mem_budget), [0.75, 0.25]);
-    assert_eq!(counts(&mem_budget.held_out.score).1, 33);
+    // The bounds: no point of any candidate shape and knob reaches the memory goal (recall,
+    // false alarms, precision and lead together) or the CPU goal, even chosen in-sample on
+    // the very traces scored.
+    for (name, goal) in [("mem", mem_goal as fn(&cv::Cell) -> bool), ("cpu_no_asg", cpu_goal)] {
+        let members = &r.family(name).members;
+        for (s, knobs) in r.grid.cells.iter().enumerate() {
+            for (j, row) in knobs.iter().enumerate() {
+                let c = cv::pool(row, members);
+                assert!(!goal(&c), "{name}: {} z={} meets it", r.shape(s), SENSITIVITY_GRID[j]);
+            }
+        }
+    }
+}
+
+fn mem_goal(c: &cv::Cell) -> bool {
+    let s = &c.score;
+    s.recall() >= 0.70
+        && s.false_per_day() <= 2.0
+        && s.precision() >= 0.5
+        && c.timing.median_lead_minutes() >= 10.0
+}
+
+fn cpu_goal(c: &cv::Cell) -> bool {
+    c.score.recall() >= 0.55 && c.score.false_per_day() <= 1.0
 }
 
 #[test]
@@ -138,40 +148,58 @@ fn no_fold_tunes_on_the_trace_it_scores() {
             let mut expect = family.members.clone();
             expect.retain(|&i| i != fold.held_out);
             assert_eq!(fold.trained_on, expect);
-            // Poison the left-out trace: at every knob it now looks perfect (every event
-            // caught) from the lowest knob up. A fold that peeked at it would pick the lowest
-            // knob; the honest fold's pick must not move.
+            // Poison the left-out trace: at every shape and knob it now looks perfect (every
+            // event caught, no false alarm). A fold that peeked at it would pick the first
+            // shape's lowest knob; the honest fold's pick must not move.
             let mut grid = r.grid.clone();
-            for row in &mut grid {
+            for row in grid.cells.iter_mut().flatten() {
                 let s = &mut row[fold.held_out].score;
                 s.events = 100_000;
                 s.caught = 100_000;
                 s.false_episodes = 0;
             }
-            let poisoned = cv::cross_validate(family, Criterion::RecallTarget, &grid, r.linear10());
+            let poisoned = cv::cross_validate(family, Criterion::RecallTarget, &grid);
             let same = poisoned.folds.iter().find(|f| f.held_out == fold.held_out).unwrap();
-            assert_eq!(same.knob, fold.knob, "{}: the fold saw its own trace", family.name);
+            assert_eq!(same.pick, fold.pick, "{}: the fold saw its own trace", family.name);
         }
         let scored: Vec<usize> = honest.folds.iter().map(|f| f.held_out).collect();
         assert_eq!(scored, family.members, "each trace scored exactly once");
     }
 }
 
-/// For every predict_linear window, some knob value catches more at no more false alarms
-/// per day and no higher AMBER %, pooled per family.
+/// The issue's dominance check on the held-out curve (each trace at the shape chosen without
+/// it): for a predict_linear window, some knob catches more at no more false alarms per day
+/// and no higher AMBER %, pooled per family. It holds for CPU without the asg trace at every
+/// window, and for the long windows (20, 30 min) everywhere; it fails for memory and for CPU
+/// with asg against W = 5 and 10 min, on the AMBER % guard: memory's z = 1 catches 61 vs 58
+/// (W=5m) and 55 (W=10m) at 2.25 false/day vs 4.48 and 2.86, but at 6.40 % AMBER vs 6.24 and
+/// 5.02 %; the next lower knob catches fewer than the line.
 #[test]
-fn the_curve_beats_predict_linear_at_every_window() {
+fn the_held_out_curve_against_predict_linear() {
     let r = run();
+    let mut beaten_by_nothing = Vec::new();
     for family in &r.families {
-        for (w, cells) in &r.linear {
+        let held = r.cv(family.name, Criterion::RecallTarget);
+        for (w, cells) in &r.grid.linear {
             let l = cv::pool(cells, &family.members).score;
-            let better = r.grid.iter().zip(SENSITIVITY_GRID).find(|(row, _)| {
-                let s = cv::pool(row, &family.members).score;
+            let better = held.curve.iter().any(|c| {
+                let s = &c.score;
                 s.caught > l.caught
                     && s.false_per_day() <= l.false_per_day()
                     && s.amber_pct() <= l.amber_pct()
             });
-            assert!(better.is_some(), "{}: nothing beats linear W={w}m", family.name);
+            if !better {
+                beaten_by_nothing.push(format!("{} W={w}m", family.name));
+            }
         }
     }
+    assert_eq!(beaten_by_nothing, ["mem W=5m", "mem W=10m", "cpu W=5m", "cpu W=10m"]);
+    let mem = r.cv("mem", Criterion::RecallTarget);
+    let z1 = &mem.curve[SENSITIVITY_GRID.iter().position(|&z| z == 1.0).unwrap()].score;
+    assert_eq!((z1.caught, z1.false_episodes), (61, 85));
+    assert!((z1.amber_pct() - 6.40).abs() < 0.01, "{}", z1.amber_pct());
 }
+
+const MEM_HELD_OUT: (usize, usize, usize, usize) = (83, 62, 97, 429);
+const CPU_HELD_OUT: (usize, usize, usize, usize) = (352, 228, 591, 3155);
+const ALL_CPU_CAUGHT: usize = 309;

@@ -91,9 +91,10 @@ fn oracle_and_holt_match_and_bad_input_fails() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown forecast method"));
 }
 
-/// `--cv` end to end: leave-one-trace-out over the shared traces and traces-extra, held-out
-/// figures per family, folds that never tune on the trace they score, the default the
-/// procedure picks, and the operating-curve picture.
+/// `--cv` end to end: nested leave-one-trace-out over the shared traces and traces-extra
+/// (shape and knob chosen per fold), held-out figures per family, folds that never tune on
+/// the trace they score, the default the procedure picks, the live default per trace, and
+/// the operating-curve picture.
 #[test]
 fn cross_validation_prints_held_out_figures_and_draws_the_curve() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,16 +119,29 @@ fn cross_validation_prints_held_out_figures_and_draws_the_curve() {
             let trained = fold["trained_on"].as_array().unwrap();
             assert!(!trained.contains(held), "{held} tuned on itself");
             assert_eq!(trained.len() + 1, f["traces"].as_array().unwrap().len());
+            assert!(fold["shape"].as_str().unwrap().starts_with("trend "), "{fold}");
         }
+        let live = f["live_default"].as_array().unwrap();
+        assert_eq!(live.len(), f["traces"].as_array().unwrap().len(), "every trace");
         assert_eq!(f["curve"].as_array().unwrap().len(), 13, "the knob grid");
         assert_eq!(f["linear"].as_array().unwrap().len(), 4, "W = 5, 10, 20, 30 min");
     }
     let held = |i: usize, k: &str| fams[i]["held_out"][k].as_u64().unwrap();
-    assert_eq!((held(0, "events"), held(0, "caught"), held(0, "false_episodes")), (83, 62, 67));
-    assert_eq!((held(2, "events"), held(2, "caught"), held(2, "false_episodes")), (352, 231, 488));
+    assert_eq!(v["shapes"], 72);
+    assert_eq!((held(0, "events"), held(0, "caught"), held(0, "false_episodes")), (83, 62, 97));
+    assert_eq!((held(2, "events"), held(2, "caught"), held(2, "false_episodes")), (352, 228, 591));
     assert_eq!(fams[0]["default_sensitivity"], 1.0);
+    assert_eq!(fams[0]["default_shape"], v["live_shape"]);
     assert_eq!(fams[2]["default_sensitivity"], 1.0);
-    assert_eq!(fams[0]["held_out"]["median_lead_minutes"], 7.5);
+    assert_eq!(fams[0]["held_out"]["median_lead_minutes"], 10.0);
+    // The live default per memory trace: azure on the goal's side, alibaba not.
+    let sides: Vec<bool> = fams[0]["live_default"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["goal_side"].as_bool().unwrap())
+        .collect();
+    assert_eq!(sides, [false, true]);
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
     assert_eq!(picture.matches("<polyline").count(), 3, "one curve per family");

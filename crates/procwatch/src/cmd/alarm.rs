@@ -298,7 +298,7 @@ fn backtest(args: BacktestArgs) -> Result<()> {
         prepared.push(prepare(&trace, scale, args.threshold));
     }
     if args.cv {
-        let out = cv::run(&args, &prepared, &proto, window_ms)?;
+        let out = cv::run(&args, &prepared, &proto)?;
         return write_stdout(&out);
     }
     let mut rows: Vec<(Prepared, Score)> = Vec::new();

@@ -1,65 +1,87 @@
-//! `procwatch alarm backtest --cv`: leave-one-trace-out cross-validation of procwatch's
-//! sensitivity knob per family, the held-out table, the operating curve (table and SVG).
-//! The procedure is `procwatch_alarm::cv`; the forecasters are built by
-//! `procwatch_alarm::Method::forecaster`, as the server's evaluator builds them.
+//! `procwatch alarm backtest --cv`: nested leave-one-trace-out cross-validation of procwatch's
+//! forecaster (its shape and its sensitivity knob) per family, the held-out table, the
+//! held-out operating curve (table and SVG), and the live default's figures per trace.
+//! The procedure is `procwatch_alarm::cv`; the forecaster is `procwatch_alarm::forecast::Robust`,
+//! deciding with the function the server's evaluator decides with.
 
 use super::BacktestArgs;
 use anyhow::{Context, Result};
 use procwatch_alarm::backtest::{Prepared, Protocol};
-use procwatch_alarm::cv::{self, Cell, FamilyCv, SENSITIVITY_GRID};
-use procwatch_alarm::Method;
+use procwatch_alarm::cv::{self, Cell, FamilyCv, Grid, SENSITIVITY_GRID};
+use procwatch_alarm::forecast::Shape;
+use procwatch_alarm::rules::default_sensitivity;
+use procwatch_model::Metric;
 use std::fmt::Write as _;
+
+/// One trace under the live default, and its own best knob within the budget.
+struct TraceDefault {
+    trace: usize,
+    live: Cell,
+    best: Option<(f64, Cell)>,
+}
 
 struct FamilyRun<'a> {
     family: cv::Family,
     cv: FamilyCv,
-    /// (label, knob or window, pooled cell) of the curve.
+    /// (label, knob, pooled cell) of the held-out curve.
     curve: Vec<(String, f64, Cell)>,
+    /// (label, window, pooled cell) of predict_linear.
     linear: Vec<(String, f64, Cell)>,
+    /// Per trace: the live default (the default shape at the metric's default knob), and
+    /// the trace's own best recall over the knob (default shape) within the family's budget
+    /// and at no more AMBER % than predict_linear W=10m on that trace.
+    per_trace: Vec<TraceDefault>,
+    /// The metric's default knob.
+    live_z: f64,
     traces: &'a [Prepared],
+    grid: &'a Grid,
 }
 
-pub(super) fn run(
-    args: &BacktestArgs,
-    traces: &[Prepared],
-    proto: &Protocol,
-    window_ms: i64,
-) -> Result<String> {
-    let horizon_ms = proto.horizon_ms;
-    let grid: Vec<Vec<Cell>> = SENSITIVITY_GRID
-        .iter()
-        .map(|&z| {
-            let m = Method::Procwatch { sensitivity: Some(z) };
-            cv::cells(traces, proto, &|p| m.forecaster(window_ms, horizon_ms, p.step_ms))
-        })
-        .collect();
-    let linear: Vec<(i64, Vec<Cell>)> = cv::LINEAR_WINDOWS_MIN
-        .iter()
-        .map(|&w| {
-            let cells = cv::cells(traces, proto, &|p| {
-                Method::Linear.forecaster(w * 60_000, horizon_ms, p.step_ms)
-            });
-            (w, cells)
-        })
-        .collect();
-    let linear10 = &linear.iter().find(|(w, _)| *w == 10).expect("W = 10 min is scored").1;
+pub(super) fn run(args: &BacktestArgs, traces: &[Prepared], proto: &Protocol) -> Result<String> {
+    let grid = Grid::score(traces, proto, cv::shapes());
+    let live = grid.shape_index(&Shape::DEFAULT).context("the default shape is a candidate")?;
     let criterion: cv::Criterion = args.cv_criterion.parse().map_err(anyhow::Error::msg)?;
     let runs: Vec<FamilyRun<'_>> = cv::families(traces)
         .into_iter()
         .map(|family| {
-            let cv = cv::cross_validate(&family, criterion, &grid, linear10);
+            let cv = cv::cross_validate(&family, criterion, &grid);
             let curve = SENSITIVITY_GRID
                 .iter()
-                .zip(&grid)
-                .map(|(&z, row)| (format!("procwatch z={z}"), z, cv::pool(row, &family.members)))
+                .zip(&cv.curve)
+                .map(|(&z, c)| (format!("procwatch z={z}"), z, c.clone()))
                 .collect();
-            let linear = linear
+            let linear = grid
+                .linear
                 .iter()
                 .map(|(w, row)| {
                     (format!("linear W={w}m"), *w as f64, cv::pool(row, &family.members))
                 })
                 .collect();
-            FamilyRun { family, cv, curve, linear, traces }
+            let metric = if family.name == "mem" { Metric::Mem } else { Metric::Cpu };
+            let z = default_sensitivity(metric);
+            let j = SENSITIVITY_GRID.iter().position(|&k| k == z).unwrap_or(0);
+            let linear10 = grid.linear10();
+            let per_trace = family
+                .members
+                .iter()
+                .map(|&i| {
+                    // The trace's own curve: the best recall within the family's budget at
+                    // no more AMBER % than predict_linear W=10m on it (ties: the lower knob).
+                    let guard = linear10.get(i).map_or(f64::INFINITY, |c| c.score.amber_pct());
+                    let mut own: Option<(f64, Cell)> = None;
+                    for (row, &z) in grid.cells[live].iter().zip(SENSITIVITY_GRID) {
+                        let c = &row[i];
+                        let ok = c.score.false_per_day() <= family.budget_per_day
+                            && c.score.amber_pct() <= guard;
+                        if ok && own.as_ref().is_none_or(|o| c.score.recall() > o.1.score.recall())
+                        {
+                            own = Some((z, c.clone()));
+                        }
+                    }
+                    TraceDefault { trace: i, live: grid.cells[live][j][i].clone(), best: own }
+                })
+                .collect();
+            FamilyRun { family, cv, curve, linear, per_trace, live_z: z, traces, grid: &grid }
         })
         .collect();
     if let Some(path) = &args.curve_svg {
@@ -96,11 +118,24 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
                 "folds": r.cv.folds.iter().map(|f| serde_json::json!({
                     "held_out": name(f.held_out),
                     "trained_on": f.trained_on.iter().map(|&i| name(i)).collect::<Vec<_>>(),
-                    "sensitivity": SENSITIVITY_GRID[f.knob],
+                    "shape": r.grid.shapes[f.pick.shape].to_string(),
+                    "sensitivity": SENSITIVITY_GRID[f.pick.knob],
                     "figures": figures(&name(f.held_out), &f.cell),
                 })).collect::<Vec<_>>(),
                 "held_out": figures(r.family.name, &r.cv.held_out),
-                "default_sensitivity": SENSITIVITY_GRID[r.cv.default_knob],
+                "default_shape": r.grid.shapes[r.cv.default.shape].to_string(),
+                "default_sensitivity": SENSITIVITY_GRID[r.cv.default.knob],
+                "live_sensitivity": r.live_z,
+                "live_default": r.per_trace.iter().map(|TraceDefault { trace: i, live: c, best: own }| {
+                    let mut v = figures(&name(*i), c);
+                    v["goal_side"] = goal_side(&r.family, c).into();
+                    v["best_within_budget"] = own.as_ref().map_or(serde_json::Value::Null, |(z, c)| {
+                        let mut b = figures(&name(*i), c);
+                        b["sensitivity"] = (*z).into();
+                        b
+                    });
+                    v
+                }).collect::<Vec<_>>(),
                 "curve": r.curve.iter().map(|(l, z, c)| {
                     let mut v = figures(l, c);
                     v["sensitivity"] = (*z).into();
@@ -121,8 +156,15 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
         "horizon_seconds": proto.horizon_ms / 1000,
         "debounce": proto.debounce,
         "sensitivity_grid": SENSITIVITY_GRID,
+        "shapes": runs.first().map_or(0, |r| r.grid.shapes.len()),
+        "live_shape": Shape::DEFAULT.to_string(),
         "families": fams,
     })
+}
+
+/// Recall at the family's goal within its false-alarm budget.
+fn goal_side(f: &cv::Family, c: &Cell) -> bool {
+    c.score.recall() >= f.goal_recall && c.score.false_per_day() <= f.budget_per_day
 }
 
 fn row(name: &str, c: &Cell) -> String {
@@ -144,15 +186,19 @@ fn row(name: &str, c: &Cell) -> String {
 fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
     let mut out = format!(
         "procwatch alarm backtest --cv: leave-one-trace-out, T={} H={} debounce {}\n\
-         knob chosen per fold on the other traces of the family, criterion {}\n",
+         shape ({} candidates) and knob chosen per fold on the other traces of the family, \
+         criterion {}\n",
         args.threshold,
         args.horizon,
         args.debounce,
+        runs.first().map_or(0, |r| r.grid.shapes.len()),
         match args.cv_criterion.as_str() {
             "budget" =>
                 "budget: the best training recall within the false/day budget and at \
                          no more AMBER % than linear W=10m",
-            _ => "recall: the lowest knob whose training recall reaches the family's goal",
+            _ =>
+                "recall: the fewest training false/day among the shapes' lowest knobs reaching \
+                  the family's goal recall (within 5 %: the simpler shape)",
         }
     );
     let head = format!(
@@ -179,17 +225,43 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
         );
         out += &head;
         for f in &r.cv.folds {
-            let label = format!("{} z={}", r.traces[f.held_out].name, SENSITIVITY_GRID[f.knob]);
+            let label =
+                format!("{} z={}", r.traces[f.held_out].name, SENSITIVITY_GRID[f.pick.knob]);
             out += &(row(&label, &f.cell) + "\n");
+            let _ = writeln!(out, "    shape: {}", r.grid.shapes[f.pick.shape]);
         }
         out += &(row("= pooled held-out", &r.cv.held_out) + "\n");
         let _ = writeln!(
             out,
-            "default sensitivity (the criterion on all {} traces): {}",
+            "the criterion on all {} traces: {} z={}",
             r.family.members.len(),
-            SENSITIVITY_GRID[r.cv.default_knob]
+            r.grid.shapes[r.cv.default.shape],
+            SENSITIVITY_GRID[r.cv.default.knob]
         );
-        let _ = writeln!(out, "-- {} operating curve (fixed settings, pooled)", r.family.name);
+        let _ = writeln!(
+            out,
+            "-- {} live default per trace ({} z={}; in-sample), and the trace's best recall \
+             at any knob within {}/day and linear W=10m's AMBER %",
+            r.family.name,
+            Shape::DEFAULT,
+            r.live_z,
+            r.family.budget_per_day
+        );
+        out += &head;
+        for TraceDefault { trace: i, live: c, best: own } in &r.per_trace {
+            let side =
+                if goal_side(&r.family, c) { "goal's side" } else { "NOT on the goal's side" };
+            out += &(row(&r.traces[*i].name, c) + "  " + side + "\n");
+            match own {
+                Some((z, c)) => out += &(row(&format!("    best within budget: z={z}"), c) + "\n"),
+                None => out += "    best within budget: none (every knob is over it)\n",
+            }
+        }
+        let _ = writeln!(
+            out,
+            "-- {} operating curve (held out: each trace at its fold's shape; linear: fixed)",
+            r.family.name
+        );
         out += &head;
         for (label, _, c) in r.curve.iter().chain(&r.linear) {
             out += &(row(label, c) + "\n");
@@ -208,8 +280,9 @@ fn svg(runs: &[FamilyRun<'_>], proto: &Protocol) -> String {
          viewBox=\"0 0 {width} {}\" font-family=\"sans-serif\" font-size=\"11\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"8\" y=\"14\" font-size=\"12\">Held-out operating curves, T={} H={} min: recall vs \
-         false alarms/day (blue: procwatch by sensitivity; grey: predict_linear by window; red: \
-         cross-validated; green box: the goal)</text>\n",
+         false alarms/day. Blue: procwatch by sensitivity, each trace at the shape chosen without \
+         it;</text>\n<text x=\"8\" y=\"29\" font-size=\"12\">grey: predict_linear by window; \
+         red: cross-validated (shape and knob per fold); green box: the goal.</text>\n",
         ph + 20.0,
         ph + 20.0,
         proto.threshold,

@@ -1,0 +1,273 @@
+//! procwatch's forecaster ([`Robust`]): a robust trend with a noise-aware margin. Its
+//! structure ([`Shape`]) and its one knob (`sensitivity`) are both chosen by
+//! leave-one-trace-out cross-validation (`crate::cv`).
+
+use super::{eta_from_slope, into_bucket, Forecast, Forecaster};
+use procwatch_model::TsMs;
+
+/// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
+/// after a crossing. One knob, `sensitivity`, moves it along its precision/recall curve.
+///
+/// It works on a fixed time grid of `step = H/2` buckets (5 min at H = 10 min), whatever the
+/// sampling interval, so what was scored on the 5-minute traces holds at live 10 s sampling;
+/// each bucket keeps the median of its samples (robust to a lone spike at live sampling).
+/// With `y` the latest value, `h = (t + H − t_last)/step` and T the threshold:
+///
+/// - **trend** `b`: the Theil–Sen slope (median of pairwise slopes) over the bucket medians of
+///   the last `trend` closed buckets and the open one; one outlier cannot tilt it;
+/// - **noise** `σ`: 1.4826 × the median absolute deviation of the bucket-to-bucket changes
+///   over the last `noise` buckets, at least `min_sigma`: how much the series moves in one
+///   step when nothing special happens;
+/// - **forecast** `f = y + φ·h·b` with the trend damped by `φ` (`damping`), judged above T
+///   when `f + z·σ·√h > T`, where `z` is the sensitivity: AMBER when T is within `z` noise
+///   widths of the forecast (higher `z`, more warnings; `z < 0` asks the forecast to clear T
+///   by `−z` noise widths);
+/// - **hold-off**: never above while a sample above T was seen in the last `holdoff`: a
+///   re-crossing then is the same incident (docs/contract.md: re-crossings within 30 min are
+///   a continuation), already RED;
+/// - **ETA**: when above, the time at which the undamped trend line `y + b·t` reaches T, at
+///   most H (the forecaster only claims "within H"; H itself when the trend does not rise).
+///   The damping is for deciding, not for timing: on a steady ramp the undamped line times
+///   the crossing right.
+///
+/// The window lengths, damping, σ floor and hold-off are its [`Shape`]. The default shape
+/// is the nested leave-one-trace-out cross-validation's pick on the memory traces (the CPU
+/// traces pick a shorter, undamped trend, not adopted: one shape serves both metrics); the
+/// knob's defaults are its picks for each family (BENCHMARKS.md, Forecaster). Warm-up: no
+/// forecast before `trend` closed buckets.
+#[derive(Debug, Clone)]
+pub struct Robust {
+    params: RobustParams,
+    /// Closed bucket medians, oldest first.
+    history: std::collections::VecDeque<f64>,
+    /// The open bucket: id and its samples.
+    current: Option<(i64, Vec<f64>)>,
+    last: Option<(TsMs, f64)>,
+    last_above: Option<TsMs>,
+}
+
+/// Parameters of [`Robust`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RobustParams {
+    /// Bucket width, ms (H/2).
+    pub step_ms: i64,
+    /// Closed buckets in the trend fit (plus the open one).
+    pub trend: usize,
+    /// Closed buckets over which the noise is measured.
+    pub noise: usize,
+    /// Floor of σ, in the series' units.
+    pub min_sigma: f64,
+    /// Hold-off, ms (0 = none).
+    pub holdoff_ms: i64,
+    /// The share of the trend carried into the forecast (1 = the straight line).
+    pub damping: f64,
+    /// The sensitivity `z`: noise widths of margin.
+    pub sensitivity: f64,
+}
+
+/// The accepted range of the sensitivity.
+pub const SENSITIVITY_RANGE: std::ops::RangeInclusive<f64> = -3.0..=6.0;
+
+/// The structure of [`Robust`]: everything but the knob, in time units so it holds at any
+/// horizon and sampling interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// The trend's history, ms.
+    pub trend_ms: i64,
+    /// The history the noise is measured over, ms.
+    pub noise_ms: i64,
+    /// Floor of σ, in the series' units.
+    pub min_sigma: f64,
+    /// Hold-off after a sample above T, ms (0 = none).
+    pub holdoff_ms: i64,
+    /// The share of the trend carried into the forecast (1 = undamped).
+    pub damping: f64,
+}
+
+impl Shape {
+    /// The default structure (the one the nested cross-validation picks on all memory
+    /// traces; 1 h trend, 2 h noise, σ floor 0.1, damping ½, 30-min hold-off).
+    pub const DEFAULT: Shape = Shape {
+        trend_ms: 60 * 60_000,
+        noise_ms: 120 * 60_000,
+        min_sigma: 0.1,
+        holdoff_ms: 30 * 60_000,
+        damping: 0.5,
+    };
+
+    /// The parameters of this shape for a horizon `horizon_ms` at `sensitivity`.
+    pub fn params(&self, horizon_ms: i64, sensitivity: f64) -> RobustParams {
+        let step_ms = (horizon_ms / 2).max(1);
+        RobustParams {
+            step_ms,
+            trend: (self.trend_ms / step_ms).max(2) as usize,
+            noise: (self.noise_ms / step_ms).max(4) as usize,
+            min_sigma: self.min_sigma,
+            holdoff_ms: self.holdoff_ms,
+            damping: self.damping,
+            sensitivity,
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trend {}m noise {}m floor {} damping {} holdoff {}m",
+            self.trend_ms / 60_000,
+            self.noise_ms / 60_000,
+            self.min_sigma,
+            self.damping,
+            self.holdoff_ms / 60_000
+        )
+    }
+}
+
+impl RobustParams {
+    /// The default shape's parameters for a horizon `horizon_ms` at `sensitivity`.
+    pub fn for_horizon(horizon_ms: i64, sensitivity: f64) -> Self {
+        Shape::DEFAULT.params(horizon_ms, sensitivity)
+    }
+}
+
+/// What [`Robust`]'s series says about the asked instant: the expensive part (the trend
+/// and the noise, which depend on the windows only). The rest of the shape (damping, σ floor,
+/// hold-off) and the knob enter through [`Assessment::decide`], the function the live
+/// forecaster decides with; so scoring many shapes and knob values needs one pass of the
+/// forecaster per pair of windows (the cross-validation's cache).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    /// The latest value.
+    pub y: f64,
+    /// The Theil–Sen trend, per bucket.
+    pub slope: f64,
+    /// The noise σ per bucket, before the floor.
+    pub sigma: f64,
+    /// Buckets from the last sample to the asked instant.
+    pub h: f64,
+    /// From the last sample to the asked instant, ms.
+    pub horizon_ms: i64,
+    /// Since the latest sample above the threshold, ms (`None`: none seen).
+    pub since_above_ms: Option<i64>,
+    /// The bucket width, ms.
+    pub step_ms: i64,
+}
+
+impl Assessment {
+    /// The forecast with `params`' damping, σ floor, hold-off and sensitivity against
+    /// `threshold`.
+    pub fn decide(&self, params: &RobustParams, threshold: f64) -> Forecast {
+        let value = self.y + self.h * params.damping * self.slope;
+        let sigma = self.sigma.max(params.min_sigma);
+        let held = self.since_above_ms.is_some_and(|d| d < params.holdoff_ms);
+        let above = !held && value + params.sensitivity * sigma * self.h.sqrt() > threshold;
+        let slope_ms = self.slope / self.step_ms as f64;
+        let eta_ms = match eta_from_slope(self.y, slope_ms, threshold) {
+            Some(ms) if above => Some(ms.min(self.horizon_ms)),
+            None if above => Some(self.horizon_ms),
+            eta => eta,
+        };
+        Forecast { value, above, eta_ms }
+    }
+}
+
+fn median_in_place(v: &mut [f64]) -> f64 {
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let (lo, &mut mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    if n % 2 == 1 {
+        mid
+    } else {
+        let below = lo.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+        (below + mid) / 2.0
+    }
+}
+
+impl Robust {
+    /// A forecaster with `params`.
+    pub fn new(params: RobustParams) -> Self {
+        Self { params, history: Default::default(), current: None, last: None, last_above: None }
+    }
+
+    fn close(&mut self, mut values: Vec<f64>) {
+        let m = median_in_place(&mut values);
+        if self.history.len() == self.params.trend.max(self.params.noise) + 1 {
+            self.history.pop_front();
+        }
+        self.history.push_back(m);
+    }
+
+    /// (Theil–Sen slope per bucket, σ per bucket before the floor) over the closed buckets and the open one.
+    fn trend_and_noise(&self) -> Option<(f64, f64)> {
+        let mut open = self.current.as_ref()?.1.clone();
+        let level = median_in_place(&mut open);
+        let n = self.history.len();
+        if n < self.params.trend {
+            return None;
+        }
+        let pts: Vec<f64> =
+            self.history.iter().skip(n - self.params.trend).copied().chain([level]).collect();
+        let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
+        for i in 0..pts.len() {
+            for j in i + 1..pts.len() {
+                slopes.push((pts[j] - pts[i]) / (j - i) as f64);
+            }
+        }
+        let slope = median_in_place(&mut slopes);
+        let k = self.params.noise.min(n);
+        let seq: Vec<f64> = self.history.iter().skip(n - k).copied().chain([level]).collect();
+        let mut d: Vec<f64> = seq.windows(2).map(|w| w[1] - w[0]).collect();
+        let md = median_in_place(&mut d.clone());
+        for x in &mut d {
+            *x = (*x - md).abs();
+        }
+        Some((slope, 1.4826 * median_in_place(&mut d)))
+    }
+
+    /// The series' side of the forecast for the instant `at` ([`Forecaster::forecast`] is
+    /// this followed by [`Assessment::decide`] with the forecaster's parameters). Called once
+    /// per pushed sample: it records the latest sample above `threshold` (the hold-off).
+    pub fn assess(&mut self, at: TsMs, threshold: f64) -> Option<Assessment> {
+        let (t_last, y_last) = self.last?;
+        if y_last > threshold {
+            self.last_above = Some(t_last);
+        }
+        let (slope, sigma) = self.trend_and_noise()?;
+        Some(Assessment {
+            y: y_last,
+            slope,
+            sigma,
+            h: ((at - t_last) as f64 / self.params.step_ms as f64).max(0.0),
+            horizon_ms: (at - t_last).max(0),
+            since_above_ms: self.last_above.map(|t| t_last - t),
+            step_ms: self.params.step_ms,
+        })
+    }
+}
+
+impl Forecaster for Robust {
+    fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
+        let params = self.params;
+        self.assess(at, threshold).map(|a| a.decide(&params, threshold))
+    }
+
+    fn push(&mut self, ts: TsMs, y: f64) {
+        let step_ms = self.params.step_ms;
+        if let Some(closed) = into_bucket(&mut self.current, &mut self.last, step_ms, ts, y) {
+            self.close(closed);
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new(self.params);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.history.capacity() * 8
+            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 8)
+    }
+}
