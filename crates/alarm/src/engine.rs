@@ -428,6 +428,14 @@ impl Engine {
         out
     }
 
+    /// Forgets `host` without closing anything: another server evaluates it now (its open
+    /// alarms stay open in the store, where the new owner restores them from). No event.
+    pub fn release_host(&mut self, host: &str) {
+        self.hosts.remove(host);
+        self.series.retain(|(h, _, _), _| &**h != host);
+        self.sweep_names();
+    }
+
     /// The currently open alarms (series and hosts), ordered by host, process, metric.
     pub fn active(&self) -> Vec<AlarmEvent> {
         let mut v: Vec<AlarmEvent> =

@@ -178,6 +178,8 @@ pub struct Metrics {
     /// Times request latencies and store writes.
     pub(crate) clock: Arc<dyn Clock>,
     connections_open: Gauge,
+    /// The alarm evaluation's share of the hosts ([`crate::ownership::ShareGauges`]).
+    pub share: crate::ownership::ShareGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -252,6 +254,7 @@ impl Metrics {
             "Client connections open (see max_connections)",
             connections_open.clone(),
         );
+        let share = crate::ownership::ShareGauges::register(&mut r);
         let s = &snapshot;
         r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
         r.register(
@@ -334,6 +337,7 @@ impl Metrics {
             process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
             clock: procwatch_model::clock::system(),
             connections_open,
+            share,
         }
     }
 

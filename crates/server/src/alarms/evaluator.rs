@@ -15,9 +15,11 @@ use procwatch_model::{AlarmEvent, Level, TsMs};
 use procwatch_store::{Storage, StoreError, UsageQuery};
 use tokio::sync::watch;
 
+use super::share::Scope;
 use super::{Alarms, STALE_EXPIRY};
 use crate::governor::Governor;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 
 /// How far before its read window a returning series is read back, at most.
 const REREAD_MAX_MS: i64 = 3_600_000;
@@ -38,6 +40,9 @@ pub struct EvalContext {
     pub metrics: Arc<Metrics>,
     /// Told the open alarms after each pass: alarming series keep full resolution.
     pub governor: Arc<Governor>,
+    /// Which hosts this server evaluates, when several servers share the store (`None`: every
+    /// host). See [`crate::ownership`].
+    pub ownership: Option<Arc<dyn Ownership>>,
 }
 
 impl Alarms {
@@ -70,6 +75,12 @@ impl Alarms {
         };
         let to = now + MAX_FUTURE_MS + 1;
         let hosts = ctx.store.hosts().await?;
+        // With a cluster membership, only this server's share of the hosts (none while the
+        // membership is down); see `share`.
+        let scope = self.scope(&ctx, &hosts).await?;
+        if let Scope::Paused = scope {
+            return Ok(Vec::new());
+        }
         let mut windows = ctx
             .store
             .window(&UsageQuery { from, to, host: None, process: None, per_host: true })
@@ -79,7 +90,15 @@ impl Alarms {
         // interval it could go STALE at once.
         let known: std::collections::HashSet<&str> =
             hosts.iter().map(|h| h.host.as_str()).collect();
-        windows.retain(|w| known.contains(w.host.as_str()));
+        windows.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
+        // Hosts taken over from another member are read back like on a first pass.
+        let first_from = now - self.lookback_ms(interval_ms);
+        if let Scope::Hosts { gained, .. } = &scope {
+            if !gained.is_empty() && from > first_from {
+                windows.retain(|w| !gained.contains(&w.host));
+                windows.extend(Alarms::read_back(&ctx, gained, first_from, to).await?);
+            }
+        }
         // A series coming back after a gap (or through a late batch) is read again from the
         // last sample the engine saw of it (at most REREAD_MAX before `from`), so every replica
         // steps through the same samples whatever its read window.
@@ -128,6 +147,7 @@ impl Alarms {
         let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
         let seen: Vec<HostSeen<'_>> = hosts
             .iter()
+            .filter(|h| scope.covers(&h.host))
             .filter(|h| now - first >= STALE_INTERVALS * host_interval[h.host.as_str()])
             .map(|h| HostSeen {
                 host: &h.host,
@@ -208,8 +228,9 @@ pub fn spawn_evaluator(
     tokio::spawn(async move {
         // No pass before the open alarms are restored: a pass without them would raise them
         // again under new ids. The server serves meanwhile; the store may just be down.
+        // With a cluster membership, each pass restores the hosts it takes over instead.
         let mut wait = RESTORE_BACKOFF.0;
-        loop {
+        while ctx.ownership.is_none() {
             match alarms.restore(&*ctx.store).await {
                 Ok(n) => {
                     tracing::info!(message = "Alarm evaluation started.", restored = n, rules = alarms.rules().rules.len(), interval = ?ctx.interval);
@@ -224,6 +245,9 @@ pub fn spawn_evaluator(
                 _ = stop.changed() => return,
             }
             wait = (wait * 2).min(RESTORE_BACKOFF.1);
+        }
+        if ctx.ownership.is_some() {
+            tracing::info!(message = "Alarm evaluation started: each pass evaluates this server's share of the hosts.", rules = alarms.rules().rules.len(), interval = ?ctx.interval);
         }
         let mut tick = tokio::time::interval(ctx.interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
