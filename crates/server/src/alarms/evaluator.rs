@@ -91,12 +91,19 @@ impl Alarms {
         let known: std::collections::HashSet<&str> =
             hosts.iter().map(|h| h.host.as_str()).collect();
         windows.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
-        // Hosts taken over from another member are read back like on a first pass.
-        let first_from = now - self.lookback_ms(interval_ms);
+        let host_interval: BTreeMap<&str, i64> = hosts
+            .iter()
+            .map(|h| {
+                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
+                (h.host.as_str(), i)
+            })
+            .collect();
+        // Hosts taken over from another member (or on the first pass): see `share`.
+        let mut discovered = Vec::new();
         if let Scope::Hosts { gained, .. } = &scope {
-            if !gained.is_empty() && from > first_from {
-                windows.retain(|w| !gained.contains(&w.host));
-                windows.extend(Alarms::read_back(&ctx, gained, first_from, to).await?);
+            if !gained.is_empty() {
+                let span = (now - self.lookback_ms(interval_ms), to);
+                discovered = self.take_over(&ctx, gained, &mut windows, &host_interval, span).await?;
             }
         }
         // A series coming back after a gap (or through a late batch) is read again from the
@@ -126,13 +133,6 @@ impl Alarms {
                 windows[i].samples = full.samples;
             }
         }
-        let host_interval: BTreeMap<&str, i64> = hosts
-            .iter()
-            .map(|h| {
-                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
-                (h.host.as_str(), i)
-            })
-            .collect();
         let series: Vec<SeriesInput<'_>> = windows
             .iter()
             .map(|w| SeriesInput {
@@ -157,7 +157,8 @@ impl Alarms {
             .collect();
         let (events, active) = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let mut events = engine.evaluate(now, &series, &seen);
+            let mut events = discovered;
+            events.extend(engine.evaluate(now, &series, &seen));
             events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
             let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
             events.extend(engine.forget_unlisted_hosts(&listed, now));

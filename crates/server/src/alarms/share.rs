@@ -4,18 +4,21 @@
 //! - A host this server **gains** (a member left, this server joined, or the host is new) has
 //!   its open alarms (RED, AMBER, STALE, host silent) restored from the store before the pass
 //!   evaluates it, so an alarm the previous owner raised is continued (same event, same id),
-//!   neither raised again nor lost, and its series are read back over the rules' whole window
-//!   so the forecasters start primed.
+//!   neither raised again nor lost. Its other series are read back over the rules' whole
+//!   window and replayed without delivering anything (the previous owner did), so the
+//!   forecasters start primed and no past transition reaches a stream twice
+//!   ([`Alarms::take_over`]).
 //! - A host this server **loses** to another member is forgotten without an event: its open
 //!   alarms stay open in the store for the new owner.
 //! - **No share** (membership down): no pass at all. The state is kept while the same session
 //!   may come back; a new term (a new session: another server may have evaluated these hosts
 //!   meanwhile) forgets everything and restores what it owns from the store.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use procwatch_store::{AlarmQuery, HostInfo, Storage, StoreError, UsageQuery};
-use procwatch_model::TsMs;
+use procwatch_alarm::SeriesInput;
+use procwatch_model::{AlarmEvent, TsMs};
+use procwatch_store::{AlarmQuery, HostInfo, SeriesWindow, Storage, StoreError, UsageQuery};
 
 use super::{Alarms, EvalContext};
 use crate::ownership::Evaluation;
@@ -172,19 +175,62 @@ impl Alarms {
         Ok(n)
     }
 
-    /// The series of the hosts taken over, read back from `from` (the rules' window + horizon)
-    /// so their forecasters start primed, as on a first pass.
-    pub(super) async fn read_back(
+    /// Takes the hosts `gained` over in this pass. Their series are read back from `from`
+    /// (the rules' window + horizon) to `to`. A series whose open alarm was restored goes on
+    /// in `windows` (the pass continues it from the event's start). Every other series is
+    /// replayed through the engine now with its transitions dropped: the previous owner
+    /// already delivered them (the store has them), and replaying them would deliver them
+    /// twice. What that replay leaves open and the store has no record of (an alarm raised in
+    /// the gap between the previous owner's last pass and now) is returned, for the pass to
+    /// store and publish as new.
+    pub(super) async fn take_over(
+        &self,
         ctx: &EvalContext,
         gained: &HashSet<String>,
-        from: TsMs,
-        to: TsMs,
-    ) -> Result<Vec<procwatch_store::SeriesWindow>, StoreError> {
-        let mut out = Vec::new();
+        windows: &mut Vec<SeriesWindow>,
+        host_interval: &BTreeMap<&str, i64>,
+        (from, to): (TsMs, TsMs),
+    ) -> Result<Vec<AlarmEvent>, StoreError> {
+        let mut history = Vec::new();
         for host in gained {
             let q = UsageQuery { from, to, host: Some(host.clone()), process: None, per_host: true };
-            out.extend(ctx.store.window(&q).await?);
+            history.extend(ctx.store.window(&q).await?);
         }
-        Ok(out)
+        windows.retain(|w| !gained.contains(&w.host));
+        let candidates = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let (fresh, restored): (Vec<SeriesWindow>, Vec<SeriesWindow>) =
+                history.into_iter().partition(|w| engine.last_sample(&w.host, &w.process).is_none());
+            windows.extend(restored);
+            let before: HashSet<String> = engine.active().into_iter().map(|e| e.id).collect();
+            let inputs: Vec<SeriesInput<'_>> = fresh
+                .iter()
+                .map(|w| SeriesInput {
+                    host: &w.host,
+                    process: &w.process,
+                    samples: &w.samples,
+                    interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(1),
+                })
+                .collect();
+            // At "time 0": nothing is judged silent, so no other series moves (the pass judges
+            // silence at `now`).
+            drop(engine.evaluate(0, &inputs, &[]));
+            let after = engine.active();
+            after.into_iter().filter(|e| gained.contains(&e.host) && !before.contains(&e.id))
+                .collect::<Vec<_>>()
+        };
+        let mut discovered = Vec::new();
+        for ev in candidates {
+            let q = AlarmQuery {
+                host: Some(ev.host.clone()),
+                from: Some(ev.start),
+                to: Some(ev.start + 1),
+                ..Default::default()
+            };
+            if !ctx.store.alarm_events(&q).await?.iter().any(|k| k.id == ev.id) {
+                discovered.push(ev);
+            }
+        }
+        Ok(discovered)
     }
 }
