@@ -208,7 +208,12 @@ async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
     for d in log.lock().unwrap().iter() {
         let host = d.event["host"].as_str().unwrap();
         let want = if d.server == "a" { &a_id } else { &b_id };
-        assert_eq!(&owner(host), want, "{} delivered an alarm of a host it does not own: {d:?}", d.server);
+        assert_eq!(
+            &owner(host),
+            want,
+            "{} delivered an alarm of a host it does not own: {d:?}",
+            d.server
+        );
     }
     let red_a = reds(&log, &hot_a);
     assert_eq!(red_a.len(), 1, "{red_a:?}");
@@ -229,9 +234,10 @@ async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
         "takeover: B owns A's hosts {} ms after the SIGKILL (interval {INTERVAL_MS} ms)",
         killed.elapsed().as_millis()
     );
-    let open = try_get_json(&client, &format!("{b_url}/api/v1/alarms?active=true&host={hot_a}"), None)
-        .await
-        .expect("B's alarms");
+    let open =
+        try_get_json(&client, &format!("{b_url}/api/v1/alarms?active=true&host={hot_a}"), None)
+            .await
+            .expect("B's alarms");
     let open_ids: Vec<&str> =
         open["alarms"].as_array().unwrap().iter().filter_map(|e| e["id"].as_str()).collect();
     assert!(open_ids.contains(&red_id.as_str()), "A's RED is still open on B: {open}");
@@ -241,7 +247,9 @@ async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
         log.lock()
             .unwrap()
             .iter()
-            .any(|d| d.server == "b" && d.event["id"] == red_id.as_str() && !d.event["end"].is_null())
+            .any(|d| {
+                d.server == "b" && d.event["id"] == red_id.as_str() && !d.event["end"].is_null()
+            })
             .then_some(())
     })
     .await;
@@ -271,7 +279,8 @@ async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
     })
     .await;
     assert!(paused["reason"].as_str().is_some_and(|r| !r.is_empty()), "{paused}");
-    let metrics = client.get(format!("{b_url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        client.get(format!("{b_url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "procwatch_alarm_evaluation_paused 1"), "{metrics}");
     cluster.restart_zookeeper();
     wait_until_async("B to resume", PATIENCE, || async {

@@ -200,12 +200,7 @@ pub struct ServerArgs {
     pub cluster_zookeeper: Option<String>,
 
     /// The ZooKeeper znode the servers of one cluster register under (one per cluster).
-    #[arg(
-        long,
-        env = "PROCWATCH_CLUSTER_ROOT",
-        default_value = "/procwatch",
-        value_name = "PATH"
-    )]
+    #[arg(long, env = "PROCWATCH_CLUSTER_ROOT", default_value = "/procwatch", value_name = "PATH")]
     pub cluster_root: String,
 
     /// Serve on a non-loopback address without both tokens (anyone reaching the port may write

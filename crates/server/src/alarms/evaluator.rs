@@ -103,7 +103,8 @@ impl Alarms {
         if let Scope::Hosts { gained, .. } = &scope {
             if !gained.is_empty() {
                 let span = (now - self.lookback_ms(interval_ms), to);
-                discovered = self.take_over(&ctx, gained, &mut windows, &host_interval, span).await?;
+                discovered =
+                    self.take_over(&ctx, gained, &mut windows, &host_interval, span).await?;
             }
         }
         // A series coming back after a gap (or through a late batch) is read again from the

@@ -193,14 +193,16 @@ impl Alarms {
     ) -> Result<Vec<AlarmEvent>, StoreError> {
         let mut history = Vec::new();
         for host in gained {
-            let q = UsageQuery { from, to, host: Some(host.clone()), process: None, per_host: true };
+            let q =
+                UsageQuery { from, to, host: Some(host.clone()), process: None, per_host: true };
             history.extend(ctx.store.window(&q).await?);
         }
         windows.retain(|w| !gained.contains(&w.host));
         let candidates = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let (fresh, restored): (Vec<SeriesWindow>, Vec<SeriesWindow>) =
-                history.into_iter().partition(|w| engine.last_sample(&w.host, &w.process).is_none());
+            let (fresh, restored): (Vec<SeriesWindow>, Vec<SeriesWindow>) = history
+                .into_iter()
+                .partition(|w| engine.last_sample(&w.host, &w.process).is_none());
             windows.extend(restored);
             let before: HashSet<String> = engine.active().into_iter().map(|e| e.id).collect();
             let inputs: Vec<SeriesInput<'_>> = fresh
@@ -216,7 +218,9 @@ impl Alarms {
             // silence at `now`).
             drop(engine.evaluate(0, &inputs, &[]));
             let after = engine.active();
-            after.into_iter().filter(|e| gained.contains(&e.host) && !before.contains(&e.id))
+            after
+                .into_iter()
+                .filter(|e| gained.contains(&e.host) && !before.contains(&e.id))
                 .collect::<Vec<_>>()
         };
         let mut discovered = Vec::new();

@@ -3,6 +3,7 @@
 mod util;
 
 mod alarms_restore;
+mod cluster_share;
 mod data_path;
 mod governor;
 mod hardening;
