@@ -38,7 +38,8 @@ fn now_ms() -> i64 {
 fn start_server(cluster: &Cluster, node: usize, dir: &Path, name: &'static str) -> (Proc, String) {
     let addr_file = dir.join(format!("{name}.addr"));
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = procwatch()
+    let mut child = procwatch();
+    child
         .args(["server", "--listen", "127.0.0.1:0", "--store", "clickhouse"])
         .args(["--clickhouse-url", &cluster.url(node), "--clickhouse-cluster", CLUSTER])
         .args(["--clickhouse-database", "fleet", "--interval", &format!("{INTERVAL_MS}ms")])
@@ -47,12 +48,8 @@ fn start_server(cluster: &Cluster, node: usize, dir: &Path, name: &'static str) 
         .arg(dir.join(format!("{name}.data")))
         .arg("--addr-file")
         .arg(&addr_file)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn procwatch server");
+        .stdout(Stdio::null());
+    let child = child.stderr(log).spawn().expect("spawn procwatch server");
     let mut p = Proc { child, name };
     let url = p.wait_for_addr(&addr_file, PATIENCE);
     (p, url)
@@ -154,12 +151,13 @@ impl Drop for Logs<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
-    let test = "alarms_fire_once_across_two_servers_and_survive_a_kill";
-    let Some(mut cluster) = Cluster::start_or_skip(test) else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let _logs = Logs(dir.path());
+    let Some(mut cluster) =
+        Cluster::start_or_skip("alarms_fire_once_across_two_servers_and_survive_a_kill")
+    else {
+        return;
+    };
     let started = Instant::now();
     let (mut a, a_url) = start_server(&cluster, 0, dir.path(), "a");
     let (_b, b_url) = start_server(&cluster, 3, dir.path(), "b");
@@ -198,13 +196,12 @@ async fn alarms_fire_once_across_two_servers_and_survive_a_kill() {
         (!ra.is_empty() && !rb.is_empty()).then_some(())
     })
     .await;
-    let both = wait_until_async("both servers own their 3 hosts", PATIENCE, || async {
+    wait_until_async("both servers own their 3 hosts", PATIENCE, || async {
         let ea = evaluation(&client, &a_url, "share").await?;
         let eb = evaluation(&client, &b_url, "share").await?;
         (ea["hosts_owned"] == 3 && eb["hosts_owned"] == 3).then_some(())
     })
     .await;
-    let _ = both;
     for d in log.lock().unwrap().iter() {
         let host = d.event["host"].as_str().unwrap();
         let want = if d.server == "a" { &a_id } else { &b_id };

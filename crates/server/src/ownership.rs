@@ -76,21 +76,21 @@ impl ShareGauges {
     /// Registers the gauges (at zero) in `r`.
     pub fn register(r: &mut prometheus_client::registry::Registry) -> Self {
         let g = ShareGauges::default();
-        r.register(
-            "alarm_evaluation_paused",
-            "1 while alarm evaluation is paused: no cluster membership (ZooKeeper unreachable)",
-            g.paused.clone(),
-        );
-        r.register(
-            "cluster_members",
-            "Live procwatch servers sharing the alarm evaluation (0: no cluster membership)",
-            g.members.clone(),
-        );
-        r.register(
-            "alarm_hosts_owned",
-            "Hosts whose alarms this server evaluates",
-            g.owned.clone(),
-        );
+        for (name, help, gauge) in [
+            (
+                "alarm_evaluation_paused",
+                "1 while alarm evaluation is paused: no cluster membership (ZooKeeper unreachable)",
+                &g.paused,
+            ),
+            (
+                "cluster_members",
+                "Live procwatch servers sharing the alarm evaluation (0: no cluster membership)",
+                &g.members,
+            ),
+            ("alarm_hosts_owned", "Hosts whose alarms this server evaluates", &g.owned),
+        ] {
+            r.register(name, help, gauge.clone());
+        }
         g
     }
 

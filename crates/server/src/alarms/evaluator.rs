@@ -134,15 +134,7 @@ impl Alarms {
                 windows[i].samples = full.samples;
             }
         }
-        let series: Vec<SeriesInput<'_>> = windows
-            .iter()
-            .map(|w| SeriesInput {
-                host: &w.host,
-                process: &w.process,
-                samples: &w.samples,
-                interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(interval_ms),
-            })
-            .collect();
+        let series = series_inputs(&windows, &host_interval, interval_ms);
         // A host is judged silent only once the server itself has been evaluating for 3 of the
         // host's intervals: after a restart, agents need that long to be heard again.
         let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
@@ -219,6 +211,24 @@ impl Alarms {
         }
         Ok(events)
     }
+}
+
+/// The engine's inputs for `windows`, each with its host's interval (`fallback` for a host
+/// `host_interval` does not list).
+pub(super) fn series_inputs<'a>(
+    windows: &'a [procwatch_store::SeriesWindow],
+    host_interval: &BTreeMap<&str, i64>,
+    fallback: i64,
+) -> Vec<SeriesInput<'a>> {
+    windows
+        .iter()
+        .map(|w| SeriesInput {
+            host: &w.host,
+            process: &w.process,
+            samples: &w.samples,
+            interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(fallback),
+        })
+        .collect()
 }
 
 /// Restores the open alarms, then evaluates every `ctx.interval` until `stop` turns true.

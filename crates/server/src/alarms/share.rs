@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use procwatch_alarm::SeriesInput;
 use procwatch_model::{AlarmEvent, TsMs};
 use procwatch_store::{AlarmQuery, HostInfo, SeriesWindow, Storage, StoreError, UsageQuery};
 
@@ -205,15 +204,7 @@ impl Alarms {
                 .partition(|w| engine.last_sample(&w.host, &w.process).is_none());
             windows.extend(restored);
             let before: HashSet<String> = engine.active().into_iter().map(|e| e.id).collect();
-            let inputs: Vec<SeriesInput<'_>> = fresh
-                .iter()
-                .map(|w| SeriesInput {
-                    host: &w.host,
-                    process: &w.process,
-                    samples: &w.samples,
-                    interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(1),
-                })
-                .collect();
+            let inputs = super::evaluator::series_inputs(&fresh, host_interval, 1);
             // At "time 0": nothing is judged silent, so no other series moves (the pass judges
             // silence at `now`).
             drop(engine.evaluate(0, &inputs, &[]));
