@@ -26,7 +26,10 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
 //!   the store's in-memory window and of the alarm engine's state, from capacities),
-//!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
+//!   `procwatch_alarms_active{level}`, the evaluation's share of a cluster
+//!   (`procwatch_alarm_evaluation_paused`, `procwatch_cluster_members`,
+//!   `procwatch_alarm_hosts_owned`: [`crate::ownership::ShareGauges`]),
+//!   `procwatch_alarm_evaluation_duration_seconds` (observed by
 //!   the alarm engine through [`Metrics::observe_evaluation`]), and `procwatch_build_info`.
 //!   The standard `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //!   `process_open_fds`, `process_max_fds` and `process_start_time_seconds` of the server

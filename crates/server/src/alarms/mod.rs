@@ -26,6 +26,10 @@
 //!   through the same samples. Each pass is timed: logged at debug, exported as
 //!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
 //!   [`Alarms::last_evaluation`].
+//! - **Several servers on one store** (`ServerConfig::ownership`, the cluster membership): a
+//!   pass evaluates only the hosts this server owns, and none while it has no share; hosts
+//!   taken over have their open alarms restored from the store (see [`share`] and
+//!   [`crate::ownership`]).
 //! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
 //!   open event has no `end`). An open event's growing `peak` is written back after each pass.
 //!   At start the open events of the store are restored into the engine, so a restart neither
