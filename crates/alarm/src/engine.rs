@@ -3,7 +3,7 @@
 use crate::forecast::Forecaster;
 use crate::rules::{Rule, RuleSet};
 use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, Sample, TsMs};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A series or host with no sample for this many intervals is stale / silent.
@@ -97,6 +97,10 @@ pub struct Engine {
     /// they match.
     shared: Vec<Arc<Rule>>,
     series: BTreeMap<Key, SeriesState>,
+    /// OK series forgotten for silence, with their last sample (kept an hour): one that
+    /// comes back skips what it was already judged on (an overlapping read window), so no
+    /// past transition is derived, and delivered, twice.
+    forgotten: HashMap<Key, TsMs>,
     hosts: BTreeMap<String, HostState>,
     /// Host and process names of the followed series, once each (see [`Key`]); names no key
     /// holds any more are dropped after each pass.
@@ -197,7 +201,8 @@ impl Engine {
             .cloned()
             .map(Arc::new)
             .collect();
-        Self { shared, series: BTreeMap::new(), hosts: BTreeMap::new(), names: HashSet::new() }
+        let (series, forgotten, hosts) = (BTreeMap::new(), HashMap::new(), BTreeMap::new());
+        Self { shared, series, forgotten, hosts, names: HashSet::new() }
     }
 
     /// [`RuleSet::rule_for`], as the shared copy of the rule.
@@ -258,7 +263,12 @@ impl Engine {
                     intern(&mut self.names, input.process),
                     metric,
                 );
+                let resume = match self.series.contains_key(&key) {
+                    false => self.forgotten.remove(&key),
+                    true => None,
+                };
                 let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule));
+                st.resume_after = st.resume_after.or(resume);
                 st.feed(input, metric, &mut out);
             }
         }
@@ -268,7 +278,10 @@ impl Engine {
             hosts.iter().map(|h| (h.host, h.interval_ms)).collect();
         let host_last_seen: BTreeMap<&str, TsMs> =
             hosts.iter().map(|h| (h.host, h.last_seen)).collect();
-        self.series.retain(|(host, process, metric), st| {
+        let forgotten = &mut self.forgotten;
+        forgotten.retain(|_, last| now.saturating_sub(*last) < 3_600_000);
+        self.series.retain(|key, st| {
+            let (host, process, metric) = key;
             let interval = st
                 .interval_ms
                 .or_else(|| host_interval.get(&**host).copied())
@@ -282,7 +295,10 @@ impl Engine {
                 return true;
             }
             match st.level {
-                Level::Ok => return false,
+                Level::Ok => {
+                    forgotten.insert(key.clone(), st.last_ts.unwrap_or(stale_at));
+                    return false;
+                }
                 Level::Stale => {}
                 _ => st.go_stale(host, process, *metric, stale_at, &mut out),
             }
@@ -426,6 +442,15 @@ impl Engine {
             false
         });
         out
+    }
+
+    /// Forgets `host` without closing anything: another server evaluates it now (its open
+    /// alarms stay open in the store, where the new owner restores them from). No event.
+    pub fn release_host(&mut self, host: &str) {
+        self.hosts.remove(host);
+        self.series.retain(|(h, _, _), _| &**h != host);
+        self.forgotten.retain(|(h, _, _), _| &**h != host);
+        self.sweep_names();
     }
 
     /// The currently open alarms (series and hosts), ordered by host, process, metric.

@@ -15,7 +15,8 @@
 //! - alarms: `GET /ressources-usage/query-alarm/`, `/api/v1/alarms`, `/api/v1/alarms/stream`
 //!   (SSE), `/api/v1/rules`, `/api/v1/forecasts` (per-series forecast warm-up), and the
 //!   evaluator task; see [`alarms`].
-//! - `GET /healthz` (the process answers) and `GET /readyz` (the store answers; 503 if not).
+//! - `GET /healthz` (the process answers) and `GET /readyz` (the store answers; 503 if not);
+//!   `GET /api/v1/health` (store and alarm evaluation state, see [`health`]).
 //!
 //! Decisions a user needs to know:
 //! - Limits: body at most 16 MiB on the wire and after gunzip (413 past either, checked while
@@ -61,13 +62,16 @@ pub mod dashboard;
 pub mod error;
 pub mod governor;
 pub mod guard;
+pub mod health;
 pub mod ingest;
 pub mod limits;
 pub mod metered_store;
 pub mod metrics;
 pub mod openapi;
+pub mod ownership;
 pub mod page;
 pub mod query;
+pub mod rendezvous;
 pub mod retire;
 pub mod serve;
 pub mod time;
@@ -156,6 +160,9 @@ pub struct ServerConfig {
     pub series_limits: admission::SeriesLimits,
     /// The cardinality governor (top-K per host, the tail folded). See [`governor`].
     pub governor: governor::GovernorConfig,
+    /// Which hosts this server evaluates alarms for, when several servers share the store
+    /// (`None`: every host). See [`ownership`].
+    pub ownership: Option<Arc<dyn ownership::Ownership>>,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +195,7 @@ impl Default for ServerConfig {
             host_tokens_only: false,
             series_limits: admission::SeriesLimits::default(),
             governor: governor::GovernorConfig::default(),
+            ownership: None,
         }
     }
 }
@@ -221,6 +229,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("host_tokens_only", &self.host_tokens_only)
             .field("series_limits", &self.series_limits)
             .field("governor", &self.governor)
+            .field("ownership", &self.ownership.is_some())
             .finish()
     }
 }
@@ -331,6 +340,12 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { method: Method::GET, path: "/healthz", access: Access::Open, handler: || get(healthz) },
     Route { method: Method::GET, path: "/readyz", access: Access::Open, handler: || get(readyz) },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/health",
+        access: Access::Open,
+        handler: || get(health::health),
+    },
     Route {
         method: Method::GET,
         path: "/api/v1/openapi.json",

@@ -26,7 +26,10 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
 //!   the store's in-memory window and of the alarm engine's state, from capacities),
-//!   `procwatch_alarms_active{level}`, `procwatch_alarm_evaluation_duration_seconds` (observed by
+//!   `procwatch_alarms_active{level}`, the evaluation's share of a cluster
+//!   (`procwatch_alarm_evaluation_paused`, `procwatch_cluster_members`,
+//!   `procwatch_alarm_hosts_owned`: [`crate::ownership::ShareGauges`]),
+//!   `procwatch_alarm_evaluation_duration_seconds` (observed by
 //!   the alarm engine through [`Metrics::observe_evaluation`]), and `procwatch_build_info`.
 //!   The standard `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //!   `process_open_fds`, `process_max_fds` and `process_start_time_seconds` of the server
@@ -178,6 +181,8 @@ pub struct Metrics {
     /// Times request latencies and store writes.
     pub(crate) clock: Arc<dyn Clock>,
     connections_open: Gauge,
+    /// The alarm evaluation's share of the hosts ([`crate::ownership::ShareGauges`]).
+    pub share: crate::ownership::ShareGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -252,6 +257,7 @@ impl Metrics {
             "Client connections open (see max_connections)",
             connections_open.clone(),
         );
+        let share = crate::ownership::ShareGauges::register(&mut r);
         let s = &snapshot;
         r.register("store_hosts", "Hosts the store knows", s.store_hosts.clone());
         r.register(
@@ -334,6 +340,7 @@ impl Metrics {
             process_cap: AtomicUsize::new(DEFAULT_PROCESS_CAP),
             clock: procwatch_model::clock::system(),
             connections_open,
+            share,
         }
     }
 

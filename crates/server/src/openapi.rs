@@ -48,7 +48,11 @@ pub const MERGED_ROUTES: &[(&str, &str)] = &[
 /// The document, built once.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(build)
+    DOC.get_or_init(|| {
+        let mut doc = build();
+        doc["paths"]["/api/v1/health"] = crate::health::openapi();
+        doc
+    })
 }
 
 fn build() -> Value {

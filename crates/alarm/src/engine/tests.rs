@@ -104,3 +104,34 @@ fn warmup_counts_sample_time_and_restarts_after_a_gap() {
     e.evaluate(40_000, &[input(&[sample(40_000, "p", 1.0)])], &[]);
     assert_eq!(cpu(&e).ready_in_ms, 20_000);
 }
+
+#[test]
+fn a_forgotten_ok_series_read_again_does_not_repeat_its_past() {
+    let mut e = Engine::new(RuleSet::default());
+    let input = |samples| SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 };
+    let history: Vec<Sample> =
+        (1..=10).map(|t| sample(t * 1_000, "p", if t <= 2 { 95.0 } else { 2.0 })).collect();
+    let first = e.evaluate(10_000, &[input(&history)], &[]);
+    assert!(first.iter().any(|ev| ev.level == Level::Red), "{first:?}");
+    assert!(first.iter().any(|ev| ev.level == Level::Ok), "{first:?}");
+    // Silent while OK: forgotten.
+    e.evaluate(20_000, &[], &[]);
+    assert!(e.active().is_empty());
+    // An overlapping read window hands the same samples back with a new one: nothing is
+    // derived again from the old ones.
+    let again = [history.as_slice(), &[sample(21_000, "p", 2.0)]].concat();
+    assert!(e.evaluate(21_000, &[input(&again)], &[]).is_empty());
+}
+
+#[test]
+fn releasing_a_host_forgets_it_without_an_event() {
+    let mut e = Engine::new(RuleSet::default());
+    let hot = [sample(1_000, "p", 95.0)];
+    let input = |host, samples| SeriesInput { host, process: "p", samples, interval_ms: 1_000 };
+    e.evaluate(1_000, &[input("h", &hot), input("other", &hot)], &[]);
+    assert_eq!(e.active().len(), 2);
+    e.release_host("h");
+    assert_eq!(e.active().len(), 1);
+    assert_eq!(e.active()[0].host, "other");
+    assert!(e.last_sample("h", "p").is_none());
+}

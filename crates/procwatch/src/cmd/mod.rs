@@ -3,6 +3,8 @@
 pub mod agent;
 #[cfg(feature = "server")]
 pub mod alarm;
+#[cfg(feature = "server")]
+pub mod cluster;
 pub mod hosts;
 pub mod loadgen;
 #[cfg(feature = "server")]

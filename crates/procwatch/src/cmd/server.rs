@@ -192,6 +192,17 @@ pub struct ServerArgs {
     )]
     pub clickhouse_database: String,
 
+    /// ZooKeeper of the ClickHouse cluster (HOST:PORT[,HOST:PORT...]), for --store clickhouse:
+    /// servers sharing the cluster register there and split the alarm evaluation among the live
+    /// ones, so each alarm fires once (docs/scaling-out.md). Unset: this server evaluates every
+    /// host.
+    #[arg(long, env = "PROCWATCH_CLUSTER_ZOOKEEPER", value_name = "HOST:PORT")]
+    pub cluster_zookeeper: Option<String>,
+
+    /// The ZooKeeper znode the servers of one cluster register under (one per cluster).
+    #[arg(long, env = "PROCWATCH_CLUSTER_ROOT", default_value = "/procwatch", value_name = "PATH")]
+    pub cluster_root: String,
+
     /// Serve on a non-loopback address without both tokens (anyone reaching the port may write
     /// and read).
     #[arg(long, env = "PROCWATCH_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -444,6 +455,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
             humantime::format_duration(args.retention)
         );
     }
+    super::cluster::check(args)?;
     if args.retention_interval.is_zero() {
         bail!("--retention-interval must be more than 0");
     }
@@ -532,6 +544,8 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
             total: args.max_series_total,
         },
         governor: procwatch_server::governor::GovernorConfig::new(args.governor_top_k, pinned),
+        // Set once the listener is bound (its address goes into ZooKeeper): `cluster::join`.
+        ownership: None,
     })
 }
 
@@ -555,7 +569,7 @@ fn cap_malloc_arenas() {
 
 pub fn run(args: ServerArgs) -> Result<()> {
     cap_malloc_arenas();
-    let config = server_config(&args)?;
+    let mut config = server_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("procwatch-server")
@@ -577,11 +591,19 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .with_context(|| format!("cannot write the address file {}", path.display()))?;
         }
+        let membership = super::cluster::join(&args, addr)?;
+        config.ownership =
+            membership.clone().map(|m| m as Arc<dyn procwatch_server::ownership::Ownership>);
         let shutdown = async move {
             shutdown.wait().await;
             tracing::info!(message = "Shutting down: finishing requests in flight.");
         };
-        procwatch_server::run(listener, config, store, shutdown).await.context("server failed")
+        let served = procwatch_server::run(listener, config, store, shutdown).await;
+        if let Some(m) = membership {
+            // The others take this server's hosts over at once.
+            m.0.leave().await;
+        }
+        served.context("server failed")
     })
 }
 

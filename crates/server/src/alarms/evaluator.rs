@@ -15,9 +15,11 @@ use procwatch_model::{AlarmEvent, Level, TsMs};
 use procwatch_store::{Storage, StoreError, UsageQuery};
 use tokio::sync::watch;
 
+use super::share::Scope;
 use super::{Alarms, STALE_EXPIRY};
 use crate::governor::Governor;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 
 /// How far before its read window a returning series is read back, at most.
 const REREAD_MAX_MS: i64 = 3_600_000;
@@ -38,6 +40,9 @@ pub struct EvalContext {
     pub metrics: Arc<Metrics>,
     /// Told the open alarms after each pass: alarming series keep full resolution.
     pub governor: Arc<Governor>,
+    /// Which hosts this server evaluates, when several servers share the store (`None`: every
+    /// host). See [`crate::ownership`].
+    pub ownership: Option<Arc<dyn Ownership>>,
 }
 
 impl Alarms {
@@ -70,6 +75,12 @@ impl Alarms {
         };
         let to = now + MAX_FUTURE_MS + 1;
         let hosts = ctx.store.hosts().await?;
+        // With a cluster membership, only this server's share of the hosts (none while the
+        // membership is down); see `share`.
+        let scope = self.scope(&ctx, &hosts).await?;
+        if let Scope::Paused = scope {
+            return Ok(Vec::new());
+        }
         let mut windows = ctx
             .store
             .window(&UsageQuery { from, to, host: None, process: None, per_host: true })
@@ -79,7 +90,23 @@ impl Alarms {
         // interval it could go STALE at once.
         let known: std::collections::HashSet<&str> =
             hosts.iter().map(|h| h.host.as_str()).collect();
-        windows.retain(|w| known.contains(w.host.as_str()));
+        windows.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
+        let host_interval: BTreeMap<&str, i64> = hosts
+            .iter()
+            .map(|h| {
+                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
+                (h.host.as_str(), i)
+            })
+            .collect();
+        // Hosts taken over from another member (or on the first pass): see `share`.
+        let mut discovered = Vec::new();
+        if let Scope::Hosts { gained, .. } = &scope {
+            if !gained.is_empty() {
+                let span = (now - self.lookback_ms(interval_ms), to);
+                discovered =
+                    self.take_over(&ctx, gained, &mut windows, &host_interval, span).await?;
+            }
+        }
         // A series coming back after a gap (or through a late batch) is read again from the
         // last sample the engine saw of it (at most REREAD_MAX before `from`), so every replica
         // steps through the same samples whatever its read window.
@@ -107,27 +134,13 @@ impl Alarms {
                 windows[i].samples = full.samples;
             }
         }
-        let host_interval: BTreeMap<&str, i64> = hosts
-            .iter()
-            .map(|h| {
-                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
-                (h.host.as_str(), i)
-            })
-            .collect();
-        let series: Vec<SeriesInput<'_>> = windows
-            .iter()
-            .map(|w| SeriesInput {
-                host: &w.host,
-                process: &w.process,
-                samples: &w.samples,
-                interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(interval_ms),
-            })
-            .collect();
+        let series = series_inputs(&windows, &host_interval, interval_ms);
         // A host is judged silent only once the server itself has been evaluating for 3 of the
         // host's intervals: after a restart, agents need that long to be heard again.
         let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
         let seen: Vec<HostSeen<'_>> = hosts
             .iter()
+            .filter(|h| scope.covers(&h.host))
             .filter(|h| now - first >= STALE_INTERVALS * host_interval[h.host.as_str()])
             .map(|h| HostSeen {
                 host: &h.host,
@@ -137,7 +150,8 @@ impl Alarms {
             .collect();
         let (events, active) = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let mut events = engine.evaluate(now, &series, &seen);
+            let mut events = discovered;
+            events.extend(engine.evaluate(now, &series, &seen));
             events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
             let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
             events.extend(engine.forget_unlisted_hosts(&listed, now));
@@ -199,6 +213,24 @@ impl Alarms {
     }
 }
 
+/// The engine's inputs for `windows`, each with its host's interval (`fallback` for a host
+/// `host_interval` does not list).
+pub(super) fn series_inputs<'a>(
+    windows: &'a [procwatch_store::SeriesWindow],
+    host_interval: &BTreeMap<&str, i64>,
+    fallback: i64,
+) -> Vec<SeriesInput<'a>> {
+    windows
+        .iter()
+        .map(|w| SeriesInput {
+            host: &w.host,
+            process: &w.process,
+            samples: &w.samples,
+            interval_ms: host_interval.get(w.host.as_str()).copied().unwrap_or(fallback),
+        })
+        .collect()
+}
+
 /// Restores the open alarms, then evaluates every `ctx.interval` until `stop` turns true.
 pub fn spawn_evaluator(
     alarms: Arc<Alarms>,
@@ -208,8 +240,9 @@ pub fn spawn_evaluator(
     tokio::spawn(async move {
         // No pass before the open alarms are restored: a pass without them would raise them
         // again under new ids. The server serves meanwhile; the store may just be down.
+        // With a cluster membership, each pass restores the hosts it takes over instead.
         let mut wait = RESTORE_BACKOFF.0;
-        loop {
+        while ctx.ownership.is_none() {
             match alarms.restore(&*ctx.store).await {
                 Ok(n) => {
                     tracing::info!(message = "Alarm evaluation started.", restored = n, rules = alarms.rules().rules.len(), interval = ?ctx.interval);
@@ -224,6 +257,9 @@ pub fn spawn_evaluator(
                 _ = stop.changed() => return,
             }
             wait = (wait * 2).min(RESTORE_BACKOFF.1);
+        }
+        if ctx.ownership.is_some() {
+            tracing::info!(message = "Alarm evaluation started: each pass evaluates this server's share of the hosts.", rules = alarms.rules().rules.len(), interval = ?ctx.interval);
         }
         let mut tick = tokio::time::interval(ctx.interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -26,6 +26,10 @@
 //!   through the same samples. Each pass is timed: logged at debug, exported as
 //!   `procwatch_alarm_evaluation_duration_seconds`, and readable with
 //!   [`Alarms::last_evaluation`].
+//! - **Several servers on one store** (`ServerConfig::ownership`, the cluster membership): a
+//!   pass evaluates only the hosts this server owns, and none while it has no share; hosts
+//!   taken over have their open alarms restored from the store (see [`share`] and
+//!   [`crate::ownership`]).
 //! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
 //!   open event has no `end`). An open event's growing `peak` is written back after each pass.
 //!   At start the open events of the store are restored into the engine, so a restart neither
@@ -58,6 +62,7 @@
 pub mod evaluator;
 pub mod hub;
 pub mod routes;
+mod share;
 pub mod stream;
 #[cfg(test)]
 mod tests;
@@ -69,7 +74,7 @@ use std::time::Duration;
 
 use procwatch_alarm::{Engine, RuleSet};
 use procwatch_model::{AlarmEvent, TsMs};
-use procwatch_store::{AlarmQuery, Storage, StoreError};
+use procwatch_store::{Storage, StoreError};
 
 pub use evaluator::{spawn_evaluator, EvalContext};
 pub use hub::Hub;
@@ -99,6 +104,10 @@ pub struct Alarms {
     /// Held for a whole evaluation pass and a whole retirement, so a pass that read the
     /// hosts before a retirement cannot re-open what the retirement closed.
     pass: tokio::sync::Mutex<()>,
+    /// The hosts the last pass evaluated, with a cluster membership (see [`share`]).
+    owned: Mutex<share::Owned>,
+    /// What the evaluator is doing (`GET /api/v1/health`).
+    evaluation: RwLock<crate::ownership::Evaluation>,
 }
 
 impl From<&AppState> for EvalContext {
@@ -109,6 +118,7 @@ impl From<&AppState> for EvalContext {
             interval: st.config.interval,
             metrics: st.metrics.clone(),
             governor: st.governor.clone(),
+            ownership: st.config.ownership.clone(),
         }
     }
 }
@@ -126,6 +136,8 @@ impl Alarms {
             written: Mutex::new(HashMap::new()),
             last_eval_us: AtomicU64::new(0),
             pass: tokio::sync::Mutex::new(()),
+            owned: Mutex::new(share::Owned::default()),
+            evaluation: RwLock::new(crate::ownership::Evaluation::Starting),
         }
     }
 
@@ -165,21 +177,7 @@ impl Alarms {
 
     /// Re-opens the store's open events in the engine (once, at start).
     pub async fn restore(&self, store: &dyn Storage) -> Result<usize, StoreError> {
-        let open =
-            store.alarm_events(&AlarmQuery { active_only: true, ..Default::default() }).await?;
-        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        engine.restore(&open);
-        let active = engine.active();
-        drop(engine);
-        let n = active.len();
-        {
-            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            for ev in &active {
-                written.insert(ev.id.clone(), (ev.peak, ev.value));
-            }
-        }
-        self.set_active(active);
-        Ok(n)
+        self.restore_hosts(store, None).await
     }
 
     /// Retires `host` (see [`crate::retire`]): the store first (so a `NotFound` changes

@@ -9,6 +9,7 @@ use procwatch_model::{AlarmKind, Batch, Sample};
 use procwatch_model::{Level, Metric};
 use procwatch_store::conformance::red_event;
 use procwatch_store::memory::MemoryStore;
+use procwatch_store::AlarmQuery;
 use procwatch_store::Storage;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -4,6 +4,7 @@ mod gated_store;
 mod util;
 
 mod alarms_restore;
+mod cluster_share;
 mod data_path;
 mod governor;
 mod hardening;
