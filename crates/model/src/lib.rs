@@ -15,9 +15,11 @@
 
 pub mod clock;
 pub mod duration;
+pub mod glob;
 pub mod retry;
 pub mod schedule;
 mod stale;
+pub mod text;
 pub mod validate;
 
 pub use stale::{is_stale, stale_after_ms, STALE_INTERVALS};
