@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod directive;
 pub mod duration;
 pub mod glob;
 pub mod retry;
@@ -52,6 +53,10 @@ pub struct Batch {
     /// Samples the agent had to drop (a spool cap was hit) since its previous accepted batch.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_samples: u64,
+    /// The agent's own state (directive version, interval, spool backlog, a refused
+    /// directive); absent from older agents and legacy clients. See [`directive`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<directive::AgentReport>,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -809,6 +809,7 @@ mod tests {
                 host_totals: vec![],
                 samples,
                 dropped_samples: 0,
+                report: None,
             };
             state.store.write_batch(&batch).await.unwrap();
             (crate::router(state.clone()), state)

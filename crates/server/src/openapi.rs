@@ -43,12 +43,19 @@ pub const MERGED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/alarms"),
     ("GET", "/api/v1/alarms/stream"),
     ("GET", "/api/v1/rules"),
+    ("GET", "/api/v1/agents"),
+    ("GET", "/api/v1/agents/directives"),
+    ("POST", "/api/v1/agents/directives"),
 ];
 
 /// The document, built once.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(build)
+    DOC.get_or_init(|| {
+        let mut doc = build();
+        crate::agents::openapi::extend(&mut doc);
+        doc
+    })
 }
 
 fn build() -> Value {

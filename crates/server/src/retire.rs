@@ -47,14 +47,7 @@ pub async fn retire(
     }
     // Who asked, for the record: an `X-Procwatch-Actor` header (the CLI sends user@host),
     // bounded and stripped of control characters.
-    let actor: String = headers
-        .get("x-procwatch-actor")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("an API client")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
+    let actor = crate::agents::routes::actor(&headers, "an API client");
     let now = st.config.clock.now_ms();
     let reason = format!("host retired by {actor}");
     let (last_seen, events) = st.alarms.retire_host(&*st.store, &host, now, &reason).await?;

@@ -67,6 +67,7 @@ fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
         host_totals: vec![],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn batch(host: usize, procs: usize, ts: TsMs, seq: u64) -> Batch {
         host_totals: vec![],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

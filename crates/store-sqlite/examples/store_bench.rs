@@ -102,6 +102,7 @@ impl Host {
             host_totals: vec![],
             samples,
             dropped_samples: 0,
+            report: None,
         }
     }
 }

@@ -84,11 +84,7 @@ async fn list(client: &reqwest::Client, server: &str, token: Option<String>) -> 
 
 async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
     let base = client_server(&r.server)?;
-    let actor = format!(
-        "{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
-        procwatch_collector::hostname().unwrap_or_else(|| "unknown".into())
-    );
+    let actor = actor();
     let mut req = client
         .post(format!("{base}/api/v1/hosts/{}/retire", encode_segment(&r.name)))
         .header("x-procwatch-actor", actor)
@@ -110,11 +106,21 @@ async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
     Ok(())
 }
 
+/// Who runs this command, for the server's record (`X-Procwatch-Actor`): `user@machine`.
+pub(crate) fn actor() -> String {
+    format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+        procwatch_collector::hostname().unwrap_or_else(|| "unknown".into())
+    )
+}
+
 fn now_ms() -> i64 {
     procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock)
 }
 
-async fn answer(req: reqwest::RequestBuilder, base: &str) -> Result<String> {
+/// Sends `req`; the body of a 2xx, else an error with the server's JSON `error` message.
+pub(crate) async fn answer(req: reqwest::RequestBuilder, base: &str) -> Result<String> {
     let resp = req.send().await.with_context(|| format!("cannot reach {base}"))?;
     let status = resp.status();
     let body = resp.text().await.context("cannot read the answer")?;

@@ -3,7 +3,8 @@
 //! | role  | commands                      | flag / file flag         | variables                                           |
 //! |-------|-------------------------------|--------------------------|-----------------------------------------------------|
 //! | write | `agent`, `hosts retire`, `loadgen` | `--token`, `--token-file` | `PROCWATCH_WRITE_TOKEN`, `PROCWATCH_WRITE_TOKEN_FILE` |
-//! | read  | `status`, `alarm`             | `--token`, `--token-file` | `PROCWATCH_READ_TOKEN`, `PROCWATCH_READ_TOKEN_FILE`   |
+//! | read  | `status`, `alarm`, `agents`   | `--token`, `--token-file` | `PROCWATCH_READ_TOKEN`, `PROCWATCH_READ_TOKEN_FILE`   |
+//! | admin | `agents set`                  | `--admin-token`, `--admin-token-file` | `PROCWATCH_ADMIN_TOKEN`, `PROCWATCH_ADMIN_TOKEN_FILE` |
 //!
 //! So one environment (or one `EnvironmentFile=`) can hold both tokens, and exporting the
 //! write token for the agent never makes `status` send it (and fail with 403).
@@ -45,6 +46,31 @@ pub struct ReadToken {
     /// File holding the read token (surrounding whitespace ignored).
     #[arg(long = "token-file", env = "PROCWATCH_READ_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// The admin token of a client command (`agents set`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdminToken {
+    /// The server's admin token (sent as a bearer token; distinct from the read and write
+    /// tokens).
+    #[arg(
+        long = "admin-token",
+        env = "PROCWATCH_ADMIN_TOKEN",
+        value_name = "T",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
+    pub admin_token: Option<String>,
+
+    /// File holding the admin token (surrounding whitespace ignored).
+    #[arg(long = "admin-token-file", env = "PROCWATCH_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl AdminToken {
+    pub fn resolve(&self) -> Result<Option<String>> {
+        resolve(self.admin_token.as_deref(), self.admin_token_file.as_deref(), "admin")
+    }
 }
 
 impl WriteToken {
