@@ -34,8 +34,10 @@ pub struct Settings {
     /// Process-name globs to leave out (after `include`).
     pub exclude: Vec<String>,
     /// Extra metrics asked for (`procwatch_model::directive::EXTRA_METRIC_NAMES`). Carried
-    /// and persisted here; the collector's extras read them once they are merged (the binary
-    /// hands them to the collector's sweep function, `cmd::agent::sweep_fn`).
+    /// and persisted here, but nothing reads them yet: they take effect once the
+    /// collector's extra metrics (issue 19 part 2) are merged, when the sweep closure built in
+    /// the binary's `cmd::agent::ship::run` (and `cmd::up::run`) reads
+    /// `Control::settings().metrics` before each sweep and passes them to the collector.
     pub metrics: Vec<String>,
 }
 

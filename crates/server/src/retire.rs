@@ -1,6 +1,6 @@
 //! `POST /api/v1/hosts/{host}/retire`: a host gone for good (decommissioned, renamed, a test
-//! host) stops being judged. Guarded by the write token (there is no separate admin token
-//! yet: whoever may write samples may retire a host).
+//! host) stops being judged. Guarded by the write token (whoever may write samples may retire
+//! a host; the admin token only steers agents, see [`crate::agents`]).
 //!
 //! The store hides the host from `hosts()` until it sends data newer than the retirement
 //! (`Storage::retire_host`; its samples stay until retention), its open alarms (host silent

@@ -2,7 +2,7 @@
 //!
 //! - `procwatch hosts [--server URL] [--token T]` lists them (read token): name, last seen.
 //! - `procwatch hosts retire NAME [--server URL] [--token T | --token-file F]` (write token;
-//!   the server has no admin token yet) calls `POST /api/v1/hosts/NAME/retire`: the host
+//!   the admin token only steers agents) calls `POST /api/v1/hosts/NAME/retire`: the host
 //!   leaves the list until it sends newer data, its open alarms close with the reason, and a
 //!   `host_retired` event records who did it (`user@machine` of this command). Exit 1 when
 //!   the server does not know the host or refuses.
