@@ -11,14 +11,10 @@ use crate::schema::{db_err, other};
 
 impl Inner {
     pub(crate) fn put_directive(&self, r: &DirectiveRecord) -> StoreResult<()> {
-        let body = serde_json::to_string(r).map_err(other)?;
+        let row = params![r.version as i64, r.at, serde_json::to_string(r).map_err(other)?];
+        let sql = "INSERT OR REPLACE INTO directives(version, at, body) VALUES (?1, ?2, ?3)";
         let w = self.writer.lock();
-        w.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO directives(version, at, body) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut st| st.execute(params![r.version as i64, r.at, body]))
-            .map_err(db_err)?;
+        w.conn.execute(sql, row).map_err(db_err)?;
         if self.opts.durability == Durability::Power {
             let ticket = self.wal_sync.ticket();
             drop(w);

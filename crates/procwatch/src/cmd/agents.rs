@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use procwatch_model::directive::{DirectiveError, SettingsChange};
 use procwatch_server::agents::routes::{AgentsResponse, DirectiveAccepted, DirectiveRequest};
 
-use super::hosts::{actor, answer};
+use super::hosts::{actor, answer, client_runtime};
 use super::token::{AdminToken, ReadToken};
 use super::{client_server, SERVER_HELP};
 
@@ -50,33 +50,29 @@ enum AgentsCommand {
 
 #[derive(Debug, clap::Args)]
 struct SetArgs {
+    #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL", default_value = super::DEFAULT_SERVER, help = SERVER_HELP)]
+    server: String,
+
+    #[command(flatten)]
+    token: AdminToken,
+
     /// A host name or glob (`web-*`; `*` for every host).
     hosts: String,
 
     /// The changes, `key=value`: interval, paused, include, exclude, metrics, sweep=now.
     #[arg(required = true, value_name = "KEY=VALUE")]
     changes: Vec<String>,
-
-    #[arg(long, env = "PROCWATCH_SERVER", value_name = "URL", default_value = super::DEFAULT_SERVER, help = SERVER_HELP)]
-    server: String,
-
-    #[command(flatten)]
-    token: AdminToken,
 }
 
 pub fn run(args: AgentsArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot build the HTTP client")?;
-    match args.command {
-        Some(AgentsCommand::Set(s)) => runtime.block_on(set(&client, s)),
-        None => runtime.block_on(list(&client, &args.server, args.token.resolve()?, args.format)),
-    }
+    let (runtime, client) = client_runtime()?;
+    let work = async {
+        match args.command {
+            Some(AgentsCommand::Set(s)) => set(&client, s).await,
+            None => list(&client, &args.server, args.token.resolve()?, args.format).await,
+        }
+    };
+    runtime.block_on(work)
 }
 
 async fn list(

@@ -49,14 +49,7 @@ use procwatch_server::query::HostsResponse as Hosts;
 use procwatch_server::retire::Retired;
 
 pub fn run(args: HostsArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let (runtime, client) = client_runtime()?;
     match args.command {
         Some(HostsCommand::Retire(r)) => runtime.block_on(retire(&client, r)),
         None => runtime.block_on(list(&client, &args.server, args.token.resolve()?)),
@@ -104,6 +97,19 @@ async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
         super::status::ago(now_ms() - retired.last_seen)
     );
     Ok(())
+}
+
+/// A client command's runtime (one thread) and HTTP client (10 s a request).
+pub(crate) fn client_runtime() -> Result<(tokio::runtime::Runtime, reqwest::Client)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    Ok((runtime, client))
 }
 
 /// Who runs this command, for the server's record (`X-Procwatch-Actor`): `user@machine`.

@@ -148,20 +148,10 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_READ_TOKEN_FILE", value_name = "FILE")]
     pub read_token_file: Option<PathBuf>,
 
-    /// Bearer token of the admin routes (steering agents: POST /api/v1/agents/directives);
-    /// must differ from the write and read tokens. Without one, admin routes answer 403.
-    #[arg(
-        long,
-        env = "PROCWATCH_ADMIN_TOKEN",
-        value_name = "T",
-        hide_env_values = true,
-        conflicts_with = "admin_token_file"
-    )]
-    pub admin_token: Option<Secret>,
-
-    /// File holding the admin token (surrounding whitespace ignored).
-    #[arg(long, env = "PROCWATCH_ADMIN_TOKEN_FILE", value_name = "FILE")]
-    pub admin_token_file: Option<PathBuf>,
+    /// The admin token (steering agents: POST /api/v1/agents/directives); must differ from the
+    /// write and read tokens. Without one, admin routes answer 403.
+    #[command(flatten)]
+    pub admin: super::token::AdminToken,
 
     /// Write the bound address to FILE once listening.
     #[arg(long, env = "PROCWATCH_ADDR_FILE", value_name = "FILE")]
@@ -450,7 +440,7 @@ pub fn check_exposure(
 pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let write_token = token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?;
     let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
-    let admin_token = token(args.admin_token.clone(), args.admin_token_file.as_deref(), "admin")?;
+    let admin_token = args.admin.resolve()?;
     if let Some(a) = &admin_token {
         if write_token.as_ref() == Some(a) || read_token.as_ref() == Some(a) {
             bail!("the admin token must differ from the write and read tokens: whoever holds those could steer every agent");

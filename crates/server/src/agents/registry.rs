@@ -15,8 +15,16 @@ pub const MAX_AGENTS: usize = 10_000;
 pub const MAX_AGENT_LEN: usize = 128;
 
 /// One agent as `GET /api/v1/agents` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentInfo {
+    /// The newest directive it refused, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directive_error: Option<DirectiveError>,
+    /// The version of the directive it should run, when newer than `directive_version` (sent
+    /// with its next acknowledgement; absent when it is up to date).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_version: Option<u64>,
     /// The host the agent reports for.
     pub host: String,
     /// The agent's name and version (`Batch::agent`), e.g. `procwatch/0.1.0`.
@@ -29,19 +37,12 @@ pub struct AgentInfo {
     pub paused: bool,
     /// The directive version it runs (0: none).
     pub directive_version: u64,
-    /// The version of the directive it should run, when newer than `directive_version` (sent
-    /// with its next acknowledgement; absent when it is up to date).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_version: Option<u64>,
     /// When its newest batch arrived (the server's clock, Unix ms).
     pub last_seen: TsMs,
     /// Sweeps spooled on the host and not yet delivered.
     pub spool_backlog: u64,
     /// Samples the agent dropped since it started.
     pub dropped_samples: u64,
-    /// The newest directive it refused, and why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directive_error: Option<DirectiveError>,
 }
 
 /// The registry (see the module documentation).
