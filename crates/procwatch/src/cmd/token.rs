@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// Defines a role's token arguments: the token, or a file holding it (not both), read by
 /// `resolve`; `Debug` never shows the token.
+#[rustfmt::skip] // rustfmt re-indents attributes inside macro_rules on every run
 macro_rules! role_token {
     ($name:ident, $role:literal, $token:ident, $file:ident, $long:literal, $long_file:literal,
      $env:literal, $env_file:literal) => {
@@ -22,12 +23,12 @@ macro_rules! role_token {
         pub struct $name {
             #[doc = concat!("The server's ", $role, " token (sent as a bearer token).")]
             #[arg(
-                                                        long = $long,
-                                                        env = $env,
-                                                        value_name = "T",
-                                                        hide_env_values = true,
-                                                        conflicts_with = stringify!($file)
-                                                    )]
+                long = $long,
+                env = $env,
+                value_name = "T",
+                hide_env_values = true,
+                conflicts_with = stringify!($file)
+            )]
             pub $token: Option<String>,
 
             #[doc = concat!("File holding the ", $role, " token (surrounding whitespace ignored).")]
