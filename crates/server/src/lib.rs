@@ -650,6 +650,8 @@ pub async fn run(
         alarms::EvalContext::from(&state),
         stop_tx.subscribe(),
     );
+    let directive_refresh =
+        agents::spawn_refresh(state.agents.clone(), state.store.clone(), stop_tx.subscribe());
     let hub = state.alarms.clone();
     let shutdown = async move {
         shutdown.await;
@@ -669,6 +671,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = retention.await;
     let _ = evaluator.await;
+    let _ = directive_refresh.await;
     let closed = store.close().await;
     tracing::info!(message = "Server stopped.");
     served?;

@@ -42,6 +42,33 @@ pub use routes::router;
 /// Directive changes kept at most.
 pub const MAX_DIRECTIVES: usize = 10_000;
 
+/// How often the log is read again from the store (other servers' changes).
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the log again every [`REFRESH`] until `stop` changes (servers sharing one store see
+/// each other's directives within it); a failed read is logged and retried at the next tick.
+pub fn spawn_refresh(
+    agents: std::sync::Arc<Agents>,
+    store: std::sync::Arc<dyn Storage>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the log was just read at start
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(error) = agents.restore(&*store).await {
+                        tracing::warn!(message = "Could not re-read the directive log.", %error);
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
 struct Log {
     records: Vec<DirectiveRecord>,
     /// The newest version handed out (0: none).
@@ -73,11 +100,17 @@ impl Agents {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the directive log back from the store (at start). Returns how many changes.
+    /// Reads the directive log back from the store (at start, then every [`REFRESH`], and
+    /// before each change, so servers sharing one store converge). Returns how many changes.
     pub async fn restore(&self, store: &dyn Storage) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.change.lock().await;
+        self.reload(store).await
+    }
+
+    async fn reload(&self, store: &dyn Storage) -> Result<usize, StoreError> {
         let records = store.directives().await?;
         let mut log = self.log();
-        log.version = records.iter().map(|r| r.version).max().unwrap_or(0);
+        log.version = log.version.max(records.iter().map(|r| r.version).max().unwrap_or(0));
         log.records = records;
         Ok(log.records.len())
     }
@@ -127,6 +160,8 @@ impl Agents {
         mut record: DirectiveRecord,
     ) -> Result<DirectiveRecord, ApiError> {
         let _one_at_a_time = self.change.lock().await;
+        // Another server on the same store may have taken versions since the last refresh.
+        self.reload(store).await?;
         let version = {
             let log = self.log();
             if log.records.len() >= MAX_DIRECTIVES {
@@ -150,5 +185,51 @@ impl Agents {
     /// How many hosts the registry lists.
     pub fn tracked(&self) -> usize {
         self.registry.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procwatch_model::directive::{AgentReport, SettingsChange};
+    use procwatch_store::memory::MemoryStore;
+
+    fn change(hosts: &str, set: SettingsChange) -> DirectiveRecord {
+        DirectiveRecord { version: 0, at: 1, who: "admin".into(), hosts: hosts.into(), set }
+    }
+
+    fn batch(host: &str, version: u64) -> Batch {
+        Batch {
+            host: host.into(),
+            agent: "t".into(),
+            seq: 1,
+            interval_ms: 1000,
+            host_totals: vec![],
+            samples: vec![],
+            dropped_samples: 0,
+            report: Some(AgentReport { directive_version: version, ..Default::default() }),
+        }
+    }
+
+    #[tokio::test]
+    async fn servers_sharing_a_store_take_distinct_versions_and_see_each_others_changes() {
+        let store = MemoryStore::new();
+        let (a, b) = (Agents::default(), Agents::default());
+        let paused = SettingsChange { paused: Some(true), ..Default::default() };
+        let fast = SettingsChange { interval: Some("2s".into()), ..Default::default() };
+        assert_eq!(a.add(&store, change("web-*", paused)).await.unwrap().version, 1);
+        assert_eq!(b.add(&store, change("web-1", fast)).await.unwrap().version, 2, "read first");
+        a.restore(&store).await.unwrap();
+        let (d, tracked) = a.after_batch(&batch("web-1", 0), 5);
+        let d = d.unwrap();
+        assert!(tracked);
+        assert_eq!(
+            (d.version, d.set.paused, d.set.interval.as_deref()),
+            (2, Some(true), Some("2s"))
+        );
+        assert_eq!(a.after_batch(&batch("web-1", 2), 6).0, None, "up to date");
+        assert_eq!(a.after_batch(&batch("db-1", 0), 6).0, None, "no glob matches");
+        let listed = a.list();
+        assert_eq!(listed.iter().find(|x| x.host == "db-1").unwrap().pending_version, None);
     }
 }
