@@ -82,6 +82,10 @@ pub struct Agents {
     tx: broadcast::Sender<DirectiveRecord>,
     /// Serialises directive changes (version, store write, log) with one another.
     change: tokio::sync::Mutex<()>,
+    /// Per host: the log version its effective directive was merged at, and that directive's
+    /// version, so a host is merged once per change of the log, not once per batch (at most
+    /// one entry per host the registry lists).
+    merged: Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
 
 impl Default for Agents {
@@ -91,6 +95,7 @@ impl Default for Agents {
             log: Mutex::new(Log { records: Vec::new(), version: 0 }),
             tx: broadcast::channel(64).0,
             change: tokio::sync::Mutex::new(()),
+            merged: Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -147,8 +152,18 @@ impl Agents {
         if log.version <= report.directive_version {
             return (None, tracked); // runs the newest there is (the common case: no merge)
         }
-        let d = effective(&log.records, &batch.host, report.directive_version)
-            .filter(|d| report.directive_error.as_ref().is_none_or(|e| e.version != d.version));
+        let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = merged.get(&batch.host);
+        if cached.is_some_and(|&(at, v)| at == log.version && v <= report.directive_version) {
+            return (None, tracked); // runs its own newest (merged once at this log version)
+        }
+        let d = effective(&log.records, &batch.host, report.directive_version);
+        if tracked {
+            let v = d.as_ref().map_or(report.directive_version, |d| d.version);
+            merged.insert(batch.host.clone(), (log.version, v));
+        }
+        let d =
+            d.filter(|d| report.directive_error.as_ref().is_none_or(|e| e.version != d.version));
         (d, tracked)
     }
 
@@ -229,7 +244,14 @@ mod tests {
         );
         assert_eq!(a.after_batch(&batch("web-1", 2), 6).0, None, "up to date");
         assert_eq!(a.after_batch(&batch("db-1", 0), 6).0, None, "no glob matches");
+        // A change for other hosts: web-1 at v2 is merged once more, then answered from the cache.
+        let db = SettingsChange { paused: Some(false), ..Default::default() };
+        assert_eq!(a.add(&store, change("db-*", db)).await.unwrap().version, 3);
+        assert_eq!(a.after_batch(&batch("web-1", 2), 7).0, None);
+        assert_eq!(a.merged.lock().unwrap().get("web-1"), Some(&(3, 2)));
+        assert_eq!(a.after_batch(&batch("web-1", 2), 8).0, None);
+        assert_eq!(a.after_batch(&batch("db-1", 0), 8).0.map(|d| d.version), Some(3));
         let listed = a.list();
-        assert_eq!(listed.iter().find(|x| x.host == "db-1").unwrap().pending_version, None);
+        assert_eq!(listed.iter().find(|x| x.host == "db-1").unwrap().pending_version, Some(3));
     }
 }
