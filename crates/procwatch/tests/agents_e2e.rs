@@ -124,7 +124,9 @@ async fn directives_steer_a_running_agent_and_survive_restarts() {
         (Some(0), Some(300))
     );
 
-    // The alarm stream carries the change as `event: directive`.
+    // The alarm stream carries the change as `event: directive` (it is not replayed, so the
+    // stream must be open, its first `synced` event read, before the change is posted).
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     let stream = {
         let c = c.clone();
         let url = url.clone();
@@ -136,8 +138,14 @@ async fn directives_steer_a_running_agent_and_survive_restarts() {
                 .await
                 .unwrap();
             let mut text = String::new();
+            let mut open_tx = Some(open_tx);
             while let Ok(Some(chunk)) = r.chunk().await {
                 text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains("event: synced") {
+                    if let Some(tx) = open_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 if text.contains("event: directive") && text.contains("procwatch*") {
                     return text;
                 }
@@ -145,6 +153,7 @@ async fn directives_steer_a_running_agent_and_survive_restarts() {
             text
         })
     };
+    tokio::time::timeout(LIMIT, open_rx).await.expect("the stream opens").unwrap();
 
     // Interval and filter: observed in what the server receives.
     let (status, body) = post_directive(
@@ -320,6 +329,8 @@ async fn the_admin_token_is_required_and_hostile_directives_are_refused() {
     let huge = json!({"hosts": "web-*", "set": {"paused": true}, "pad": "x".repeat(64 * 1024)});
     let (status, answer) = post_directive(&c, &url, Some(ADMIN), &huge).await;
     assert_eq!(status, 413, "{answer}");
+    // The server closes a connection whose body it did not read: go on with a fresh pool.
+    let c = reqwest::Client::new();
     let r = c
         .post(format!("{url}/api/v1/agents/directives"))
         .bearer_auth(ADMIN)
