@@ -32,6 +32,7 @@ fn typed(host: &str, agent: &str, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
         host_totals: Vec::new(),
         samples: Vec::new(),
         dropped_samples: 0,
+        report: None,
     };
     for r in records {
         let p = decode_payload(r).expect("payload");

@@ -1,6 +1,7 @@
 //! The spool record payload of one sweep, and the `POST /api/v1/samples` body built from
 //! spooled records.
 
+use procwatch_model::directive::AgentReport;
 use procwatch_model::{Batch, HostTotal, Sample};
 
 use crate::SweepData;
@@ -89,6 +90,19 @@ pub fn build_batch(
     dropped: u64,
     records: &[(PayloadParts<'_>, u64)],
 ) -> Vec<u8> {
+    build_batch_with(host, agent, seq, dropped, records, None)
+}
+
+/// [`build_batch`] with the agent's report (`Batch::report`: directive version, interval,
+/// spool backlog, a refused directive) in the envelope.
+pub fn build_batch_with(
+    host: &str,
+    agent: &str,
+    seq: u64,
+    dropped: u64,
+    records: &[(PayloadParts<'_>, u64)],
+    report: Option<&AgentReport>,
+) -> Vec<u8> {
     let envelope = Batch {
         host: host.to_owned(),
         agent: agent.to_owned(),
@@ -97,6 +111,7 @@ pub fn build_batch(
         host_totals: Vec::new(),
         samples: Vec::new(),
         dropped_samples: dropped,
+        report: report.cloned(),
     };
     let head = serde_json::to_vec(&envelope).unwrap_or_default();
     let Some((totals_at, samples_at)) = list_slots(&head) else {
@@ -203,6 +218,7 @@ mod tests {
                     host_totals: Vec::new(),
                     samples: Vec::new(),
                     dropped_samples: dropped,
+                    report: None,
                 };
                 let typed = typed_batch(envelope, &parts);
                 let a: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -68,9 +68,11 @@
 #![deny(missing_docs)]
 
 mod batch;
+pub mod directive;
 mod quarantine;
 mod schedule;
 mod send;
+pub mod settings;
 pub mod ship;
 pub mod spool;
 mod stats;
@@ -85,10 +87,13 @@ use procwatch_model::{HostTotal, Sample, TsMs};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-pub use batch::{build_batch, decode_payload, encode_sweep, PayloadParts};
+pub use batch::{build_batch, build_batch_with, decode_payload, encode_sweep, PayloadParts};
+pub use directive::Control;
+use directive::Wake;
 pub use procwatch_model::retry::RetryAction;
 use schedule::{append_loop, sweep_loop, APPEND_QUEUE};
 use send::send_loop;
+pub use settings::{Filter, Settings};
 pub use ship::{Backoff, BackoffConfig, Expected, Failure, Shipper, ShipperConfig};
 pub use spool::{Dropped, Record, Spool, SpoolConfig, SpoolError};
 pub use stats::{AgentStats, LATENESS_KEPT};
@@ -186,7 +191,8 @@ pub enum AgentError {
 pub struct Agent {
     stats: Arc<AgentStats>,
     stop: Arc<AtomicBool>,
-    stop_tx: mpsc::Sender<()>,
+    stop_tx: mpsc::Sender<Wake>,
+    control: Arc<Control>,
     sweeper: Option<std::thread::JoinHandle<()>>,
     appender: Option<std::thread::JoinHandle<()>>,
     sender: tokio::task::JoinHandle<()>,
@@ -235,6 +241,11 @@ impl Agent {
                 records = resent
             );
         }
+        let control = Arc::new(Control::load(
+            &config.spool.dir,
+            Settings::new(config.interval),
+            config.spool.fsync,
+        ));
         let shipper = Shipper::new(&config.shipper)?;
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
@@ -242,6 +253,7 @@ impl Agent {
         let sender_stop = Arc::new(Notify::new());
         let sweeps_done = Arc::new(Notify::new());
         let (stop_tx, stop_rx) = mpsc::channel();
+        control.set_waker(stop_tx.clone());
 
         let (to_spool, from_sweeps) = mpsc::sync_channel(APPEND_QUEUE);
         let appender = {
@@ -250,17 +262,19 @@ impl Agent {
             let stats = stats.clone();
             let cfg = config.clone();
             let done = sweeps_done.clone();
+            let control = control.clone();
             std::thread::Builder::new()
                 .name("procwatch-spool".into())
-                .spawn(move || append_loop(cfg, from_sweeps, spool, wake, stats, done))
+                .spawn(move || append_loop(cfg, from_sweeps, spool, wake, stats, done, control))
                 .map_err(|e| AgentError::Thread(e.to_string()))?
         };
         let sweeper = {
             let stats = stats.clone();
             let cfg = config.clone();
+            let control = control.clone();
             std::thread::Builder::new()
                 .name("procwatch-sweep".into())
-                .spawn(move || sweep_loop(cfg, sweep, to_spool, stats, stop_rx))
+                .spawn(move || sweep_loop(cfg, sweep, to_spool, stats, stop_rx, control))
                 .map_err(|e| AgentError::Thread(e.to_string()))?
         };
         let sender = tokio::spawn(send_loop(
@@ -269,13 +283,14 @@ impl Agent {
             spool,
             wake,
             stats.clone(),
-            stop.clone(),
-            sender_stop.clone(),
+            send::Stop { flag: stop.clone(), notify: sender_stop.clone() },
+            control.clone(),
         ));
         Ok(Agent {
             stats,
             stop,
             stop_tx,
+            control,
             sweeper: Some(sweeper),
             appender: Some(appender),
             sender,
@@ -290,9 +305,14 @@ impl Agent {
         self.stats.clone()
     }
 
+    /// The agent's steerable settings (what directives change).
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// Stops sweeping, lets the sender deliver what it can within the drain timeout, stops it.
     pub async fn stop(mut self) {
-        let _ = self.stop_tx.send(());
+        let _ = self.stop_tx.send(Wake::Stop);
         if let Some(h) = self.sweeper.take() {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }

@@ -9,7 +9,8 @@ use rand::SeedableRng;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::batch::{build_batch, decode_payload};
+use crate::batch::{build_batch_with, decode_payload};
+use crate::directive::Control;
 use crate::quarantine::quarantine;
 use crate::{
     spool, AgentConfig, AgentStats, Backoff, Dropped, Expected, Failure, RetryAction, Shipper,
@@ -39,12 +40,22 @@ enum Next {
 
 /// Reads the next request from the spool (the one in flight first), persisting it as in
 /// flight before it is sent.
+/// What goes into a request besides the spooled records.
+struct Extras<'a> {
+    /// The agent's report for the envelope.
+    report: &'a procwatch_model::directive::AgentReport,
+    /// A paused agent's heartbeat is due: send a batch of no samples if nothing else is.
+    heartbeat: bool,
+}
+
 fn next_request(
     cfg: &AgentConfig,
     spool: &mut Spool,
     solo_until: Option<u64>,
     allow_drop_only: bool,
+    extras: &Extras<'_>,
 ) -> Result<Next, SpoolError> {
+    let report = Some(extras.report);
     let st = spool.state().clone();
     let (records, seq, dropped) = if let Some(inf) = st.inflight {
         spool.settle_inflight_drops();
@@ -52,7 +63,7 @@ fn next_request(
         if recs.is_empty() {
             // Its records went (caps) while it was in flight: nothing to resend.
             spool.clear_inflight(false)?;
-            return next_request(cfg, spool, solo_until, allow_drop_only);
+            return next_request(cfg, spool, solo_until, allow_drop_only, extras);
         }
         (recs, inf.seq, inf.dropped)
     } else {
@@ -79,10 +90,12 @@ fn next_request(
         }
         recs.truncate(keep);
         if recs.is_empty() {
-            if st.dropped_pending == 0 || !allow_drop_only {
+            let drops = st.dropped_pending > 0 && allow_drop_only;
+            if !drops && !extras.heartbeat {
                 return Ok(Next::Idle);
             }
-            // Drops to report and no sweep to carry them: a batch of no samples carries them.
+            // Drops to report (or a paused agent's heartbeat) and no sweep to carry them: a
+            // batch of no samples carries them.
             let seq = st.next_seq;
             spool.take_seq(seq)?;
             return Ok(Next::Send(Request {
@@ -92,7 +105,7 @@ fn next_request(
                 dropped: st.dropped_pending,
                 records: 0,
                 samples: 0,
-                body: build_batch(&cfg.host, &cfg.agent, seq, st.dropped_pending, &[]),
+                body: build_batch_with(&cfg.host, &cfg.agent, seq, st.dropped_pending, &[], report),
                 single: false,
             }));
         }
@@ -116,7 +129,7 @@ fn next_request(
             None => warn!(message = "Malformed spool record skipped.", id = r.id),
         }
     }
-    let body = build_batch(&host, &cfg.agent, seq, dropped, &parts);
+    let body = build_batch_with(&host, &cfg.agent, seq, dropped, &parts, report);
     let req = Request {
         host,
         seq,
@@ -133,15 +146,22 @@ fn next_request(
     Ok(Next::Send(req))
 }
 
+/// How the sender is told to stop: the flag, and the wake-up of its waits.
+pub(crate) struct Stop {
+    pub(crate) flag: Arc<AtomicBool>,
+    pub(crate) notify: Arc<Notify>,
+}
+
 pub(crate) async fn send_loop(
     cfg: AgentConfig,
     shipper: Shipper,
     spool: Arc<Mutex<Spool>>,
     wake: Arc<Notify>,
     stats: Arc<AgentStats>,
-    stop: Arc<AtomicBool>,
-    stop_notify: Arc<Notify>,
+    stop: Stop,
+    control: Arc<Control>,
 ) {
+    let Stop { flag: stop, notify: stop_notify } = stop;
     let mut backoff = Backoff::new(cfg.backoff, Box::new(rand::rngs::StdRng::from_entropy()));
     // Records up to this id are sent one per request (after a multi-sweep request was refused).
     let mut solo_until: u64 = 0;
@@ -149,20 +169,28 @@ pub(crate) async fn send_loop(
     // A request carrying only a drop count was refused: let the next sweep carry it instead.
     let mut drop_only_refused = false;
     let mut outage_started: Option<Instant> = None;
+    // A paused agent posts a heartbeat when it sent nothing for an interval.
+    let mut heartbeat = false;
     loop {
         let next = {
             let Ok(mut sp) = spool.lock() else { return };
-            next_request(&cfg, &mut sp, solo.then_some(solo_until), !drop_only_refused)
+            let report =
+                control.report(sp.pending_records(), stats.dropped_samples.load(Ordering::Relaxed));
+            let extras = Extras { report: &report, heartbeat };
+            next_request(&cfg, &mut sp, solo.then_some(solo_until), !drop_only_refused, &extras)
         };
+        heartbeat = false;
         let req = match next {
             Ok(Next::Send(r)) => r,
             Ok(Next::Idle) => {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
+                let beat = if control.paused() { control.interval() } else { Duration::MAX };
                 tokio::select! {
                     () = wake.notified() => {}
                     () = stop_notify.notified() => {}
+                    () = tokio::time::sleep(beat), if control.paused() => heartbeat = true,
                 }
                 continue;
             }
@@ -178,7 +206,10 @@ pub(crate) async fn send_loop(
         let expected = Expected { host: &req.host, seq: req.seq, samples: req.samples };
         let result = shipper.send(&req.body, &expected).await;
         match result {
-            Ok(()) => {
+            Ok(directive) => {
+                if let Some(d) = directive {
+                    control.offer(&d);
+                }
                 if let Some(t) = outage_started.take() {
                     info!(
                         message = "Server reachable again.",

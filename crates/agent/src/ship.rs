@@ -53,6 +53,10 @@ struct Ack {
     received: Option<u64>,
     host: Option<String>,
     seq: Option<u64>,
+    /// A directive for the agent (control channel); absent from older servers' answers. Kept
+    /// raw: a directive the agent cannot read is refused, the batch still acknowledged.
+    #[serde(default)]
+    directive: Option<serde_json::Value>,
 }
 
 /// An acknowledgement body larger than this is not the server's (whose is under 1 KiB).
@@ -62,6 +66,15 @@ pub const MAX_ACK_BYTES: usize = 64 * 1024;
 /// `expected` (JSON `{samples, host_totals, seq_gap, host, seq}` with the same sample count,
 /// and the same host and seq when echoed), else why not.
 pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Failure> {
+    read_ack(status, body, expected).err()
+}
+
+/// [`check_ack`], giving the acknowledgement's `directive` (raw JSON) when it holds one.
+pub fn read_ack(
+    status: u16,
+    body: &[u8],
+    expected: &Expected<'_>,
+) -> Result<Option<serde_json::Value>, Failure> {
     let head = || {
         let b: String = String::from_utf8_lossy(&body[..body.len().min(200)]).chars().collect();
         format!("HTTP {status} is not a procwatch acknowledgement ({})", b.trim())
@@ -69,7 +82,7 @@ pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Fa
     let ack: Ack = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(e) => {
-            return Some(Failure::new(
+            return Err(Failure::new(
                 RetryAction::Misconfigured,
                 format!("{}: {e}; is --server a procwatch server, not a proxy or portal?", head()),
             ))
@@ -90,9 +103,9 @@ pub fn check_ack(status: u16, body: &[u8], expected: &Expected<'_>) -> Option<Fa
     }
     let _ = ack.host_totals;
     if wrong.is_empty() {
-        None
+        Ok(ack.directive)
     } else {
-        Some(Failure::new(
+        Err(Failure::new(
             RetryAction::Misconfigured,
             format!("HTTP {status} acknowledged another batch: {}", wrong.join(", ")),
         ))
@@ -266,8 +279,13 @@ impl Shipper {
     }
 
     /// Sends one JSON batch body. `Ok` means the server answered 2xx with its acknowledgement
-    /// of exactly `expected` ([`check_ack`]): the batch is durable.
-    pub async fn send(&self, json: &[u8], expected: &Expected<'_>) -> Result<(), Failure> {
+    /// of exactly `expected` ([`check_ack`]): the batch is durable. `Ok(Some(_))` carries the
+    /// directive the acknowledgement holds (raw JSON; see [`crate::directive`]).
+    pub async fn send(
+        &self,
+        json: &[u8],
+        expected: &Expected<'_>,
+    ) -> Result<Option<serde_json::Value>, Failure> {
         let mut req = self
             .client
             .post(&self.endpoint)
@@ -304,10 +322,7 @@ impl Shipper {
             }
         }
         if (200..300).contains(&status) {
-            return match check_ack(status, &body, expected) {
-                None => Ok(()),
-                Some(failure) => Err(failure),
-            };
+            return read_ack(status, &body, expected);
         }
         let mut text = String::from_utf8_lossy(&body).into_owned();
         if let Some(l) = location {
@@ -315,7 +330,7 @@ impl Shipper {
         }
         match classify_status(status, &text) {
             Some(failure) => Err(failure),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 }

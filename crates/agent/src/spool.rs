@@ -511,3 +511,28 @@ pub(super) fn remove_file(path: &Path) -> Result<(), SpoolError> {
 pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
+
+/// Replaces `dir/name` with `body` atomically: a temporary file is written (and fsynced when
+/// `fsync`), renamed over it, and the directory fsynced, so a crash leaves the old or the new
+/// file whole. The spool's `state.json` and the agent's `settings.json` are written so.
+pub(crate) fn write_atomic(
+    dir: &Path,
+    name: &str,
+    body: &[u8],
+    fsync: bool,
+) -> Result<(), SpoolError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(body).map_err(io_err(&tmp))?;
+    if fsync {
+        f.sync_data().map_err(io_err(&tmp))?;
+    }
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    if fsync {
+        // The rename itself is durable only once the directory is.
+        sync_dir(dir)?;
+    }
+    Ok(())
+}

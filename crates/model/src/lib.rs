@@ -14,10 +14,13 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod directive;
 pub mod duration;
+pub mod glob;
 pub mod retry;
 pub mod schedule;
 mod stale;
+pub mod text;
 pub mod validate;
 
 pub use stale::{is_stale, stale_after_ms, STALE_INTERVALS};
@@ -50,6 +53,10 @@ pub struct Batch {
     /// Samples the agent had to drop (a spool cap was hit) since its previous accepted batch.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_samples: u64,
+    /// The agent's own state (directive version, interval, spool backlog, a refused
+    /// directive); absent from older agents and legacy clients. See [`directive`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<directive::AgentReport>,
 }
 
 fn is_zero(v: &u64) -> bool {

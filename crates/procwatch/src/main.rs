@@ -57,6 +57,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// The hosts a server knows; `hosts retire NAME` for one gone for good.
     Hosts(cmd::hosts::HostsArgs),
+    /// The agents a server hears from; `agents set HOST-GLOB key=value...` steers them.
+    Agents(cmd::agents::AgentsArgs),
     /// A simulated fleet against a server: throughput, latency, errors, server RSS.
     Loadgen(cmd::loadgen::LoadgenArgs),
 }
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(*args),
         Command::Status(args) => cmd::status::run(args),
         Command::Hosts(args) => cmd::hosts::run(args),
+        Command::Agents(args) => cmd::agents::run(args),
         Command::Loadgen(args) => cmd::loadgen::run(args),
     };
     match result {

@@ -25,6 +25,8 @@ const HOST: &str = "dash-e2e";
 const INTERVAL_S: u64 = 2;
 /// The server runs with a read token: the page must ask for it and send it.
 const READ_TOKEN: &str = "dash-read-token";
+/// The admin token typed into the Agents view's directive form (never stored by the page).
+const ADMIN_TOKEN: &str = "dash-admin-token";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -46,7 +48,10 @@ fn wait_file(path: &Path, p: &mut Proc, limit: Duration) -> String {
 
 fn start_server(dir: &Path) -> (Proc, String) {
     let interval = format!("{INTERVAL_S}s");
-    common::start_server(dir, &["--interval", &interval, "--read-token", READ_TOKEN])
+    common::start_server(
+        dir,
+        &["--interval", &interval, "--read-token", READ_TOKEN, "--admin-token", ADMIN_TOKEN],
+    )
 }
 
 fn start_agent(dir: &Path, url: &str) -> Proc {
@@ -495,6 +500,47 @@ async fn dashboard_shows_hosts_processes_charts_and_live_alarms() {
         .js("const e=document.querySelector('#error'); return e.hidden ? '' : e.textContent")
         .await;
     assert_eq!(errors, "", "the page shows an error");
+
+    // The Agents view lists the agent; its form sends a directive with the admin token typed in,
+    // which the page does not keep.
+    browser
+        .wait_js(
+            "the agent in the Agents table",
+            &format!(
+                "return [...document.querySelectorAll('#agents tbody tr')].some(r=>r.textContent.includes({})&&r.textContent.includes('running'))",
+                js_str(HOST)
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    browser
+        .js(&format!(
+            "document.querySelector('#directive-hosts').value={};document.querySelector('#directive-set').value='sweep=now exclude=none-such';document.querySelector('#directive-token').value={};document.querySelector('#directive-form').requestSubmit();return 1",
+            js_str(HOST),
+            js_str(ADMIN_TOKEN)
+        ))
+        .await;
+    let sent = browser
+        .wait_js(
+            "the directive's answer",
+            "const t=document.querySelector('#directive-result').textContent; return t||null",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(sent.as_str().unwrap().contains("directive v1 stored"), "{sent}");
+    browser
+        .wait_js(
+            "the agent running v1",
+            &format!(
+                "return [...document.querySelectorAll('#agents tbody tr')].some(r=>r.textContent.includes({})&&r.textContent.includes('v1')&&!r.textContent.includes('→'))",
+                js_str(HOST)
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    let kept =
+        browser.js("return JSON.stringify(localStorage)+location.href+document.cookie").await;
+    assert!(!kept.as_str().unwrap().contains(ADMIN_TOKEN), "the admin token was kept: {kept}");
 
     // Top 10, so that the charts fit in the screenshot.
     browser

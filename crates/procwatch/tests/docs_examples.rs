@@ -216,6 +216,10 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
     ("procwatch loadgen", "a benchmark load generator (BENCHMARKS.md), minutes long"),
     (
+        "procwatch agents set HOST-GLOB key=value...",
+        "the syntax; agents_e2e.rs runs `agents set` against a server with an admin token",
+    ),
+    (
         "procwatch alarm backtest --trace DIR",
         "needs recorded traces; alarm_backtest.rs runs it on the bundled ones",
     ),
@@ -400,6 +404,8 @@ fn the_guides_procwatch_commands_run_on_loopback() {
     let retire_cmd = take("procwatch hosts retire");
     let hosts = run_to_end(&subst(&take("procwatch hosts")), dir, &env, quick);
     assert!(hosts.contains(&host), "{hosts}");
+    let agents = run_to_end(&subst(&take("procwatch agents")), dir, &env, quick);
+    assert!(agents.contains(&host) && agents.contains("running"), "{agents}");
     // The walk ends by retiring the host it created (the guide's example host is web-1).
     run_to_end(&subst(&retire_cmd).replace("web-1", &host), dir, &env, quick);
 

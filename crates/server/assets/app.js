@@ -577,3 +577,95 @@ function init() {
 }
 
 document.addEventListener('DOMContentLoaded', init);
+
+// ---------- agents (control channel) ----------
+// The table of GET /api/v1/agents (read token, like the rest of the page) every 5 s, and the
+// directive form: `key=value` words as `procwatch agents set` takes them, posted with the admin
+// token typed into the form. That token lives only in the input for the request: it is never
+// put in localStorage, the URL or `state`.
+const AGENTS_MS = 5000;
+
+function parseDirective(text) {
+  const set = {};
+  const list = (v) => v.split(',').map((x) => x.trim()).filter((x) => x);
+  for (const word of text.trim().split(/\s+/).filter((w) => w)) {
+    const at = word.indexOf('=');
+    if (at < 1) throw new Error(`${word}: expected key=value`);
+    const k = word.slice(0, at);
+    const v = word.slice(at + 1);
+    if (k === 'interval') set.interval = v;
+    else if (k === 'paused') {
+      if (!['true', 'false'].includes(v)) throw new Error(`paused=${v}: expected true or false`);
+      set.paused = v === 'true';
+    } else if (k === 'include' || k === 'exclude' || k === 'metrics') set[k] = list(v);
+    else if ((k === 'sweep' || k === 'sweep_now') && (v === 'now' || v === 'true')) set.sweep_now = true;
+    else throw new Error(`unknown key ${k}: expected interval, paused, include, exclude, metrics or sweep`);
+  }
+  return set;
+}
+
+function renderAgents(body) {
+  const tbody = $('#agents tbody');
+  const rows = (body.agents || []).map((a) => {
+    let directive = a.steerable ? `v${a.directive_version}` : '–';
+    if (a.pending_version) directive += ` → v${a.pending_version}`;
+    const state = !a.steerable ? 'not steerable' : a.paused ? 'paused' : 'running';
+    const cells = [
+      h('td', { text: a.host }),
+      h('td', { text: a.agent }),
+      h('td', { class: 'num', text: `${num(a.interval_ms / 1000, a.interval_ms % 1000 ? 1 : 0)} s` }),
+      h('td', { text: directive }),
+      h('td', { text: ago(Date.now() - a.last_seen) }),
+      h('td', { class: 'num', text: a.spool_backlog }),
+      h('td', { class: 'num', text: a.dropped_samples }),
+      h('td', {}, state, a.directive_error
+        ? h('div', { class: 'refused', text: `refused v${a.directive_error.version}: ${a.directive_error.message}` })
+        : null),
+    ];
+    return h('tr', {}, ...cells);
+  });
+  tbody.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 8, class: 'muted', text: 'no agent has reported since the server started' }))]));
+}
+
+async function loadAgents() {
+  if (!state.authNeeded) {
+    try {
+      renderAgents(await getJson('/api/v1/agents'));
+    } catch (e) {
+      if (!(e instanceof AuthError)) $('#agents tbody').replaceChildren(h('tr', {}, h('td', { colspan: 8, class: 'muted', text: `agents: ${e.message}` })));
+    }
+  }
+  setTimeout(loadAgents, AGENTS_MS);
+}
+
+async function sendDirective(ev) {
+  ev.preventDefault();
+  const out = $('#directive-result');
+  const tokenInput = $('#directive-token');
+  try {
+    const body = { hosts: $('#directive-hosts').value.trim(), set: parseDirective($('#directive-set').value) };
+    const r = await fetch('/api/v1/agents/directives', {
+      method: 'POST',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${tokenInput.value.trim()}` },
+      body: JSON.stringify(body),
+    });
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error || `HTTP ${r.status}`);
+    out.textContent = `directive v${answer.directive.version} stored; ${answer.matching_agents} agent(s) match`;
+    out.className = 'muted';
+    loadAgentsOnce();
+  } catch (e) {
+    out.textContent = e.message;
+    out.className = 'refused';
+  }
+}
+
+async function loadAgentsOnce() {
+  try { renderAgents(await getJson('/api/v1/agents')); } catch (_) { /* the poll says why */ }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('#directive-form').addEventListener('submit', sendDirective);
+  loadAgents();
+});

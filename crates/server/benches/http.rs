@@ -91,6 +91,7 @@ fn batch_of(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
         host_totals: Vec::new(),
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

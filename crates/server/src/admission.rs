@@ -302,6 +302,7 @@ mod tests {
                 })
                 .collect(),
             dropped_samples: 0,
+            report: None,
         }
     }
 

@@ -288,6 +288,7 @@ mod tests {
             host_totals: Vec::new(),
             samples,
             dropped_samples: 0,
+            report: None,
         }
     }
 

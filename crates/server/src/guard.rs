@@ -18,6 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use procwatch_model::text::truncate;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -127,17 +128,6 @@ pub fn require_json(req: &Request) -> Result<(), ApiError> {
         "Content-Type {:?} not accepted: send the body as Content-Type: application/json",
         truncate(&ct, 100)
     )))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

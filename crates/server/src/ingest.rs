@@ -96,6 +96,10 @@ pub struct Accepted {
     pub host: String,
     /// The batch's `seq`, echoed.
     pub seq: u64,
+    /// A directive for the agent (control channel, [`crate::agents`]): present when the batch
+    /// carries a report and the server holds a newer directive for its host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directive: Option<procwatch_model::directive::Directive>,
 }
 
 /// `POST /api/v1/samples`: validates, admits (host token, rate, governor fold, series caps) and writes
@@ -113,6 +117,10 @@ pub async fn post_samples(
         return Err(refused);
     }
     let out = st.store.write_batch(&batch).await.map_err(|e| ApiError::from(e).into_response())?;
+    let (directive, tracked) = st.agents.after_batch(&batch, st.config.clock.now_ms());
+    if !tracked {
+        st.metrics.limit_breach("agents");
+    }
     Ok(Json(Accepted {
         samples: out.samples,
         host_totals: out.host_totals,
@@ -120,6 +128,7 @@ pub async fn post_samples(
         received,
         host: batch.host,
         seq: batch.seq,
+        directive,
     }))
 }
 

@@ -57,6 +57,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod agents;
 pub mod alarms;
 pub mod dashboard;
 pub mod error;
@@ -110,6 +111,9 @@ pub struct ServerConfig {
     pub write_token: Option<String>,
     /// Bearer token for query routes; `None` = open.
     pub read_token: Option<String>,
+    /// Bearer token for admin routes (steering agents, [`agents`]); `None` = admin routes
+    /// disabled (403). Must differ from the read and write tokens.
+    pub admin_token: Option<String>,
     /// Body limit, on the wire and after decompression.
     pub max_body_bytes: usize,
     /// Samples a batch at most.
@@ -174,6 +178,7 @@ impl Default for ServerConfig {
             query_window: Duration::from_secs(300),
             write_token: None,
             read_token: None,
+            admin_token: None,
             max_body_bytes: procwatch_model::validate::MAX_BODY_BYTES,
             max_samples: procwatch_model::validate::MAX_SAMPLES,
             request_timeout: Duration::from_secs(30),
@@ -210,6 +215,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("query_window", &self.query_window)
             .field("write_token", &redact(&self.write_token))
             .field("read_token", &redact(&self.read_token))
+            .field("admin_token", &redact(&self.admin_token))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_samples", &self.max_samples)
             .field("request_timeout", &self.request_timeout)
@@ -264,6 +270,8 @@ pub struct AppState {
     pub series: Arc<admission::SeriesTracker>,
     /// The cardinality governor ([`ServerConfig::governor`]).
     pub governor: Arc<governor::Governor>,
+    /// The control channel: agents registry and directive log ([`agents`]).
+    pub agents: Arc<agents::Agents>,
 }
 
 impl AppState {
@@ -298,6 +306,7 @@ impl AppState {
             render_permits,
             series: Arc::new(admission::SeriesTracker::default()),
             governor,
+            agents: Arc::new(agents::Agents::default()),
         }
     }
 }
@@ -438,6 +447,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router(&state))
         .merge(metrics::router(&state))
         .merge(alarms::router(&state))
+        .merge(agents::router(&state))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
@@ -499,7 +509,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn bearer(req: &Request) -> Option<&[u8]> {
+pub(crate) fn bearer(req: &Request) -> Option<&[u8]> {
     let v = req.headers().get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = v.split_at(v.len().min(7));
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
@@ -526,7 +536,7 @@ fn check_token(
     Err(ApiError::Unauthorized(format!("wrong {what} token")))
 }
 
-async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_read(State(st): State<AppState>, req: Request, next: Next) -> Response {
     match check_token(&req, &st.config.read_token, &st.config.write_token, "read") {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -620,6 +630,7 @@ pub async fn run(
     let mut state = AppState::new(store.clone(), config);
     state.loopback = listener.local_addr()?.ip().is_loopback();
     apply_retention(&state).await;
+    let directives = state.agents.restore(&*state.store).await?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let retention_state = state.clone();
     let retention = tokio::spawn(async move {
@@ -645,6 +656,8 @@ pub async fn run(
         interval = %humantime::format_duration(c.interval),
         retention = %humantime::format_duration(c.retention),
         rules = c.alarm_rules.rules.len(),
+        admin_token = c.admin_token.is_some(),
+        directives,
     );
     tracing::debug!(message = "Server settings.", config = ?state.config);
     let evaluator = alarms::spawn_evaluator(
@@ -652,6 +665,8 @@ pub async fn run(
         alarms::EvalContext::from(&state),
         stop_tx.subscribe(),
     );
+    let directive_refresh =
+        agents::spawn_refresh(state.agents.clone(), state.store.clone(), stop_tx.subscribe());
     let hub = state.alarms.clone();
     let shutdown = async move {
         shutdown.await;
@@ -671,6 +686,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = retention.await;
     let _ = evaluator.await;
+    let _ = directive_refresh.await;
     let closed = store.close().await;
     tracing::info!(message = "Server stopped.");
     served?;

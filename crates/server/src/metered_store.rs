@@ -77,6 +77,15 @@ impl Storage for MeteredStore {
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
         self.inner.alarm_events(q).await
     }
+    async fn put_directive(
+        &self,
+        record: &procwatch_model::directive::DirectiveRecord,
+    ) -> StoreResult<()> {
+        self.inner.put_directive(record).await
+    }
+    async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
+        self.inner.directives().await
+    }
     async fn health(&self) -> StoreResult<()> {
         self.inner.health().await
     }

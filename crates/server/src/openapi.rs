@@ -43,6 +43,9 @@ pub const MERGED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/alarms"),
     ("GET", "/api/v1/alarms/stream"),
     ("GET", "/api/v1/rules"),
+    ("GET", "/api/v1/agents"),
+    ("GET", "/api/v1/agents/directives"),
+    ("POST", "/api/v1/agents/directives"),
 ];
 
 /// The document, built once.
@@ -51,6 +54,7 @@ pub fn document() -> &'static Value {
     DOC.get_or_init(|| {
         let mut doc = build();
         doc["paths"]["/api/v1/health"] = crate::health::openapi();
+        crate::agents::openapi::extend(&mut doc);
         doc
     })
 }

@@ -1,6 +1,6 @@
 //! `POST /api/v1/hosts/{host}/retire`: a host gone for good (decommissioned, renamed, a test
-//! host) stops being judged. Guarded by the write token (there is no separate admin token
-//! yet: whoever may write samples may retire a host).
+//! host) stops being judged. Guarded by the write token (whoever may write samples may retire
+//! a host; the admin token only steers agents, see [`crate::agents`]).
 //!
 //! The store hides the host from `hosts()` until it sends data newer than the retirement
 //! (`Storage::retire_host`; its samples stay until retention), its open alarms (host silent
@@ -47,14 +47,7 @@ pub async fn retire(
     }
     // Who asked, for the record: an `X-Procwatch-Actor` header (the CLI sends user@host),
     // bounded and stripped of control characters.
-    let actor: String = headers
-        .get("x-procwatch-actor")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("an API client")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
+    let actor = crate::agents::routes::actor(&headers, "an API client");
     let now = st.config.clock.now_ms();
     let reason = format!("host retired by {actor}");
     let (last_seen, events) = st.alarms.retire_host(&*st.store, &host, now, &reason).await?;

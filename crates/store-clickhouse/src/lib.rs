@@ -452,6 +452,17 @@ impl Storage for ClickHouseStore {
         Ok(queries::alarm_events(self, q).await?)
     }
 
+    async fn put_directive(
+        &self,
+        record: &procwatch_model::directive::DirectiveRecord,
+    ) -> StoreResult<()> {
+        Ok(queries::put_directive(self, record).await?)
+    }
+
+    async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
+        Ok(queries::directives(self).await?)
+    }
+
     async fn health(&self) -> StoreResult<()> {
         let readonly: u64 = self
             .run(self.client.query(sql::READONLY_REPLICAS).bind(self.db()).fetch_one::<u64>())

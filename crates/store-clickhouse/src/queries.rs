@@ -4,6 +4,7 @@
 //! by ClickHouse (`sql::usage`, the reference formulas); `history` here with the shared
 //! `procwatch_store::agg` arithmetic over one series' raw samples.
 
+use procwatch_model::directive::DirectiveRecord;
 use procwatch_model::{AlarmEvent, HostTotal, Sample, TsMs};
 use procwatch_store::memory::{alarm_matches, sort_newest_first};
 use procwatch_store::{agg, rollup};
@@ -12,7 +13,7 @@ use procwatch_store::{
     StoreResult, UsageQuery, UsageRow, DEFAULT_RAW_RETENTION_MS,
 };
 
-use crate::rows::{AlarmRow, SampleRow, TotalRow, UsageOut};
+use crate::rows::{AlarmRow, DirectiveRow, SampleRow, TotalRow, UsageOut};
 use crate::{floor_row, sql, ClickHouseError, ClickHouseStore};
 
 type R<T> = Result<T, ClickHouseError>;
@@ -156,6 +157,28 @@ pub async fn put_alarm_event(st: &ClickHouseStore, e: &AlarmEvent) -> R<()> {
         version: st.next_version(),
     };
     st.insert("alarm_events", &[row]).await
+}
+
+pub async fn put_directive(st: &ClickHouseStore, d: &DirectiveRecord) -> R<()> {
+    let row = DirectiveRow {
+        directive: d.version,
+        at: d.at,
+        record: serde_json::to_string(d).expect("a directive serializes"),
+        version: st.next_version(),
+    };
+    st.insert("directives", &[row]).await
+}
+
+pub async fn directives(st: &ClickHouseStore) -> R<Vec<DirectiveRecord>> {
+    let query = st.client.query(&sql::directives(st.db()));
+    let rows: Vec<DirectiveRow> = st.run(query.fetch_all::<DirectiveRow>()).await?;
+    rows.iter()
+        .map(|r| {
+            serde_json::from_str(&r.record).map_err(|err| {
+                ClickHouseError::Corrupt(format!("directive {}: {err}", r.directive))
+            })
+        })
+        .collect()
 }
 
 pub async fn alarm_events(st: &ClickHouseStore, q: &AlarmQuery) -> R<Vec<AlarmEvent>> {

@@ -102,6 +102,15 @@ pub struct AlarmRow {
     pub version: u64,
 }
 
+/// One row of `directives`: a directive change of the control channel, as JSON.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct DirectiveRow {
+    pub directive: u64,
+    pub at: i64,
+    pub record: String,
+    pub version: u64,
+}
+
 /// One row of `meta` (key → value, e.g. the retention floor).
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub struct MetaRow {

@@ -82,6 +82,11 @@ pub fn ddl(cluster: Option<&str>, db: &str) -> Vec<String> {
          ENGINE = {} ORDER BY key",
         global("meta")
     ));
+    v.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.directives{on} (directive UInt64, at Int64, \
+         record String, version UInt64) ENGINE = {} ORDER BY directive",
+        global("directives")
+    ));
     v
 }
 

@@ -43,6 +43,11 @@ pub fn hosts(db: &str) -> String {
     format!("SELECT host, argMax(state, version) FROM {db}.hosts GROUP BY host ORDER BY host")
 }
 
+/// Directive changes of the control channel, newest row of each, by directive version.
+pub fn directives(db: &str) -> String {
+    format!("SELECT directive, at, record, version FROM {db}.directives FINAL ORDER BY directive")
+}
+
 /// Alarm events, newest version of each id, with the filters given. Binds: [host], [from],
 /// [to].
 pub fn alarm_events(db: &str, active_only: bool, host: bool, from: bool, to: bool) -> String {

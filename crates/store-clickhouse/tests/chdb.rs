@@ -52,6 +52,9 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
         a = ts(1_000)
     ));
     stmts.push(format!("INSERT INTO {db}.meta VALUES ('retention_floor', 0, 1)"));
+    stmts.push(format!(
+        "INSERT INTO {db}.directives VALUES (1, 5, '{{\"version\":1}}', 1), (1, 5, '{{\"version\":1,\"who\":\"b\"}}', 2)"
+    ));
     // The query shapes, each with its expected TSV where it says something.
     let lo = ts(0);
     let hi = ts(60_000);
@@ -84,6 +87,7 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
         ),
         (bind(&sql::alarm_events(db, false, false, false, false), &[]), None),
         (sql::retention_floor(db), Some("0\n".into())),
+        (sql::directives(db), Some("1\t5\t{\"version\":1,\"who\":\"b\"}\t2\n".into())),
         (bind(&sql::retention_count(db), &["0", &lo]), Some("1\n".into())),
         (bind(&sql::old_days(db, "samples"), &[&lo]), Some("2025-12-04\n".into())),
         (sql::drop_day(db, "samples", None, "2025-12-04"), None),

@@ -127,6 +127,7 @@ mod bookkeeping;
 mod client;
 mod coalesce;
 mod config;
+mod directives;
 mod ingest;
 mod reads;
 mod retention;
@@ -298,6 +299,19 @@ impl Storage for InfluxStore {
 
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
         let r = self.alarm_events_inner(q).await;
+        self.track(r)
+    }
+
+    async fn put_directive(
+        &self,
+        record: &procwatch_model::directive::DirectiveRecord,
+    ) -> StoreResult<()> {
+        let r = self.put_directive_inner(record).await;
+        self.track(r)
+    }
+
+    async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
+        let r = self.directives_inner().await;
         self.track(r)
     }
 

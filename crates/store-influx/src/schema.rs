@@ -14,6 +14,8 @@ pub(crate) const PROC: &str = "proc";
 pub(crate) const HOST: &str = "host";
 pub(crate) const BATCH: &str = "batch";
 pub(crate) const ALARM: &str = "alarm_event";
+/// One point per directive change of the control channel (`directives.rs`).
+pub(crate) const DIRECTIVE: &str = "directive";
 /// One point per retirement of a host (`retire_host`): field `at`.
 pub(crate) const RETIRED: &str = "retired_host";
 pub(crate) const METRICS: [&str; 4] = ["cpu", "cores", "mem", "rss"];

@@ -97,6 +97,7 @@ async fn awkward_names_round_trip_through_influxd() {
         host_totals: vec![],
         samples: samples.clone(),
         dropped_samples: 0,
+        report: None,
     };
     store.write_batch(&batch).await.expect("write");
 

@@ -130,6 +130,7 @@ mod alarms;
 mod catalog;
 mod codec;
 mod compact;
+mod directives;
 mod disk;
 mod head;
 mod index;

@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS alarms(id TEXT PRIMARY KEY, start INTEGER NOT NULL, e
   host TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alarms_start ON alarms(start);
 CREATE TABLE IF NOT EXISTS retired_hosts(name TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS directives(version INTEGER PRIMARY KEY, at INTEGER NOT NULL,
+  body TEXT NOT NULL);
 ";
 
 pub(crate) fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {

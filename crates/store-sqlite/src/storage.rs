@@ -76,6 +76,18 @@ impl Storage for SqliteStore {
         self.blocking(move |i| i.alarm_events(&q)).await
     }
 
+    async fn put_directive(
+        &self,
+        record: &procwatch_model::directive::DirectiveRecord,
+    ) -> StoreResult<()> {
+        let r = record.clone();
+        self.blocking(move |i| i.put_directive(&r)).await
+    }
+
+    async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
+        self.blocking(|i| i.directives()).await
+    }
+
     async fn health(&self) -> StoreResult<()> {
         self.blocking(|i| {
             i.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))

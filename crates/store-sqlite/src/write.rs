@@ -20,6 +20,16 @@ use crate::options::Durability;
 use crate::schema::db_err;
 
 impl Inner {
+    /// With `Durability::Power`, returns once the WAL holding commit `ticket` is fsynced
+    /// (group commit); call after the writer lock is released.
+    pub(crate) fn sync_wal(&self, ticket: u64) -> StoreResult<()> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        self.wal_sync.wait(Path::new(&wal), ticket).map_err(|e| {
+            StoreError::Unavailable(format!("fsync of the write-ahead log failed: {e}"))
+        })
+    }
+
     pub(crate) fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
         check_batch(batch)?;
         let mut w = self.writer.lock();
@@ -30,11 +40,7 @@ impl Inner {
         if res.is_ok() && self.opts.durability == Durability::Power {
             let ticket = self.wal_sync.ticket();
             drop(w);
-            let mut wal = self.path.clone().into_os_string();
-            wal.push("-wal");
-            self.wal_sync.wait(Path::new(&wal), ticket).map_err(|e| {
-                StoreError::Unavailable(format!("fsync of the write-ahead log failed: {e}"))
-            })?;
+            self.sync_wal(ticket)?;
             return res;
         }
         if res.is_err() {

@@ -357,6 +357,7 @@ fn power_mode_fsyncs_the_wal_before_acknowledging_and_shares_fsyncs() {
                             rss: 1,
                             count: 1,
                         }],
+                        report: None,
                     };
                     rt.block_on(store.write_batch(&b)).unwrap();
                     // Acknowledged: at least one fsync has completed since.
@@ -394,6 +395,7 @@ fn power_mode_fsyncs_the_wal_before_acknowledging_and_shares_fsyncs() {
         dropped_samples: 0,
         host_totals: vec![],
         samples: vec![],
+        report: None,
     }))
     .unwrap();
     assert_eq!(relaxed.wal_syncs(), 0);

@@ -72,6 +72,7 @@ async fn fleet_queries_match_the_reference() {
                 host_totals: vec![],
                 samples,
                 dropped_samples: 0,
+                report: None,
             };
             sqlite.write_batch(&b).await.unwrap();
             memory.write_batch(&b).await.unwrap();

@@ -36,6 +36,8 @@
 //! - `apply_retention(cutoff)`: samples and host totals with `ts < cutoff` go, hosts not seen
 //!   since `cutoff` go, closed alarm events that ended before `cutoff` go.
 //! - Alarm events: newest first by `start` (ties by `id`, descending).
+//! - Directives (`put_directive`, `directives`): every record kept, whatever its age, listed
+//!   by version oldest first; putting a version again replaces it.
 //! - `retire_host(host, at)`: the host leaves `hosts()` (so nothing judges it silent) until a
 //!   batch brings a sample or host total newer than `max(at, its last_seen)`; its samples stay
 //!   queryable until retention drops them. `NotFound` when `hosts()` does not list it.
@@ -55,6 +57,7 @@ pub mod memory;
 pub mod rollup;
 
 use async_trait::async_trait;
+use procwatch_model::directive::DirectiveRecord;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, Level, Metric, Sample, TsMs};
 use serde::{Deserialize, Serialize};
 
@@ -370,6 +373,23 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Alarm events matching the query, newest first.
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>>;
+
+    /// Stores a directive change of the control channel durably (`Ok`: it survives a restart);
+    /// a record with a version already stored replaces it. Directives are configuration, not
+    /// data: retention never drops them. The default refuses (a backend that does not keep
+    /// them cannot steer agents).
+    async fn put_directive(&self, record: &DirectiveRecord) -> StoreResult<()> {
+        let _ = record;
+        Err(StoreError::Unavailable(format!(
+            "the {} store does not keep directives",
+            self.backend()
+        )))
+    }
+
+    /// Every directive change stored, by version, oldest first. The default: none.
+    async fn directives(&self) -> StoreResult<Vec<DirectiveRecord>> {
+        Ok(Vec::new())
+    }
 
     /// `Ok` when the backend can take writes and answer queries.
     async fn health(&self) -> StoreResult<()>;

@@ -31,6 +31,8 @@ struct Inner {
     alarms: BTreeMap<String, AlarmEvent>,
     /// Retired hosts: hidden from `hosts()` while their `last_seen` is at or before this.
     retired: BTreeMap<String, TsMs>,
+    /// Directive changes by version.
+    directives: BTreeMap<u64, procwatch_model::directive::DirectiveRecord>,
 }
 
 /// In-memory `Storage`. Cheap to create; share it as `Arc<dyn Storage>`.
@@ -259,6 +261,18 @@ impl crate::Storage for MemoryStore {
             v.truncate(q.limit);
         }
         Ok(v)
+    }
+
+    async fn put_directive(
+        &self,
+        record: &procwatch_model::directive::DirectiveRecord,
+    ) -> StoreResult<()> {
+        self.inner.write().directives.insert(record.version, record.clone());
+        Ok(())
+    }
+
+    async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
+        Ok(self.inner.read().directives.values().cloned().collect())
     }
 
     async fn health(&self) -> StoreResult<()> {

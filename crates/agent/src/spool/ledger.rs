@@ -2,14 +2,14 @@
 //! samples not yet reported and the request in flight. Written to a temporary file, fsynced
 //! and renamed, so a restart resends at most the request that was in flight.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{io_err, sync_dir, Dropped, Spool, SpoolError};
+use super::{io_err, write_atomic, Dropped, Spool, SpoolError};
 
 /// The ledger's file in the spool directory.
 const STATE_FILE: &str = "state.json";
@@ -121,21 +121,9 @@ impl Spool {
 
     pub(super) fn persist(&self) -> Result<(), SpoolError> {
         let path = self.cfg.dir.join(STATE_FILE);
-        let tmp = self.cfg.dir.join("state.json.tmp");
         let body = serde_json::to_vec(&self.state)
             .map_err(|e| SpoolError::State { path: path.clone(), reason: e.to_string() })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&body).map_err(io_err(&tmp))?;
-        if self.cfg.fsync {
-            f.sync_data().map_err(io_err(&tmp))?;
-        }
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        if self.cfg.fsync {
-            // The rename itself is durable only once the directory is.
-            sync_dir(&self.cfg.dir)?;
-        }
-        Ok(())
+        write_atomic(&self.cfg.dir, STATE_FILE, &body, self.cfg.fsync)
     }
 }
 

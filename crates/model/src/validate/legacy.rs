@@ -122,6 +122,7 @@ pub fn legacy_to_batch(payload: &LegacyPayload, limits: &Limits) -> Result<Batch
         host_totals: Vec::new(),
         samples,
         dropped_samples: 0,
+        report: None,
     };
     validate_batch(&batch, limits)?;
     Ok(batch)

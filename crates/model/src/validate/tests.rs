@@ -31,6 +31,7 @@ fn batch(samples: Vec<Sample>) -> Batch {
         host_totals: vec![HostTotal { ts: NOW, cpu: 41.5, mem: 55.0, unattributed_cpu: None }],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

@@ -160,6 +160,7 @@ pub fn build_batch(host: &str, seq: u64, interval: Duration, sweep: &Sweep) -> B
         host_totals: vec![sweep.host_total.clone()],
         samples: sweep.samples.clone(),
         dropped_samples: 0,
+        report: None,
     }
 }
 

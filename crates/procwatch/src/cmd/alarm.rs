@@ -433,6 +433,7 @@ fn bench_batch(host: usize, processes: usize, seq: u64, stamps: &[i64]) -> procw
         host_totals: vec![],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

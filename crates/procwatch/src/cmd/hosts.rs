@@ -2,7 +2,7 @@
 //!
 //! - `procwatch hosts [--server URL] [--token T]` lists them (read token): name, last seen.
 //! - `procwatch hosts retire NAME [--server URL] [--token T | --token-file F]` (write token;
-//!   the server has no admin token yet) calls `POST /api/v1/hosts/NAME/retire`: the host
+//!   the admin token only steers agents) calls `POST /api/v1/hosts/NAME/retire`: the host
 //!   leaves the list until it sends newer data, its open alarms close with the reason, and a
 //!   `host_retired` event records who did it (`user@machine` of this command). Exit 1 when
 //!   the server does not know the host or refuses.
@@ -49,14 +49,7 @@ use procwatch_server::query::HostsResponse as Hosts;
 use procwatch_server::retire::Retired;
 
 pub fn run(args: HostsArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let (runtime, client) = client_runtime()?;
     match args.command {
         Some(HostsCommand::Retire(r)) => runtime.block_on(retire(&client, r)),
         None => runtime.block_on(list(&client, &args.server, args.token.resolve()?)),
@@ -84,11 +77,7 @@ async fn list(client: &reqwest::Client, server: &str, token: Option<String>) -> 
 
 async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
     let base = client_server(&r.server)?;
-    let actor = format!(
-        "{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
-        procwatch_collector::hostname().unwrap_or_else(|| "unknown".into())
-    );
+    let actor = actor();
     let mut req = client
         .post(format!("{base}/api/v1/hosts/{}/retire", encode_segment(&r.name)))
         .header("x-procwatch-actor", actor)
@@ -110,11 +99,34 @@ async fn retire(client: &reqwest::Client, r: RetireArgs) -> Result<()> {
     Ok(())
 }
 
+/// A client command's runtime (one thread) and HTTP client (10 s a request).
+pub(crate) fn client_runtime() -> Result<(tokio::runtime::Runtime, reqwest::Client)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    Ok((runtime, client))
+}
+
+/// Who runs this command, for the server's record (`X-Procwatch-Actor`): `user@machine`.
+pub(crate) fn actor() -> String {
+    format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+        procwatch_collector::hostname().unwrap_or_else(|| "unknown".into())
+    )
+}
+
 fn now_ms() -> i64 {
     procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock)
 }
 
-async fn answer(req: reqwest::RequestBuilder, base: &str) -> Result<String> {
+/// Sends `req`; the body of a 2xx, else an error with the server's JSON `error` message.
+pub(crate) async fn answer(req: reqwest::RequestBuilder, base: &str) -> Result<String> {
     let resp = req.send().await.with_context(|| format!("cannot reach {base}"))?;
     let status = resp.status();
     let body = resp.text().await.context("cannot read the answer")?;

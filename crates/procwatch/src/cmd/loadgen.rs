@@ -134,6 +134,7 @@ fn make_batch(
         host_totals: vec![HostTotal { ts, cpu: 40.0, mem: 50.0, unattributed_cpu: Some(1.0) }],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: flag definitions and the glue into the library crates.
 
 pub mod agent;
+pub mod agents;
 #[cfg(feature = "server")]
 pub mod alarm;
 #[cfg(feature = "server")]

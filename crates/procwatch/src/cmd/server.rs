@@ -148,6 +148,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_READ_TOKEN_FILE", value_name = "FILE")]
     pub read_token_file: Option<PathBuf>,
 
+    /// The admin token (steering agents: POST /api/v1/agents/directives); must differ from the
+    /// write and read tokens. Without one, admin routes answer 403.
+    #[command(flatten)]
+    pub admin: super::token::AdminToken,
+
     /// Write the bound address to FILE once listening.
     #[arg(long, env = "PROCWATCH_ADDR_FILE", value_name = "FILE")]
     pub addr_file: Option<PathBuf>,
@@ -446,6 +451,12 @@ pub fn check_exposure(
 pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let write_token = token(args.write_token.clone(), args.write_token_file.as_deref(), "write")?;
     let read_token = token(args.read_token.clone(), args.read_token_file.as_deref(), "read")?;
+    let admin_token = args.admin.resolve()?;
+    if let Some(a) = &admin_token {
+        if write_token.as_ref() == Some(a) || read_token.as_ref() == Some(a) {
+            bail!("the admin token must differ from the write and read tokens: whoever holds those could steer every agent");
+        }
+    }
     let writes_need_token = write_token.is_some() || args.host_tokens.is_some();
     check_exposure(&args.listen, writes_need_token, read_token.is_some(), args.insecure)?;
     if args.rollup_retention < args.retention {
@@ -497,6 +508,9 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
             if t.is_empty() {
                 bail!("the host token file {} names no host", path.display());
             }
+            if admin_token.as_ref().is_some_and(|a| t.host_of(a.as_bytes()).is_some()) {
+                bail!("the admin token must differ from every host token in {}", path.display());
+            }
             Some(Arc::new(t))
         }
         None => None,
@@ -514,6 +528,7 @@ pub fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
         query_window: args.window,
         write_token,
         read_token,
+        admin_token,
         alarm_rules: super::alarm::rules_from_config()?,
         max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
         max_samples: args.max_samples,

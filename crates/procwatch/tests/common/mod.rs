@@ -204,6 +204,8 @@ pub fn procwatch() -> Command {
         "PROCWATCH_READ_TOKEN",
         "PROCWATCH_WRITE_TOKEN_FILE",
         "PROCWATCH_READ_TOKEN_FILE",
+        "PROCWATCH_ADMIN_TOKEN",
+        "PROCWATCH_ADMIN_TOKEN_FILE",
     ] {
         c.env_remove(var);
     }

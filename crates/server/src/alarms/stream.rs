@@ -24,6 +24,21 @@ fn sse_event(boot: &str, seq: u64, ev: &AlarmEvent) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unencodable event"))
 }
 
+/// What the live part of a stream carries.
+enum Live {
+    Alarm(u64, AlarmEvent),
+    /// The client fell behind the alarm channel: the stream is cut (it reconnects, replays).
+    Lagged,
+    Directive(procwatch_model::directive::DirectiveRecord),
+}
+
+fn directive_event(d: &procwatch_model::directive::DirectiveRecord) -> Event {
+    Event::default()
+        .event("directive")
+        .json_data(d)
+        .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+}
+
 /// `GET /api/v1/alarms/stream`.
 ///
 /// At most `max_streams` streams are open at once (each holds a connection and a subscriber):
@@ -73,11 +88,20 @@ fn stream_events(
         first.into_iter().map(move |(seq, ev)| sse_event(&b1, seq, &ev)).chain(synced).map(Ok),
     );
     // A lagging client is cut (take_while on the first error): it reconnects and replays.
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
-        .take_while(|r| futures::future::ready(r.is_ok()))
-        .filter_map(move |r| {
-            let out = match r {
-                Ok((seq, ev)) if seq > after => Some(Ok(sse_event(&boot, seq, &ev))),
+    // Directive changes (`event: directive`, no id: not replayed; their log is
+    // GET /api/v1/agents/directives) are merged in; a lag there only skips them.
+    let alarms_live = tokio_stream::wrappers::BroadcastStream::new(rx).map(|r| match r {
+        Ok((seq, ev)) => Live::Alarm(seq, ev),
+        Err(_) => Live::Lagged,
+    });
+    let directives = tokio_stream::wrappers::BroadcastStream::new(st.agents.subscribe())
+        .filter_map(|r| futures::future::ready(r.ok().map(Live::Directive)));
+    let live = futures::stream::select(alarms_live, directives)
+        .take_while(|l| futures::future::ready(!matches!(l, Live::Lagged)))
+        .filter_map(move |l| {
+            let out = match l {
+                Live::Alarm(seq, ev) if seq > after => Some(Ok(sse_event(&boot, seq, &ev))),
+                Live::Directive(d) => Some(Ok(directive_event(&d))),
                 _ => None,
             };
             futures::future::ready(out)

@@ -47,6 +47,7 @@ fn batch(host: &str, process: &str, points: &[(TsMs, f64)]) -> Batch {
             })
             .collect(),
         dropped_samples: 0,
+        report: None,
     }
 }
 

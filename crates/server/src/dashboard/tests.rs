@@ -37,6 +37,7 @@ async fn app_with(config: ServerConfig) -> (axum::Router, AppState) {
         host_totals: vec![],
         samples,
         dropped_samples: 0,
+        report: None,
     };
     state.store.write_batch(&batch).await.unwrap();
     (crate::router(state.clone()), state)

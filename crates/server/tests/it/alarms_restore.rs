@@ -54,6 +54,7 @@ fn batch_of(host: &str, seq: u64, points: &[(&str, TsMs, f64)]) -> Batch {
         host_totals: vec![],
         samples: points.iter().map(|&(p, ts, cpu)| sample(ts, p, cpu, 1.0)).collect(),
         dropped_samples: 0,
+        report: None,
     }
 }
 

@@ -42,6 +42,7 @@ async fn missing_or_wrong_token_is_401_on_every_route() {
     let config = ServerConfig {
         write_token: Some("w-secret".into()),
         read_token: Some("r-secret".into()),
+        admin_token: Some("a-secret".into()),
         ..ServerConfig::default()
     };
     let app = spawn_app_with(Arc::new(procwatch_store::memory::MemoryStore::new()), config).await;
@@ -64,10 +65,20 @@ async fn missing_or_wrong_token_is_401_on_every_route() {
             let body: Value = resp.json().await.unwrap();
             assert!(body["error"].is_string(), "{method} {path}: JSON error");
         }
-        // The right token of the role passes the guard (any answer but 401/403).
-        let token = if *access == Access::Write { "w-secret" } else { "r-secret" };
+        // The right token of the role passes the guard (any answer but 401/403); the one admin
+        // route (steering agents) takes the admin token.
+        let admin = *method == Method::POST && path == "/api/v1/agents/directives";
+        let token = match access {
+            _ if admin => "a-secret",
+            Access::Write => "w-secret",
+            _ => "r-secret",
+        };
         let req = app.client.request(method.clone(), &url).bearer_auth(token);
-        let req = if *access == Access::Write { req.body("{}") } else { req };
+        let req = if *access == Access::Write || admin {
+            req.header("content-type", "application/json").body("{}")
+        } else {
+            req
+        };
         let resp = if path.ends_with("/stream") {
             // An SSE stream answers 200 at once and then stays open.
             tokio::time::timeout(Duration::from_secs(5), req.send()).await.unwrap().unwrap()

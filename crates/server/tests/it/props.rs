@@ -53,6 +53,7 @@ fn batch() -> impl Strategy<Value = Batch> {
             host_totals: vec![HostTotal { ts: NOW, cpu: 12.5, mem: 50.0, unattributed_cpu }],
             samples,
             dropped_samples: 0,
+            report: None,
         })
 }
 

@@ -120,6 +120,7 @@ pub fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
         host_totals: vec![HostTotal { ts, cpu: 40.0, mem: 50.0, unattributed_cpu: Some(1.5) }],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 

@@ -110,6 +110,7 @@ fn batches(a: &Args, now: i64) -> Vec<Batch> {
                 }],
                 samples,
                 dropped_samples: 0,
+                report: None,
             });
         }
     }

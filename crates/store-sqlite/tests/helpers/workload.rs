@@ -29,6 +29,7 @@ pub fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
         host_totals: vec![],
         samples,
         dropped_samples: 0,
+        report: None,
     }
 }
 
