@@ -75,8 +75,12 @@
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]
+mod extras;
+mod group_extras;
+#[cfg(target_os = "linux")]
 mod linux;
 pub mod parse;
+pub mod parse_extras;
 mod portable;
 pub mod selfmetrics;
 pub mod sys;
@@ -86,6 +90,8 @@ pub mod bench;
 #[cfg(target_os = "linux")]
 pub mod floor;
 
+use group_extras::{ExtrasAcc, ProcExtras};
+pub use procwatch_model::extras::{ExtraMetric, ExtraSet};
 use procwatch_model::{HostTotal, Sample, TsMs};
 use std::collections::HashMap;
 
@@ -102,6 +108,9 @@ pub struct Sweep {
     pub samples: Vec<Sample>,
     /// One per process, sorted by cpu, only with [`CollectorOptions::per_pid`].
     pub processes: Vec<ProcessSample>,
+    /// Processes whose `/proc/PID/io` could not be read in this sweep (the `io` extra is on but
+    /// the agent lacks the privilege: not root and another user's process). 0 otherwise.
+    pub io_unreadable: u32,
 }
 
 /// One process of a sweep (per-PID detail).
@@ -159,6 +168,8 @@ pub struct CollectorOptions {
     pub include_kernel_threads: bool,
     /// Keep per-process rows in [`Sweep::processes`]. Off by default.
     pub per_pid: bool,
+    /// The opt-in extra metrics to collect (issue 19; `/proc` collector only). None by default.
+    pub extras: ExtraSet,
 }
 
 /// Why a sweep failed. Per-process failures never surface here: those processes are skipped.
@@ -188,6 +199,12 @@ pub trait Collector {
     /// Takes one reading. The first call primes and returns `Ok(None)`; every later call
     /// returns the figures over the time since the previous call.
     fn sweep(&mut self) -> Result<Option<Sweep>, CollectError>;
+
+    /// Changes which extra metrics later sweeps collect (e.g. on a directive). Collectors
+    /// that collect no extras ignore it.
+    fn set_extras(&mut self, extras: ExtraSet) {
+        let _ = extras;
+    }
 }
 
 /// Builds a collector of the given kind.
@@ -251,6 +268,7 @@ struct Group {
     cores: f64,
     rss: u64,
     count: u32,
+    extras: Option<ExtrasAcc>,
 }
 
 impl Grouper {
@@ -268,19 +286,41 @@ impl Grouper {
         ncpu: f64,
         mem_total: u64,
     ) {
+        self.add_with_extras(pid, name, cores, rss, ncpu, mem_total, None)
+    }
+
+    /// [`Grouper::add`] with the process's extra metrics, if any were collected.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_with_extras(
+        &mut self,
+        pid: u32,
+        name: &str,
+        cores: f64,
+        rss: u64,
+        ncpu: f64,
+        mem_total: u64,
+        extras: Option<ProcExtras>,
+    ) {
         let cores = if cores.is_finite() { cores.max(0.0) } else { 0.0 };
         self.cpu_sum += 100.0 * cores / ncpu;
         let name = parse::sanitize_name(name);
         let name = name.as_ref();
-        match self.groups.get_mut(name) {
+        let g = match self.groups.get_mut(name) {
             Some(g) => {
                 g.cores += cores;
                 g.rss += rss;
                 g.count += 1;
+                g
             }
-            None => {
-                self.groups.insert(name.to_owned(), Group { cores, rss, count: 1 });
-            }
+            None => self.groups.entry(name.to_owned()).or_insert(Group {
+                cores,
+                rss,
+                count: 1,
+                extras: None,
+            }),
+        };
+        if let Some(x) = extras {
+            g.extras.get_or_insert_with(ExtrasAcc::default).add(pid, x);
         }
         if self.per_pid {
             self.processes.push(ProcessSample {
@@ -316,6 +356,7 @@ impl Grouper {
                 mem: mem_pct(g.rss, mem_total),
                 rss: g.rss,
                 count: g.count,
+                extras: g.extras.and_then(ExtrasAcc::finish),
             })
             .collect();
         samples.sort_by(|a, b| b.cores.total_cmp(&a.cores).then_with(|| a.process.cmp(&b.process)));

@@ -104,6 +104,7 @@ impl Collector for SysinfoCollector {
             host_total,
             samples,
             processes,
+            io_unreadable: 0,
         }))
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod duration;
+pub mod extras;
 pub mod retry;
 pub mod schedule;
 mod stale;
@@ -90,6 +91,9 @@ pub struct Sample {
     #[serde(default = "one")]
     /// How many processes of that name the group holds (at least 1).
     pub count: u32,
+    /// The opt-in extra metrics ([`extras`]), absent unless the agent collects some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<Box<extras::Extras>>,
 }
 
 fn one() -> u32 {

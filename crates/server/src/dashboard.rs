@@ -799,6 +799,7 @@ mod tests {
                     mem: 5.0,
                     rss: 1 << 30,
                     count: 2,
+                    extras: None,
                 })
                 .collect();
             let batch = Batch {

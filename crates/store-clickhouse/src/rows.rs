@@ -57,6 +57,7 @@ impl SampleOut {
             mem: self.mem,
             rss: self.rss,
             count: self.count,
+            extras: None,
         }
     }
 }

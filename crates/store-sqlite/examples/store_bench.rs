@@ -92,6 +92,7 @@ impl Host {
                 mem,
                 rss,
                 count: self.count[k],
+                extras: None,
             });
         }
         Batch {

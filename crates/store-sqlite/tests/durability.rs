@@ -375,6 +375,7 @@ fn power_mode_fsyncs_the_wal_before_acknowledging_and_shares_fsyncs() {
                             mem: 1.0,
                             rss: 1,
                             count: 1,
+                            extras: None,
                         }],
                     };
                     rt.block_on(store.write_batch(&b)).unwrap();

@@ -85,6 +85,7 @@ pub fn sample(ts: TsMs, process: &str, cpu: f64, mem: f64) -> Sample {
         mem,
         rss: (mem * 1_000_000.0) as u64,
         count: 1 + (ts / 10_000 % 5) as u32,
+        extras: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn sample(process: &str) -> Sample {
         mem: 3.2,
         rss: 1 << 28,
         count: 7,
+        extras: None,
     }
 }
 

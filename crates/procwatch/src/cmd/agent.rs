@@ -358,6 +358,7 @@ mod tests {
                 mem: 3.2,
                 rss: 268_435_456,
                 count: 7,
+                extras: None,
             }],
             processes: vec![],
         };
