@@ -131,6 +131,7 @@ mod catalog;
 mod codec;
 mod compact;
 mod disk;
+mod extras;
 mod head;
 mod index;
 mod inner;
@@ -197,6 +198,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.execute_batch(rollup::ROLLUP_SCHEMA).map_err(db_err)?;
+        conn.execute_batch(extras::EXTRAS_SCHEMA).map_err(db_err)?;
         conn.execute_batch(rollup_pack::BLOCK_SCHEMA).map_err(db_err)?;
         rollup::backfill(&conn)?;
 

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, Sample, TsMs};
 
+mod extras;
 mod rollups;
+pub use extras::extras_round_trip;
 pub use rollups::{resolution_by_range, rollup_exact, rollup_late_sample};
 
 use crate::{AlarmQuery, HistoryQuery, Stats, Storage, StoreError, UsageQuery};
@@ -44,6 +46,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("rollup_exact", |s| Box::pin(rollup_exact(s))),
     ("rollup_late_sample", |s| Box::pin(rollup_late_sample(s))),
     ("resolution_by_range", |s| Box::pin(resolution_by_range(s))),
+    ("extras_round_trip", |s| Box::pin(extras_round_trip(s))),
 ];
 
 /// Minimal boxed-future alias, so the suite needs no extra dependency.

@@ -124,8 +124,11 @@ fn config_notifiers() -> Result<Vec<NotifierSpec>> {
 }
 
 fn build_collector(args: &UpArgs) -> Result<Box<dyn Collector + Send>> {
-    let opts =
-        CollectorOptions { include_kernel_threads: args.include_kernel_threads, per_pid: false };
+    let opts = CollectorOptions {
+        include_kernel_threads: args.include_kernel_threads,
+        per_pid: false,
+        ..Default::default()
+    };
     #[cfg(target_os = "linux")]
     if args.collector == CollectorKindArg::Proc && args.proc_root != "/proc" {
         return procwatch_collector::new_proc_collector_at(&args.proc_root, opts)
