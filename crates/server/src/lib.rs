@@ -65,12 +65,14 @@ pub mod ingest;
 pub mod limits;
 pub mod metered_store;
 pub mod metrics;
+pub mod metrics_extras;
 pub mod openapi;
 pub mod page;
 pub mod query;
 pub mod retire;
 pub mod serve;
 pub mod time;
+pub mod usage_extras;
 pub mod usage_row;
 
 use std::future::Future;

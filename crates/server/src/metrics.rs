@@ -414,6 +414,7 @@ impl Metrics {
         }
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        out.push_str(&crate::metrics_extras::text(st, &snap.processes).await);
         out.push_str(&st.governor.metrics_text());
         out.push('\n');
         // The standard process_* self-metrics (cpu seconds, resident memory, fds, start time).
