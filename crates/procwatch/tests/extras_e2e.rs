@@ -65,12 +65,20 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-/// A cgroup the test created, removed on drop (after its process is gone).
+/// A cgroup the test created, removed on drop: whatever is still in it (the child, if a
+/// failed assertion unwinds before the child is stopped) goes back to the root group first.
 struct Cgroup(PathBuf);
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let dir = &self.0;
+        if let (Ok(procs), Some(root)) =
+            (std::fs::read_to_string(dir.join("cgroup.procs")), dir.parent())
+        {
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(root.join("cgroup.procs"), pid);
+            }
+        }
         common::poll_for(Duration::from_secs(10), || std::fs::remove_dir(dir).ok());
     }
 }

@@ -127,6 +127,7 @@ mod bookkeeping;
 mod client;
 mod coalesce;
 mod config;
+mod extras;
 mod ingest;
 mod reads;
 mod retention;
@@ -312,6 +313,14 @@ impl Storage for InfluxStore {
 
     async fn close(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn extras_window(
+        &self,
+        q: &UsageQuery,
+    ) -> StoreResult<Vec<procwatch_store::extras::ExtrasRecord>> {
+        let r = self.extras_window_inner(q).await;
+        self.track(r)
     }
 }
 
