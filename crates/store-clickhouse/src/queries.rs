@@ -221,7 +221,12 @@ pub async fn apply_retention(st: &ClickHouseStore, cutoff: TsMs) -> R<u64> {
     // Whole days before the cutoff's day go as partitions, on every shard.
     let before = day_start(cutoff);
     let mut dropped = 0;
-    for (dist, local) in [("samples", "samples_local"), ("host_totals", "host_totals_local")] {
+    let tables = [
+        ("samples", "samples_local"),
+        ("host_totals", "host_totals_local"),
+        ("extras", "extras_local"),
+    ];
+    for (dist, local) in tables {
         let days: Vec<String> = st
             .run(st.client.query(&sql::old_days(db, dist)).bind(before).fetch_all::<String>())
             .await?;

@@ -82,6 +82,7 @@ pub fn ddl(cluster: Option<&str>, db: &str) -> Vec<String> {
          ENGINE = {} ORDER BY key",
         global("meta")
     ));
+    v.extend(crate::extras::ddl(cluster, db));
     v
 }
 
