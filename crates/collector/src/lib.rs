@@ -62,6 +62,15 @@
 //! at 0.6× the cost of reading `stat` + `statm` and 6–7× cheaper than psutil; see
 //! `BENCHMARKS.md`, "Collector cost", and `procwatch agent --bench N`.
 //!
+//! # Extra metrics (opt-in, `/proc` collector)
+//!
+//! [`CollectorOptions::extras`] (the agent's `--metrics`) adds per-group `io`, `fds`,
+//! `threads`, `ctxsw`, `owner` and `unit` figures in [`procwatch_model::Sample::extras`]; each
+//! file is read only when its metric is on (see `extras.rs` for what is read, cached and
+//! skipped, and BENCHMARKS.md "Collector cost: the extra metrics" for the cost).
+//! [`Sweep::io_unreadable`] counts processes whose `/proc/PID/io` was denied. With no extra
+//! on, nothing more is read than above.
+//!
 //! # The portable fallback (`CollectorKind::Sysinfo`)
 //!
 //! On the `sysinfo` crate (0.34), for macOS and Windows, selectable on Linux with
