@@ -168,20 +168,11 @@ impl ExtrasReader {
             return ProcExtras { x };
         }
         if set.has(ExtraMetric::Io) && st.io_denied_at.is_none_or(stale) {
-            pid_path(&mut self.path, c.root, c.pid, "io");
-            let keep = c.may_keep;
-            match read_kept(&mut st.io, &self.path, &mut self.buf, keep, &mut self.opened) {
-                Ok(n) => {
+            let files = (&mut st.io, &mut st.prev_io);
+            match self.read_rates(files, "io", px::parse_io, c) {
+                Ok(r) => {
                     st.io_denied_at = None;
-                    if let Some((r, w)) =
-                        std::str::from_utf8(&self.buf[..n]).ok().and_then(px::parse_io)
-                    {
-                        let prev = st.prev_io.replace((r, w));
-                        if let (Some(secs), true) = (c.secs, prev.is_some() || c.is_new) {
-                            x.read_bps = rate(r, prev.map(|p| p.0), secs);
-                            x.write_bps = rate(w, prev.map(|p| p.1), secs);
-                        }
-                    }
+                    (x.read_bps, x.write_bps) = r;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     st.io_denied_at = Some(c.generation);
@@ -194,20 +185,9 @@ impl ExtrasReader {
             self.io_unreadable += 1;
         }
         if set.has(ExtraMetric::Ctxsw) {
-            pid_path(&mut self.path, c.root, c.pid, "status");
-            let keep = c.may_keep;
-            match read_kept(&mut st.status, &self.path, &mut self.buf, keep, &mut self.opened) {
-                Ok(n) => {
-                    if let Some((v, i)) =
-                        std::str::from_utf8(&self.buf[..n]).ok().and_then(px::parse_ctxsw)
-                    {
-                        let prev = st.prev_ctx.replace((v, i));
-                        if let (Some(secs), true) = (c.secs, prev.is_some() || c.is_new) {
-                            x.ctxsw_vol = rate(v, prev.map(|p| p.0), secs);
-                            x.ctxsw_invol = rate(i, prev.map(|p| p.1), secs);
-                        }
-                    }
-                }
+            let files = (&mut st.status, &mut st.prev_ctx);
+            match self.read_rates(files, "status", px::parse_ctxsw, c) {
+                Ok(r) => (x.ctxsw_vol, x.ctxsw_invol) = r,
                 Err(_) => st.status = None,
             }
         }
@@ -216,6 +196,30 @@ impl ExtrasReader {
         }
         self.read_cached(st, c, &mut x);
         ProcExtras { x }
+    }
+
+    /// Reads a pair of counters from a kept-open `/proc/PID/<file>` and returns their rates
+    /// since the previous reading (`None` on the first reading of an old process, or when the
+    /// text does not parse); the new counters replace `prev`.
+    fn read_rates(
+        &mut self,
+        (slot, prev): (&mut Option<File>, &mut Option<(u64, u64)>),
+        file: &str,
+        parse: fn(&str) -> Option<(u64, u64)>,
+        c: &Ctx,
+    ) -> std::io::Result<(Option<f64>, Option<f64>)> {
+        pid_path(&mut self.path, c.root, c.pid, file);
+        let n = read_kept(slot, &self.path, &mut self.buf, c.may_keep, &mut self.opened)?;
+        let Some((a, b)) = std::str::from_utf8(&self.buf[..n]).ok().and_then(parse) else {
+            return Ok((None, None));
+        };
+        let before = prev.replace((a, b));
+        match (c.secs, before.is_some() || c.is_new) {
+            (Some(secs), true) => {
+                Ok((rate(a, before.map(|p| p.0), secs), rate(b, before.map(|p| p.1), secs)))
+            }
+            _ => Ok((None, None)),
+        }
     }
 
     /// The quiet-process shortcut (module documentation): when it applies, fills the rates
@@ -242,7 +246,7 @@ impl ExtrasReader {
             && c.secs.is_some()
             && st.pcount == Some(pcount)
             // Each process has its own phase, so the full reads spread evenly over sweeps.
-            && (c.generation + u64::from(c.pid)) % FULL_READ_SWEEPS != 0
+            && !(c.generation + u64::from(c.pid)).is_multiple_of(FULL_READ_SWEEPS)
             && (!set.has(ExtraMetric::Io) || st.prev_io.is_some() || st.io_denied_at.is_some())
             && (!set.has(ExtraMetric::Ctxsw) || st.prev_ctx.is_some())
             && (!set.has(ExtraMetric::Fds) || st.prev_fds.is_some());

@@ -285,22 +285,10 @@ impl Grouper {
         Grouper { per_pid, ..Default::default() }
     }
 
-    /// Adds one process: `cores` used over the interval, `rss` bytes.
-    pub(crate) fn add(
-        &mut self,
-        pid: u32,
-        name: &str,
-        cores: f64,
-        rss: u64,
-        ncpu: f64,
-        mem_total: u64,
-    ) {
-        self.add_with_extras(pid, name, cores, rss, ncpu, mem_total, None)
-    }
-
-    /// [`Grouper::add`] with the process's extra metrics, if any were collected.
+    /// Adds one process: `cores` used over the interval, `rss` bytes, and its extra metrics
+    /// if any were collected.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add_with_extras(
+    pub(crate) fn add(
         &mut self,
         pid: u32,
         name: &str,
@@ -406,10 +394,10 @@ mod tests {
     fn grouper_sums_per_name_and_sorts_by_cpu() {
         let mut g = Grouper::new(true);
         let mem_total = 1000;
-        g.add(1, "a", 0.5, 100, 2.0, mem_total);
-        g.add(2, "b", 1.0, 10, 2.0, mem_total);
-        g.add(3, "a", 0.25, 50, 2.0, mem_total);
-        g.add(4, "a", f64::NAN, 0, 2.0, mem_total);
+        g.add(1, "a", 0.5, 100, 2.0, mem_total, None);
+        g.add(2, "b", 1.0, 10, 2.0, mem_total, None);
+        g.add(3, "a", 0.25, 50, 2.0, mem_total, None);
+        g.add(4, "a", f64::NAN, 0, 2.0, mem_total, None);
         assert_eq!(g.cpu_sum(), 87.5);
         let (samples, procs) = g.finish(7, 2.0, mem_total);
         assert_eq!(samples.len(), 2);
@@ -425,8 +413,8 @@ mod tests {
     #[test]
     fn grouper_cleans_names_the_server_would_refuse() {
         let mut g = Grouper::new(true);
-        g.add(1, "evil\nname", 0.0, 1, 1.0, 100);
-        g.add(2, "evil\tname", 0.0, 1, 1.0, 100);
+        g.add(1, "evil\nname", 0.0, 1, 1.0, 100, None);
+        g.add(2, "evil\tname", 0.0, 1, 1.0, 100, None);
         let (samples, procs) = g.finish(0, 1.0, 100);
         assert_eq!(samples.len(), 1);
         assert_eq!((samples[0].process.as_str(), samples[0].count), ("evil?name", 2));

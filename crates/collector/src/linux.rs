@@ -248,7 +248,7 @@ impl Collector for ProcCollector {
                 resolve_cached(&mut t.long_name, &mut self.aux, &mut self.path, &self.root, &stat);
             let cores = if tpc > 0.0 { delta as f64 / tpc } else { 0.0 };
             let rss = stat.rss_pages * self.page_size;
-            grouper.add_with_extras(pid, name, cores, rss, ncpu, mem.total, extras);
+            grouper.add(pid, name, cores, rss, ncpu, mem.total, extras);
         }
         self.kept_open += self.extras.opened;
         let mut closed = 0;

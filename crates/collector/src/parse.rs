@@ -201,18 +201,24 @@ pub fn sanitize_name(name: &str) -> std::borrow::Cow<'_, str> {
     if !name.is_empty() && name.len() <= MAX && !name.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(name);
     }
-    let mut out = String::with_capacity(name.len().min(MAX));
-    for c in name.chars() {
-        let c = if c.is_control() { '?' } else { c };
-        if out.len() + c.len_utf8() > MAX {
-            break;
-        }
-        out.push(c);
-    }
+    let mut out = clean_capped(name, MAX);
     if out.is_empty() {
         out.push('?');
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// `s` with control characters as `?`, cut at `max` bytes on a character boundary.
+pub fn clean_capped(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -99,15 +99,7 @@ fn container_id(c: &str) -> Option<&str> {
 }
 
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_UNIT));
-    for c in s.chars() {
-        let c = if c.is_control() { '?' } else { c };
-        if out.len() + c.len_utf8() > MAX_UNIT {
-            break;
-        }
-        out.push(c);
-    }
-    out
+    crate::parse::clean_capped(s, MAX_UNIT)
 }
 
 /// uid → user name from the text of `/etc/passwd` (`name:x:uid:…`). Names are cut at
@@ -124,15 +116,7 @@ pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
         if name.is_empty() || name.starts_with('#') {
             continue;
         }
-        let mut name = clean(name);
-        if name.len() > MAX_OWNER {
-            let mut cut = MAX_OWNER;
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            name.truncate(cut);
-        }
-        users.entry(uid).or_insert(name);
+        users.entry(uid).or_insert_with(|| crate::parse::clean_capped(name, MAX_OWNER));
     }
     users
 }

@@ -133,40 +133,31 @@ impl std::fmt::Display for ExtraSet {
 /// The extra figures of one sample (one process group at one sweep). Each is `None` when it
 /// was not collected (not enabled, or unreadable, e.g. `/proc/PID/io` of another user's
 /// process without privileges).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct Extras {
     /// Bytes read from storage per second over the interval (`read_bytes` of `/proc/PID/io`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_bps: Option<f64>,
     /// Bytes written to storage per second over the interval (`write_bytes`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_bps: Option<f64>,
     /// Open file descriptors, summed over the group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<u64>,
     /// The highest share of its own soft `RLIMIT_NOFILE` any process of the group has open,
     /// percent (0–100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds_pct: Option<f64>,
     /// Threads, summed over the group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u64>,
     /// Voluntary context switches per second (the task waited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctxsw_vol: Option<f64>,
     /// Involuntary context switches per second (the task was preempted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctxsw_invol: Option<f64>,
     /// The owning user's name (the uid in decimal when it has no name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The systemd unit (`nginx.service`), container id, or cgroup path it belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
 }
 
-/// The numeric extras, by the names used in queries (`/api/v1/usage?metrics=`), rules
-/// (`metric = "fds"`) and `/metrics`.
+/// The numeric extras, by the names used in queries (`/api/v1/usage?metrics=`) and history.
 pub const NUMERIC_EXTRAS: [&str; 7] =
     ["read_bps", "write_bps", "fds", "fds_pct", "threads", "ctxsw_vol", "ctxsw_invol"];
 
@@ -178,6 +169,27 @@ pub const MAX_UNIT_BYTES: usize = 255;
 pub const MAX_COUNT: u64 = 1 << 40;
 /// Largest rate (bytes or switches per second) accepted: 1 PB/s.
 pub const MAX_RATE: f64 = 1e15;
+
+/// Absent figures are left out; counts are integers.
+impl Serialize for Extras {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for name in NUMERIC_EXTRAS {
+            match (name, self.get(name)) {
+                (_, None) => {}
+                ("fds" | "threads", Some(v)) => m.serialize_entry(name, &(v as u64))?,
+                (_, Some(v)) => m.serialize_entry(name, &v)?,
+            }
+        }
+        for (name, v) in [("owner", &self.owner), ("unit", &self.unit)] {
+            if let Some(v) = v {
+                m.serialize_entry(name, v)?;
+            }
+        }
+        m.end()
+    }
+}
 
 impl Extras {
     /// Whether no figure is set.

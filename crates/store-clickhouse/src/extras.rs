@@ -90,13 +90,7 @@ pub async fn window(
         q.host.is_some(),
         q.process.is_some(),
     );
-    let mut query = st.client.query(&sql).bind(from).bind(q.to);
-    if let Some(h) = &q.host {
-        query = query.bind(h.as_str());
-    }
-    if let Some(p) = &q.process {
-        query = query.bind(p.as_str());
-    }
+    let query = crate::queries::bind_window(st.client.query(&sql), from, q);
     let rows = st.run(query.fetch_all::<ExtrasOut>()).await?;
     rows.into_iter()
         .map(|r| {
