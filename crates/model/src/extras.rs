@@ -287,6 +287,16 @@ mod tests {
     }
 
     #[test]
+    fn extra_metrics_of_rules_have_their_wire_names() {
+        for m in crate::Metric::EXTRAS {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(m.as_str().parse::<crate::Metric>(), Ok(m));
+            assert!(NUMERIC_EXTRAS.contains(&m.as_str()));
+        }
+    }
+
+    #[test]
     fn hostile_extras_are_named() {
         let bad = Extras {
             read_bps: Some(-1.0),

@@ -507,8 +507,8 @@ fn active_levels(
     let mut m = std::collections::HashMap::new();
     for e in events.iter().filter(|e| e.end.is_none()) {
         let metric = match e.metric {
-            Metric::Mem => "mem",
             Metric::Cpu | Metric::Cores => "cpu",
+            m => m.as_str(),
         };
         let slot = m.entry((e.host.clone(), e.process.clone(), metric)).or_insert(Level::Ok);
         *slot = (*slot).max(e.level);

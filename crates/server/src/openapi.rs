@@ -202,7 +202,7 @@ fn build() -> Value {
                 {"name": "active", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}, "description": "true: only open events (no end)."},
                 p("host", "query", false, "Exact host."),
                 p("process", "query", false, "Exact process name."),
-                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "cores", "mem"]}},
+                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "cores", "mem", "fds", "fds_pct", "threads", "read_bps", "write_bps", "ctxsw_vol", "ctxsw_invol"]}},
                 {"name": "level", "in": "query", "required": false, "schema": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]}},
                 p("from", "query", false, &format!("Events that started at or after. {time_doc}")),
                 p("to", "query", false, &format!("Events that started before. {time_doc}")),
@@ -301,7 +301,7 @@ fn build() -> Value {
           "AlarmEvent": {"type": "object", "required": ["id", "host", "process", "metric", "level", "previous", "start", "value", "peak", "threshold"], "properties": {
             "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent", "host_retired"]},
             "host": {"type": "string"}, "process": {"type": "string", "description": "Empty for a host alarm."},
-            "metric": {"type": "string", "enum": ["cpu", "cores", "mem"]},
+            "metric": {"type": "string", "enum": ["cpu", "cores", "mem", "fds", "fds_pct", "threads", "read_bps", "write_bps", "ctxsw_vol", "ctxsw_invol"], "description": "cpu, cores, mem, or an opt-in extra metric a rule names (issue 19)."},
             "level": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "previous": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "start": {"type": "integer"}, "end": {"type": "integer", "description": "Absent while open."},

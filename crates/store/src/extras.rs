@@ -64,6 +64,24 @@ pub fn sort_dedup(records: &mut Vec<ExtrasRecord>) {
     *records = out;
 }
 
+/// Joins `records` into the samples of `windows` with the same (host, process, ts) that carry
+/// no extras yet (the alarm evaluator, for rules on extra metrics).
+pub fn attach(windows: &mut [crate::SeriesWindow], records: Vec<ExtrasRecord>) {
+    let mut by: std::collections::HashMap<(String, String), BTreeMap<TsMs, Extras>> =
+        std::collections::HashMap::new();
+    for r in records {
+        by.entry((r.host, r.process)).or_default().insert(r.ts, r.extras);
+    }
+    for w in windows {
+        let Some(xs) = by.get_mut(&(w.host.clone(), w.process.clone())) else { continue };
+        for s in w.samples.iter_mut().filter(|s| s.extras.is_none()) {
+            if let Some(x) = xs.remove(&s.ts) {
+                s.extras = Some(Box::new(x));
+            }
+        }
+    }
+}
+
 /// Statistics of the extras of one group over a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExtrasUsage {
