@@ -110,7 +110,9 @@ pub mod line_protocol {
             cores: 0.02,
             mem: 2.0,
             rss: 3,
-            count: 1, extras: None };
+            count: 1,
+            extras: None,
+        };
         let mut out = String::new();
         line::sample_point(&mut out, host, &s);
         assert!(out.ends_with('\n'));
