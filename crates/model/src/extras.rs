@@ -136,22 +136,25 @@ impl std::fmt::Display for ExtraSet {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Extras {
-    /// Bytes read from storage per second over the interval (`read_bytes` of `/proc/PID/io`).
+    /// Bytes read from storage per second over the interval (`read_bytes` of `/proc/PID/io`:
+    /// what reached the block layer, not what the page cache answered).
     pub read_bps: Option<f64>,
     /// Bytes written to storage per second over the interval (`write_bytes`).
     pub write_bps: Option<f64>,
     /// Open file descriptors, summed over the group.
     pub fds: Option<u64>,
     /// The highest share of its own soft `RLIMIT_NOFILE` any process of the group has open,
-    /// percent (0–100).
+    /// percent (0–100): "near the limit".
     pub fds_pct: Option<f64>,
     /// Threads, summed over the group.
     pub threads: Option<u64>,
-    /// Voluntary context switches per second (the task waited).
+    /// Voluntary context switches per second (the task waited), of each process's main
+    /// thread, summed over the group.
     pub ctxsw_vol: Option<f64>,
     /// Involuntary context switches per second (the task was preempted).
     pub ctxsw_invol: Option<f64>,
-    /// The owning user's name (the uid in decimal when it has no name).
+    /// The owning user's name (the uid in decimal when `/etc/passwd` has no such user), of the
+    /// group's lowest PID.
     pub owner: Option<String>,
     /// The systemd unit (`nginx.service`), container id, or cgroup path it belongs to.
     pub unit: Option<String>,
