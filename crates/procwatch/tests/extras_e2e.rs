@@ -166,6 +166,29 @@ async fn a_child_s_extras_reach_the_server() {
     );
     let client = reqwest::Client::new();
 
+    // Hostile extras first: refused whole, with the sample and field named.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = now.as_millis() as i64;
+    for (extras, field) in [
+        (serde_json::json!({"owner": "o".repeat(10_000), "fds": 5}), "extras.owner"),
+        (serde_json::json!({"fds_pct": 1e6}), "extras.fds_pct"),
+        (serde_json::json!({"read_bps": -1.0}), "extras.read_bps"),
+    ] {
+        let batch = serde_json::json!({"host": HOST, "samples": [
+            {"ts": now, "process": "x", "cpu": 1.0, "mem": 1.0, "extras": extras}]});
+        let r = client
+            .post(format!("{url}/api/v1/samples"))
+            .bearer_auth(WRITE)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{field}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["problems"][0]["field"], field, "{body}");
+        assert_eq!(body["problems"][0]["index"], 0, "{body}");
+    }
+
     // fds, threads, owner and unit in usage.
     let usage_url = format!(
         "{url}/api/v1/usage?host={HOST}&process={name}&window=1m&metrics=cpu,fds,threads,ctxsw,owner,unit"
