@@ -8,6 +8,7 @@
 //! - io: on request it writes 8 MiB, fsyncs, drops the file from the page cache and reads it
 //!   back → the history's bytes (Σ rate × Δt over raw points) in [0.7, 1.5] × 8 MiB each way;
 //! - ctxsw: its main thread sleeps 10 ms in a loop → some voluntary switches per second;
+//! - a rule `metric = "fds"`, threshold 40, turns RED for it;
 //! - owner: the test's own user; unit: the cgroup v2 group the test creates and moves it into
 //!   (SKIPPED, visibly, only where the machine has no cgroup v2 or it cannot be written).
 //!
@@ -154,7 +155,9 @@ async fn a_child_s_extras_reach_the_server() {
         }
     };
 
-    let (_server, url) = common::start_memory_server(dir.path(), "", WRITE, READ);
+    // A RED threshold on an extra metric (fds): the child holds more than 40 open.
+    let rules = format!("[[rules]]\nprocess = \"{name}\"\nmetric = \"fds\"\nthreshold = 40\n");
+    let (_server, url) = common::start_memory_server(dir.path(), &rules, WRITE, READ);
     let mut agent = Proc::spawn(
         "procwatch agent",
         common::procwatch()
@@ -243,6 +246,16 @@ async fn a_child_s_extras_reach_the_server() {
     let hi = 1.5 * MIB as f64;
     assert!(w <= hi && r <= hi, "written {w:.2} MiB, read {r:.2} MiB of {MIB}");
     eprintln!("extras_e2e: fds {fds}, threads {threads}, ctxsw_vol max {vol:.1}/s, written {w:.2} MiB, read {r:.2} MiB, unit {:?}", row["unit"]);
+
+    // The fds rule fired: a RED alarm on metric fds for the child.
+    let alarms_url = format!("{url}/api/v1/alarms?active=true&host={HOST}&process={name}");
+    let red = common::wait_until_async("the fds alarm", Duration::from_secs(60), || async {
+        let v = get(&client, &alarms_url).await?;
+        let hit = v["alarms"].as_array()?.iter().find(|a| a["metric"] == "fds")?.clone();
+        (hit["level"] == "RED").then_some(hit)
+    })
+    .await;
+    assert!(red["value"].as_f64().unwrap() > 40.0, "{red}");
 
     // group_by=unit: the child's unit is a row of its own.
     if let Some(want) = &unit_want {

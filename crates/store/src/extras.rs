@@ -205,4 +205,26 @@ mod tests {
         assert_eq!(h[0].extras.unit.as_deref(), Some("p.service"));
         assert_eq!(history(&rs[..2], 0).len(), 2);
     }
+
+    #[test]
+    fn attach_joins_records_to_samples_of_the_same_key() {
+        let s = |ts| procwatch_model::Sample {
+            ts,
+            process: "p".into(),
+            cpu: 1.0,
+            cores: 0.0,
+            mem: 1.0,
+            rss: 0,
+            count: 1,
+            extras: None,
+        };
+        let mut w = vec![crate::SeriesWindow {
+            host: "a".into(),
+            process: "p".into(),
+            samples: vec![s(0), s(1000)],
+        }];
+        attach(&mut w, vec![rec("a", "p", 1000, 7, None), rec("b", "p", 0, 9, None)]);
+        assert!(w[0].samples[0].extras.is_none());
+        assert_eq!(w[0].samples[1].extras.as_ref().unwrap().fds, Some(7));
+    }
 }
