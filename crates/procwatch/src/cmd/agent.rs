@@ -149,6 +149,12 @@ impl AgentArgs {
             per_pid: self.per_pid,
             extras: self.metrics,
         };
+        if self.collector == CollectorKindArg::Sysinfo && !self.metrics.is_empty() {
+            bail!(
+                "--metrics {} needs the proc collector (Linux /proc); the sysinfo collector collects no extra metrics",
+                self.metrics
+            );
+        }
         #[cfg(target_os = "linux")]
         if self.collector == CollectorKindArg::Proc && self.proc_root != "/proc" {
             return procwatch_collector::new_proc_collector_at(&self.proc_root, opts)
