@@ -111,6 +111,7 @@ pub mod line_protocol {
             mem: 2.0,
             rss: 3,
             count: 1,
+            extras: None,
         };
         let mut out = String::new();
         line::sample_point(&mut out, host, &s);

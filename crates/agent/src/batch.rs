@@ -166,6 +166,7 @@ mod tests {
                     mem: 0.5,
                     rss: 1 << 20,
                     count: 1,
+                    extras: None,
                 })
                 .collect(),
         }

@@ -122,6 +122,7 @@ fn synthetic(taken: Arc<Mutex<BTreeMap<i64, usize>>>, poison_at: Option<i64>) ->
                 mem: 0.7,
                 rss: 4096,
                 count: 1,
+                extras: None,
             })
             .collect();
         k += 1;

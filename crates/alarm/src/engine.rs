@@ -105,6 +105,15 @@ pub struct Engine {
     /// Host and process names of the followed series, once each (see [`Key`]); names no key
     /// holds any more are dropped after each pass.
     names: HashSet<Arc<str>>,
+    /// The extra metrics (issue 19) some rule names: evaluated besides cpu, cores and mem.
+    extra_metrics: Vec<Metric>,
+}
+
+impl Engine {
+    /// Whether some rule names an extra metric (the evaluator must then read the extras).
+    pub fn needs_extras(&self) -> bool {
+        !self.extra_metrics.is_empty()
+    }
 }
 
 /// The one shared copy of `name` in `names`.
@@ -194,15 +203,19 @@ fn host_event(h: &HostSeen<'_>, level: Level, start: TsMs, now: TsMs, limit: i64
 impl Engine {
     /// An engine with no series yet, evaluating `rules`.
     pub fn new(rules: RuleSet) -> Self {
-        let shared = rules
+        let shared: Vec<Arc<Rule>> = rules
             .rules
             .iter()
             .chain(std::iter::once(&rules.defaults))
             .cloned()
             .map(Arc::new)
             .collect();
+        let mut extra_metrics: Vec<Metric> =
+            shared.iter().filter_map(|r| r.metric).filter(|m| Metric::EXTRAS.contains(m)).collect();
+        extra_metrics.sort();
+        extra_metrics.dedup();
         let (series, forgotten, hosts) = (BTreeMap::new(), HashMap::new(), BTreeMap::new());
-        Self { shared, series, forgotten, hosts, names: HashSet::new() }
+        Self { shared, series, forgotten, hosts, names: HashSet::new(), extra_metrics }
     }
 
     /// [`RuleSet::rule_for`], as the shared copy of the rule.
@@ -211,7 +224,7 @@ impl Engine {
         self.shared[..n]
             .iter()
             .find(|r| r.matches(host, process, metric))
-            .or_else(|| (metric != Metric::Cores).then_some(&self.shared[n]))
+            .or_else(|| (!metric.needs_rule()).then_some(&self.shared[n]))
             .cloned()
     }
 
@@ -254,7 +267,9 @@ impl Engine {
     ) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
         for input in series {
-            for metric in [Metric::Cpu, Metric::Cores, Metric::Mem] {
+            // The extras only when some rule names them (issue 19).
+            let extras = self.extra_metrics.iter().copied();
+            for metric in [Metric::Cpu, Metric::Cores, Metric::Mem].into_iter().chain(extras) {
                 let Some(rule) = self.shared_rule(input.host, input.process, metric) else {
                     continue;
                 };
@@ -689,8 +704,10 @@ impl SeriesState {
             if self.last_ts.is_some_and(|t| s.ts <= t) {
                 continue;
             }
+            // An extra metric a sample does not carry: no reading.
+            let Some(v) = metric.value(s) else { continue };
             if self.resume_after.is_some_and(|r| s.ts <= r) {
-                self.observe(metric, s.ts, metric.of(s));
+                self.observe(metric, s.ts, v);
                 continue;
             }
             if self.level == Level::Stale {
@@ -709,7 +726,7 @@ impl SeriesState {
                 }
                 self.restart();
             }
-            self.step(input.host, input.process, metric, s.ts, metric.of(s), out);
+            self.step(input.host, input.process, metric, s.ts, v, out);
         }
     }
 

@@ -35,7 +35,8 @@ pub enum Method {
 pub fn default_sensitivity(metric: Metric) -> f64 {
     match metric {
         Metric::Mem => DEFAULT_SENSITIVITY_MEM,
-        Metric::Cpu | Metric::Cores => DEFAULT_SENSITIVITY_CPU,
+        // The extras (issue 19) take the cpu family's knob: no traces score them yet.
+        _ => DEFAULT_SENSITIVITY_CPU,
     }
 }
 
@@ -176,7 +177,7 @@ impl Rule {
     pub(crate) fn matches(&self, host: &str, process: &str, metric: Metric) -> bool {
         let metric_ok = match self.metric {
             Some(m) => m == metric,
-            None => metric != Metric::Cores,
+            None => !metric.needs_rule(),
         };
         metric_ok && self.host.matches(host) && self.process.matches(process)
     }
@@ -461,7 +462,7 @@ impl RuleSet {
         self.rules
             .iter()
             .find(|r| r.matches(host, process, metric))
-            .or_else(|| (metric != Metric::Cores).then_some(&self.defaults))
+            .or_else(|| (!metric.needs_rule()).then_some(&self.defaults))
     }
 }
 

@@ -7,7 +7,7 @@ use procwatch_model::{AlarmEvent, AlarmKind, Level, Sample};
 const MIN: i64 = 60_000;
 
 fn sample(ts: i64, cpu: f64) -> Sample {
-    Sample { ts, process: "p".into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 }
+    Sample { ts, process: "p".into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1, extras: None }
 }
 
 /// One line per returned event: `i previous->level v=.. [eta=..]`; closed events as
@@ -256,6 +256,7 @@ fn rules_pick_thresholds_by_glob_and_enable_cores() {
         mem: 1.0,
         rss: 0,
         count: 1,
+        extras: None,
     };
     let (javad, nginx) = ([s("javad")], [s("nginx")]);
     let inputs = [
@@ -287,8 +288,16 @@ fn a_cores_rule_at_half_a_core_clears() {
         ..Default::default()
     };
     let mut engine = Engine::new(RuleSet::from_specs(&Default::default(), &[rule]).unwrap());
-    let s =
-        |ts, cores| Sample { ts, process: "p".into(), cpu: 1.0, cores, mem: 1.0, rss: 0, count: 1 };
+    let s = |ts, cores| Sample {
+        ts,
+        process: "p".into(),
+        cpu: 1.0,
+        cores,
+        mem: 1.0,
+        rss: 0,
+        count: 1,
+        extras: None,
+    };
     let mut levels = Vec::new();
     for (i, cores) in [1.0, 1.0, 0.0, 0.0, 0.0].into_iter().enumerate() {
         let ts = i as i64 * MIN;

@@ -42,7 +42,16 @@ fn engine_and_backtest_raise_the_same_ambers() {
     let mut engine = Engine::new(RuleSet { defaults: rule, rules: vec![] });
     let mut live = Vec::with_capacity(p.y.len());
     for (&ts, &mem) in p.ts.iter().zip(&p.y) {
-        let s = Sample { ts, process: "vm".into(), cpu: 0.0, cores: 0.0, mem, rss: 0, count: 1 };
+        let s = Sample {
+            ts,
+            process: "vm".into(),
+            cpu: 0.0,
+            cores: 0.0,
+            mem,
+            rss: 0,
+            count: 1,
+            extras: None,
+        };
         let input = SeriesInput {
             host: "h",
             process: "vm",

@@ -14,7 +14,7 @@
 //! and reports the median per sweep and per process.
 
 use crate::floor::FloorReader;
-use crate::{new_collector, sys, CollectorKind, CollectorOptions};
+use crate::{new_collector, sys, CollectorKind, CollectorOptions, ExtraMetric, ExtraSet};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -177,6 +177,17 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
         .map_err(std::io::Error::other)?;
     let mut sysinfo_c = new_collector(CollectorKind::Sysinfo, CollectorOptions::default())
         .map_err(std::io::Error::other)?;
+    // One collector per extra metric alone, and one with every extra (issue 19).
+    let mut extra_sets: Vec<(String, ExtraSet)> = ExtraMetric::ALL
+        .into_iter()
+        .map(|m| (format!("+ {}", m.as_str()), ExtraSet::NONE.with(m)))
+        .collect();
+    extra_sets.push(("+ every extra".into(), ExtraSet::all()));
+    let mut extra_cs = Vec::new();
+    for (_, set) in &extra_sets {
+        let opts = CollectorOptions { extras: *set, ..Default::default() };
+        extra_cs.push(new_collector(CollectorKind::Proc, opts).map_err(std::io::Error::other)?);
+    }
     let mut floor = FloorReader::new();
     let mut stat_only = FloorReader::with_files(&["stat"]);
     let (mut groups, mut procs, mut floor_pids) = (0, 0, 0);
@@ -201,6 +212,11 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
                 let _ = sysinfo_c.sweep();
             }),
         ];
+        for c in extra_cs.iter_mut() {
+            contenders.push(Box::new(|| {
+                let _ = c.sweep();
+            }));
+        }
         time_rounds(opts, &mut contenders)
     };
     let live = count_processes();
@@ -230,6 +246,14 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
             note: "portable fallback (sysinfo 0.34)".into(),
         },
     ];
+    for ((name, _), t) in extra_sets.iter().zip(&times[4..]) {
+        rows.push(BenchRow {
+            name: format!("procwatch /proc collector {name}"),
+            median_sweep_s: *t,
+            processes: live,
+            note: "opt-in extra metric (issue 19)".into(),
+        });
+    }
     rows.push(psutil_row(opts));
     drop(sleepers);
     Ok(rows)

@@ -62,6 +62,15 @@
 //! at 0.6× the cost of reading `stat` + `statm` and 6–7× cheaper than psutil; see
 //! `BENCHMARKS.md`, "Collector cost", and `procwatch agent --bench N`.
 //!
+//! # Extra metrics (opt-in, `/proc` collector)
+//!
+//! [`CollectorOptions::extras`] (the agent's `--metrics`) adds per-group `io`, `fds`,
+//! `threads`, `ctxsw`, `owner` and `unit` figures in [`procwatch_model::Sample::extras`]; each
+//! file is read only when its metric is on (see `extras.rs` for what is read, cached and
+//! skipped, and BENCHMARKS.md "Collector cost: the extra metrics" for the cost).
+//! [`Sweep::io_unreadable`] counts processes whose `/proc/PID/io` was denied. With no extra
+//! on, nothing more is read than above.
+//!
 //! # The portable fallback (`CollectorKind::Sysinfo`)
 //!
 //! On the `sysinfo` crate (0.34), for macOS and Windows, selectable on Linux with
@@ -75,8 +84,12 @@
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]
+mod extras;
+mod group_extras;
+#[cfg(target_os = "linux")]
 mod linux;
 pub mod parse;
+pub mod parse_extras;
 mod portable;
 pub mod selfmetrics;
 pub mod sys;
@@ -86,6 +99,8 @@ pub mod bench;
 #[cfg(target_os = "linux")]
 pub mod floor;
 
+use group_extras::{ExtrasAcc, ProcExtras};
+pub use procwatch_model::extras::{ExtraMetric, ExtraSet};
 use procwatch_model::{HostTotal, Sample, TsMs};
 use std::collections::HashMap;
 
@@ -102,6 +117,9 @@ pub struct Sweep {
     pub samples: Vec<Sample>,
     /// One per process, sorted by cpu, only with [`CollectorOptions::per_pid`].
     pub processes: Vec<ProcessSample>,
+    /// Processes whose `/proc/PID/io` could not be read in this sweep (the `io` extra is on but
+    /// the agent lacks the privilege: not root and another user's process). 0 otherwise.
+    pub io_unreadable: u32,
 }
 
 /// One process of a sweep (per-PID detail).
@@ -159,6 +177,8 @@ pub struct CollectorOptions {
     pub include_kernel_threads: bool,
     /// Keep per-process rows in [`Sweep::processes`]. Off by default.
     pub per_pid: bool,
+    /// The opt-in extra metrics to collect (issue 19; `/proc` collector only). None by default.
+    pub extras: ExtraSet,
 }
 
 /// Why a sweep failed. Per-process failures never surface here: those processes are skipped.
@@ -188,6 +208,12 @@ pub trait Collector {
     /// Takes one reading. The first call primes and returns `Ok(None)`; every later call
     /// returns the figures over the time since the previous call.
     fn sweep(&mut self) -> Result<Option<Sweep>, CollectError>;
+
+    /// Changes which extra metrics later sweeps collect (e.g. on a directive). Collectors
+    /// that collect no extras ignore it.
+    fn set_extras(&mut self, extras: ExtraSet) {
+        let _ = extras;
+    }
 }
 
 /// Builds a collector of the given kind.
@@ -251,6 +277,7 @@ struct Group {
     cores: f64,
     rss: u64,
     count: u32,
+    extras: Option<ExtrasAcc>,
 }
 
 impl Grouper {
@@ -258,7 +285,9 @@ impl Grouper {
         Grouper { per_pid, ..Default::default() }
     }
 
-    /// Adds one process: `cores` used over the interval, `rss` bytes.
+    /// Adds one process: `cores` used over the interval, `rss` bytes, and its extra metrics
+    /// if any were collected.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
         pid: u32,
@@ -267,20 +296,28 @@ impl Grouper {
         rss: u64,
         ncpu: f64,
         mem_total: u64,
+        extras: Option<ProcExtras>,
     ) {
         let cores = if cores.is_finite() { cores.max(0.0) } else { 0.0 };
         self.cpu_sum += 100.0 * cores / ncpu;
         let name = parse::sanitize_name(name);
         let name = name.as_ref();
-        match self.groups.get_mut(name) {
+        let g = match self.groups.get_mut(name) {
             Some(g) => {
                 g.cores += cores;
                 g.rss += rss;
                 g.count += 1;
+                g
             }
-            None => {
-                self.groups.insert(name.to_owned(), Group { cores, rss, count: 1 });
-            }
+            None => self.groups.entry(name.to_owned()).or_insert(Group {
+                cores,
+                rss,
+                count: 1,
+                extras: None,
+            }),
+        };
+        if let Some(x) = extras {
+            g.extras.get_or_insert_with(ExtrasAcc::default).add(pid, x);
         }
         if self.per_pid {
             self.processes.push(ProcessSample {
@@ -316,6 +353,7 @@ impl Grouper {
                 mem: mem_pct(g.rss, mem_total),
                 rss: g.rss,
                 count: g.count,
+                extras: g.extras.and_then(ExtrasAcc::finish),
             })
             .collect();
         samples.sort_by(|a, b| b.cores.total_cmp(&a.cores).then_with(|| a.process.cmp(&b.process)));
@@ -356,10 +394,10 @@ mod tests {
     fn grouper_sums_per_name_and_sorts_by_cpu() {
         let mut g = Grouper::new(true);
         let mem_total = 1000;
-        g.add(1, "a", 0.5, 100, 2.0, mem_total);
-        g.add(2, "b", 1.0, 10, 2.0, mem_total);
-        g.add(3, "a", 0.25, 50, 2.0, mem_total);
-        g.add(4, "a", f64::NAN, 0, 2.0, mem_total);
+        g.add(1, "a", 0.5, 100, 2.0, mem_total, None);
+        g.add(2, "b", 1.0, 10, 2.0, mem_total, None);
+        g.add(3, "a", 0.25, 50, 2.0, mem_total, None);
+        g.add(4, "a", f64::NAN, 0, 2.0, mem_total, None);
         assert_eq!(g.cpu_sum(), 87.5);
         let (samples, procs) = g.finish(7, 2.0, mem_total);
         assert_eq!(samples.len(), 2);
@@ -375,8 +413,8 @@ mod tests {
     #[test]
     fn grouper_cleans_names_the_server_would_refuse() {
         let mut g = Grouper::new(true);
-        g.add(1, "evil\nname", 0.0, 1, 1.0, 100);
-        g.add(2, "evil\tname", 0.0, 1, 1.0, 100);
+        g.add(1, "evil\nname", 0.0, 1, 1.0, 100, None);
+        g.add(2, "evil\tname", 0.0, 1, 1.0, 100, None);
         let (samples, procs) = g.finish(0, 1.0, 100);
         assert_eq!(samples.len(), 1);
         assert_eq!((samples[0].process.as_str(), samples[0].count), ("evil?name", 2));

@@ -1,7 +1,8 @@
 //! The `/proc` collector: one `/proc/PID/stat` read per process and sweep.
 
+use crate::extras::{Ctx, ExtraState, ExtrasReader};
 use crate::parse::{self, CpuTimes, PidStat, COMM_MAX};
-use crate::{sys, CollectError, Collector, CollectorOptions, Grouper, Sweep};
+use crate::{sys, CollectError, Collector, CollectorOptions, ExtraSet, Grouper, Sweep};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -62,6 +63,8 @@ struct Tracked {
     generation: u64,
     /// For a 15-byte comm: (comm, resolved name), resolved once.
     long_name: Option<(Box<str>, Box<str>)>,
+    /// The extra metrics' files and previous counters (empty unless some are enabled).
+    extras: ExtraState,
 }
 
 /// Descriptors kept back for everything else the agent opens (sockets, spool files).
@@ -86,6 +89,7 @@ pub(crate) struct ProcCollector {
     buf: Vec<u8>,
     aux: Vec<u8>,
     path: String,
+    extras: ExtrasReader,
 }
 
 impl ProcCollector {
@@ -111,6 +115,7 @@ impl ProcCollector {
             buf: vec![0; 4096],
             aux: vec![0; 4096],
             path: String::with_capacity(64),
+            extras: ExtrasReader::new(opts.extras),
         })
     }
 
@@ -150,6 +155,8 @@ impl Collector for ProcCollector {
         let mut grouper = Grouper::new(self.opts.per_pid);
         self.generation += 1;
         let generation = self.generation;
+        self.extras.begin();
+        let secs = ticks_per_core.map(|t| t / self.clk_tck);
 
         let dir = std::fs::read_dir(&self.root)
             .map_err(|err| CollectError::Io { path: self.root.clone(), err })?;
@@ -184,6 +191,7 @@ impl Collector for ProcCollector {
                         ticks: 0,
                         generation,
                         long_name: None,
+                        extras: ExtraState::default(),
                     });
                     if t.file.is_none() && self.kept_open < self.max_kept_open {
                         t.file = Some(f);
@@ -201,9 +209,13 @@ impl Collector for ProcCollector {
             let Some(t) = self.tracked.get_mut(&pid) else { continue };
             t.generation = generation;
             let ticks = stat.ticks();
-            let delta = if t.starttime == stat.starttime {
+            let is_new = t.starttime != stat.starttime;
+            let delta = if !is_new {
                 ticks.saturating_sub(t.ticks)
             } else {
+                // Its extras' files and counters belonged to the previous holder of the PID.
+                self.kept_open -= t.extras.open_files();
+                t.extras = ExtraState::default();
                 // New since the previous sweep (or a reused PID): all its ticks are in the
                 // interval, and whatever name was cached belonged to another process.
                 t.starttime = stat.starttime;
@@ -214,17 +226,36 @@ impl Collector for ProcCollector {
             if stat.is_dead() || (stat.is_kernel_thread() && !self.opts.include_kernel_threads) {
                 continue;
             }
+            let extras = (!self.extras.set.is_empty()).then(|| {
+                let ctx = Ctx {
+                    root: &self.root,
+                    pid,
+                    generation,
+                    secs,
+                    is_new,
+                    threads: stat.num_threads,
+                    stat_file: t.file.as_ref(),
+                    may_keep: self.kept_open + self.extras.opened < self.max_kept_open,
+                };
+                let before = t.extras.open_files();
+                let x = self.extras.read(&mut t.extras, &ctx);
+                // Files it closed (their process is gone) no longer count.
+                self.kept_open -= before.saturating_sub(t.extras.open_files());
+                x
+            });
             let Some(tpc) = ticks_per_core else { continue };
             let name =
                 resolve_cached(&mut t.long_name, &mut self.aux, &mut self.path, &self.root, &stat);
             let cores = if tpc > 0.0 { delta as f64 / tpc } else { 0.0 };
-            grouper.add(pid, name, cores, stat.rss_pages * self.page_size, ncpu, mem.total);
+            let rss = stat.rss_pages * self.page_size;
+            grouper.add(pid, name, cores, rss, ncpu, mem.total, extras);
         }
+        self.kept_open += self.extras.opened;
         let mut closed = 0;
         self.tracked.retain(|_, t| {
             let keep = t.generation == generation;
-            if !keep && t.file.is_some() {
-                closed += 1;
+            if !keep {
+                closed += t.file.is_some() as usize + t.extras.open_files();
             }
             keep
         });
@@ -244,7 +275,19 @@ impl Collector for ProcCollector {
             host_total,
             samples,
             processes,
+            io_unreadable: self.extras.io_unreadable,
         }))
+    }
+
+    fn set_extras(&mut self, extras: ExtraSet) {
+        if extras != self.extras.set {
+            self.extras.set = extras;
+            // Close the files of metrics no longer collected (and start their rates afresh).
+            for t in self.tracked.values_mut() {
+                self.kept_open -= t.extras.open_files();
+                t.extras = ExtraState::default();
+            }
+        }
     }
 }
 
@@ -350,7 +393,8 @@ mod tests {
         std::fs::create_dir_all(root.join("18")).unwrap(); // listed, but no stat: skipped
 
         let root_s = root.to_str().unwrap();
-        let opts = CollectorOptions { include_kernel_threads: false, per_pid: true };
+        let opts =
+            CollectorOptions { include_kernel_threads: false, per_pid: true, ..Default::default() };
         let mut c = ProcCollector::new(root_s, opts).unwrap();
         assert!(c.sweep().unwrap().is_none());
         std::thread::sleep(Duration::from_millis(300));
@@ -397,7 +441,8 @@ mod tests {
         assert!((h.unattributed_cpu.unwrap() - (50.0 - sum).max(0.0)).abs() < 1e-9);
 
         // With kernel threads: kworker's 40 ticks appear.
-        let opts = CollectorOptions { include_kernel_threads: true, per_pid: false };
+        let opts =
+            CollectorOptions { include_kernel_threads: true, per_pid: false, ..Default::default() };
         let mut k = ProcCollector::new(root_s, opts).unwrap();
         assert!(k.sweep().unwrap().is_none());
         write(root, "12/stat", &stat_line(12, "kworker/0:1", 'I', KTHREAD, 0, 95, 3, 0));

@@ -19,6 +19,8 @@ pub struct PidStat<'a> {
     pub utime: u64,
     /// (15) stime, clock ticks.
     pub stime: u64,
+    /// (20) num_threads.
+    pub num_threads: u64,
     /// (22) starttime, clock ticks since boot.
     pub starttime: u64,
     /// (24) rss, pages.
@@ -60,11 +62,12 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
     // 10..=13 (minflt, cminflt, majflt, cmajflt), then 14 utime, 15 stime.
     let utime = rest.nth(4)?.parse().ok()?;
     let stime = rest.next()?.parse().ok()?;
-    // 16..=21 (cutime, cstime, priority, nice, num_threads, itrealvalue), 22 starttime.
-    let starttime = rest.nth(6)?.parse().ok()?;
+    // 16..=19 (cutime, cstime, priority, nice), 20 num_threads, 21 itrealvalue, 22 starttime.
+    let num_threads = rest.nth(4)?.parse().ok()?;
+    let starttime = rest.nth(1)?.parse().ok()?;
     // 23 vsize, 24 rss.
     let rss_pages = rest.nth(1)?.parse().ok()?;
-    Some(PidStat { pid, comm, state, flags, utime, stime, starttime, rss_pages })
+    Some(PidStat { pid, comm, state, flags, utime, stime, num_threads, starttime, rss_pages })
 }
 
 /// The aggregate `cpu` line of `/proc/stat`, clock ticks.
@@ -198,18 +201,24 @@ pub fn sanitize_name(name: &str) -> std::borrow::Cow<'_, str> {
     if !name.is_empty() && name.len() <= MAX && !name.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(name);
     }
-    let mut out = String::with_capacity(name.len().min(MAX));
-    for c in name.chars() {
-        let c = if c.is_control() { '?' } else { c };
-        if out.len() + c.len_utf8() > MAX {
-            break;
-        }
-        out.push(c);
-    }
+    let mut out = clean_capped(name, MAX);
     if out.is_empty() {
         out.push('?');
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// `s` with control characters as `?`, cut at `max` bytes on a character boundary.
+pub fn clean_capped(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -227,6 +236,7 @@ mod tests {
         assert_eq!(s.flags, 4194304);
         assert_eq!((s.utime, s.stime, s.ticks()), (3, 5, 8));
         assert_eq!(s.starttime, 36464);
+        assert_eq!(s.num_threads, 1);
         assert_eq!(s.rss_pages, 406);
         assert!(!s.is_kernel_thread());
         assert!(!s.is_dead());
@@ -240,6 +250,7 @@ mod tests {
         assert_eq!(s.state, b'S');
         assert_eq!((s.utime, s.stime), (700, 11));
         assert_eq!(s.starttime, 999);
+        assert_eq!(s.num_threads, 3);
         assert_eq!(s.rss_pages, 25);
     }
 

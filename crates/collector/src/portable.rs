@@ -80,7 +80,7 @@ impl Collector for SysinfoCollector {
             let name = parse::resolve_name(&comm, &[argv0, exe]);
             let secs = elapsed.as_secs_f64();
             let cores = if secs > 0.0 { delta_ms as f64 / 1000.0 / secs } else { 0.0 };
-            grouper.add(pid, name, cores, p.memory(), ncpu, mem_total);
+            grouper.add(pid, name, cores, p.memory(), ncpu, mem_total, None);
         }
         std::mem::swap(&mut self.prev, &mut self.next);
         self.next.clear();
@@ -104,6 +104,7 @@ impl Collector for SysinfoCollector {
             host_total,
             samples,
             processes,
+            io_unreadable: 0,
         }))
     }
 }

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod directive;
 pub mod duration;
 pub mod glob;
+pub mod extras;
 pub mod retry;
 pub mod schedule;
 mod stale;
@@ -97,6 +98,9 @@ pub struct Sample {
     #[serde(default = "one")]
     /// How many processes of that name the group holds (at least 1).
     pub count: u32,
+    /// The opt-in extra metrics ([`extras`]), absent unless the agent collects some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<Box<extras::Extras>>,
 }
 
 fn one() -> u32 {
@@ -136,25 +140,75 @@ pub enum Metric {
     Cores,
     /// Resident memory, percent of the host.
     Mem,
+    /// Open file descriptors (opt-in extra, [`extras`]); evaluated only where a rule names it.
+    Fds,
+    /// Highest share of the open-files limit, percent (opt-in extra); only where a rule names it.
+    #[serde(rename = "fds_pct")]
+    FdsPct,
+    /// Threads (opt-in extra); only where a rule names it.
+    Threads,
+    /// Disk bytes read per second (opt-in extra); only where a rule names it.
+    #[serde(rename = "read_bps")]
+    ReadBps,
+    /// Disk bytes written per second (opt-in extra); only where a rule names it.
+    #[serde(rename = "write_bps")]
+    WriteBps,
+    /// Voluntary context switches per second (opt-in extra); only where a rule names it.
+    #[serde(rename = "ctxsw_vol")]
+    CtxswVol,
+    /// Involuntary context switches per second (opt-in extra); only where a rule names it.
+    #[serde(rename = "ctxsw_invol")]
+    CtxswInvol,
 }
 
 impl Metric {
-    /// The wire name: `cpu`, `cores` or `mem`.
+    /// The opt-in extra metrics a rule may name (issue 19).
+    pub const EXTRAS: [Metric; 7] = [
+        Metric::Fds,
+        Metric::FdsPct,
+        Metric::Threads,
+        Metric::ReadBps,
+        Metric::WriteBps,
+        Metric::CtxswVol,
+        Metric::CtxswInvol,
+    ];
+
+    /// The wire name: `cpu`, `cores`, `mem`, or an extra's (`fds`, `fds_pct`, `threads`,
+    /// `read_bps`, `write_bps`, `ctxsw_vol`, `ctxsw_invol`).
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Cpu => "cpu",
             Metric::Cores => "cores",
             Metric::Mem => "mem",
+            Metric::Fds => "fds",
+            Metric::FdsPct => "fds_pct",
+            Metric::Threads => "threads",
+            Metric::ReadBps => "read_bps",
+            Metric::WriteBps => "write_bps",
+            Metric::CtxswVol => "ctxsw_vol",
+            Metric::CtxswInvol => "ctxsw_invol",
         }
     }
 
-    /// The metric's value in a sample.
-    pub fn of(self, s: &Sample) -> f64 {
+    /// Whether the metric is evaluated only for series a rule names it for (cores and the
+    /// extras), not by the default rule.
+    pub fn needs_rule(self) -> bool {
+        !matches!(self, Metric::Cpu | Metric::Mem)
+    }
+
+    /// The metric's value in a sample; an extra the sample does not carry is `None`.
+    pub fn value(self, s: &Sample) -> Option<f64> {
         match self {
-            Metric::Cpu => s.cpu,
-            Metric::Cores => s.cores,
-            Metric::Mem => s.mem,
+            Metric::Cpu => Some(s.cpu),
+            Metric::Cores => Some(s.cores),
+            Metric::Mem => Some(s.mem),
+            m => s.extras.as_deref().and_then(|x| x.get(m.as_str())),
         }
+    }
+
+    /// The metric's value in a sample (NaN for an extra the sample does not carry).
+    pub fn of(self, s: &Sample) -> f64 {
+        self.value(s).unwrap_or(f64::NAN)
     }
 }
 
@@ -165,7 +219,13 @@ impl std::str::FromStr for Metric {
             "cpu" => Ok(Metric::Cpu),
             "cores" => Ok(Metric::Cores),
             "mem" => Ok(Metric::Mem),
-            other => Err(format!("unknown metric {other:?}: expected cpu, cores or mem")),
+            other => Metric::EXTRAS.into_iter().find(|m| m.as_str() == other).ok_or_else(|| {
+                let other: String = other.chars().take(40).collect();
+                format!(
+                    "unknown metric {other:?}: expected cpu, cores, mem, or an extra: fds, \
+                     fds_pct, threads, read_bps, write_bps, ctxsw_vol, ctxsw_invol"
+                )
+            }),
         }
     }
 }

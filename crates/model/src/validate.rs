@@ -229,6 +229,11 @@ pub fn validate_batch(batch: &Batch, limits: &Limits) -> Result<(), Rejection> {
         if let Some(r) = percent_problem(s.mem, 100.0) {
             p.push(Some(i), "mem", r);
         }
+        for (field, r) in
+            s.extras.as_deref().map(crate::extras::Extras::problems).unwrap_or_default()
+        {
+            p.push(Some(i), format!("extras.{field}"), r);
+        }
     }
     for (i, t) in batch.host_totals.iter().enumerate() {
         if let Some(r) = limits.check_ts(t.ts) {

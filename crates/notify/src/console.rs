@@ -21,7 +21,8 @@ fn short(v: f64) -> String {
 fn unit(metric: Metric) -> &'static str {
     match metric {
         Metric::Cores => "",
-        Metric::Cpu | Metric::Mem => "%",
+        Metric::Cpu | Metric::Mem | Metric::FdsPct => "%",
+        _ => "",
     }
 }
 

@@ -68,8 +68,11 @@ fn spawn(cmd: &mut Command) -> Kid {
 }
 
 fn proc_collector(per_pid: bool) -> Box<dyn Collector + Send> {
-    new_collector(CollectorKind::Proc, CollectorOptions { include_kernel_threads: false, per_pid })
-        .unwrap()
+    new_collector(
+        CollectorKind::Proc,
+        CollectorOptions { include_kernel_threads: false, per_pid, ..Default::default() },
+    )
+    .unwrap()
 }
 
 /// Primes, waits `interval`, sweeps.
@@ -347,7 +350,7 @@ fn kernel_threads_only_on_request() {
     assert!(!kthreadd(&without));
     let mut c = new_collector(
         CollectorKind::Proc,
-        CollectorOptions { include_kernel_threads: true, per_pid: false },
+        CollectorOptions { include_kernel_threads: true, per_pid: false, ..Default::default() },
     )
     .unwrap();
     let with = one_sweep(&mut *c, Duration::from_millis(50));

@@ -499,6 +499,51 @@ function loadCharts(force) {
   $('#detail-title').textContent = `History — ${state.selected.process} on ${state.selected.host}`;
   loadChart('cpu');
   loadChart('mem');
+  loadExtras();
+}
+
+// ---------- extra metrics (issue 19) ----------
+// The newest opt-in extras of the selected process (io, fds, threads, ctxsw, owner, unit),
+// from its history's `extras`; nothing is shown when the agent collects none.
+const EXTRA_LABELS = [
+  ['read_bps', 'disk read', (v) => `${bytes(v)}/s`],
+  ['write_bps', 'disk write', (v) => `${bytes(v)}/s`],
+  ['fds', 'open fds', (v) => String(Math.round(v))],
+  ['fds_pct', 'fds of limit', (v) => `${num(v)} %`],
+  ['threads', 'threads', (v) => String(Math.round(v))],
+  ['ctxsw_vol', 'voluntary switches', (v) => `${num(v)}/s`],
+  ['ctxsw_invol', 'involuntary switches', (v) => `${num(v)}/s`],
+  ['owner', 'owner', String],
+  ['unit', 'unit', String],
+];
+
+function bytes(v) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function loadExtras() {
+  let box = document.getElementById('detail-extras');
+  if (!box) {
+    box = h('dl', { id: 'detail-extras', class: 'extras' });
+    $('#detail').appendChild(box);
+  }
+  const { host, process } = state.selected;
+  const path = `/api/v1/hosts/${encodeURIComponent(host)}/processes/${encodeURIComponent(process)}/history?from=now-5m`;
+  let last = null;
+  try {
+    const extras = (await (await api(path)).json()).extras || [];
+    last = extras[extras.length - 1] || null;
+  } catch (e) {
+    if (e instanceof AuthError) needAuth();
+  }
+  box.hidden = !last;
+  if (!last) { box.replaceChildren(); return; }
+  const items = EXTRA_LABELS.filter(([k]) => last[k] !== undefined && last[k] !== null)
+    .flatMap(([k, label, fmt]) => [h('dt', { text: label }), h('dd', { text: fmt(last[k]) })]);
+  box.replaceChildren(...items);
 }
 
 // ---------- the loop ----------

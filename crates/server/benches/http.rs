@@ -76,6 +76,7 @@ fn host_samples(rng: &mut Lcg, procs: &[String], end: i64, sweeps: usize) -> Vec
                 mem: (mem * 1000.0).round() / 1000.0,
                 rss: (mem * 80_000_000.0) as u64 / 4096 * 4096,
                 count: 1 + (p.len() % 4) as u32,
+                extras: None,
             });
         }
     }

@@ -299,6 +299,7 @@ mod tests {
                     mem: 0.0,
                     rss: 0,
                     count: 1,
+                    extras: None,
                 })
                 .collect(),
             dropped_samples: 0,

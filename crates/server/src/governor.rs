@@ -276,7 +276,16 @@ mod tests {
     use super::*;
 
     fn sample(ts: TsMs, process: &str, cpu: f64) -> Sample {
-        Sample { ts, process: process.into(), cpu, cores: 0.0, mem: 0.1, rss: 1000, count: 1 }
+        Sample {
+            ts,
+            process: process.into(),
+            cpu,
+            cores: 0.0,
+            mem: 0.1,
+            rss: 1000,
+            count: 1,
+            extras: None,
+        }
     }
 
     fn batch(samples: Vec<Sample>) -> Batch {

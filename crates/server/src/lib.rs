@@ -68,6 +68,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metered_store;
 pub mod metrics;
+pub mod metrics_extras;
 pub mod openapi;
 pub mod ownership;
 pub mod page;
@@ -76,6 +77,7 @@ pub mod rendezvous;
 pub mod retire;
 pub mod serve;
 pub mod time;
+pub mod usage_extras;
 pub mod usage_row;
 
 use std::future::Future;

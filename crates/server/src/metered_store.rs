@@ -92,4 +92,10 @@ impl Storage for MeteredStore {
     async fn close(&self) -> StoreResult<()> {
         self.inner.close().await
     }
+    async fn extras_window(
+        &self,
+        q: &UsageQuery,
+    ) -> StoreResult<Vec<procwatch_store::extras::ExtrasRecord>> {
+        self.inner.extras_window(q).await
+    }
 }

@@ -421,6 +421,7 @@ impl Metrics {
         }
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        out.push_str(&crate::metrics_extras::text(st, &snap.processes).await);
         out.push_str(&st.governor.metrics_text());
         out.push('\n');
         // The standard process_* self-metrics (cpu seconds, resident memory, fds, start time).
@@ -513,8 +514,8 @@ fn active_levels(
     let mut m = std::collections::HashMap::new();
     for e in events.iter().filter(|e| e.end.is_none()) {
         let metric = match e.metric {
-            Metric::Mem => "mem",
             Metric::Cpu | Metric::Cores => "cpu",
+            m => m.as_str(),
         };
         let slot = m.entry((e.host.clone(), e.process.clone(), metric)).or_insert(Level::Ok);
         *slot = (*slot).max(e.level);

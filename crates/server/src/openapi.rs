@@ -152,7 +152,8 @@ fn build() -> Value {
                 {"name": "order", "in": "query", "required": false, "schema": {"type": "string", "enum": ["asc", "desc"]}, "description": "Default desc for figures, asc for names."},
                 {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Page size after sorting (at most 50,000, the default)."},
                 {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "The `next` of the previous page."},
-                p("metrics", "query", false, "Comma list of cpu, cores, mem, rss: only these in each row (default all)."),
+                p("metrics", "query", false, "Comma list of cpu, cores, mem, rss: only these in each row (default all). May also name the opt-in extras (issue 19): read_bps, write_bps (or io), fds, fds_pct, threads, ctxsw_vol, ctxsw_invol (or ctxsw): their statistics in the row's `extras` object; owner, unit: those strings in the row. Extras are absent from rows unless named."),
+                {"name": "group_by", "in": "query", "required": false, "schema": {"type": "string", "enum": ["unit", "owner"]}, "description": "One row per systemd unit / container id (or per user) instead of per process: `process` is the unit (`(none)` for series without one), `host` null; each statistic is the sum over the group's series (exact for mean and last, bounds for min, max, p95). At most 1,000 groups, the rest summed into `(other)`. Needs agents run with `--metrics unit` (or owner)."},
                 p("stats", "query", false, "Comma list of mean, min, max, last, p95: only these in each metric (default all).")],
             "responses": with("200", ok("Rows.", json!({"type": "object", "properties": {
                 "from": {"type": "integer"}, "to": {"type": "integer"}, "rows": {"type": "array", "items": r("UsageRow")}, "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."}}})), &[("404", "Unknown host.")])}},
@@ -168,7 +169,8 @@ fn build() -> Value {
                 "host": {"type": "string"}, "process": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"},
                 "step_ms": {"type": "integer", "description": "The step of the points (the query's, rounded up to a multiple of 5 min at `5m`)."},
                 "resolution": {"type": "string", "enum": ["raw", "5m"], "description": "What answered: raw samples or 5-minute roll-ups."},
-                "points": {"type": "array", "items": r("HistoryPoint")}}})), &[("404", "Unknown host or process.")])}},
+                "points": {"type": "array", "items": r("HistoryPoint")},
+                "extras": {"type": "array", "description": "The opt-in extra metrics (issue 19) at the same step, oldest first: `ts` and the means of read_bps, write_bps, fds, fds_pct, threads, ctxsw_vol, ctxsw_invol, the newest owner and unit. Absent when the series has none.", "items": {"type": "object"}}}})), &[("404", "Unknown host or process.")])}},
         "/": {"get": {"summary": "The web dashboard (HTML). Always open.", "responses": {
             "200": {"description": "The page.", "content": {"text/html": {}}}}}},
         "/index.html": {"get": {"summary": "The web dashboard (HTML), as `/`.", "responses": {
@@ -208,7 +210,7 @@ fn build() -> Value {
                 {"name": "active", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}, "description": "true: only open events (no end)."},
                 p("host", "query", false, "Exact host."),
                 p("process", "query", false, "Exact process name."),
-                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "cores", "mem"]}},
+                {"name": "metric", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cpu", "cores", "mem", "fds", "fds_pct", "threads", "read_bps", "write_bps", "ctxsw_vol", "ctxsw_invol"]}},
                 {"name": "level", "in": "query", "required": false, "schema": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]}},
                 p("from", "query", false, &format!("Events that started at or after. {time_doc}")),
                 p("to", "query", false, &format!("Events that started before. {time_doc}")),
@@ -307,7 +309,7 @@ fn build() -> Value {
           "AlarmEvent": {"type": "object", "required": ["id", "host", "process", "metric", "level", "previous", "start", "value", "peak", "threshold"], "properties": {
             "id": {"type": "string"}, "kind": {"type": "string", "enum": ["series", "host_silent", "host_retired"]},
             "host": {"type": "string"}, "process": {"type": "string", "description": "Empty for a host alarm."},
-            "metric": {"type": "string", "enum": ["cpu", "cores", "mem"]},
+            "metric": {"type": "string", "enum": ["cpu", "cores", "mem", "fds", "fds_pct", "threads", "read_bps", "write_bps", "ctxsw_vol", "ctxsw_invol"], "description": "cpu, cores, mem, or an opt-in extra metric a rule names (issue 19)."},
             "level": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "previous": {"type": "string", "enum": ["OK", "STALE", "AMBER", "RED"]},
             "start": {"type": "integer"}, "end": {"type": "integer", "description": "Absent while open."},

@@ -17,7 +17,9 @@
 //!   first N rows after sorting (a page: at most `page::MAX_PAGE`, and `next` is the cursor
 //!   of the following page, see [`crate::page`]); `metrics=cpu,mem` and `stats=mean,p95` (comma lists, default
 //!   all) keep only those figures in each row, which makes a fleet-wide answer several times
-//!   smaller.
+//!   smaller. `metrics=` may also name the opt-in extras (`fds`, `threads`, `io`, `ctxsw`,
+//!   `owner`, `unit`, …) and `group_by=unit|owner` sums the rows per service or user: see
+//!   [`crate::usage_extras`].
 //! - v1 `history`: `from` (default `now-1h`), `to` (default now + 5 min), `step` (default 0:
 //!   raw samples; else buckets aligned to multiples of the step, mean and max of each).
 //! - A host is `stale` when its newest sample is older than 3 intervals (its agent's declared
@@ -231,6 +233,9 @@ pub struct UsageParams {
     pub metrics: Option<String>,
     /// Comma list of mean, min, max, last, p95 (default all).
     pub stats: Option<String>,
+    /// `unit` or `owner`: one row per systemd unit / container or per user
+    /// ([`crate::usage_extras`]).
+    pub group_by: Option<String>,
 }
 
 /// The answer of `GET /api/v1/usage` (also what `procwatch status` reads).
@@ -433,6 +438,7 @@ pub async fn usage(
     if host_glob.is_some() && !uq.per_host {
         return Err(ApiError::bad_param("host", "a host glob needs per_host=true"));
     }
+    let group_by = p.group_by.as_deref().map(crate::usage_extras::GroupBy::parse).transpose()?;
     let mut rows = st.store.usage(&uq).await?;
     if host_glob.is_some() || process_glob.is_some() {
         // Filtering a fleet costs rows × pattern: on the blocking pool, stopped when the
@@ -450,6 +456,13 @@ pub async fn usage(
             ensure_host(&st, h).await?;
         }
     }
+    let mut extras = crate::usage_extras::ExtrasIndex::default();
+    if fields.wants_extras() || group_by.is_some() {
+        extras = crate::usage_extras::ExtrasIndex::load(&st, &uq).await?;
+    }
+    if let Some(by) = group_by {
+        rows = crate::usage_extras::group_rows(&rows, &extras, by);
+    }
     let offset = cursor.map_or(0, |c| c.offset);
     let size = page::size(p.limit, page::MAX_PAGE);
     if let Some((cmp, _)) = sort {
@@ -464,7 +477,13 @@ pub async fn usage(
         rows.reverse();
     }
     let (rows, next) = page::take(rows, offset, size, Some((from, to)));
-    let rows = rows.into_iter().map(|row| RowView { row, fields }).collect();
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let extras = if fields.wants_extras() { extras.take(&row) } else { None };
+            RowView { row, fields, extras }
+        })
+        .collect();
     Ok(Json(UsageResponse { from, to, rows, next }))
 }
 
@@ -497,6 +516,10 @@ pub struct HistoryResponse {
     pub resolution: Resolution,
     /// The points, oldest first.
     pub points: Vec<HistoryPoint>,
+    /// The opt-in extra metrics at the same step (raw records when the step is 0), oldest
+    /// first; absent when the series has none in the range.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extras: Vec<procwatch_store::extras::ExtrasPoint>,
 }
 
 const DEFAULT_HISTORY_MS: i64 = 3_600_000;
@@ -519,6 +542,14 @@ pub async fn history(
     let hq = HistoryQuery { host, process, from, to, step_ms };
     let a = st.store.history_answer(&hq).await?;
     let (step_ms, resolution, points) = (a.step_ms, a.resolution, a.points);
+    let xq = UsageQuery {
+        from,
+        to,
+        host: Some(hq.host.clone()),
+        process: Some(hq.process.clone()),
+        per_host: true,
+    };
+    let extras = procwatch_store::extras::history(&st.store.extras_window(&xq).await?, step_ms);
     Ok(Json(HistoryResponse {
         host: hq.host,
         process: hq.process,
@@ -527,6 +558,7 @@ pub async fn history(
         step_ms,
         resolution,
         points,
+        extras,
     }))
 }
 

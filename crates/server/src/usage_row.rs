@@ -17,30 +17,79 @@ const STATS: [&str; 5] = ["mean", "min", "max", "last", "p95"];
 pub struct Fields {
     metrics: u8,
     stats: u8,
+    /// Extra metrics (issue 19): bit i = `EXTRA_FIELDS[i]`.
+    extras: u16,
+}
+
+/// The extra metrics a `metrics=` list may name: the numeric ones, then `owner` and `unit`.
+/// `io` stands for read_bps and write_bps, `ctxsw` for ctxsw_vol and ctxsw_invol.
+const EXTRA_FIELDS: [&str; 9] = [
+    "read_bps",
+    "write_bps",
+    "fds",
+    "fds_pct",
+    "threads",
+    "ctxsw_vol",
+    "ctxsw_invol",
+    "owner",
+    "unit",
+];
+
+fn extra_bits(item: &str) -> u16 {
+    match item {
+        "io" => 0b11,
+        "ctxsw" => 0b110_0000,
+        _ => EXTRA_FIELDS.iter().position(|n| *n == item).map_or(0, |i| 1 << i),
+    }
 }
 
 impl Fields {
     /// Every metric and every statistic.
-    pub const ALL: Fields = Fields { metrics: 0b1111, stats: 0b11111 };
+    pub const ALL: Fields = Fields { metrics: 0b1111, stats: 0b11111, extras: 0 };
+
+    /// Whether the answer asks for any extra metric (the store's extras must be read).
+    pub fn wants_extras(&self) -> bool {
+        self.extras != 0
+    }
 
     /// Parses the comma lists of `metrics=` and `stats=` (absent: all).
     pub fn parse(metrics: Option<&str>, stats: Option<&str>) -> Result<Fields, ApiError> {
-        fn mask(list: Option<&str>, names: &[&str], param: &str) -> Result<u8, ApiError> {
+        fn mask(
+            list: Option<&str>,
+            names: &[&str],
+            param: &str,
+            extras: Option<&mut u16>,
+        ) -> Result<u8, ApiError> {
             let Some(list) = list.filter(|l| !l.is_empty()) else {
                 return Ok((1u8 << names.len()) - 1);
             };
-            let mut m = 0;
-            for item in list.split(',') {
-                let i = names.iter().position(|n| *n == item.trim()).ok_or_else(|| {
-                    ApiError::bad_param(param, format!("{item:?}: one of {}", names.join(", ")))
-                })?;
-                m |= 1 << i;
+            let (mut m, mut x) = (0, 0);
+            for item in list.split(',').take(64) {
+                let item = item.trim();
+                if let Some(i) = names.iter().position(|n| *n == item) {
+                    m |= 1 << i;
+                } else if extras.is_some() && extra_bits(item) != 0 {
+                    x |= extra_bits(item);
+                } else {
+                    let known = if extras.is_some() {
+                        format!("{}, io, ctxsw, {}", names.join(", "), EXTRA_FIELDS.join(", "))
+                    } else {
+                        names.join(", ")
+                    };
+                    let shown: String = item.chars().take(40).collect();
+                    return Err(ApiError::bad_param(param, format!("{shown:?}: one of {known}")));
+                }
+            }
+            if let Some(e) = extras {
+                *e = x;
             }
             Ok(m)
         }
+        let mut extras = 0;
         Ok(Fields {
-            metrics: mask(metrics, &METRICS, "metrics")?,
-            stats: mask(stats, &STATS, "stats")?,
+            metrics: mask(metrics, &METRICS, "metrics", Some(&mut extras))?,
+            stats: mask(stats, &STATS, "stats", None)?,
+            extras,
         })
     }
 }
@@ -52,6 +101,9 @@ pub struct RowView {
     pub row: UsageRow,
     /// Which of them the JSON carries.
     pub fields: Fields,
+    /// The row's extra metrics (issue 19), when the query asked for some and the store has
+    /// them.
+    pub extras: Option<Box<procwatch_store::extras::ExtrasUsage>>,
 }
 
 struct StatsView<'a>(&'a Stats, u8);
@@ -80,6 +132,22 @@ impl Serialize for RowView {
         for (i, (name, st)) in METRICS.iter().zip([&r.cpu, &r.cores, &r.mem, &r.rss]).enumerate() {
             if self.fields.metrics & (1 << i) != 0 {
                 m.serialize_entry(name, &StatsView(st, self.fields.stats))?;
+            }
+        }
+        if let Some(x) = self.extras.as_deref().filter(|_| self.fields.extras != 0) {
+            let mut figures = std::collections::BTreeMap::new();
+            for (i, name) in EXTRA_FIELDS[..7].iter().enumerate() {
+                if let (true, Some(st)) = (self.fields.extras & (1 << i) != 0, x.metrics.get(*name))
+                {
+                    figures.insert(*name, StatsView(st, self.fields.stats));
+                }
+            }
+            m.serialize_entry("extras", &figures)?;
+            if self.fields.extras & (1 << 7) != 0 {
+                m.serialize_entry("owner", &x.owner)?;
+            }
+            if self.fields.extras & (1 << 8) != 0 {
+                m.serialize_entry("unit", &x.unit)?;
             }
         }
         m.serialize_entry("count", &r.count)?;
@@ -132,7 +200,7 @@ struct RowIn {
 impl<'de> Deserialize<'de> for RowView {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RowIn::deserialize(d)?;
-        let mut fields = Fields { metrics: 0, stats: 0 };
+        let mut fields = Fields { metrics: 0, stats: 0, extras: 0 };
         let mut figure = |i: usize, s: Option<StatsIn>| match s {
             Some(s) => {
                 let (mask, st) = s.split();
@@ -155,7 +223,7 @@ impl<'de> Deserialize<'de> for RowView {
             samples: r.samples,
             last_ts: r.last_ts,
         };
-        Ok(RowView { row, fields })
+        Ok(RowView { row, fields, extras: None })
     }
 }
 
@@ -182,10 +250,10 @@ mod tests {
     #[test]
     fn row_view_keeps_only_the_asked_fields() {
         let row = row(Some("h"));
-        let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL }).unwrap();
+        let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL, extras: None }).unwrap();
         assert_eq!(all, serde_json::to_value(&row).unwrap());
         let fields = Fields::parse(Some("cpu,mem"), Some("mean")).unwrap();
-        let some = serde_json::to_value(RowView { row, fields }).unwrap();
+        let some = serde_json::to_value(RowView { row, fields, extras: None }).unwrap();
         assert_eq!(
             some,
             serde_json::json!({"host": "h", "process": "p", "cpu": {"mean": 1.0},
@@ -199,7 +267,8 @@ mod tests {
     fn a_row_reads_back_as_it_was_written() {
         let row = row(None);
         for fields in [Fields::ALL, Fields::parse(Some("cpu,rss"), Some("mean,last")).unwrap()] {
-            let json = serde_json::to_value(RowView { row: row.clone(), fields }).unwrap();
+            let json =
+                serde_json::to_value(RowView { row: row.clone(), fields, extras: None }).unwrap();
             let back: RowView = serde_json::from_value(json.clone()).unwrap();
             assert_eq!(back.fields, fields);
             assert_eq!(serde_json::to_value(&back).unwrap(), json);

@@ -30,6 +30,7 @@
 //! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
 #![deny(missing_docs)]
 
+mod extras;
 mod hosts;
 mod queries;
 mod rows;
@@ -375,10 +376,15 @@ impl Storage for ClickHouseStore {
         // Both tables at once (independent inserts); the host's bookkeeping only once both
         // hold the batch.
         let (samples, totals) = (sample_rows(batch), total_rows(batch));
-        let (a, b) =
-            tokio::join!(self.insert("samples", &samples), self.insert("host_totals", &totals));
+        let extras = extras::rows(batch)?;
+        let (a, b, c) = tokio::join!(
+            self.insert("samples", &samples),
+            self.insert("host_totals", &totals),
+            self.insert("extras", &extras)
+        );
         a?;
         b?;
+        c?;
         let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;
         Ok(WriteOutcome {
             samples: batch.samples.len(),
@@ -461,6 +467,13 @@ impl Storage for ClickHouseStore {
 
     async fn directives(&self) -> StoreResult<Vec<procwatch_model::directive::DirectiveRecord>> {
         Ok(queries::directives(self).await?)
+    }
+
+    async fn extras_window(
+        &self,
+        q: &UsageQuery,
+    ) -> StoreResult<Vec<procwatch_store::extras::ExtrasRecord>> {
+        Ok(extras::window(self, q).await?)
     }
 
     async fn health(&self) -> StoreResult<()> {

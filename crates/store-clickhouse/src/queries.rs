@@ -25,14 +25,25 @@ async fn fetch_samples(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<SampleRow>
         return Ok(Vec::new());
     }
     let sql = sql::samples_window(st.db(), q.host.is_some(), q.process.is_some());
-    let mut query = st.client.query(&sql).bind(from).bind(q.to);
+    let query = bind_window(st.client.query(&sql), from, q);
+    st.run(query.fetch_all::<SampleRow>()).await
+}
+
+/// Binds `from`, `q.to`, then `q.host` and `q.process` when set: the parameters of the
+/// window queries of `sql` (`samples_window`, `usage`, `window_of`).
+pub(crate) fn bind_window(
+    mut query: clickhouse::query::Query,
+    from: TsMs,
+    q: &UsageQuery,
+) -> clickhouse::query::Query {
+    query = query.bind(from).bind(q.to);
     if let Some(h) = &q.host {
         query = query.bind(h.as_str());
     }
     if let Some(p) = &q.process {
         query = query.bind(p.as_str());
     }
-    st.run(query.fetch_all::<SampleRow>()).await
+    query
 }
 
 /// Groups sorted rows into series (host, process, samples oldest first).
@@ -60,13 +71,7 @@ pub async fn usage(st: &ClickHouseStore, q: &UsageQuery) -> R<Vec<UsageRow>> {
         return Ok(Vec::new());
     }
     let sql = sql::usage(st.db(), q.per_host, q.host.is_some(), q.process.is_some());
-    let mut query = st.client.query(&sql).bind(from).bind(q.to);
-    if let Some(h) = &q.host {
-        query = query.bind(h.as_str());
-    }
-    if let Some(p) = &q.process {
-        query = query.bind(p.as_str());
-    }
+    let query = bind_window(st.client.query(&sql), from, q);
     let rows = st.run(query.fetch_all::<UsageOut>()).await?;
     Ok(rows.into_iter().map(|r| r.row(q.per_host)).collect())
 }
@@ -244,7 +249,12 @@ pub async fn apply_retention(st: &ClickHouseStore, cutoff: TsMs) -> R<u64> {
     // Whole days before the cutoff's day go as partitions, on every shard.
     let before = day_start(cutoff);
     let mut dropped = 0;
-    for (dist, local) in [("samples", "samples_local"), ("host_totals", "host_totals_local")] {
+    let tables = [
+        ("samples", "samples_local"),
+        ("host_totals", "host_totals_local"),
+        ("extras", "extras_local"),
+    ];
+    for (dist, local) in tables {
         let days: Vec<String> = st
             .run(st.client.query(&sql::old_days(db, dist)).bind(before).fetch_all::<String>())
             .await?;

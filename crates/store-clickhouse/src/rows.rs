@@ -43,6 +43,7 @@ impl SampleRow {
             mem: self.mem,
             rss: self.rss,
             count: self.count,
+            extras: None,
         }
     }
 }

@@ -87,6 +87,7 @@ pub fn ddl(cluster: Option<&str>, db: &str) -> Vec<String> {
          record String, version UInt64) ENGINE = {} ORDER BY directive",
         global("directives")
     ));
+    v.extend(crate::extras::ddl(cluster, db));
     v
 }
 

@@ -8,8 +8,12 @@ pub const SAMPLE_COLUMNS: &str = "host, process, ts, cpu, cores, mem, rss, count
 /// Raw samples in `[?, ?)`, optionally of one host and/or process, newest version of each key,
 /// sorted per series. Binds: from, to, [host], [process].
 pub fn samples_window(db: &str, host: bool, process: bool) -> String {
-    let mut sql =
-        format!("SELECT {SAMPLE_COLUMNS} FROM {db}.samples FINAL WHERE ts >= ? AND ts < ?");
+    window_of(db, "samples", SAMPLE_COLUMNS, host, process)
+}
+
+/// `columns` of `table` in `[?, ?)` as [`samples_window`] reads `samples` (also `extras`).
+pub fn window_of(db: &str, table: &str, columns: &str, host: bool, process: bool) -> String {
+    let mut sql = format!("SELECT {columns} FROM {db}.{table} FINAL WHERE ts >= ? AND ts < ?");
     if host {
         sql.push_str(" AND host = ?");
     }

@@ -70,6 +70,9 @@ impl InfluxStore {
         for s in &batch.samples {
             line::sample_point(&mut cur, host, s);
             push(&mut cur, &mut n, &mut chunks);
+            if crate::extras::extras_point(&mut cur, host, s)? {
+                push(&mut cur, &mut n, &mut chunks);
+            }
         }
         for t in &batch.host_totals {
             line::host_total_point(&mut cur, host, t);

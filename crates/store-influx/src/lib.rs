@@ -128,6 +128,7 @@ mod client;
 mod coalesce;
 mod config;
 mod directives;
+mod extras;
 mod ingest;
 mod reads;
 mod retention;
@@ -326,6 +327,14 @@ impl Storage for InfluxStore {
 
     async fn close(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn extras_window(
+        &self,
+        q: &UsageQuery,
+    ) -> StoreResult<Vec<procwatch_store::extras::ExtrasRecord>> {
+        let r = self.extras_window_inner(q).await;
+        self.track(r)
     }
 }
 

@@ -34,6 +34,7 @@ impl InfluxStore {
             if totals > 0 {
                 stmts.push(format!("DELETE FROM {} WHERE time < {cutoff}ms", ident(HOST)));
             }
+            stmts.push(crate::extras::delete_older(cutoff));
         }
         for h in self.hosts_inner().await? {
             if h.last_seen < cutoff {

@@ -54,6 +54,7 @@ pub(crate) fn sample_from_row(process: &str, r: &influxql::Row<'_>) -> Sample {
         mem: r.f64("mem").unwrap_or(0.0),
         rss: r.u64("rss").unwrap_or(0),
         count: r.u64("count").unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        extras: None,
     }
 }
 

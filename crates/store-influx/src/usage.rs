@@ -241,6 +241,7 @@ fn usage_row(
         mem: 0.0,
         rss: 0,
         count: 0,
+        extras: None,
     });
     let [mut cpu, mut cores, mut mem, mut rss] = stats;
     cpu.last = last.cpu;

@@ -59,6 +59,7 @@ fn sample(i: usize, name: &str, ts: i64) -> Sample {
         mem: 0.25,
         rss: 1_000_000 + i as u64,
         count: 1 + i as u32 % 3,
+        extras: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
                 mem: 0.1 + (k as f64) / 100.0 + (x % 3) as f64 / 1000.0,
                 rss: 4096 * (1_000 + (k as u64) * 37 + x % 5),
                 count: 1 + (k % 10 == 0) as u32 * (x % 4) as u32,
+                extras: None,
             }
         })
         .collect();

@@ -46,6 +46,7 @@ fn batch(host: usize, procs: usize, ts: TsMs, seq: u64) -> Batch {
             mem: 0.1 + 0.001 * (k % 13) as f64,
             rss: 4096 * (1000 + k as u64 + seq % 5),
             count: 1,
+            extras: None,
         })
         .collect();
     procwatch_store::conformance::batch(&format!("host-{host:04}"), seq, samples)

@@ -97,6 +97,7 @@ impl Host {
                 mem,
                 rss,
                 count: self.count[k],
+                extras: None,
             });
         }
         batch(&self.name, seq, samples)

@@ -144,5 +144,6 @@ pub(crate) fn col_sample(c: &Columns, i: usize, process: &str) -> Sample {
         mem: c.mem[i],
         rss: c.rss[i],
         count: c.count[i],
+        extras: None,
     }
 }

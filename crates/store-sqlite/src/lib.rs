@@ -132,6 +132,7 @@ mod codec;
 mod compact;
 mod directives;
 mod disk;
+mod extras;
 mod head;
 mod index;
 mod inner;
@@ -198,6 +199,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.execute_batch(rollup::ROLLUP_SCHEMA).map_err(db_err)?;
+        conn.execute_batch(extras::EXTRAS_SCHEMA).map_err(db_err)?;
         conn.execute_batch(rollup_pack::BLOCK_SCHEMA).map_err(db_err)?;
         rollup::backfill(&conn)?;
 

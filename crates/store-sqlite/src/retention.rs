@@ -32,6 +32,7 @@ impl Inner {
             })
             .map_err(db_err)?;
         tx.execute("DELETE FROM chunks WHERE end_ts < ?1", [cutoff]).map_err(db_err)?;
+        crate::extras::delete_extras_before(&tx, cutoff)?;
         let hosts: Vec<Arc<HostEntry>> = self.catalog.read().hosts.values().cloned().collect();
         {
             let mut st = tx

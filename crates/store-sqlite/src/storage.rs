@@ -95,6 +95,14 @@ impl Storage for SqliteStore {
         .await
     }
 
+    async fn extras_window(
+        &self,
+        q: &UsageQuery,
+    ) -> StoreResult<Vec<procwatch_store::extras::ExtrasRecord>> {
+        let q = q.clone();
+        self.blocking(move |i| i.extras_window(&q)).await
+    }
+
     fn window_bytes(&self) -> Option<u64> {
         let hosts: Vec<std::sync::Arc<crate::catalog::HostEntry>> =
             self.inner.catalog.read().hosts.values().cloned().collect();

@@ -166,6 +166,7 @@ impl Inner {
                     .map_err(db_err)?;
             }
         }
+        crate::extras::write_extras(&tx, host_id, batch, rfloor)?;
         tx.prepare_cached(
             "UPDATE hosts SET last_seen = ?2, interval_ms = ?3, last_seq = ?4, seq_gaps = ?5, dropped = ?6 WHERE id = ?1",
         )

@@ -356,6 +356,7 @@ fn power_mode_fsyncs_the_wal_before_acknowledging_and_shares_fsyncs() {
                             mem: 1.0,
                             rss: 1,
                             count: 1,
+                            extras: None,
                         }],
                         report: None,
                     };

@@ -61,6 +61,7 @@ async fn fleet_queries_match_the_reference() {
                         mem: (x % 5000) as f64 / 97.0,
                         rss: x % 1_000_000_000,
                         count: (x % 4) as u32 + 1,
+                        extras: None,
                     }
                 })
                 .collect();

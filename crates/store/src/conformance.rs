@@ -19,8 +19,10 @@ use std::sync::Arc;
 use procwatch_model::{AlarmEvent, AlarmKind, Batch, HostTotal, Level, Metric, Sample, TsMs};
 
 mod directives;
+mod extras;
 mod rollups;
 pub use directives::directives;
+pub use extras::extras_round_trip;
 pub use rollups::{resolution_by_range, rollup_exact, rollup_late_sample};
 
 use crate::{AlarmQuery, HistoryQuery, Stats, Storage, StoreError, UsageQuery};
@@ -47,6 +49,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("rollup_late_sample", |s| Box::pin(rollup_late_sample(s))),
     ("resolution_by_range", |s| Box::pin(resolution_by_range(s))),
     ("directives", |s| Box::pin(directives(s))),
+    ("extras_round_trip", |s| Box::pin(extras_round_trip(s))),
 ];
 
 /// Minimal boxed-future alias, so the suite needs no extra dependency.
@@ -88,6 +91,7 @@ pub fn sample(ts: TsMs, process: &str, cpu: f64, mem: f64) -> Sample {
         mem,
         rss: (mem * 1_000_000.0) as u64,
         count: 1 + (ts / 10_000 % 5) as u32,
+        extras: None,
     }
 }
 

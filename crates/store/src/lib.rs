@@ -53,6 +53,7 @@ pub mod agg;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod host_book;
+pub mod extras;
 pub mod memory;
 pub mod rollup;
 
@@ -402,5 +403,14 @@ pub trait Storage: Send + Sync + 'static {
     /// when the backend keeps no such window in this process.
     fn window_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// The opt-in extra metrics (issue 19, [`extras`]) of the series matching `q.host` and
+    /// `q.process` (`per_host` is ignored) with `ts` in `[from, to)`, sorted by (host, process,
+    /// ts), one record per stored sample that carried extras. Retention drops them with their
+    /// samples. The default stores none and answers empty; wrappers must forward it.
+    async fn extras_window(&self, q: &UsageQuery) -> StoreResult<Vec<extras::ExtrasRecord>> {
+        let _ = q;
+        Ok(Vec::new())
     }
 }

@@ -156,6 +156,24 @@ impl crate::Storage for MemoryStore {
         Ok(rows)
     }
 
+    async fn extras_window(&self, q: &UsageQuery) -> StoreResult<Vec<crate::extras::ExtrasRecord>> {
+        let g = self.inner.read();
+        let mut out = Vec::new();
+        for ((host, process), ss) in g.series.iter().filter(|((h, p), _)| matches(q, h, p)) {
+            for s in ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s) {
+                if let Some(x) = s.extras.as_deref().filter(|x| !x.is_empty()) {
+                    out.push(crate::extras::ExtrasRecord {
+                        host: host.clone(),
+                        process: process.clone(),
+                        ts: s.ts,
+                        extras: x.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
         let g = self.inner.read();
         Ok(g.series

@@ -178,7 +178,16 @@ mod tests {
     use crate::agg::history_points;
 
     fn s(ts: TsMs, cpu: f64) -> Sample {
-        Sample { ts, process: "p".into(), cpu, cores: cpu / 10.0, mem: cpu * 2.0, rss: 7, count: 1 }
+        Sample {
+            ts,
+            process: "p".into(),
+            cpu,
+            cores: cpu / 10.0,
+            mem: cpu * 2.0,
+            rss: 7,
+            count: 1,
+            extras: None,
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub fn sweep(ts: i64, procs: usize, k: u64) -> SweepData {
                     mem: x / 10.0,
                     rss: 1_000_000 + i as u64 * 4096,
                     count: 1 + (i % 3) as u32,
+                    extras: None,
                 }
             })
             .collect(),

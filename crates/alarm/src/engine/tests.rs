@@ -5,8 +5,7 @@ use super::*;
 #[test]
 fn stale_alarms_expire_and_only_they() {
     let mut e = Engine::new(RuleSet::default());
-    let s =
-        |ts, cpu| Sample { ts, process: "p".into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 };
+    let s = |ts, cpu| sample(ts, "p", cpu);
     let hot = [s(1_000, 95.0)];
     let input = |samples| SeriesInput { host: "h", process: "p", samples, interval_ms: 1_000 };
     assert_eq!(e.evaluate(1_000, &[input(&hot)], &[])[0].level, Level::Red);
@@ -25,7 +24,16 @@ fn stale_alarms_expire_and_only_they() {
 }
 
 fn sample(ts: TsMs, process: &str, cpu: f64) -> Sample {
-    Sample { ts, process: process.into(), cpu, cores: 0.0, mem: 1.0, rss: 0, count: 1 }
+    Sample {
+        ts,
+        process: process.into(),
+        cpu,
+        cores: 0.0,
+        mem: 1.0,
+        rss: 0,
+        count: 1,
+        extras: None,
+    }
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub fn legacy_to_batch(payload: &LegacyPayload, limits: &Limits) -> Result<Batch
                 mem: mem_v,
                 rss: 0,
                 count: 1,
+                extras: None,
             });
         }
         start = end;

@@ -19,6 +19,7 @@ fn sample(process: &str) -> Sample {
         mem: 3.2,
         rss: 1 << 28,
         count: 7,
+        extras: None,
     }
 }
 
@@ -252,4 +253,35 @@ fn streamed_diagnosis_names_index_and_field() {
     assert_eq!(got, [(Some(0), "value")]);
     let r = decode_legacy(br#"{"ipaddress":"h"}"#, &l).unwrap_err();
     assert_eq!(r.problems[0].field, "data");
+}
+
+#[test]
+fn hostile_extras_are_refused_and_named() {
+    let body = |x: &str| {
+        format!(
+            r#"{{"host":"h","samples":[{{"ts":{NOW},"process":"p","cpu":1,"mem":1,"extras":{x}}}]}}"#
+        )
+    };
+    let long = "o".repeat(10_000);
+    let cases = [
+        (r#"{"fds_pct":500}"#.to_owned(), "extras.fds_pct"),
+        (r#"{"read_bps":-1}"#.to_owned(), "extras.read_bps"),
+        (r#"{"ctxsw_vol":1e300}"#.to_owned(), "extras.ctxsw_vol"),
+        (format!(r#"{{"owner":"{long}"}}"#), "extras.owner"),
+        (r#"{"unit":"a\nb"}"#.to_owned(), "extras.unit"),
+        (r#"{"unit":""}"#.to_owned(), "extras.unit"),
+    ];
+    for (x, field) in cases {
+        let r = decode_batch(body(&x).as_bytes(), &limits()).unwrap_err();
+        assert_eq!(fields(&r), vec![(Some(0), field)], "{x}");
+    }
+    // Wrong types are refused too (fds is a count).
+    assert!(decode_batch(body(r#"{"fds":-1}"#).as_bytes(), &limits()).is_err());
+    assert!(decode_batch(body(r#"{"threads":"many"}"#).as_bytes(), &limits()).is_err());
+    // Good extras pass, and a batch without them is what older agents send.
+    let ok = r#"{"fds":12,"fds_pct":1.2,"threads":4,"owner":"www-data","unit":"nginx.service"}"#;
+    let b = decode_batch(body(ok).as_bytes(), &limits()).unwrap();
+    assert_eq!(b.samples[0].extras.as_ref().unwrap().threads, Some(4));
+    let plain = serde_json::to_string(&batch(vec![sample("p")])).unwrap();
+    assert!(!plain.contains("extras"), "{plain}");
 }

@@ -73,6 +73,13 @@ pub struct AgentArgs {
     #[arg(long, env = "PROCWATCH_PROC_ROOT", default_value = "/proc", value_name = "DIR")]
     pub proc_root: String,
 
+    /// Opt-in extra metrics per process, comma-separated: io (disk bytes/s; needs root for
+    /// other users' processes), fds (open descriptors and % of the limit), threads, ctxsw
+    /// (context switches/s), owner (user name), unit (systemd unit or container id); `all`;
+    /// default none. proc collector only.
+    #[arg(long, env = "PROCWATCH_METRICS", default_value = "none", value_name = "LIST")]
+    pub metrics: procwatch_collector::ExtraSet,
+
     /// Also print one row per process (table format only; batches stay per process name).
     #[arg(long, env = "PROCWATCH_PER_PID")]
     pub per_pid: bool,
@@ -140,7 +147,14 @@ impl AgentArgs {
         let opts = CollectorOptions {
             include_kernel_threads: self.include_kernel_threads,
             per_pid: self.per_pid,
+            extras: self.metrics,
         };
+        if self.collector == CollectorKindArg::Sysinfo && !self.metrics.is_empty() {
+            bail!(
+                "--metrics {} needs the proc collector (Linux /proc); the sysinfo collector collects no extra metrics",
+                self.metrics
+            );
+        }
         #[cfg(target_os = "linux")]
         if self.collector == CollectorKindArg::Proc && self.proc_root != "/proc" {
             return procwatch_collector::new_proc_collector_at(&self.proc_root, opts)
@@ -194,11 +208,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut schedule = Schedule::new(Instant::now(), args.interval);
     collector.sweep().context("sweep failed")?;
     let mut seq = 0;
+    let mut io_warned = false;
     loop {
         schedule.advance(Instant::now());
         sleep_until(schedule.deadline());
         let sweep = match collector.sweep() {
-            Ok(Some(s)) => s,
+            Ok(Some(s)) => {
+                warn_io_unreadable(&mut io_warned, &s);
+                s
+            }
             Ok(None) => continue,
             Err(error) => {
                 tracing::warn!(message = "Sweep failed.", %error);
@@ -210,6 +228,17 @@ pub fn run(args: AgentArgs) -> Result<()> {
         if let Err(e) = emit(&mut out, format, &host, seq, args.interval, &sweep) {
             return ignore_broken_pipe(Err(e));
         }
+    }
+}
+
+/// Says once (not every sweep) that `--metrics io` cannot read some processes' I/O.
+pub fn warn_io_unreadable(warned: &mut bool, sweep: &Sweep) {
+    if sweep.io_unreadable > 0 && !*warned {
+        *warned = true;
+        tracing::warn!(
+            message = "--metrics io: /proc/PID/io is unreadable for some processes (it needs root or the same user); their io is left out (said once).",
+            processes = sweep.io_unreadable,
+        );
     }
 }
 
@@ -359,8 +388,10 @@ mod tests {
                 mem: 3.2,
                 rss: 268_435_456,
                 count: 7,
+                extras: None,
             }],
             processes: vec![],
+            io_unreadable: 0,
         };
         let b = build_batch("web-1", 42, Duration::from_secs(10), &sweep);
         assert_eq!((b.host.as_str(), b.seq, b.interval_ms), ("web-1", 42, 10_000));

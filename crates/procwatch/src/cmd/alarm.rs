@@ -422,6 +422,7 @@ fn bench_batch(host: usize, processes: usize, seq: u64, stamps: &[i64]) -> procw
                 mem: 1.0 + (p % 7) as f64,
                 rss: 1 << 20,
                 count: 1,
+                extras: None,
             });
         }
     }

@@ -123,6 +123,7 @@ fn make_batch(
                 mem: rng.next_f64() * 2.0,
                 rss: (rng.next_f64() * 1e9) as u64,
                 count: 1 + (j % 4) as u32,
+                extras: None,
             }
         })
         .collect();

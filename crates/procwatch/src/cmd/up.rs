@@ -63,6 +63,17 @@ pub struct UpArgs {
     #[arg(long, env = "PROCWATCH_INCLUDE_KERNEL_THREADS", help_heading = "Agent")]
     pub include_kernel_threads: bool,
 
+    /// Opt-in extra metrics of the local agent: io, fds, threads, ctxsw, owner, unit, all or
+    /// none (as `procwatch agent --metrics`).
+    #[arg(
+        long,
+        env = "PROCWATCH_METRICS",
+        default_value = "none",
+        value_name = "LIST",
+        help_heading = "Agent"
+    )]
+    pub metrics: procwatch_collector::ExtraSet,
+
     /// Where procfs is mounted (proc collector).
     #[arg(
         long,
@@ -124,8 +135,11 @@ fn config_notifiers() -> Result<Vec<NotifierSpec>> {
 }
 
 fn build_collector(args: &UpArgs) -> Result<Box<dyn Collector + Send>> {
-    let opts =
-        CollectorOptions { include_kernel_threads: args.include_kernel_threads, per_pid: false };
+    let opts = CollectorOptions {
+        include_kernel_threads: args.include_kernel_threads,
+        per_pid: false,
+        extras: args.metrics,
+    };
     #[cfg(target_os = "linux")]
     if args.collector == CollectorKindArg::Proc && args.proc_root != "/proc" {
         return procwatch_collector::new_proc_collector_at(&args.proc_root, opts)

@@ -134,6 +134,19 @@ impl Alarms {
                 windows[i].samples = full.samples;
             }
         }
+        // Rules on the opt-in extras (issue 19): their figures, stored apart, join the samples.
+        let needs_extras = self.engine.lock().unwrap_or_else(|p| p.into_inner()).needs_extras();
+        if needs_extras {
+            let first = windows.iter().filter_map(|w| w.samples.first()).map(|s| s.ts).min();
+            let q = UsageQuery {
+                from: first.unwrap_or(from).min(from),
+                to,
+                host: None,
+                process: None,
+                per_host: true,
+            };
+            procwatch_store::extras::attach(&mut windows, ctx.store.extras_window(&q).await?);
+        }
         let series = series_inputs(&windows, &host_interval, interval_ms);
         // A host is judged silent only once the server itself has been evaluating for 3 of the
         // host's intervals: after a restart, agents need that long to be heard again.

@@ -44,6 +44,7 @@ fn batch(host: &str, process: &str, points: &[(TsMs, f64)]) -> Batch {
                 mem: 1.0,
                 rss: 1,
                 count: 1,
+                extras: None,
             })
             .collect(),
         dropped_samples: 0,

@@ -22,7 +22,16 @@ fn governed(top_k: usize, near: f64, margin: usize) -> ServerConfig {
 }
 
 fn proc_sample(ts: TsMs, process: &str, cpu: f64, rss: u64, count: u32) -> Sample {
-    Sample { ts, process: process.into(), cpu, cores: cpu / 200.0, mem: cpu / 4.0, rss, count }
+    Sample {
+        ts,
+        process: process.into(),
+        cpu,
+        cores: cpu / 200.0,
+        mem: cpu / 4.0,
+        rss,
+        count,
+        extras: None,
+    }
 }
 
 /// The rows of one host's usage, by process.

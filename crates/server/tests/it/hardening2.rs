@@ -76,6 +76,7 @@ fn huge_batch(process: &str, cores: f64) -> procwatch_model::Batch {
             mem: 5.0,
             rss: 1 << 20,
             count: 1,
+            extras: None,
         })
         .collect();
     batch("web-1", 1, samples)

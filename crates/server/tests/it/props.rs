@@ -35,6 +35,7 @@ fn sample() -> impl Strategy<Value = Sample> {
             mem,
             rss,
             count,
+            extras: None,
         })
 }
 

@@ -107,7 +107,16 @@ pub fn now_ms() -> TsMs {
 
 pub fn sample(ts: TsMs, process: &str, cpu: f64, mem: f64) -> Sample {
     // cores below the built-in cores rule (0.9) even at 100 % cpu: these tests are about cpu.
-    Sample { ts, process: process.into(), cpu, cores: cpu / 200.0, mem, rss: 1 << 20, count: 1 }
+    Sample {
+        ts,
+        process: process.into(),
+        cpu,
+        cores: cpu / 200.0,
+        mem,
+        rss: 1 << 20,
+        count: 1,
+        extras: None,
+    }
 }
 
 pub fn batch(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {

@@ -94,6 +94,7 @@ fn batches(a: &Args, now: i64) -> Vec<Batch> {
                         mem: x / 4.0,
                         rss: (x * 1e7) as u64,
                         count: 1 + (p % 4) as u32,
+                        extras: None,
                     }
                 })
                 .collect();

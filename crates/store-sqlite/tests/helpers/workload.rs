@@ -16,6 +16,7 @@ pub fn sample(k: usize, i: i64, ts: TsMs) -> Sample {
         mem: 1.0 + (k as f64) / 7.0 + if i % 5 == 0 { 0.25 } else { 0.0 },
         rss: 1_000_000 + (k as u64) * 4096 + (i as u64 % 5) * 4096,
         count: 1 + (i % 3) as u32,
+        extras: None,
     }
 }
 

@@ -139,8 +139,13 @@ pub fn run(
         interval_ms = cfg.interval.as_millis() as u64,
         spool = %spool_dir.display()
     );
+    let mut io_warned = false;
     let sweep = Box::new(move || {
-        collector.sweep().map(|o| o.map(to_sweep_data)).map_err(|e| Box::new(e) as BoxError)
+        let s = collector.sweep().map_err(|e| Box::new(e) as BoxError)?;
+        if let Some(s) = &s {
+            super::warn_io_unreadable(&mut io_warned, s);
+        }
+        Ok(s.map(to_sweep_data))
     });
     let stats = match d.metrics_listen.as_deref().filter(|_| !args.once) {
         None => rt

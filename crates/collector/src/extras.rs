@@ -1,0 +1,365 @@
+//! The opt-in extra metrics of the `/proc` collector (issue 19): what is read per process, kept
+//! between sweeps, and summed per group. Each file is read only when its metric is enabled:
+//!
+//! | metric | read per process and sweep | cached |
+//! | --- | --- | --- |
+//! | `threads` | nothing: field 20 of the `stat` line already read | – |
+//! | `io` | `/proc/PID/io`, kept open, `pread` | – |
+//! | `ctxsw` | `/proc/PID/status`, kept open, `pread` | – |
+//! | `fds` | `fstat` of `/proc/PID/fd`, kept open (its size is the count of open descriptors since Linux 6.2; older kernels: the directory is listed) | soft limit from `/proc/PID/limits`, per process, refreshed every [`REFRESH_SWEEPS`] sweeps |
+//! | `owner` | `fstat` of the kept-open `stat` file (its uid is the process's) | uid → name from `/etc/passwd`, re-read at most every [`REFRESH_SWEEPS`] sweeps when a uid is unknown |
+//! | `unit` | nothing | `/proc/PID/cgroup` per process, refreshed every [`REFRESH_SWEEPS`] sweeps |
+//!
+//! The quiet-process shortcut: with `io`, `ctxsw` or `fds` on, `/proc/PID/schedstat` (three
+//! numbers, kept open) is read first. A single-threaded process that was not switched in since
+//! the previous sweep (its third field, the switch-in count, is unchanged) cannot have done
+//! I/O, switched, or opened or closed a descriptor: its rates are 0 and its fds count is
+//! carried over, without reading `io`, `status` or `fd`. (Exception: a descriptor table shared
+//! with another process by `clone(CLONE_FILES)` without threads; and a task switched out just
+//! after the previous reading counts that one switch in the next interval it runs.) Every
+//! process is read in full at least every [`FULL_READ_SWEEPS`] sweeps regardless (each PID in
+//! its own phase, so these reads spread evenly over the sweeps). Most
+//! processes of a host sleep through most sweeps, so this is where the cost goes down.
+//!
+//! Rates (`io`, `ctxsw`) are the difference between two sweeps over the measured interval; a
+//! process new since the previous sweep counts all its counters (as for cpu); a process seen
+//! before the metric was enabled gives no rate until its second reading.
+//! `/proc/PID/io` needs ptrace-read access (root, or the same user): a process whose `io` is
+//! unreadable has no io figure and is counted in [`crate::Sweep::io_unreadable`]; it is tried
+//! again only every [`REFRESH_SWEEPS`] sweeps.
+
+use crate::group_extras::ProcExtras;
+use crate::linux::{pid_path, read_proc_file};
+use crate::parse_extras as px;
+use procwatch_model::extras::{ExtraMetric, ExtraSet, Extras};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+
+/// Sweeps between two reads of the cached files (`cgroup`, `limits`, `/etc/passwd`), and
+/// between two attempts at an unreadable `io`.
+pub(crate) const REFRESH_SWEEPS: u64 = 64;
+/// A process is read in full (no quiet-process shortcut) at least this often, in sweeps.
+pub(crate) const FULL_READ_SWEEPS: u64 = 16;
+
+/// What the collector keeps per process for its extras.
+#[derive(Debug, Default)]
+pub(crate) struct ExtraState {
+    io: Option<File>,
+    status: Option<File>,
+    fd_dir: Option<File>,
+    schedstat: Option<File>,
+    /// Switch-ins at the last full read.
+    pcount: Option<u64>,
+    prev_fds: Option<(u64, Option<f64>)>,
+    prev_io: Option<(u64, u64)>,
+    prev_ctx: Option<(u64, u64)>,
+    /// Soft `RLIMIT_NOFILE` (`None` inside: unlimited) and the generation it was read at.
+    limit: Option<(Option<u64>, u64)>,
+    unit: Option<(Option<Arc<str>>, u64)>,
+    io_denied_at: Option<u64>,
+}
+
+impl ExtraState {
+    /// Descriptors this state keeps open.
+    pub(crate) fn open_files(&self) -> usize {
+        self.io.is_some() as usize
+            + self.status.is_some() as usize
+            + self.fd_dir.is_some() as usize
+            + self.schedstat.is_some() as usize
+    }
+}
+
+/// The per-sweep context of the extras reader.
+pub(crate) struct Ctx<'a> {
+    pub(crate) root: &'a str,
+    pub(crate) pid: u32,
+    pub(crate) generation: u64,
+    /// Seconds since the previous sweep; `None` on the priming sweep.
+    pub(crate) secs: Option<f64>,
+    /// The process was not seen by the previous sweep: its counters all fall in the interval.
+    pub(crate) is_new: bool,
+    pub(crate) threads: u64,
+    /// The kept-open `stat` file, for the owner's uid.
+    pub(crate) stat_file: Option<&'a File>,
+    /// Whether another descriptor may be kept open.
+    pub(crate) may_keep: bool,
+}
+
+/// Reads the extras of every process of a sweep: the enabled set, the user table, buffers.
+#[derive(Debug, Default)]
+pub(crate) struct ExtrasReader {
+    pub(crate) set: ExtraSet,
+    users: HashMap<u32, Arc<str>>,
+    users_read_at: Option<u64>,
+    buf: Vec<u8>,
+    path: String,
+    /// Processes whose `io` could not be read in the current sweep.
+    pub(crate) io_unreadable: u32,
+    /// Descriptors opened by the current sweep (kept open).
+    pub(crate) opened: usize,
+}
+
+/// Reads a kept-open file from offset 0, or opens it (keeping it when allowed).
+fn read_kept(
+    slot: &mut Option<File>,
+    path: &str,
+    buf: &mut Vec<u8>,
+    keep: bool,
+    opened: &mut usize,
+) -> std::io::Result<usize> {
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    if let Some(f) = slot {
+        return pread_whole(f, buf);
+    }
+    let f = File::open(path)?;
+    let n = pread_whole(&f, buf)?;
+    if keep {
+        *slot = Some(f);
+        *opened += 1;
+    }
+    Ok(n)
+}
+
+fn pread_whole(f: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut len = 0;
+    loop {
+        let n = f.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        // A /proc file bigger than 64 KiB is not one of ours: cut (hostile or broken).
+        if n == 0 || len < buf.len() || buf.len() >= 1 << 16 {
+            return Ok(len);
+        }
+        let grown = buf.len() * 2;
+        buf.resize(grown, 0);
+    }
+}
+
+fn rate(now: u64, prev: Option<u64>, secs: f64) -> Option<f64> {
+    (secs > 0.0).then(|| now.saturating_sub(prev.unwrap_or(0)) as f64 / secs)
+}
+
+impl ExtrasReader {
+    pub(crate) fn new(set: ExtraSet) -> Self {
+        ExtrasReader { set, ..Default::default() }
+    }
+
+    /// Starts a sweep.
+    pub(crate) fn begin(&mut self) {
+        self.io_unreadable = 0;
+        self.opened = 0;
+    }
+
+    /// Reads one process's enabled extras.
+    pub(crate) fn read(&mut self, st: &mut ExtraState, c: &Ctx) -> ProcExtras {
+        let set = self.set;
+        let mut x = Extras::default();
+        let stale = |at: u64| c.generation >= at + REFRESH_SWEEPS;
+        if set.has(ExtraMetric::Threads) {
+            x.threads = Some(c.threads);
+        }
+        if (set.has(ExtraMetric::Io) || set.has(ExtraMetric::Ctxsw) || set.has(ExtraMetric::Fds))
+            && self.quiet(st, c, &mut x)
+        {
+            self.read_cached(st, c, &mut x);
+            return ProcExtras { x };
+        }
+        if set.has(ExtraMetric::Io) && st.io_denied_at.is_none_or(stale) {
+            let files = (&mut st.io, &mut st.prev_io);
+            match self.read_rates(files, "io", px::parse_io, c) {
+                Ok(r) => {
+                    st.io_denied_at = None;
+                    (x.read_bps, x.write_bps) = r;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    st.io_denied_at = Some(c.generation);
+                    st.prev_io = None;
+                    self.io_unreadable += 1;
+                }
+                Err(_) => st.io = None,
+            }
+        } else if set.has(ExtraMetric::Io) {
+            self.io_unreadable += 1;
+        }
+        if set.has(ExtraMetric::Ctxsw) {
+            let files = (&mut st.status, &mut st.prev_ctx);
+            match self.read_rates(files, "status", px::parse_ctxsw, c) {
+                Ok(r) => (x.ctxsw_vol, x.ctxsw_invol) = r,
+                Err(_) => st.status = None,
+            }
+        }
+        if set.has(ExtraMetric::Fds) {
+            self.read_fds(st, c, &mut x);
+        }
+        self.read_cached(st, c, &mut x);
+        ProcExtras { x }
+    }
+
+    /// Reads a pair of counters from a kept-open `/proc/PID/<file>` and returns their rates
+    /// since the previous reading (`None` on the first reading of an old process, or when the
+    /// text does not parse); the new counters replace `prev`.
+    fn read_rates(
+        &mut self,
+        (slot, prev): (&mut Option<File>, &mut Option<(u64, u64)>),
+        file: &str,
+        parse: fn(&str) -> Option<(u64, u64)>,
+        c: &Ctx,
+    ) -> std::io::Result<(Option<f64>, Option<f64>)> {
+        pid_path(&mut self.path, c.root, c.pid, file);
+        let n = read_kept(slot, &self.path, &mut self.buf, c.may_keep, &mut self.opened)?;
+        let Some((a, b)) = std::str::from_utf8(&self.buf[..n]).ok().and_then(parse) else {
+            return Ok((None, None));
+        };
+        let before = prev.replace((a, b));
+        match (c.secs, before.is_some() || c.is_new) {
+            (Some(secs), true) => {
+                Ok((rate(a, before.map(|p| p.0), secs), rate(b, before.map(|p| p.1), secs)))
+            }
+            _ => Ok((None, None)),
+        }
+    }
+
+    /// The quiet-process shortcut (module documentation): when it applies, fills the rates
+    /// with 0 and fds with the previous count, and returns `true`.
+    fn quiet(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) -> bool {
+        pid_path(&mut self.path, c.root, c.pid, "schedstat");
+        let keep = c.may_keep;
+        let pcount =
+            match read_kept(&mut st.schedstat, &self.path, &mut self.buf, keep, &mut self.opened) {
+                Ok(n) => {
+                    std::str::from_utf8(&self.buf[..n]).ok().and_then(px::parse_schedstat_pcount)
+                }
+                Err(_) => {
+                    st.schedstat = None;
+                    None
+                }
+            };
+        let Some(pcount) = pcount else {
+            st.pcount = None;
+            return false;
+        };
+        let set = self.set;
+        let quiet = c.threads == 1
+            && c.secs.is_some()
+            && st.pcount == Some(pcount)
+            // Each process has its own phase, so the full reads spread evenly over sweeps.
+            && !(c.generation + u64::from(c.pid)).is_multiple_of(FULL_READ_SWEEPS)
+            && (!set.has(ExtraMetric::Io) || st.prev_io.is_some() || st.io_denied_at.is_some())
+            && (!set.has(ExtraMetric::Ctxsw) || st.prev_ctx.is_some())
+            && (!set.has(ExtraMetric::Fds) || st.prev_fds.is_some());
+        if !quiet {
+            st.pcount = Some(pcount);
+            return false;
+        }
+        if set.has(ExtraMetric::Io) {
+            if st.io_denied_at.is_some() {
+                self.io_unreadable += 1;
+            } else {
+                (x.read_bps, x.write_bps) = (Some(0.0), Some(0.0));
+            }
+        }
+        if set.has(ExtraMetric::Ctxsw) {
+            (x.ctxsw_vol, x.ctxsw_invol) = (Some(0.0), Some(0.0));
+        }
+        if let (true, Some((fds, pct))) = (set.has(ExtraMetric::Fds), st.prev_fds) {
+            (x.fds, x.fds_pct) = (Some(fds), pct);
+        }
+        true
+    }
+
+    /// The extras read from caches: owner and unit.
+    fn read_cached(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) {
+        let set = self.set;
+        let stale = |at: u64| c.generation >= at + REFRESH_SWEEPS;
+        if set.has(ExtraMetric::Owner) {
+            let uid = match c.stat_file {
+                Some(f) => f.metadata().map(|m| m.uid()),
+                None => {
+                    pid_path(&mut self.path, c.root, c.pid, "");
+                    std::fs::metadata(&self.path).map(|m| m.uid())
+                }
+            };
+            if let Ok(uid) = uid {
+                x.owner = Some(self.user_name(uid, c.generation).to_string());
+            }
+        }
+        if set.has(ExtraMetric::Unit) {
+            if st.unit.as_ref().is_none_or(|(_, at)| stale(*at)) {
+                pid_path(&mut self.path, c.root, c.pid, "cgroup");
+                let unit = read_proc_file(&self.path, &mut self.buf)
+                    .ok()
+                    .and_then(|n| px::parse_cgroup_unit(&String::from_utf8_lossy(&self.buf[..n])))
+                    .map(Arc::from);
+                st.unit = Some((unit, c.generation));
+            }
+            x.unit = st.unit.as_ref().and_then(|(u, _)| u.as_deref().map(str::to_owned));
+        }
+    }
+
+    fn read_fds(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) {
+        pid_path(&mut self.path, c.root, c.pid, "fd");
+        let size = match &st.fd_dir {
+            Some(f) => f.metadata(),
+            None => match File::open(&self.path) {
+                Ok(f) => {
+                    let m = f.metadata();
+                    if c.may_keep {
+                        st.fd_dir = Some(f);
+                        self.opened += 1;
+                    }
+                    m
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let count = match size {
+            Ok(m) if m.size() > 0 => Some(m.size()),
+            // Before Linux 6.2 the size is 0: list the directory.
+            Ok(_) => std::fs::read_dir(&self.path).ok().map(|d| d.count() as u64),
+            Err(_) => {
+                st.fd_dir = None;
+                None
+            }
+        };
+        let Some(count) = count else { return };
+        x.fds = Some(count);
+        if st.limit.is_none_or(|(_, at)| c.generation >= at + REFRESH_SWEEPS) {
+            pid_path(&mut self.path, c.root, c.pid, "limits");
+            let limit = read_proc_file(&self.path, &mut self.buf).ok().and_then(|n| {
+                std::str::from_utf8(&self.buf[..n]).ok().and_then(px::parse_nofile_limit)
+            });
+            st.limit = Some((limit, c.generation));
+        }
+        if let Some((Some(limit), _)) = st.limit {
+            if limit > 0 {
+                x.fds_pct = Some((100.0 * count as f64 / limit as f64).min(100.0));
+            }
+        }
+        st.prev_fds = Some((count, x.fds_pct));
+    }
+
+    /// The user name of `uid` (the uid in decimal when `/etc/passwd` has no such user).
+    fn user_name(&mut self, uid: u32, generation: u64) -> Arc<str> {
+        if let Some(n) = self.users.get(&uid) {
+            return n.clone();
+        }
+        if self.users_read_at.is_none_or(|at| generation >= at + REFRESH_SWEEPS) {
+            self.users_read_at = Some(generation);
+            if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
+                self.users =
+                    px::parse_passwd(&text).into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+            }
+            if let Some(n) = self.users.get(&uid) {
+                return n.clone();
+            }
+        }
+        let n: Arc<str> = Arc::from(uid.to_string());
+        if self.users.len() < px::MAX_USERS {
+            self.users.insert(uid, n.clone());
+        }
+        n
+    }
+}
