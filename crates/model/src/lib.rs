@@ -16,8 +16,8 @@
 pub mod clock;
 pub mod directive;
 pub mod duration;
-pub mod glob;
 pub mod extras;
+pub mod glob;
 pub mod retry;
 pub mod schedule;
 mod stale;

@@ -57,7 +57,7 @@ fn start_agent(dir: &Path, url: &str) -> Proc {
         .stderr(log)
         .spawn()
         .expect("spawn procwatch agent");
-    Proc { child, name: "procwatch agent" }
+    Proc { child, name: "procwatch agent".into() }
 }
 
 async fn get(c: &reqwest::Client, url: &str, token: &str) -> Option<Value> {

@@ -50,7 +50,7 @@ fn start_server(cluster: &Cluster, node: usize, dir: &Path, name: &'static str) 
         .arg(&addr_file)
         .stdout(Stdio::null());
     let child = child.stderr(log).spawn().expect("spawn procwatch server");
-    let mut p = Proc { child, name };
+    let mut p = Proc { child, name: name.into() };
     let url = p.wait_for_addr(&addr_file, PATIENCE);
     (p, url)
 }

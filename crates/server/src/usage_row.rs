@@ -250,7 +250,9 @@ mod tests {
     #[test]
     fn row_view_keeps_only_the_asked_fields() {
         let row = row(Some("h"));
-        let all = serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL, extras: None }).unwrap();
+        let all =
+            serde_json::to_value(RowView { row: row.clone(), fields: Fields::ALL, extras: None })
+                .unwrap();
         assert_eq!(all, serde_json::to_value(&row).unwrap());
         let fields = Fields::parse(Some("cpu,mem"), Some("mean")).unwrap();
         let some = serde_json::to_value(RowView { row, fields, extras: None }).unwrap();

@@ -52,8 +52,8 @@
 pub mod agg;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod host_book;
 pub mod extras;
+pub mod host_book;
 pub mod memory;
 pub mod rollup;
 

@@ -27,6 +27,7 @@ async fn app_with(config: ServerConfig) -> (axum::Router, AppState) {
             mem: 5.0,
             rss: 1 << 30,
             count: 2,
+            extras: None,
         })
         .collect();
     let batch = Batch {
