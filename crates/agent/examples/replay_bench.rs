@@ -111,7 +111,7 @@ async fn replay(
     cfg.interval = interval;
     cfg.max_batch_records = max_batch_records;
     let mut k = 1_000_000u64;
-    let sweep_fn = Box::new(move || {
+    let sweep_fn = Box::new(move |_: &procwatch_agent::Settings| {
         k += 1;
         Ok(Some(sweep(now_ms(), procs, k)))
     });

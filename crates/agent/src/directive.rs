@@ -46,6 +46,8 @@ pub struct Control {
     fsync: bool,
     sweep_now: AtomicBool,
     wake: Mutex<Option<mpsc::Sender<Wake>>>,
+    /// Whether the sweep can collect extra metrics (see `AgentConfig::extras_supported`).
+    pub(crate) extras_supported: bool,
 }
 
 impl Control {
@@ -75,6 +77,7 @@ impl Control {
             fsync,
             sweep_now: AtomicBool::new(false),
             wake: Mutex::new(None),
+            extras_supported: true,
         }
     }
 
@@ -146,7 +149,16 @@ impl Control {
         }
         let applied = serde_json::from_value::<Directive>(raw.clone())
             .map_err(|e| format!("malformed directive: {e}"))
-            .and_then(|d| st.persisted.settings.with(&d.set).map(|s| (d, s)));
+            .and_then(|d| st.persisted.settings.with(&d.set).map(|s| (d, s)))
+            .and_then(|(d, s)| {
+                if s.metrics.is_empty() || self.extras_supported {
+                    return Ok((d, s));
+                }
+                Err(format!(
+                    "this agent's collector collects no extra metrics (asked for {}); run it with the proc collector (Linux)",
+                    s.metrics.join(",")
+                ))
+            });
         let next = match applied {
             Ok((d, settings)) => {
                 if d.set.sweep_now == Some(true) {
@@ -225,5 +237,28 @@ mod tests {
         assert_eq!(again.report(0, 0).directive_error, None);
         let (paused, filter) = again.sweep_view();
         assert!(paused && !filter.unwrap().admits("java"));
+    }
+
+    #[test]
+    fn metrics_replace_the_flags_and_an_agent_without_extras_refuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let base =
+            Settings { metrics: vec!["io".into()], ..Settings::new(Duration::from_secs(10)) };
+        let c = Control::load(dir.path(), base.clone(), false);
+        assert!(c.offer(&json!({"version": 1, "set": {"metrics": ["threads", "fds"]}})));
+        assert_eq!(c.settings().metrics, ["threads", "fds"]);
+        assert!(!c.offer(&json!({"version": 2, "set": {"metrics": ["gpu"]}})));
+        assert!(c.refused().unwrap().message.contains("unknown metric"));
+        let again = Control::load(dir.path(), base.clone(), false);
+        assert_eq!(again.settings().metrics, ["threads", "fds"], "persisted over the flags");
+
+        let other = tempfile::tempdir().unwrap();
+        let mut portable =
+            Control::load(other.path(), Settings::new(Duration::from_secs(10)), false);
+        portable.extras_supported = false;
+        assert!(!portable.offer(&json!({"version": 1, "set": {"metrics": ["threads"]}})));
+        assert!(portable.refused().unwrap().message.contains("collects no extra metrics"));
+        assert!(portable.settings().metrics.is_empty());
+        assert!(portable.offer(&json!({"version": 2, "set": {"metrics": [], "paused": true}})));
     }
 }

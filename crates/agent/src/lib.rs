@@ -113,8 +113,11 @@ pub struct SweepData {
 }
 
 /// Produces sweeps. `Ok(None)` means "nothing this time" (e.g. a collector priming its
-/// counters on the first call).
-pub type SweepFn = Box<dyn FnMut() -> Result<Option<SweepData>, BoxError> + Send>;
+/// counters on the first call). It is handed the settings the agent runs at that sweep (the
+/// flags, or the server's directives over them): the sweep collects `settings.metrics`, the
+/// extra metrics asked for; the interval, the pause and the process filter are applied by the
+/// agent around it.
+pub type SweepFn = Box<dyn FnMut(&Settings) -> Result<Option<SweepData>, BoxError> + Send>;
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -146,6 +149,12 @@ pub struct AgentConfig {
     /// Bytes `<spool>/quarantine/` may hold at most (oldest refused batches deleted first).
     /// Default 64 MiB.
     pub quarantine_max_bytes: u64,
+    /// The extra metrics (`procwatch_model::directive::EXTRA_METRIC_NAMES`) of the flags: the
+    /// base a `metrics` directive replaces. Default none.
+    pub metrics: Vec<String>,
+    /// Whether the sweep function collects extra metrics at all: when it cannot (the portable
+    /// collector), a directive asking for some is refused and reported. Default true.
+    pub extras_supported: bool,
 }
 
 impl AgentConfig {
@@ -169,6 +178,8 @@ impl AgentConfig {
             drain_timeout: Duration::from_secs(5),
             clock: procwatch_model::clock::system(),
             quarantine_max_bytes: 64 << 20,
+            metrics: Vec::new(),
+            extras_supported: true,
         }
     }
 }
@@ -241,11 +252,13 @@ impl Agent {
                 records = resent
             );
         }
-        let control = Arc::new(Control::load(
+        let mut control = Control::load(
             &config.spool.dir,
-            Settings::new(config.interval),
+            Settings { metrics: config.metrics.clone(), ..Settings::new(config.interval) },
             config.spool.fsync,
-        ));
+        );
+        control.extras_supported = config.extras_supported;
+        let control = Arc::new(control);
         let shipper = Shipper::new(&config.shipper)?;
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());

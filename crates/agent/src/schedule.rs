@@ -55,7 +55,7 @@ pub(crate) fn sweep_loop(
             if !forced {
                 stats.record_lateness(started.saturating_duration_since(deadline));
             }
-            match sweep() {
+            match sweep(&control.settings()) {
                 Ok(Some(mut s)) => {
                     if let Some(f) = &filter {
                         s.samples.retain(|x| f.admits(&x.process));

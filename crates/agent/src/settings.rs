@@ -33,11 +33,9 @@ pub struct Settings {
     pub include: Vec<String>,
     /// Process-name globs to leave out (after `include`).
     pub exclude: Vec<String>,
-    /// Extra metrics asked for (`procwatch_model::directive::EXTRA_METRIC_NAMES`). Carried
-    /// and persisted here, but nothing reads them yet: they take effect once the
-    /// collector's extra metrics (issue 19 part 2) are merged, when the sweep closure built in
-    /// the binary's `cmd::agent::ship::run` (and `cmd::up::run`) reads
-    /// `Control::settings().metrics` before each sweep and passes them to the collector.
+    /// Extra metrics asked for (`procwatch_model::directive::EXTRA_METRIC_NAMES`): the sweep
+    /// function is handed these settings at each sweep and collects them (the binary's
+    /// `cmd::agent::sweep_fn` hands them to the collector when they change).
     pub metrics: Vec<String>,
 }
 

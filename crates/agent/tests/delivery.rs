@@ -106,7 +106,7 @@ fn t0() -> i64 {
 fn synthetic(taken: Arc<Mutex<BTreeMap<i64, usize>>>, poison_at: Option<i64>) -> SweepFn {
     let mut k = 0i64;
     let base = t0();
-    Box::new(move || {
+    Box::new(move |_: &procwatch_agent::Settings| {
         let ts = base + k * 1000;
         let n = 3 + (k % 4) as usize;
         let samples = (0..n)
@@ -411,8 +411,8 @@ async fn quarantine_stays_under_its_cap_oldest_deleted_first() {
     let taken = Arc::new(Mutex::new(BTreeMap::new()));
     // Every sweep is refused.
     let mut inner = synthetic(taken.clone(), None);
-    let sweep: SweepFn = Box::new(move || {
-        let mut s = inner()?;
+    let sweep: SweepFn = Box::new(move |settings: &procwatch_agent::Settings| {
+        let mut s = inner(settings)?;
         if let Some(s) = s.as_mut() {
             s.samples[0].process = "poison".into();
         }

@@ -278,6 +278,36 @@ async fn directives_steer_a_running_agent_and_survive_restarts() {
     let out = cli(&["agents", "--server", &url, "--token", READ, "--format", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["directive_version"], 4);
+
+    // Which extra metrics are collected: none from the flags, threads once a directive asks.
+    let threads_since = |from: i64| {
+        let (c, url) = (&c, &url);
+        async move {
+            let q = format!("{url}/api/v1/usage?host={HOST}&from={from}&metrics=cpu,threads");
+            let v = get(c, &q, READ).await?;
+            let rows = v["rows"].as_array()?.clone();
+            (!rows.is_empty()).then(|| {
+                rows.iter()
+                    .filter_map(|r| r["extras"]["threads"]["last"].as_f64())
+                    .collect::<Vec<f64>>()
+            })
+        }
+    };
+    let before: Vec<f64> =
+        wait_until_async("samples before the metrics directive", LIMIT, || threads_since(resumed))
+            .await;
+    assert!(before.is_empty(), "no extra metric asked for yet: {before:?}");
+    let out =
+        cli(&["agents", "set", HOST, "metrics=threads", "--server", &url, "--admin-token", ADMIN]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    agent_where(&c, &url, "the agent on v5", |a| a["directive_version"] == 5).await;
+    let applied = now_ms();
+    let threads = wait_until_async("thread counts after the metrics directive", LIMIT, || async {
+        let t: Vec<f64> = threads_since(applied).await?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert!(threads.iter().all(|&t| t >= 1.0), "a process has at least one thread: {threads:?}");
     agent.assert_running();
     server.assert_running();
 }

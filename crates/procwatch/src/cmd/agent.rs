@@ -16,6 +16,7 @@
 
 mod metrics;
 pub mod ship;
+pub mod sweep;
 
 use anyhow::{bail, Context, Result};
 use procwatch_collector::{new_collector, Collector, CollectorKind, CollectorOptions, Sweep};

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use procwatch_agent::{AgentConfig, BoxError, SweepData};
+use procwatch_agent::AgentConfig;
 use procwatch_collector::{Collector, CollectorKind, CollectorOptions};
 use procwatch_notify::follow::{dispatch, follow, FollowOptions};
 use procwatch_notify::{console::Console, Notifier, NotifierSpec};
@@ -135,6 +135,12 @@ fn config_notifiers() -> Result<Vec<NotifierSpec>> {
 }
 
 fn build_collector(args: &UpArgs) -> Result<Box<dyn Collector + Send>> {
+    if args.collector == CollectorKindArg::Sysinfo && !args.metrics.is_empty() {
+        bail!(
+            "--metrics {} needs the proc collector (Linux /proc); the sysinfo collector collects no extra metrics",
+            args.metrics
+        );
+    }
     let opts = CollectorOptions {
         include_kernel_threads: args.include_kernel_threads,
         per_pid: false,
@@ -167,6 +173,8 @@ fn agent_config(args: &UpArgs, server: &str, host: String, token: Option<String>
     cfg.interval = args.server.interval;
     cfg.shipper.token = token;
     args.delivery.apply(&mut cfg);
+    cfg.metrics = super::agent::sweep::metric_names(args.metrics);
+    cfg.extras_supported = args.collector == CollectorKindArg::Proc;
     cfg
 }
 
@@ -232,7 +240,7 @@ pub fn run(args: UpArgs) -> Result<()> {
 
         let agent = match collector {
             None => None,
-            Some(mut collector) => {
+            Some(collector) => {
                 let cfg = agent_config(&args, &base, host.clone(), write_token);
                 tracing::info!(
                     message = "Local agent starting.",
@@ -240,18 +248,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                     interval_ms = cfg.interval.as_millis() as u64,
                     spool = %cfg.spool.dir.display()
                 );
-                let sweep = Box::new(move || {
-                    collector
-                        .sweep()
-                        .map(|o| {
-                            o.map(|s| SweepData {
-                                ts: s.ts,
-                                host_totals: vec![s.host_total],
-                                samples: s.samples,
-                            })
-                        })
-                        .map_err(|e| Box::new(e) as BoxError)
-                });
+                let sweep = super::agent::sweep::sweep_fn(collector, args.metrics);
                 Some(procwatch_agent::Agent::start(cfg, sweep).context("cannot start the agent")?)
             }
         };

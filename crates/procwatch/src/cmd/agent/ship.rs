@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use procwatch_agent::{AgentConfig, BackoffConfig, BoxError, SweepData};
+use procwatch_agent::{AgentConfig, BackoffConfig};
 use procwatch_collector::Collector;
 
 use super::AgentArgs;
@@ -99,15 +99,11 @@ pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
     Ok(Some(pem))
 }
 
-fn to_sweep_data(s: procwatch_collector::Sweep) -> SweepData {
-    SweepData { ts: s.ts, host_totals: vec![s.host_total], samples: s.samples }
-}
-
 pub fn run(
     args: &AgentArgs,
     server: &str,
     host: String,
-    mut collector: Box<dyn Collector + Send>,
+    collector: Box<dyn Collector + Send>,
 ) -> Result<()> {
     let d = &args.delivery;
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
@@ -117,6 +113,8 @@ pub fn run(
     cfg.shipper.token = args.token.resolve()?;
     cfg.shipper.ca_pem = read_ca_file(d.ca_file.as_deref())?;
     d.apply(&mut cfg);
+    cfg.metrics = super::sweep::metric_names(args.metrics);
+    cfg.extras_supported = args.collector == super::CollectorKindArg::Proc;
     if args.once {
         cfg.max_sweeps = Some(1);
         cfg.drain_timeout = d.request_timeout;
@@ -139,14 +137,7 @@ pub fn run(
         interval_ms = cfg.interval.as_millis() as u64,
         spool = %spool_dir.display()
     );
-    let mut io_warned = false;
-    let sweep = Box::new(move || {
-        let s = collector.sweep().map_err(|e| Box::new(e) as BoxError)?;
-        if let Some(s) = &s {
-            super::warn_io_unreadable(&mut io_warned, s);
-        }
-        Ok(s.map(to_sweep_data))
-    });
+    let sweep = super::sweep::sweep_fn(collector, args.metrics);
     let stats = match d.metrics_listen.as_deref().filter(|_| !args.once) {
         None => rt
             .block_on(procwatch_agent::run(cfg, sweep, shutdown.wait()))
