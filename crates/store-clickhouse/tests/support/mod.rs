@@ -20,8 +20,12 @@ pub const HOSTS: usize = 6;
 pub const PER_BATCH: usize = 20;
 
 /// Batch `n` of host `h`: `PER_BATCH` samples at timestamps unique to (h, n).
+/// The same batch every time it is asked for within a test process: the retry of a refused
+/// batch must carry the timestamps of the attempt (an agent re-sends what it spooled), and
+/// `base_ts` moves at each minute boundary.
 pub fn nth_batch(h: usize, n: u64) -> Batch {
-    let t0 = base_ts();
+    static BASE: std::sync::OnceLock<procwatch_model::TsMs> = std::sync::OnceLock::new();
+    let t0 = *BASE.get_or_init(base_ts);
     let samples = (0..PER_BATCH)
         .map(|i| sample(t0 + (n as i64) * 1_000 + i as i64, "svc", (n % 100) as f64, 1.0))
         .collect();
