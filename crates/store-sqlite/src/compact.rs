@@ -133,7 +133,7 @@ impl Inner {
     }
 
     /// Merges the chunks of every complete block (ending at or before the memory floor) that
-    /// still has level-0 chunks into one level-1 chunk.
+    /// still has level-0 chunks into one level-1 chunk (see [`merge_block`]).
     pub(crate) fn merge_blocks(&self) -> StoreResult<u64> {
         let b = self.opts.block_ms;
         let mut merged = 0u64;
@@ -167,43 +167,7 @@ impl Inner {
             }
             let tx = w.conn.transaction().map_err(db_err)?;
             for (sid, block) in todo {
-                let mut ids = Vec::new();
-                let mut parts = Vec::new();
-                let mut gen = 0i64;
-                {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND start_ts >= ?2 AND start_ts < ?3 ORDER BY gen, id",
-                        )
-                        .map_err(db_err)?;
-                    let mut rows = stmt.query(params![sid, block, block + b]).map_err(db_err)?;
-                    while let Some(row) = rows.next().map_err(db_err)? {
-                        ids.push(row.get::<_, i64>(0).map_err(db_err)?);
-                        gen = gen.max(row.get::<_, i64>(1).map_err(db_err)?);
-                        if row.get::<_, i64>(2).map_err(db_err)? == 0 {
-                            merged += 1;
-                        }
-                        let blob = blob_at(row, 3)?;
-                        parts.push(codec::decode(blob).map_err(other)?);
-                    }
-                }
-                let c = merge_columns(parts, TsMs::MIN, TsMs::MAX);
-                {
-                    let mut del =
-                        tx.prepare_cached("DELETE FROM chunks WHERE id = ?1").map_err(db_err)?;
-                    for id in &ids {
-                        del.execute([id]).map_err(db_err)?;
-                    }
-                }
-                if !c.is_empty() {
-                    tx.prepare_cached(
-                        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![sid, c.ts[0], c.ts[c.len() - 1], c.len() as i64, gen, codec::encode(&c)])
-                    })
-                    .map_err(db_err)?;
-                }
+                merged += merge_block(&tx, sid, block, b)?;
             }
             tx.commit().map_err(db_err)?;
         }
@@ -291,4 +255,75 @@ impl Inner {
         w.conn.execute_batch("PRAGMA incremental_vacuum(2048);").map_err(db_err)?;
         Ok(stats)
     }
+}
+
+/// Merges every chunk of series `sid` holding samples of the block `[block, block + b)` into
+/// one level-1 chunk of that block's samples, at the highest `gen` among them; the samples a
+/// chunk holds outside the block stay where they were, re-inserted at that chunk's own `gen`
+/// and level. Returns the level-0 chunks merged.
+///
+/// Only the block's samples may take the raised `gen`: a chunk reaching past its block (one
+/// written with another `block_ms`, e.g. a level-1 chunk of a 2 h block read by a store
+/// reopened with 1 min blocks) would otherwise carry its stale samples of later blocks over
+/// newer chunks there, changing what reads return without the roll-ups being recomputed
+/// (found by `rollups_equal_raw_after_sigkill_during_folds`, about 1 run in 100). Every chunk
+/// overlapping the block is a part, not only those starting in it, for the same reason.
+fn merge_block(tx: &rusqlite::Transaction, sid: u32, block: TsMs, b: i64) -> StoreResult<u64> {
+    let end = block + b;
+    let mut ids = Vec::new();
+    let mut parts = Vec::new();
+    let mut outside: Vec<(i64, i64, Columns)> = Vec::new();
+    let mut gen = 0i64;
+    let mut merged = 0u64;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query(params![sid, block, end]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            ids.push(row.get::<_, i64>(0).map_err(db_err)?);
+            let part_gen = row.get::<_, i64>(1).map_err(db_err)?;
+            let level = row.get::<_, i64>(2).map_err(db_err)?;
+            gen = gen.max(part_gen);
+            if level == 0 {
+                merged += 1;
+            }
+            let c = codec::decode(blob_at(row, 3)?).map_err(other)?;
+            for (from, to) in [(TsMs::MIN, block), (end, TsMs::MAX)] {
+                let rest = merge_columns(vec![c.clone()], from, to);
+                if !rest.is_empty() {
+                    outside.push((part_gen, level, rest));
+                }
+            }
+            parts.push(c);
+        }
+    }
+    let c = merge_columns(parts, block, end);
+    {
+        let mut del = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1").map_err(db_err)?;
+        for id in &ids {
+            del.execute([id]).map_err(db_err)?;
+        }
+    }
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(db_err)?;
+    let one = std::iter::once((gen, 1, c)).filter(|(_, _, c)| !c.is_empty());
+    for (g, level, c) in outside.into_iter().chain(one) {
+        put.execute(params![
+            sid,
+            c.ts[0],
+            c.ts[c.len() - 1],
+            c.len() as i64,
+            g,
+            level,
+            codec::encode(&c)
+        ])
+        .map_err(db_err)?;
+    }
+    Ok(merged)
 }

@@ -279,3 +279,46 @@ async fn packed_rollups_answer_as_rows() {
     let got = store.history_answer(&q(&windows[1].process)).await.unwrap();
     assert_points("late rewrite of a packed bucket", &got.points, &want);
 }
+
+/// A store reopened with shorter blocks (`block_ms`) finds chunks reaching past its blocks.
+/// Merging a block must not raise the `gen` of such a chunk's samples outside the block:
+/// there they would win over newer rewrites (and the roll-ups, computed before the merge,
+/// would no longer match the raw samples).
+#[tokio::test]
+async fn merging_shorter_blocks_keeps_newer_rewrites_beyond_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let t = now - 3 * 3_600_000;
+    let t0 = t - t.rem_euclid(2 * 3_600_000) + 60 * 60_000; // mid-way in a 2 h block
+    let slots: Vec<TsMs> = (0..150).map(|i| t0 + i * 10_000).collect();
+    let at = |seq: u64, ts: Vec<TsMs>, i: i64| {
+        batch("mb-1", seq, ts.into_iter().map(|ts| sample(1, i, ts)).collect())
+    };
+    {
+        // 2 h blocks: 25 minutes become one level-1 chunk.
+        let store =
+            SqliteStore::open(dir.path(), SqliteOptions { block_ms: 7_200_000, ..opts() }).unwrap();
+        store.write_batch(&at(1, slots.clone(), 1)).await.unwrap();
+        store.compact_at(now).unwrap();
+    }
+    let store =
+        SqliteStore::open(dir.path(), SqliteOptions { block_ms: 60_000, ..opts() }).unwrap();
+    // A rewrite in minute 10, then a newer one in minute 0 (the big chunk's first block).
+    store.write_batch(&at(2, vec![slots[60]], 2)).await.unwrap();
+    store.compact_at(now).unwrap();
+    store.write_batch(&at(3, vec![slots[0]], 3)).await.unwrap();
+    store.compact_at(now).unwrap();
+    let w = store.window(&all("mb-1")).await.unwrap();
+    let got: Vec<(TsMs, f64)> = w[0].samples.iter().map(|s| (s.ts, s.cores)).collect();
+    assert_eq!(got.len(), 150);
+    assert_eq!(got[0], (slots[0], sample(1, 3, slots[0]).cores), "the newest rewrite");
+    assert_eq!(got[60], (slots[60], sample(1, 2, slots[60]).cores), "the rewrite in minute 10");
+    assert_eq!(got[61], (slots[61], sample(1, 1, slots[61]).cores), "untouched");
+    let want = points_from_buckets(&buckets_of(&w[0].samples), ROLLUP_MS);
+    let q = hq("mb-1", "proc-1", t0, t0 + 150 * 10_000);
+    assert_points(
+        "roll-ups after the merges",
+        &store.history_answer(&q).await.unwrap().points,
+        &want,
+    );
+}
