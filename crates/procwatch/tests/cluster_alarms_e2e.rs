@@ -11,7 +11,8 @@
 //!   it resumes and raises a new RED once;
 //! - over the whole run, no transition (event id, open or closed) reaches the two streams twice.
 //!
-//! Batches are posted by the test (every 500 ms, 6 hosts) to the surviving server, so the
+//! Batches are posted by the test (every 500 ms, 6 hosts at once, declaring the 1 s interval)
+//! to the surviving server, so the
 //! hosts never go silent.
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,7 +97,10 @@ async fn evaluation(client: &reqwest::Client, url: &str, state: &str) -> Option<
 type Load = Arc<Mutex<BTreeMap<String, bool>>>;
 
 /// Posts one batch per host every 500 ms to whichever URL `target` holds (5xx are retried
-/// by the next round, like an agent would).
+/// by the next round, like an agent would). The hosts' batches of a round go out together, and
+/// declare the cluster's 1 s interval: a round of six one-by-one posts to a loaded cluster
+/// once took more than three of the 500 ms it declared, so the series went STALE between two
+/// samples and came back as a new RED (the engine right, the feeder too slow for its claim).
 fn feed(client: reqwest::Client, target: Arc<Mutex<String>>, load: Load) {
     tokio::spawn(async move {
         let mut seq: HashMap<String, u64> = HashMap::new();
@@ -105,18 +109,24 @@ fn feed(client: reqwest::Client, target: Arc<Mutex<String>>, load: Load) {
             let hosts: Vec<(String, bool)> =
                 load.lock().unwrap().iter().map(|(h, b)| (h.clone(), *b)).collect();
             let url = target.lock().unwrap().clone();
+            let mut posts = Vec::new();
             for (host, burning) in hosts {
                 let s = seq.entry(host.clone()).or_insert(0);
                 *s += 1;
                 let cpu = if burning { 97.0 } else { 2.0 };
-                let batch = json!({"host": host, "agent": "e2e", "seq": *s, "interval_ms": 500,
+                let batch = json!({"host": host, "agent": "e2e", "seq": *s,
+                    "interval_ms": INTERVAL_MS,
                     "host_totals": [{"ts": ts, "cpu": 50.0, "mem": 30.0}],
                     "samples": [
                         {"ts": ts, "process": "sshd", "cpu": 1.0, "cores": 0.01, "mem": 1.0,
                          "rss": 1000, "count": 1},
                         {"ts": ts, "process": "burner", "cpu": cpu, "cores": 0.1, "mem": 2.0,
                          "rss": 2000, "count": 1}]});
-                let _ = client.post(format!("{url}/api/v1/samples")).json(&batch).send().await;
+                let post = client.post(format!("{url}/api/v1/samples")).json(&batch).send();
+                posts.push(tokio::spawn(post));
+            }
+            for p in posts {
+                let _ = p.await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
