@@ -12,8 +12,7 @@
 //! - over the whole run, no transition (event id, open or closed) reaches the two streams twice.
 //!
 //! Batches are posted by the test (every 500 ms, 6 hosts at once, declaring the 1 s interval)
-//! to the surviving server, so the
-//! hosts never go silent.
+//! to the surviving server, so the hosts never go silent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
