@@ -67,6 +67,9 @@ struct Sleepers {
 
 impl Sleepers {
     fn spawn(&mut self, children: Children) -> std::io::Result<()> {
+        // The tickers' phases spread over the tick (golden-ratio steps): they do not all wake
+        // at the same instant.
+        let nth = self.tickers.len() as f64;
         match children {
             Children::Sleeping => self.sleeping.push(
                 Command::new("sleep")
@@ -76,7 +79,10 @@ impl Sleepers {
                     .stderr(Stdio::null())
                     .spawn()?,
             ),
-            Children::Active { tick } => self.tickers.push(sys::fork_ticker(tick)?),
+            Children::Active { tick } => {
+                let phase = tick.mul_f64((nth * 0.618_034).fract());
+                self.tickers.push(sys::fork_ticker(tick, phase)?)
+            }
         }
         Ok(())
     }

@@ -79,17 +79,19 @@ pub fn raise_open_files_limit(want: u64) -> u64 {
     lim.rlim_cur as u64
 }
 
-/// Forks a child that does nothing but wake every `tick` (`nanosleep` in a loop) until it is
+/// Forks a child that does nothing but wake every `tick` (`nanosleep` in a loop, the first
+/// sleep lasting `phase`, so that many tickers need not all wake at once) until it is
 /// killed, or until this process dies (`PR_SET_PDEATHSIG`): the benchmark's active processes,
 /// each with its own `/proc/PID/schedstat` changing at every wake, no exec and no fork per
 /// tick. Returns the child's PID; stop it with [`kill_and_reap`].
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn fork_ticker(tick: Duration) -> std::io::Result<i32> {
-    let ts = libc::timespec {
-        tv_sec: tick.as_secs() as libc::time_t,
-        tv_nsec: tick.subsec_nanos() as libc::c_long,
+pub fn fork_ticker(tick: Duration, phase: Duration) -> std::io::Result<i32> {
+    let spec = |d: Duration| libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     };
+    let (ts, first) = (spec(tick), spec(phase));
     // SAFETY: after fork the child calls only async-signal-safe system calls (prctl, getppid,
     // nanosleep, _exit) on memory it owns: no lock, no allocation, no return into Rust code.
     match unsafe { libc::fork() } {
@@ -99,6 +101,7 @@ pub fn fork_ticker(tick: Duration) -> std::io::Result<i32> {
             if libc::getppid() == 1 {
                 libc::_exit(0);
             }
+            libc::nanosleep(&first, std::ptr::null_mut());
             loop {
                 libc::nanosleep(&ts, std::ptr::null_mut());
             }
@@ -168,7 +171,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_ticker_wakes_until_killed_and_is_reaped() {
-        let pid = fork_ticker(Duration::from_millis(5)).unwrap();
+        let pid = fork_ticker(Duration::from_millis(5), Duration::from_millis(2)).unwrap();
         let first = switch_ins(pid).expect("the ticker runs");
         // Wait for it to wake again (generous deadline: the machine may be busy).
         let mut woke = false;
