@@ -18,7 +18,8 @@
 //! with another process by `clone(CLONE_FILES)` without threads; and a task switched out just
 //! after the previous reading counts that one switch in the next interval it runs.) Every
 //! process is read in full at least every [`FULL_READ_SWEEPS`] sweeps regardless (each PID in
-//! its own phase, so these reads spread evenly over the sweeps). Most
+//! its own phase, so these reads spread evenly over the sweeps). A multi-threaded process is
+//! not probed, and a busy one only on two sweeps in nine ([`BUSY_PROBES`]). Most
 //! processes of a host sleep through most sweeps, so this is where the cost goes down.
 //!
 //! Rates (`io`, `ctxsw`) are the difference between two sweeps over the measured interval; a
