@@ -1,17 +1,43 @@
 //! The collector cost benchmark without the `procwatch` binary (same code as
 //! `procwatch agent --bench N`):
-//! `cargo run --release -p procwatch-collector --example bench -- [SWEEPS] [MIN_PROCS]`.
-use procwatch_collector::bench::{format_table, run, BenchOptions};
+//! `cargo run --release -p procwatch-collector --example bench -- [--active[=MS]] [SWEEPS] [MIN_PROCS]`.
+//!
+//! `--active`: the processes spawned to reach MIN_PROCS wake every MS milliseconds (default
+//! 50) instead of sleeping, so that every one has run between two sweeps.
+use procwatch_collector::bench::{format_table, run_with, BenchOptions, Children};
 use std::time::Duration;
 
 fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let sweeps = args.next().and_then(|a| a.parse().ok()).unwrap_or(15);
-    let min_procs = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let (flags, mut args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let mut children = Children::Sleeping;
+    for f in &flags {
+        match f.strip_prefix("--active") {
+            Some(rest) => {
+                let ms = rest.strip_prefix('=').map_or(Ok(50), str::parse).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{f}: {e}"))
+                })?;
+                children = Children::Active { tick: Duration::from_millis(ms) };
+            }
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("unknown flag {f} (usage: bench [--active[=MS]] [SWEEPS] [MIN_PROCS])"),
+                ))
+            }
+        }
+    }
+    args.reverse();
+    let sweeps = args.pop().and_then(|a| a.parse().ok()).unwrap_or(15);
+    let min_procs = args.pop().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let opts = BenchOptions { sweeps, min_procs, gap: Duration::from_millis(200) };
-    let rows = run(&opts, &mut std::io::stderr())?;
+    let rows = run_with(&opts, children, &mut std::io::stderr())?;
+    let mode = match children {
+        Children::Sleeping => "sleeping children".to_string(),
+        Children::Active { tick } => format!("active children waking every {tick:?}"),
+    };
     println!(
-        "{sweeps} sweeps per reader, median CPU time (user+system) per sweep, {} online CPUs\n",
+        "{sweeps} sweeps per reader, median CPU time (user+system) per sweep, {} online CPUs, {mode}\n",
         procwatch_collector::sys::online_cpus()
     );
     print!("{}", format_table(&rows));

@@ -1,7 +1,9 @@
 //! `procwatch agent --bench N`: the collector's own cost, beside its peers, in one run.
 //!
 //! Spawns sleeping processes until at least `min_procs` processes exist (and kills exactly
-//! those at the end), then measures the CPU time (user + system,
+//! those at the end) — or, with [`Children::Active`], processes that wake every few
+//! milliseconds, so that every one of them has run between two sweeps (no quiet-process
+//! shortcut applies to them) — then measures the CPU time (user + system,
 //! `CLOCK_PROCESS_CPUTIME_ID`) of N sweeps of:
 //! - procwatch's `/proc` collector,
 //! - the floor reader ([`crate::floor::FloorReader`]: `stat` + `statm` of every PID, nothing
@@ -30,6 +32,19 @@ pub struct BenchOptions {
     pub gap: Duration,
 }
 
+/// What the processes spawned to reach `min_procs` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Children {
+    /// `sleep 3600`: they never run between two sweeps (a quiet host).
+    Sleeping,
+    /// Forks of the bench that wake every `tick` (`nanosleep` in a loop, no exec): each one
+    /// has run between two sweeps (a host whose processes are all active).
+    Active {
+        /// Time between two wakes of a child.
+        tick: Duration,
+    },
+}
+
 /// One contender's figures.
 #[derive(Debug, Clone)]
 pub struct BenchRow {
@@ -43,17 +58,56 @@ pub struct BenchRow {
     pub note: String,
 }
 
-/// Kills the processes it holds (only those) when dropped.
-struct Sleepers(Vec<Child>);
+/// Kills the processes it holds (only those, by PID) when dropped.
+#[derive(Default)]
+struct Sleepers {
+    sleeping: Vec<Child>,
+    tickers: Vec<i32>,
+}
+
+impl Sleepers {
+    fn spawn(&mut self, children: Children) -> std::io::Result<()> {
+        // The tickers' phases spread over the tick (golden-ratio steps): they do not all wake
+        // at the same instant.
+        let nth = self.tickers.len() as f64;
+        match children {
+            Children::Sleeping => self.sleeping.push(
+                Command::new("sleep")
+                    .arg("3600")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            ),
+            Children::Active { tick } => {
+                let phase = tick.mul_f64((nth * 0.618_034).fract());
+                self.tickers.push(sys::fork_ticker(tick, phase)?)
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills and reaps every child; the CPU time the reaped children used (of interest for
+    /// the tickers: the sleepers use next to none).
+    fn stop(&mut self) -> Duration {
+        let before = sys::children_cpu_time();
+        for c in &mut self.sleeping {
+            let _ = c.kill();
+        }
+        for c in &mut self.sleeping {
+            let _ = c.wait();
+        }
+        self.sleeping.clear();
+        for pid in self.tickers.drain(..) {
+            sys::kill_and_reap(pid);
+        }
+        sys::children_cpu_time().saturating_sub(before)
+    }
+}
 
 impl Drop for Sleepers {
     fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 
@@ -154,21 +208,31 @@ fn psutil_row(opts: &BenchOptions) -> BenchRow {
     row
 }
 
-/// Runs the benchmark, printing progress to `log`, and returns the rows.
+/// Runs the benchmark with sleeping children, printing progress to `log`, and returns the rows.
 pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<BenchRow>> {
+    run_with(opts, Children::Sleeping, log)
+}
+
+/// Runs the benchmark with `children` topping up the host, printing progress to `log`, and
+/// returns the rows.
+pub fn run_with(
+    opts: &BenchOptions,
+    children: Children,
+    log: &mut dyn Write,
+) -> std::io::Result<Vec<BenchRow>> {
     let existing = count_processes();
-    let mut sleepers = Sleepers(Vec::new());
+    let mut sleepers = Sleepers::default();
+    let clock = procwatch_model::clock::system();
+    let started_ms = clock.now_ms();
     if existing < opts.min_procs {
         let need = opts.min_procs - existing;
-        writeln!(log, "spawning {need} sleeping processes ({existing} exist)")?;
+        let what = match children {
+            Children::Sleeping => "sleeping".to_string(),
+            Children::Active { tick } => format!("active (waking every {tick:?})"),
+        };
+        writeln!(log, "spawning {need} {what} processes ({existing} exist)")?;
         for _ in 0..need {
-            let child = Command::new("sleep")
-                .arg("3600")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            sleepers.0.push(child);
+            sleepers.spawn(children)?;
         }
         // Let every child finish its exec so that all are `sleep`, not half-started forks.
         std::thread::sleep(Duration::from_millis(500));
@@ -255,7 +319,17 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> std::io::Result<Vec<Benc
         });
     }
     rows.push(psutil_row(opts));
-    drop(sleepers);
+    let tickers = sleepers.tickers.len();
+    let children_cpu = sleepers.stop();
+    if tickers > 0 {
+        let secs = (clock.now_ms() - started_ms).max(1) as f64 / 1e3;
+        writeln!(
+            log,
+            "{tickers} active children used {:.2} s of CPU in {secs:.1} s ({:.1} % of one CPU)",
+            children_cpu.as_secs_f64(),
+            100.0 * children_cpu.as_secs_f64() / secs
+        )?;
+    }
     Ok(rows)
 }
 

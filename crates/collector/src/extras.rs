@@ -18,7 +18,8 @@
 //! with another process by `clone(CLONE_FILES)` without threads; and a task switched out just
 //! after the previous reading counts that one switch in the next interval it runs.) Every
 //! process is read in full at least every [`FULL_READ_SWEEPS`] sweeps regardless (each PID in
-//! its own phase, so these reads spread evenly over the sweeps). Most
+//! its own phase, so these reads spread evenly over the sweeps). A multi-threaded process is
+//! not probed, and a busy one only on two sweeps in nine ([`BUSY_PROBES`]). Most
 //! processes of a host sleep through most sweeps, so this is where the cost goes down.
 //!
 //! Rates (`io`, `ctxsw`) are the difference between two sweeps over the measured interval; a
@@ -43,6 +44,15 @@ pub(crate) const REFRESH_SWEEPS: u64 = 64;
 /// A process is read in full (no quiet-process shortcut) at least this often, in sweeps.
 pub(crate) const FULL_READ_SWEEPS: u64 = 16;
 
+/// A process found switched in by this many probes in a row is not probed for the next
+/// [`BUSY_SKIP`] sweeps (it is read in full, as the probe would most likely have decided); the
+/// last sweep of that window probes again only to record the count the next one compares
+/// with. On a host whose processes are all busy this saves most `schedstat` reads; a process
+/// that fell quiet meanwhile pays at most [`BUSY_SKIP`] full reads, which are exact anyway.
+pub(crate) const BUSY_PROBES: u8 = 2;
+/// See [`BUSY_PROBES`].
+pub(crate) const BUSY_SKIP: u8 = 8;
+
 /// What the collector keeps per process for its extras.
 #[derive(Debug, Default)]
 pub(crate) struct ExtraState {
@@ -52,6 +62,10 @@ pub(crate) struct ExtraState {
     schedstat: Option<File>,
     /// Switch-ins at the last full read.
     pcount: Option<u64>,
+    /// Consecutive sweeps whose probe found the process switched in (saturating).
+    busy: u8,
+    /// Sweeps left without a `schedstat` probe (a busy process: see [`BUSY_SKIP`]).
+    skip_probes: u8,
     prev_fds: Option<(u64, Option<f64>)>,
     prev_io: Option<(u64, u64)>,
     prev_ctx: Option<(u64, u64)>,
@@ -225,6 +239,18 @@ impl ExtrasReader {
     /// The quiet-process shortcut (module documentation): when it applies, fills the rates
     /// with 0 and fds with the previous count, and returns `true`.
     fn quiet(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) -> bool {
+        // The shortcut never applies to a multi-threaded process: no probe.
+        if c.threads != 1 {
+            (st.pcount, st.busy, st.skip_probes) = (None, 0, 0);
+            return false;
+        }
+        if st.skip_probes > 1 {
+            st.skip_probes -= 1;
+            return false;
+        }
+        // The last sweep of a skip window only records the count (`pcount` is stale).
+        let recording = st.skip_probes == 1;
+        st.skip_probes = 0;
         pid_path(&mut self.path, c.root, c.pid, "schedstat");
         let keep = c.may_keep;
         let pcount =
@@ -241,6 +267,20 @@ impl ExtrasReader {
             st.pcount = None;
             return false;
         };
+        if recording {
+            st.pcount = Some(pcount);
+            return false;
+        }
+        if st.pcount.is_some_and(|p| p != pcount) {
+            st.busy = st.busy.saturating_add(1);
+            if st.busy >= BUSY_PROBES {
+                // One more busy probe after the window starts the next one.
+                st.busy = BUSY_PROBES - 1;
+                st.skip_probes = BUSY_SKIP;
+            }
+        } else {
+            st.busy = 0;
+        }
         let set = self.set;
         let quiet = c.threads == 1
             && c.secs.is_some()
@@ -361,5 +401,71 @@ impl ExtrasReader {
             self.users.insert(uid, n.clone());
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `quiet` for sweeps `gens` of PID 1 under `root`, writing `count(gen)` as the
+    /// switch-in count before each; returns, per sweep, whether `schedstat` was read (the
+    /// count changes every sweep in these tests, so a read changes `pcount`) and `quiet`'s
+    /// answer.
+    fn sweeps(
+        root: &std::path::Path,
+        st: &mut ExtraState,
+        threads: u64,
+        gens: std::ops::Range<u64>,
+        count: impl Fn(u64) -> u64,
+    ) -> Vec<(bool, bool)> {
+        let mut r = ExtrasReader::new(ExtraSet::NONE.with(ExtraMetric::Ctxsw));
+        let root = root.to_str().unwrap();
+        gens.map(|g| {
+            std::fs::write(format!("{root}/1/schedstat"), format!("10 20 {}\n", count(g))).unwrap();
+            let c = Ctx {
+                root,
+                pid: 1,
+                generation: g,
+                secs: Some(1.0),
+                is_new: false,
+                threads,
+                stat_file: None,
+                may_keep: true,
+            };
+            let before = st.pcount;
+            let q = r.quiet(st, &c, &mut Extras::default());
+            (st.pcount != before, q)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_busy_process_is_probed_twice_per_window_and_a_quiet_one_found_after() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("1")).unwrap();
+        let mut st = ExtraState { prev_ctx: Some((0, 0)), ..Default::default() };
+        // Switched in at every sweep: probed at sweeps 1, 2, 3 (two busy probes in a row),
+        // not for 7 sweeps, 11 (recording), 12 (busy again: the next window), and never
+        // quiet.
+        let got = sweeps(dir.path(), &mut st, 1, 1..21, |g| 100 + g);
+        let probed: Vec<u64> = (1..21).zip(&got).filter(|(_, p)| p.0).map(|(g, _)| g).collect();
+        assert_eq!(probed, [1, 2, 3, 11, 12, 20]);
+        assert!(got.iter().all(|(_, q)| !q));
+        // Then it falls quiet: sweep 21 still sees the switch-ins since sweep 20 (a new
+        // window), 29 records, and 30 finds it quiet.
+        let got = sweeps(dir.path(), &mut st, 1, 21..31, |_| 500);
+        assert_eq!(got.iter().filter(|(_, q)| *q).count(), 1);
+        assert!(got[9].1, "quiet at sweep 30: {got:?}");
+    }
+
+    #[test]
+    fn a_multi_threaded_process_is_never_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("1")).unwrap();
+        let mut st = ExtraState { prev_ctx: Some((0, 0)), ..Default::default() };
+        let got = sweeps(dir.path(), &mut st, 3, 1..5, |_| 7);
+        assert!(got.iter().all(|&(p, q)| !p && !q), "{got:?}");
+        assert!(st.schedstat.is_none());
     }
 }

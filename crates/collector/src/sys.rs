@@ -79,6 +79,65 @@ pub fn raise_open_files_limit(want: u64) -> u64 {
     lim.rlim_cur as u64
 }
 
+/// Forks a child that does nothing but wake every `tick` (`nanosleep` in a loop, the first
+/// sleep lasting `phase`, so that many tickers need not all wake at once) until it is
+/// killed, or until this process dies (`PR_SET_PDEATHSIG`): the benchmark's active processes,
+/// each with its own `/proc/PID/schedstat` changing at every wake, no exec and no fork per
+/// tick. Returns the child's PID; stop it with [`kill_and_reap`].
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn fork_ticker(tick: Duration, phase: Duration) -> std::io::Result<i32> {
+    let spec = |d: Duration| libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    let (ts, first) = (spec(tick), spec(phase));
+    // SAFETY: after fork the child calls only async-signal-safe system calls (prctl, getppid,
+    // nanosleep, _exit) on memory it owns: no lock, no allocation, no return into Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() == 1 {
+                libc::_exit(0);
+            }
+            libc::nanosleep(&first, std::ptr::null_mut());
+            loop {
+                libc::nanosleep(&ts, std::ptr::null_mut());
+            }
+        },
+        pid => Ok(pid),
+    }
+}
+
+/// Sends `SIGKILL` to the child `pid` and waits for it (only a child of this process: it is
+/// reaped).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn kill_and_reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: plain system calls on a PID of our own child; `status` is writable.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// CPU time (user + system) used by the children of this process that were waited for
+/// (`getrusage(RUSAGE_CHILDREN)`), for benchmarks.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn children_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 #[cfg(not(unix))]
 pub fn online_cpus() -> u64 {
     std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
@@ -100,5 +159,34 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(process_cpu_time() > a);
+    }
+
+    /// The switch-in count (third field) of `/proc/PID/schedstat`.
+    #[cfg(target_os = "linux")]
+    fn switch_ins(pid: i32) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        s.split_whitespace().nth(2)?.parse().ok()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_ticker_wakes_until_killed_and_is_reaped() {
+        let pid = fork_ticker(Duration::from_millis(5), Duration::from_millis(2)).unwrap();
+        let first = switch_ins(pid).expect("the ticker runs");
+        // Wait for it to wake again (generous deadline: the machine may be busy).
+        let mut woke = false;
+        for _ in 0..600 {
+            if switch_ins(pid).is_some_and(|n| n > first) {
+                woke = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill_and_reap(pid);
+        assert!(woke, "the ticker's switch-in count did not change within 30 s");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "killed and reaped: no /proc entry"
+        );
     }
 }
