@@ -45,9 +45,6 @@ pub(crate) fn insert_chunks(
     gen: i64,
     block_ms: i64,
 ) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
-    )?;
     let mut i = 0;
     while i < recs.len() {
         let sid = recs[i].sid;
@@ -62,14 +59,7 @@ pub(crate) fn insert_chunks(
             c.push(r.ts, r.cpu, r.cores, r.mem, r.rss, r.count);
             j += 1;
         }
-        stmt.execute(params![
-            sid,
-            c.ts[0],
-            c.ts[c.len() - 1],
-            c.len() as i64,
-            gen,
-            codec::encode(&c)
-        ])?;
+        put_chunk(tx, sid, gen, 0, &c)?;
         i = j;
     }
     Ok(())
@@ -307,23 +297,24 @@ fn merge_block(tx: &rusqlite::Transaction, sid: u32, block: TsMs, b: i64) -> Sto
             del.execute([id]).map_err(db_err)?;
         }
     }
-    let mut put = tx
-        .prepare_cached(
-            "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .map_err(db_err)?;
     let one = std::iter::once((gen, 1, c)).filter(|(_, _, c)| !c.is_empty());
     for (g, level, c) in outside.into_iter().chain(one) {
-        put.execute(params![
-            sid,
-            c.ts[0],
-            c.ts[c.len() - 1],
-            c.len() as i64,
-            g,
-            level,
-            codec::encode(&c)
-        ])
-        .map_err(db_err)?;
+        put_chunk(tx, sid, g, level, &c).map_err(db_err)?;
     }
     Ok(merged)
+}
+
+/// Inserts one chunk of series `sid` (non-empty columns, sorted by ts).
+fn put_chunk(
+    tx: &rusqlite::Transaction,
+    sid: u32,
+    gen: i64,
+    level: i64,
+    c: &Columns,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO chunks(series_id, start_ts, end_ts, n, gen, level, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![sid, c.ts[0], c.ts[c.len() - 1], c.len() as i64, gen, level, codec::encode(c)])
+    .map(|_| ())
 }
