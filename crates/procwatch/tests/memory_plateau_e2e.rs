@@ -2,7 +2,7 @@
 //! (`loadgen --time-warp`, the server on the same warped clock), the server's memory stops
 //! growing once its head window is full. 20 hosts × 50 processes every 10 s of virtual time,
 //! 40 virtual minutes in about 40 s: more than 3 times the head window (5 min query window +
-//! 5 min fold step + a maintenance period, 11 min). The store's and the alarm engine's
+//! 1 min fold step + a 1 min maintenance period, 7 min). The store's and the alarm engine's
 //! estimated bytes (`/metrics`) and the server's RSS, at their highest over minutes 16–28
 //! (the head full, its first fold done), are compared with their highest over minutes 28–40:
 //! bounded growth, whatever the machine's speed. The bound is 15 %: a buffer may grow once by

@@ -120,6 +120,13 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = procwatch_model::duration::parse)]
     pub window: Duration,
 
+    /// How far the embedded store's in-memory floor moves at once: samples older than
+    /// `--window` are folded to disk chunks in steps of this, so memory holds up to window +
+    /// step (+ one maintenance period) a series. Shorter = less memory per series, more small
+    /// chunks until the 2 h merge (10 s to 2 h).
+    #[arg(long, env = "PROCWATCH_FOLD_STEP", default_value = "1m", value_parser = procwatch_model::duration::parse)]
+    pub fold_step: Duration,
+
     /// Bearer token required on ingestion routes.
     #[arg(
         long,
@@ -309,6 +316,12 @@ pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
         // evaluator reads incrementally; a longer default only cost memory per series
         // (BENCHMARKS.md, "Memory per active series").
         memory_window_ms: args.window.max(Duration::from_secs(60)).as_millis() as i64,
+        // 1 min, not the library's 5: at 10 s a series holds ≈ 44 samples instead of ≈ 68
+        // (BENCHMARKS.md, "Memory per active series", Session 6).
+        fold_step_ms: args
+            .fold_step
+            .clamp(Duration::from_secs(10), Duration::from_secs(7200))
+            .as_millis() as i64,
         ..SqliteOptions::default()
     };
     if let Some(w) = args.time_warp {
@@ -670,6 +683,16 @@ mod tests {
             err.contains("--rollup-retention (2days) must be at least --retention (3days)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fold_step_one_minute_by_default_and_bounded() {
+        std::env::remove_var("PROCWATCH_FOLD_STEP");
+        assert_eq!(sqlite_options(&parse(&[])).fold_step_ms, 60_000);
+        assert_eq!(sqlite_options(&parse(&["--fold-step", "5m"])).fold_step_ms, 300_000);
+        // A zero step would fold at every pass; a huge one would keep days in memory.
+        assert_eq!(sqlite_options(&parse(&["--fold-step", "0s"])).fold_step_ms, 10_000);
+        assert_eq!(sqlite_options(&parse(&["--fold-step", "30d"])).fold_step_ms, 7_200_000);
     }
 
     #[test]
