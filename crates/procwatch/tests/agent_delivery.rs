@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::KillOnDrop;
+use common::{wait_until_async, KillOnDrop};
 
 const INTERVAL_MS: u64 = 200;
 
@@ -470,15 +470,12 @@ async fn server_answering_500_first_gets_everything_exactly_once() {
     // Wait until the backlog of the five refused attempts is delivered: under load the retry
     // backoff can outlast a stop's drain, and nothing would have been accepted yet.
     let log = dir.path().join("agent.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let delivered = loop {
+    let delivered = wait_until_async("the backlog's delivery", Duration::from_secs(60), || {
         let (taken, accepted) = (taken_from_log(&log), accepted_per_ts(&fake));
-        if taken.len() >= 8 && taken.keys().all(|ts| accepted.contains_key(ts)) {
-            break taken;
-        }
-        assert!(Instant::now() < deadline, "backlog not delivered: {taken:?} vs {accepted:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        let done = taken.len() >= 8 && taken.keys().all(|ts| accepted.contains_key(ts));
+        std::future::ready(done.then_some(taken))
+    })
+    .await;
     agent.stop();
     let (taken, accepted) = (taken_from_log(&log), accepted_per_ts(&fake));
     // Each sweep accepted once: a duplicate would double its count. Every sweep taken before
