@@ -1,6 +1,9 @@
 //! The collector cost benchmark without the `procwatch` binary (same code as
 //! `procwatch agent --bench N`):
-//! `cargo run --release -p procwatch-collector --example bench -- [--active[=MS]] [SWEEPS] [MIN_PROCS]`.
+//! `cargo run --release -p procwatch-collector --example bench -- [--active[=MS]] [--no-taskstats] [SWEEPS] [MIN_PROCS]`.
+//!
+//! `--no-taskstats`: the extras read `io` and `ctxsw` from `/proc/PID/io` and `status` even
+//! where taskstats answers (root).
 //!
 //! `--active`: the processes spawned to reach MIN_PROCS wake every MS milliseconds (default
 //! 50) instead of sleeping, so that every one has run between two sweeps.
@@ -11,7 +14,12 @@ fn main() -> std::io::Result<()> {
     let (flags, mut args): (Vec<String>, Vec<String>) =
         std::env::args().skip(1).partition(|a| a.starts_with("--"));
     let mut children = Children::Sleeping;
+    let mut no_taskstats = false;
     for f in &flags {
+        if f == "--no-taskstats" {
+            no_taskstats = true;
+            continue;
+        }
         match f.strip_prefix("--active") {
             Some(rest) => {
                 let ms = rest.strip_prefix('=').map_or(Ok(50), str::parse).map_err(|e| {
@@ -22,7 +30,7 @@ fn main() -> std::io::Result<()> {
             None => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("unknown flag {f} (usage: bench [--active[=MS]] [SWEEPS] [MIN_PROCS])"),
+                    format!("unknown flag {f} (usage: bench [--active[=MS]] [--no-taskstats] [SWEEPS] [MIN_PROCS])"),
                 ))
             }
         }
@@ -30,7 +38,7 @@ fn main() -> std::io::Result<()> {
     args.reverse();
     let sweeps = args.pop().and_then(|a| a.parse().ok()).unwrap_or(15);
     let min_procs = args.pop().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let opts = BenchOptions { sweeps, min_procs, gap: Duration::from_millis(200) };
+    let opts = BenchOptions { sweeps, min_procs, gap: Duration::from_millis(200), no_taskstats };
     let rows = run_with(&opts, children, &mut std::io::stderr())?;
     let mode = match children {
         Children::Sleeping => "sleeping children".to_string(),

@@ -115,7 +115,10 @@ impl ProcCollector {
             buf: vec![0; 4096],
             aux: vec![0; 4096],
             path: String::with_capacity(64),
-            extras: ExtrasReader::new(opts.extras),
+            extras: match opts.no_taskstats {
+                false => ExtrasReader::new(opts.extras),
+                true => ExtrasReader::new(opts.extras).files_only(),
+            },
         })
     }
 

@@ -149,6 +149,7 @@ impl AgentArgs {
             include_kernel_threads: self.include_kernel_threads,
             per_pid: self.per_pid,
             extras: self.metrics,
+            ..Default::default()
         };
         if self.collector == CollectorKindArg::Sysinfo && !self.metrics.is_empty() {
             bail!(
@@ -348,6 +349,7 @@ fn bench(args: &AgentArgs, sweeps: u32) -> Result<()> {
         sweeps,
         min_procs: args.bench_procs,
         gap: Duration::from_millis(200).min(args.interval),
+        no_taskstats: false,
     };
     let mut err = std::io::stderr();
     let rows = bench::run(&opts, &mut err).context("benchmark failed")?;

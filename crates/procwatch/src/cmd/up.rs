@@ -145,6 +145,7 @@ fn build_collector(args: &UpArgs) -> Result<Box<dyn Collector + Send>> {
         include_kernel_threads: args.include_kernel_threads,
         per_pid: false,
         extras: args.metrics,
+        ..Default::default()
     };
     #[cfg(target_os = "linux")]
     if args.collector == CollectorKindArg::Proc && args.proc_root != "/proc" {
