@@ -82,6 +82,9 @@ pub(crate) struct ExtraState {
     prev_io: Option<(u64, u64)>,
     /// `prev_io` came from taskstats (not from `/proc/PID/io`).
     prev_io_ts: bool,
+    /// The previous sweep queried taskstats for this process (it was read in full): it is
+    /// likely to be again, so the next sweep queries it in a batch ([`ExtrasReader::prefetch`]).
+    queried: bool,
     prev_ctx: Option<(u64, u64)>,
     /// Soft `RLIMIT_NOFILE` (`None` inside: unlimited) and the generation it was read at.
     limit: Option<(Option<u64>, u64)>,
@@ -128,6 +131,8 @@ pub(crate) struct ExtrasReader {
     /// Descriptors opened by the current sweep (kept open).
     pub(crate) opened: usize,
     taskstats: TaskstatsSlot,
+    /// The counters [`ExtrasReader::prefetch`] fetched for the processes about to be read.
+    prefetched: Vec<(u32, Counters)>,
 }
 
 /// Whether taskstats is used: tried once, on the first process that needs it.
@@ -204,8 +209,38 @@ impl ExtrasReader {
         self
     }
 
+    /// Whether [`ExtrasReader::prefetch`] would query anything: taskstats answers and `io`
+    /// or `ctxsw` is on.
+    pub(crate) fn prefetching(&self) -> bool {
+        matches!(self.taskstats, TaskstatsSlot::Open(_))
+            && (self.set.has(ExtraMetric::Io) || self.set.has(ExtraMetric::Ctxsw))
+    }
+
+    /// Whether the next sweep should query this process in a batch: the previous one read it
+    /// in full from taskstats (a busy or multi-threaded process; a quiet one is not queried).
+    pub(crate) fn wants_prefetch(st: &ExtraState) -> bool {
+        st.queried
+    }
+
+    /// Queries taskstats for `pids` (at most 32) in one batch, replacing the previous batch's
+    /// counters: the next [`ExtrasReader::read`] of each of them takes its counters from here
+    /// instead of a query of its own. Two system calls for the batch instead of two per
+    /// process; a process found quiet after all has cost one wasted answer.
+    pub(crate) fn prefetch(&mut self, pids: &[u32]) {
+        self.prefetched.clear();
+        let TaskstatsSlot::Open(t) = &mut self.taskstats else { return };
+        if let Err(e) = t.query_many(pids, &mut self.prefetched) {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                self.taskstats = TaskstatsSlot::Absent;
+            }
+        }
+    }
+
     /// The counters of process `c.pid` from taskstats, when this reader may use it.
     fn task_counters(&mut self, c: &Ctx) -> Option<Counters> {
+        if let Some(&(_, k)) = self.prefetched.iter().find(|(p, _)| *p == c.pid) {
+            return Some(k);
+        }
         if let TaskstatsSlot::Untried = self.taskstats {
             self.taskstats = match (c.root == "/proc").then(Taskstats::open).flatten() {
                 Some(t) => TaskstatsSlot::Open(t),
@@ -229,6 +264,7 @@ impl ExtrasReader {
     pub(crate) fn begin(&mut self) {
         self.io_unreadable = 0;
         self.opened = 0;
+        self.prefetched.clear();
     }
 
     /// Reads one process's enabled extras.
@@ -242,12 +278,13 @@ impl ExtrasReader {
         if (set.has(ExtraMetric::Io) || set.has(ExtraMetric::Ctxsw) || set.has(ExtraMetric::Fds))
             && self.quiet(st, c, &mut x)
         {
-            self.read_cached(st, c, &mut x);
-            return ProcExtras { x };
+            st.queried = false;
+            return self.read_cached(st, c, x);
         }
         let counters = (set.has(ExtraMetric::Io) || set.has(ExtraMetric::Ctxsw))
             .then(|| self.task_counters(c))
             .flatten();
+        st.queried = counters.is_some();
         let io_ts = counters.filter(|_| c.threads == 1);
         if set.has(ExtraMetric::Io) && st.prev_io_ts != io_ts.is_some() {
             // Another source: its counters are not the previous reading's.
@@ -286,8 +323,7 @@ impl ExtrasReader {
         if set.has(ExtraMetric::Fds) {
             self.read_fds(st, c, &mut x);
         }
-        self.read_cached(st, c, &mut x);
-        ProcExtras { x }
+        self.read_cached(st, c, x)
     }
 
     /// Reads a pair of counters from a kept-open `/proc/PID/<file>` and returns their rates
@@ -382,9 +418,10 @@ impl ExtrasReader {
         true
     }
 
-    /// The extras read from caches: owner and unit.
-    fn read_cached(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) {
+    /// Adds the extras read from caches, owner and unit, to `x`.
+    fn read_cached(&mut self, st: &mut ExtraState, c: &Ctx, x: Extras) -> ProcExtras {
         let set = self.set;
+        let mut p = ProcExtras { x, owner: None, unit: None };
         let stale = |at: u64| c.generation >= at + REFRESH_SWEEPS;
         if set.has(ExtraMetric::Owner) {
             let uid = match c.stat_file {
@@ -395,7 +432,7 @@ impl ExtrasReader {
                 }
             };
             if let Ok(uid) = uid {
-                x.owner = Some(self.user_name(uid, c.generation).to_string());
+                p.owner = Some(self.user_name(uid, c.generation));
             }
         }
         if set.has(ExtraMetric::Unit) {
@@ -407,8 +444,9 @@ impl ExtrasReader {
                     .map(Arc::from);
                 st.unit = Some((unit, c.generation));
             }
-            x.unit = st.unit.as_ref().and_then(|(u, _)| u.as_deref().map(str::to_owned));
+            p.unit = st.unit.as_ref().and_then(|(u, _)| u.clone());
         }
+        p
     }
 
     fn read_fds(&mut self, st: &mut ExtraState, c: &Ctx, x: &mut Extras) {

@@ -2,11 +2,16 @@
 //! sums them. Shared by every collector (the portable one collects no extras yet).
 
 use procwatch_model::extras::Extras;
+use std::sync::Arc;
 
-/// One process's extras at one sweep.
+/// One process's extras at one sweep. Owner and unit are shared names (no allocation per
+/// process): only the group's lowest PID's become the group's.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ProcExtras {
+    /// The numbers (its `owner` and `unit` are unused).
     pub(crate) x: Extras,
+    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) unit: Option<Arc<str>>,
 }
 
 /// The extras of one group: sums of counts and rates, the highest `fds_pct`, owner and unit
@@ -15,6 +20,8 @@ pub(crate) struct ProcExtras {
 pub(crate) struct ExtrasAcc {
     x: Extras,
     min_pid: Option<u32>,
+    owner: Option<Arc<str>>,
+    unit: Option<Arc<str>>,
 }
 
 fn add_f(a: &mut Option<f64>, b: Option<f64>) {
@@ -32,7 +39,7 @@ fn add_u(a: &mut Option<u64>, b: Option<u64>) {
 impl ExtrasAcc {
     pub(crate) fn add(&mut self, pid: u32, p: ProcExtras) {
         let x = &mut self.x;
-        let p = p.x;
+        let ProcExtras { x: p, owner, unit } = p;
         add_f(&mut x.read_bps, p.read_bps);
         add_f(&mut x.write_bps, p.write_bps);
         add_u(&mut x.fds, p.fds);
@@ -44,17 +51,19 @@ impl ExtrasAcc {
         }
         if self.min_pid.is_none_or(|m| pid < m) {
             self.min_pid = Some(pid);
-            if p.owner.is_some() {
-                x.owner = p.owner;
+            if owner.is_some() {
+                self.owner = owner;
             }
-            if p.unit.is_some() {
-                x.unit = p.unit;
+            if unit.is_some() {
+                self.unit = unit;
             }
         }
     }
 
     /// The group's extras, `None` when nothing was collected.
-    pub(crate) fn finish(self) -> Option<Box<Extras>> {
+    pub(crate) fn finish(mut self) -> Option<Box<Extras>> {
+        self.x.owner = self.owner.map(|o| o.to_string());
+        self.x.unit = self.unit.map(|u| u.to_string());
         (!self.x.is_empty()).then(|| Box::new(self.x))
     }
 }
@@ -67,13 +76,9 @@ mod tests {
     fn groups_sum_counts_and_take_the_parent_s_names() {
         let mut acc = ExtrasAcc::default();
         let p = |fds, pct, owner: &str, r| ProcExtras {
-            x: Extras {
-                fds: Some(fds),
-                fds_pct: Some(pct),
-                read_bps: r,
-                owner: Some(owner.into()),
-                ..Default::default()
-            },
+            x: Extras { fds: Some(fds), fds_pct: Some(pct), read_bps: r, ..Default::default() },
+            owner: Some(owner.into()),
+            unit: None,
         };
         acc.add(20, p(10, 1.0, "child", Some(5.0)));
         acc.add(10, p(3, 50.0, "parent", None));

@@ -90,7 +90,14 @@ pub(crate) struct ProcCollector {
     aux: Vec<u8>,
     path: String,
     extras: ExtrasReader,
+    /// The sweep's PIDs (reused).
+    pids: Vec<u32>,
+    /// A chunk's PIDs to query in one batch (reused).
+    want: Vec<u32>,
 }
+
+/// PIDs per chunk of a sweep (see `sweep`): one taskstats batch at most.
+const PREFETCH_CHUNK: usize = sys::MAX_BATCH;
 
 impl ProcCollector {
     pub(crate) fn new(root: &str, opts: CollectorOptions) -> Result<Self, CollectError> {
@@ -115,6 +122,8 @@ impl ProcCollector {
             buf: vec![0; 4096],
             aux: vec![0; 4096],
             path: String::with_capacity(64),
+            pids: Vec::new(),
+            want: Vec::new(),
             extras: match opts.no_taskstats {
                 false => ExtrasReader::new(opts.extras),
                 true => ExtrasReader::new(opts.extras).files_only(),
@@ -163,9 +172,20 @@ impl Collector for ProcCollector {
 
         let dir = std::fs::read_dir(&self.root)
             .map_err(|err| CollectError::Io { path: self.root.clone(), err })?;
-        for entry in dir {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry_pid(&entry) else { continue };
+        // Listed first, then read in chunks: the extras may query a chunk's busy processes
+        // in one batch (taskstats) before reading them one by one.
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        pids.extend(dir.filter_map(|e| e.ok().as_ref().and_then(entry_pid)));
+        for (i, &pid) in pids.iter().enumerate() {
+            if i % PREFETCH_CHUNK == 0 && self.extras.prefetching() {
+                let chunk = &pids[i..(i + PREFETCH_CHUNK).min(pids.len())];
+                self.want.clear();
+                self.want.extend(chunk.iter().copied().filter(|p| {
+                    self.tracked.get(p).is_some_and(|t| ExtrasReader::wants_prefetch(&t.extras))
+                }));
+                self.extras.prefetch(&self.want);
+            }
             let tracked = self.tracked.get_mut(&pid);
             // Re-read the kept file; if its process is gone (the PID may be reused already),
             // fall through to a fresh open.
@@ -253,6 +273,7 @@ impl Collector for ProcCollector {
             let rss = stat.rss_pages * self.page_size;
             grouper.add(pid, name, cores, rss, ncpu, mem.total, extras);
         }
+        self.pids = pids;
         self.kept_open += self.extras.opened;
         let mut closed = 0;
         self.tracked.retain(|_, t| {

@@ -203,6 +203,92 @@ pub(crate) fn recv_nowait(fd: std::os::fd::BorrowedFd, buf: &mut [u8]) -> std::i
     Ok(n as usize)
 }
 
+/// The most datagrams [`netlink_send_many`] and [`recv_many_nowait`] move in one call.
+#[cfg(target_os = "linux")]
+pub(crate) const MAX_BATCH: usize = 32;
+
+/// Sends each of `msgs` (at most [`MAX_BATCH`]) as one datagram to the kernel (netlink port
+/// 0), in one system call (`sendmmsg`); how many were sent.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn netlink_send_many(
+    fd: std::os::fd::BorrowedFd,
+    msgs: &[&[u8]],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = msgs.len().min(MAX_BATCH);
+    // SAFETY: an all-zero sockaddr_nl is a valid value of this plain C struct.
+    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let mut iov: [libc::iovec; MAX_BATCH] = std::array::from_fn(|i| libc::iovec {
+        iov_base: msgs.get(i).map_or(std::ptr::null_mut(), |m| m.as_ptr().cast_mut().cast()),
+        iov_len: msgs.get(i).map_or(0, |m| m.len()),
+    });
+    let to_ptr: *mut libc::sockaddr_nl = &mut to;
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = std::array::from_fn(|i| {
+        // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = to_ptr.cast();
+        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &mut iov[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h
+    });
+    // SAFETY: the first `n` headers point at `to` and at iovecs describing live, readable
+    // slices of `msgs`; all outlive the call. The kernel only reads them.
+    let sent = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// Receives up to `lens.len()` (at most [`MAX_BATCH`]) datagrams without waiting
+/// (`recvmmsg`, `MSG_DONTWAIT`), the i-th into `buf[i * slot..(i + 1) * slot]`; sets their
+/// lengths in `lens` and returns how many arrived.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn recv_many_nowait(
+    fd: std::os::fd::BorrowedFd,
+    buf: &mut [u8],
+    slot: usize,
+    lens: &mut [usize],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = lens.len().min(MAX_BATCH).min(buf.len() / slot.max(1));
+    let base = buf.as_mut_ptr();
+    let mut iov: [libc::iovec; MAX_BATCH] = std::array::from_fn(|i| libc::iovec {
+        // SAFETY (of the pointer arithmetic): for i < n, i * slot + slot <= buf.len().
+        iov_base: if i < n { base.wrapping_add(i * slot).cast() } else { std::ptr::null_mut() },
+        iov_len: if i < n { slot } else { 0 },
+    });
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = std::array::from_fn(|i| {
+        // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_iov = &mut iov[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h
+    });
+    // SAFETY: the first `n` headers point at iovecs describing disjoint, writable slots of
+    // `buf`, which outlives the call; no address or control buffer is asked for.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for (len, h) in lens.iter_mut().zip(&hdrs).take(got as usize) {
+        *len = h.msg_len as usize;
+    }
+    Ok(got as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,12 @@ pub(crate) struct Taskstats {
     family: u16,
     seq: u32,
     buf: Vec<u8>,
+    /// Requests and answers of [`Taskstats::query_many`] (allocated on its first use).
+    batch: Vec<u8>,
 }
+
+/// Bytes per answer slot of a batch: an answer is ≈ 450 bytes (version 13 of the struct).
+const SLOT: usize = 1024;
 
 impl Taskstats {
     /// Opens the socket and checks that a query of the agent's own PID is answered; `None`
@@ -81,7 +86,7 @@ impl Taskstats {
             return None;
         }
         let fd = sys::netlink_generic_socket().ok()?;
-        let mut t = Taskstats { fd, family: 0, seq: 0, buf: vec![0; 2048] };
+        let mut t = Taskstats { fd, family: 0, seq: 0, buf: vec![0; 2048], batch: Vec::new() };
         t.family = t.resolve_family().ok()?;
         t.query(own).ok()?;
         Some(t)
@@ -95,30 +100,75 @@ impl Taskstats {
             TASKSTATS_CMD_ATTR_PID,
             &pid.to_ne_bytes(),
         );
-        let seq = self.exchange(&msg)?;
-        let payload = self.payload(seq)?;
-        let stats = find_attr(payload, TASKSTATS_TYPE_AGGR_PID)
-            .and_then(|nested| find_attr(nested, TASKSTATS_TYPE_STATS))
-            .ok_or_else(|| bad("taskstats answer without a stats attribute"))?;
-        let at = |off: usize| {
-            stats
-                .get(off..off + 8)
-                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-                .ok_or_else(|| bad("taskstats struct too short"))
-        };
-        Ok(Counters {
-            nvcsw: at(OFF_NVCSW)?,
-            nivcsw: at(OFF_NIVCSW)?,
-            read_bytes: at(OFF_READ_BYTES)?,
-            write_bytes: at(OFF_WRITE_BYTES)?,
-        })
+        let len = self.exchange(msg.as_bytes())?;
+        answer_counters(&self.buf[..len])
+    }
+
+    /// The counters of each of `pids` (at most [`sys::MAX_BATCH`]: the rest is ignored), in
+    /// two system calls instead of two per PID (`sendmmsg`, `recvmmsg`): ≈ 0.9 µs per PID
+    /// instead of ≈ 1.4. Appends `(pid, counters)` to `out` for every PID answered; a PID
+    /// with no task, or whose answer did not arrive, is left out (the caller queries it
+    /// alone, or reads the files).
+    pub(crate) fn query_many(
+        &mut self,
+        pids: &[u32],
+        out: &mut Vec<(u32, Counters)>,
+    ) -> io::Result<()> {
+        let pids = &pids[..pids.len().min(sys::MAX_BATCH)];
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let first_seq = self.seq.wrapping_add(1);
+        let (family, cmd, attr) = (self.family, TASKSTATS_CMD_GET, TASKSTATS_CMD_ATTR_PID);
+        let reqs: [Request; sys::MAX_BATCH] = std::array::from_fn(|i| {
+            let pid = pids.get(i).copied().unwrap_or(0);
+            Request::new(first_seq.wrapping_add(i as u32), family, cmd, attr, &pid.to_ne_bytes())
+        });
+        self.seq = first_seq.wrapping_add(pids.len() as u32 - 1);
+        let refs: [&[u8]; sys::MAX_BATCH] = std::array::from_fn(|i| reqs[i].as_bytes());
+        let refs = &refs[..pids.len()];
+        let sent = sys::netlink_send_many(self.fd.as_fd(), refs)?;
+        if self.batch.len() < sys::MAX_BATCH * SLOT {
+            self.batch.resize(sys::MAX_BATCH * SLOT, 0);
+        }
+        let mut lens = [0usize; sys::MAX_BATCH];
+        let mut received = 0;
+        // Every request sent has its answer queued by now (see `exchange`); a short read is
+        // read again, and a stale answer of an earlier request is skipped by its number.
+        while received < sent {
+            let got = match sys::recv_many_nowait(
+                self.fd.as_fd(),
+                &mut self.batch,
+                SLOT,
+                &mut lens[..sent - received],
+            ) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            received += got;
+            for (i, &len) in lens.iter().enumerate().take(got) {
+                let msg = &self.batch[i * SLOT..i * SLOT + len.min(SLOT)];
+                if msg.len() < NLMSG_HDRLEN {
+                    continue;
+                }
+                let seq = u32::from_ne_bytes(msg[8..12].try_into().expect("4"));
+                let Some(&pid) = pids.get(seq.wrapping_sub(first_seq) as usize) else { continue };
+                if let Ok(c) = answer_counters(msg) {
+                    out.push((pid, c));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve_family(&mut self) -> io::Result<u16> {
         let msg =
             self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, b"TASKSTATS\0");
-        let seq = self.exchange(&msg)?;
-        let payload = self.payload(seq)?;
+        let len = self.exchange(msg.as_bytes())?;
+        let payload = payload(&self.buf[..len])?;
         let id = find_attr(payload, CTRL_ATTR_FAMILY_ID).ok_or_else(|| bad("no family id"))?;
         Ok(u16::from_ne_bytes(
             id.get(..2).ok_or_else(|| bad("short family id"))?.try_into().expect("2"),
@@ -126,22 +176,9 @@ impl Taskstats {
     }
 
     /// A request with one attribute; takes the next sequence number.
-    fn request(&mut self, kind: u16, cmd: u8, attr: u16, value: &[u8]) -> Vec<u8> {
+    fn request(&mut self, kind: u16, cmd: u8, attr: u16, value: &[u8]) -> Request {
         self.seq = self.seq.wrapping_add(1);
-        let attr_len = NLA_HDRLEN + value.len();
-        let len = NLMSG_HDRLEN + GENL_HDRLEN + align4(attr_len);
-        let mut m = Vec::with_capacity(len);
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-        m.extend_from_slice(&self.seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills ours
-        m.extend_from_slice(&[cmd, 1, 0, 0]); // genlmsghdr: cmd, version, reserved
-        m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-        m.extend_from_slice(&attr.to_ne_bytes());
-        m.extend_from_slice(value);
-        m.resize(len, 0);
-        m
+        Request::new(self.seq, kind, cmd, attr, value)
     }
 
     /// Sends `msg` to the kernel and receives answers until the one to its sequence number;
@@ -166,20 +203,69 @@ impl Taskstats {
         }
         Err(bad("no netlink answer to our request"))
     }
+}
 
-    /// The attributes of the answer in `buf[..len]`, or the error it carries.
-    fn payload(&self, len: usize) -> io::Result<&[u8]> {
-        let msg = &self.buf[..len];
-        let kind = u16::from_ne_bytes(msg[4..6].try_into().expect("2"));
-        if kind == NLMSG_ERROR {
-            let code = msg
-                .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                .map(|b| i32::from_ne_bytes(b.try_into().expect("4")))
-                .ok_or_else(|| bad("short netlink error"))?;
-            return Err(io::Error::from_raw_os_error(-code));
-        }
-        let total = (u32::from_ne_bytes(msg[..4].try_into().expect("4")) as usize).min(len);
-        msg.get(NLMSG_HDRLEN + GENL_HDRLEN..total).ok_or_else(|| bad("short netlink answer"))
+/// The attributes of a netlink answer, or the error it carries.
+fn payload(msg: &[u8]) -> io::Result<&[u8]> {
+    if msg.len() < NLMSG_HDRLEN {
+        return Err(bad("short netlink answer"));
+    }
+    let kind = u16::from_ne_bytes(msg[4..6].try_into().expect("2"));
+    if kind == NLMSG_ERROR {
+        let code = msg
+            .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+            .map(|b| i32::from_ne_bytes(b.try_into().expect("4")))
+            .ok_or_else(|| bad("short netlink error"))?;
+        return Err(io::Error::from_raw_os_error(-code));
+    }
+    let total = (u32::from_ne_bytes(msg[..4].try_into().expect("4")) as usize).min(msg.len());
+    msg.get(NLMSG_HDRLEN + GENL_HDRLEN..total).ok_or_else(|| bad("short netlink answer"))
+}
+
+/// The counters in a taskstats answer, or the error it carries.
+fn answer_counters(msg: &[u8]) -> io::Result<Counters> {
+    let stats = find_attr(payload(msg)?, TASKSTATS_TYPE_AGGR_PID)
+        .and_then(|nested| find_attr(nested, TASKSTATS_TYPE_STATS))
+        .ok_or_else(|| bad("taskstats answer without a stats attribute"))?;
+    let at = |off: usize| {
+        stats
+            .get(off..off + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| bad("taskstats struct too short"))
+    };
+    Ok(Counters {
+        nvcsw: at(OFF_NVCSW)?,
+        nivcsw: at(OFF_NIVCSW)?,
+        read_bytes: at(OFF_READ_BYTES)?,
+        write_bytes: at(OFF_WRITE_BYTES)?,
+    })
+}
+
+/// One encoded netlink request with one attribute of at most 40 bytes (no allocation).
+struct Request {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Request {
+    fn new(seq: u32, kind: u16, cmd: u8, attr: u16, value: &[u8]) -> Request {
+        let attr_len = NLA_HDRLEN + value.len();
+        let len = NLMSG_HDRLEN + GENL_HDRLEN + align4(attr_len);
+        let mut bytes = [0u8; 64];
+        bytes[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        bytes[4..6].copy_from_slice(&kind.to_ne_bytes());
+        bytes[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
+        // 12..16: port id 0, the kernel fills ours.
+        bytes[16..20].copy_from_slice(&[cmd, 1, 0, 0]); // genlmsghdr: cmd, version, reserved
+        bytes[20..22].copy_from_slice(&(attr_len as u16).to_ne_bytes());
+        bytes[22..24].copy_from_slice(&attr.to_ne_bytes());
+        bytes[24..24 + value.len()].copy_from_slice(value);
+        Request { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -268,6 +354,15 @@ mod tests {
         let (rb, wb) = crate::parse_extras::parse_io(&io).unwrap();
         let (vol, invol) = crate::parse_extras::parse_ctxsw(&status_of()).unwrap();
         let c = ts.query(pid).unwrap();
+        // A batch answers the same, leaves out a PID with no task, and keeps each answer
+        // with its PID whatever the order.
+        let own = std::process::id();
+        let mut got = Vec::new();
+        ts.query_many(&[own, 999_999_999, pid, own], &mut got).unwrap();
+        let own_vcsw = got[0].1.nvcsw;
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [own, pid, own]);
+        assert_eq!(got[1].1, c);
+        assert!(got[2].1.nvcsw >= own_vcsw);
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!((c.nvcsw, c.nivcsw), (vol, invol));
