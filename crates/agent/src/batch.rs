@@ -107,7 +107,12 @@ pub fn build_batch_with(
         host: host.to_owned(),
         agent: agent.to_owned(),
         seq,
-        interval_ms: records.first().map_or(0, |(p, _)| p.interval_ms),
+        // A batch of no sweep (a paused agent's heartbeat, a drop count) declares the interval
+        // the agent runs: the server would otherwise take 0 for the host's interval and judge
+        // its silence on its own, shorter one.
+        interval_ms: records
+            .first()
+            .map_or_else(|| report.map_or(0, |r| r.interval_ms), |(p, _)| p.interval_ms),
         host_totals: Vec::new(),
         samples: Vec::new(),
         dropped_samples: dropped,

@@ -13,8 +13,9 @@
 //! - **Pause.** A paused agent takes no sweep (so spools and sends no samples) but keeps
 //!   posting a heartbeat batch (no samples, its report) every interval, so the server can
 //!   still answer with the directive that resumes it. The store does not count heartbeats as
-//!   data: a paused host's `last_seen` stops, so the host-silent alarm fires after three
-//!   intervals unless the host is retired; `procwatch agents` shows it paused.
+//!   data (a paused host's `last_seen` stops), but the server's alarm evaluator judges a paused
+//!   host's silence on its heartbeats: no host-silent alarm while they come, one 3 intervals
+//!   after they stop (`procwatch_alarm::Pause`); `procwatch agents` shows it paused.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};

@@ -32,10 +32,45 @@ pub struct SeriesInput<'a> {
 pub struct HostSeen<'a> {
     /// The host's name.
     pub host: &'a str,
-    /// Timestamp (Unix ms) of the host's newest batch.
+    /// Timestamp (Unix ms) of the host's newest data (sample or host total).
     pub last_seen: TsMs,
     /// The host's declared sampling interval, ms: it is silent after 3 of them.
     pub interval_ms: i64,
+    /// What its agent reported of a pause by directive, if it ever reported one (issue 19).
+    pub pause: Option<Pause>,
+}
+
+/// A host's sampling paused by an operator's directive, as its agent reports it. A paused
+/// agent sends heartbeats (batches without samples), so:
+/// - a heartbeat that says "paused" counts as hearing from the host: a paused host goes
+///   host-silent only when its heartbeats stop too (3 intervals after the last one); the
+///   last paused heartbeat still counts after a resume, so the first samples have 3 intervals
+///   to arrive;
+/// - a series of a host paused now does not go STALE when its samples stop: its open alarm
+///   (RED, AMBER, or STALE) is closed with the reason [`PAUSED_REASON`] at the moment it would
+///   have gone STALE, and the series is forgotten, so a resumed host starts from OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// Whether the agent's newest batch said sampling is paused.
+    pub paused: bool,
+    /// When the newest batch that said so arrived (Unix ms, the clock of `now`).
+    pub heartbeat: TsMs,
+}
+
+/// The reason of a series alarm closed because its host was paused (see [`Pause`]).
+pub const PAUSED_REASON: &str = "host paused by directive: sampling stopped on purpose";
+
+impl HostSeen<'_> {
+    /// When the host was last heard from: its newest data, or a newer heartbeat that said it
+    /// is paused.
+    pub fn heard(&self) -> TsMs {
+        self.pause.map_or(self.last_seen, |p| self.last_seen.max(p.heartbeat))
+    }
+
+    /// Whether the host's sampling is paused by directive now.
+    pub fn paused(&self) -> bool {
+        self.pause.is_some_and(|p| p.paused)
+    }
 }
 
 /// (host, process, metric); the names are interned in [`Engine`]'s name set, so the three
@@ -268,6 +303,7 @@ impl Engine {
             hosts.iter().map(|h| (h.host, h.interval_ms)).collect();
         let host_last_seen: BTreeMap<&str, TsMs> =
             hosts.iter().map(|h| (h.host, h.last_seen)).collect();
+        let paused: HashSet<&str> = hosts.iter().filter(|h| h.paused()).map(|h| h.host).collect();
         let forgotten = &mut self.forgotten;
         forgotten.retain(|_, last| now.saturating_sub(*last) < 3_600_000);
         self.series.retain(|key, st| {
@@ -286,6 +322,17 @@ impl Engine {
             }
             match st.level {
                 Level::Ok => {
+                    forgotten.insert(key.clone(), st.last_ts.unwrap_or(stale_at));
+                    return false;
+                }
+                // Paused on purpose: not STALE, closed (see `Pause`).
+                _ if paused.contains(&**host) => {
+                    if let Some(mut ev) = st.open.take() {
+                        let at = if st.level == Level::Stale { now } else { stale_at };
+                        ev.end = Some(at.max(ev.start));
+                        ev.reason = Some(PAUSED_REASON.to_owned());
+                        out.push(*ev);
+                    }
                     forgotten.insert(key.clone(), st.last_ts.unwrap_or(stale_at));
                     return false;
                 }
@@ -320,6 +367,8 @@ impl Engine {
             first_heard.entry(input.host).or_default().extend(input.samples.iter().map(|s| s.ts));
         }
         for h in hosts {
+            // A paused host is judged on its heartbeats (see `Pause`).
+            let h = &HostSeen { last_seen: h.heard(), ..*h };
             let state = self
                 .hosts
                 .entry(h.host.to_owned())

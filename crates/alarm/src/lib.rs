@@ -105,7 +105,9 @@ pub mod engine;
 pub mod forecast;
 pub mod rules;
 
-pub use engine::{event_id, Engine, HostSeen, SeriesInput, Warmup, STALE_INTERVALS};
+pub use engine::{
+    event_id, Engine, HostSeen, Pause, SeriesInput, Warmup, PAUSED_REASON, STALE_INTERVALS,
+};
 pub use forecast::{Forecast, Forecaster};
 pub use rules::{
     Glob, Hysteresis, Method, Rule, RuleError, RuleSet, RuleSpec, DEFAULT_CORES_THRESHOLD,

@@ -179,7 +179,8 @@ fn a_gap_makes_an_alarm_stale_not_resolved() {
 #[test]
 fn silent_host_raises_its_own_alarm_and_clears() {
     let mut engine = Engine::new(RuleSet::default());
-    let seen = |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000 }];
+    let seen =
+        |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000, pause: None }];
     assert!(engine.evaluate(20_000, &[], &seen(0)).is_empty(), "2 intervals: not yet");
     let ev = engine.evaluate(30_000, &[], &seen(0));
     assert_eq!(ev.len(), 1);
@@ -422,7 +423,8 @@ fn a_late_batch_withdraws_a_premature_stale() {
 /// recovery starts at the first sample heard again.
 #[test]
 fn host_silent_events_do_not_depend_on_the_evaluation_time() {
-    let seen = |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000 }];
+    let seen =
+        |last_seen| [HostSeen { host: "web-1", last_seen, interval_ms: 10_000, pause: None }];
     let mut a = Engine::new(RuleSet::default());
     let mut b = Engine::new(RuleSet::default());
     let ea = a.evaluate(31_000, &[], &seen(0));

@@ -45,10 +45,14 @@ fn start_server(dir: &Path, port: u16, admin: bool) -> (Proc, String) {
 }
 
 fn start_agent(dir: &Path, url: &str) -> Proc {
+    start_agent_as(dir, url, HOST, "300ms")
+}
+
+fn start_agent_as(dir: &Path, url: &str, host: &str, interval: &str) -> Proc {
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
     let child = procwatch()
-        .args(["agent", "--server", url, "--interval", "300ms", "--host", HOST])
+        .args(["agent", "--server", url, "--interval", interval, "--host", host])
         .args(["--token", WRITE, "--spool-fsync", "false"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
@@ -71,9 +75,20 @@ async fn agent_where(
     what: &str,
     ok: impl Fn(&Value) -> bool,
 ) -> Value {
+    agent_of(c, url, HOST, what, ok).await
+}
+
+/// The registry's entry of `host`, once `ok` holds for it.
+async fn agent_of(
+    c: &reqwest::Client,
+    url: &str,
+    host: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
     wait_until_async(what, LIMIT, || async {
         let v = get(c, &format!("{url}/api/v1/agents"), READ).await?;
-        v["agents"].as_array()?.iter().find(|a| a["host"] == HOST && ok(a)).cloned()
+        v["agents"].as_array()?.iter().find(|a| a["host"] == host && ok(a)).cloned()
     })
     .await
 }
@@ -382,4 +397,91 @@ async fn the_admin_token_is_required_and_hostile_directives_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must differ"), "{out:?}");
+}
+
+/// The evaluation passes the server has run (`/metrics`).
+async fn evaluations(c: &reqwest::Client, url: &str) -> Option<u64> {
+    let r = c.get(format!("{url}/metrics")).bearer_auth(READ).send().await.ok()?;
+    let text = r.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("procwatch_alarm_evaluation_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The `host_silent` events of `host`, open or closed.
+async fn host_silent_events(c: &reqwest::Client, url: &str, host: &str) -> Vec<Value> {
+    let v = get(c, &format!("{url}/api/v1/alarms?host={host}&limit=0"), READ)
+        .await
+        .expect("the alarm log");
+    v["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .filter(|e| e["kind"] == "host_silent")
+        .cloned()
+        .collect()
+}
+
+/// Issue 19: a host paused by an operator raises no host-silent alarm while its agent keeps
+/// heartbeating (silence is judged on heartbeats for a paused host), and does raise one once
+/// the paused agent really dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_host_is_not_silent_while_it_heartbeats_but_is_once_its_agent_dies() {
+    const PAUSED: &str = "agents-e2e-pause";
+    // The agent's interval: the host is silent after 3 of them without data (3 s).
+    const SILENT_AFTER_MS: i64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(dir.path(), common::free_port(), true);
+    let mut agent = start_agent_as(dir.path(), &url, PAUSED, "1s");
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let host_entry = |v: Value| -> Option<Value> {
+        v["hosts"].as_array()?.iter().find(|h| h["host"] == PAUSED).cloned()
+    };
+    wait_until_async("the host's samples in the store", LIMIT, || async {
+        let h = host_entry(get(&c, &format!("{url}/api/v1/hosts"), READ).await?)?;
+        (h["interval_ms"] == 1000 && h["stale"] == false).then_some(())
+    })
+    .await;
+
+    let out =
+        cli(&["agents", "set", PAUSED, "paused=true", "--server", &url, "--admin-token", ADMIN]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    agent_of(&c, &url, PAUSED, "the agent reporting paused", |a| a["paused"] == true).await;
+    // No data any more: wait until the server has had none for well past the silence limit...
+    wait_until_async("the paused host's data older than the silence limit", LIMIT, || async {
+        let h = host_entry(get(&c, &format!("{url}/api/v1/hosts"), READ).await?)?;
+        (h["age_ms"].as_i64()? > SILENT_AFTER_MS + 1_500).then_some(())
+    })
+    .await;
+    // ... then for alarm passes after that moment (any of which would raise host-silent), while
+    // the agent kept heartbeating.
+    let passes = wait_until_async("the evaluation metric", LIMIT, || evaluations(&c, &url)).await;
+    let beat = agent_of(&c, &url, PAUSED, "a heartbeat", |a| a["paused"] == true).await;
+    let beat = beat["last_seen"].as_i64().unwrap();
+    wait_until_async("three more alarm passes", LIMIT, || async {
+        (evaluations(&c, &url).await? >= passes + 3).then_some(())
+    })
+    .await;
+    agent_of(&c, &url, PAUSED, "a later heartbeat", |a| {
+        a["paused"] == true && a["last_seen"].as_i64() > Some(beat)
+    })
+    .await;
+    agent.assert_running();
+    let silent = host_silent_events(&c, &url, PAUSED).await;
+    assert!(silent.is_empty(), "a host paused on purpose went silent: {silent:?}");
+
+    // The paused agent dies (killed by its PID): no heartbeat any more, so the host is silent.
+    agent.child.kill().expect("SIGKILL the agent");
+    agent.child.wait().expect("reap the agent");
+    let silent = wait_until_async("the dead paused agent's host-silent alarm", LIMIT, || async {
+        let open: Vec<Value> = host_silent_events(&c, &url, PAUSED)
+            .await
+            .into_iter()
+            .filter(|e| e["end"].is_null())
+            .collect();
+        (!open.is_empty()).then_some(open)
+    })
+    .await;
+    assert_eq!((silent.len(), &silent[0]["level"]), (1, &json!("RED")), "{silent:?}");
+    server.assert_running();
 }

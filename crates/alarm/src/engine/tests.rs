@@ -42,7 +42,7 @@ fn an_exited_process_closes_its_alarm_with_the_reason_while_its_host_reports() {
     fn input<'a>(process: &'a str, samples: &'a [Sample]) -> SeriesInput<'a> {
         SeriesInput { host: "h", process, samples, interval_ms: 1_000 }
     }
-    let host = |last_seen| [HostSeen { host: "h", last_seen, interval_ms: 1_000 }];
+    let host = |last_seen| [HostSeen { host: "h", last_seen, interval_ms: 1_000, pause: None }];
     e.evaluate(1_000, &[input("hog", &[sample(1_000, "hog", 95.0)])], &host(1_000));
     e.evaluate(2_000, &[input("hog", &[sample(2_000, "hog", 40.0)])], &host(2_000));
     // hog exits; "sh" keeps the host reporting. STALE at 5 s carries 95 (what raised it).
@@ -69,7 +69,11 @@ fn retiring_a_host_closes_its_alarms_and_records_the_retirement() {
     let series = [SeriesInput { host: "h", process: "p", samples: &hot, interval_ms: 1_000 }];
     e.evaluate(1_000, &series, &[]);
     // Silent host "gone" and the series host "h" both have open alarms.
-    e.evaluate(10_000, &[], &[HostSeen { host: "gone", last_seen: 0, interval_ms: 1_000 }]);
+    e.evaluate(
+        10_000,
+        &[],
+        &[HostSeen { host: "gone", last_seen: 0, interval_ms: 1_000, pause: None }],
+    );
     assert_eq!(e.active().len(), 2);
     let evs = e.retire_host("h", 20_000, "host retired");
     assert_eq!(evs.len(), 2, "{evs:?}");
@@ -142,4 +146,58 @@ fn releasing_a_host_forgets_it_without_an_event() {
     assert_eq!(e.active().len(), 1);
     assert_eq!(e.active()[0].host, "other");
     assert!(e.last_sample("h", "p").is_none());
+}
+
+/// Issue 19: a host paused by directive keeps heartbeating. It goes host-silent only when the
+/// heartbeats stop too, its series' alarms close with the reason instead of going STALE, and
+/// a resume brings the usual judgement back.
+#[test]
+fn a_paused_host_is_judged_on_its_heartbeats_and_its_alarms_close_with_the_reason() {
+    let mut e = Engine::new(RuleSet::default());
+    fn input(samples: &[Sample]) -> SeriesInput<'_> {
+        SeriesInput { host: "h", process: "hog", samples, interval_ms: 1_000 }
+    }
+    let host = |last_seen, pause| [HostSeen { host: "h", last_seen, interval_ms: 1_000, pause }];
+    let paused = |heartbeat| Some(Pause { paused: true, heartbeat });
+    let red = e.evaluate(1_000, &[input(&[sample(1_000, "hog", 95.0)])], &host(1_000, None));
+    let red = red.into_iter().find(|ev| ev.level == Level::Red).expect("RED");
+    e.evaluate(2_000, &[input(&[sample(2_000, "hog", 95.0)])], &host(2_000, None));
+    // Paused: no sample after 2 s, a heartbeat every second, for 8 s (past the 3 s limit).
+    let mut evs = Vec::new();
+    for t in 3..=10 {
+        evs.extend(e.evaluate(t * 1_000, &[], &host(2_000, paused(t * 1_000))));
+    }
+    assert!(evs.iter().all(|ev| ev.kind == AlarmKind::Series), "no host silent: {evs:?}");
+    assert!(evs.iter().all(|ev| ev.level != Level::Stale), "nothing STALE: {evs:?}");
+    let closed: Vec<&AlarmEvent> = evs.iter().filter(|ev| ev.id == red.id).collect();
+    assert_eq!(closed.len(), 1, "{evs:?}");
+    // Closed when it would have gone STALE (3 intervals after its last sample).
+    assert_eq!((closed[0].level, closed[0].end), (Level::Red, Some(5_000)));
+    assert_eq!(closed[0].reason.as_deref(), Some(PAUSED_REASON));
+    assert!(e.active().is_empty());
+    // The heartbeats stop (the machine died): silent 3 intervals after the last one, once.
+    assert!(e.evaluate(12_000, &[], &host(2_000, paused(10_000))).is_empty(), "not yet");
+    let silent = e.evaluate(13_500, &[], &host(2_000, paused(10_000)));
+    assert_eq!(silent.len(), 1, "{silent:?}");
+    assert_eq!(
+        (silent[0].kind, silent[0].level, silent[0].start, silent[0].value),
+        (AlarmKind::HostSilent, Level::Red, 13_000, 3.5)
+    );
+    assert!(e.evaluate(14_000, &[], &host(2_000, paused(10_000))).is_empty(), "not raised again");
+    // A heartbeat again (the agent restarted, still paused): the host is back.
+    let back = e.evaluate(15_000, &[], &host(2_000, paused(15_000)));
+    let lv: Vec<(Level, Option<i64>)> = back.iter().map(|ev| (ev.level, ev.end)).collect();
+    assert_eq!(lv, vec![(Level::Red, Some(15_000)), (Level::Ok, Some(15_000))]);
+    // Resumed: samples again, judged from OK (a new RED), and silence is judged on data again.
+    let resumed = |last_seen| host(last_seen, Some(Pause { paused: false, heartbeat: 15_000 }));
+    let again = e.evaluate(16_000, &[input(&[sample(16_000, "hog", 95.0)])], &resumed(16_000));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        (again[0].level, again[0].previous, again[0].start),
+        (Level::Red, Level::Ok, 16_000)
+    );
+    let quiet = e.evaluate(19_000, &[], &resumed(16_000));
+    let kinds: Vec<(AlarmKind, Level)> =
+        quiet.iter().filter(|ev| ev.end.is_none()).map(|ev| (ev.kind, ev.level)).collect();
+    assert_eq!(kinds, vec![(AlarmKind::Series, Level::Stale), (AlarmKind::HostSilent, Level::Red)]);
 }

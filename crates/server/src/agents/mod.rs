@@ -197,6 +197,12 @@ impl Agents {
         Ok(record)
     }
 
+    /// What the agents reported of a pause by directive ([`Registry::pauses`]): the alarm
+    /// evaluator judges a paused host on its heartbeats.
+    pub fn pauses(&self) -> std::collections::BTreeMap<String, procwatch_alarm::Pause> {
+        self.registry.pauses()
+    }
+
     /// How many hosts the registry lists.
     pub fn tracked(&self) -> usize {
         self.registry.len()

@@ -1,10 +1,13 @@
 //! The agents registry: per host, what its newest batch said of the agent (version string,
 //! interval, directive version, spool backlog, drops, a refused directive) and when it
-//! arrived. In memory, rebuilt from the batches after a restart; bounded.
+//! arrived, and when the newest batch that said "paused" arrived (the alarm evaluator judges a
+//! paused host's silence on those heartbeats, see [`Registry::pauses`]). In memory, rebuilt
+//! from the batches after a restart; bounded.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use procwatch_alarm::Pause;
 use procwatch_model::directive::{truncate, DirectiveError, MAX_TEXT_LEN};
 use procwatch_model::{Batch, TsMs};
 use serde::{Deserialize, Serialize};
@@ -45,10 +48,17 @@ pub struct AgentInfo {
     pub dropped_samples: u64,
 }
 
+/// One host's entry: what `GET /api/v1/agents` lists, and when its newest batch that said
+/// "paused" arrived.
+struct Entry {
+    info: AgentInfo,
+    paused_at: Option<TsMs>,
+}
+
 /// The registry (see the module documentation).
 #[derive(Default)]
 pub struct Registry {
-    agents: Mutex<BTreeMap<String, AgentInfo>>,
+    agents: Mutex<BTreeMap<String, Entry>>,
 }
 
 impl Registry {
@@ -76,8 +86,27 @@ impl Registry {
                 message: truncate(&e.message, MAX_TEXT_LEN).to_owned(),
             }),
         };
-        agents.insert(batch.host.clone(), info);
+        // Kept after a resume: the first samples then have 3 intervals from the last paused
+        // heartbeat to arrive (see `procwatch_alarm::Pause`).
+        let paused_at = match r.paused {
+            true => Some(now),
+            false => agents.get(&batch.host).and_then(|e| e.paused_at),
+        };
+        agents.insert(batch.host.clone(), Entry { info, paused_at });
         true
+    }
+
+    /// Per host that ever reported a pause by directive since this server started: whether it
+    /// is paused now, and when its newest batch that said so arrived.
+    pub fn pauses(&self) -> BTreeMap<String, Pause> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents
+            .iter()
+            .filter_map(|(host, e)| {
+                let heartbeat = e.paused_at?;
+                Some((host.clone(), Pause { paused: e.info.paused, heartbeat }))
+            })
+            .collect()
     }
 
     /// Every agent by host, `pending(host, version it runs)` giving the version it should run
@@ -86,8 +115,8 @@ impl Registry {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents
             .values()
-            .map(|a| {
-                let mut a = a.clone();
+            .map(|e| {
+                let mut a = e.info.clone();
                 if a.steerable {
                     a.pending_version = pending(&a.host, a.directive_version);
                 }
@@ -148,5 +177,18 @@ mod tests {
         assert_eq!(r.len(), MAX_AGENTS);
         assert!(!r.observe(&batch("one-more", None), 10));
         assert!(r.observe(&batch("web-1", None), 10), "a known host is updated");
+    }
+
+    #[test]
+    fn pauses_keep_the_newest_paused_heartbeat_after_a_resume() {
+        let r = Registry::default();
+        let report = |paused| Some(AgentReport { paused, ..Default::default() });
+        r.observe(&batch("web-1", report(false)), 1);
+        assert!(r.pauses().is_empty(), "never paused");
+        r.observe(&batch("web-1", report(true)), 2);
+        r.observe(&batch("web-1", report(true)), 3);
+        assert_eq!(r.pauses()["web-1"], Pause { paused: true, heartbeat: 3 });
+        r.observe(&batch("web-1", report(false)), 4);
+        assert_eq!(r.pauses()["web-1"], Pause { paused: false, heartbeat: 3 });
     }
 }

@@ -43,6 +43,8 @@ pub struct EvalContext {
     /// Which hosts this server evaluates, when several servers share the store (`None`: every
     /// host). See [`crate::ownership`].
     pub ownership: Option<Arc<dyn Ownership>>,
+    /// The agents registry: which hosts are paused by directive, and their heartbeats.
+    pub agents: Arc<crate::agents::Agents>,
 }
 
 impl Alarms {
@@ -151,6 +153,8 @@ impl Alarms {
         // A host is judged silent only once the server itself has been evaluating for 3 of the
         // host's intervals: after a restart, agents need that long to be heard again.
         let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
+        // A host paused by directive is judged on its heartbeats (`procwatch_alarm::Pause`).
+        let pauses = ctx.agents.pauses();
         let seen: Vec<HostSeen<'_>> = hosts
             .iter()
             .filter(|h| scope.covers(&h.host))
@@ -159,6 +163,7 @@ impl Alarms {
                 host: &h.host,
                 last_seen: h.last_seen,
                 interval_ms: host_interval[h.host.as_str()],
+                pause: pauses.get(&h.host).copied(),
             })
             .collect();
         let (events, active) = {

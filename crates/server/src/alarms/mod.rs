@@ -119,6 +119,7 @@ impl From<&AppState> for EvalContext {
             metrics: st.metrics.clone(),
             governor: st.governor.clone(),
             ownership: st.config.ownership.clone(),
+            agents: st.agents.clone(),
         }
     }
 }
