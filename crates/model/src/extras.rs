@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// One opt-in extra metric, by the name used in `--metrics` and in directives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExtraMetric {
-    /// Disk read/write bytes per second (`/proc/PID/io`).
+    /// Disk read/write bytes per second (taskstats or `/proc/PID/io`).
     Io,
     /// Open file descriptors (`/proc/PID/fd`) and their share of the soft limit.
     Fds,
@@ -136,8 +136,8 @@ impl std::fmt::Display for ExtraSet {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Extras {
-    /// Bytes read from storage per second over the interval (`read_bytes` of `/proc/PID/io`:
-    /// what reached the block layer, not what the page cache answered).
+    /// Bytes read from storage per second over the interval (`read_bytes` of taskstats or
+    /// `/proc/PID/io`: what reached the block layer, not what the page cache answered).
     pub read_bps: Option<f64>,
     /// Bytes written to storage per second over the interval (`write_bytes`).
     pub write_bps: Option<f64>,
