@@ -209,6 +209,19 @@ impl ExtrasReader {
         self
     }
 
+    /// Where `io` and `ctxsw` come from (see [`crate::Sweep::taskstats`]); `None` when
+    /// neither is on, or before the first process needed them.
+    pub(crate) fn source(&self) -> Option<bool> {
+        if !(self.set.has(ExtraMetric::Io) || self.set.has(ExtraMetric::Ctxsw)) {
+            return None;
+        }
+        match self.taskstats {
+            TaskstatsSlot::Untried => None,
+            TaskstatsSlot::Absent => Some(false),
+            TaskstatsSlot::Open(_) => Some(true),
+        }
+    }
+
     /// Whether [`ExtrasReader::prefetch`] would query anything: taskstats answers and `io`
     /// or `ctxsw` is on.
     pub(crate) fn prefetching(&self) -> bool {

@@ -122,6 +122,11 @@ pub struct Sweep {
     /// Processes whose `/proc/PID/io` could not be read in this sweep (the `io` extra is on but
     /// the agent lacks the privilege: not root and another user's process). 0 otherwise.
     pub io_unreadable: u32,
+    /// Where `io` and `ctxsw` came from, when one of them is on: `Some(true)` the kernel's
+    /// taskstats (the agent may query it: `CAP_NET_ADMIN`), `Some(false)` the files
+    /// (`/proc/PID/io`, `/proc/PID/status`, at about three times the cost on a busy host).
+    /// `None` when neither is on.
+    pub taskstats: Option<bool>,
 }
 
 /// One process of a sweep (per-PID detail).

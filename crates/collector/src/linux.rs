@@ -300,6 +300,7 @@ impl Collector for ProcCollector {
             samples,
             processes,
             io_unreadable: self.extras.io_unreadable,
+            taskstats: self.extras.source(),
         }))
     }
 

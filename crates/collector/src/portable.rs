@@ -105,6 +105,7 @@ impl Collector for SysinfoCollector {
             samples,
             processes,
             io_unreadable: 0,
+            taskstats: None,
         }))
     }
 }

@@ -16,7 +16,7 @@ pub fn metric_names(set: ExtraSet) -> Vec<String> {
 /// collects, and handed to it when they differ (a `metrics` directive takes effect at the next
 /// sweep, and stays in effect across restarts because the agent persists it).
 pub fn sweep_fn(mut collector: Box<dyn Collector + Send>, mut collecting: ExtraSet) -> SweepFn {
-    let mut io_warned = false;
+    let mut notes = super::ExtrasNotes::default();
     let mut bad_names_warned = false;
     Box::new(move |settings: &Settings| {
         match settings.metrics.join(",").parse::<ExtraSet>() {
@@ -44,7 +44,7 @@ pub fn sweep_fn(mut collector: Box<dyn Collector + Send>, mut collecting: ExtraS
         }
         let s = collector.sweep().map_err(|e| Box::new(e) as BoxError)?;
         if let Some(s) = &s {
-            super::warn_io_unreadable(&mut io_warned, s);
+            notes.observe(s);
         }
         Ok(s.map(to_sweep_data))
     })
