@@ -552,7 +552,7 @@ impl Engine {
         self.series
             .iter()
             .map(|((host, process, metric), st)| {
-                let need = st.warmup_ms();
+                let need = st.warmup_ms(*metric);
                 let have = match (st.warm_since, st.last_ts) {
                     (Some(a), Some(b)) => (b - a).max(0),
                     _ => 0,

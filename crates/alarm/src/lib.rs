@@ -83,14 +83,14 @@
 //! [`forecast::Forecaster`] is fed samples with real timestamps and asked about `t + H`.
 //! `linear` (Prometheus `predict_linear`, least squares over W/interval + 1 samples),
 //! `holt` (α, β per sample), `persistence`, and procwatch's default [`forecast::Robust`]: on
-//! 5-minute (H/2) bucket medians, a Theil–Sen trend over the last hour, damped to half, and
-//! the noise σ (1.4826 × MAD of the bucket-to-bucket changes over 2 h); AMBER when
-//! `y + ½·b·h + z·σ·√h > T`, `z` being the rule's `sensitivity` (default 1 for cpu and mem,
-//! chosen by leave-one-trace-out cross-validation, [`cv`]); never within 30 min after a
-//! sample above T. That structure ([`forecast::Shape::DEFAULT`]) is what the nested
-//! cross-validation picks on the memory traces; the CPU traces would pick a shorter,
-//! undamped trend, not adopted (one shape serves both metrics). Why: BENCHMARKS.md, section
-//! Forecaster.
+//! 5-minute (H/2) bucket medians, a Theil–Sen trend `b` and the noise σ (1.4826 × MAD of the
+//! bucket-to-bucket changes over 2 h); AMBER when `y + φ·b·h + z·σ·√h > T`, `z` being the
+//! rule's `sensitivity`; never within 30 min after a sample above T. The trend window and
+//! the damping φ are per metric, as the knob is: for mem a 1-hour trend damped to half
+//! ([`forecast::Shape::MEMORY`]), for cpu a 30-minute undamped one ([`forecast::Shape::CPU`]),
+//! z = 1 for both ([`rules::default_shape`], [`rules::default_sensitivity`]): each is what
+//! the nested leave-one-trace-out cross-validation ([`cv`]) picks on all traces of its
+//! family (`tests/heldout.rs` checks it). Why: BENCHMARKS.md, section Forecaster.
 //!
 //! # Backtest
 //!

@@ -1,6 +1,6 @@
 //! Alarm rules: which threshold, horizon, window and forecast method apply to a series.
 
-use crate::forecast::{Forecaster, Holt, Linear, Persistence, Robust, RobustParams};
+use crate::forecast::{Forecaster, Holt, Linear, Persistence, Robust, RobustParams, Shape};
 use procwatch_model::Metric;
 use serde::Deserialize;
 
@@ -9,11 +9,14 @@ pub use procwatch_model::glob::{Glob, GlobError, MAX_GLOB_LEN, MAX_GLOB_WILDCARD
 /// The forecast method of a rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// procwatch's default ([`Robust`]); `sensitivity` `None` = the metric's default
-    /// ([`default_sensitivity`]).
+    /// procwatch's default ([`Robust`]); `sensitivity` and `shape` `None` = the metric's
+    /// default ([`default_sensitivity`], [`default_shape`]; filled by [`Method::for_metric`]).
     Procwatch {
         /// Noise widths of margin (higher = more AMBER).
         sensitivity: Option<f64>,
+        /// The forecaster's structure (windows, damping, σ floor, hold-off). Rules do not
+        /// set it: it is the metric's default, resolved by [`Method::for_metric`].
+        shape: Option<Shape>,
     },
     /// `predict_linear` over the rule's window.
     Linear,
@@ -42,25 +45,58 @@ pub fn default_sensitivity(metric: Metric) -> f64 {
 
 /// Chosen by `procwatch alarm backtest --cv` on the memory traces.
 pub const DEFAULT_SENSITIVITY_MEM: f64 = 1.0;
-/// Chosen by `procwatch alarm backtest --cv` on the CPU traces.
+/// Chosen by `procwatch alarm backtest --cv` on the CPU traces (without the asg trace).
 pub const DEFAULT_SENSITIVITY_CPU: f64 = 1.0;
 
-impl Method {
-    /// procwatch's forecaster at its metric's default sensitivity.
-    pub const PROCWATCH: Method = Method::Procwatch { sensitivity: None };
+/// The default shape of procwatch's forecaster for a metric, chosen with its sensitivity:
+/// the shape the same criterion picks on all traces of the metric's family ([`Shape::MEMORY`]
+/// for mem, [`Shape::CPU`] for cpu; `tests/heldout.rs` checks both against the
+/// cross-validation). `cores` and the extras use the cpu shape, as they use its knob.
+pub fn default_shape(metric: Metric) -> Shape {
+    match metric {
+        Metric::Mem => Shape::MEMORY,
+        _ => Shape::CPU,
+    }
+}
 
-    /// This method with an unset sensitivity filled from `metric`'s default.
+/// procwatch's forecaster's parameters: what is unset takes the cpu default.
+fn procwatch_params(
+    sensitivity: Option<f64>,
+    shape: Option<Shape>,
+    horizon_ms: i64,
+) -> RobustParams {
+    shape.unwrap_or(Shape::CPU).params(horizon_ms, sensitivity.unwrap_or(DEFAULT_SENSITIVITY_CPU))
+}
+
+impl Method {
+    /// procwatch's forecaster at its metric's default shape and sensitivity.
+    pub const PROCWATCH: Method = Method::Procwatch { sensitivity: None, shape: None };
+
+    /// This method with an unset sensitivity and shape filled from `metric`'s defaults.
     pub fn for_metric(self, metric: Metric) -> Method {
         match self {
-            Method::Procwatch { sensitivity: None } => {
-                Method::Procwatch { sensitivity: Some(default_sensitivity(metric)) }
-            }
+            Method::Procwatch { sensitivity, shape } => Method::Procwatch {
+                sensitivity: sensitivity.or(Some(default_sensitivity(metric))),
+                shape: shape.or(Some(default_shape(metric))),
+            },
             m => m,
         }
     }
 
-    /// A fresh forecaster for a series sampled every `interval_ms` (an unset sensitivity
-    /// takes the cpu default: resolve it with [`Method::for_metric`] first).
+    /// The parameters [`Method::forecaster`] builds procwatch's forecaster with for a horizon
+    /// `horizon_ms` (`None` for the other methods). What is unset takes the cpu default:
+    /// resolve it with [`Method::for_metric`] first.
+    pub fn robust_params(&self, horizon_ms: i64) -> Option<RobustParams> {
+        match *self {
+            Method::Procwatch { sensitivity, shape } => {
+                Some(procwatch_params(sensitivity, shape, horizon_ms))
+            }
+            _ => None,
+        }
+    }
+
+    /// A fresh forecaster for a series sampled every `interval_ms` (an unset sensitivity or
+    /// shape takes the cpu default: resolve it with [`Method::for_metric`] first).
     pub fn forecaster(
         &self,
         window_ms: i64,
@@ -68,10 +104,9 @@ impl Method {
         interval_ms: i64,
     ) -> Box<dyn Forecaster> {
         match *self {
-            Method::Procwatch { sensitivity } => Box::new(Robust::new(RobustParams::for_horizon(
-                horizon_ms,
-                sensitivity.unwrap_or(DEFAULT_SENSITIVITY_CPU),
-            ))),
+            Method::Procwatch { sensitivity, shape } => {
+                Box::new(Robust::new(procwatch_params(sensitivity, shape, horizon_ms)))
+            }
             Method::Linear => Box::new(Linear::new(Linear::samples_for(window_ms, interval_ms))),
             Method::Holt { alpha, beta } => Box::new(Holt::new(alpha, beta, interval_ms)),
             Method::Persistence => Box::new(Persistence::default()),
@@ -79,14 +114,15 @@ impl Method {
     }
 
     /// How much history this method's forecaster itself needs before it forecasts, ms:
-    /// procwatch's forecaster fits its trend over the last hour of buckets, `linear` needs its
-    /// window, Holt and persistence forecast from the first sample. The engine also waits for
-    /// a full rule window before AMBER, so a series' warm-up is the larger of the two (see
-    /// `Engine::warmups`).
+    /// procwatch's forecaster fits its trend over its shape's trend window (at the defaults
+    /// 30 min for cpu, 1 h for mem: resolve the method for the series' metric first with
+    /// [`Method::for_metric`]), `linear` needs its window, Holt and persistence forecast from
+    /// the first sample. The engine also waits for a full rule window before AMBER, so a
+    /// series' warm-up is the larger of the two (see `Engine::warmups`).
     pub fn warmup_ms(&self, window_ms: i64, horizon_ms: i64) -> i64 {
-        match self {
-            Method::Procwatch { .. } => {
-                let p = RobustParams::for_horizon(horizon_ms, 0.0);
+        match *self {
+            Method::Procwatch { sensitivity, shape } => {
+                let p = procwatch_params(sensitivity, shape, horizon_ms);
                 p.trend as i64 * p.step_ms
             }
             Method::Linear => window_ms,
@@ -202,7 +238,7 @@ impl Rule {
                 return bad("holt alpha and beta must be in 0..=1");
             }
         }
-        if let Method::Procwatch { sensitivity: Some(z) } = self.method {
+        if let Method::Procwatch { sensitivity: Some(z), .. } = self.method {
             if !crate::forecast::SENSITIVITY_RANGE.contains(&z) {
                 return Err(RuleError::Invalid(format!(
                     "sensitivity {z} is out of range: expected a number of noise widths in \
@@ -348,12 +384,15 @@ impl RuleSpec {
             },
         };
         let method = match (method, self.sensitivity) {
-            (Method::Procwatch { sensitivity }, z) => {
-                let inherited = match base.method {
-                    Method::Procwatch { sensitivity } => sensitivity,
-                    _ => None,
+            (Method::Procwatch { sensitivity, shape }, z) => {
+                let (inherited, inherited_shape) = match base.method {
+                    Method::Procwatch { sensitivity, shape } => (sensitivity, shape),
+                    _ => (None, None),
                 };
-                Method::Procwatch { sensitivity: z.or(sensitivity).or(inherited) }
+                Method::Procwatch {
+                    sensitivity: z.or(sensitivity).or(inherited),
+                    shape: shape.or(inherited_shape),
+                }
             }
             (_, Some(_)) => {
                 return Err(RuleError::Invalid(
@@ -552,27 +591,54 @@ mod tests {
     fn sensitivity_is_validated_inherited_and_defaults_per_metric() {
         let spec = |toml: &str| toml::from_str::<RuleSpec>(toml).unwrap();
         let defaults = spec("sensitivity = 1.5").resolve(&Rule::default()).unwrap();
-        assert_eq!(defaults.method, Method::Procwatch { sensitivity: Some(1.5) });
+        let set = |z: f64| Method::Procwatch { sensitivity: Some(z), shape: None };
+        assert_eq!(defaults.method, set(1.5));
         // A rule inherits it, or sets its own.
         let r = spec(r#"process = "java""#).resolve(&defaults).unwrap();
-        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(1.5) });
+        assert_eq!(r.method, set(1.5));
         let r = spec("sensitivity = -0.5").resolve(&defaults).unwrap();
-        assert_eq!(r.method, Method::Procwatch { sensitivity: Some(-0.5) });
+        assert_eq!(r.method, set(-0.5));
         // Out of range, not a number of noise widths, or on another method: refused.
         for bad in ["sensitivity = 7", "sensitivity = nan", "method = \"linear\"\nsensitivity = 1"]
         {
             let err = spec(bad).resolve(&Rule::default()).unwrap_err();
             assert!(err.to_string().contains("sensitivity"), "{bad}: {err}");
         }
-        // Unset: the metric's default, chosen by the cross-validation.
+        // Unset: the metric's default knob and shape, chosen by the cross-validation; a
+        // rule's own sensitivity keeps the metric's shape.
         let unset = Method::PROCWATCH;
         assert_eq!(
             unset.for_metric(Metric::Mem),
-            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_MEM) }
+            Method::Procwatch {
+                sensitivity: Some(DEFAULT_SENSITIVITY_MEM),
+                shape: Some(Shape::MEMORY)
+            }
         );
         assert_eq!(
             unset.for_metric(Metric::Cpu),
-            Method::Procwatch { sensitivity: Some(DEFAULT_SENSITIVITY_CPU) }
+            Method::Procwatch {
+                sensitivity: Some(DEFAULT_SENSITIVITY_CPU),
+                shape: Some(Shape::CPU)
+            }
         );
+        assert_eq!(
+            set(0.5).for_metric(Metric::Mem),
+            Method::Procwatch { sensitivity: Some(0.5), shape: Some(Shape::MEMORY) }
+        );
+    }
+
+    #[test]
+    fn the_default_shape_is_per_metric_in_the_forecaster_and_the_warm_up() {
+        let h = 600_000;
+        let cpu = Method::PROCWATCH.for_metric(Metric::Cpu);
+        let mem = Method::PROCWATCH.for_metric(Metric::Mem);
+        assert_eq!(cpu.robust_params(h), Some(Shape::CPU.params(h, DEFAULT_SENSITIVITY_CPU)));
+        assert_eq!(mem.robust_params(h), Some(Shape::MEMORY.params(h, DEFAULT_SENSITIVITY_MEM)));
+        assert_eq!(Method::Linear.robust_params(h), None);
+        // The trend window is the warm-up: 30 min for cpu, 1 h for mem; cores as cpu.
+        assert_eq!(cpu.warmup_ms(h, h), 30 * 60_000);
+        assert_eq!(mem.warmup_ms(h, h), 60 * 60_000);
+        assert_eq!(Method::PROCWATCH.for_metric(Metric::Cores), cpu);
+        assert_eq!(Method::Linear.warmup_ms(h, h), h);
     }
 }

@@ -1,6 +1,7 @@
 //! State-machine tests as tables: each case is a rule, a series, and the transitions it must
 //! produce, through the one `check` helper.
 
+use procwatch_alarm::forecast::Shape;
 use procwatch_alarm::{Engine, HostSeen, Method, Rule, RuleSet, SeriesInput};
 use procwatch_model::{AlarmEvent, AlarmKind, Level, Sample};
 
@@ -47,6 +48,10 @@ fn check(rule: Rule, values: &[f64], expect: &str) {
     assert_eq!(got, want, "\nvalues: {values:?}");
 }
 
+/// procwatch's forecaster at the memory default's shape (the cpu series of these tests
+/// otherwise get the cpu default's).
+const MEMORY_SHAPE: Method = Method::Procwatch { sensitivity: None, shape: Some(Shape::MEMORY) };
+
 fn ramp(from: f64, step: f64, n: usize) -> Vec<f64> {
     (0..n).map(|i| from + step * i as f64).collect()
 }
@@ -68,15 +73,24 @@ fn with(values: &[&[f64]]) -> Vec<f64> {
 
 #[test]
 fn steady_ramp_raises_amber_before_red_with_a_sensible_eta() {
-    // +0.5 %/min from 40: crosses 80 at minute 81. AMBER ahead of it (predict_linear about
-    // 10 min, procwatch's damped trend 5 min), with an ETA of about the remaining time; then
-    // RED, then OK once it falls back.
+    // +0.5 %/min from 40: crosses 80 at minute 81. AMBER ahead of it (predict_linear and
+    // procwatch's cpu default, an undamped trend, about 10 min; the memory default's trend
+    // damped to half 5 min), with an ETA of about the remaining time; then RED, then OK once
+    // it falls back.
     let up = ramp(40.0, 0.5, 90);
     let down = [50.0; 4];
     let values = with(&[&up, &down]);
     for (method, expect) in [
         (
             Method::PROCWATCH,
+            "71 OK->AMBER v=75.5 eta=9m
+             81 close AMBER
+             81 AMBER->RED v=80.5
+             91 close RED
+             91 RED->OK v=50.0",
+        ),
+        (
+            MEMORY_SHAPE,
             "76 OK->AMBER v=78.0 eta=4m
              81 close AMBER
              81 AMBER->RED v=80.5
@@ -120,11 +134,20 @@ fn table_of_series() {
              48 RED->OK v=60.0",
         ),
         (
-            "noisy flat 70 ± 6 for 400 min: no AMBER at all (T is more than one noise width \
-             of the 5-minute medians away)",
-            Rule::default(),
+            "noisy flat 70 ± 6 for 400 min, memory's shape: no AMBER at all (T is more than \
+             one noise width of the 5-minute medians away)",
+            Rule { method: MEMORY_SHAPE, ..Rule::default() },
             noisy(70.0, 6.0, 400),
             "",
+        ),
+        (
+            "the same at the cpu default: one 2-minute AMBER (its 30-minute undamped trend \
+             reads a slope into the noise once in 400 min)",
+            Rule::default(),
+            noisy(70.0, 6.0, 400),
+            "244 OK->AMBER v=76.0 eta=10m
+             246 close AMBER
+             246 AMBER->OK v=74.1",
         ),
         ("noisy flat 70 ± 3: nothing at all", Rule::default(), noisy(70.0, 3.0, 400), ""),
         (

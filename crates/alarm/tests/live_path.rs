@@ -1,7 +1,8 @@
-//! The backtest scores the live path, not a copy: a recorded stream (the Azure memory trace of
-//! `tests/data/traces-extra`, 30 days at 5 min, scaled by the contract's rule) fed sample by sample
-//! through the server's evaluator (`Engine::evaluate`) and through the backtest
-//! (`forecast_flags` + `amber_samples`) gives AMBER on exactly the same samples.
+//! The backtest scores the live path, not a copy: a recorded stream (the Azure memory and CPU
+//! traces of `tests/data/traces-extra`, 30 days at 5 min, scaled by the contract's rule) fed
+//! sample by sample through the server's evaluator (`Engine::evaluate`) and through the
+//! backtest (`forecast_flags` + `amber_samples`) gives AMBER on exactly the same samples, for
+//! each metric at its own default shape and knob.
 //!
 //! The rule is set to what the scoring protocol means: T = 80, no debounce, no hysteresis,
 //! AMBER clears on the first sample without the signal, and W = 60 min so the engine's
@@ -14,14 +15,21 @@ use std::path::PathBuf;
 
 #[test]
 fn engine_and_backtest_raise_the_same_ambers() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/traces-extra/azure2019_assigned_mem_relative_300s.csv");
-    let trace = parse_trace("azure mem", &std::fs::read_to_string(path).unwrap()).unwrap();
+    same_ambers("azure2019_assigned_mem_relative_300s.csv", Metric::Mem);
+}
+
+#[test]
+fn engine_and_backtest_raise_the_same_ambers_on_cpu() {
+    same_ambers("azure2019_cpu_usage_relative_300s.csv", Metric::Cpu);
+}
+
+fn same_ambers(file: &str, metric: Metric) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces-extra").join(file);
+    let trace = parse_trace(file, &std::fs::read_to_string(path).unwrap()).unwrap();
     let p = prepare(&trace, procwatch_alarm::backtest::Scale::Auto, 80.0);
-    assert!(p.scaled);
     let interval = p.step_ms;
     let rule = Rule {
-        metric: Some(Metric::Mem),
+        metric: Some(metric),
         threshold: 80.0,
         hysteresis: 0.0,
         clear_for: 1,
@@ -35,17 +43,18 @@ fn engine_and_backtest_raise_the_same_ambers() {
     // The backtest path: the forecaster the engine builds for this rule and metric.
     let proto = Protocol { threshold: 80.0, horizon_ms: rule.horizon_ms, debounce: 1 };
     let mut f =
-        rule.method.for_metric(Metric::Mem).forecaster(rule.window_ms, rule.horizon_ms, interval);
+        rule.method.for_metric(metric).forecaster(rule.window_ms, rule.horizon_ms, interval);
     let backtest = amber_samples(&p, &proto, &forecast_flags(&p, &proto, &mut *f));
 
     // The live path: one evaluation per sample, as the server does every interval.
     let mut engine = Engine::new(RuleSet { defaults: rule, rules: vec![] });
     let mut live = Vec::with_capacity(p.y.len());
-    for (&ts, &mem) in p.ts.iter().zip(&p.y) {
+    for (&ts, &y) in p.ts.iter().zip(&p.y) {
+        let (cpu, mem) = if metric == Metric::Mem { (0.0, y) } else { (y, 0.0) };
         let s = Sample {
             ts,
             process: "vm".into(),
-            cpu: 0.0,
+            cpu,
             cores: 0.0,
             mem,
             rss: 0,
@@ -59,16 +68,16 @@ fn engine_and_backtest_raise_the_same_ambers() {
             interval_ms: interval,
         };
         engine.evaluate(ts, &[input], &[]);
-        let level = engine.active().iter().find(|e| e.metric == Metric::Mem).map(|e| e.level);
+        let level = engine.active().iter().find(|e| e.metric == metric).map(|e| e.level);
         live.push(level == Some(Level::Amber));
     }
 
     let ambers = backtest.iter().filter(|&&a| a).count();
-    assert!(ambers > 100, "a stream with AMBERs to compare ({ambers})");
+    assert!(ambers > 100, "{file}: a stream with AMBERs to compare ({ambers})");
     let differ: Vec<usize> = (0..live.len()).filter(|&i| live[i] != backtest[i]).collect();
     assert!(
         differ.is_empty(),
-        "{} of {} samples differ, first at {:?}",
+        "{file}: {} of {} samples differ, first at {:?}",
         differ.len(),
         live.len(),
         differ.first()

@@ -324,7 +324,7 @@ fn build() -> Value {
             "method": {"type": "string", "enum": ["procwatch", "linear", "holt", "persistence"]},
             "alpha": {"type": "number"}, "beta": {"type": "number"},
             "sensitivity": {"type": "number", "description": "procwatch's forecaster: noise widths of margin (higher = more AMBER); absent = the metric's default."},
-            "warmup_ms": {"type": "integer", "description": "How long a new series must be sampled before this rule's forecaster can raise AMBER (procwatch: 1 h; linear: its window; never less than the window, which must be full first). Per series: GET /api/v1/forecasts."}}},
+            "warmup_ms": {"type": "integer", "description": "How long a new series must be sampled before this rule's forecaster can raise AMBER (procwatch: its trend window, at the defaults 30 min for cpu and 1 h for mem, and for a rule on both metrics the longer; linear: its window; never less than the window, which must be full first). Per series: GET /api/v1/forecasts."}}},
           "HistoryPoint": {"type": "object", "properties": {
             "ts": {"type": "integer", "description": "Bucket start."}, "cpu": {"type": "number"}, "cpu_min": {"type": "number"}, "cpu_max": {"type": "number"},
             "cores": {"type": "number"}, "mem": {"type": "number"}, "mem_min": {"type": "number"}, "mem_max": {"type": "number"},

@@ -179,25 +179,26 @@ mod tests {
     fn the_cache_decides_as_the_live_forecaster_does() {
         let p = trace();
         let proto = Protocol::default();
-        let a = assessments(&p, &proto, &Shape::DEFAULT);
-        let mut ambers = 0;
-        for z in [-0.5, 0.0, 1.0, 2.5] {
-            let m = Method::Procwatch { sensitivity: Some(z) };
-            let mut live = m.forecaster(600_000, proto.horizon_ms, p.step_ms);
-            let direct = forecasts(&p, &proto, &mut *live);
-            let cached =
-                decide_all(&a, &Shape::DEFAULT.params(proto.horizon_ms, z), proto.threshold);
-            assert_eq!(direct, cached, "z = {z}");
-            ambers += direct.iter().flatten().filter(|f| f.above).count();
+        for shape in [Shape::MEMORY, Shape::CPU] {
+            let a = assessments(&p, &proto, &shape);
+            let mut ambers = 0;
+            for z in [-0.5, 0.0, 1.0, 2.5] {
+                let m = Method::Procwatch { sensitivity: Some(z), shape: Some(shape) };
+                let mut live = m.forecaster(600_000, proto.horizon_ms, p.step_ms);
+                let direct = forecasts(&p, &proto, &mut *live);
+                let cached = decide_all(&a, &shape.params(proto.horizon_ms, z), proto.threshold);
+                assert_eq!(direct, cached, "{shape} z = {z}");
+                ambers += direct.iter().flatten().filter(|f| f.above).count();
+            }
+            assert!(ambers > 10, "a trace with AMBER to compare ({ambers})");
         }
-        assert!(ambers > 10, "a trace with AMBER to compare ({ambers})");
     }
 
     #[test]
-    fn the_declared_shapes_hold_the_default_and_put_the_plain_model_first() {
+    fn the_declared_shapes_hold_the_defaults_and_put_the_plain_model_first() {
         let s = shapes();
         assert_eq!(s.len(), 72);
-        assert!(s.contains(&Shape::DEFAULT));
+        assert!(s.contains(&Shape::MEMORY) && s.contains(&Shape::CPU));
         assert_eq!((s[0].damping, s[0].holdoff_ms), (1.0, 0));
         let unique: std::collections::BTreeSet<String> = s.iter().map(|x| x.to_string()).collect();
         assert_eq!(unique.len(), s.len());

@@ -100,10 +100,11 @@ impl SeriesState {
         self.signal_off = 0;
     }
 
-    /// History needed before AMBER may fire: the method's warm-up, and the window W full.
-    pub(super) fn warmup_ms(&self) -> i64 {
+    /// History needed before AMBER may fire: the method's warm-up (for the series' metric:
+    /// its default shape sets procwatch's), and the window W full.
+    pub(super) fn warmup_ms(&self, metric: Metric) -> i64 {
         let r = &self.rule;
-        r.method.warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms)
+        r.method.for_metric(metric).warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms)
     }
 
     /// Samples needed before AMBER may fire: the window W full.

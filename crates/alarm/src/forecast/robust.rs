@@ -31,10 +31,10 @@ use procwatch_model::TsMs;
 ///   the crossing right.
 ///
 /// The window lengths, damping, σ floor and hold-off are its [`Shape`]. The default shape
-/// is the nested leave-one-trace-out cross-validation's pick on the memory traces (the CPU
-/// traces pick a shorter, undamped trend, not adopted: one shape serves both metrics); the
-/// knob's defaults are its picks for each family (BENCHMARKS.md, Forecaster). Warm-up: no
-/// forecast before `trend` closed buckets.
+/// and knob are per metric ([`Shape::MEMORY`], [`Shape::CPU`]; `crate::rules::default_shape`
+/// and `default_sensitivity`): the nested leave-one-trace-out cross-validation's picks on
+/// all traces of each family (BENCHMARKS.md, Forecaster). Warm-up: no forecast before
+/// `trend` closed buckets.
 #[derive(Debug, Clone)]
 pub struct Robust {
     params: RobustParams,
@@ -85,14 +85,25 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The default structure (the one the nested cross-validation picks on all memory
-    /// traces; 1 h trend, 2 h noise, σ floor 0.1, damping ½, 30-min hold-off).
-    pub const DEFAULT: Shape = Shape {
+    /// The memory default: the structure the nested cross-validation's criterion picks on
+    /// all memory traces (1 h trend, 2 h noise, σ floor 0.1, damping ½, 30-min hold-off).
+    pub const MEMORY: Shape = Shape {
         trend_ms: 60 * 60_000,
         noise_ms: 120 * 60_000,
         min_sigma: 0.1,
         holdoff_ms: 30 * 60_000,
         damping: 0.5,
+    };
+
+    /// The CPU default: the structure the criterion picks on all CPU traces without the
+    /// auto-scaling-group one (30-min trend, 2 h noise, σ floor 0.1, undamped, 30-min
+    /// hold-off).
+    pub const CPU: Shape = Shape {
+        trend_ms: 30 * 60_000,
+        noise_ms: 120 * 60_000,
+        min_sigma: 0.1,
+        holdoff_ms: 30 * 60_000,
+        damping: 1.0,
     };
 
     /// The parameters of this shape for a horizon `horizon_ms` at `sensitivity`.
@@ -121,13 +132,6 @@ impl std::fmt::Display for Shape {
             self.damping,
             self.holdoff_ms / 60_000
         )
-    }
-}
-
-impl RobustParams {
-    /// The default shape's parameters for a horizon `horizon_ms` at `sensitivity`.
-    pub fn for_horizon(horizon_ms: i64, sensitivity: f64) -> Self {
-        Shape::DEFAULT.params(horizon_ms, sensitivity)
     }
 }
 

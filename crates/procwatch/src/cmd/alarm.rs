@@ -269,7 +269,7 @@ fn backtest(args: BacktestArgs) -> Result<()> {
                 Some(z) => format!("procwatch sensitivity={z}"),
                 None => "procwatch".to_owned(),
             };
-            (Chosen::Model(Method::Procwatch { sensitivity }), name)
+            (Chosen::Model(Method::Procwatch { sensitivity, shape: None }), name)
         }
         Some("oracle") => (Chosen::Oracle, "oracle".to_owned()),
         Some(m) => {
@@ -306,7 +306,8 @@ fn backtest(args: BacktestArgs) -> Result<()> {
         let flags = match &chosen {
             Chosen::Oracle => oracle_flags(&p, &proto),
             Chosen::Model(m) => {
-                // An unset sensitivity: the default of the trace's metric, as the engine does.
+                // An unset sensitivity and shape: the defaults of the trace's metric, as the
+                // engine does.
                 let metric = if p.group.starts_with("mem") { Metric::Mem } else { Metric::Cpu };
                 let mut f: Box<dyn Forecaster> =
                     m.for_metric(metric).forecaster(window_ms, horizon_ms, p.step_ms);

@@ -198,7 +198,8 @@ pub struct RuleView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<f64>,
     /// How long a new series must be sampled before this rule's forecaster can raise AMBER:
-    /// the method's warm-up, and at least the window (the engine waits for a full window).
+    /// the method's warm-up for the rule's metric (for a rule on cpu and mem, the longer of
+    /// the two), and at least the window (the engine waits for a full window).
     /// Read as 0 from servers older than this field.
     #[serde(default)]
     pub warmup_ms: i64,
@@ -207,7 +208,7 @@ pub struct RuleView {
 impl From<&Rule> for RuleView {
     fn from(r: &Rule) -> Self {
         let sensitivity = match r.method {
-            Method::Procwatch { sensitivity } => sensitivity,
+            Method::Procwatch { sensitivity, .. } => sensitivity,
             _ => None,
         };
         let (method, alpha, beta) = match r.method {
@@ -230,9 +231,20 @@ impl From<&Rule> for RuleView {
             alpha,
             beta,
             sensitivity,
-            warmup_ms: r.method.warmup_ms(r.window_ms, r.horizon_ms).max(r.window_ms),
+            warmup_ms: warmup_ms(r),
         }
     }
+}
+
+/// A rule's warm-up for its metric (the method resolved as the engine resolves it); a rule
+/// for cpu and mem alike: the longer of the two.
+fn warmup_ms(r: &Rule) -> i64 {
+    let of = |m: Metric| r.method.for_metric(m).warmup_ms(r.window_ms, r.horizon_ms);
+    let method = match r.metric {
+        Some(m) => of(m),
+        None => of(Metric::Cpu).max(of(Metric::Mem)),
+    };
+    method.max(r.window_ms)
 }
 
 /// The answer of `GET /api/v1/rules`.
@@ -315,4 +327,22 @@ pub async fn forecasts(
         first_ready_in_ms: warming.iter().copied().min(),
         series,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_view_warm_up_is_the_metrics_own_and_the_longer_for_both() {
+        let min = 60_000;
+        let rule = |metric| Rule { metric, ..Rule::default() };
+        // procwatch's default: a 30-minute trend for cpu, 1 h for mem; a rule on both says 1 h.
+        assert_eq!(RuleView::from(&rule(Some(Metric::Cpu))).warmup_ms, 30 * min);
+        assert_eq!(RuleView::from(&rule(Some(Metric::Mem))).warmup_ms, 60 * min);
+        assert_eq!(RuleView::from(&rule(None)).warmup_ms, 60 * min);
+        // linear: its window.
+        let linear = Rule { method: Method::Linear, ..rule(None) };
+        assert_eq!(RuleView::from(&linear).warmup_ms, linear.window_ms);
+    }
 }

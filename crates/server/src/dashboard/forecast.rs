@@ -99,9 +99,13 @@ mod tests {
         };
         // predict_linear reads the line on: +5 in 10 minutes.
         assert!((at(Method::Linear) - (last + 5.0)).abs() < 1e-6);
-        // procwatch's forecaster damps its trend to half: +2.5.
-        let ours = at(Method::PROCWATCH.for_metric(procwatch_model::Metric::Cpu));
-        assert!((ours - (last + 2.5)).abs() < 0.1, "{ours} vs {}", last + 2.5);
+        // procwatch's forecaster, at each metric's default shape: undamped for cpu (+5),
+        // its trend damped to half for mem (+2.5).
+        let ours = |m| at(Method::PROCWATCH.for_metric(m));
+        let cpu = ours(procwatch_model::Metric::Cpu);
+        assert!((cpu - (last + 5.0)).abs() < 0.1, "{cpu} vs {}", last + 5.0);
+        let mem = ours(procwatch_model::Metric::Mem);
+        assert!((mem - (last + 2.5)).abs() < 0.1, "{mem} vs {}", last + 2.5);
         // It reads 2 h back at H = 10 min, predict_linear its window.
         assert_eq!(forecast_history_ms(Method::PROCWATCH, 600_000, 600_000), 7_800_000);
         assert_eq!(forecast_history_ms(Method::Linear, 600_000, 600_000), 600_000);

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use procwatch_alarm::backtest::{Prepared, Protocol};
 use procwatch_alarm::cv::{self, Cell, FamilyCv, Grid, SENSITIVITY_GRID};
 use procwatch_alarm::forecast::Shape;
-use procwatch_alarm::rules::default_sensitivity;
+use procwatch_alarm::rules::{default_sensitivity, default_shape};
 use procwatch_model::Metric;
 use std::fmt::Write as _;
 
@@ -27,23 +27,35 @@ struct FamilyRun<'a> {
     curve: Vec<(String, f64, Cell)>,
     /// (label, window, pooled cell) of predict_linear.
     linear: Vec<(String, f64, Cell)>,
-    /// Per trace: the live default (the default shape at the metric's default knob), and
-    /// the trace's own best recall over the knob (default shape) within the family's budget
+    /// Per trace: the live default (the metric's default shape at its default knob), and
+    /// the trace's own best recall over the knob (that shape) within the family's budget
     /// and at no more AMBER % than predict_linear W=10m on that trace.
     per_trace: Vec<TraceDefault>,
+    /// The metric's default shape.
+    live_shape: Shape,
     /// The metric's default knob.
     live_z: f64,
     traces: &'a [Prepared],
     grid: &'a Grid,
 }
 
+impl FamilyRun<'_> {
+    /// The live default's cells of the family's traces, pooled (in-sample).
+    fn live_pooled(&self) -> Cell {
+        let mut c = Cell::default();
+        for t in &self.per_trace {
+            c.add(&t.live);
+        }
+        c
+    }
+}
+
 pub(super) fn run(args: &BacktestArgs, traces: &[Prepared], proto: &Protocol) -> Result<String> {
     let grid = Grid::score(traces, proto, cv::shapes());
-    let live = grid.shape_index(&Shape::DEFAULT).context("the default shape is a candidate")?;
     let criterion: cv::Criterion = args.cv_criterion.parse().map_err(anyhow::Error::msg)?;
     let runs: Vec<FamilyRun<'_>> = cv::families(traces)
         .into_iter()
-        .map(|family| {
+        .map(|family| -> Result<FamilyRun<'_>> {
             let cv = cv::cross_validate(&family, criterion, &grid);
             let curve = SENSITIVITY_GRID
                 .iter()
@@ -58,6 +70,10 @@ pub(super) fn run(args: &BacktestArgs, traces: &[Prepared], proto: &Protocol) ->
                 })
                 .collect();
             let metric = if family.name == "mem" { Metric::Mem } else { Metric::Cpu };
+            let live_shape = default_shape(metric);
+            let live = grid
+                .shape_index(&live_shape)
+                .with_context(|| format!("the {metric:?} default shape is a candidate"))?;
             let z = default_sensitivity(metric);
             let j = SENSITIVITY_GRID.iter().position(|&k| k == z).unwrap_or(0);
             let linear10 = grid.linear10();
@@ -81,9 +97,19 @@ pub(super) fn run(args: &BacktestArgs, traces: &[Prepared], proto: &Protocol) ->
                     TraceDefault { trace: i, live: grid.cells[live][j][i].clone(), best: own }
                 })
                 .collect();
-            FamilyRun { family, cv, curve, linear, per_trace, live_z: z, traces, grid: &grid }
+            Ok(FamilyRun {
+                family,
+                cv,
+                curve,
+                linear,
+                per_trace,
+                live_shape,
+                live_z: z,
+                traces,
+                grid: &grid,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     if let Some(path) = &args.curve_svg {
         std::fs::write(path, svg(&runs, proto))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -125,7 +151,9 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
                 "held_out": figures(r.family.name, &r.cv.held_out),
                 "default_shape": r.grid.shapes[r.cv.default.shape].to_string(),
                 "default_sensitivity": SENSITIVITY_GRID[r.cv.default.knob],
+                "live_shape": r.live_shape.to_string(),
                 "live_sensitivity": r.live_z,
+                "live_default_pooled": figures(r.family.name, &r.live_pooled()),
                 "live_default": r.per_trace.iter().map(|TraceDefault { trace: i, live: c, best: own }| {
                     let mut v = figures(&name(*i), c);
                     v["goal_side"] = goal_side(&r.family, c).into();
@@ -157,7 +185,6 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
         "debounce": proto.debounce,
         "sensitivity_grid": SENSITIVITY_GRID,
         "shapes": runs.first().map_or(0, |r| r.grid.shapes.len()),
-        "live_shape": Shape::DEFAULT.to_string(),
         "families": fams,
     })
 }
@@ -242,12 +269,10 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
             out,
             "-- {} live default per trace ({} z={}; in-sample), and the trace's best recall \
              at any knob within {}/day and linear W=10m's AMBER %",
-            r.family.name,
-            Shape::DEFAULT,
-            r.live_z,
-            r.family.budget_per_day
+            r.family.name, r.live_shape, r.live_z, r.family.budget_per_day
         );
         out += &head;
+        out += &(row("= pooled live default", &r.live_pooled()) + "\n");
         for TraceDefault { trace: i, live: c, best: own } in &r.per_trace {
             let side =
                 if goal_side(&r.family, c) { "goal's side" } else { "NOT on the goal's side" };
