@@ -121,7 +121,7 @@ async function loadRules() {
     const min = Math.round((d.warmup_ms ?? d.window_ms ?? 600000) / 60000);
     let text = `RED above ${d.threshold}% cpu or mem (cpu is a share of the whole host: one busy core of N is 100/N %)`;
     if (cores) text += `, or above ${cores.threshold} cores for any process (a process saturating a core)`;
-    text += `. Forecasts (AMBER) warm up: each series needs ${min} min of samples before AMBER can fire.`;
+    text += `. Forecasts (AMBER) warm up: each series needs up to ${min} min of samples (the longest of its metrics' trend windows) before AMBER can fire.`;
     $('#rules').textContent = text;
   } catch (e) {
     // An older server or no rights: the line stays empty.
