@@ -110,7 +110,12 @@ impl InfluxStore {
             last_seq,
             seq_gaps,
             dropped_samples: p.dropped_samples + if is_new { batch.dropped_samples } else { 0 },
-            interval_ms: if is_new { batch.interval_ms } else { p.interval_ms },
+            // A batch declaring no interval (0: an older agent's heartbeat) keeps the known one.
+            interval_ms: if is_new && batch.interval_ms > 0 {
+                batch.interval_ms
+            } else {
+                p.interval_ms
+            },
             last_seen: newest.map_or(p.last_seen, |ts| ts.max(p.last_seen)),
         };
         // The batch point is the last line of the last request: `hosts()` counts a batch once

@@ -563,6 +563,10 @@ pub async fn hosts_and_seq(store: &dyn Storage) {
     assert_eq!(store.write_batch(&mk(5, t0 + 20_000, 4)).await.expect("w").seq_gap, 0);
     assert_eq!(store.write_batch(&mk(9, t0 + 40_000, 0)).await.expect("w").seq_gap, 3);
     store.write_batch(&batch("hs-a", 7, vec![sample(t0 + 1_000, "y", 1.0, 1.0)])).await.expect("w");
+    // A heartbeat that declares no interval (an older paused agent's): the known one stays.
+    let mut beat = batch("hs-b", 10, Vec::new());
+    beat.interval_ms = 0;
+    assert_eq!(store.write_batch(&beat).await.expect("heartbeat").seq_gap, 0);
 
     let hosts = store.hosts().await.expect("hosts");
     assert_eq!(hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["hs-a", "hs-b"]);
@@ -571,8 +575,8 @@ pub async fn hosts_and_seq(store: &dyn Storage) {
     assert_eq!(a.latest, None);
     let b = &hosts[1];
     assert_eq!(b.last_seen, t0 + 40_000);
-    assert_eq!(b.interval_ms, 5_000);
-    assert_eq!(b.last_seq, 9);
+    assert_eq!(b.interval_ms, 5_000, "a batch declaring interval 0 keeps the known interval");
+    assert_eq!(b.last_seq, 10);
     assert_eq!(b.seq_gaps, 5);
     assert_eq!(b.dropped_samples, 7);
     let latest = b.latest.as_ref().expect("latest");

@@ -12,7 +12,7 @@ use crate::{agg, HostInfo};
 pub struct HostBook {
     /// The newest sample or host total timestamp stored for the host.
     pub last_seen: TsMs,
-    /// The sampling interval of the host's newest batch.
+    /// The sampling interval of the host's newest batch that declared one.
     pub interval_ms: u64,
     /// `(last_seq, seq_gaps)`, `None` before the first batch.
     pub seq: Option<(u64, u64)>,
@@ -44,7 +44,12 @@ impl HostBook {
         self.seq = Some((last, gaps));
         if new {
             self.dropped_samples += batch.dropped_samples;
-            self.interval_ms = batch.interval_ms;
+            // A batch declaring no interval (0: a heartbeat of an agent older than the one
+            // that declares its interval in every batch) keeps the known one: the alarm
+            // engine judges the host's silence on it.
+            if batch.interval_ms > 0 {
+                self.interval_ms = batch.interval_ms;
+            }
         }
         gap
     }
