@@ -2,7 +2,7 @@
 //! structure ([`Shape`]) and its one knob (`sensitivity`) are both chosen by
 //! leave-one-trace-out cross-validation (`crate::cv`).
 
-use super::{eta_from_slope, into_bucket, Forecast, Forecaster};
+use super::{eta_from_slope, Forecast, Forecaster};
 use procwatch_model::TsMs;
 
 /// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
@@ -38,10 +38,12 @@ use procwatch_model::TsMs;
 #[derive(Debug, Clone)]
 pub struct Robust {
     params: RobustParams,
-    /// Closed bucket medians, oldest first.
-    history: std::collections::VecDeque<f64>,
-    /// The open bucket: id and its samples.
-    current: Option<(i64, Vec<f64>)>,
+    /// Closed bucket medians, oldest first. Kept as `f32`, like the open bucket: ≈ 7
+    /// significant digits, far finer than any measured percentage moves, for half the memory
+    /// of a series' state (issue 16); the arithmetic is in `f64`.
+    history: std::collections::VecDeque<f32>,
+    /// The open bucket: id and its samples (its buffer is reused by the next bucket).
+    current: Option<(i64, Vec<f32>)>,
     last: Option<(TsMs, f64)>,
     last_above: Option<TsMs>,
 }
@@ -176,6 +178,22 @@ impl Assessment {
     }
 }
 
+/// The median of `f32` values (the mean of the middle two, in `f64` rounded back, for an even
+/// count), as [`median_in_place`] computes it on `f64`.
+fn median_f32(v: &mut [f32]) -> f32 {
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let (lo, &mut mid, _) = v.select_nth_unstable_by(n / 2, f32::total_cmp);
+    if n % 2 == 1 {
+        mid
+    } else {
+        let below = lo.iter().copied().max_by(f32::total_cmp).unwrap_or(mid);
+        ((f64::from(below) + f64::from(mid)) / 2.0) as f32
+    }
+}
+
 fn median_in_place(v: &mut [f64]) -> f64 {
     let n = v.len();
     if n == 0 {
@@ -196,24 +214,42 @@ impl Robust {
         Self { params, history: Default::default(), current: None, last: None, last_above: None }
     }
 
-    fn close(&mut self, mut values: Vec<f64>) {
-        let m = median_in_place(&mut values);
-        if self.history.len() == self.params.trend.max(self.params.noise) + 1 {
+    /// Closes the open bucket into `history` and opens bucket `id` with `y`, in the same buffer.
+    fn close_and_open(&mut self, id: i64, y: f32) {
+        let Some((_, mut values)) = self.current.take() else {
+            self.current = Some((id, vec![y]));
+            return;
+        };
+        let m = median_f32(&mut values);
+        let cap = self.params.trend.max(self.params.noise) + 1;
+        if self.history.len() == cap {
             self.history.pop_front();
         }
+        if self.history.capacity() == 0 {
+            // Exactly what it will hold, not the next power of two.
+            self.history.reserve_exact(cap);
+        }
         self.history.push_back(m);
+        values.clear();
+        values.push(y);
+        self.current = Some((id, values));
     }
 
     /// (Theil–Sen slope per bucket, σ per bucket before the floor) over the closed buckets and the open one.
     fn trend_and_noise(&self) -> Option<(f64, f64)> {
         let mut open = self.current.as_ref()?.1.clone();
-        let level = median_in_place(&mut open);
+        let level = f64::from(median_f32(&mut open));
         let n = self.history.len();
         if n < self.params.trend {
             return None;
         }
-        let pts: Vec<f64> =
-            self.history.iter().skip(n - self.params.trend).copied().chain([level]).collect();
+        let pts: Vec<f64> = self
+            .history
+            .iter()
+            .skip(n - self.params.trend)
+            .map(|&m| f64::from(m))
+            .chain([level])
+            .collect();
         let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
         for i in 0..pts.len() {
             for j in i + 1..pts.len() {
@@ -222,7 +258,8 @@ impl Robust {
         }
         let slope = median_in_place(&mut slopes);
         let k = self.params.noise.min(n);
-        let seq: Vec<f64> = self.history.iter().skip(n - k).copied().chain([level]).collect();
+        let seq: Vec<f64> =
+            self.history.iter().skip(n - k).map(|&m| f64::from(m)).chain([level]).collect();
         let mut d: Vec<f64> = seq.windows(2).map(|w| w[1] - w[0]).collect();
         let md = median_in_place(&mut d.clone());
         for x in &mut d {
@@ -259,9 +296,11 @@ impl Forecaster for Robust {
     }
 
     fn push(&mut self, ts: TsMs, y: f64) {
-        let step_ms = self.params.step_ms;
-        if let Some(closed) = into_bucket(&mut self.current, &mut self.last, step_ms, ts, y) {
-            self.close(closed);
+        self.last = Some((ts, y));
+        let id = ts.div_euclid(self.params.step_ms);
+        match &mut self.current {
+            Some((cid, values)) if *cid == id => values.push(y as f32),
+            _ => self.close_and_open(id, y as f32),
         }
     }
 
@@ -271,7 +310,29 @@ impl Forecaster for Robust {
 
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.history.capacity() * 8
-            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 8)
+            + self.history.capacity() * 4
+            + self.current.as_ref().map_or(0, |c| c.1.capacity() * 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a series' forecaster state, once its windows are full, at a 10 s interval:
+    /// 388 bytes (`f32` buckets, history sized exactly; 672 with `f64` and power-of-two growth
+    /// before).
+    #[test]
+    fn a_full_forecaster_at_ten_seconds_holds_a_few_hundred_bytes() {
+        for shape in [Shape::MEMORY, Shape::CPU] {
+            let mut f = Robust::new(shape.params(600_000, 1.0));
+            for i in 0..3 * 360 {
+                f.push(i * 10_000, 50.0 + (i % 7) as f64);
+                let _ = f.forecast(i * 10_000 + 600_000, 80.0);
+            }
+            let bytes = f.heap_bytes();
+            eprintln!("{shape}: {bytes}");
+            assert!(bytes <= 400, "{shape}: {bytes} bytes");
+        }
     }
 }
