@@ -178,32 +178,20 @@ impl Assessment {
     }
 }
 
-/// The median of `f32` values (the mean of the middle two, in `f64` rounded back, for an even
-/// count), as [`median_in_place`] computes it on `f64`.
-fn median_f32(v: &mut [f32]) -> f32 {
+/// The median of `v` (the mean of the middle two for an even count), reordering `v`; 0 when
+/// empty. The buckets hold `f32`, the Theil–Sen slopes and changes `f64`.
+fn median_in_place<T: Copy + Into<f64>>(v: &mut [T]) -> f64 {
     let n = v.len();
     if n == 0 {
         return 0.0;
     }
-    let (lo, &mut mid, _) = v.select_nth_unstable_by(n / 2, f32::total_cmp);
+    let key = |x: &T| -> f64 { (*x).into() };
+    let (lo, mid, _) = v.select_nth_unstable_by(n / 2, |a, b| key(a).total_cmp(&key(b)));
+    let mid = key(mid);
     if n % 2 == 1 {
         mid
     } else {
-        let below = lo.iter().copied().max_by(f32::total_cmp).unwrap_or(mid);
-        ((f64::from(below) + f64::from(mid)) / 2.0) as f32
-    }
-}
-
-fn median_in_place(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let (lo, &mut mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
-    if n % 2 == 1 {
-        mid
-    } else {
-        let below = lo.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+        let below = lo.iter().map(key).max_by(f64::total_cmp).unwrap_or(mid);
         (below + mid) / 2.0
     }
 }
@@ -220,7 +208,7 @@ impl Robust {
             self.current = Some((id, vec![y]));
             return;
         };
-        let m = median_f32(&mut values);
+        let m = median_in_place(&mut values) as f32;
         let cap = self.params.trend.max(self.params.noise) + 1;
         if self.history.len() == cap {
             self.history.pop_front();
@@ -238,7 +226,7 @@ impl Robust {
     /// (Theil–Sen slope per bucket, σ per bucket before the floor) over the closed buckets and the open one.
     fn trend_and_noise(&self) -> Option<(f64, f64)> {
         let mut open = self.current.as_ref()?.1.clone();
-        let level = f64::from(median_f32(&mut open));
+        let level = median_in_place(&mut open);
         let n = self.history.len();
         if n < self.params.trend {
             return None;
