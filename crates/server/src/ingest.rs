@@ -302,7 +302,12 @@ pub fn gunzip_budgeted(
 ) -> Result<Vec<u8>, ApiError> {
     let by_ratio = body.len().saturating_mul(MAX_GZIP_RATIO).saturating_add(GZIP_SLACK);
     let limit = max.min(by_ratio);
-    let mut out = Vec::with_capacity((body.len() * 4).min(limit).max(4096));
+    // The first guess of the output's size is covered by the budget before it is allocated.
+    let first = body.len().saturating_mul(4).clamp(4096, 1 << 20).min(limit + 1);
+    if let Some(b) = budget.as_deref_mut() {
+        b.cover(body.len() + first)?;
+    }
+    let mut out = Vec::with_capacity(first);
     // The body is in memory: the `bufread` decoder reads it in place (the `read` one would
     // wrap it in a 32 KiB buffer), and the output is decoded straight into `out`, no chunk
     // buffer in between (both per request in flight: 96 KiB each before).
@@ -317,7 +322,8 @@ pub fn gunzip_budgeted(
             out.reserve_exact(more.max(1));
         }
         let start = out.len();
-        out.resize(out.capacity(), 0);
+        // Zeroed (so made resident) a bounded step at a time, not the whole spare capacity.
+        out.resize(out.capacity().min(start + (256 << 10)), 0);
         let n = match dec.read(&mut out[start..]) {
             Ok(n) => n,
             Err(e) => return Err(ApiError::bad_request(format!("invalid gzip body: {e}"))),
@@ -335,9 +341,6 @@ pub fn gunzip_budgeted(
             return Err(ApiError::PayloadTooLarge(format!(
                 "request body {why} after decompression"
             )));
-        }
-        if let Some(b) = budget.as_deref_mut() {
-            b.cover(body.len() + out.len())?;
         }
     }
     Ok(out)
