@@ -341,13 +341,14 @@ mod tests {
         let pid = child.id();
         let status_of = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         // Wait (bounded) until the child is the single-threaded `sleep`, asleep.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        use procwatch_model::clock::{Clock, SystemClock};
+        let deadline = SystemClock.instant() + std::time::Duration::from_secs(30);
         loop {
             let s = status_of();
             if s.contains("Name:\tsleep") && s.contains("State:\tS") {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "child never slept: {s}");
+            assert!(SystemClock.instant() < deadline, "child never slept: {s}");
             std::thread::yield_now();
         }
         let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
