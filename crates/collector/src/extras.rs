@@ -209,10 +209,15 @@ impl ExtrasReader {
         self
     }
 
+    /// Whether `io` or `ctxsw`, the metrics taskstats can answer, is on.
+    fn wants_counters(&self) -> bool {
+        self.set.has(ExtraMetric::Io) || self.set.has(ExtraMetric::Ctxsw)
+    }
+
     /// Where `io` and `ctxsw` come from (see [`crate::Sweep::taskstats`]); `None` when
     /// neither is on, or before the first process needed them.
     pub(crate) fn source(&self) -> Option<bool> {
-        if !(self.set.has(ExtraMetric::Io) || self.set.has(ExtraMetric::Ctxsw)) {
+        if !self.wants_counters() {
             return None;
         }
         match self.taskstats {
@@ -225,8 +230,7 @@ impl ExtrasReader {
     /// Whether [`ExtrasReader::prefetch`] would query anything: taskstats answers and `io`
     /// or `ctxsw` is on.
     pub(crate) fn prefetching(&self) -> bool {
-        matches!(self.taskstats, TaskstatsSlot::Open(_))
-            && (self.set.has(ExtraMetric::Io) || self.set.has(ExtraMetric::Ctxsw))
+        matches!(self.taskstats, TaskstatsSlot::Open(_)) && self.wants_counters()
     }
 
     /// Whether the next sweep should query this process in a batch: the previous one read it
@@ -238,14 +242,13 @@ impl ExtrasReader {
     /// Queries taskstats for `pids` (at most 32) in one batch, replacing the previous batch's
     /// counters: the next [`ExtrasReader::read`] of each of them takes its counters from here
     /// instead of a query of its own. Two system calls for the batch instead of two per
-    /// process; a process found quiet after all has cost one wasted answer.
+    /// process; a process found quiet after all has cost one wasted answer. A failed batch
+    /// (refused answers are left out of it, so a lost permission shows in the single query
+    /// that follows) leaves its processes to their own queries.
     pub(crate) fn prefetch(&mut self, pids: &[u32]) {
         self.prefetched.clear();
-        let TaskstatsSlot::Open(t) = &mut self.taskstats else { return };
-        if let Err(e) = t.query_many(pids, &mut self.prefetched) {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                self.taskstats = TaskstatsSlot::Absent;
-            }
+        if let TaskstatsSlot::Open(t) = &mut self.taskstats {
+            let _ = t.query_many(pids, &mut self.prefetched);
         }
     }
 
@@ -294,9 +297,7 @@ impl ExtrasReader {
             st.queried = false;
             return self.read_cached(st, c, x);
         }
-        let counters = (set.has(ExtraMetric::Io) || set.has(ExtraMetric::Ctxsw))
-            .then(|| self.task_counters(c))
-            .flatten();
+        let counters = self.wants_counters().then(|| self.task_counters(c)).flatten();
         st.queried = counters.is_some();
         let io_ts = counters.filter(|_| c.threads == 1);
         if set.has(ExtraMetric::Io) && st.prev_io_ts != io_ts.is_some() {

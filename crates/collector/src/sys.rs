@@ -160,49 +160,6 @@ pub(crate) fn netlink_generic_socket() -> std::io::Result<std::os::fd::OwnedFd> 
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
 }
 
-/// Sends `msg` to the kernel (netlink port 0) on a netlink socket.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub(crate) fn netlink_send_to_kernel(
-    fd: std::os::fd::BorrowedFd,
-    msg: &[u8],
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an all-zero sockaddr_nl is a valid value of this plain C struct.
-    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `msg` and `to` are valid for the lengths passed, for the duration of the call.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            std::ptr::addr_of!(to).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Receives one datagram into `buf` without waiting (`MSG_DONTWAIT`); its length.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub(crate) fn recv_nowait(fd: std::os::fd::BorrowedFd, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the duration of the call.
-    let n = unsafe {
-        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
 /// The most datagrams [`netlink_send_many`] and [`recv_many_nowait`] move in one call.
 #[cfg(target_os = "linux")]
 pub(crate) const MAX_BATCH: usize = 32;

@@ -154,8 +154,9 @@ impl Taskstats {
                 if msg.len() < NLMSG_HDRLEN {
                     continue;
                 }
-                let seq = u32::from_ne_bytes(msg[8..12].try_into().expect("4"));
-                let Some(&pid) = pids.get(seq.wrapping_sub(first_seq) as usize) else { continue };
+                let Some(&pid) = pids.get(seq_of(msg).wrapping_sub(first_seq) as usize) else {
+                    continue;
+                };
                 if let Ok(c) = answer_counters(msg) {
                     out.push((pid, c));
                 }
@@ -184,25 +185,37 @@ impl Taskstats {
     /// Sends `msg` to the kernel and receives answers until the one to its sequence number;
     /// leaves it in `buf` and returns its length.
     fn exchange(&mut self, msg: &[u8]) -> io::Result<usize> {
-        sys::netlink_send_to_kernel(self.fd.as_fd(), msg)?;
+        // One datagram through the batch calls (`sendmmsg`, `recvmmsg`): one pair of system
+        // wrappers serves both paths.
+        sys::netlink_send_many(self.fd.as_fd(), &[msg])?;
         let seq = self.seq;
         // The kernel answers within `sendto` (the family's handler runs in the sending
         // context), so the answer is queued by now: a non-blocking receive can never hang a
         // sweep. A stale answer (to an earlier request whose receive failed) is skipped.
+        let slot = self.buf.len();
         for _ in 0..4 {
-            let n = match sys::recv_nowait(self.fd.as_fd(), &mut self.buf) {
+            let mut len = [0usize];
+            match sys::recv_many_nowait(self.fd.as_fd(), &mut self.buf, slot, &mut len) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => r?,
-            };
+                Err(e) => return Err(e),
+                Ok(0) => break,
+                Ok(_) => {}
+            }
+            let n = len[0];
             if n < NLMSG_HDRLEN {
                 return Err(bad("short netlink answer"));
             }
-            if u32::from_ne_bytes(self.buf[8..12].try_into().expect("4")) == seq {
+            if seq_of(&self.buf[..n]) == seq {
                 return Ok(n);
             }
         }
         Err(bad("no netlink answer to our request"))
     }
+}
+
+/// The sequence number of a netlink message (at least a header long).
+fn seq_of(msg: &[u8]) -> u32 {
+    u32::from_ne_bytes(msg[8..12].try_into().expect("4"))
 }
 
 /// The attributes of a netlink answer, or the error it carries.
