@@ -33,11 +33,11 @@ impl SampleRow {
         }
     }
 
-    /// The sample a (queried) row holds.
+    /// The sample, without its name (the caller holds it: see `SeriesWindow::samples`).
     pub fn sample(&self) -> Sample {
         Sample {
             ts: self.ts,
-            process: self.process.clone(),
+            process: String::new(),
             cpu: self.cpu,
             cores: self.cores,
             mem: self.mem,

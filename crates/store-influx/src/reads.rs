@@ -32,7 +32,7 @@ impl InfluxStore {
                 let process = series.tag("process");
                 SeriesWindow {
                     host: series.tag("host"),
-                    samples: series.rows().map(|r| sample_from_row(&process, &r)).collect(),
+                    samples: series.rows().map(|r| sample_from_row("", &r)).collect(),
                     process,
                 }
             })

@@ -143,7 +143,7 @@ async fn awkward_names_round_trip_through_influxd() {
         let w = store.window(&q).await.expect("window");
         assert_eq!(w.len(), 1, "{name:?}: {w:?}");
         assert_eq!(w[0].process, *name);
-        assert_eq!(w[0].samples, vec![samples[i].clone()]);
+        assert_eq!(w[0].named_samples(), vec![samples[i].clone()]);
         let u = store.usage(&q).await.expect("usage");
         assert_eq!(u.len(), 1, "{name:?}");
         assert_eq!(u[0].process, *name);

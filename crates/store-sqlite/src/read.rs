@@ -133,7 +133,7 @@ impl Inner {
             .map(|(s, c)| SeriesWindow {
                 host: s.host.name.clone(),
                 process: s.process.clone(),
-                samples: (0..c.len()).map(|i| col_sample(&c, i, &s.process)).collect(),
+                samples: (0..c.len()).map(|i| col_sample(&c, i, "")).collect(),
             })
             .collect())
     }

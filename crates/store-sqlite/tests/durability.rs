@@ -62,8 +62,9 @@ fn acknowledged_batches_survive_sigkill() {
     assert_eq!(w.len(), workload::SERIES);
     for sw in &w {
         let k: usize = sw.process.trim_start_matches("proc-").parse().unwrap();
+        let samples = sw.named_samples();
         for &(seq, ts) in &acked {
-            let got = sw.samples.iter().find(|s| s.ts == ts);
+            let got = samples.iter().find(|s| s.ts == ts);
             let want = sample(k, seq as i64, ts);
             // A later batch may share the timestamp (same ms): then the later one is stored.
             // That includes batches committed after the last acknowledgement the parent
@@ -156,10 +157,10 @@ async fn compaction_round_trip_and_rewrite_after_compaction() {
     fixed.cpu = 99.5;
     store.write_batch(&batch("cp-1", 2000, vec![fixed.clone()])).await.unwrap();
     let check = |w: Vec<procwatch_store::SeriesWindow>| {
-        let s = &w[1].samples;
+        let s = &w[1].named_samples();
         assert_eq!(s.len(), 1080);
         assert_eq!(s[100], fixed);
-        assert_eq!(s[99], before[1].samples[99]);
+        assert_eq!(s[99], before[1].named_samples()[99]);
     };
     check(store.window(&all("cp-1")).await.unwrap());
     store.compact_at(now + 10 * 3_600_000).unwrap();
@@ -304,7 +305,7 @@ async fn a_spool_replay_is_readable_at_once_and_folded_soon() {
     }
     // Readable at once, whether folded yet or not.
     let w = store.window(&all("replay")).await.unwrap();
-    assert_eq!(w[0].samples, want);
+    assert_eq!(w[0].named_samples(), want);
     // 64 late rows wake the thread (its period is an hour); wait for the fold.
     let late =
         |store: &SqliteStore| sql_count(store, "SELECT count(*) FROM head WHERE gen > ?1", 0);
@@ -314,7 +315,7 @@ async fn a_spool_replay_is_readable_at_once_and_folded_soon() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(sql_count(&store, "SELECT count(*) FROM chunks WHERE n > ?1", 0) > 0);
-    assert_eq!(store.window(&all("replay")).await.unwrap()[0].samples, want);
+    assert_eq!(store.window(&all("replay")).await.unwrap()[0].named_samples(), want);
 }
 
 /// `Durability::Power`: every acknowledged batch was covered by a WAL fsync, and concurrent

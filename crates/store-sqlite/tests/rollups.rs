@@ -172,7 +172,7 @@ async fn rollups_after_compaction_and_a_late_rewrite() {
         &before.points,
     );
 
-    let mut samples: Vec<Sample> = store.window(&all("cr-1")).await.unwrap()[1].samples.clone();
+    let mut samples: Vec<Sample> = store.window(&all("cr-1")).await.unwrap()[1].named_samples();
     let mut fixed = samples[200].clone();
     fixed.cpu = 1234.5;
     store.write_batch(&batch("cr-1", 5000, vec![fixed.clone()])).await.unwrap();
@@ -268,7 +268,7 @@ async fn packed_rollups_answer_as_rows() {
     }
 
     // A late rewrite into a packed bucket: recomputed into its block, no row appears.
-    let mut samples = windows[1].samples.clone();
+    let mut samples = windows[1].named_samples();
     let mut fixed = samples[100].clone();
     fixed.cpu = 987.5;
     store.write_batch(&batch("pk-1", 9000, vec![fixed.clone()])).await.unwrap();

@@ -192,9 +192,9 @@ pub async fn write_read_back(store: &dyn Storage) {
     let w = store.window(&q(t0, t0 + 60_000, Some("rb-1"), None, true)).await.expect("window");
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!((w[0].host.as_str(), w[0].process.as_str()), ("rb-1", "java"));
-    assert_eq!(w[0].samples, vec![samples[1].clone()]);
+    assert_eq!(w[0].named_samples(), vec![samples[1].clone()]);
     assert_eq!(w[1].process, "postgres");
-    assert_eq!(w[1].samples, vec![samples[0].clone(), samples[2].clone()]);
+    assert_eq!(w[1].named_samples(), vec![samples[0].clone(), samples[2].clone()]);
 
     // Half-open window: `to` excludes, `from` includes.
     let w = store.window(&q(t0 + 1, t0 + 10_000, Some("rb-1"), None, true)).await.expect("window");
@@ -202,7 +202,7 @@ pub async fn write_read_back(store: &dyn Storage) {
     let w =
         store.window(&q(t0 + 10_000, t0 + 10_001, Some("rb-1"), None, true)).await.expect("window");
     assert_eq!(w.len(), 1);
-    assert_eq!(w[0].samples, vec![samples[2].clone()]);
+    assert_eq!(w[0].named_samples(), vec![samples[2].clone()]);
 
     // Unknown host: empty, not an error.
     let u = store.usage(&q(t0, t0 + 60_000, Some("nope"), None, true)).await.expect("usage");
@@ -227,7 +227,7 @@ pub async fn idempotent_rewrite(store: &dyn Storage) {
     assert_eq!(w.len(), 1);
     let mut want = first;
     want[2] = replaced;
-    assert_eq!(w[0].samples, want);
+    assert_eq!(w[0].named_samples(), want);
     let u = store.usage(&q(t0, t0 + 60_000, Some("idem-1"), None, true)).await.expect("usage");
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].samples, 5);
@@ -355,9 +355,11 @@ pub async fn window_oldest_first(store: &dyn Storage) {
     let w = store.window(&q(t0, t0 + 300_000, None, Some("svc"), false)).await.expect("window");
     assert_eq!(w.len(), 2);
     assert_eq!(w[0].host, "win-1");
-    assert_eq!(w[0].samples, samples);
+    // The name is the window's, not repeated in every sample (`SeriesWindow::samples`).
+    assert!(w.iter().flat_map(|w| &w.samples).all(|s| s.process.is_empty()));
+    assert_eq!(w[0].named_samples(), samples);
     assert_eq!(w[1].host, "win-2");
-    assert_eq!(w[1].samples, samples[..3].to_vec());
+    assert_eq!(w[1].named_samples(), samples[..3].to_vec());
 }
 
 /// History with a step: mean and max per bucket aligned to multiples of the step; raw with
@@ -450,7 +452,7 @@ pub async fn retention(store: &dyn Storage) {
     let w = w.expect("window");
     assert_eq!(w.len(), 1);
     let kept: Vec<Sample> = samples.iter().filter(|s| s.ts >= cutoff).cloned().collect();
-    assert_eq!(w[0].samples, kept);
+    assert_eq!(w[0].named_samples(), kept);
     let u = store.usage(&q(t0 - 60_000, t0 + 3_600_000, Some("ret-1"), None, true)).await;
     assert_eq!(u.expect("usage")[0].samples, kept.len() as u64);
     let h = store

@@ -208,8 +208,18 @@ pub struct SeriesWindow {
     pub host: String,
     /// Process name of the series.
     pub process: String,
-    /// The series' samples with `ts` in `[from, to)`, oldest first (never empty).
+    /// The series' samples with `ts` in `[from, to)`, oldest first (never empty). Each
+    /// sample's `process` is left empty: the name is the window's `process`, held once per
+    /// series and not once per sample (the alarm evaluator reads every series' recent samples
+    /// at each pass; a name per sample was one more allocation per sample read).
     pub samples: Vec<Sample>,
+}
+
+impl SeriesWindow {
+    /// The samples with the series' name filled in, as they were written.
+    pub fn named_samples(&self) -> Vec<Sample> {
+        self.samples.iter().map(|s| Sample { process: self.process.clone(), ..s.clone() }).collect()
+    }
 }
 
 /// History of one (host, process), downsampled by `step` (0 = raw samples).

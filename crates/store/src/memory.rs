@@ -181,7 +181,7 @@ impl crate::Storage for MemoryStore {
             .filter(|((h, p), _)| matches(q, h, p))
             .filter_map(|((host, process), ss)| {
                 let samples: Vec<Sample> =
-                    ss.range(q.from..q.to.max(q.from)).map(|(_, s)| s.clone()).collect();
+                    ss.range(q.from..q.to.max(q.from)).map(|(_, s)| unnamed(s)).collect();
                 (!samples.is_empty()).then(|| SeriesWindow {
                     host: host.clone(),
                     process: process.clone(),
@@ -316,4 +316,18 @@ pub fn alarm_matches(q: &AlarmQuery, e: &AlarmEvent) -> bool {
 /// Newest first: by `start` descending, ties by `id` descending.
 pub fn sort_newest_first(v: &mut [AlarmEvent]) {
     v.sort_by(|a, b| b.start.cmp(&a.start).then_with(|| b.id.cmp(&a.id)));
+}
+
+/// A copy of `s` without its name (see [`SeriesWindow::samples`]).
+fn unnamed(s: &Sample) -> Sample {
+    Sample {
+        ts: s.ts,
+        process: String::new(),
+        cpu: s.cpu,
+        cores: s.cores,
+        mem: s.mem,
+        rss: s.rss,
+        count: s.count,
+        extras: s.extras.clone(),
+    }
 }
