@@ -9,7 +9,7 @@ use rusqlite::Connection;
 
 use crate::catalog::Catalog;
 use crate::options::SqliteOptions;
-use crate::schema::{db_err, open_conn};
+use crate::schema::{db_err, open_conn, READER_CACHE_KIB};
 use crate::wal_sync::WalSync;
 
 pub(crate) struct Writer {
@@ -58,7 +58,9 @@ impl Inner {
         let conn = self.readers.lock().pop();
         let conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path, self.opts.durability).map_err(db_err)?,
+            None => {
+                open_conn(&self.path, self.opts.durability, READER_CACHE_KIB).map_err(db_err)?
+            }
         };
         let out = {
             let tx = conn.unchecked_transaction().map_err(db_err)?;

@@ -163,7 +163,7 @@ use rusqlite::OptionalExtension;
 
 use catalog::{load_catalog, HostEntry};
 use inner::{Inner, Writer};
-use schema::{db_err, open_conn, other, take_dir_lock, DB_FILE, SCHEMA};
+use schema::{db_err, open_conn, other, take_dir_lock, DB_FILE, SCHEMA, WRITER_CACHE_KIB};
 use wal_sync::WalSync;
 /// The embedded SQLite store. See the crate documentation.
 pub struct SqliteStore {
@@ -193,7 +193,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(other)?;
         let lock = take_dir_lock(dir)?;
         let path = dir.join(DB_FILE);
-        let conn = open_conn(&path, opts.durability).map_err(db_err)?;
+        let conn = open_conn(&path, opts.durability, WRITER_CACHE_KIB).map_err(db_err)?;
         // auto_vacuum only takes effect before the first table exists.
         conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;")
             .map_err(db_err)?;

@@ -62,7 +62,18 @@ CREATE TABLE IF NOT EXISTS directives(version INTEGER PRIMARY KEY, at INTEGER NO
   body TEXT NOT NULL);
 ";
 
-pub(crate) fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+/// SQLite's page cache of the writer, KiB: the B-tree pages that every batch's inserts touch.
+pub(crate) const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// SQLite's page cache of each pooled reader, KiB. Readers mostly answer from the in-memory
+/// window; what they read from disk (history, roll-ups, rereads) is in the kernel's page cache
+/// anyway, so a large private cache per reader (up to 8 pooled) only duplicated it in the heap.
+pub(crate) const READER_CACHE_KIB: u32 = 2 * 1024;
+
+pub(crate) fn open_conn(
+    path: &Path,
+    durability: Durability,
+    cache_kib: u32,
+) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -75,7 +86,7 @@ pub(crate) fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result
         Durability::Process | Durability::Power => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
+        "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{cache_kib};"
     ))?;
     Ok(conn)
 }
