@@ -68,13 +68,6 @@ impl Alarms {
         let _pass = self.pass.lock().await;
         let started = ctx.clock.instant();
         let interval_ms = (ctx.interval.as_millis() as i64).max(1);
-        let from = {
-            let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-            match cursor {
-                Some(c) => c - procwatch_model::stale_after_ms(interval_ms).max(30_000),
-                None => now - self.lookback_ms(interval_ms),
-            }
-        };
         let to = now + MAX_FUTURE_MS + 1;
         let hosts = ctx.store.hosts().await?;
         // With a cluster membership, only this server's share of the hosts (none while the
@@ -83,6 +76,28 @@ impl Alarms {
         if let Scope::Paused = scope {
             return Ok(Vec::new());
         }
+        let host_interval: BTreeMap<&str, i64> = hosts
+            .iter()
+            .map(|h| {
+                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
+                (h.host.as_str(), i)
+            })
+            .collect();
+        let overlap = procwatch_model::stale_after_ms(interval_ms).max(30_000);
+        let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let (from, primed) = match cursor {
+            Some(c) => (c - overlap, Vec::new()),
+            None => {
+                // The first pass reads the rules' whole lookback (20 min by default): one host
+                // at a time, so that a restart at a large fleet does not hold every series'
+                // history at once, then the recent part with the others as any pass does.
+                let back = now - self.lookback_ms(interval_ms);
+                let split = now - overlap;
+                let primed =
+                    self.prime(&ctx, &hosts, &scope, &host_interval, (back, split)).await?;
+                (back.max(split - overlap), primed)
+            }
+        };
         let mut windows = ctx
             .store
             .window(&UsageQuery { from, to, host: None, process: None, per_host: true })
@@ -93,20 +108,13 @@ impl Alarms {
         let known: std::collections::HashSet<&str> =
             hosts.iter().map(|h| h.host.as_str()).collect();
         windows.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
-        let host_interval: BTreeMap<&str, i64> = hosts
-            .iter()
-            .map(|h| {
-                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
-                (h.host.as_str(), i)
-            })
-            .collect();
         // Hosts taken over from another member (or on the first pass): see `share`.
-        let mut discovered = Vec::new();
+        let mut discovered = primed;
         if let Scope::Hosts { gained, .. } = &scope {
             if !gained.is_empty() {
                 let span = (now - self.lookback_ms(interval_ms), to);
-                discovered =
-                    self.take_over(&ctx, gained, &mut windows, &host_interval, span).await?;
+                let taken = self.take_over(&ctx, gained, &mut windows, &host_interval, span);
+                discovered.extend(taken.await?);
             }
         }
         // A series coming back after a gap (or through a late batch) is read again from the
@@ -226,6 +234,43 @@ impl Alarms {
                 value = ev.value,
                 threshold = ev.threshold
             );
+        }
+        Ok(events)
+    }
+}
+
+impl Alarms {
+    /// The first pass's history of `span`, read and fed to the engine one host at a time
+    /// (hosts taken over are restored by `take_over` instead). Fed at "time 0", as a take-over
+    /// is: nothing is judged silent here; the pass that follows judges silence at its `now`.
+    /// Returns the transitions the history holds, in order.
+    async fn prime(
+        &self,
+        ctx: &EvalContext,
+        hosts: &[procwatch_store::HostInfo],
+        scope: &Scope,
+        host_interval: &BTreeMap<&str, i64>,
+        (from, to): (TsMs, TsMs),
+    ) -> Result<Vec<AlarmEvent>, StoreError> {
+        let mut events = Vec::new();
+        if from >= to {
+            return Ok(events);
+        }
+        let needs_extras = self.engine.lock().unwrap_or_else(|p| p.into_inner()).needs_extras();
+        let fallback = (ctx.interval.as_millis() as i64).max(1);
+        for h in hosts.iter().filter(|h| scope.covers(&h.host) && !scope.gained(&h.host)) {
+            let q =
+                UsageQuery { from, to, host: Some(h.host.clone()), process: None, per_host: true };
+            let mut windows = ctx.store.window(&q).await?;
+            if windows.is_empty() {
+                continue;
+            }
+            if needs_extras {
+                procwatch_store::extras::attach(&mut windows, ctx.store.extras_window(&q).await?);
+            }
+            let inputs = series_inputs(&windows, host_interval, fallback);
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            events.extend(engine.evaluate(0, &inputs, &[]));
         }
         Ok(events)
     }

@@ -53,6 +53,11 @@ impl Scope {
             Scope::Hosts { owned, .. } => owned.contains(host),
         }
     }
+
+    /// Whether `host` was taken over since the last pass (`take_over` restores it).
+    pub(super) fn gained(&self, host: &str) -> bool {
+        matches!(self, Scope::Hosts { gained, .. } if gained.contains(host))
+    }
 }
 
 impl Alarms {

@@ -36,6 +36,8 @@ pub trait Gate: Send + Sync + 'static {
     fn hide_hosts(&self) -> bool {
         false
     }
+    /// Told each `window` query and how many series it answered.
+    fn saw_window(&self, _q: &UsageQuery, _series: usize) {}
 }
 
 /// A [`MemoryStore`] behind a [`Gate`] (whose fields it derefs to).
@@ -74,7 +76,9 @@ impl<G: Gate> Storage for GatedMemory<G> {
     }
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
         self.gate.before(Call::Read).await?;
-        self.inner.window(q).await
+        let w = self.inner.window(q).await?;
+        self.gate.saw_window(q, w.len());
+        Ok(w)
     }
     async fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<HistoryPoint>> {
         self.gate.before(Call::Read).await?;
