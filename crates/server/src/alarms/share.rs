@@ -195,29 +195,31 @@ impl Alarms {
         host_interval: &BTreeMap<&str, i64>,
         (from, to): (TsMs, TsMs),
     ) -> Result<Vec<AlarmEvent>, StoreError> {
-        let mut history = Vec::new();
+        windows.retain(|w| !gained.contains(&w.host));
+        // One host at a time: a server taking over half a large fleet (or starting in one)
+        // never holds every gained series' history at once.
+        let before: HashSet<String> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            engine.active().into_iter().map(|e| e.id).collect()
+        };
         for host in gained {
             let q =
                 UsageQuery { from, to, host: Some(host.clone()), process: None, per_host: true };
-            history.extend(ctx.store.window(&q).await?);
-        }
-        windows.retain(|w| !gained.contains(&w.host));
-        let candidates = {
+            let history = ctx.store.window(&q).await?;
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             let (fresh, restored): (Vec<SeriesWindow>, Vec<SeriesWindow>) = history
                 .into_iter()
                 .partition(|w| engine.last_sample(&w.host, &w.process).is_none());
             windows.extend(restored);
-            let before: HashSet<String> = engine.active().into_iter().map(|e| e.id).collect();
             let inputs = super::evaluator::series_inputs(&fresh, host_interval, 1);
             // At "time 0": nothing is judged silent, so no other series moves (the pass judges
             // silence at `now`).
             drop(engine.evaluate(0, &inputs, &[]));
-            let after = engine.active();
-            after
-                .into_iter()
-                .filter(|e| gained.contains(&e.host) && !before.contains(&e.id))
-                .collect::<Vec<_>>()
+        }
+        let candidates: Vec<AlarmEvent> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let active = engine.active().into_iter();
+            active.filter(|e| gained.contains(&e.host) && !before.contains(&e.id)).collect()
         };
         let mut discovered = Vec::new();
         for ev in candidates {
