@@ -585,7 +585,7 @@ const MALLOC_ARENAS: i32 = 2;
 
 /// Caps glibc's malloc arenas, before any thread starts (see [`MALLOC_ARENAS`]).
 #[allow(unsafe_code)]
-fn cap_malloc_arenas() {
+pub(super) fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
@@ -604,7 +604,7 @@ const MALLOC_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30
 /// 2.0 GB RSS was free memory held this way (`malloc_trim(0)` through gdb; BENCHMARKS.md,
 /// "Memory per active series → Session 8"). A trim walks the heaps' free lists (a few ms to a
 /// few hundred at that size), on a blocking thread.
-fn spawn_malloc_trim() {
+pub(super) fn spawn_malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         let mut every = tokio::time::interval(MALLOC_TRIM_EVERY);

@@ -208,6 +208,8 @@ pub fn run(args: UpArgs) -> Result<()> {
     for spec in config_notifiers()? {
         notifiers.push(spec.build()?);
     }
+    // The server's memory setup (see `server::cap_malloc_arenas`, `server::spawn_malloc_trim`).
+    super::server::cap_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("procwatch-up")
@@ -217,6 +219,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         // Before anything announces readiness (address file, banner): a SIGINT right after
         // the banner must stop us cleanly, not kill us.
         let shutdown = super::signal::Shutdown::install()?;
+        super::server::spawn_malloc_trim();
         // Bind first: a port in use must not leave a fresh ./procwatch-data behind.
         let listener = tokio::net::TcpListener::bind(&args.server.listen)
             .await
