@@ -7,7 +7,8 @@
 //! What a user needs to know:
 //! - **Evaluation.** Every `--interval` (the server's interval, 10 s by default) the server
 //!   reads the new samples of every series from the store (`Storage::window`; the first pass
-//!   after start reads W + H back, the largest window + horizon of the rules, so `linear`
+//!   after start reads W + H back, the largest window + horizon of the rules, one host at a
+//!   time so that a restart never holds the whole fleet's history at once, so `linear`
 //!   forecasters start primed; procwatch's default forecaster needs 1 h of history and warms
 //!   up again after a restart; later passes read from the previous pass minus 3 intervals, so batches
 //!   that arrive late are still seen) and the hosts (`Storage::hosts`), and runs the pure
