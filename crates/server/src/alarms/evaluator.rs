@@ -85,17 +85,16 @@ impl Alarms {
             .collect();
         let overlap = procwatch_model::stale_after_ms(interval_ms).max(30_000);
         let cursor = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        let (from, primed) = match cursor {
-            Some(c) => (c - overlap, Vec::new()),
+        let from = match cursor {
+            Some(c) => c - overlap,
             None => {
                 // The first pass reads the rules' whole lookback (20 min by default): one host
                 // at a time, so that a restart at a large fleet does not hold every series'
                 // history at once, then the recent part with the others as any pass does.
                 let back = now - self.lookback_ms(interval_ms);
                 let split = now - overlap;
-                let primed =
-                    self.prime(&ctx, &hosts, &scope, &host_interval, (back, split)).await?;
-                (back.max(split - overlap), primed)
+                self.prime(&ctx, &hosts, &scope, &host_interval, (back, split)).await?;
+                back.max(split - overlap)
             }
         };
         let mut windows = ctx
@@ -109,7 +108,7 @@ impl Alarms {
             hosts.iter().map(|h| h.host.as_str()).collect();
         windows.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
         // Hosts taken over from another member (or on the first pass): see `share`.
-        let mut discovered = primed;
+        let mut discovered = Vec::new();
         if let Scope::Hosts { gained, .. } = &scope {
             if !gained.is_empty() {
                 let span = (now - self.lookback_ms(interval_ms), to);
@@ -176,7 +175,10 @@ impl Alarms {
             .collect();
         let (events, active) = {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let mut events = discovered;
+            let primed =
+                std::mem::take(&mut *self.primed.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut events = primed;
+            events.extend(discovered);
             events.extend(engine.evaluate(now, &series, &seen));
             events.extend(engine.expire_stale(now, STALE_EXPIRY.as_millis() as i64));
             let listed: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
@@ -237,13 +239,12 @@ impl Alarms {
         }
         Ok(events)
     }
-}
 
-impl Alarms {
     /// The first pass's history of `span`, read and fed to the engine one host at a time
     /// (hosts taken over are restored by `take_over` instead). Fed at "time 0", as a take-over
     /// is: nothing is judged silent here; the pass that follows judges silence at its `now`.
-    /// Returns the transitions the history holds, in order.
+    /// The transitions the history holds wait in `primed` for the pass to store them. A host
+    /// fed by an earlier, failed attempt is not fed twice (the engine skips what it has seen).
     async fn prime(
         &self,
         ctx: &EvalContext,
@@ -251,10 +252,9 @@ impl Alarms {
         scope: &Scope,
         host_interval: &BTreeMap<&str, i64>,
         (from, to): (TsMs, TsMs),
-    ) -> Result<Vec<AlarmEvent>, StoreError> {
-        let mut events = Vec::new();
+    ) -> Result<(), StoreError> {
         if from >= to {
-            return Ok(events);
+            return Ok(());
         }
         let needs_extras = self.engine.lock().unwrap_or_else(|p| p.into_inner()).needs_extras();
         let fallback = (ctx.interval.as_millis() as i64).max(1);
@@ -270,9 +270,10 @@ impl Alarms {
             }
             let inputs = series_inputs(&windows, host_interval, fallback);
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            events.extend(engine.evaluate(0, &inputs, &[]));
+            let events = engine.evaluate(0, &inputs, &[]);
+            self.primed.lock().unwrap_or_else(|p| p.into_inner()).extend(events);
         }
-        Ok(events)
+        Ok(())
     }
 }
 

@@ -97,6 +97,9 @@ pub struct Alarms {
     pub hub: Hub,
     /// Where the next pass starts reading samples (None: not evaluated yet).
     cursor: Mutex<Option<TsMs>>,
+    /// Transitions of the first pass's history fed so far (`prime`), kept until a pass gets
+    /// to store and publish them: a first pass that fails after feeding some hosts loses none.
+    primed: Mutex<Vec<AlarmEvent>>,
     /// `now` of the first pass (host silence is judged from 3 intervals after it).
     first_eval: Mutex<Option<TsMs>>,
     /// (peak, value) last written of each open event.
@@ -134,6 +137,7 @@ impl Alarms {
             active: RwLock::new(Vec::new()),
             hub: Hub::new(now),
             cursor: Mutex::new(None),
+            primed: Mutex::new(Vec::new()),
             first_eval: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
             last_eval_us: AtomicU64::new(0),

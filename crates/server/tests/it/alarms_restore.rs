@@ -238,16 +238,28 @@ async fn two_replicas_store_the_same_events_for_a_series_with_a_gap() {
     assert_one_open_per_series(&*store).await;
 }
 
-/// Records the `window` queries of a memory store.
+/// Records the `window` queries of a memory store; refuses one read when told to.
 #[derive(Default)]
 struct Recorder {
     windows: std::sync::Mutex<Vec<(Option<String>, TsMs, usize)>>,
+    /// Reads still answered before one is refused (0: none refused).
+    refuse_after: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
 impl Gate for Recorder {
     const NAME: &'static str = "recorder";
-    async fn before(&self, _call: Call) -> StoreResult<()> {
+    async fn before(&self, call: Call) -> StoreResult<()> {
+        if call == Call::Read {
+            let left = self.refuse_after.load(Ordering::SeqCst);
+            if left == 1 {
+                self.refuse_after.store(0, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("connection refused".into()));
+            }
+            if left > 1 {
+                self.refuse_after.store(left - 1, Ordering::SeqCst);
+            }
+        }
         Ok(())
     }
     fn saw_window(&self, q: &procwatch_store::UsageQuery, series: usize) {
@@ -281,6 +293,10 @@ async fn the_first_pass_reads_history_one_host_at_a_time_and_judges_it_as_the_st
     let now = t0 + 399_000 + 100;
     store.windows.lock().unwrap().clear();
     let restarted = AppState::new(store.clone(), config());
+    // The first attempt fails at its third read (host h-3's history, after h-1 and h-2 were
+    // fed): the retry loses none of the transitions the first two hosts' history held.
+    store.refuse_after.store(3, Ordering::SeqCst);
+    restarted.alarms.evaluate(&restarted, now - 50).await.expect_err("the third read is refused");
     let from_first = restarted.alarms.evaluate(&restarted, now).await.unwrap();
 
     // Reads: the history per host, the recent part (2 × 30 s) for every host at once.
