@@ -301,6 +301,7 @@ fn main() {
     // `clickhouse`: a real ZooKeeper + 2-shard x 2-replica cluster on loopback (the test
     // harness of procwatch-store-clickhouse), kept until the end for the bytes on disk.
     let mut cluster = None;
+    let mut ch_store: Option<Arc<procwatch_store_clickhouse::ClickHouseStore>> = None;
     let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
         "clickhouse" => {
@@ -310,7 +311,9 @@ fn main() {
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));
-            (Arc::new(s.expect("connect to the cluster")), None)
+            let s = Arc::new(s.expect("connect to the cluster"));
+            ch_store = Some(s.clone());
+            (s, None)
         }
         _ => {
             // The server's default is `--durability durable` (Power, group commit).
@@ -374,6 +377,10 @@ fn main() {
         if let Some(s) = &sqlite {
             // Group commit: how many WAL fsyncs the 6,044 ingestion requests cost.
             println!("WAL fsyncs during ingestion: {}", s.wal_syncs());
+        }
+        if let Some(s) = &ch_store {
+            // Group commit: how many data INSERTs and `hosts` flushes the batches cost.
+            println!("clickhouse writes during ingestion: {:?}", s.write_stats());
         }
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url());
