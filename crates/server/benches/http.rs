@@ -7,7 +7,8 @@
 //! Environment: `PROCWATCH_BENCH_STORE=sqlite|memory|clickhouse` (default sqlite; clickhouse:
 //! a 2-shard x 2-replica cluster + ZooKeeper started on loopback, see docs/scaling-out.md),
 //! `PROCWATCH_BENCH_INFLUX=0` to skip InfluxDB (else `influxd` must be on PATH),
-//! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4).
+//! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4),
+//! `PROCWATCH_BENCH_CH_INFLIGHT` (the cluster store's data INSERTs in flight, default 4).
 //!
 //! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
 //! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
@@ -307,7 +308,11 @@ fn main() {
         "clickhouse" => {
             let c = procwatch_store_clickhouse::testing::Cluster::start_or_skip("http bench")
                 .expect("clickhouse-server and zookeeperd for PROCWATCH_BENCH_STORE=clickhouse");
-            let cfg = c.config("bench");
+            let mut cfg = c.config("bench");
+            // The store's group commit: data INSERTs in flight (default 4).
+            if let Ok(n) = std::env::var("PROCWATCH_BENCH_CH_INFLIGHT") {
+                cfg.max_inserts_in_flight = n.parse().expect("PROCWATCH_BENCH_CH_INFLIGHT: a count");
+            }
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));
