@@ -311,7 +311,8 @@ fn main() {
             let mut cfg = c.config("bench");
             // The store's group commit: data INSERTs in flight (default 4).
             if let Ok(n) = std::env::var("PROCWATCH_BENCH_CH_INFLIGHT") {
-                cfg.max_inserts_in_flight = n.parse().expect("PROCWATCH_BENCH_CH_INFLIGHT: a count");
+                cfg.max_inserts_in_flight =
+                    n.parse().expect("PROCWATCH_BENCH_CH_INFLIGHT: a count");
             }
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
