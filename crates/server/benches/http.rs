@@ -7,7 +7,8 @@
 //! Environment: `PROCWATCH_BENCH_STORE=sqlite|memory|clickhouse` (default sqlite; clickhouse:
 //! a 2-shard x 2-replica cluster + ZooKeeper started on loopback, see docs/scaling-out.md),
 //! `PROCWATCH_BENCH_INFLUX=0` to skip InfluxDB (else `influxd` must be on PATH),
-//! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4).
+//! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4),
+//! `PROCWATCH_BENCH_CH_INFLIGHT` (the cluster store's data INSERTs in flight, default 4).
 //!
 //! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
 //! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
@@ -301,16 +302,24 @@ fn main() {
     // `clickhouse`: a real ZooKeeper + 2-shard x 2-replica cluster on loopback (the test
     // harness of procwatch-store-clickhouse), kept until the end for the bytes on disk.
     let mut cluster = None;
+    let mut ch_store: Option<Arc<procwatch_store_clickhouse::ClickHouseStore>> = None;
     let (store, sqlite): (Arc<dyn Storage>, Option<Arc<SqliteStore>>) = match store_kind.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
         "clickhouse" => {
             let c = procwatch_store_clickhouse::testing::Cluster::start_or_skip("http bench")
                 .expect("clickhouse-server and zookeeperd for PROCWATCH_BENCH_STORE=clickhouse");
-            let cfg = c.config("bench");
+            let mut cfg = c.config("bench");
+            // The store's group commit: data INSERTs in flight (default 4).
+            if let Ok(n) = std::env::var("PROCWATCH_BENCH_CH_INFLIGHT") {
+                cfg.max_inserts_in_flight =
+                    n.parse().expect("PROCWATCH_BENCH_CH_INFLIGHT: a count");
+            }
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));
-            (Arc::new(s.expect("connect to the cluster")), None)
+            let s = Arc::new(s.expect("connect to the cluster"));
+            ch_store = Some(s.clone());
+            (s, None)
         }
         _ => {
             // The server's default is `--durability durable` (Power, group commit).
@@ -374,6 +383,10 @@ fn main() {
         if let Some(s) = &sqlite {
             // Group commit: how many WAL fsyncs the 6,044 ingestion requests cost.
             println!("WAL fsyncs during ingestion: {}", s.wal_syncs());
+        }
+        if let Some(s) = &ch_store {
+            // Group commit: how many data INSERTs and `hosts` flushes the batches cost.
+            println!("clickhouse writes during ingestion: {:?}", s.write_stats());
         }
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url());

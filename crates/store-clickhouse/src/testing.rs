@@ -427,6 +427,19 @@ impl Cluster {
         }
     }
 
+    /// The PIDs of the running programs (not their watchdogs), named `zk` and `s1r1`..`s2r2`:
+    /// for measurements that read `/proc/PID/stat`.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> =
+            self.zk.pid().map(|p| ("zk".to_string(), p)).into_iter().collect();
+        for n in &self.nodes {
+            if let Some(p) = n.proc.pid() {
+                out.push((format!("s{}r{}", n.shard, n.replica), p));
+            }
+        }
+        out
+    }
+
     /// `127.0.0.1:<port>` of ZooKeeper.
     pub fn zookeeper_addr(&self) -> String {
         format!("127.0.0.1:{}", self.zk_port)

@@ -1,0 +1,190 @@
+//! Group commit of the data INSERTs (`samples`, `host_totals`, `extras`) with several INSERTs in
+//! flight.
+//!
+//! Measured (BENCHMARKS.md, "ClickHouse cluster", Run 4; `examples/insert_profile.rs`): a
+//! replicated INSERT costs the cluster about the same CPU, ZooKeeper transactions and parts
+//! whether it carries 300 rows or 4,800, so one INSERT per one-sweep batch spends the two cores
+//! on per-INSERT overhead. A batch therefore joins a queue; while fewer than `max_in_flight`
+//! INSERTs run, a new one starts at once with everything queued (up to `max_group_rows`), so
+//! an idle cluster adds no wait, and under load the batches that queue behind the running
+//! INSERTs go together in the next one. (Run 2's group commit allowed one INSERT in flight and
+//! serialized the writes; this one keeps the parallelism and groups only what would wait.)
+//!
+//! Every batch of a group gets the group's result: `Ok` only once ClickHouse acknowledged the
+//! INSERT holding its rows (`insert_distributed_sync=1`: written on a replica of every target
+//! shard). A failed group fails every batch in it, even if one shard took its part: the
+//! agents retry, and the rows written twice are the same `(host, process, ts, version)`, which
+//! `ReplacingMergeTree` read `FINAL` counts once.
+//!
+//! Bounds: the rows waiting in the queue are capped (`MAX_QUEUED_ROWS`; a writer waits for room
+//! beyond it) and a group never exceeds `max_group_rows` unless one batch alone does.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::extras::ExtrasRow;
+use crate::rows::{SampleRow, TotalRow};
+use crate::{ClickHouseError, Conn};
+
+/// Rows waiting for an INSERT, over every batch queued: past this a writer waits for room.
+pub const MAX_QUEUED_ROWS: usize = 400_000;
+
+/// The rows one batch (or one group of batches) writes.
+#[derive(Default)]
+pub struct Rows {
+    pub samples: Vec<SampleRow>,
+    pub totals: Vec<TotalRow>,
+    pub extras: Vec<ExtrasRow>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.samples.len() + self.totals.len() + self.extras.len()
+    }
+
+    fn append(&mut self, mut other: Rows) {
+        self.samples.append(&mut other.samples);
+        self.totals.append(&mut other.totals);
+        self.extras.append(&mut other.extras);
+    }
+}
+
+/// An INSERT's outcome, shared by the batches of its group.
+pub type Shared = Result<(), Arc<ClickHouseError>>;
+
+struct Waiting {
+    rows: Rows,
+    done: oneshot::Sender<Shared>,
+    room: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Waiting>,
+    in_flight: usize,
+}
+
+struct Inner {
+    conn: Conn,
+    state: Mutex<State>,
+    room: Arc<Semaphore>,
+    max_in_flight: usize,
+    max_group_rows: usize,
+    /// Group INSERTs sent and batches they carried.
+    groups: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// The data writer: one per store.
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+impl GroupCommit {
+    pub fn new(conn: Conn, max_in_flight: usize, max_group_rows: usize) -> Self {
+        GroupCommit {
+            inner: Arc::new(Inner {
+                conn,
+                state: Mutex::new(State::default()),
+                room: Arc::new(Semaphore::new(MAX_QUEUED_ROWS)),
+                max_in_flight: max_in_flight.max(1),
+                max_group_rows: max_group_rows.max(1),
+                groups: AtomicU64::new(0),
+                batches: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// `(group INSERTs sent, batches they carried)` since the store connected.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.inner.groups.load(Ordering::Relaxed), self.inner.batches.load(Ordering::Relaxed))
+    }
+
+    /// Writes one batch's rows; returns once the INSERT holding them was acknowledged (or
+    /// failed). Cancelling the call does not cancel the INSERT.
+    pub async fn write(&self, rows: Rows) -> Shared {
+        if rows.len() == 0 {
+            return Ok(());
+        }
+        let want = u32::try_from(rows.len().min(MAX_QUEUED_ROWS)).unwrap_or(u32::MAX);
+        let room = self.inner.room.clone().acquire_many_owned(want).await.map_err(|_| {
+            Arc::new(ClickHouseError::GroupCommit("the write queue was closed".into()))
+        })?;
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut st = self.inner.state.lock();
+            st.queue.push_back(Waiting { rows, done, room });
+            let start = st.in_flight < self.inner.max_in_flight;
+            if start {
+                st.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(drain(self.inner.clone()));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Arc::new(ClickHouseError::GroupCommit(
+                "the INSERT task ended without an answer".into(),
+            )))
+        })
+    }
+}
+
+/// Gives the slot back if a drain task panics while holding it.
+struct Slot {
+    inner: Arc<Inner>,
+    held: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.held {
+            self.inner.state.lock().in_flight -= 1;
+        }
+    }
+}
+
+/// One INSERT slot: sends groups while batches are queued, then frees the slot.
+async fn drain(inner: Arc<Inner>) {
+    let mut slot = Slot { inner: inner.clone(), held: true };
+    loop {
+        let group: Vec<Waiting> = {
+            let mut st = inner.state.lock();
+            let mut group = Vec::new();
+            let mut n = 0;
+            while let Some(w) = st.queue.front() {
+                if !group.is_empty() && n + w.rows.len() > inner.max_group_rows {
+                    break;
+                }
+                n += w.rows.len();
+                group.push(st.queue.pop_front().expect("front exists"));
+            }
+            if group.is_empty() {
+                // Freed under the same lock that queued work checks: nothing is stranded.
+                st.in_flight -= 1;
+                slot.held = false;
+                return;
+            }
+            group
+        };
+        inner.groups.fetch_add(1, Ordering::Relaxed);
+        inner.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+        let mut rows = Rows::default();
+        let mut answers = Vec::with_capacity(group.len());
+        for w in group {
+            rows.append(w.rows);
+            answers.push((w.done, w.room));
+        }
+        let out = inner.conn.insert_rows(&rows).await.map_err(Arc::new);
+        drop(rows);
+        for (done, room) in answers {
+            let _ = done.send(out.clone());
+            drop(room);
+        }
+    }
+}
