@@ -14,36 +14,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickhouse::Row;
 use procwatch_model::clock::{Clock, SystemClock};
 use procwatch_model::{Batch, Sample};
 use procwatch_store::Storage;
+use procwatch_store_clickhouse::rows::{sample_rows, HostRow};
 use procwatch_store_clickhouse::testing::Cluster;
 use procwatch_store_clickhouse::ClickHouseStore;
-use serde::Serialize;
 
 const PROCS: usize = 300;
 const HOSTS: usize = 100;
-
-#[derive(Row, Serialize, Clone)]
-struct SampleRow {
-    host: String,
-    process: String,
-    ts: i64,
-    cpu: f64,
-    cores: f64,
-    mem: f64,
-    rss: u64,
-    count: u32,
-    version: u64,
-}
-
-#[derive(Row, Serialize, Clone)]
-struct HostRow {
-    host: String,
-    state: String,
-    version: u64,
-}
 
 fn env(name: &str, d: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -73,26 +52,6 @@ fn batch(i: usize, end: i64) -> Batch {
         dropped_samples: 0,
         report: None,
     }
-}
-
-fn rows(b: &Batch) -> Vec<SampleRow> {
-    let mut v: Vec<SampleRow> = b
-        .samples
-        .iter()
-        .map(|s| SampleRow {
-            host: b.host.clone(),
-            process: s.process.clone(),
-            ts: s.ts,
-            cpu: s.cpu,
-            cores: s.cores,
-            mem: s.mem,
-            rss: s.rss,
-            count: s.count,
-            version: b.seq,
-        })
-        .collect();
-    v.sort_by(|a, b| (&a.process, a.ts).cmp(&(&b.process, b.ts)));
-    v
 }
 
 fn client(url: &str) -> clickhouse::Client {
@@ -354,7 +313,7 @@ fn main() {
             Arc::new(move |i| {
                 let (k, b) = (k.clone(), b.clone());
                 Box::pin(async move {
-                    insert(&k, "p_samples.samples", &rows(&b.get(i))).await;
+                    insert(&k, "p_samples.samples", &sample_rows(&b.get(i))).await;
                 })
             }),
         )
@@ -401,7 +360,7 @@ fn main() {
                 let (k, b, so) = (k.clone(), b.clone(), so.clone());
                 Box::pin(async move {
                     let s = so[&b.get(i).host];
-                    insert(&k[s], "p_direct.samples_local", &rows(&b.get(i))).await;
+                    insert(&k[s], "p_direct.samples_local", &sample_rows(&b.get(i))).await;
                 })
             }),
         )
@@ -426,7 +385,7 @@ fn main() {
                     Box::pin(async move {
                         let mut all = Vec::new();
                         for j in i * g..(i + 1) * g {
-                            all.extend(rows(&b.get(j)));
+                            all.extend(sample_rows(&b.get(j)));
                         }
                         insert(&k, &table, &all).await;
                     })

@@ -57,6 +57,12 @@ mod extras;
 mod group;
 mod hosts;
 mod queries;
+// Public only for measurements that insert as the store does (the `insert_profile` example).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod rows;
+#[cfg(not(feature = "testing"))]
 mod rows;
 pub mod schema;
 pub mod sql;
@@ -71,7 +77,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use procwatch_model::clock::{Clock, SystemClock};
-use procwatch_model::{AlarmEvent, Batch, HostTotal, Sample, TsMs};
+use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::memory::check_batch;
 use procwatch_store::{
     AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage,
@@ -79,7 +85,7 @@ use procwatch_store::{
 };
 
 use hosts::{Book, HostState};
-use rows::{HostRow, MetaRow, SampleRow, TotalRow};
+use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -549,16 +555,6 @@ impl ClickHouseStore {
         schedule_flush(&self.core);
         Ok(out)
     }
-}
-
-/// The batch as deterministic rows: one per `(process, ts)` (the last one given wins, as a
-/// rewrite would), sorted, versioned by `seq`. The same batch always gives the same bytes.
-fn sample_rows(batch: &Batch) -> Vec<SampleRow> {
-    let mut by_key: BTreeMap<(&str, TsMs), &Sample> = BTreeMap::new();
-    for s in &batch.samples {
-        by_key.insert((s.process.as_str(), s.ts), s);
-    }
-    by_key.values().map(|s| SampleRow::new(&batch.host, s, batch.seq)).collect()
 }
 
 fn total_rows(batch: &Batch) -> Vec<TotalRow> {

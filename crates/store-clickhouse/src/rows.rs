@@ -1,7 +1,9 @@
 //! The RowBinary row types of the tables (see `schema`) and their conversions.
 
+use std::collections::BTreeMap;
+
 use clickhouse::Row;
-use procwatch_model::{HostTotal, Sample, TsMs};
+use procwatch_model::{Batch, HostTotal, Sample, TsMs};
 use serde::{Deserialize, Serialize};
 
 /// One row of `samples`. Field order = column order (RowBinary is positional).
@@ -46,6 +48,16 @@ impl SampleRow {
             extras: None,
         }
     }
+}
+
+/// The batch as deterministic rows: one per `(process, ts)` (the last one given wins, as a
+/// rewrite would), sorted, versioned by `seq`. The same batch always gives the same bytes.
+pub fn sample_rows(batch: &Batch) -> Vec<SampleRow> {
+    let mut by_key: BTreeMap<(&str, TsMs), &Sample> = BTreeMap::new();
+    for s in &batch.samples {
+        by_key.insert((s.process.as_str(), s.ts), s);
+    }
+    by_key.values().map(|s| SampleRow::new(&batch.host, s, batch.seq)).collect()
 }
 
 /// One row of `host_totals` (`unattributed_cpu` is an `Option` as a value + flag, so the table
