@@ -427,6 +427,20 @@ impl Cluster {
         }
     }
 
+    /// Waits until no replicated table of any node is read-only (ZooKeeper sessions back after
+    /// [`Cluster::restart_zookeeper`]); panics after `secs`.
+    pub fn wait_writable(&mut self, secs: u64) {
+        for i in 0..self.nodes.len() {
+            let port = self.nodes[i].http_port;
+            let mut why = String::new();
+            let writable = wait_for(&mut self.nodes[i].proc, secs, &mut why, || {
+                http(port, "POST", "/", "SELECT count() FROM system.replicas WHERE is_readonly")
+                    .is_some_and(|(status, body)| status.contains(" 200 ") && body.trim() == "0")
+            });
+            assert!(writable, "clickhouse node {i} still read-only after {secs} s: {why}");
+        }
+    }
+
     /// The PIDs of the running programs (not their watchdogs), named `zk` and `s1r1`..`s2r2`:
     /// for measurements that read `/proc/PID/stat`.
     pub fn pids(&self) -> Vec<(String, u32)> {

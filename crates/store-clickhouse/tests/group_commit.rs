@@ -126,11 +126,7 @@ async fn concurrent_batches_share_inserts_and_each_is_acknowledged_once_stored()
     assert_eq!(refused, hosts, "a whole round of concurrent batches refused");
     cluster.restart_zookeeper();
     // The agents' retries go through once the replicas are writable again.
-    let retry = nth(t0, 0, 9);
-    let deadline = clock.instant() + std::time::Duration::from_secs(60);
-    while store.write_batch(&retry).await.is_err() {
-        assert!(clock.instant() < deadline, "writes did not resume within 60 s");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    cluster.wait_writable(60);
+    store.write_batch(&nth(t0, 0, 9)).await.expect("a retry once the replicas are writable");
     assert_eq!(series_counts(&store, t0).await, want);
 }
