@@ -4,7 +4,7 @@
 //! server in this test) and a real Prometheus Alertmanager (Debian package
 //! `prometheus-alertmanager`, started here on a loopback port with clustering off).
 //!
-//! - A busy child (a copy of `/bin/sh` named `pwburn<N>` spinning `while :; do :; done`) with
+//! - A busy child (`/bin/sh` run through a link named `pwburn<N>` spinning `while :; do :; done`) with
 //!   the cpu threshold lowered to 2 % (hysteresis 1: a spinning child on a machine whose cores
 //!   are busy with other work may get only a few percent of it): RED at `query-alarm`, on `procwatch alarm`'s stdout, at
 //!   the webhook and in Alertmanager; stopped with SIGSTOP (alive, no CPU) it clears: absent
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, which, Proc};
+use common::{free_port, named_shell, which, Proc};
 use serde_json::Value;
 
 const INTERVAL: &str = "500ms";
@@ -209,9 +209,8 @@ async fn busy_child_raises_red_everywhere_and_clears_when_it_stops() {
     })
     .await;
 
-    // A copy of the shell under a unique name, spinning: one full core.
-    let exe = dir.join(&burn);
-    std::fs::copy("/bin/sh", &exe).unwrap();
+    // The shell under a unique name (a link, see `named_shell`), spinning: one full core.
+    let exe = named_shell(dir, &burn);
     let started = Instant::now();
     let started_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()

@@ -2,8 +2,8 @@
 //! real processes.
 //!
 //! - Started with `--listen 127.0.0.1:0 --addr-file F --data-dir TMP --interval 1s` and a
-//!   config file whose one `[[rules]]` puts the cpu threshold of a busy child (a copy of
-//!   `/bin/sh` named `pwup<N>`, spinning) at 2 % (hysteresis 1), which the child exceeds even
+//!   config file whose one `[[rules]]` puts the cpu threshold of a busy child (`/bin/sh`
+//!   run through a link named `pwup<N>`, spinning) at 2 % (hysteresis 1), which the child exceeds even
 //!   when other work keeps the cores busy.
 //! - Waits for `procwatch is up: dashboard at URL` on stdout (the URL matches the address
 //!   file), then finds this machine's host (its hostname: no `--host` given) in
@@ -127,8 +127,7 @@ async fn up_shows_this_machine_alarms_and_keeps_data_across_restart() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
             % 100_000;
     let name = format!("pwup{}{n:05}", std::process::id() % 100);
-    let burn_bin = dir.join(&name);
-    std::fs::copy("/bin/sh", &burn_bin).unwrap();
+    let burn_bin = common::named_shell(dir, &name);
     let config = dir.join("procwatch.toml");
     std::fs::write(
         &config,

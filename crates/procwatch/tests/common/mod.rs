@@ -124,6 +124,21 @@ pub fn wait_addr_file(child: &mut Child, addr_file: &Path, what: &str, limit: Du
     })
 }
 
+/// A path `dir/name` that runs `/bin/sh`: a symbolic link, not a copy.
+///
+/// The kernel names a process (its `comm`) after the basename of the path it was executed
+/// through, so the shell runs as `name` (≤ 15 bytes keeps it whole). A copy would be open for
+/// writing while it is made, and any test thread that forks meanwhile inherits that descriptor
+/// until its own exec: executing the copy then fails with "Text file busy" (ETXTBSY). A link
+/// is never opened for writing, so it cannot race.
+#[allow(dead_code)]
+pub fn named_shell(dir: &Path, name: &str) -> PathBuf {
+    let link = dir.join(name);
+    std::os::unix::fs::symlink("/bin/sh", &link)
+        .unwrap_or_else(|e| panic!("link {} -> /bin/sh: {e}", link.display()));
+    link
+}
+
 /// A child process killed by PID (SIGTERM, then SIGKILL) on drop.
 pub struct Proc {
     pub child: Child,
