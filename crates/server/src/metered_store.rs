@@ -34,6 +34,9 @@ impl Storage for MeteredStore {
     fn window_bytes(&self) -> Option<u64> {
         self.inner.window_bytes()
     }
+    fn series_usage_is_local(&self) -> bool {
+        self.inner.series_usage_is_local()
+    }
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
         let started = self.metrics.clock.instant();
         let out = self.inner.write_batch(batch).await?;

@@ -330,27 +330,41 @@ fn filter_rows(
 /// Compares two rows by a `sort` spec, without copying a name or building a key per row.
 type SortCmp = Box<dyn Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering + Send>;
 
-/// The comparator of `spec` (ascending) and whether its default order is descending.
-fn sort_key(spec: &str) -> Result<(SortCmp, bool), String> {
+/// What a sort needs of every row: nothing but names for `process`/`host`, else the one
+/// figure it compares.
+const NAMES_ONLY: UsageNeeds =
+    UsageNeeds { metrics: [false; 4], spread: false, last: false, samples: false };
+
+/// The comparator of `spec` (ascending), whether its default order is descending, and what
+/// the store must compute of every row to sort by it.
+fn sort_key(spec: &str) -> Result<(SortCmp, bool, UsageNeeds), String> {
     fn num(a: f64, b: f64) -> std::cmp::Ordering {
         // NaN never reaches the store (validation); equal when incomparable anyway.
         a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
     }
     match spec {
-        "process" => return Ok((Box::new(|a, b| a.process.cmp(&b.process)), false)),
-        "host" => return Ok((Box::new(|a, b| a.host.cmp(&b.host)), false)),
-        "samples" => return Ok((Box::new(|a, b| a.samples.cmp(&b.samples)), true)),
-        "count" => return Ok((Box::new(|a, b| a.count.cmp(&b.count)), true)),
+        "process" => return Ok((Box::new(|a, b| a.process.cmp(&b.process)), false, NAMES_ONLY)),
+        "host" => return Ok((Box::new(|a, b| a.host.cmp(&b.host)), false, NAMES_ONLY)),
+        "samples" => {
+            let needs = UsageNeeds { samples: true, ..NAMES_ONLY };
+            return Ok((Box::new(|a, b| a.samples.cmp(&b.samples)), true, needs));
+        }
+        "count" => {
+            let needs = UsageNeeds { last: true, ..NAMES_ONLY };
+            return Ok((Box::new(|a, b| a.count.cmp(&b.count)), true, needs));
+        }
         _ => {}
     }
     let (metric, stat) = spec.split_once('.').unwrap_or((spec, "mean"));
-    let metric: fn(&UsageRow) -> &Stats = match metric {
-        "cpu" => |r| &r.cpu,
-        "cores" => |r| &r.cores,
-        "mem" => |r| &r.mem,
-        "rss" => |r| &r.rss,
+    let (k, metric): (usize, fn(&UsageRow) -> &Stats) = match metric {
+        "cpu" => (0, |r| &r.cpu),
+        "cores" => (1, |r| &r.cores),
+        "mem" => (2, |r| &r.mem),
+        "rss" => (3, |r| &r.rss),
         _ => return Err(format!("{spec:?}: expected process, host, samples, count or <cpu|cores|mem|rss>.<mean|min|max|last|p95>")),
     };
+    let mut needs = NAMES_ONLY;
+    needs.metrics[k] = true;
     let stat: fn(&Stats) -> f64 = match stat {
         "mean" => |s| s.mean,
         "min" => |s| s.min,
@@ -359,7 +373,55 @@ fn sort_key(spec: &str) -> Result<(SortCmp, bool), String> {
         "p95" => |s| s.p95,
         _ => return Err(format!("{spec:?}: the statistic is one of mean, min, max, last, p95")),
     };
-    Ok((Box::new(move |a, b| num(stat(metric(a)), stat(metric(b)))), true))
+    needs.spread = matches!(stat_name(spec), "min" | "max" | "p95");
+    needs.last = stat_name(spec) == "last";
+    Ok((Box::new(move |a, b| num(stat(metric(a)), stat(metric(b)))), true, needs))
+}
+
+/// The statistic part of a `metric.stat` sort spec (`mean` when absent).
+fn stat_name(spec: &str) -> &str {
+    spec.split_once('.').map_or("mean", |(_, s)| s)
+}
+
+/// A page at most this long is chosen on one figure and then read whole row by row (one
+/// exact lookup per row) when the store answers such lookups in process.
+const REFILL_BY_ROW_MAX: usize = 200;
+/// Row lookups of one page in flight at once.
+const REFILL_CONCURRENCY: usize = 8;
+
+/// The page's rows read whole (`needs`), in the page's order, by one exact (host, process)
+/// query per row. A row gone since the page was chosen (retention, a retired host) is left
+/// out.
+async fn refill_page(
+    st: &AppState,
+    uq: &UsageQuery,
+    page: Vec<UsageRow>,
+    needs: UsageNeeds,
+) -> Result<Vec<UsageRow>, ApiError> {
+    use futures::StreamExt;
+    let lookups = page.into_iter().map(|r| {
+        let q = UsageQuery {
+            host: r.host.clone().or_else(|| uq.host.clone()),
+            process: Some(r.process.clone()),
+            ..uq.clone()
+        };
+        async move {
+            let rows = st.store.usage_of(&q, needs).await?;
+            Ok::<_, ApiError>(rows.into_iter().find(|x| x.host == r.host && x.process == r.process))
+        }
+    });
+    let found: Vec<Option<UsageRow>> = futures::stream::iter(lookups)
+        .buffered(REFILL_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// `cmp`, reversed when `desc`.
+fn directed(cmp: &SortCmp, desc: bool) -> impl Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering + '_ {
+    move |a, b| if desc { cmp(a, b).reverse() } else { cmp(a, b) }
 }
 
 /// `rows` with the first `want` of the order `cmp` at the front, sorted (stable: equal rows
@@ -439,7 +501,20 @@ pub async fn usage(
         return Err(ApiError::bad_param("host", "a host glob needs per_host=true"));
     }
     let group_by = p.group_by.as_deref().map(crate::usage_extras::GroupBy::parse).transpose()?;
-    let mut rows = st.store.usage(&uq).await?;
+    // A page of a listing is chosen on what its order needs (one figure of every row, or
+    // only names), then only the page's rows are read whole: a page of 50 of a 300,000-row
+    // fleet costs the store one figure per series, not twenty. Groups sum whole rows.
+    let offset = cursor.map_or(0, |c| c.offset);
+    let size = page::size(p.limit, page::MAX_PAGE);
+    let full_needs = if group_by.is_some() { UsageNeeds::ALL } else { fields.needs() };
+    let two_phase =
+        group_by.is_none() && size <= REFILL_BY_ROW_MAX && st.store.series_usage_is_local();
+    let first_needs = match &sort {
+        Some((_, _, needs)) if two_phase => *needs,
+        None if two_phase => NAMES_ONLY,
+        _ => full_needs,
+    };
+    let mut rows = st.store.usage_of(&uq, first_needs).await?;
     if host_glob.is_some() || process_glob.is_some() {
         // Filtering a fleet costs rows × pattern: on the blocking pool, stopped when the
         // request's deadline drops this handler.
@@ -463,20 +538,22 @@ pub async fn usage(
     if let Some(by) = group_by {
         rows = crate::usage_extras::group_rows(&rows, &extras, by);
     }
-    let offset = cursor.map_or(0, |c| c.offset);
-    let size = page::size(p.limit, page::MAX_PAGE);
-    if let Some((cmp, _)) = sort {
+    if let Some((cmp, _, _)) = &sort {
         // Only the rows up to the end of this page need their order.
         let want = offset.saturating_add(size).min(rows.len());
-        rows = if desc {
-            sort_front(rows, want, |a, b| cmp(a, b).reverse())
-        } else {
-            sort_front(rows, want, cmp)
-        };
+        rows = sort_front(rows, want, directed(cmp, desc));
     } else if desc {
         rows.reverse();
     }
-    let (rows, next) = page::take(rows, offset, size, Some((from, to)));
+    let (mut rows, next) = page::take(rows, offset, size, Some((from, to)));
+    if two_phase && first_needs != full_needs {
+        rows = refill_page(&st, &uq, rows, full_needs).await?;
+        if let Some((cmp, _, _)) = &sort {
+            // Samples that arrived between the two reads may have moved a figure: the page
+            // is ordered by what it shows (stable, so ties keep the listing's order).
+            rows.sort_by(directed(cmp, desc));
+        }
+    }
     let rows = rows
         .into_iter()
         .map(|row| {
@@ -630,7 +707,7 @@ mod tests {
                 last_ts: 0,
             })
             .collect();
-        let (cmp, _) = sort_key("cpu.mean").unwrap();
+        let (cmp, _, _) = sort_key("cpu.mean").unwrap();
         let desc = |a: &UsageRow, b: &UsageRow| cmp(a, b).reverse();
         let mut full = rows.clone();
         full.sort_by(desc);
@@ -648,5 +725,19 @@ mod tests {
         assert!(!sort_key("process").unwrap().1);
         assert!(sort_key("disk.mean").is_err());
         assert!(sort_key("cpu.median").is_err());
+        // What a page's first read computes of every row: the sort's one figure.
+        let needs = |spec| sort_key(spec).unwrap().2;
+        let only = |k: usize, spread, last| {
+            let mut n = UsageNeeds { spread, last, ..NAMES_ONLY };
+            n.metrics[k] = true;
+            n
+        };
+        assert_eq!(needs("cpu.p95"), only(0, true, false));
+        assert_eq!(needs("mem"), only(2, false, false));
+        assert_eq!(needs("rss.last"), only(3, false, true));
+        assert_eq!(needs("cores.min"), only(1, true, false));
+        assert_eq!(needs("process"), NAMES_ONLY);
+        assert_eq!(needs("count"), UsageNeeds { last: true, ..NAMES_ONLY });
+        assert_eq!(needs("samples"), UsageNeeds { samples: true, ..NAMES_ONLY });
     }
 }

@@ -2,7 +2,7 @@
 //! the metrics and statistics the query asked for (`metrics=`, `stats=`), and reads such a row
 //! back (what `procwatch status` does), so the shape is stated once, here.
 
-use procwatch_store::{Stats, UsageRow};
+use procwatch_store::{Stats, UsageNeeds, UsageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -50,6 +50,19 @@ impl Fields {
     /// Whether the answer asks for any extra metric (the store's extras must be read).
     pub fn wants_extras(&self) -> bool {
         self.extras != 0
+    }
+
+    /// What the store must compute for these fields: the asked metrics, their spread when
+    /// min, max or p95 is asked, `last` (also the row's `count` and `last_ts`, which every
+    /// row carries) and `samples`.
+    pub fn needs(&self) -> UsageNeeds {
+        let spread = self.stats & 0b10110 != 0;
+        UsageNeeds {
+            metrics: std::array::from_fn(|i| self.metrics & (1 << i) != 0),
+            spread,
+            last: true,
+            samples: true,
+        }
     }
 
     /// Parses the comma lists of `metrics=` and `stats=` (absent: all).

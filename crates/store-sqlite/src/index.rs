@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use procwatch_model::TsMs;
 use std::ops::Range;
 
-use procwatch_store::{Stats, UsageRow};
+use procwatch_store::{Stats, UsageNeeds, UsageRow};
 
 use crate::codec::Columns;
 
@@ -448,25 +448,57 @@ pub struct Scratch {
     rss: Vec<f64>,
 }
 
-/// The usage row of `c[r]` (non-empty), straight from the columns.
+/// The sum of `vals` from 0.0, left to right: the very sum (bit for bit) that `stats_of`
+/// takes its mean from, so a mean does not depend on which statistics were asked.
+fn sum_in_order(vals: &[f64]) -> f64 {
+    vals.iter().fold(0.0, |a, &x| a + x)
+}
+
+/// Statistics of `vals` (non-empty) as far as `needs` asks: everything with `spread`, else
+/// the mean (and `last` when asked), the others left 0.
+fn stats_needed(vals: &[f64], last: f64, needs: UsageNeeds, sel: &mut Vec<f64>) -> Stats {
+    if needs.spread {
+        return stats_of(vals, last, sel);
+    }
+    // As `stats_of`: one value is its own mean.
+    let mean = if vals.len() == 1 { vals[0] } else { sum_in_order(vals) / vals.len() as f64 };
+    Stats { mean, last: if needs.last { last } else { 0.0 }, ..Stats::default() }
+}
+
+/// The usage row of `c[r]` (non-empty), straight from the columns: the statistics of the
+/// metrics `needs` names (the others 0; `count`, `samples` and `last_ts` always, they cost
+/// nothing). A page of a fleet sorted by one figure reads only that figure of every series.
 pub fn row_of<C: View>(
     c: &C,
     r: Range<usize>,
     host: Option<String>,
     process: String,
     s: &mut Scratch,
+    needs: UsageNeeds,
 ) -> UsageRow {
     let l = r.end - 1;
-    s.rss.clear();
-    s.rss.extend(r.clone().map(|i| c.rss_at(i) as f64));
-    let rss = stats_of(&s.rss, c.rss_at(l) as f64, &mut s.sel);
+    let [want_cpu, want_cores, want_mem, want_rss] = needs.metrics;
+    let rss = if want_rss {
+        s.rss.clear();
+        s.rss.extend(r.clone().map(|i| c.rss_at(i) as f64));
+        stats_needed(&s.rss, c.rss_at(l) as f64, needs, &mut s.sel)
+    } else {
+        Stats::default()
+    };
     let (cpu, cores, mem) = (c.cpu(), c.cores(), c.mem());
+    let mut one = |want: bool, v: &[f64]| {
+        if want {
+            stats_needed(&v[r.clone()], v[l], needs, &mut s.sel)
+        } else {
+            Stats::default()
+        }
+    };
     UsageRow {
         host,
         process,
-        cpu: stats_of(&cpu[r.clone()], cpu[l], &mut s.sel),
-        cores: stats_of(&cores[r.clone()], cores[l], &mut s.sel),
-        mem: stats_of(&mem[r.clone()], mem[l], &mut s.sel),
+        cpu: one(want_cpu, cpu),
+        cores: one(want_cores, cores),
+        mem: one(want_mem, mem),
         rss,
         count: c.count_at(l),
         samples: r.len() as u64,
@@ -474,27 +506,38 @@ pub fn row_of<C: View>(
     }
 }
 
-/// Accumulates the samples of several series (hosts) into one merged usage row.
-#[derive(Debug, Default)]
+/// Accumulates the samples of several series (hosts) into one merged usage row. Only the
+/// metrics of its `needs` are gathered; without `spread` only their sums.
+#[derive(Debug)]
 pub struct MergedAcc {
-    cpu: Vec<f64>,
-    cores: Vec<f64>,
-    mem: Vec<f64>,
-    rss: Vec<f64>,
+    needs: UsageNeeds,
+    /// Per metric (cpu, cores, mem, rss): the values (with `spread`), else their sum.
+    vals: [Vec<f64>; 4],
+    sums: [f64; 4],
+    n: u64,
     last: Option<(TsMs, [f64; 4], u32)>,
 }
 
+impl Default for MergedAcc {
+    fn default() -> Self {
+        MergedAcc::new(UsageNeeds::ALL)
+    }
+}
+
 impl MergedAcc {
+    pub fn new(needs: UsageNeeds) -> MergedAcc {
+        MergedAcc { needs, vals: Default::default(), sums: [0.0; 4], n: 0, last: None }
+    }
+
     pub fn clear(&mut self) {
-        self.cpu.clear();
-        self.cores.clear();
-        self.mem.clear();
-        self.rss.clear();
+        self.vals.iter_mut().for_each(Vec::clear);
+        self.sums = [0.0; 4];
+        self.n = 0;
         self.last = None;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cpu.is_empty()
+        self.n == 0
     }
 
     /// Adds `c[r]`; on a tie of the newest timestamp the later call wins `last`.
@@ -503,10 +546,24 @@ impl MergedAcc {
             return;
         }
         let (cpu, cores, mem) = (c.cpu(), c.cores(), c.mem());
-        self.cpu.extend_from_slice(&cpu[r.clone()]);
-        self.cores.extend_from_slice(&cores[r.clone()]);
-        self.mem.extend_from_slice(&mem[r.clone()]);
-        self.rss.extend(r.clone().map(|i| c.rss_at(i) as f64));
+        for (k, v) in [cpu, cores, mem].into_iter().enumerate() {
+            if !self.needs.metrics[k] {
+                continue;
+            }
+            if self.needs.spread {
+                self.vals[k].extend_from_slice(&v[r.clone()]);
+            } else {
+                self.sums[k] = v[r.clone()].iter().fold(self.sums[k], |a, &x| a + x);
+            }
+        }
+        if self.needs.metrics[3] {
+            if self.needs.spread {
+                self.vals[3].extend(r.clone().map(|i| c.rss_at(i) as f64));
+            } else {
+                self.sums[3] = r.clone().fold(self.sums[3], |a, i| a + c.rss_at(i) as f64);
+            }
+        }
+        self.n += r.len() as u64;
         let l = r.end - 1;
         let ts = c.ts_at(l);
         if self.last.is_none_or(|(t, _, _)| ts >= t) {
@@ -517,17 +574,24 @@ impl MergedAcc {
     /// The merged row; leaves the buffers reordered (call `clear` before reuse).
     pub fn finish(&mut self, process: String) -> UsageRow {
         let (last_ts, last, count) = self.last.unwrap_or((0, [0.0; 4], 0));
-        UsageRow {
-            host: None,
-            process,
-            samples: self.cpu.len() as u64,
-            cpu: stats_of_mut(&mut self.cpu, last[0]),
-            cores: stats_of_mut(&mut self.cores, last[1]),
-            mem: stats_of_mut(&mut self.mem, last[2]),
-            rss: stats_of_mut(&mut self.rss, last[3]),
-            count,
-            last_ts,
+        let needs = self.needs;
+        let n = self.n as f64;
+        let mut stats = [Stats::default(); 4];
+        for (k, st) in stats.iter_mut().enumerate() {
+            if !needs.metrics[k] {
+                continue;
+            }
+            *st = if needs.spread {
+                stats_of_mut(&mut self.vals[k], last[k])
+            } else {
+                let l = if needs.last { last[k] } else { 0.0 };
+                // One value is its own mean, as in `stats_of` (0.0 + -0.0 is 0.0).
+                let mean = if self.n == 1 { last[k] } else { self.sums[k] / n };
+                Stats { mean, last: l, ..Stats::default() }
+            };
         }
+        let [cpu, cores, mem, rss] = stats;
+        UsageRow { host: None, process, samples: self.n, cpu, cores, mem, rss, count, last_ts }
     }
 }
 

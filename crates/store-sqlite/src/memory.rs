@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use procwatch_model::TsMs;
-use procwatch_store::{StoreResult, UsageQuery, UsageRow};
+use procwatch_store::{StoreResult, UsageNeeds, UsageQuery, UsageRow};
 
 use crate::catalog::HostEntry;
 use crate::codec::Columns;
@@ -49,6 +49,7 @@ pub(crate) fn usage_from_memory(
     q: &UsageQuery,
     from: TsMs,
     to: TsMs,
+    needs: UsageNeeds,
 ) -> Option<Vec<UsageRow>> {
     if q.per_host {
         let big = hosts.len() >= 8;
@@ -68,7 +69,7 @@ pub(crate) fn usage_from_memory(
                     let r = ring.range(from, to);
                     if !r.is_empty() {
                         let host = Some(h.name.clone());
-                        rows.push(index::row_of(&ring.c, r, host, p.clone(), &mut scratch));
+                        rows.push(index::row_of(&ring.c, r, host, p.clone(), &mut scratch, needs));
                     }
                 };
                 match &q.process {
@@ -95,7 +96,7 @@ pub(crate) fn usage_from_memory(
     };
     let big = hosts.len() * procs.len() >= 2_000;
     par_split(&procs, big, |ps| {
-        let mut acc = MergedAcc::default();
+        let mut acc = MergedAcc::new(needs);
         let mut rows = Vec::with_capacity(ps.len());
         for p in ps {
             acc.clear();

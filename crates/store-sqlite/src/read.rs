@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use procwatch_model::{HostTotal, Sample, TsMs};
 use procwatch_store::{
-    agg, HistoryPoint, HistoryQuery, SeriesWindow, StoreError, StoreResult, UsageQuery, UsageRow,
+    agg, HistoryPoint, HistoryQuery, SeriesWindow, StoreError, StoreResult, UsageNeeds, UsageQuery,
+    UsageRow,
 };
 use rusqlite::params;
 
@@ -67,7 +68,8 @@ impl Inner {
         })
     }
 
-    pub(crate) fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+    /// Usage rows with the statistics `needs` names (the others 0).
+    pub(crate) fn usage(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         let from = q.from.max(self.retention_floor.load(Ordering::SeqCst));
         let to = q.to;
         if from >= to {
@@ -81,7 +83,7 @@ impl Inner {
             }
         };
         if hosts.iter().all(|h| h.index.read().floor <= from) {
-            if let Some(rows) = usage_from_memory(&hosts, q, from, to) {
+            if let Some(rows) = usage_from_memory(&hosts, q, from, to, needs) {
                 return Ok(rows);
             }
         }
@@ -93,7 +95,14 @@ impl Inner {
             for (s, c) in sels.iter().zip(&cols) {
                 if !c.is_empty() {
                     let host = Some(s.host.name.clone());
-                    rows.push(index::row_of(c, 0..c.len(), host, s.process.clone(), &mut scratch));
+                    rows.push(index::row_of(
+                        c,
+                        0..c.len(),
+                        host,
+                        s.process.clone(),
+                        &mut scratch,
+                        needs,
+                    ));
                 }
             }
         } else {
@@ -102,7 +111,7 @@ impl Inner {
             for (s, c) in sels.iter().zip(&cols) {
                 by_proc.entry(&s.process).or_default().push(c);
             }
-            let mut acc = MergedAcc::default();
+            let mut acc = MergedAcc::new(needs);
             for (p, group) in by_proc {
                 acc.clear();
                 for c in group {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::{
     AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage,
-    StoreResult, UsageQuery, UsageRow, WriteOutcome,
+    StoreResult, UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use crate::schema::db_err;
@@ -14,6 +14,10 @@ use crate::SqliteStore;
 impl Storage for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn series_usage_is_local(&self) -> bool {
+        true
     }
 
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
@@ -33,8 +37,12 @@ impl Storage for SqliteStore {
     }
 
     async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        self.usage_of(q, UsageNeeds::ALL).await
+    }
+
+    async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         let q = q.clone();
-        self.blocking(move |i| i.usage(&q)).await
+        self.blocking(move |i| i.usage(&q, needs)).await
     }
 
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {

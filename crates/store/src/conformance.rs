@@ -25,7 +25,7 @@ pub use directives::directives;
 pub use extras::extras_round_trip;
 pub use rollups::{resolution_by_range, rollup_exact, rollup_late_sample};
 
-use crate::{AlarmQuery, HistoryQuery, Stats, Storage, StoreError, UsageQuery};
+use crate::{AlarmQuery, HistoryQuery, Stats, Storage, StoreError, UsageNeeds, UsageQuery};
 
 /// One named case.
 pub type Case = for<'a> fn(&'a dyn Storage) -> futures_lite::BoxFut<'a>;
@@ -37,6 +37,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("all_or_nothing", |s| Box::pin(all_or_nothing(s))),
     ("usage_stats", |s| Box::pin(usage_stats(s))),
     ("per_host_vs_merged", |s| Box::pin(per_host_vs_merged(s))),
+    ("usage_of_needs", |s| Box::pin(usage_of_needs(s))),
     ("window_oldest_first", |s| Box::pin(window_oldest_first(s))),
     ("history_steps", |s| Box::pin(history_steps(s))),
     ("history_not_found", |s| Box::pin(history_not_found(s))),
@@ -339,6 +340,62 @@ pub async fn per_host_vs_merged(store: &dyn Storage) {
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].samples, 6);
     assert_stats("b-only.cpu", &one[0].cpu, &b.iter().map(|s| s.cpu).collect::<Vec<_>>());
+}
+
+/// `usage_of` with partial needs answers the rows of `usage`, in the same order, with the
+/// same `samples`, `last_ts` and the same value of every statistic it was asked for (the
+/// others may be 0): per host and merged, one metric at a time, with and without the spread
+/// and `last`. The server sorts a fleet page by a figure read this way, then reads the page's
+/// rows whole.
+pub async fn usage_of_needs(store: &dyn Storage) {
+    let t0 = base_ts();
+    let mk = |off: i64, scale: f64, name: &str| -> Vec<Sample> {
+        (0..9)
+            .map(|i| {
+                let v = ((i * 5) % 9 + 1) as f64 * scale;
+                let mut s = sample(t0 + off + i * 10_000, name, v, v / 3.0 + 0.25);
+                s.cores = v / 100.0;
+                s.rss = 4096 * (i as u64 % 4 + 1);
+                s.count = (i % 2 + 1) as u32;
+                s
+            })
+            .collect()
+    };
+    let a = [mk(0, 3.0, "web"), mk(0, 1.5, "db")].concat();
+    let b = [mk(5_000, 2.0, "web")].concat();
+    store.write_batch(&batch("nd-a", 1, a)).await.expect("write");
+    store.write_batch(&batch("nd-b", 1, b)).await.expect("write");
+    let pick = |s: &crate::UsageRow, k: usize| [s.cpu, s.cores, s.mem, s.rss][k];
+    for per_host in [true, false] {
+        let uq = q(t0, t0 + 100_000, None, None, per_host);
+        let full = store.usage(&uq).await.expect("usage");
+        assert_eq!(full.len(), if per_host { 3 } else { 2 }, "{full:?}");
+        for k in 0..4 {
+            for (spread, last) in [(false, false), (false, true), (true, false), (true, true)] {
+                let mut metrics = [false; 4];
+                metrics[k] = true;
+                let needs = UsageNeeds { metrics, spread, last, samples: true };
+                let got = store.usage_of(&uq, needs).await.expect("usage_of");
+                assert_eq!(got.len(), full.len(), "{needs:?}");
+                for (g, w) in got.iter().zip(&full) {
+                    let what = format!("per_host={per_host} {needs:?} {:?}/{}", w.host, w.process);
+                    assert_eq!((&g.host, &g.process), (&w.host, &w.process), "{what}");
+                    assert_eq!(g.samples, w.samples, "{what}");
+                    let (gs, ws) = (pick(g, k), pick(w, k));
+                    assert_close(&format!("{what} mean"), gs.mean, ws.mean);
+                    if spread {
+                        assert_close(&format!("{what} min"), gs.min, ws.min);
+                        assert_close(&format!("{what} max"), gs.max, ws.max);
+                        assert_close(&format!("{what} p95"), gs.p95, ws.p95);
+                    }
+                    if last {
+                        assert_close(&format!("{what} last"), gs.last, ws.last);
+                        assert_eq!(g.last_ts, w.last_ts, "{what}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `window()` returns raw samples oldest first whatever the write order.

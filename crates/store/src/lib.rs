@@ -348,6 +348,14 @@ pub trait Storage: Send + Sync + 'static {
         self.usage(q).await
     }
 
+    /// Whether `usage_of` for one series (exact host and process) is answered in process,
+    /// without a round trip to a database server: the server then reads a short page of a
+    /// listing row by row after choosing it on one figure (`GET /api/v1/usage?sort=…&limit=…`).
+    /// Remote backends keep the default (`false`) and answer the page with one query.
+    fn series_usage_is_local(&self) -> bool {
+        false
+    }
+
     /// Raw samples per series over a window (`per_host` is ignored: always per series).
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>>;
 

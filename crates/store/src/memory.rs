@@ -79,6 +79,10 @@ impl crate::Storage for MemoryStore {
         "memory"
     }
 
+    fn series_usage_is_local(&self) -> bool {
+        true
+    }
+
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
         check_batch(batch)?;
         let mut g = self.inner.write();
