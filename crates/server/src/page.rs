@@ -81,6 +81,18 @@ pub fn take<T>(
     range: Option<(i64, i64)>,
 ) -> (Vec<T>, Option<String>) {
     let total = items.len();
+    take_of(items, total, offset, size, range)
+}
+
+/// [`take`] from the first `items.len()` of a listing of `total` items (the listing's tail
+/// past this page's end need not be held).
+pub fn take_of<T>(
+    items: Vec<T>,
+    total: usize,
+    offset: usize,
+    size: usize,
+    range: Option<(i64, i64)>,
+) -> (Vec<T>, Option<String>) {
     let page: Vec<T> = items.into_iter().skip(offset).take(size).collect();
     let end = offset.saturating_add(page.len());
     let next = (end < total && size > 0).then(|| Cursor { offset: end, range }.encode());

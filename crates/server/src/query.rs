@@ -424,9 +424,9 @@ fn directed(cmp: &SortCmp, desc: bool) -> impl Fn(&UsageRow, &UsageRow) -> std::
     move |a, b| if desc { cmp(a, b).reverse() } else { cmp(a, b) }
 }
 
-/// `rows` with the first `want` of the order `cmp` at the front, sorted (stable: equal rows
-/// keep the store's order), the rest after them in no particular order. A page of a fleet
-/// (50 rows of 300,000) is a selection, O(n), then a sort of the page, not a sort of all.
+/// The first `want` rows of the order `cmp`, sorted (stable: equal rows keep the store's
+/// order); the others are dropped. A page of a fleet (50 rows of 300,000) is a selection,
+/// O(n), then a sort of the page, not a sort of all, and each row is moved at most once.
 fn sort_front(
     mut rows: Vec<UsageRow>,
     want: usize,
@@ -434,10 +434,11 @@ fn sort_front(
 ) -> Vec<UsageRow> {
     if want >= rows.len() / 2 {
         rows.sort_by(|a, b| cmp(a, b));
+        rows.truncate(want);
         return rows;
     }
     if want == 0 {
-        return rows;
+        return Vec::new();
     }
     // Ties at the cut are broken by position, so the pages of one query never overlap.
     let order: Vec<usize> = {
@@ -448,11 +449,17 @@ fn sort_front(
         idx.sort_unstable_by(by);
         idx.into_iter().map(|(i, _)| i).collect()
     };
-    let mut slots: Vec<Option<UsageRow>> = rows.into_iter().map(Some).collect();
-    let mut out: Vec<UsageRow> = Vec::with_capacity(slots.len());
-    out.extend(order.iter().filter_map(|&i| slots[i].take()));
-    out.extend(slots.into_iter().flatten());
-    out
+    let mut rank = vec![u32::MAX; rows.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r as u32;
+    }
+    let mut front: Vec<Option<UsageRow>> = (0..want).map(|_| None).collect();
+    for (i, row) in rows.into_iter().enumerate() {
+        if let Some(slot) = front.get_mut(rank[i] as usize) {
+            *slot = Some(row);
+        }
+    }
+    front.into_iter().flatten().collect()
 }
 
 /// `GET /api/v1/usage`.
@@ -538,14 +545,15 @@ pub async fn usage(
     if let Some(by) = group_by {
         rows = crate::usage_extras::group_rows(&rows, &extras, by);
     }
+    let total = rows.len();
     if let Some((cmp, _, _)) = &sort {
-        // Only the rows up to the end of this page need their order.
+        // Only the rows up to the end of this page need their order, and only they are kept.
         let want = offset.saturating_add(size).min(rows.len());
         rows = sort_front(rows, want, directed(cmp, desc));
     } else if desc {
         rows.reverse();
     }
-    let (mut rows, next) = page::take(rows, offset, size, Some((from, to)));
+    let (mut rows, next) = page::take_of(rows, total, offset, size, Some((from, to)));
     if two_phase && first_needs != full_needs {
         rows = refill_page(&st, &uq, rows, full_needs).await?;
         if let Some((cmp, _, _)) = &sort {
@@ -713,7 +721,7 @@ mod tests {
         full.sort_by(desc);
         for want in [1, 10, 50, 249] {
             let front = sort_front(rows.clone(), want, desc);
-            assert_eq!(front.len(), rows.len());
+            assert_eq!(front.len(), want);
             assert_eq!(front[..want], full[..want], "want {want}");
         }
     }
