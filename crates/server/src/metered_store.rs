@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::{
-    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage, StoreResult,
+    AlarmQuery, HistoryPoint, HistoryQuery, HostInfo, RowOrder, SeriesWindow, Storage, StoreResult,
     UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
 };
 
@@ -52,6 +52,15 @@ impl Storage for MeteredStore {
     }
     async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         self.inner.usage_of(q, needs).await
+    }
+    async fn usage_top(
+        &self,
+        q: &UsageQuery,
+        needs: UsageNeeds,
+        order: RowOrder,
+        keep: usize,
+    ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
+        self.inner.usage_top(q, needs, order, keep).await
     }
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
         self.inner.window(q).await

@@ -328,7 +328,7 @@ fn filter_rows(
 }
 
 /// Compares two rows by a `sort` spec, without copying a name or building a key per row.
-type SortCmp = Box<dyn Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering + Send>;
+type SortCmp = procwatch_store::RowOrder;
 
 /// What a sort needs of every row: nothing but names for `process`/`host`, else the one
 /// figure it compares.
@@ -343,15 +343,17 @@ fn sort_key(spec: &str) -> Result<(SortCmp, bool, UsageNeeds), String> {
         a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
     }
     match spec {
-        "process" => return Ok((Box::new(|a, b| a.process.cmp(&b.process)), false, NAMES_ONLY)),
-        "host" => return Ok((Box::new(|a, b| a.host.cmp(&b.host)), false, NAMES_ONLY)),
+        "process" => {
+            return Ok((std::sync::Arc::new(|a, b| a.process.cmp(&b.process)), false, NAMES_ONLY))
+        }
+        "host" => return Ok((std::sync::Arc::new(|a, b| a.host.cmp(&b.host)), false, NAMES_ONLY)),
         "samples" => {
             let needs = UsageNeeds { samples: true, ..NAMES_ONLY };
-            return Ok((Box::new(|a, b| a.samples.cmp(&b.samples)), true, needs));
+            return Ok((std::sync::Arc::new(|a, b| a.samples.cmp(&b.samples)), true, needs));
         }
         "count" => {
             let needs = UsageNeeds { last: true, ..NAMES_ONLY };
-            return Ok((Box::new(|a, b| a.count.cmp(&b.count)), true, needs));
+            return Ok((std::sync::Arc::new(|a, b| a.count.cmp(&b.count)), true, needs));
         }
         _ => {}
     }
@@ -375,7 +377,7 @@ fn sort_key(spec: &str) -> Result<(SortCmp, bool, UsageNeeds), String> {
     };
     needs.spread = matches!(stat_name(spec), "min" | "max" | "p95");
     needs.last = stat_name(spec) == "last";
-    Ok((Box::new(move |a, b| num(stat(metric(a)), stat(metric(b)))), true, needs))
+    Ok((std::sync::Arc::new(move |a, b| num(stat(metric(a)), stat(metric(b)))), true, needs))
 }
 
 /// The statistic part of a `metric.stat` sort spec (`mean` when absent).
@@ -521,7 +523,29 @@ pub async fn usage(
         None if two_phase => NAMES_ONLY,
         _ => full_needs,
     };
-    let mut rows = st.store.usage_of(&uq, first_needs).await?;
+    // A figure's order without name filters: the store may rank the rows itself and build
+    // only the page's (`Storage::usage_top`); `None` when it cannot.
+    let ranked = match &sort {
+        Some((cmp, _, _))
+            if two_phase
+                && host_glob.is_none()
+                && process_glob.is_none()
+                && !matches!(p.sort.as_deref(), Some("process" | "host")) =>
+        {
+            let order: SortCmp = {
+                let cmp = cmp.clone();
+                std::sync::Arc::new(move |a, b| directed(&cmp, desc)(a, b))
+            };
+            let keep = offset.saturating_add(size);
+            st.store.usage_top(&uq, first_needs, order, keep).await?
+        }
+        _ => None,
+    };
+    let ranked_total = ranked.as_ref().map(|(_, n)| *n);
+    let mut rows = match ranked {
+        Some((front, _)) => front,
+        None => st.store.usage_of(&uq, first_needs).await?,
+    };
     if host_glob.is_some() || process_glob.is_some() {
         // Filtering a fleet costs rows × pattern: on the blocking pool, stopped when the
         // request's deadline drops this handler.
@@ -545,8 +569,10 @@ pub async fn usage(
     if let Some(by) = group_by {
         rows = crate::usage_extras::group_rows(&rows, &extras, by);
     }
-    let total = rows.len();
-    if let Some((cmp, _, _)) = &sort {
+    let total = ranked_total.unwrap_or(rows.len());
+    if ranked_total.is_some() {
+        // Already the listing's first rows, in order.
+    } else if let Some((cmp, _, _)) = &sort {
         // Only the rows up to the end of this page need their order, and only they are kept.
         let want = offset.saturating_add(size).min(rows.len());
         rows = sort_front(rows, want, directed(cmp, desc));

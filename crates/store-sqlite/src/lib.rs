@@ -145,6 +145,7 @@ mod rollup_codec;
 mod rollup_pack;
 mod schema;
 mod storage;
+mod top;
 mod wal_sync;
 mod write;
 

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use procwatch_model::{AlarmEvent, Batch, HostTotal, TsMs};
 use procwatch_store::{
-    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, SeriesWindow, Storage,
-    StoreResult, UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
+    AlarmQuery, HistoryAnswer, HistoryPoint, HistoryQuery, HostInfo, RowOrder, SeriesWindow,
+    Storage, StoreResult, UsageNeeds, UsageQuery, UsageRow, WriteOutcome,
 };
 
 use crate::schema::db_err;
@@ -43,6 +43,17 @@ impl Storage for SqliteStore {
     async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         let q = q.clone();
         self.blocking(move |i| i.usage(&q, needs)).await
+    }
+
+    async fn usage_top(
+        &self,
+        q: &UsageQuery,
+        needs: UsageNeeds,
+        order: RowOrder,
+        keep: usize,
+    ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
+        let q = q.clone();
+        self.blocking(move |i| i.usage_top(&q, needs, &order, keep)).await
     }
 
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {

@@ -167,6 +167,10 @@ pub struct UsageQuery {
     pub per_host: bool,
 }
 
+/// An order of usage rows (ascending) for [`Storage::usage_top`].
+pub type RowOrder =
+    std::sync::Arc<dyn Fn(&UsageRow, &UsageRow) -> std::cmp::Ordering + Send + Sync>;
+
 /// Which statistics a caller of [`Storage::usage_of`] reads; the others may be left 0. Lets a
 /// backend that computes statistics remotely (InfluxDB) ask only for those: `get-all` reads two
 /// means, not the ~20 statistics of a full [`UsageRow`].
@@ -346,6 +350,23 @@ pub trait Storage: Send + Sync + 'static {
     async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         let _ = needs;
         self.usage(q).await
+    }
+
+    /// The first `keep` rows of `usage_of(q, needs)` in the order `order` (ties in the
+    /// order `usage_of` lists them), and how many rows that listing has; `Ok(None)` when
+    /// this backend cannot rank them cheaper than its caller sorting `usage_of`'s rows (the
+    /// default). `order` must not read the rows' names: a backend may rank rows whose names
+    /// it fills in only once they are kept. A page of a fleet sorted by one figure then
+    /// builds 50 named rows, not 300,000.
+    async fn usage_top(
+        &self,
+        q: &UsageQuery,
+        needs: UsageNeeds,
+        order: RowOrder,
+        keep: usize,
+    ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
+        let _ = (q, needs, order, keep);
+        Ok(None)
     }
 
     /// Whether `usage_of` for one series (exact host and process) is answered in process,
