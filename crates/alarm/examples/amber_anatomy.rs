@@ -7,7 +7,11 @@
 //! sample above T it came, how long its episode was, and, for procwatch, which term of
 //! `y + φ·h·b + z·σ·√h > T` raised it.
 //!
-//! `cargo run --release -p procwatch-alarm --example amber_anatomy`
+//! `cargo run --release -p procwatch-alarm --example amber_anatomy` (the anatomy);
+//! `-- --who` (which events predict_linear W = 10 min and procwatch catch, apart and
+//! together); `-- --forced-expiry` (the held-out memory curve with session 9's expiry, then
+//! its 10-minute trend, forced onto each fold's shape: not cross-validated figures);
+//! `-- --in-sample` (the memory points with recall ≥ 0.70 at ≤ 2 false/day, in-sample).
 
 use procwatch_alarm::backtest::{
     amber_samples, events, flags_of, forecasts, parse_trace, prepare, Prepared, Protocol, Scale,
@@ -47,7 +51,11 @@ impl Tally {
         for (axis, m) in &self.0 {
             let parts: Vec<String> = m
                 .iter()
-                .map(|(k, v)| format!("{k} {v} ({:.0} %)", 100.0 * *v as f64 / total as f64))
+                .map(|(k, v)| match axis.as_str() {
+                    // Counts events, not AMBER samples.
+                    "caught by" => format!("{k} {v} events"),
+                    _ => format!("{k} {v} ({:.0} %)", 100.0 * *v as f64 / total as f64),
+                })
                 .collect();
             println!("    {axis:12} {}", parts.join(", "));
         }
@@ -205,12 +213,37 @@ fn main() {
     let grid = Grid::score(&traces, &proto, cv::shapes());
     let fam = cv::families(&traces).into_iter().find(|f| f.name == "mem").expect("mem");
     let mem = cv::cross_validate(&fam, Criterion::RecallTarget, &grid);
+    if std::env::args().any(|a| a == "--in-sample") {
+        // Every (shape, knob) pooled over both memory traces (in-sample): the points with
+        // recall >= 0.70 at <= 2 false/day (the bound BENCHMARKS.md states).
+        for (si, knobs) in grid.cells.iter().enumerate() {
+            for (j, row) in knobs.iter().enumerate() {
+                let c = cv::pool(row, &fam.members);
+                let s = &c.score;
+                if s.recall() >= 0.70 && s.false_per_day() <= 2.0 {
+                    println!(
+                        "{} z={}: recall {:.2} {:.2}/d precision {:.2} lead {} AMBER {:.2} %",
+                        grid.shapes[si],
+                        SENSITIVITY_GRID[j],
+                        s.recall(),
+                        s.false_per_day(),
+                        s.precision(),
+                        c.timing.median_lead_minutes(),
+                        s.amber_pct()
+                    );
+                }
+            }
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--who") {
         who_catches_what(&traces, &grid, &mem);
         return;
     }
     if std::env::args().any(|a| a == "--forced-expiry") {
-        forced_expiry(&grid, &mem, &fam);
+        use procwatch_alarm::forecast::Shape;
+        forced(&grid, &mem, &fam, "the expiry", &|s| Shape { expire: true, ..s });
+        forced(&grid, &mem, &fam, "a 10-min trend", &|s| Shape { trend_ms: 600_000, ..s });
         return;
     }
     for &z in &[0.5, 0.75, 1.0] {
@@ -270,21 +303,26 @@ fn main() {
 /// The held-out memory curve with the expiry forced onto each fold's shape (the folds do not
 /// choose it: this is what it would do, not a cross-validated figure), beside the curve as
 /// chosen and predict_linear.
-fn forced_expiry(grid: &Grid, mem: &cv::FamilyCv, fam: &cv::Family) {
-    println!("held-out memory curve, each fold's shape with the expiry forced on (not chosen):");
+fn forced(
+    grid: &Grid,
+    mem: &cv::FamilyCv,
+    fam: &cv::Family,
+    what: &str,
+    force: &dyn Fn(procwatch_alarm::forecast::Shape) -> procwatch_alarm::forecast::Shape,
+) {
+    println!("held-out memory curve, each fold's shape with {what} forced on (not chosen):");
     for (j, &z) in SENSITIVITY_GRID.iter().enumerate() {
         let mut c = cv::Cell::default();
         let mut plain = cv::Cell::default();
         for f in &mem.folds {
-            let shape =
-                procwatch_alarm::forecast::Shape { expire: true, ..grid.shapes[f.pick.shape] };
+            let shape = force(grid.shapes[f.pick.shape]);
             let s = grid.shape_index(&shape).expect("a candidate");
             c.add(&grid.cells[s][j][f.held_out]);
             plain.add(&grid.cells[f.pick.shape][j][f.held_out]);
         }
         let (s, p) = (&c.score, &plain.score);
         println!(
-            "  z={z:5}: expiry {:2} caught {:3} false {:5.2}/d {:5.2} % AMBER prec {:.2} lead {:.1} | as chosen {:2} {:3} {:5.2}/d {:5.2} %",
+            "  z={z:5}: forced {:2} caught {:3} false {:5.2}/d {:5.2} % AMBER prec {:.2} lead {:.1} | as chosen {:2} {:3} {:5.2}/d {:5.2} %",
             s.caught, s.false_episodes, s.false_per_day(), s.amber_pct(), s.precision(),
             c.timing.median_lead_minutes(), p.caught, p.false_episodes, p.false_per_day(), p.amber_pct()
         );
