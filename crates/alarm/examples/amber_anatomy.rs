@@ -7,13 +7,19 @@
 //! sample above T it came, how long its episode was, and, for procwatch, which term of
 //! `y + φ·h·b + z·σ·√h > T` raised it.
 //!
-//! `cargo run --release -p procwatch-alarm --example amber_anatomy` (the anatomy);
-//! `-- --who` (which events predict_linear W = 10 min and procwatch catch, apart and
-//! together); `-- --forced-expiry` (the held-out memory curve with session 9's expiry, then
-//! its 10-minute trend, forced onto each fold's shape: not cross-validated figures);
-//! `-- --in-sample` (the memory points with recall ≥ 0.70 at ≤ 2 false/day, in-sample);
-//! `-- --folds` (per memory fold, the training false alarms per day at the goal recall of
-//! the best plain, short-trend and expiring shapes: what the criterion compares).
+//! Run from the workspace root:
+//!
+//! ```text
+//! cargo run --release -p procwatch-alarm --example amber_anatomy               # the anatomy
+//! cargo run --release -p procwatch-alarm --example amber_anatomy -- --who      # who catches what
+//! cargo run --release -p procwatch-alarm --example amber_anatomy -- --in-sample
+//! ```
+//!
+//! `--who`: which events predict_linear W = 10 min and procwatch catch, apart and together,
+//! and where predict_linear's AMBER samples fall; `--in-sample`: the memory points with
+//! recall ≥ 0.70 at ≤ 2 false/day, in-sample. (The two experiments this analysis led to, an
+//! AMBER expiry and a 10-minute trend, were not adopted: BENCHMARKS.md says what they
+//! measured; their `--forced-expiry` and `--folds` modes are in this file at commit 437269b.)
 
 use procwatch_alarm::backtest::{
     amber_samples, events, flags_of, forecasts, parse_trace, prepare, Prepared, Protocol, Scale,
@@ -215,44 +221,6 @@ fn main() {
     let grid = Grid::score(&traces, &proto, cv::shapes());
     let fam = cv::families(&traces).into_iter().find(|f| f.name == "mem").expect("mem");
     let mem = cv::cross_validate(&fam, Criterion::RecallTarget, &grid);
-    if std::env::args().any(|a| a == "--folds") {
-        // Per memory fold, on its training trace: each shape's lowest knob reaching the goal
-        // recall and its false alarms per day (what the criterion compares), the chosen
-        // shape beside the best short-trend and the best expiring shape.
-        for f in &mem.folds {
-            let mut best: [Option<(usize, usize, f64)>; 3] = [None; 3];
-            for (si, knobs) in grid.cells.iter().enumerate() {
-                let sh = &grid.shapes[si];
-                let kind = if sh.expire {
-                    2
-                } else if sh.trend_ms == 600_000 {
-                    1
-                } else {
-                    0
-                };
-                let Some(j) = knobs
-                    .iter()
-                    .position(|row| cv::pool(row, &f.trained_on).score.recall() >= fam.goal_recall)
-                else {
-                    continue;
-                };
-                let fd = cv::pool(&knobs[j], &f.trained_on).score.false_per_day();
-                if best[kind].is_none_or(|b| fd < b.2) {
-                    best[kind] = Some((si, j, fd));
-                }
-            }
-            println!("fold holding out {}:", traces[f.held_out].name);
-            for (k, b) in ["plain", "10-min trend", "expiry"].iter().zip(best) {
-                if let Some((si, j, fd)) = b {
-                    println!(
-                        "  best {k}: {} z={} {fd:.2} training false/day",
-                        grid.shapes[si], SENSITIVITY_GRID[j]
-                    );
-                }
-            }
-        }
-        return;
-    }
     if std::env::args().any(|a| a == "--in-sample") {
         // Every (shape, knob) pooled over both memory traces (in-sample): the points with
         // recall >= 0.70 at <= 2 false/day (the bound BENCHMARKS.md states).
@@ -278,12 +246,6 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--who") {
         who_catches_what(&traces, &grid, &mem);
-        return;
-    }
-    if std::env::args().any(|a| a == "--forced-expiry") {
-        use procwatch_alarm::forecast::Shape;
-        forced(&grid, &mem, &fam, "the expiry", &|s| Shape { expire: true, ..s });
-        forced(&grid, &mem, &fam, "a 10-min trend", &|s| Shape { trend_ms: 600_000, ..s });
         return;
     }
     for &z in &[0.5, 0.75, 1.0] {
@@ -337,45 +299,6 @@ fn main() {
             100.0 * total as f64 / eligible as f64
         );
         tally.print(total);
-    }
-}
-
-/// The held-out memory curve with the expiry forced onto each fold's shape (the folds do not
-/// choose it: this is what it would do, not a cross-validated figure), beside the curve as
-/// chosen and predict_linear.
-fn forced(
-    grid: &Grid,
-    mem: &cv::FamilyCv,
-    fam: &cv::Family,
-    what: &str,
-    force: &dyn Fn(procwatch_alarm::forecast::Shape) -> procwatch_alarm::forecast::Shape,
-) {
-    println!("held-out memory curve, each fold's shape with {what} forced on (not chosen):");
-    for (j, &z) in SENSITIVITY_GRID.iter().enumerate() {
-        let mut c = cv::Cell::default();
-        let mut plain = cv::Cell::default();
-        for f in &mem.folds {
-            let shape = force(grid.shapes[f.pick.shape]);
-            let s = grid.shape_index(&shape).expect("a candidate");
-            c.add(&grid.cells[s][j][f.held_out]);
-            plain.add(&grid.cells[f.pick.shape][j][f.held_out]);
-        }
-        let (s, p) = (&c.score, &plain.score);
-        println!(
-            "  z={z:5}: forced {:2} caught {:3} false {:5.2}/d {:5.2} % AMBER prec {:.2} lead {:.1} | as chosen {:2} {:3} {:5.2}/d {:5.2} %",
-            s.caught, s.false_episodes, s.false_per_day(), s.amber_pct(), s.precision(),
-            c.timing.median_lead_minutes(), p.caught, p.false_episodes, p.false_per_day(), p.amber_pct()
-        );
-    }
-    for (w, cells) in &grid.linear {
-        let l = cv::pool(cells, &fam.members).score;
-        println!(
-            "  linear W={w}m: {} caught {} false {:.2}/d {:.2} %",
-            l.caught,
-            l.false_episodes,
-            l.false_per_day(),
-            l.amber_pct()
-        );
     }
 }
 

@@ -452,7 +452,7 @@ pub(crate) fn into_bucket(
         _ => current.replace((id, vec![y])).map(|(_, values)| values),
     }
 }
-pub use robust::{AmberRun, Assessment, Robust, RobustParams, Shape, SENSITIVITY_RANGE};
+pub use robust::{Assessment, Robust, RobustParams, Shape, SENSITIVITY_RANGE};
 
 #[cfg(test)]
 mod tests {

@@ -9,36 +9,21 @@
 //! warm-up (W/interval + 1 = 13 samples) ends where the protocol's does (sample 12).
 
 use procwatch_alarm::backtest::{amber_samples, forecast_flags, parse_trace, prepare, Protocol};
-use procwatch_alarm::forecast::Shape;
 use procwatch_alarm::{Engine, Method, Rule, RuleSet, SeriesInput};
 use procwatch_model::{Level, Metric, Sample};
 use std::path::PathBuf;
 
-const MEM: &str = "azure2019_assigned_mem_relative_300s.csv";
-
 #[test]
 fn engine_and_backtest_raise_the_same_ambers() {
-    same_ambers(MEM, Metric::Mem, Method::PROCWATCH);
+    same_ambers("azure2019_assigned_mem_relative_300s.csv", Metric::Mem);
 }
 
 #[test]
 fn engine_and_backtest_raise_the_same_ambers_on_cpu() {
-    same_ambers("azure2019_cpu_usage_relative_300s.csv", Metric::Cpu, Method::PROCWATCH);
+    same_ambers("azure2019_cpu_usage_relative_300s.csv", Metric::Cpu);
 }
 
-/// The expiry (a candidate shape, in no default) keeps its state in the forecaster, so the
-/// engine and the backtest must agree with it too; and it does stand AMBERs down.
-#[test]
-fn engine_and_backtest_agree_with_the_expiry() {
-    let expiring = Shape { expire: true, ..Shape::MEMORY };
-    let method = Method::Procwatch { sensitivity: None, shape: Some(expiring) };
-    let with = same_ambers(MEM, Metric::Mem, method);
-    let without = same_ambers(MEM, Metric::Mem, Method::PROCWATCH);
-    assert!(with < without, "{with} AMBER samples with the expiry, {without} without");
-}
-
-/// Asserts the engine and the backtest raise AMBER on the same samples; returns how many.
-fn same_ambers(file: &str, metric: Metric, method: Method) -> usize {
+fn same_ambers(file: &str, metric: Metric) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces-extra").join(file);
     let trace = parse_trace(file, &std::fs::read_to_string(path).unwrap()).unwrap();
     let p = prepare(&trace, procwatch_alarm::backtest::Scale::Auto, 80.0);
@@ -51,7 +36,7 @@ fn same_ambers(file: &str, metric: Metric, method: Method) -> usize {
         debounce: 1,
         horizon_ms: 600_000,
         window_ms: 60 * 60_000,
-        method,
+        method: Method::PROCWATCH,
         ..Rule::default()
     };
 
@@ -97,5 +82,4 @@ fn same_ambers(file: &str, metric: Metric, method: Method) -> usize {
         live.len(),
         differ.first()
     );
-    ambers
 }

@@ -9,7 +9,7 @@
 
 use super::Cell;
 use crate::backtest::{flags_of, forecasts, score, timing, Prepared, Protocol};
-use crate::forecast::{AmberRun, Assessment, Forecast, Linear, Robust, RobustParams, Shape};
+use crate::forecast::{Assessment, Forecast, Linear, Robust, RobustParams, Shape};
 
 /// The knob values scored (noise widths of margin).
 pub const SENSITIVITY_GRID: &[f64] =
@@ -18,41 +18,31 @@ pub const SENSITIVITY_GRID: &[f64] =
 pub const LINEAR_WINDOWS_MIN: &[i64] = &[5, 10, 20, 30];
 
 /// The declared candidate shapes, declared before any scoring, in order of preference (a
-/// tie goes to the earlier one): no expiry before the expiry, then undamped before damped,
-/// then no hold-off before 20 min (the contract's 30-min continuation window minus H = 10
-/// min: the longest hold-off that can never hide the first sample of an event's window)
-/// before 30 min, then the trend window (30 min, 1 h, 2 h, then 10 min), the longer noise
-/// window, the lower σ floor. The full product of
+/// tie goes to the earlier one): undamped before damped, then no hold-off before 20 min (the
+/// contract's 30-min continuation window minus H = 10 min: the longest hold-off that can
+/// never hide the first sample of an event's window) before 30 min, then the shorter trend,
+/// the longer noise window, the lower σ floor. The full product of
 ///
-/// - expiry: none, after H;
-/// - damping: 1, ½;
-/// - hold-off: 0, 20 min, 30 min;
-/// - trend window: 30 min, 1 h, 2 h, 10 min;
+/// - trend window: 30 min, 1 h, 2 h;
 /// - noise window: 2 h, 1 h;
-/// - σ floor: 0.1, 0.25 points.
-///
-/// The expiry and the 10-min trend were added in session 9, after the earlier held-out
-/// results were known, from an analysis of where the memory AMBER % goes (BENCHMARKS.md,
-/// Forecaster, says so: it is a form of leakage); each comes last in its dimension, so it
-/// wins by score, never by a tie.
+/// - σ floor: 0.1, 0.25 points;
+/// - damping: 1, ½;
+/// - hold-off: 0, 20 min, 30 min.
 pub fn shapes() -> Vec<Shape> {
     let min = 60_000;
     let mut out = Vec::new();
-    for expire in [false, true] {
-        for damping in [1.0, 0.5] {
-            for holdoff in [0, 20, 30] {
-                for trend in [30, 60, 120, 10] {
-                    for noise in [120, 60] {
-                        for min_sigma in [0.1, 0.25] {
-                            out.push(Shape {
-                                trend_ms: trend * min,
-                                noise_ms: noise * min,
-                                min_sigma,
-                                holdoff_ms: holdoff * min,
-                                damping,
-                                expire,
-                            });
-                        }
+    for damping in [1.0, 0.5] {
+        for holdoff in [0, 20, 30] {
+            for trend in [30, 60, 120] {
+                for noise in [120, 60] {
+                    for min_sigma in [0.1, 0.25] {
+                        out.push(Shape {
+                            trend_ms: trend * min,
+                            noise_ms: noise * min,
+                            min_sigma,
+                            holdoff_ms: holdoff * min,
+                            damping,
+                        });
                     }
                 }
             }
@@ -94,8 +84,7 @@ pub fn decide_all(
     params: &RobustParams,
     threshold: f64,
 ) -> Vec<Option<Forecast>> {
-    let mut run = AmberRun::default();
-    a.iter().map(|a| a.map(|a| a.decide(params, threshold, &mut run))).collect()
+    a.iter().map(|a| a.map(|a| a.decide(params, threshold))).collect()
 }
 
 /// One trace's cell for a run of forecasts.
@@ -190,8 +179,7 @@ mod tests {
     fn the_cache_decides_as_the_live_forecaster_does() {
         let p = trace();
         let proto = Protocol::default();
-        let expiring = Shape { expire: true, ..Shape::CPU };
-        for shape in [Shape::MEMORY, Shape::CPU, expiring] {
+        for shape in [Shape::MEMORY, Shape::CPU] {
             let a = assessments(&p, &proto, &shape);
             let mut ambers = 0;
             for z in [-0.5, 0.0, 1.0, 2.5] {
@@ -209,11 +197,9 @@ mod tests {
     #[test]
     fn the_declared_shapes_hold_the_defaults_and_put_the_plain_model_first() {
         let s = shapes();
-        assert_eq!(s.len(), 192);
+        assert_eq!(s.len(), 72);
         assert!(s.contains(&Shape::MEMORY) && s.contains(&Shape::CPU));
-        assert_eq!((s[0].damping, s[0].holdoff_ms, s[0].expire), (1.0, 0, false));
-        // The expiry's shapes come after every plain one.
-        assert!(s[..96].iter().all(|x| !x.expire) && s[96..].iter().all(|x| x.expire));
+        assert_eq!((s[0].damping, s[0].holdoff_ms), (1.0, 0));
         let unique: std::collections::BTreeSet<String> = s.iter().map(|x| x.to_string()).collect();
         assert_eq!(unique.len(), s.len());
     }

@@ -25,11 +25,6 @@ use procwatch_model::TsMs;
 /// - **hold-off**: never above while a sample above T was seen in the last `holdoff`: a
 ///   re-crossing then is the same incident (docs/contract.md: re-crossings within 30 min are
 ///   a continuation), already RED;
-/// - **expiry** (a shape option, off in both defaults): an AMBER claims "T within H"; once the
-///   decision has been above for H on end (from the first sample above, while no sample went
-///   above T), that claim is refuted, and the forecaster stands down (not above) until its
-///   decision has once been not above (re-armed). It cuts the long AMBER runs of a series
-///   idling just under T (BENCHMARKS.md, Forecaster: where the memory AMBER % goes);
 /// - **ETA**: when above, the time at which the undamped trend line `y + b·t` reaches T, at
 ///   most H (the forecaster only claims "within H"; H itself when the trend does not rise).
 ///   The damping is for deciding, not for timing: on a steady ramp the undamped line times
@@ -50,30 +45,7 @@ pub struct Robust {
     /// The open bucket: id and its samples (its buffer is reused by the next bucket).
     current: Option<(i64, Vec<f32>)>,
     last: Option<(TsMs, f64)>,
-    /// The latest sample above the threshold ([`NEVER`]: none seen). A plain `i64` rather
-    /// than an `Option`, like [`AmberRun`], to keep a series' state within its issue-16
-    /// budget.
-    last_above: TsMs,
-    /// The expiry's state.
-    run: AmberRun,
-}
-
-/// "No such instant" in [`Robust`]'s and [`AmberRun`]'s timestamps.
-const NEVER: TsMs = TsMs::MIN;
-
-/// The state of the expiry ([`Assessment::decide`]): since when the decision has been above
-/// without a sample above T. Fresh ([`AmberRun::default`]) for a new series and after a
-/// reset; the cross-validation's cache keeps one per run of decisions, as the live
-/// forecaster keeps one per series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AmberRun {
-    since: TsMs,
-}
-
-impl Default for AmberRun {
-    fn default() -> Self {
-        Self { since: NEVER }
-    }
+    last_above: Option<TsMs>,
 }
 
 /// Parameters of [`Robust`].
@@ -93,9 +65,6 @@ pub struct RobustParams {
     pub damping: f64,
     /// The sensitivity `z`: noise widths of margin.
     pub sensitivity: f64,
-    /// The expiry, ms: the longest the decision stays above on end without a sample above
-    /// T (0 = no expiry).
-    pub expire_ms: i64,
 }
 
 /// The accepted range of the sensitivity.
@@ -115,8 +84,6 @@ pub struct Shape {
     pub holdoff_ms: i64,
     /// The share of the trend carried into the forecast (1 = undamped).
     pub damping: f64,
-    /// Whether an AMBER expires after the horizon H without a crossing (the expiry).
-    pub expire: bool,
 }
 
 impl Shape {
@@ -128,7 +95,6 @@ impl Shape {
         min_sigma: 0.1,
         holdoff_ms: 30 * 60_000,
         damping: 0.5,
-        expire: false,
     };
 
     /// The CPU default: the structure the criterion picks on all CPU traces without the
@@ -140,7 +106,6 @@ impl Shape {
         min_sigma: 0.1,
         holdoff_ms: 30 * 60_000,
         damping: 1.0,
-        expire: false,
     };
 
     /// The parameters of this shape for a horizon `horizon_ms` at `sensitivity`.
@@ -154,7 +119,6 @@ impl Shape {
             holdoff_ms: self.holdoff_ms,
             damping: self.damping,
             sensitivity,
-            expire_ms: if self.expire { horizon_ms } else { 0 },
         }
     }
 }
@@ -169,11 +133,7 @@ impl std::fmt::Display for Shape {
             self.min_sigma,
             self.damping,
             self.holdoff_ms / 60_000
-        )?;
-        if self.expire {
-            f.write_str(" expires after H")?;
-        }
-        Ok(())
+        )
     }
 }
 
@@ -198,28 +158,16 @@ pub struct Assessment {
     pub since_above_ms: Option<i64>,
     /// The bucket width, ms.
     pub step_ms: i64,
-    /// The latest sample's timestamp.
-    pub t_last: TsMs,
 }
 
 impl Assessment {
-    /// The forecast with `params`' damping, σ floor, hold-off, sensitivity and expiry against
-    /// `threshold`; `run` is the series' expiry state, updated (called once per sample, in
-    /// order; calling it again for the same sample gives the same answer).
-    pub fn decide(&self, params: &RobustParams, threshold: f64, run: &mut AmberRun) -> Forecast {
+    /// The forecast with `params`' damping, σ floor, hold-off and sensitivity against
+    /// `threshold`.
+    pub fn decide(&self, params: &RobustParams, threshold: f64) -> Forecast {
         let value = self.y + self.h * params.damping * self.slope;
         let sigma = self.sigma.max(params.min_sigma);
         let held = self.since_above_ms.is_some_and(|d| d < params.holdoff_ms);
-        let mut above = !held && value + params.sensitivity * sigma * self.h.sqrt() > threshold;
-        if !above || self.y > threshold {
-            // Re-armed: not above, or the crossing came (RED's business now).
-            run.since = NEVER;
-        } else if params.expire_ms > 0 {
-            if run.since == NEVER {
-                run.since = self.t_last;
-            }
-            above = self.t_last - run.since < params.expire_ms;
-        }
+        let above = !held && value + params.sensitivity * sigma * self.h.sqrt() > threshold;
         let slope_ms = self.slope / self.step_ms as f64;
         let eta_ms = match eta_from_slope(self.y, slope_ms, threshold) {
             Some(ms) if above => Some(ms.min(self.horizon_ms)),
@@ -251,14 +199,7 @@ fn median_in_place<T: Copy + Into<f64>>(v: &mut [T]) -> f64 {
 impl Robust {
     /// A forecaster with `params`.
     pub fn new(params: RobustParams) -> Self {
-        Self {
-            params,
-            history: Default::default(),
-            current: None,
-            last: None,
-            last_above: NEVER,
-            run: AmberRun::default(),
-        }
+        Self { params, history: Default::default(), current: None, last: None, last_above: None }
     }
 
     /// Closes the open bucket into `history` and opens bucket `id` with `y`, in the same buffer.
@@ -317,7 +258,7 @@ impl Robust {
     pub fn assess(&mut self, at: TsMs, threshold: f64) -> Option<Assessment> {
         let (t_last, y_last) = self.last?;
         if y_last > threshold {
-            self.last_above = t_last;
+            self.last_above = Some(t_last);
         }
         let (slope, sigma) = self.trend_and_noise()?;
         Some(Assessment {
@@ -326,9 +267,8 @@ impl Robust {
             sigma,
             h: ((at - t_last) as f64 / self.params.step_ms as f64).max(0.0),
             horizon_ms: (at - t_last).max(0),
-            since_above_ms: (self.last_above != NEVER).then(|| t_last - self.last_above),
+            since_above_ms: self.last_above.map(|t| t_last - t),
             step_ms: self.params.step_ms,
-            t_last,
         })
     }
 }
@@ -336,8 +276,7 @@ impl Robust {
 impl Forecaster for Robust {
     fn forecast(&mut self, at: TsMs, threshold: f64) -> Option<Forecast> {
         let params = self.params;
-        let a = self.assess(at, threshold)?;
-        Some(a.decide(&params, threshold, &mut self.run))
+        self.assess(at, threshold).map(|a| a.decide(&params, threshold))
     }
 
     fn push(&mut self, ts: TsMs, y: f64) {
@@ -364,55 +303,11 @@ impl Forecaster for Robust {
 mod tests {
     use super::*;
 
-    /// The expiry: a decision above for H on end without a crossing stands down, and is
-    /// re-armed by one decision not above; without the expiry it stays above.
-    #[test]
-    fn an_amber_expires_after_the_horizon_and_rearms_when_the_decision_drops() {
-        let h = 600_000;
-        let a = |t_last: TsMs, y: f64| Assessment {
-            y,
-            slope: 0.0,
-            sigma: 1.0,
-            h: 2.0,
-            horizon_ms: h,
-            since_above_ms: None,
-            step_ms: 300_000,
-            t_last,
-        };
-        let run_of = |shape: Shape, ys: &[f64]| -> Vec<bool> {
-            let p = shape.params(h, 1.0);
-            let mut run = AmberRun::default();
-            ys.iter()
-                .enumerate()
-                .map(|(i, &y)| a(i as i64 * 300_000, y).decide(&p, 80.0, &mut run).above)
-                .collect()
-        };
-        // 79 + 1·1·√2 > 80: above; 75: not.
-        let ys = [79.0, 79.0, 79.0, 79.0, 75.0, 79.0, 79.0, 79.0, 81.0, 79.0];
-        let plain = Shape { holdoff_ms: 0, ..Shape::CPU };
-        let expiring = Shape { expire: true, ..plain };
-        assert_eq!(
-            run_of(plain, &ys),
-            [true, true, true, true, false, true, true, true, true, true]
-        );
-        // Above at 0 and 5 min, refuted at 10 min (= H); re-armed by the 75; a sample above T
-        // (the crossing came) starts the clock again.
-        assert_eq!(
-            run_of(expiring, &ys),
-            [true, true, false, false, false, true, true, false, true, true]
-        );
-        // Asked twice about the same sample, the same answer.
-        let p = expiring.params(h, 1.0);
-        let mut run = AmberRun::default();
-        for t in [0, 300_000, 300_000] {
-            assert!(a(t, 79.0).decide(&p, 80.0, &mut run).above);
-        }
-    }
-
     /// Issue 16: a series' forecaster state, once its windows are full, at a 10 s interval:
-    /// 388 bytes at every sample (`f32` buckets, history sized exactly, the open bucket's
-    /// buffer reused). Before: `f64`, power-of-two growth and a new buffer per bucket, 581
-    /// bytes on average over the third hour, 672 at a bucket's end.
+    /// 380 bytes at every sample (`f32` buckets, history sized exactly, the open bucket's
+    /// buffer reused, the window counts `u32`; 388 with `usize` counts). Before: `f64`,
+    /// power-of-two growth and a new buffer per bucket, 581 bytes on average over the third
+    /// hour, 672 at a bucket's end.
     #[test]
     fn a_full_forecaster_at_ten_seconds_holds_a_few_hundred_bytes() {
         for shape in [Shape::MEMORY, Shape::CPU] {
