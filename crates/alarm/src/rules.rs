@@ -123,7 +123,7 @@ impl Method {
         match *self {
             Method::Procwatch { sensitivity, shape } => {
                 let p = procwatch_params(sensitivity, shape, horizon_ms);
-                p.trend as i64 * p.step_ms
+                i64::from(p.trend) * p.step_ms
             }
             Method::Linear => window_ms,
             Method::Holt { .. } | Method::Persistence => 0,

@@ -128,6 +128,24 @@ fn cross_validation_prints_held_out_figures_and_draws_the_curve() {
     }
     let held = |i: usize, k: &str| fams[i]["held_out"][k].as_u64().unwrap();
     assert_eq!(v["shapes"], 72);
+    // The dominance check per predict_linear window: memory and CPU with asg fail at W = 5
+    // and 10 min (on the AMBER % guard), CPU without asg is met at every window.
+    let met = |i: usize| -> Vec<bool> {
+        fams[i]["against_linear"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["met"].as_bool().unwrap())
+            .collect()
+    };
+    assert_eq!(met(0), [false, false, true, true]);
+    assert_eq!(met(1), [false, false, true, true]);
+    assert_eq!(met(2), [true, true, true, true]);
+    let w10 = &fams[0]["against_linear"][1];
+    assert_eq!(w10["window_minutes"], 10.0);
+    assert_eq!(w10["more_catches"]["sensitivity"], 1.0);
+    assert_eq!(w10["within_guards"]["sensitivity"], 0.75);
+    assert_eq!(w10["within_guards"]["caught"], 54);
     assert_eq!((held(0, "events"), held(0, "caught"), held(0, "false_episodes")), (83, 62, 97));
     assert_eq!((held(2, "events"), held(2, "caught"), held(2, "false_episodes")), (352, 228, 591));
     // The live defaults are the criterion's picks: memory's on the memory traces, CPU's on

@@ -28,6 +28,9 @@ pub const LINEAR_WINDOWS_MIN: &[i64] = &[5, 10, 20, 30];
 /// - σ floor: 0.1, 0.25 points;
 /// - damping: 1, ½;
 /// - hold-off: 0, 20 min, 30 min.
+///
+/// Nothing is added here after seeing held-out scores: an AMBER expiry and a 10-minute trend
+/// were tried that way and withdrawn (BENCHMARKS.md, Forecaster, says what they measured).
 pub fn shapes() -> Vec<Shape> {
     let min = 60_000;
     let mut out = Vec::new();

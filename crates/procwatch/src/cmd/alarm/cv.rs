@@ -39,7 +39,57 @@ struct FamilyRun<'a> {
     grid: &'a Grid,
 }
 
+/// The issue's dominance check against one `predict_linear` window, on the held-out curve:
+/// some knob with more catches at no more false alarms per day and no higher AMBER %.
+struct AgainstLinear {
+    /// The window, minutes.
+    window: f64,
+    /// predict_linear's pooled cell.
+    linear: Cell,
+    /// Of the knobs with more catches at no more false alarms per day, the one with the
+    /// lowest AMBER % (the closest to meeting the AMBER guard): (knob, cell).
+    more_catches: Option<(f64, Cell)>,
+    /// Of the knobs within both guards (false alarms per day and AMBER %), the one with the
+    /// most catches (the closest to meeting on catches): (knob, cell).
+    within_guards: Option<(f64, Cell)>,
+}
+
+impl AgainstLinear {
+    fn new(window: f64, linear: &Cell, curve: &[(String, f64, Cell)]) -> AgainstLinear {
+        let l = &linear.score;
+        let no_more_false = |c: &Cell| c.score.false_per_day() <= l.false_per_day();
+        let mut more_catches: Option<(f64, Cell)> = None;
+        let mut within_guards: Option<(f64, Cell)> = None;
+        for (_, z, c) in curve {
+            let s = &c.score;
+            if s.caught > l.caught
+                && no_more_false(c)
+                && more_catches.as_ref().is_none_or(|m| s.amber_pct() < m.1.score.amber_pct())
+            {
+                more_catches = Some((*z, c.clone()));
+            }
+            if no_more_false(c)
+                && s.amber_pct() <= l.amber_pct()
+                && within_guards.as_ref().is_none_or(|m| s.caught > m.1.score.caught)
+            {
+                within_guards = Some((*z, c.clone()));
+            }
+        }
+        AgainstLinear { window, linear: linear.clone(), more_catches, within_guards }
+    }
+
+    /// Met: a knob with more catches at no more false alarms/day and no higher AMBER %.
+    fn met(&self) -> bool {
+        self.within_guards.as_ref().is_some_and(|w| w.1.score.caught > self.linear.score.caught)
+    }
+}
+
 impl FamilyRun<'_> {
+    /// The dominance check against every `predict_linear` window.
+    fn against_linear(&self) -> Vec<AgainstLinear> {
+        self.linear.iter().map(|(_, w, c)| AgainstLinear::new(*w, c, &self.curve)).collect()
+    }
+
     /// The live default's cells of the family's traces, pooled (in-sample).
     fn live_pooled(&self) -> Cell {
         let mut c = Cell::default();
@@ -174,6 +224,20 @@ fn json(runs: &[FamilyRun<'_>], proto: &Protocol, criterion: &str) -> serde_json
                     v["window_minutes"] = (*w).into();
                     v
                 }).collect::<Vec<_>>(),
+                "against_linear": r.against_linear().iter().map(|a| {
+                    let point = |p: &Option<(f64, Cell)>| p.as_ref().map_or(serde_json::Value::Null, |(z, c)| {
+                        let mut v = figures(&format!("procwatch z={z}"), c);
+                        v["sensitivity"] = (*z).into();
+                        v
+                    });
+                    serde_json::json!({
+                        "window_minutes": a.window,
+                        "met": a.met(),
+                        "linear": figures(&format!("linear W={}m", a.window), &a.linear),
+                        "more_catches": point(&a.more_catches),
+                        "within_guards": point(&a.within_guards),
+                    })
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -290,6 +354,52 @@ fn table(runs: &[FamilyRun<'_>], args: &BacktestArgs) -> String {
         out += &head;
         for (label, _, c) in r.curve.iter().chain(&r.linear) {
             out += &(row(label, c) + "\n");
+        }
+        let _ = writeln!(
+            out,
+            "-- {} against each predict_linear window (held-out curve): a knob with more catches \
+             at no more false/day and no higher AMBER %?",
+            r.family.name
+        );
+        for a in r.against_linear() {
+            let l = &a.linear.score;
+            let _ = writeln!(
+                out,
+                "W={}m: {} ({} caught, {:.2} false/day, {:.2} % AMBER)",
+                a.window,
+                if a.met() { "met" } else { "NOT met" },
+                l.caught,
+                l.false_per_day(),
+                l.amber_pct()
+            );
+            let point = |(z, c): &(f64, Cell)| {
+                format!(
+                    "z={z}: {} caught, {:.2} false/day, {:.2} % AMBER",
+                    c.score.caught,
+                    c.score.false_per_day(),
+                    c.score.amber_pct()
+                )
+            };
+            match &a.more_catches {
+                Some(p) => {
+                    let _ = writeln!(
+                        out,
+                        "    more catches at no more false/day, lowest AMBER %: {}",
+                        point(p)
+                    );
+                }
+                None => out += "    more catches at no more false/day: no knob\n",
+            }
+            match &a.within_guards {
+                Some(p) => {
+                    let _ = writeln!(
+                        out,
+                        "    within both guards, most catches:                 {}",
+                        point(p)
+                    );
+                }
+                None => out += "    within both guards: no knob\n",
+            }
         }
     }
     out
