@@ -22,7 +22,7 @@
 //! measured; their `--forced-expiry` and `--folds` modes are in this file at commit 437269b.)
 
 use procwatch_alarm::backtest::{
-    amber_samples, events, flags_of, forecasts, parse_trace, prepare, Prepared, Protocol, Scale,
+    amber_samples, events, flags_of, forecasts, prepare_dir, Prepared, Protocol,
 };
 use procwatch_alarm::cv::{self, assessments, decide_all, Criterion, Grid, SENSITIVITY_GRID};
 use procwatch_alarm::forecast::{Assessment, Linear};
@@ -31,20 +31,7 @@ use std::path::PathBuf;
 
 fn load(dir: &str) -> Vec<Prepared> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("traces")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().expect("name").to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(f).expect("read");
-            prepare(&parse_trace(&name, &text).expect("trace"), Scale::Auto, 80.0)
-        })
-        .collect()
+    prepare_dir(&dir, 80.0).expect("traces")
 }
 
 /// Counts per category label.

@@ -5,29 +5,14 @@
 //!
 //! `cargo run --release -p procwatch-alarm --example sweep`
 
-use procwatch_alarm::backtest::{
-    forecast_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
-};
+use procwatch_alarm::backtest::{forecast_flags, prepare_dir, score, Prepared, Protocol, Score};
 use procwatch_alarm::forecast::{Analog, AnalogParams, Forecaster, Holt, Linear};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn traces() -> Vec<Prepared> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("traces")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().expect("name").to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(f).expect("read");
-            prepare(&parse_trace(&name, &text).expect("trace"), Scale::Auto, 80.0)
-        })
-        .collect()
+    prepare_dir(&dir, 80.0).expect("traces")
 }
 
 /// The first or second half of a trace, scored as a trace of its own.

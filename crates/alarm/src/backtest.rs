@@ -199,6 +199,56 @@ pub struct Prepared {
     pub step_ms: i64,
 }
 
+/// A trace directory that could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceDirError {
+    /// The directory or one of its files could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory or file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not a trace.
+    #[error("{path}: {source}")]
+    Trace {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: TraceError,
+    },
+}
+
+/// The `.csv` files of `dir`, sorted by name.
+pub fn trace_files_in(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, TraceDirError> {
+    let io = |source| TraceDirError::Io { path: dir.to_path_buf(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|x| x == "csv") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Every trace of `dir` (its `.csv` files by name), parsed and prepared at `threshold` with
+/// `Scale::Auto`: the traces as the tests, examples and `alarm backtest` score them.
+pub fn prepare_dir(dir: &std::path::Path, threshold: f64) -> Result<Vec<Prepared>, TraceDirError> {
+    let mut out = Vec::new();
+    for path in trace_files_in(dir)? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| TraceDirError::Io { path: path.clone(), source })?;
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let trace =
+            parse_trace(&name, &text).map_err(|source| TraceDirError::Trace { path, source })?;
+        out.push(prepare(&trace, Scale::Auto, threshold));
+    }
+    Ok(out)
+}
+
 /// Scales a trace and names its group.
 pub fn prepare(trace: &Trace, scale: Scale, threshold: f64) -> Prepared {
     let (y, scaled) = match scale {

@@ -2,7 +2,7 @@
 //! traces (copied, with their licence notice, into `tests/data/traces/`).
 
 use procwatch_alarm::backtest::{
-    forecast_flags, oracle_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
+    forecast_flags, oracle_flags, prepare_dir, score, Prepared, Protocol, Score,
 };
 use procwatch_alarm::forecast::{Forecaster, Holt, Linear, Persistence};
 use std::collections::BTreeMap;
@@ -10,21 +10,9 @@ use std::path::PathBuf;
 
 fn traces() -> Vec<Prepared> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 9, "the nine shared traces");
-    files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().unwrap().to_string_lossy();
-            let trace = parse_trace(&name, &std::fs::read_to_string(f).unwrap()).unwrap();
-            prepare(&trace, Scale::Auto, 80.0)
-        })
-        .collect()
+    let traces = prepare_dir(&dir, 80.0).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(traces.len(), 9, "the nine shared traces");
+    traces
 }
 
 fn pooled(traces: &[Prepared], flags: impl Fn(&Prepared) -> Vec<bool>) -> BTreeMap<String, Score> {

@@ -4,7 +4,7 @@
 //! the other traces. These are the held-out figures BENCHMARKS.md reports (section
 //! Forecaster), so a change to the forecaster or the procedure that moves them fails here.
 
-use procwatch_alarm::backtest::{parse_trace, prepare, Prepared, Protocol, Score};
+use procwatch_alarm::backtest::{prepare_dir, Prepared, Protocol, Score};
 use procwatch_alarm::cv::{self, Criterion, FamilyCv, Grid, SENSITIVITY_GRID};
 use procwatch_alarm::forecast::RobustParams;
 use procwatch_alarm::Method;
@@ -13,20 +13,7 @@ use std::path::PathBuf;
 
 fn load(dir: &str) -> Vec<Prepared> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            let trace = parse_trace(&name, &std::fs::read_to_string(f).unwrap()).unwrap();
-            prepare(&trace, procwatch_alarm::backtest::Scale::Auto, 80.0)
-        })
-        .collect()
+    prepare_dir(&dir, 80.0).unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Run {

@@ -19,7 +19,8 @@ mod cv;
 
 use anyhow::{bail, Context, Result};
 use procwatch_alarm::backtest::{
-    forecast_flags, oracle_flags, parse_trace, prepare, score, Prepared, Protocol, Scale, Score,
+    forecast_flags, oracle_flags, parse_trace, prepare, score, trace_files_in, Prepared, Protocol,
+    Scale, Score,
 };
 use procwatch_alarm::forecast::{Forecaster, SENSITIVITY_RANGE};
 use procwatch_alarm::rules::{parse_duration_ms, Method};
@@ -238,13 +239,7 @@ fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut csv: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "csv"))
-                .collect();
-            csv.sort();
-            files.extend(csv);
+            files.extend(trace_files_in(p).context("cannot list the trace directory")?);
         } else {
             files.push(p.clone());
         }
