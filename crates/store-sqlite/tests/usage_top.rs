@@ -7,22 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use procwatch_model::{Batch, Sample};
+use procwatch_model::Sample;
+use procwatch_store::conformance::batch;
 use procwatch_store::{RowOrder, Storage, UsageNeeds, UsageQuery, UsageRow};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
-
-fn batch(host: &str, samples: Vec<Sample>) -> Batch {
-    Batch {
-        host: host.into(),
-        agent: "t".into(),
-        seq: 1,
-        interval_ms: 10_000,
-        host_totals: vec![],
-        samples,
-        dropped_samples: 0,
-        report: None,
-    }
-}
 
 fn only(k: usize, spread: bool, last: bool) -> UsageNeeds {
     let mut metrics = [false; 4];
@@ -54,7 +42,7 @@ async fn ranked_rows_are_the_sorted_listings_first_rows() {
                 });
             }
         }
-        store.write_batch(&batch(&format!("host-{h:02}"), samples)).await.unwrap();
+        store.write_batch(&batch(&format!("host-{h:02}"), 1, samples)).await.unwrap();
     }
     let fig = |f: fn(&UsageRow) -> f64| -> RowOrder {
         Arc::new(move |a: &UsageRow, b: &UsageRow| f(a).total_cmp(&f(b)))
