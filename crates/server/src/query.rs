@@ -523,14 +523,14 @@ pub async fn usage(
         None if two_phase => NAMES_ONLY,
         _ => full_needs,
     };
-    // A figure's order without name filters: the store may rank the rows itself and build
-    // only the page's (`Storage::usage_top`); `None` when it cannot.
+    // A figure's order (name orders need no figure) without name filters: the store may rank
+    // the rows itself and build only the page's (`Storage::usage_top`); `None` when it cannot.
     let ranked = match &sort {
-        Some((cmp, _, _))
+        Some((cmp, _, needs))
             if two_phase
+                && *needs != NAMES_ONLY
                 && host_glob.is_none()
-                && process_glob.is_none()
-                && !matches!(p.sort.as_deref(), Some("process" | "host")) =>
+                && process_glob.is_none() =>
         {
             let order: SortCmp = {
                 let cmp = cmp.clone();
