@@ -100,57 +100,6 @@ pub(crate) fn disk_series(
         let blob = blob_at(row, 1)?;
         parts.push((gen, codec::decode(blob).map_err(other)?));
     }
-    Ok(series_from_parts(parts, sid, late, from, to))
-}
-
-/// The chunks of the series in `sids` that overlap `[from, to)`, decoded, per series in
-/// `(gen, id)` order: one scan for a fleet instead of one lookup per series.
-pub(crate) fn chunks_of_many(
-    conn: &Connection,
-    sids: &std::collections::HashSet<u32>,
-    from: TsMs,
-    to: TsMs,
-) -> StoreResult<std::collections::HashMap<u32, Vec<(i64, Columns)>>> {
-    let mut out: std::collections::HashMap<u32, Vec<(i64, i64, Columns)>> =
-        std::collections::HashMap::new();
-    if from < to {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT series_id, gen, id, data FROM chunks WHERE end_ts >= ?1 AND start_ts < ?2",
-            )
-            .map_err(db_err)?;
-        let mut rows = stmt.query(params![from, to]).map_err(db_err)?;
-        while let Some(row) = rows.next().map_err(db_err)? {
-            let sid: u32 = row.get(0).map_err(db_err)?;
-            if !sids.contains(&sid) {
-                continue;
-            }
-            let (gen, id): (i64, i64) = (row.get(1).map_err(db_err)?, row.get(2).map_err(db_err)?);
-            let c = codec::decode(blob_at(row, 3)?).map_err(other)?;
-            out.entry(sid).or_default().push((gen, id, c));
-        }
-    }
-    Ok(out
-        .into_iter()
-        .map(|(sid, mut v)| {
-            v.sort_by_key(|&(gen, id, _)| (gen, id));
-            (sid, v.into_iter().map(|(gen, _, c)| (gen, c)).collect())
-        })
-        .collect())
-}
-
-/// One series in `[from, to)` from its decoded chunks (`parts`, in `(gen, id)` order) and its
-/// host's late head rows, merged by `gen`: what `disk_series` reads, from parts read already.
-pub(crate) fn series_from_parts(
-    mut parts: Vec<(i64, Columns)>,
-    sid: u32,
-    late: &[(i64, Vec<HeadRec>)],
-    from: TsMs,
-    to: TsMs,
-) -> Columns {
-    if from >= to {
-        return Columns::default();
-    }
     for (gen, recs) in late {
         let mut c = Columns::default();
         for r in recs.iter().filter(|r| r.sid == sid) {
@@ -171,10 +120,10 @@ pub(crate) fn series_from_parts(
         }
     }
     if parts.is_empty() {
-        return Columns::default();
+        return Ok(Columns::default());
     }
     parts.sort_by_key(|(g, _)| *g);
-    merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to)
+    Ok(merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to))
 }
 
 pub(crate) fn append_columns(dst: &mut Columns, src: &Columns, r: std::ops::Range<usize>) {

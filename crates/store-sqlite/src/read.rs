@@ -13,19 +13,13 @@ use rusqlite::params;
 
 use crate::catalog::{HostEntry, Sel};
 use crate::codec::Columns;
-use crate::disk::{
-    append_columns, chunks_of_many, col_sample, disk_series, late_rows, series_from_parts,
-};
+use crate::disk::{append_columns, col_sample, disk_series, late_rows};
 use crate::head::HeadRec;
 use crate::index;
 use crate::index::{MergedAcc, Scratch};
 use crate::inner::Inner;
 use crate::memory::usage_from_memory;
 use crate::schema::db_err;
-
-/// From this many series whose window reaches below their memory floor on, a read takes
-/// their chunks in one scan of the time index instead of one lookup per series.
-const BATCH_CHUNK_READS: usize = 256;
 
 impl Inner {
     /// Full columns of `sel` in `[from, to)`: chunks below the host's memory floor, memory above.
@@ -55,21 +49,6 @@ impl Inner {
             let mut out = Vec::with_capacity(sels.len());
             // Each host's late head rows, read once (usually none).
             let mut late: HashMap<u32, Vec<(i64, Vec<HeadRec>)>> = HashMap::new();
-            // Many series below their floor (a fleet's window longer than memory's): their
-            // chunks in one scan, not one lookup each.
-            let below: Vec<&Sel> = sels
-                .iter()
-                .zip(&mem_parts)
-                .filter(|(_, (f, _))| from < *f)
-                .map(|(s, _)| s)
-                .collect();
-            let mut batch = if below.len() >= BATCH_CHUNK_READS {
-                let top = mem_parts.iter().map(|(f, _)| *f).max().unwrap_or(from).min(to);
-                let sids = below.iter().map(|s| s.sid).collect();
-                Some(chunks_of_many(conn, &sids, from, top)?)
-            } else {
-                None
-            };
             for (s, (floor, mem)) in sels.iter().zip(mem_parts) {
                 if from < floor {
                     let host_late = match late.entry(s.host.id) {
@@ -78,13 +57,7 @@ impl Inner {
                             v.insert(late_rows(conn, s.host.id, from, to)?)
                         }
                     };
-                    let mut c = match &mut batch {
-                        Some(b) => {
-                            let parts = b.remove(&s.sid).unwrap_or_default();
-                            series_from_parts(parts, s.sid, host_late, from, to.min(floor))
-                        }
-                        None => disk_series(conn, s.sid, host_late, from, to.min(floor))?,
-                    };
+                    let mut c = disk_series(conn, s.sid, host_late, from, to.min(floor))?;
                     append_columns(&mut c, &mem, 0..mem.len());
                     out.push(c);
                 } else {
