@@ -16,10 +16,12 @@
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
 //! - **Group commit, several INSERTs in flight** (`group.rs`): a batch's rows join a bounded
-//!   queue; while fewer than `max_inserts_in_flight` (4) data INSERTs run, one starts at once
-//!   with everything queued, so an idle cluster adds no wait and under load the batches that
-//!   would wait share the next INSERT (a replicated INSERT costs about the same whether it
-//!   carries 300 rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
+//!   queue; while fewer than `max_inserts_in_flight` (4) data INSERTs run, a new one starts
+//!   after a short linger (`insert_linger`, 5 ms) with everything queued by then, so batches
+//!   arriving close together share it, and under load the batches that would wait share the
+//!   next INSERT (a replicated INSERT costs about the same whether it carries 300 rows or
+//!   5,000, and takes 30–60 ms on the test box: the linger adds a tenth to an idle cluster's
+//!   answer). `write_batch` returns `Ok` only once the INSERT holding its
 //!   rows was acknowledged; a failed INSERT fails every batch in it. A batch that was grouped
 //!   and is retried alone is a different block, so the insert deduplication does not catch
 //!   it: it is stored again as the same `(host, process, ts, version)` rows, which `FINAL`
@@ -87,6 +89,9 @@ use procwatch_store::{
 use hosts::{Book, HostState};
 use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 
+/// The default [`ClickHouseConfig::insert_linger`].
+pub const DEFAULT_INSERT_LINGER: Duration = Duration::from_millis(5);
+
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
@@ -113,6 +118,12 @@ pub struct ClickHouseConfig {
     /// Rows in one grouped INSERT at most (a single larger batch still goes alone). Default
     /// 100,000.
     pub max_group_rows: usize,
+    /// How long a data INSERT that is about to start waits for more batches to share it
+    /// (see `group.rs`): every batch may wait this much longer for its answer, and batches
+    /// arriving close together cost the cluster one replicated INSERT instead of several.
+    /// At most 100 ms; 0 starts every INSERT at once. Default 5 ms (BENCHMARKS.md,
+    /// "ClickHouse cluster", Run 5).
+    pub insert_linger: Duration,
 }
 
 impl ClickHouseConfig {
@@ -128,6 +139,7 @@ impl ClickHouseConfig {
             hosts_flush_every: Duration::from_secs(1),
             max_inserts_in_flight: 4,
             max_group_rows: 100_000,
+            insert_linger: DEFAULT_INSERT_LINGER,
         }
     }
 }
@@ -375,6 +387,9 @@ pub struct WriteStats {
     pub data_inserts: u64,
     /// Batches those INSERTs carried.
     pub batches: u64,
+    /// The time those INSERTs took, summed (from sending to ClickHouse's answer; the mean is
+    /// this over `data_inserts`).
+    pub data_insert_time: Duration,
     /// INSERTs of pending host bookkeeping into `hosts`.
     pub host_flushes: u64,
 }
@@ -447,7 +462,12 @@ impl ClickHouseStore {
             flush_every: cfg.hosts_flush_every,
             host_flushes: AtomicU64::new(0),
         });
-        let group = group::GroupCommit::new(conn, cfg.max_inserts_in_flight, cfg.max_group_rows);
+        let settings = group::Settings {
+            max_in_flight: cfg.max_inserts_in_flight,
+            max_group_rows: cfg.max_group_rows,
+            linger: cfg.insert_linger,
+        };
+        let group = group::GroupCommit::new(conn, clock.clone(), settings);
         let store = ClickHouseStore { client, cfg, clock, core, group, floor: AtomicI64::new(0) };
         for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
             store.run(store.client.query(&sql).execute()).await?;
@@ -472,9 +492,14 @@ impl ClickHouseStore {
 
     /// How the writes went since the store connected.
     pub fn write_stats(&self) -> WriteStats {
-        let (data_inserts, batches) = self.group.stats();
+        let g = self.group.stats();
         let host_flushes = self.core.host_flushes.load(Ordering::Relaxed);
-        WriteStats { data_inserts, batches, host_flushes }
+        WriteStats {
+            data_inserts: g.groups,
+            batches: g.batches,
+            data_insert_time: g.insert_time,
+            host_flushes,
+        }
     }
 
     /// Writes the host bookkeeping this store has not written yet to `hosts` now (the periodic
