@@ -17,11 +17,10 @@
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
 //! - **Group commit, several INSERTs in flight** (`group.rs`): a batch's rows join a bounded
 //!   queue; while fewer than `max_inserts_in_flight` (4) data INSERTs run, a new one starts
-//!   after a short linger (`insert_linger`, 5 ms) with everything queued by then, so batches
-//!   arriving close together share it, and under load the batches that would wait share the
-//!   next INSERT (a replicated INSERT costs about the same whether it carries 300 rows or
-//!   5,000, and takes 30–60 ms on the test box: the linger adds a tenth to an idle cluster's
-//!   answer). `write_batch` returns `Ok` only once the INSERT holding its
+//!   with everything queued (at once, or after `insert_linger` when one is set: off by
+//!   default), so an idle cluster adds no wait, and under load the batches that would wait
+//!   share the next INSERT (a replicated INSERT costs about the same whether it carries 300
+//!   rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
 //!   rows was acknowledged; a failed INSERT fails every batch in it. A batch that was grouped
 //!   and is retried alone is a different block, so the insert deduplication does not catch
 //!   it: it is stored again as the same `(host, process, ts, version)` rows, which `FINAL`
@@ -90,7 +89,7 @@ use hosts::{Book, HostState};
 use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 
 /// The default [`ClickHouseConfig::insert_linger`].
-pub const DEFAULT_INSERT_LINGER: Duration = Duration::from_millis(5);
+pub const DEFAULT_INSERT_LINGER: Duration = Duration::ZERO;
 
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -121,8 +120,8 @@ pub struct ClickHouseConfig {
     /// How long a data INSERT that is about to start waits for more batches to share it
     /// (see `group.rs`): every batch may wait this much longer for its answer, and batches
     /// arriving close together cost the cluster one replicated INSERT instead of several.
-    /// At most 100 ms; 0 starts every INSERT at once. Default 5 ms (BENCHMARKS.md,
-    /// "ClickHouse cluster", Run 5).
+    /// At most 100 ms. Default 0: every INSERT starts at once (BENCHMARKS.md, "ClickHouse
+    /// cluster", Run 5: at 4 concurrent writers a 5 ms linger lowered the rate).
     pub insert_linger: Duration,
 }
 
