@@ -45,6 +45,9 @@
 //!   every server's reads and writes of a shard to the same (first live) replica. The small
 //!   catalogs (`hosts`, `alarm_events`) are read on the node this store talks to: another
 //!   server's update shows there once replicated (milliseconds).
+//! - **Alarm events** go to `alarm_events` (replicated on every node) one INSERT per call of
+//!   `put_alarm_events`, which the server's evaluator makes once per pass with all of the
+//!   pass's events, not one replicated INSERT per event.
 //! - **Retention** drops whole day partitions (`ALTER … DROP PARTITION`, ClickHouse 18.16 has
 //!   no `TTL`) and keeps a retention floor (table `meta`) that every query applies, so rows of
 //!   the cutoff's own day below the cutoff are invisible until their partition goes.
@@ -684,6 +687,10 @@ impl Storage for ClickHouseStore {
 
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
         Ok(queries::put_alarm_event(self, event).await?)
+    }
+
+    async fn put_alarm_events(&self, events: &[AlarmEvent]) -> StoreResult<()> {
+        Ok(queries::put_alarm_events(self, events).await?)
     }
 
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
