@@ -427,6 +427,13 @@ fn main() {
                 Ok(n) => println!("alarm_events rows written during the run: {}", n.trim()),
                 Err(e) => println!("alarm_events rows: {e}"),
             }
+            // Parts made on the node the store writes to, merged or not: about one per INSERT.
+            let q = "SELECT count() FROM system.parts \
+                     WHERE database = 'bench' AND table = 'alarm_events'";
+            match c.sql(0, q) {
+                Ok(n) => println!("alarm_events parts (active or merged away): {}", n.trim()),
+                Err(e) => println!("alarm_events parts: {e}"),
+            }
         }
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url());
