@@ -11,10 +11,10 @@
 //! linger). (Run 2's group commit allowed one INSERT in flight and serialized the writes; this
 //! one keeps the parallelism.) The linger is off by default: Run 5 measured 5 ms at 4
 //! concurrent writers and the rate fell (same-run ratio to InfluxDB 0.29, 0.29 and 0.09
-//! against 0.18–0.41 without): the batches of a group belong to hosts on different shards, so
-//! a group of two still costs a replicated INSERT on each shard it touches and answers when
-//! the slower has, after the linger. At 16 writers it carried 4.7 instead of 2.9 batches per
-//! INSERT at the same rate.
+//! against 0.18–0.41 without). The likely reason (inferred, not measured per shard): the
+//! batches of a group are hosts on different shards, so a group of two still costs a
+//! replicated INSERT on each shard it touches and answers when the slower has, after the
+//! linger. At 16 writers it carried 4.7 instead of 2.9 batches per INSERT at the same rate.
 //!
 //! Every batch of a group gets the group's result: `Ok` only once ClickHouse acknowledged the
 //! INSERT holding its rows (`insert_distributed_sync=1`: written on a replica of every target
