@@ -8,7 +8,11 @@
 //! a 2-shard x 2-replica cluster + ZooKeeper started on loopback, see docs/scaling-out.md),
 //! `PROCWATCH_BENCH_INFLUX=0` to skip InfluxDB (else `influxd` must be on PATH),
 //! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4),
-//! `PROCWATCH_BENCH_CH_INFLIGHT` (the cluster store's data INSERTs in flight, default 4).
+//! `PROCWATCH_BENCH_CH_INFLIGHT` (the cluster store's data INSERTs in flight, default 4),
+//! `PROCWATCH_BENCH_CH_LINGER_MS` (the cluster store's `insert_linger`, default the store's),
+//! `PROCWATCH_BENCH_INTERVAL_S` (the server's interval, default 10: how often its alarm
+//! evaluator reads the fleet and stores events while the bench ingests), and
+//! `PROCWATCH_BENCH_QUERIES=0` to stop after the ingestion rows (no query rows, no bytes).
 //!
 //! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
 //! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
@@ -159,16 +163,19 @@ async fn send_all(
 ) -> Duration {
     let next = Arc::new(AtomicUsize::new(0));
     let bodies = Arc::new(bodies.to_vec());
+    // Request latencies, summed (µs), for the mean printed below.
+    let busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (client, url, next, bodies) =
-            (client.clone(), url.to_owned(), next.clone(), bodies.clone());
+        let (client, url, next, bodies, busy) =
+            (client.clone(), url.to_owned(), next.clone(), bodies.clone(), busy.clone());
         let ct = content_type.to_owned();
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
+                let t = Instant::now();
                 let resp = client
                     .post(&url)
                     .header("content-type", &ct)
@@ -179,13 +186,22 @@ async fn send_all(
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
                 assert!(status.is_success(), "{url}: {status} {text}");
+                busy.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    start.elapsed()
+    let took = start.elapsed();
+    let n = bodies.len().max(1) as f64;
+    println!(
+        "{url}: {} requests, {conns} in flight, {:.2} s, mean request latency {:.1} ms",
+        bodies.len(),
+        took.as_secs_f64(),
+        busy.load(Ordering::Relaxed) as f64 / n / 1000.0
+    );
+    took
 }
 
 struct Latency {
@@ -316,6 +332,14 @@ fn main() {
                 cfg.max_inserts_in_flight =
                     n.parse().expect("PROCWATCH_BENCH_CH_INFLIGHT: a count");
             }
+            if let Ok(ms) = std::env::var("PROCWATCH_BENCH_CH_LINGER_MS") {
+                let ms: u64 = ms.parse().expect("PROCWATCH_BENCH_CH_LINGER_MS: milliseconds");
+                cfg.insert_linger = Duration::from_millis(ms);
+            }
+            println!(
+                "clickhouse store: {} INSERTs in flight, linger {:?}",
+                cfg.max_inserts_in_flight, cfg.insert_linger
+            );
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));
@@ -352,7 +376,9 @@ fn main() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The benchmark measures how fast the server ingests, so the per-peer ingestion rate limit
     // (a defence against a runaway client, 200 requests/s by default) is off here.
-    let config = ServerConfig { ingest_rate: 0.0, ..ServerConfig::default() };
+    let interval = Duration::from_secs(env_usize("PROCWATCH_BENCH_INTERVAL_S", 10) as u64);
+    let queries = std::env::var("PROCWATCH_BENCH_QUERIES").map(|v| v != "0").unwrap_or(true);
+    let config = ServerConfig { ingest_rate: 0.0, interval, ..ServerConfig::default() };
     let server = server_rt.spawn(procwatch_server::run(listener, config, store.clone(), async {
         let _ = stop_rx.await;
     }));
@@ -398,7 +424,28 @@ fn main() {
         }
         if let Some(s) = &ch_store {
             // Group commit: how many data INSERTs and `hosts` flushes the batches cost.
-            println!("clickhouse writes during ingestion: {:?}", s.write_stats());
+            let w = s.write_stats();
+            println!(
+                "clickhouse writes during ingestion: {w:?}; mean data INSERT {:.1} ms, {:.2} batches per INSERT",
+                w.data_insert_time.as_secs_f64() * 1000.0 / w.data_inserts.max(1) as f64,
+                w.batches as f64 / w.data_inserts.max(1) as f64
+            );
+        }
+        if let Some(c) = &cluster {
+            // What the server's alarm evaluator stored meanwhile (one INSERT per event; without
+            // `FINAL` every write of an event counts).
+            let q = "SELECT count() FROM bench.alarm_events";
+            match c.sql(0, q) {
+                Ok(n) => println!("alarm_events rows written during the run: {}", n.trim()),
+                Err(e) => println!("alarm_events rows: {e}"),
+            }
+            // Parts made on the node the store writes to, merged or not: about one per INSERT.
+            let q = "SELECT count() FROM system.parts \
+                     WHERE database = 'bench' AND table = 'alarm_events'";
+            match c.sql(0, q) {
+                Ok(n) => println!("alarm_events parts (active or merged away): {}", n.trim()),
+                Err(e) => println!("alarm_events parts: {e}"),
+            }
         }
         if let Some(ix) = &influx {
             let url = format!("{}/write?db=bench&precision=ms", ix.url());
@@ -407,6 +454,9 @@ fn main() {
         }
         results.insert("1 ingest, batches of 5,000 samples", (ours_5k, theirs_5k));
         results.insert("2 ingest, batches of 1 host x 300 processes", (ours_300, theirs_300));
+        if !queries {
+            return;
+        }
 
         if let Some(s) = &sqlite {
             // Steady state: the head folded as the maintenance thread would have by now; the
@@ -520,6 +570,7 @@ fn main() {
     let _ = stop_tx.send(());
     server_rt.block_on(server).unwrap().unwrap();
     let ours_disk = match &sqlite {
+        _ if !queries => "- (PROCWATCH_BENCH_QUERIES=0)".into(),
         Some(s) => {
             let before = s.disk_bytes();
             s.compact_at(now_ms() + 4 * 3_600_000).unwrap();
@@ -537,6 +588,7 @@ fn main() {
         },
     };
     let theirs_disk = match &influx {
+        Some(_) if !queries => "-".into(),
         Some(ix) => {
             std::thread::sleep(Duration::from_secs(30));
             let is_tsm = |p: &Path| p.extension().is_some_and(|e| e == "tsm");

@@ -86,6 +86,9 @@ impl Storage for MeteredStore {
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
         self.inner.put_alarm_event(event).await
     }
+    async fn put_alarm_events(&self, events: &[AlarmEvent]) -> StoreResult<()> {
+        self.inner.put_alarm_events(events).await
+    }
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {
         self.inner.alarm_events(q).await
     }

@@ -16,10 +16,11 @@
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
 //! - **Group commit, several INSERTs in flight** (`group.rs`): a batch's rows join a bounded
-//!   queue; while fewer than `max_inserts_in_flight` (4) data INSERTs run, one starts at once
-//!   with everything queued, so an idle cluster adds no wait and under load the batches that
-//!   would wait share the next INSERT (a replicated INSERT costs about the same whether it
-//!   carries 300 rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
+//!   queue; while fewer than `max_inserts_in_flight` (4) data INSERTs run, a new one starts
+//!   with everything queued (at once, or after `insert_linger` when one is set: off by
+//!   default), so an idle cluster adds no wait, and under load the batches that would wait
+//!   share the next INSERT (a replicated INSERT costs about the same whether it carries 300
+//!   rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
 //!   rows was acknowledged; a failed INSERT fails every batch in it. A batch that was grouped
 //!   and is retried alone is a different block, so the insert deduplication does not catch
 //!   it: it is stored again as the same `(host, process, ts, version)` rows, which `FINAL`
@@ -44,6 +45,9 @@
 //!   every server's reads and writes of a shard to the same (first live) replica. The small
 //!   catalogs (`hosts`, `alarm_events`) are read on the node this store talks to: another
 //!   server's update shows there once replicated (milliseconds).
+//! - **Alarm events** go to `alarm_events` (replicated on every node) one INSERT per call of
+//!   `put_alarm_events`, which the server's evaluator makes once per pass with all of the
+//!   pass's events, not one replicated INSERT per event.
 //! - **Retention** drops whole day partitions (`ALTER … DROP PARTITION`, ClickHouse 18.16 has
 //!   no `TTL`) and keeps a retention floor (table `meta`) that every query applies, so rows of
 //!   the cutoff's own day below the cutoff are invisible until their partition goes.
@@ -87,6 +91,9 @@ use procwatch_store::{
 use hosts::{Book, HostState};
 use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 
+/// The default [`ClickHouseConfig::insert_linger`].
+pub const DEFAULT_INSERT_LINGER: Duration = Duration::ZERO;
+
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
@@ -113,6 +120,12 @@ pub struct ClickHouseConfig {
     /// Rows in one grouped INSERT at most (a single larger batch still goes alone). Default
     /// 100,000.
     pub max_group_rows: usize,
+    /// How long a data INSERT that is about to start waits for more batches to share it
+    /// (see `group.rs`): every batch may wait this much longer for its answer, and batches
+    /// arriving close together cost the cluster one replicated INSERT instead of several.
+    /// At most 100 ms. Default 0: every INSERT starts at once (BENCHMARKS.md, "ClickHouse
+    /// cluster", Run 5: at 4 concurrent writers a 5 ms linger lowered the rate).
+    pub insert_linger: Duration,
 }
 
 impl ClickHouseConfig {
@@ -128,6 +141,7 @@ impl ClickHouseConfig {
             hosts_flush_every: Duration::from_secs(1),
             max_inserts_in_flight: 4,
             max_group_rows: 100_000,
+            insert_linger: DEFAULT_INSERT_LINGER,
         }
     }
 }
@@ -375,6 +389,9 @@ pub struct WriteStats {
     pub data_inserts: u64,
     /// Batches those INSERTs carried.
     pub batches: u64,
+    /// The time those INSERTs took, summed (from sending to ClickHouse's answer; the mean is
+    /// this over `data_inserts`).
+    pub data_insert_time: Duration,
     /// INSERTs of pending host bookkeeping into `hosts`.
     pub host_flushes: u64,
 }
@@ -447,7 +464,12 @@ impl ClickHouseStore {
             flush_every: cfg.hosts_flush_every,
             host_flushes: AtomicU64::new(0),
         });
-        let group = group::GroupCommit::new(conn, cfg.max_inserts_in_flight, cfg.max_group_rows);
+        let settings = group::Settings {
+            max_in_flight: cfg.max_inserts_in_flight,
+            max_group_rows: cfg.max_group_rows,
+            linger: cfg.insert_linger,
+        };
+        let group = group::GroupCommit::new(conn, clock.clone(), settings);
         let store = ClickHouseStore { client, cfg, clock, core, group, floor: AtomicI64::new(0) };
         for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
             store.run(store.client.query(&sql).execute()).await?;
@@ -472,9 +494,14 @@ impl ClickHouseStore {
 
     /// How the writes went since the store connected.
     pub fn write_stats(&self) -> WriteStats {
-        let (data_inserts, batches) = self.group.stats();
+        let g = self.group.stats();
         let host_flushes = self.core.host_flushes.load(Ordering::Relaxed);
-        WriteStats { data_inserts, batches, host_flushes }
+        WriteStats {
+            data_inserts: g.groups,
+            batches: g.batches,
+            data_insert_time: g.insert_time,
+            host_flushes,
+        }
     }
 
     /// Writes the host bookkeeping this store has not written yet to `hosts` now (the periodic
@@ -660,6 +687,10 @@ impl Storage for ClickHouseStore {
 
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()> {
         Ok(queries::put_alarm_event(self, event).await?)
+    }
+
+    async fn put_alarm_events(&self, events: &[AlarmEvent]) -> StoreResult<()> {
+        Ok(queries::put_alarm_events(self, events).await?)
     }
 
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>> {

@@ -130,3 +130,60 @@ async fn concurrent_batches_share_inserts_and_each_is_acknowledged_once_stored()
     store.write_batch(&nth(t0, 0, 9)).await.expect("a retry once the replicas are writable");
     assert_eq!(series_counts(&store, t0).await, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_insert_groups_free_slots_and_acknowledges_only_once_stored() {
+    let test = "a_lingering_insert_groups_free_slots_and_acknowledges_only_once_stored";
+    let Some(cluster) = Cluster::start_or_skip(test) else {
+        return;
+    };
+    let db = "group_linger";
+    let t0 = base_ts();
+    // As many INSERT slots as writers: without a linger nothing would have to wait, so what
+    // groups here is what the linger held back.
+    let (hosts, rounds) = (8usize, 5u64);
+    let mut cfg = cluster.config(db);
+    cfg.max_inserts_in_flight = hosts;
+    cfg.insert_linger = std::time::Duration::from_millis(100);
+    let store = Arc::new(ClickHouseStore::connect(cfg).await.expect("connect"));
+    let start = Arc::new(tokio::sync::Barrier::new(hosts));
+    let mut tasks = Vec::new();
+    for h in 0..hosts {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            for n in 0..rounds {
+                let b = nth(t0, h, n);
+                store.write_batch(&b).await.expect("write");
+                // Acknowledged means the INSERT holding it was: readable now.
+                let ts = b.samples[0].ts;
+                let q = UsageQuery {
+                    from: ts,
+                    to: ts + 1,
+                    host: Some(b.host.clone()),
+                    process: None,
+                    per_host: true,
+                };
+                let got = store.usage(&q).await.expect("usage").len();
+                assert_eq!(got, PER_BATCH, "batch ({h}, {n}) acknowledged before it was stored");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a writer");
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.batches, hosts as u64 * rounds);
+    assert!(
+        stats.data_inserts * 2 <= stats.batches,
+        "8 writers in step with 8 free slots and a 100 ms linger shared too few INSERTs: {stats:?}"
+    );
+    // Every row once, counted without `FINAL` where the store writes (nodes 0 and 2).
+    let q = format!("SELECT count() FROM {db}.samples_local");
+    let rows: u64 = [0, 2]
+        .iter()
+        .map(|&i| cluster.sql(i, &q).expect("count").trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(rows, (hosts * PER_BATCH) as u64 * rounds);
+    assert_eq!(series_counts(&store, t0).await, vec![rounds; hosts * PER_BATCH]);
+}

@@ -411,6 +411,23 @@ pub trait Storage: Send + Sync + 'static {
     /// Inserts or replaces (by `id`) an alarm event.
     async fn put_alarm_event(&self, event: &AlarmEvent) -> StoreResult<()>;
 
+    /// Inserts or replaces (by `id`) several alarm events, in order (a later event with the
+    /// same `id` wins): what one evaluation pass raised. The default stores them one by one
+    /// with [`Storage::put_alarm_event`], every one even when another fails, and returns the
+    /// first error; a backend where each write is a costly round trip (the ClickHouse
+    /// cluster) writes them in one request, all or none.
+    async fn put_alarm_events(&self, events: &[AlarmEvent]) -> StoreResult<()> {
+        let mut first = Ok(());
+        for e in events {
+            if let Err(error) = self.put_alarm_event(e).await {
+                if first.is_ok() {
+                    first = Err(error);
+                }
+            }
+        }
+        first
+    }
+
     /// Alarm events matching the query, newest first.
     async fn alarm_events(&self, q: &AlarmQuery) -> StoreResult<Vec<AlarmEvent>>;
 

@@ -204,6 +204,12 @@ pub struct ServerArgs {
     )]
     pub clickhouse_database: String,
 
+    /// For --store clickhouse: how long a data INSERT waits for more batches to share it
+    /// before it starts (humantime, e.g. 5ms; at most 100ms; 0s: each starts at once). Each
+    /// batch's answer may come that much later; batches arriving together share one INSERT.
+    #[arg(long, env = "PROCWATCH_CLICKHOUSE_INSERT_LINGER", default_value = "0s", value_parser = procwatch_model::duration::parse)]
+    pub clickhouse_insert_linger: Duration,
+
     /// ZooKeeper of the ClickHouse cluster (HOST:PORT[,HOST:PORT...]), for --store clickhouse:
     /// servers sharing the cluster register there and split the alarm evaluation among the live
     /// ones, so each alarm fires once (docs/scaling-out.md). Unset: this server evaluates every
@@ -412,11 +418,12 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
             let Some(url) = &args.clickhouse_url else {
                 bail!("--store clickhouse needs --clickhouse-url (e.g. http://127.0.0.1:8123)");
             };
-            let cfg = procwatch_store_clickhouse::ClickHouseConfig::new(
+            let mut cfg = procwatch_store_clickhouse::ClickHouseConfig::new(
                 url,
                 &args.clickhouse_cluster,
                 &args.clickhouse_database,
             );
+            cfg.insert_linger = args.clickhouse_insert_linger;
             let store = procwatch_store_clickhouse::ClickHouseStore::connect(cfg)
                 .await
                 .context("cannot open the clickhouse store")?;

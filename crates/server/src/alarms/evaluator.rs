@@ -186,11 +186,11 @@ impl Alarms {
             (events, engine.active())
         };
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-        // Store first, then tell: a client that reacts to an event finds it in the store.
-        for ev in &events {
-            if let Err(error) = ctx.store.put_alarm_event(ev).await {
-                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
-            }
+        // Store first, then tell: a client that reacts to an event finds it in the store. The
+        // pass's events go in one call (one INSERT on the cluster store, not one per event).
+        if let Err(error) = ctx.store.put_alarm_events(&events).await {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            tracing::warn!(message = "Cannot store alarm events.", %error, count = events.len(), ids = ?ids);
         }
         let mut updates = Vec::new();
         {
@@ -206,10 +206,9 @@ impl Alarms {
                 }
             }
         }
-        for ev in &updates {
-            if let Err(error) = ctx.store.put_alarm_event(ev).await {
-                tracing::warn!(message = "Cannot update an alarm event.", %error, id = %ev.id);
-            }
+        if let Err(error) = ctx.store.put_alarm_events(&updates).await {
+            let ids: Vec<&str> = updates.iter().map(|e| e.id.as_str()).collect();
+            tracing::warn!(message = "Cannot update alarm events.", %error, count = updates.len(), ids = ?ids);
         }
         ctx.governor.set_alarming(&active);
         self.set_active(active);

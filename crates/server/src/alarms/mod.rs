@@ -31,8 +31,9 @@
 //!   pass evaluates only the hosts this server owns, and none while it has no share; hosts
 //!   taken over have their open alarms restored from the store (see [`share`] and
 //!   [`crate::ownership`]).
-//! - **Events.** Every transition is stored with `Storage::put_alarm_event` (upsert by id; an
-//!   open event has no `end`). An open event's growing `peak` is written back after each pass.
+//! - **Events.** Every transition is stored with `Storage::put_alarm_events`, a pass's events
+//!   in one call (upsert by id; an open event has no `end`). An open event's growing `peak` is
+//!   written back after each pass.
 //!   At start the open events of the store are restored into the engine, so a restart neither
 //!   raises them again nor forgets them. No pass runs before the restore succeeded: with the
 //!   store down at start, the evaluator retries it (100 ms, doubling, at most every 10 s)
@@ -202,10 +203,9 @@ impl Alarms {
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
             (engine.retire_host(host, now, reason), engine.active())
         };
-        for ev in &events {
-            if let Err(error) = store.put_alarm_event(ev).await {
-                tracing::warn!(message = "Cannot store an alarm event.", %error, id = %ev.id);
-            }
+        if let Err(error) = store.put_alarm_events(&events).await {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            tracing::warn!(message = "Cannot store alarm events.", %error, count = events.len(), ids = ?ids);
         }
         self.set_active(active);
         for ev in &events {
