@@ -103,6 +103,7 @@ pub mod floor;
 
 use group_extras::{ExtrasAcc, ProcExtras};
 pub use procwatch_model::extras::{ExtraMetric, ExtraSet};
+use procwatch_model::precision::{round_cores, round_percent};
 use procwatch_model::{HostTotal, Sample, TsMs};
 use std::collections::HashMap;
 
@@ -359,9 +360,10 @@ impl Grouper {
             .map(|(process, g)| Sample {
                 ts,
                 process,
-                cpu: clamp_pct(100.0 * g.cores / ncpu),
-                cores: g.cores,
-                mem: mem_pct(g.rss, mem_total),
+                // At the precision agents send (`procwatch_model::precision`).
+                cpu: round_percent(clamp_pct(100.0 * g.cores / ncpu)),
+                cores: round_cores(g.cores),
+                mem: round_percent(mem_pct(g.rss, mem_total)),
                 rss: g.rss,
                 count: g.count,
                 extras: g.extras.and_then(ExtrasAcc::finish),

@@ -18,6 +18,7 @@ pub mod directive;
 pub mod duration;
 pub mod extras;
 pub mod glob;
+pub mod precision;
 pub mod retry;
 pub mod schedule;
 mod stale;

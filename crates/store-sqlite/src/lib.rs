@@ -140,6 +140,7 @@ mod memory;
 mod options;
 mod read;
 mod retention;
+mod ring;
 mod rollup;
 mod rollup_codec;
 mod rollup_pack;

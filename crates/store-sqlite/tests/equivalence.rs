@@ -53,13 +53,21 @@ async fn fleet_queries_match_the_reference() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
+                    // Most series at an agent's precision (the store's narrow window), some
+                    // of arbitrary precision from the start, some turning so halfway.
+                    let agent_like = k % 7 != 0 && !(k % 11 == 0 && i >= 30);
+                    let (mem, rss) = if agent_like {
+                        ((x % 5000) as f64 / 1000.0, (x % 250_000) * 4096)
+                    } else {
+                        ((x % 5000) as f64 / 97.0, x % 1_000_000_000)
+                    };
                     Sample {
                         ts: t0 + i * 10_000 + h * 3, // hosts slightly apart, no ties
                         process: format!("p{k:03}"),
                         cpu: (x % 10_000) as f64 / 100.0,
                         cores: (x % 777) as f64 / 100.0,
-                        mem: (x % 5000) as f64 / 97.0,
-                        rss: x % 1_000_000_000,
+                        mem,
+                        rss,
                         count: (x % 4) as u32 + 1,
                         extras: None,
                     }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use flate2::write::GzEncoder;
+use procwatch_model::precision::{round_cores, round_percent};
 use procwatch_model::{Batch, HostTotal, Sample};
 use serde_json::json;
 
@@ -114,14 +115,16 @@ fn make_batch(
 ) -> Batch {
     let samples = (0..processes)
         .map(|j| {
-            let cpu = rng.next_f64() * 10.0;
+            // Random figures at the precision an agent sends (`procwatch_model::precision`),
+            // rss in whole pages as /proc counts it.
+            let cpu = round_percent(rng.next_f64() * 10.0);
             Sample {
                 ts,
                 process: format!("proc-{j}"),
                 cpu,
-                cores: cpu / 50.0,
-                mem: rng.next_f64() * 2.0,
-                rss: (rng.next_f64() * 1e9) as u64,
+                cores: round_cores(cpu / 50.0),
+                mem: round_percent(rng.next_f64() * 2.0),
+                rss: (rng.next_f64() * 2.5e5) as u64 * 4096,
                 count: 1 + (j % 4) as u32,
                 extras: None,
             }
