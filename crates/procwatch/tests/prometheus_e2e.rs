@@ -118,6 +118,16 @@ async fn prometheus_scrapes_per_process_series() {
     for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
         assert!(text.contains(&format!("\n{name} ")), "{name} missing from the server:\n{text}");
     }
+    // glibc's account of the heap, read at start and after each periodic trim: a real
+    // reading, not the 0 of "none yet".
+    let gauge = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| {
+            panic!("{name} missing from the server:\n{text}");
+        });
+        line[name.len() + 1..].trim().parse().unwrap()
+    };
+    assert!(gauge("procwatch_heap_in_use_bytes") > 0.0, "no heap reading:\n{text}");
+    assert!(gauge("procwatch_heap_free_bytes") >= 0.0);
     promtool_check(&text, "server /metrics");
     let agent_text = wait_for("the agent's /metrics", Duration::from_secs(30), || async {
         let r = client.get(format!("http://{agent_addr}/metrics")).send().await.ok()?;

@@ -64,6 +64,7 @@ pub mod error;
 pub mod governor;
 pub mod guard;
 pub mod health;
+pub mod heap_stats;
 pub mod ingest;
 pub mod limits;
 pub mod metered_store;

@@ -26,6 +26,8 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
 //!   the store's in-memory window and of the alarm engine's state, from capacities),
+//!   `procwatch_heap_in_use_bytes` and `procwatch_heap_free_bytes` (glibc's own account,
+//!   read after each periodic trim: [`crate::heap_stats`]),
 //!   `procwatch_alarms_active{level}`, the evaluation's share of a cluster
 //!   (`procwatch_alarm_evaluation_paused`, `procwatch_cluster_members`,
 //!   `procwatch_alarm_hosts_owned`: [`crate::ownership::ShareGauges`]),
@@ -145,6 +147,8 @@ struct Snapshot {
     store_up: Gauge,
     store_window_bytes: Gauge,
     alarm_engine_bytes: Gauge,
+    heap_in_use: Gauge,
+    heap_free: Gauge,
 }
 
 impl Snapshot {
@@ -276,6 +280,16 @@ impl Metrics {
             "Estimated heap bytes of the alarm engine's per-series state",
             s.alarm_engine_bytes.clone(),
         );
+        r.register(
+            "heap_in_use_bytes",
+            "Heap bytes the server holds, as glibc last reported them (every 30 s; 0: no reading)",
+            s.heap_in_use.clone(),
+        );
+        r.register(
+            "heap_free_bytes",
+            "Bytes glibc keeps free inside its heaps after the last periodic trim",
+            s.heap_free.clone(),
+        );
         r.register("alarms_active", "Active alarm events by level", s.alarms_active.clone());
         r.register("host_cpu_percent", "Host CPU busy, newest host total", s.host_cpu.clone());
         r.register("host_mem_percent", "Host memory used, newest host total", s.host_mem.clone());
@@ -394,6 +408,9 @@ impl Metrics {
         let window = st.store.window_bytes().unwrap_or(0);
         s.store_window_bytes.set(window.min(i64::MAX as u64) as i64);
         s.alarm_engine_bytes.set(st.alarms.engine_bytes().min(i64::MAX as usize) as i64);
+        let (in_use, free) = crate::heap_stats::last().unwrap_or((0, 0));
+        s.heap_in_use.set(in_use.min(i64::MAX as u64) as i64);
+        s.heap_free.set(free.min(i64::MAX as u64) as i64);
         for (level, n) in &snap.alarm_counts {
             s.alarms_active.get_or_create(&LevelLabels { level }).set(*n);
         }

@@ -610,23 +610,35 @@ const MALLOC_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30
 /// returns only the free memory at the top of a heap: at 300,000 series, 230 MB of the server's
 /// 2.0 GB RSS was free memory held this way (`malloc_trim(0)` through gdb; BENCHMARKS.md,
 /// "Memory per active series → Session 8"). A trim walks the heaps' free lists (a few ms to a
-/// few hundred at that size), on a blocking thread.
+/// few hundred at that size), on a blocking thread, and records glibc's account of the heap
+/// after it ([`trim_and_account`]).
 pub(super) fn spawn_malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         let mut every = tokio::time::interval(MALLOC_TRIM_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
+        // The first tick is at once: a reading of the heap is there from the start.
         loop {
             every.tick().await;
-            #[allow(unsafe_code)]
-            // SAFETY: malloc_trim only releases free pages of glibc's own heaps.
-            let trim = || unsafe { libc::malloc_trim(0) };
-            if tokio::task::spawn_blocking(trim).await.is_err() {
+            if tokio::task::spawn_blocking(trim_and_account).await.is_err() {
                 return;
             }
         }
     });
+}
+
+/// One trim, then glibc's account of the heap for `/metrics` (`procwatch_server::heap_stats`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_and_account() {
+    // SAFETY: malloc_trim only releases free pages of glibc's own heaps; mallinfo2 only reads
+    // the allocator's counters (under its own locks).
+    let info = unsafe {
+        libc::malloc_trim(0);
+        libc::mallinfo2()
+    };
+    let in_use = info.uordblks as u64 + info.hblkhd as u64;
+    procwatch_server::heap_stats::record(in_use, info.fordblks as u64);
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
