@@ -446,9 +446,14 @@ mod tests {
         let app = by("app").unwrap();
         assert_eq!(app.count, 2);
         assert!(near(app.cores, 9.0 / tpc), "{} vs {}", app.cores, 9.0 / tpc);
-        assert!((app.cpu - 100.0 * app.cores / ncpu).abs() < 1e-9);
+        // At the precision agents send: thousandths of a percent, hundred-thousandths of a
+        // core (procwatch_model::precision), so within half a unit of the exact figure.
+        use procwatch_model::precision::{round_cores, round_percent};
+        assert_eq!((round_percent(app.cpu), round_cores(app.cores)), (app.cpu, app.cores));
+        assert!((app.cpu - 100.0 * app.cores / ncpu).abs() <= 5e-4 + 100.0 * 5e-6 / ncpu);
         assert_eq!(app.rss, 356 * page);
-        assert!((app.mem - 100.0 * (356 * page) as f64 / 1_024_000_000.0).abs() < 1e-9);
+        let mem = 100.0 * (356 * page) as f64 / 1_024_000_000.0;
+        assert_eq!(app.mem, round_percent(mem));
         assert!(near(by("new").unwrap().cores, 4.0 / tpc));
         assert!(near(by("fresh").unwrap().cores, 5.0 / tpc));
         assert!(near(by("procwatch-long-name-x").unwrap().cores, 2.0 / tpc));
@@ -463,7 +468,9 @@ mod tests {
         assert_eq!(h.cpu, 50.0);
         assert_eq!(h.mem, 75.0);
         let sum: f64 = sweep.samples.iter().map(|s| s.cpu).sum();
-        assert!((h.unattributed_cpu.unwrap() - (50.0 - sum).max(0.0)).abs() < 1e-9);
+        // The samples' cpu is rounded to thousandths; the unattributed share is not.
+        let slack = 5e-4 * sweep.samples.len() as f64 + 1e-9;
+        assert!((h.unattributed_cpu.unwrap() - (50.0 - sum).max(0.0)).abs() <= slack);
 
         // With kernel threads: kworker's 40 ticks appear.
         let opts =

@@ -9,6 +9,7 @@
 #![cfg(target_os = "linux")]
 
 use procwatch_collector::{new_collector, sys, Collector, CollectorKind, CollectorOptions, Sweep};
+use procwatch_model::precision::{round_cores, round_percent, CORES_SCALE, PERCENT_SCALE};
 use procwatch_model::{Batch, Sample};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -187,7 +188,17 @@ fn busy_loop_reads_one_core_on_both_collectors() {
             "{which}: {ticks:.1} ticks (cores {}), the kernel counted {least}..={most}",
             s.cores
         );
-        assert!((s.cpu - 100.0 * s.cores / ncpu).abs() < 1e-6, "{which}: cpu and cores disagree");
+        // Both are sent at the agent's precision (cpu to 0.001 %, cores to 0.00001 core):
+        // they agree to within half a step of each.
+        let tolerance = 0.5 / PERCENT_SCALE + 100.0 * 0.5 / CORES_SCALE / ncpu + 1e-9;
+        assert!(
+            (s.cpu - 100.0 * s.cores / ncpu).abs() <= tolerance,
+            "{which}: cpu {} and cores {} disagree",
+            s.cpu,
+            s.cores
+        );
+        assert_eq!(s.cpu, round_percent(s.cpu), "{which}: cpu is at the agent's precision");
+        assert_eq!(s.cores, round_cores(s.cores), "{which}: cores is at the agent's precision");
         // The host is at least as busy as our spinner; what no process explains is the rest.
         let h = &sweep.host_total;
         assert!(h.cpu >= s.cpu * 0.9, "{which}: host cpu {} below the spinner's {}", h.cpu, s.cpu);
@@ -222,7 +233,8 @@ fn allocating_256_mib_reads_its_rss_and_mem_percent() {
     let mem_total = meminfo_total();
     let expected = 100.0 * mib256 / mem_total;
     assert!(within(s.mem, expected, 0.10), "mem {} not ≈ {expected}", s.mem);
-    assert!((s.mem - 100.0 * s.rss as f64 / mem_total).abs() < 1e-9);
+    // mem is rss over MemTotal, sent to the agent's precision (thousandths of a percent).
+    assert_eq!(s.mem, round_percent(100.0 * s.rss as f64 / mem_total));
 }
 
 fn meminfo_total() -> f64 {
@@ -253,8 +265,10 @@ fn four_copies_form_one_group_with_summed_values() {
     assert_eq!(pids, want);
     assert_eq!(s.rss, mine.iter().map(|p| p.rss).sum::<u64>());
     assert!(s.rss > 0);
-    assert!((s.cores - mine.iter().map(|p| p.cores).sum::<f64>()).abs() < 1e-9);
-    assert!((s.mem - mine.iter().map(|p| p.mem).sum::<f64>()).abs() < 1e-9);
+    // The group's figures are the sums, sent at the agent's precision.
+    assert_eq!(s.cores, round_cores(mine.iter().map(|p| p.cores).sum::<f64>()));
+    let mem: f64 = mine.iter().map(|p| p.mem).sum();
+    assert!((s.mem - mem).abs() <= 0.5 / PERCENT_SCALE + 1e-9, "mem {} vs sum {mem}", s.mem);
 }
 
 #[test]

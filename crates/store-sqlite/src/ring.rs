@@ -76,7 +76,7 @@ const SCALES: [f64; 3] = [PERCENT_SCALE, CORES_SCALE, PERCENT_SCALE];
 fn narrow(v: f64, scale: f64) -> Option<u32> {
     let n = (v * scale).round();
     // NaN and out-of-range values fail here; -0.0 fails the bit comparison.
-    if !(n.abs() <= f64::from(i32::MAX)) {
+    if n.is_nan() || n.abs() > f64::from(i32::MAX) {
         return None;
     }
     let n = n as i32;
@@ -89,7 +89,10 @@ fn widen(n: u32, scale: f64) -> f64 {
 
 /// One sample in a narrow ring's words, if it fits: cpu, cores, mem, rss pages.
 fn narrow_sample(vals: [f64; 3], rss: u64) -> Option<[u32; 4]> {
-    let pages = if rss % PAGE == 0 { u32::try_from(rss / PAGE).ok()? } else { return None };
+    if !rss.is_multiple_of(PAGE) {
+        return None;
+    }
+    let pages = u32::try_from(rss / PAGE).ok()?;
     Some([
         narrow(vals[0], SCALES[0])?,
         narrow(vals[1], SCALES[1])?,
@@ -531,7 +534,8 @@ mod tests {
             let cols: Vec<Vec<u64>> = (0..3)
                 .map(|k| c.values(k, 0..c.len(), &mut buf).iter().map(|v| v.to_bits()).collect())
                 .collect();
-            let got: Vec<(TsMs, ([u64; 3], u64, u32))> = (0..c.len())
+            type Read = (TsMs, ([u64; 3], u64, u32));
+            let got: Vec<Read> = (0..c.len())
                 .map(|i| {
                     let v = [0, 1, 2].map(|k| c.value_at(k, i).to_bits());
                     prop_assert_eq!(v, [cols[0][i], cols[1][i], cols[2][i]]);
