@@ -71,7 +71,7 @@ impl Rows {
 pub enum Target {
     /// The `Distributed` tables, through the store's node (`insert_distributed_sync=1`): a
     /// group may hold hosts of every shard.
-    Distributed(Conn),
+    Distributed(Box<Conn>),
     /// One shard's local tables on one of its replicas (`shard.rs`): every host of the group
     /// is on that shard.
     Shard(Replicas),

@@ -402,7 +402,7 @@ impl ClickHouseStore {
         };
         let writer = match shard::connect(&conn, &cfg, &clock).await? {
             None => group::Writer::Distributed(group::GroupCommit::new(
-                group::Target::Distributed(conn),
+                group::Target::Distributed(Box::new(conn)),
                 clock.clone(),
                 settings(cfg.max_inserts_in_flight),
             )),
