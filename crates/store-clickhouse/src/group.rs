@@ -16,6 +16,13 @@
 //! replicated INSERT on each shard it touches and answers when the slower has, after the
 //! linger. At 16 writers it carried 4.7 instead of 2.9 batches per INSERT at the same rate.
 //!
+//! With shard-aware writes (`shard.rs`) the store keeps one group commit per shard
+//! ([`Writer::Sharded`]), each sending its groups straight to its shard's local tables, with
+//! its own INSERT slots (`max_inserts_in_flight_per_shard`, 1 by default): while a shard's
+//! INSERT is in flight, that shard's batches queue and go together in its next one, and a
+//! group never spans two shards (a `Distributed` INSERT of a group over both shards answers
+//! when the slower shard has; BENCHMARKS.md, Run 6).
+//!
 //! Every batch of a group gets the group's result: `Ok` only once ClickHouse acknowledged the
 //! INSERT holding its rows (`insert_distributed_sync=1`: written on a replica of every target
 //! shard). A failed group fails every batch in it, even if one shard took its part: the

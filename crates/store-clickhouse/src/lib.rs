@@ -3,16 +3,23 @@
 //! coordinated by ZooKeeper), for fleets that outgrow one server. See `docs/scaling-out.md`.
 //!
 //! Guarantees, and how:
-//! - **A 2xx means stored on the shard.** Every insert goes through the `Distributed` table with
-//!   `insert_distributed_sync=1`: ClickHouse answers only after the rows are written on a
-//!   replica of each target shard (never "queued on the receiving node"); the other replica
-//!   fetches them through ZooKeeper. With ZooKeeper down the replicated tables are read-only and
-//!   every write fails with [`StoreError::Unavailable`] (the server answers 503) while reads go
-//!   on.
+//! - **A 2xx means stored on the shard.** Through the `Distributed` tables (the default) every
+//!   insert runs with `insert_distributed_sync=1`: ClickHouse answers only after the rows are
+//!   written on a replica of each target shard (never "queued on the receiving node"). With
+//!   [`ClickHouseConfig::shard_urls`] (**shard-aware writes**, `shard.rs`) the store computes
+//!   each batch's shard as the `Distributed` tables' sharding key does (`cityHash64(host)`,
+//!   ClickHouse's CityHash v1.0.2, modulo the shard weights) and inserts straight into that
+//!   shard's local `ReplicatedReplacingMergeTree` tables on its first replica (the one reads
+//!   use), the next on a connection error: the answer again comes once the rows are written on
+//!   a replica of their shard and committed in ZooKeeper, one hop fewer. Either way the other
+//!   replica fetches them through ZooKeeper, and with ZooKeeper down the replicated tables are
+//!   read-only and every write fails with [`StoreError::Unavailable`] (the server answers 503)
+//!   while reads go on. Reads always go through the `Distributed` tables.
 //! - **Idempotent delivery.** A batch becomes deterministic insert blocks (rows sorted by
 //!   `(process, ts)`, `version` = the batch `seq`, nothing time-dependent), so a retried batch —
-//!   through this store or another procwatch server — has the same block checksum and the
-//!   replicated table ignores it (`insert_deduplicate`, on by default). On top of that the
+//!   through this store or another procwatch server, through `Distributed` or straight to the
+//!   shard — has the same block checksum and the replicated table ignores it
+//!   (`insert_deduplicate`, on by default; the shard's last 100 blocks). On top of that the
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
 //! - **Group commit, several INSERTs in flight** (`group.rs`): a batch's rows join a bounded
@@ -20,12 +27,16 @@
 //!   with everything queued (at once, or after `insert_linger` when one is set: off by
 //!   default), so an idle cluster adds no wait, and under load the batches that would wait
 //!   share the next INSERT (a replicated INSERT costs about the same whether it carries 300
-//!   rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
-//!   rows was acknowledged; a failed INSERT fails every batch in it. A batch that was grouped
-//!   and is retried alone is a different block, so the insert deduplication does not catch
-//!   it: it is stored again as the same `(host, process, ts, version)` rows, which `FINAL`
-//!   reads once and the background merges collapse (so until then a count without `FINAL`,
-//!   e.g. `apply_retention`'s "removed" figure, may count such a row twice).
+//!   rows or 5,000). With shard-aware writes there is one such queue per shard, with
+//!   `max_inserts_in_flight_per_shard` (1) INSERTs in flight each, so a group is one INSERT on
+//!   one shard and never waits for the other shard. `write_batch` returns `Ok` only once the
+//!   INSERT holding its rows was acknowledged; a failed INSERT fails every batch in it. A
+//!   group resent as it was (a replica failover) is the same block and stored once; a batch
+//!   that was grouped and is retried in another group or alone is a different block, so the
+//!   insert deduplication does not catch it: it is stored again as the same
+//!   `(host, process, ts, version)` rows, which `FINAL` reads once and the background merges
+//!   collapse (so until then a count without `FINAL`, e.g. `apply_retention`'s "removed"
+//!   figure, may count such a row twice; `tests/shard_retry.rs`).
 //! - **Host bookkeeping off the write path.** The host's bookkeeping (`seq` gaps, dropped
 //!   samples, last seen, newest total, retirement) is updated in this store's copy only once
 //!   the data INSERT was acknowledged (never before: bookkeeping after data, not data after

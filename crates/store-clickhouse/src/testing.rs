@@ -388,6 +388,11 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::shard_urls`] as `procwatch server --clickhouse-shard-urls` takes them.
+    pub fn shard_urls_flag(&self) -> String {
+        self.shard_urls().iter().map(|r| r.join(",")).collect::<Vec<_>>().join(";")
+    }
+
     /// Every shard's replicas' URLs, in cluster order (`[[node 0, node 1], [node 2, node 3]]`).
     pub fn shard_urls(&self) -> Vec<Vec<String>> {
         vec![vec![self.url(0), self.url(1)], vec![self.url(2), self.url(3)]]
