@@ -18,8 +18,9 @@
 //!
 //! With shard-aware writes (`shard.rs`) the store keeps one group commit per shard
 //! ([`Writer::Sharded`]), each sending its groups straight to its shard's local tables, with
-//! its own INSERT slots (`max_inserts_in_flight_per_shard`, 1 by default): while a shard's
-//! INSERT is in flight, that shard's batches queue and go together in its next one, and a
+//! its own INSERT slots (`max_inserts_in_flight_per_shard`, 2 by default: with 1, Run 6 at 4
+//! writers fell to half the rate): while a shard's INSERTs are in flight, that shard's batches
+//! queue and go together in its next one, and a
 //! group never spans two shards (a `Distributed` INSERT of a group over both shards answers
 //! when the slower shard has; BENCHMARKS.md, Run 6).
 //!

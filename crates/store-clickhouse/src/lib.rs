@@ -28,7 +28,7 @@
 //!   default), so an idle cluster adds no wait, and under load the batches that would wait
 //!   share the next INSERT (a replicated INSERT costs about the same whether it carries 300
 //!   rows or 5,000). With shard-aware writes there is one such queue per shard, with
-//!   `max_inserts_in_flight_per_shard` (1) INSERTs in flight each, so a group is one INSERT on
+//!   `max_inserts_in_flight_per_shard` (2) INSERTs in flight each, so a group is one INSERT on
 //!   one shard and never waits for the other shard. `write_batch` returns `Ok` only once the
 //!   INSERT holding its rows was acknowledged; a failed INSERT fails every batch in it. A
 //!   group resent as it was (a replica failover) is the same block and stored once; a batch
@@ -110,7 +110,7 @@ use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 pub const DEFAULT_INSERT_LINGER: Duration = Duration::ZERO;
 
 /// The default [`ClickHouseConfig::max_inserts_in_flight_per_shard`].
-pub const DEFAULT_INSERTS_IN_FLIGHT_PER_SHARD: usize = 1;
+pub const DEFAULT_INSERTS_IN_FLIGHT_PER_SHARD: usize = 2;
 
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -152,7 +152,8 @@ pub struct ClickHouseConfig {
     /// (default): every data INSERT goes through the `Distributed` tables on `url`.
     pub shard_urls: Vec<Vec<String>>,
     /// With `shard_urls`: data INSERTs in flight at once per shard (each a group of that
-    /// shard's batches; the batches arriving meanwhile share the next one). Default 1.
+    /// shard's batches; the batches arriving meanwhile share the next one). Default 2 (BENCHMARKS.md,
+    /// "ClickHouse cluster", Run 6: 1 halved the rate at 4 concurrent writers).
     pub max_inserts_in_flight_per_shard: usize,
 }
 
