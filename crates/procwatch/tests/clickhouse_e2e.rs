@@ -20,11 +20,22 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// A running `procwatch server --store clickhouse` on `ch_url`'s database `db`.
-fn start_server(ch_url: &str, db: &str, dir: &Path, name: &str) -> LoggedServer {
+/// A running `procwatch server --store clickhouse` on `ch_url`'s database `db`, writing
+/// straight to the shards when given their URLs (`--clickhouse-shard-urls`), else through the
+/// `Distributed` tables.
+fn start_server(
+    ch_url: &str,
+    shards: Option<&str>,
+    db: &str,
+    dir: &Path,
+    name: &str,
+) -> LoggedServer {
     let args = ["--store", "clickhouse", "--clickhouse-url", ch_url];
-    let args =
+    let mut args =
         [&args[..], &["--clickhouse-cluster", CLUSTER, "--clickhouse-database", db]].concat();
+    if let Some(s) = shards {
+        args.extend(["--clickhouse-shard-urls", s]);
+    }
     LoggedServer::start(dir, name, &[&args[..], &["--interval", "200ms"]].concat())
 }
 
@@ -51,8 +62,10 @@ async fn two_servers_on_the_clickhouse_cluster_and_zookeeper_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = start_server(&cluster.url(0), "e2e", dir.path(), "a");
-    let b = start_server(&cluster.url(3), "e2e", dir.path(), "b");
+    // One server writes straight to the shards, the other through `Distributed`: they agree.
+    let shards = cluster.shard_urls_flag();
+    let a = start_server(&cluster.url(0), Some(&shards), "e2e", dir.path(), "a");
+    let b = start_server(&cluster.url(3), None, "e2e", dir.path(), "b");
     let client = reqwest::Client::new();
 
     let t = now_ms() - 1_000;

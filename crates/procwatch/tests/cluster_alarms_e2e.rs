@@ -42,6 +42,7 @@ fn start_server(cluster: &Cluster, node: usize, dir: &Path, name: &'static str) 
     child
         .args(["server", "--listen", "127.0.0.1:0", "--store", "clickhouse"])
         .args(["--clickhouse-url", &cluster.url(node), "--clickhouse-cluster", CLUSTER])
+        .args(["--clickhouse-shard-urls", &cluster.shard_urls_flag()])
         .args(["--clickhouse-database", "fleet", "--interval", &format!("{INTERVAL_MS}ms")])
         .args(["--cluster-zookeeper", &cluster.zookeeper_addr(), "--cluster-root", "/pw-e2e"])
         .arg("--data-dir")

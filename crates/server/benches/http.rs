@@ -10,6 +10,9 @@
 //! `PROCWATCH_BENCH_HOSTS` (100), `PROCWATCH_BENCH_PROCS` (300), `PROCWATCH_BENCH_CONNS` (4),
 //! `PROCWATCH_BENCH_CH_INFLIGHT` (the cluster store's data INSERTs in flight, default 4),
 //! `PROCWATCH_BENCH_CH_LINGER_MS` (the cluster store's `insert_linger`, default the store's),
+//! `PROCWATCH_BENCH_CH_SHARDS` (1, default: data straight to the shards, the store given every
+//! shard's replica URLs; 0: through the `Distributed` tables), `PROCWATCH_BENCH_CH_PER_SHARD`
+//! (with shard-aware writes, data INSERTs in flight per shard, default the store's),
 //! `PROCWATCH_BENCH_INTERVAL_S` (the server's interval, default 10: how often its alarm
 //! evaluator reads the fleet and stores events while the bench ingests), and
 //! `PROCWATCH_BENCH_QUERIES=0` to stop after the ingestion rows (no query rows, no bytes).
@@ -327,6 +330,13 @@ fn main() {
             let c = procwatch_store_clickhouse::testing::Cluster::start_or_skip("http bench")
                 .expect("clickhouse-server and zookeeperd for PROCWATCH_BENCH_STORE=clickhouse");
             let mut cfg = c.config("bench");
+            if std::env::var("PROCWATCH_BENCH_CH_SHARDS").as_deref() == Ok("0") {
+                cfg.shard_urls.clear();
+            }
+            if let Ok(n) = std::env::var("PROCWATCH_BENCH_CH_PER_SHARD") {
+                cfg.max_inserts_in_flight_per_shard =
+                    n.parse().expect("PROCWATCH_BENCH_CH_PER_SHARD: a count");
+            }
             // The store's group commit: data INSERTs in flight (default 4).
             if let Ok(n) = std::env::var("PROCWATCH_BENCH_CH_INFLIGHT") {
                 cfg.max_inserts_in_flight =
@@ -336,10 +346,20 @@ fn main() {
                 let ms: u64 = ms.parse().expect("PROCWATCH_BENCH_CH_LINGER_MS: milliseconds");
                 cfg.insert_linger = Duration::from_millis(ms);
             }
-            println!(
-                "clickhouse store: {} INSERTs in flight, linger {:?}",
-                cfg.max_inserts_in_flight, cfg.insert_linger
-            );
+            if cfg.shard_urls.is_empty() {
+                println!(
+                    "clickhouse store: through Distributed, {} INSERTs in flight, linger {:?}",
+                    cfg.max_inserts_in_flight, cfg.insert_linger
+                );
+            } else {
+                println!(
+                    "clickhouse store: straight to the {} shards, {} INSERT(s) in flight per \
+                     shard, linger {:?}",
+                    cfg.shard_urls.len(),
+                    cfg.max_inserts_in_flight_per_shard,
+                    cfg.insert_linger
+                );
+            }
             cluster = Some(c);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let s = rt.block_on(procwatch_store_clickhouse::ClickHouseStore::connect(cfg));

@@ -16,6 +16,14 @@
 //! replicated INSERT on each shard it touches and answers when the slower has, after the
 //! linger. At 16 writers it carried 4.7 instead of 2.9 batches per INSERT at the same rate.
 //!
+//! With shard-aware writes (`shard.rs`) the store keeps one group commit per shard
+//! ([`Writer::Sharded`]), each sending its groups straight to its shard's local tables, with
+//! its own INSERT slots (`max_inserts_in_flight_per_shard`, 2 by default: with 1, Run 6 at 4
+//! writers fell to half the rate): while a shard's INSERTs are in flight, that shard's batches
+//! queue and go together in its next one, and a
+//! group never spans two shards (a `Distributed` INSERT of a group over both shards answers
+//! when the slower shard has; BENCHMARKS.md, Run 6).
+//!
 //! Every batch of a group gets the group's result: `Ok` only once ClickHouse acknowledged the
 //! INSERT holding its rows (`insert_distributed_sync=1`: written on a replica of every target
 //! shard). A failed group fails every batch in it, even if one shard took its part: the
@@ -38,6 +46,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::extras::ExtrasRow;
 use crate::rows::{SampleRow, TotalRow};
+use crate::shard::Replicas;
 use crate::{ClickHouseError, Conn};
 
 /// Rows waiting for an INSERT, over every batch queued: past this a writer waits for room.
@@ -59,10 +68,29 @@ impl Rows {
         self.samples.len() + self.totals.len() + self.extras.len()
     }
 
-    fn append(&mut self, mut other: Rows) {
+    pub fn append(&mut self, mut other: Rows) {
         self.samples.append(&mut other.samples);
         self.totals.append(&mut other.totals);
         self.extras.append(&mut other.extras);
+    }
+}
+
+/// Where a group's INSERT goes.
+pub enum Target {
+    /// The `Distributed` tables, through the store's node (`insert_distributed_sync=1`): a
+    /// group may hold hosts of every shard.
+    Distributed(Box<Conn>),
+    /// One shard's local tables on one of its replicas (`shard.rs`): every host of the group
+    /// is on that shard.
+    Shard(Replicas),
+}
+
+impl Target {
+    async fn insert_rows(&self, rows: &Rows) -> Result<(), ClickHouseError> {
+        match self {
+            Target::Distributed(conn) => conn.insert_rows(rows).await,
+            Target::Shard(replicas) => replicas.insert_rows(rows).await,
+        }
     }
 }
 
@@ -82,7 +110,7 @@ struct State {
 }
 
 struct Inner {
-    conn: Conn,
+    target: Target,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     room: Arc<Semaphore>,
@@ -117,10 +145,10 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn new(conn: Conn, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    pub fn new(target: Target, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         GroupCommit {
             inner: Arc::new(Inner {
-                conn,
+                target,
                 clock,
                 state: Mutex::new(State::default()),
                 room: Arc::new(Semaphore::new(MAX_QUEUED_ROWS)),
@@ -226,13 +254,57 @@ async fn drain(inner: Arc<Inner>) {
             answers.push((w.done, w.room));
         }
         let started = inner.clock.instant();
-        let out = inner.conn.insert_rows(&rows).await.map_err(Arc::new);
+        let out = inner.target.insert_rows(&rows).await.map_err(Arc::new);
         let took = inner.clock.instant().saturating_duration_since(started);
         inner.insert_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         drop(rows);
         for (done, room) in answers {
             let _ = done.send(out.clone());
             drop(room);
+        }
+    }
+}
+
+/// The store's data writer: one group commit through the `Distributed` tables, or one per
+/// shard straight to its local tables (`shard.rs`), a batch joining its host's shard's.
+pub enum Writer {
+    /// Every batch through the `Distributed` tables.
+    Distributed(GroupCommit),
+    /// Per shard (index = the shard in cluster order), routed by `map`.
+    Sharded { map: crate::shard::ShardMap, shards: Vec<GroupCommit> },
+}
+
+impl Writer {
+    /// Writes one batch's rows (all of `host`); returns once the INSERT holding them was
+    /// acknowledged (or failed).
+    pub async fn write(&self, host: &str, rows: Rows) -> Shared {
+        match self {
+            Writer::Distributed(g) => g.write(rows).await,
+            Writer::Sharded { map, shards } => shards[map.shard_of(host)].write(rows).await,
+        }
+    }
+
+    /// What the group commits did, summed over the shards.
+    pub fn stats(&self) -> Stats {
+        let all: &[GroupCommit] = match self {
+            Writer::Distributed(g) => std::slice::from_ref(g),
+            Writer::Sharded { shards, .. } => shards,
+        };
+        all.iter().map(GroupCommit::stats).fold(
+            Stats { groups: 0, batches: 0, insert_time: Duration::ZERO },
+            |a, b| Stats {
+                groups: a.groups + b.groups,
+                batches: a.batches + b.batches,
+                insert_time: a.insert_time + b.insert_time,
+            },
+        )
+    }
+
+    /// Whether data goes straight to the shards.
+    pub fn sharded(&self) -> Option<&crate::shard::ShardMap> {
+        match self {
+            Writer::Distributed(_) => None,
+            Writer::Sharded { map, .. } => Some(map),
         }
     }
 }

@@ -3,16 +3,23 @@
 //! coordinated by ZooKeeper), for fleets that outgrow one server. See `docs/scaling-out.md`.
 //!
 //! Guarantees, and how:
-//! - **A 2xx means stored on the shard.** Every insert goes through the `Distributed` table with
-//!   `insert_distributed_sync=1`: ClickHouse answers only after the rows are written on a
-//!   replica of each target shard (never "queued on the receiving node"); the other replica
-//!   fetches them through ZooKeeper. With ZooKeeper down the replicated tables are read-only and
-//!   every write fails with [`StoreError::Unavailable`] (the server answers 503) while reads go
-//!   on.
+//! - **A 2xx means stored on the shard.** Through the `Distributed` tables (the default) every
+//!   insert runs with `insert_distributed_sync=1`: ClickHouse answers only after the rows are
+//!   written on a replica of each target shard (never "queued on the receiving node"). With
+//!   [`ClickHouseConfig::shard_urls`] (**shard-aware writes**, `shard.rs`) the store computes
+//!   each batch's shard as the `Distributed` tables' sharding key does (`cityHash64(host)`,
+//!   ClickHouse's CityHash v1.0.2, modulo the shard weights) and inserts straight into that
+//!   shard's local `ReplicatedReplacingMergeTree` tables on its first replica (the one reads
+//!   use), the next on a connection error: the answer again comes once the rows are written on
+//!   a replica of their shard and committed in ZooKeeper, one hop fewer. Either way the other
+//!   replica fetches them through ZooKeeper, and with ZooKeeper down the replicated tables are
+//!   read-only and every write fails with [`StoreError::Unavailable`] (the server answers 503)
+//!   while reads go on. Reads always go through the `Distributed` tables.
 //! - **Idempotent delivery.** A batch becomes deterministic insert blocks (rows sorted by
 //!   `(process, ts)`, `version` = the batch `seq`, nothing time-dependent), so a retried batch —
-//!   through this store or another procwatch server — has the same block checksum and the
-//!   replicated table ignores it (`insert_deduplicate`, on by default). On top of that the
+//!   through this store or another procwatch server, through `Distributed` or straight to the
+//!   shard — has the same block checksum and the replicated table ignores it
+//!   (`insert_deduplicate`, on by default; the shard's last 100 blocks). On top of that the
 //!   tables are `ReplacingMergeTree(version)` read with `FINAL`: a sample with the same
 //!   `(host, process, ts)` replaces the stored one (the later `seq` wins).
 //! - **Group commit, several INSERTs in flight** (`group.rs`): a batch's rows join a bounded
@@ -20,12 +27,16 @@
 //!   with everything queued (at once, or after `insert_linger` when one is set: off by
 //!   default), so an idle cluster adds no wait, and under load the batches that would wait
 //!   share the next INSERT (a replicated INSERT costs about the same whether it carries 300
-//!   rows or 5,000). `write_batch` returns `Ok` only once the INSERT holding its
-//!   rows was acknowledged; a failed INSERT fails every batch in it. A batch that was grouped
-//!   and is retried alone is a different block, so the insert deduplication does not catch
-//!   it: it is stored again as the same `(host, process, ts, version)` rows, which `FINAL`
-//!   reads once and the background merges collapse (so until then a count without `FINAL`,
-//!   e.g. `apply_retention`'s "removed" figure, may count such a row twice).
+//!   rows or 5,000). With shard-aware writes there is one such queue per shard, with
+//!   `max_inserts_in_flight_per_shard` (2) INSERTs in flight each, so a group is one INSERT on
+//!   one shard and never waits for the other shard. `write_batch` returns `Ok` only once the
+//!   INSERT holding its rows was acknowledged; a failed INSERT fails every batch in it. A
+//!   group resent as it was (a replica failover) is the same block and stored once; a batch
+//!   that was grouped and is retried in another group or alone is a different block, so the
+//!   insert deduplication does not catch it: it is stored again as the same
+//!   `(host, process, ts, version)` rows, which `FINAL` reads once and the background merges
+//!   collapse (so until then a count without `FINAL`, e.g. `apply_retention`'s "removed"
+//!   figure, may count such a row twice; `tests/shard_retry.rs`).
 //! - **Host bookkeeping off the write path.** The host's bookkeeping (`seq` gaps, dropped
 //!   samples, last seen, newest total, retirement) is updated in this store's copy only once
 //!   the data INSERT was acknowledged (never before: bookkeeping after data, not data after
@@ -57,6 +68,7 @@
 //! series' raw rows and use the shared `procwatch_store::agg` arithmetic.
 #![deny(missing_docs)]
 
+mod error;
 mod extras;
 mod group;
 mod hosts;
@@ -69,6 +81,7 @@ pub mod rows;
 #[cfg(not(feature = "testing"))]
 mod rows;
 pub mod schema;
+pub mod shard;
 pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -88,11 +101,16 @@ use procwatch_store::{
     StoreError, StoreResult, UsageQuery, UsageRow, WriteOutcome,
 };
 
+use error::shared_error;
+pub use error::ClickHouseError;
 use hosts::{Book, HostState};
 use rows::{sample_rows, HostRow, MetaRow, TotalRow};
 
 /// The default [`ClickHouseConfig::insert_linger`].
 pub const DEFAULT_INSERT_LINGER: Duration = Duration::ZERO;
+
+/// The default [`ClickHouseConfig::max_inserts_in_flight_per_shard`].
+pub const DEFAULT_INSERTS_IN_FLIGHT_PER_SHARD: usize = 2;
 
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -126,6 +144,17 @@ pub struct ClickHouseConfig {
     /// At most 100 ms. Default 0: every INSERT starts at once (BENCHMARKS.md, "ClickHouse
     /// cluster", Run 5: at 4 concurrent writers a 5 ms linger lowered the rate).
     pub insert_linger: Duration,
+    /// HTTP URLs of every shard's replicas, shard by shard in the order of the cluster's
+    /// `<remote_servers>`, each shard's replicas in their order there (checked at connect
+    /// against every node's `system.clusters`). When set, a batch's data goes straight to its
+    /// shard's local tables on the first reachable of its replicas (`shard.rs`), grouped per
+    /// shard, instead of through the `Distributed` tables; reads still go through them. Empty
+    /// (default): every data INSERT goes through the `Distributed` tables on `url`.
+    pub shard_urls: Vec<Vec<String>>,
+    /// With `shard_urls`: data INSERTs in flight at once per shard (each a group of that
+    /// shard's batches; the batches arriving meanwhile share the next one). Default 2 (BENCHMARKS.md,
+    /// "ClickHouse cluster", Run 6: 1 halved the rate at 4 concurrent writers).
+    pub max_inserts_in_flight_per_shard: usize,
 }
 
 impl ClickHouseConfig {
@@ -142,98 +171,9 @@ impl ClickHouseConfig {
             max_inserts_in_flight: 4,
             max_group_rows: 100_000,
             insert_linger: DEFAULT_INSERT_LINGER,
+            shard_urls: Vec::new(),
+            max_inserts_in_flight_per_shard: DEFAULT_INSERTS_IN_FLIGHT_PER_SHARD,
         }
-    }
-}
-
-/// What went wrong talking to ClickHouse.
-#[derive(Debug, thiserror::Error)]
-pub enum ClickHouseError {
-    /// The configuration cannot work.
-    #[error("invalid clickhouse configuration: {0}")]
-    Config(String),
-    /// The request failed (network, or ClickHouse answered an error).
-    #[error("clickhouse at {url}: {source}")]
-    Client {
-        /// The node's URL.
-        url: String,
-        /// What the client reported (ClickHouse's own message for a server-side error).
-        #[source]
-        source: clickhouse::error::Error,
-    },
-    /// The request did not finish within the configured timeout.
-    #[error("clickhouse at {url} did not answer within {timeout:?}")]
-    Timeout {
-        /// The node's URL.
-        url: String,
-        /// The configured deadline.
-        timeout: Duration,
-    },
-    /// A stored JSON document does not parse (a corrupt or foreign row).
-    #[error("clickhouse row does not parse: {0}")]
-    Corrupt(String),
-    /// The group commit could not hand a batch's INSERT its answer (a bug: please report it).
-    #[error("clickhouse group commit: {0}")]
-    GroupCommit(String),
-}
-
-/// ClickHouse error codes that mean "the cluster cannot take this now; retry later".
-const UNAVAILABLE_CODES: &[(&str, &str)] = &[
-    ("Code: 242,", "ZooKeeper is unreachable, so the replicated tables are read-only"),
-    ("Code: 225,", "ClickHouse has no ZooKeeper session"),
-    ("Code: 999,", "ZooKeeper is unreachable"),
-    ("Code: 279,", "every replica of a shard is down"),
-    ("Code: 210,", "a shard cannot be reached"),
-    ("Code: 209,", "a shard timed out"),
-    ("Code: 319,", "ZooKeeper cannot confirm the insert"),
-    ("Code: 159,", "a distributed DDL timed out (is every node up?)"),
-    ("Code: 32,", "a node closed the connection mid-request (a replica went down?)"),
-];
-
-impl ClickHouseError {
-    /// Why the cluster cannot serve this now, when retrying later may succeed.
-    fn unavailable(&self) -> Option<&'static str> {
-        match self {
-            ClickHouseError::Timeout { .. } => Some("ClickHouse did not answer in time"),
-            ClickHouseError::Client { source, .. } => {
-                let text = source.to_string();
-                if let Some((_, why)) = UNAVAILABLE_CODES.iter().find(|(c, _)| text.contains(c)) {
-                    return Some(why);
-                }
-                matches!(
-                    source,
-                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                )
-                .then_some("ClickHouse cannot be reached")
-            }
-            ClickHouseError::Config(_)
-            | ClickHouseError::Corrupt(_)
-            | ClickHouseError::GroupCommit(_) => None,
-        }
-    }
-}
-
-impl From<ClickHouseError> for StoreError {
-    fn from(e: ClickHouseError) -> Self {
-        if let Some(why) = e.unavailable() {
-            return StoreError::Unavailable(format!("{why}; retry later ({e})"));
-        }
-        match e {
-            ClickHouseError::Config(m) => StoreError::InvalidInput(m),
-            other => StoreError::Other(Box::new(other)),
-        }
-    }
-}
-
-/// A shared error as the caller's [`StoreError`] (one INSERT's error answers every batch of
-/// its group).
-fn shared_error(e: Arc<ClickHouseError>) -> StoreError {
-    match Arc::try_unwrap(e) {
-        Ok(e) => e.into(),
-        Err(e) => match e.unavailable() {
-            Some(why) => StoreError::Unavailable(format!("{why}; retry later ({e})")),
-            None => StoreError::Other(Box::new(e)),
-        },
     }
 }
 
@@ -402,7 +342,7 @@ pub struct ClickHouseStore {
     cfg: ClickHouseConfig,
     clock: Arc<dyn Clock>,
     core: Arc<Core>,
-    group: group::GroupCommit,
+    writer: group::Writer,
     /// Retention floor: rows older than this are invisible (their partition may remain).
     floor: AtomicI64,
 }
@@ -464,16 +404,35 @@ impl ClickHouseStore {
             flush_every: cfg.hosts_flush_every,
             host_flushes: AtomicU64::new(0),
         });
-        let settings = group::Settings {
-            max_in_flight: cfg.max_inserts_in_flight,
+        for sql in schema::ddl(Some(&cfg.cluster), &cfg.database) {
+            conn.run(client.query(&sql).execute()).await?;
+        }
+        let settings = |max_in_flight| group::Settings {
+            max_in_flight,
             max_group_rows: cfg.max_group_rows,
             linger: cfg.insert_linger,
         };
-        let group = group::GroupCommit::new(conn, clock.clone(), settings);
-        let store = ClickHouseStore { client, cfg, clock, core, group, floor: AtomicI64::new(0) };
-        for sql in schema::ddl(Some(&store.cfg.cluster), &store.cfg.database) {
-            store.run(store.client.query(&sql).execute()).await?;
-        }
+        let writer = match shard::connect(&conn, &cfg, &clock).await? {
+            None => group::Writer::Distributed(group::GroupCommit::new(
+                group::Target::Distributed(Box::new(conn)),
+                clock.clone(),
+                settings(cfg.max_inserts_in_flight),
+            )),
+            Some((map, replicas)) => group::Writer::Sharded {
+                map,
+                shards: replicas
+                    .into_iter()
+                    .map(|r| {
+                        group::GroupCommit::new(
+                            group::Target::Shard(r),
+                            clock.clone(),
+                            settings(cfg.max_inserts_in_flight_per_shard),
+                        )
+                    })
+                    .collect(),
+            },
+        };
+        let store = ClickHouseStore { client, cfg, clock, core, writer, floor: AtomicI64::new(0) };
         let floor: Option<i64> = store
             .run(
                 store
@@ -494,7 +453,7 @@ impl ClickHouseStore {
 
     /// How the writes went since the store connected.
     pub fn write_stats(&self) -> WriteStats {
-        let g = self.group.stats();
+        let g = self.writer.stats();
         let host_flushes = self.core.host_flushes.load(Ordering::Relaxed);
         WriteStats {
             data_inserts: g.groups,
@@ -502,6 +461,38 @@ impl ClickHouseStore {
             data_insert_time: g.insert_time,
             host_flushes,
         }
+    }
+
+    /// The shard (0-based, in cluster order) `host`'s data goes to, when this store writes
+    /// straight to the shards ([`ClickHouseConfig::shard_urls`]); `None` through `Distributed`.
+    pub fn shard_of(&self, host: &str) -> Option<usize> {
+        self.writer.sharded().map(|m| m.shard_of(host))
+    }
+
+    /// For tests: writes `batches` (hosts of one shard, or any with `Distributed` writes) as
+    /// one group INSERT, as the group commit does with batches that queued together, then
+    /// each one's bookkeeping, as `write_batch` does.
+    #[cfg(feature = "testing")]
+    pub async fn write_together(&self, batches: &[Batch]) -> StoreResult<()> {
+        let Some(first) = batches.first() else { return Ok(()) };
+        if let Some(map) = self.writer.sharded() {
+            let shard = map.shard_of(&first.host);
+            if let Some(b) = batches.iter().find(|b| map.shard_of(&b.host) != shard) {
+                return Err(StoreError::InvalidInput(format!(
+                    "{} and {} are on different shards",
+                    first.host, b.host
+                )));
+            }
+        }
+        let mut rows = group::Rows::default();
+        for b in batches {
+            rows.append(batch_rows(b)?);
+        }
+        self.writer.write(&first.host, rows).await.map_err(shared_error)?;
+        for b in batches {
+            self.update_host(&b.host, |s| s.apply(b)).await?;
+        }
+        Ok(())
     }
 
     /// Writes the host bookkeeping this store has not written yet to `hosts` now (the periodic
@@ -584,6 +575,17 @@ impl ClickHouseStore {
     }
 }
 
+/// A checked batch's rows, deterministic (the same batch always gives the same rows in the same
+/// order).
+fn batch_rows(batch: &Batch) -> StoreResult<group::Rows> {
+    check_batch(batch)?;
+    Ok(group::Rows {
+        samples: sample_rows(batch),
+        totals: total_rows(batch),
+        extras: extras::rows(batch)?,
+    })
+}
+
 fn total_rows(batch: &Batch) -> Vec<TotalRow> {
     let mut by_ts: BTreeMap<TsMs, &HostTotal> = BTreeMap::new();
     for t in &batch.host_totals {
@@ -599,14 +601,9 @@ impl Storage for ClickHouseStore {
     }
 
     async fn write_batch(&self, batch: &Batch) -> StoreResult<WriteOutcome> {
-        check_batch(batch)?;
-        let rows = group::Rows {
-            samples: sample_rows(batch),
-            totals: total_rows(batch),
-            extras: extras::rows(batch)?,
-        };
+        let rows = batch_rows(batch)?;
         // Acknowledged by the cluster (on a replica of the shard) before anything else.
-        self.group.write(rows).await.map_err(shared_error)?;
+        self.writer.write(&batch.host, rows).await.map_err(shared_error)?;
         // The host's bookkeeping only once the data holds the batch; written to `hosts` by the
         // next flush (pending meanwhile, and overlaid on this store's reads).
         let seq_gap = self.update_host(&batch.host, |s| s.apply(batch)).await?;

@@ -372,11 +372,30 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.nodes[i].http_port)
     }
 
-    /// A store configuration for database `db`, talking to node 0.
+    /// A store configuration for database `db`, talking to node 0, writing straight to the
+    /// shards ([`ClickHouseConfig::shard_urls`] = [`Cluster::shard_urls`]).
     pub fn config(&self, db: &str) -> ClickHouseConfig {
+        let mut c = self.config_distributed(db);
+        c.shard_urls = self.shard_urls();
+        c
+    }
+
+    /// A store configuration for database `db`, talking to node 0, writing through the
+    /// `Distributed` tables (no shard URLs).
+    pub fn config_distributed(&self, db: &str) -> ClickHouseConfig {
         let mut c = ClickHouseConfig::new(self.url(0), CLUSTER, db);
         c.timeout = Duration::from_secs(20);
         c
+    }
+
+    /// [`Cluster::shard_urls`] as `procwatch server --clickhouse-shard-urls` takes them.
+    pub fn shard_urls_flag(&self) -> String {
+        self.shard_urls().iter().map(|r| r.join(",")).collect::<Vec<_>>().join(";")
+    }
+
+    /// Every shard's replicas' URLs, in cluster order (`[[node 0, node 1], [node 2, node 3]]`).
+    pub fn shard_urls(&self) -> Vec<Vec<String>> {
+        vec![vec![self.url(0), self.url(1)], vec![self.url(2), self.url(3)]]
     }
 
     /// Runs one SQL statement on node `i` directly; the body on 200, else the error text.

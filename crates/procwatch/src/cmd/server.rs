@@ -210,6 +210,15 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_CLICKHOUSE_INSERT_LINGER", default_value = "0s", value_parser = procwatch_model::duration::parse)]
     pub clickhouse_insert_linger: Duration,
 
+    /// For --store clickhouse: the HTTP URLs of every shard's replicas, shards separated by
+    /// `;` and in the order of the cluster's <remote_servers>, each shard's replicas by `,` in
+    /// their order there (e.g. `http://ch1:8123,http://ch2:8123;http://ch3:8123,http://ch4:8123`).
+    /// Set: a batch's data goes straight to its shard's local tables (the shard computed as the
+    /// Distributed tables' cityHash64(host) does), one group commit per shard. Unset: through
+    /// the Distributed tables on --clickhouse-url (docs/scaling-out.md).
+    #[arg(long, env = "PROCWATCH_CLICKHOUSE_SHARD_URLS", value_name = "URLS", value_parser = parse_shard_urls)]
+    pub clickhouse_shard_urls: Option<ShardUrls>,
+
     /// ZooKeeper of the ClickHouse cluster (HOST:PORT[,HOST:PORT...]), for --store clickhouse:
     /// servers sharing the cluster register there and split the alarm evaluation among the live
     /// ones, so each alarm fires once (docs/scaling-out.md). Unset: this server evaluates every
@@ -310,6 +319,25 @@ pub enum DurabilityArg {
 }
 
 /// The embedded store's options from the flags.
+/// `--clickhouse-shard-urls`: every shard's replica URLs, shards split by `;`, replicas by `,`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardUrls(pub Vec<Vec<String>>);
+
+fn parse_shard_urls(s: &str) -> Result<ShardUrls, String> {
+    let shards: Vec<Vec<String>> = s
+        .split(';')
+        .map(|shard| shard.split(',').map(|u| u.trim().to_string()).collect::<Vec<_>>())
+        .collect();
+    for (i, urls) in shards.iter().enumerate() {
+        if let Some(u) =
+            urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+        {
+            return Err(format!("shard {}: {u:?} is not an http(s) URL", i + 1));
+        }
+    }
+    Ok(ShardUrls(shards))
+}
+
 pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
     let mut opts = SqliteOptions {
         retention_ms: args.retention.as_millis() as i64,
@@ -424,6 +452,7 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Storage>> {
                 &args.clickhouse_database,
             );
             cfg.insert_linger = args.clickhouse_insert_linger;
+            cfg.shard_urls = args.clickhouse_shard_urls.clone().map(|u| u.0).unwrap_or_default();
             let store = procwatch_store_clickhouse::ClickHouseStore::connect(cfg)
                 .await
                 .context("cannot open the clickhouse store")?;
@@ -685,6 +714,13 @@ pub fn run(args: ServerArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_urls_split_by_shard_then_replica() {
+        let u = parse_shard_urls("http://a:1,http://b:1;http://c:1, http://d:1").unwrap();
+        assert_eq!(u.0, vec![vec!["http://a:1", "http://b:1"], vec!["http://c:1", "http://d:1"]]);
+        assert!(parse_shard_urls("http://a:1;c:1").unwrap_err().contains("shard 2"));
+    }
 
     #[test]
     fn loopback_addresses() {
