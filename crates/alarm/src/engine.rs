@@ -117,12 +117,55 @@ pub struct Engine {
     names: HashSet<Arc<str>>,
     /// The extra metrics (issue 19) some rule names: evaluated besides cpu, cores and mem.
     extra_metrics: Vec<Metric>,
+    /// Whether quiet OK series drop their forecaster (issue 16; on by default, see
+    /// [`Engine::set_dormancy`]).
+    dormancy: bool,
 }
 
 impl Engine {
     /// Whether some rule names an extra metric (the evaluator must then read the extras).
     pub fn needs_extras(&self) -> bool {
         !self.extra_metrics.is_empty()
+    }
+
+    /// Dormancy (issue 16, on by default): an OK series whose forecaster holds only values
+    /// so low that no forecast can cross its threshold (`Forecaster::quiescence`: under
+    /// ≈ 11 % for the default CPU rule, ≈ 13 % for memory) drops the forecaster, and gets it
+    /// back, rebuilt exactly from stored samples, at its first sample above that ceiling. The
+    /// caller must then give that series' history: [`Engine::history_needed`]. Events are the
+    /// same either way; off keeps every forecaster (for comparison).
+    pub fn set_dormancy(&mut self, on: bool) {
+        self.dormancy = on;
+        if !on {
+            for st in self.series.values_mut() {
+                st.dormant = None;
+            }
+        }
+    }
+
+    /// Series whose forecaster is dropped while they stay low (see [`Engine::set_dormancy`]).
+    pub fn dormant_series(&self) -> usize {
+        self.series.values().filter(|st| st.dormant.is_some()).count()
+    }
+
+    /// The first instant of history a pass must include in the samples of `(host, process)`
+    /// (besides its new ones) for the engine to judge them exactly: `Some` when one of its
+    /// series is dormant and a new sample in `samples` wakes it (its forecaster is then rebuilt
+    /// from the samples since that instant). `None`: the pass's samples are enough.
+    pub fn history_needed(
+        &self,
+        host: &str,
+        process: &str,
+        samples: &[procwatch_model::Sample],
+    ) -> Option<TsMs> {
+        let (host, process) = (self.names.get(host)?, self.names.get(process)?);
+        [Metric::Cpu, Metric::Cores, Metric::Mem]
+            .into_iter()
+            .chain(self.extra_metrics.iter().copied())
+            .filter_map(|m| {
+                self.series.get(&(host.clone(), process.clone(), m))?.history_needed(m, samples)
+            })
+            .min()
     }
 }
 
@@ -225,7 +268,15 @@ impl Engine {
         extra_metrics.sort();
         extra_metrics.dedup();
         let (series, forgotten, hosts) = (BTreeMap::new(), HashMap::new(), BTreeMap::new());
-        Self { shared, series, forgotten, hosts, names: HashSet::new(), extra_metrics }
+        Self {
+            shared,
+            series,
+            forgotten,
+            hosts,
+            names: HashSet::new(),
+            extra_metrics,
+            dormancy: true,
+        }
     }
 
     /// [`RuleSet::rule_for`], as the shared copy of the rule.
@@ -294,7 +345,7 @@ impl Engine {
                 };
                 let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule));
                 st.resume_after = st.resume_after.or(resume);
-                st.feed(input, metric, &mut out);
+                st.feed(input, metric, &mut out, self.dormancy);
             }
         }
         // Silent series: an open alarm turns Stale (from the moment the third interval

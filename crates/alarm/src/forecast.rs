@@ -50,6 +50,28 @@ pub trait Forecaster: Send {
     fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(self)
     }
+    /// Whether the forecaster may be dropped now and rebuilt later by replaying stored
+    /// samples (issue 16: a quiet series costs no forecaster). `Some(q)` promises two things:
+    /// from the state it holds now, no forecast for `horizon_ms` ahead is above `threshold`
+    /// as long as every sample pushed stays within `0..=q.ceiling`; and the state it would
+    /// hold just before a sample at `t` is rebuilt exactly by a fresh forecaster fed (push,
+    /// then forecast, as the engine does) the samples of `[t − q.memory_ms, t)` pushed since
+    /// its last reset. `max_gap_ms`: the longest gap between two pushed samples (the engine
+    /// restarts a series after a longer one). `None` (the default): keep it.
+    fn quiescence(&self, threshold: f64, horizon_ms: i64, max_gap_ms: i64) -> Option<Quiet> {
+        let _ = (threshold, horizon_ms, max_gap_ms);
+        None
+    }
+}
+
+/// A forecaster's promise that it can be dropped while its series stays low
+/// ([`Forecaster::quiescence`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quiet {
+    /// Samples in `0..=ceiling` cannot raise a forecast above the threshold.
+    pub ceiling: f64,
+    /// How far back a replay must start to rebuild the forecaster's state exactly, ms.
+    pub memory_ms: i64,
 }
 
 /// Time from `t_last` until a line `y(t) = y_last + slope_per_ms·(t − t_last)` reaches
@@ -204,6 +226,13 @@ impl Forecaster for Persistence {
 
     fn reset(&mut self) {
         self.last = None;
+    }
+
+    /// Quiet at any value up to the threshold; it holds only the last sample, so a woken
+    /// series needs no history.
+    fn quiescence(&self, threshold: f64, _horizon_ms: i64, _max_gap_ms: i64) -> Option<Quiet> {
+        let quiet = threshold >= 0.0 && self.last.is_some_and(|y| (0.0..=threshold).contains(&y));
+        quiet.then_some(Quiet { ceiling: threshold, memory_ms: 0 })
     }
 }
 

@@ -26,6 +26,8 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
 //!   the store's in-memory window and of the alarm engine's state, from capacities),
+//!   `procwatch_alarm_dormant_series` (series whose forecaster is dropped while they stay
+//!   low: `procwatch_alarm::Engine::set_dormancy`),
 //!   `procwatch_heap_in_use_bytes` and `procwatch_heap_free_bytes` (glibc's own account,
 //!   read after each periodic trim: [`crate::heap_stats`]),
 //!   `procwatch_alarms_active{level}`, the evaluation's share of a cluster
@@ -147,6 +149,7 @@ struct Snapshot {
     store_up: Gauge,
     store_window_bytes: Gauge,
     alarm_engine_bytes: Gauge,
+    alarm_dormant_series: Gauge,
     heap_in_use: Gauge,
     heap_free: Gauge,
 }
@@ -281,6 +284,11 @@ impl Metrics {
             s.alarm_engine_bytes.clone(),
         );
         r.register(
+            "alarm_dormant_series",
+            "Series whose forecaster is dropped while they stay too low to forecast a crossing",
+            s.alarm_dormant_series.clone(),
+        );
+        r.register(
             "heap_in_use_bytes",
             "Heap bytes the server holds, as glibc last reported them (every 30 s; 0: no reading)",
             s.heap_in_use.clone(),
@@ -407,7 +415,9 @@ impl Metrics {
         s.store_series.set(snap.series as i64);
         let window = st.store.window_bytes().unwrap_or(0);
         s.store_window_bytes.set(window.min(i64::MAX as u64) as i64);
-        s.alarm_engine_bytes.set(st.alarms.engine_bytes().min(i64::MAX as usize) as i64);
+        let (engine_bytes, dormant) = st.alarms.engine_figures();
+        s.alarm_engine_bytes.set(engine_bytes.min(i64::MAX as usize) as i64);
+        s.alarm_dormant_series.set(dormant.min(i64::MAX as usize) as i64);
         let (in_use, free) = crate::heap_stats::last().unwrap_or((0, 0));
         s.heap_in_use.set(in_use.min(i64::MAX as u64) as i64);
         s.heap_free.set(free.min(i64::MAX as u64) as i64);

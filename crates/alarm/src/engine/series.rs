@@ -2,7 +2,7 @@
 //! hysteresis and STALE, fed sample by sample by [`super::Engine`].
 
 use super::{event_id, transition, SeriesInput, FALLBACK_INTERVAL_MS, STALE_INTERVALS};
-use crate::forecast::Forecaster;
+use crate::forecast::{Forecaster, Quiet};
 use crate::rules::Rule;
 use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, TsMs};
 use std::sync::Arc;
@@ -32,6 +32,11 @@ pub(super) struct SeriesState {
     /// While STALE: the level and event it replaced, so a late batch (samples older than the
     /// STALE start) can withdraw it.
     pub(super) before_stale: Option<Box<(Level, AlarmEvent)>>,
+    /// Dormant (issue 16): the series is OK and so low that its forecaster cannot signal
+    /// (`Forecaster::quiescence`), so it was dropped. A sample above the ceiling wakes it: the
+    /// forecaster is rebuilt from the pass's input, which the evaluator extends back to
+    /// `Engine::history_needed` (the store keeps every sample the forecaster saw).
+    pub(super) dormant: Option<Quiet>,
 }
 
 impl SeriesState {
@@ -51,6 +56,7 @@ impl SeriesState {
             below: 0,
             resume_after: None,
             before_stale: None,
+            dormant: None,
         }
     }
 
@@ -94,6 +100,7 @@ impl SeriesState {
         if let Some(f) = &mut self.forecaster {
             f.reset();
         }
+        self.dormant = None;
         self.seen = 0;
         self.warm_since = None;
         self.signal_on = 0;
@@ -148,12 +155,14 @@ impl SeriesState {
         input: &SeriesInput<'_>,
         metric: Metric,
         out: &mut Vec<AlarmEvent>,
+        dormancy: bool,
     ) {
         let interval = input.interval_ms.max(1);
         if self.interval_ms != Some(interval) {
             // A new sampling interval: the forecaster is rebuilt for it.
             self.interval_ms = Some(interval);
             self.forecaster = None;
+            self.dormant = None;
             self.seen = 0;
             self.warm_since = None;
         }
@@ -165,6 +174,7 @@ impl SeriesState {
             // An extra metric a sample does not carry: no reading.
             let Some(v) = metric.value(s) else { continue };
             if self.resume_after.is_some_and(|r| s.ts <= r) {
+                self.wake_unless_within(metric, input, s.ts, v);
                 self.observe(metric, s.ts, v);
                 continue;
             }
@@ -184,7 +194,69 @@ impl SeriesState {
                 }
                 self.restart();
             }
+            self.wake_unless_within(metric, input, s.ts, v);
             self.step(input.host, input.process, metric, s.ts, v, out);
+            if dormancy {
+                self.maybe_sleep();
+            }
+        }
+    }
+
+    /// The first instant of history the pass must give with `samples` for this series to wake
+    /// exactly: `Some` when it is dormant and one of the new samples is above its ceiling.
+    pub(super) fn history_needed(
+        &self,
+        metric: Metric,
+        samples: &[procwatch_model::Sample],
+    ) -> Option<TsMs> {
+        let q = self.dormant?;
+        let wake = samples
+            .iter()
+            .filter(|s| self.last_ts.is_none_or(|t| s.ts > t))
+            .find(|s| metric.value(s).is_some_and(|v| !(0.0..=q.ceiling).contains(&v)))?;
+        Some(self.replay_from(wake.ts, q))
+    }
+
+    fn replay_from(&self, ts: TsMs, q: Quiet) -> TsMs {
+        let back = ts.saturating_sub(q.memory_ms);
+        self.warm_since.map_or(back, |w| w.max(back))
+    }
+
+    /// A dormant series whose next sample `v` (at `ts`) leaves its band gets its forecaster
+    /// back: a fresh one fed the input's samples of the replay span before `ts`, as `observe`
+    /// would have fed them (push, then forecast at the rule's horizon and threshold).
+    fn wake_unless_within(&mut self, metric: Metric, input: &SeriesInput<'_>, ts: TsMs, v: f64) {
+        let Some(q) = self.dormant else { return };
+        if (0.0..=q.ceiling).contains(&v) {
+            return;
+        }
+        let from = self.replay_from(ts, q);
+        self.dormant = None;
+        let rule = &self.rule;
+        let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS);
+        let mut f =
+            rule.method.for_metric(metric).forecaster(rule.window_ms, rule.horizon_ms, interval);
+        let replay = input.samples.iter().filter(|s| s.ts >= from && s.ts < ts);
+        for (t, y) in replay.filter_map(|s| Some((s.ts, metric.value(s)?))) {
+            f.push(t, y);
+            let _ = f.forecast(t + rule.horizon_ms, rule.threshold);
+        }
+        self.forecaster = Some(f);
+    }
+
+    /// Drops the forecaster of an OK series that cannot signal while it stays low (see
+    /// `dormant`). Only when dormancy is on for the engine, and for an OK series with no
+    /// open event: a woken series is judged by its rebuilt forecaster from its next sample on.
+    pub(super) fn maybe_sleep(&mut self) {
+        if self.level != Level::Ok || self.open.is_some() || self.dormant.is_some() {
+            return;
+        }
+        let Some(f) = &self.forecaster else { return };
+        let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS).max(1);
+        let rule = &self.rule;
+        if let Some(q) = f.quiescence(rule.threshold, rule.horizon_ms, STALE_INTERVALS * interval) {
+            self.forecaster = None;
+            self.dormant = Some(q);
         }
     }
 
@@ -192,6 +264,17 @@ impl SeriesState {
     /// The forecaster is the one `procwatch alarm backtest` scores: built by
     /// [`crate::Method::forecaster`] from the rule's method resolved for the metric.
     pub(super) fn observe(&mut self, metric: Metric, ts: TsMs, v: f64) -> Option<crate::Forecast> {
+        if self.dormant.is_some() {
+            // Within the band (a sample above it woke the series first): no forecast can
+            // signal, so none is computed.
+            self.seen += 1;
+            self.warm_since.get_or_insert(ts);
+            self.last_ts = Some(ts);
+            self.last_value = v;
+            self.signal_off += 1;
+            self.signal_on = 0;
+            return None;
+        }
         let rule = &self.rule;
         let interval = self.interval_ms.unwrap_or(FALLBACK_INTERVAL_MS);
         let f = self.forecaster.get_or_insert_with(|| {

@@ -2,7 +2,7 @@
 //! structure ([`Shape`]) and its one knob (`sensitivity`) are both chosen by
 //! leave-one-trace-out cross-validation (`crate::cv`).
 
-use super::{eta_from_slope, Forecast, Forecaster};
+use super::{eta_from_slope, Forecast, Forecaster, Quiet};
 use procwatch_model::TsMs;
 
 /// procwatch's forecaster: a robust trend with a noise-aware margin, silenced for a while
@@ -297,11 +297,106 @@ impl Forecaster for Robust {
             + self.history.capacity() * 4
             + self.current.as_ref().map_or(0, |c| c.1.capacity() * 4)
     }
+
+    /// Quiet when every value it holds (bucket medians, the open bucket's samples, the last
+    /// sample) lies in `0..=c`, with `c` low enough that no forecast built from values in that
+    /// range can cross: with every point in `[0, c]`, the latest value is at most `c`, every
+    /// Theil–Sen pairwise slope (and so their median) at most `c` per bucket in size, and every
+    /// change at most `c` from the median change, so σ ≤ max(1.4826·2c, floor). The forecast
+    /// test `y + h·φ·b + z·σ·√h` is then at most `c·(1 + h·|φ|) + z⁺·√h·max(2.9652·c, floor)`,
+    /// which `c` keeps below the threshold (with a margin of 1e-6 for rounding; the hold-off
+    /// only ever silences). Rebuilt by replay when no bucket can be skipped (`max_gap_ms` at
+    /// most a bucket): its buckets are then the last ones in time, and a replay from
+    /// `(cap + 2)` buckets back (and at least the hold-off back, for the latest sample above
+    /// the threshold) closes the same medians; an older partial bucket falls out of the history.
+    fn quiescence(&self, threshold: f64, horizon_ms: i64, max_gap_ms: i64) -> Option<Quiet> {
+        let p = &self.params;
+        if max_gap_ms > p.step_ms || horizon_ms <= 0 {
+            return None;
+        }
+        let h = horizon_ms as f64 / p.step_ms as f64;
+        let grow = 1.0 + h * p.damping.abs();
+        let spread = p.sensitivity.max(0.0) * h.sqrt();
+        let ceiling = (threshold / (grow + spread * 2.0 * 1.4826))
+            .min((threshold - spread * p.min_sigma) / grow)
+            * (1.0 - 1e-6);
+        if !(ceiling > 0.0 && ceiling.is_finite()) {
+            return None;
+        }
+        let within = |v: f64| (0.0..=ceiling).contains(&v);
+        let open = self.current.iter().flat_map(|c| c.1.iter());
+        let held = self.history.iter().chain(open).all(|&v| within(f64::from(v)));
+        if !held || !self.last.is_some_and(|(_, y)| within(y)) {
+            return None;
+        }
+        let cap = i64::from(p.trend.max(p.noise)) + 1;
+        let memory_ms = ((cap + 2) * p.step_ms).max(p.holdoff_ms + p.step_ms);
+        Some(Quiet { ceiling, memory_ms })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16, dormancy: what `quiescence` promises. While every value held is under the
+    /// ceiling no forecast crosses, and at any later sample `t` a fresh forecaster fed the
+    /// samples of `[t − memory, t)` holds exactly the state of the one that saw everything
+    /// (bucket medians, open bucket, last sample, latest sample above the threshold).
+    #[test]
+    fn a_quiet_forecaster_is_rebuilt_exactly_from_its_memory() {
+        for shape in [Shape::MEMORY, Shape::CPU] {
+            let params = shape.params(600_000, 1.0);
+            let (horizon, threshold) = (600_000, 80.0);
+            // 10 s samples: an hour near the threshold (some above it), then low and noisy.
+            let y = |i: i64| match i {
+                0..360 => 70.0 + (i % 23) as f64,
+                _ => 1.0 + ((i * 7919) % 101) as f64 / 10.0,
+            };
+            let feed = |f: &mut Robust, i: i64| {
+                f.push(i * 10_000, y(i));
+                f.forecast(i * 10_000 + horizon, threshold)
+            };
+            let mut f = Robust::new(params);
+            let (mut quiet_at, mut checked) = (None, 0);
+            for i in 0..8 * 360 {
+                if let Some(q) = quiet_at {
+                    let q: Quiet = q;
+                    assert!(y(i) <= q.ceiling, "{shape}: the stream stays under {}", q.ceiling);
+                    if i % 17 == 0 {
+                        let mut g = Robust::new(params);
+                        let from = i * 10_000 - q.memory_ms;
+                        for j in (0..i).filter(|&j| j * 10_000 >= from) {
+                            feed(&mut g, j);
+                        }
+                        // The latest sample above the threshold matters within the
+                        // hold-off only (it silences); older, the replay need not see it.
+                        let recent = |r: &Robust| {
+                            let t = r.last.map(|l| l.0).unwrap_or(0);
+                            r.last_above.filter(|&a| t - a < params.holdoff_ms)
+                        };
+                        let state = |r: &Robust| format!("{:?}", (&r.history, &r.current, r.last));
+                        assert_eq!(state(&g), state(&f), "{shape}, sample {i}");
+                        assert_eq!(recent(&g), recent(&f), "{shape}, sample {i}");
+                        checked += 1;
+                    }
+                }
+                let fc = feed(&mut f, i);
+                if quiet_at.is_some() {
+                    assert!(!fc.unwrap().above, "{shape}: quiet, yet a crossing at {i}");
+                }
+                quiet_at = quiet_at.or(f.quiescence(threshold, horizon, 30_000));
+            }
+            assert!(checked > 50, "{shape}: went quiet and was checked ({checked})");
+            // Not while it holds the hour near the threshold, nor when a gap could skip a bucket.
+            let mut g = Robust::new(params);
+            for i in 0..400 {
+                let _ = feed(&mut g, i);
+            }
+            assert_eq!(g.quiescence(threshold, horizon, 30_000), None);
+            assert_eq!(f.quiescence(threshold, horizon, 600_000), None);
+        }
+    }
 
     /// Issue 16: a series' forecaster state, once its windows are full, at a 10 s interval:
     /// 380 bytes at every sample (`f32` buckets, history sized exactly, the open bucket's

@@ -130,19 +130,22 @@ impl Alarms {
                 })
                 .collect()
         };
-        for (i, since) in reread {
-            let w = &windows[i];
-            let q = UsageQuery {
-                from: since,
-                to,
-                host: Some(w.host.clone()),
-                process: Some(w.process.clone()),
-                per_host: true,
-            };
-            if let Some(full) = ctx.store.window(&q).await?.into_iter().next() {
-                windows[i].samples = full.samples;
-            }
-        }
+        read_back(&ctx, &mut windows, reread, to).await?;
+        // A dormant series (its forecaster dropped while it stayed low, issue 16) that a new
+        // sample wakes gets its forecaster rebuilt from its stored history: read from where
+        // the engine asks (at most the forecaster's memory, ≈ 2 h, for that one series).
+        let wake: Vec<(usize, TsMs)> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            windows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    let since = engine.history_needed(&w.host, &w.process, &w.samples)?;
+                    w.samples.first().is_some_and(|s| s.ts > since).then_some((i, since))
+                })
+                .collect()
+        };
+        read_back(&ctx, &mut windows, wake, to).await?;
         // Rules on the opt-in extras (issue 19): their figures, stored apart, join the samples.
         let needs_extras = self.engine.lock().unwrap_or_else(|p| p.into_inner()).needs_extras();
         if needs_extras {
@@ -274,6 +277,30 @@ impl Alarms {
         }
         Ok(())
     }
+}
+
+/// Replaces the samples of `windows[i]` by its series' stored samples of `[since, to)`, for
+/// each `(i, since)` of `reads`.
+async fn read_back(
+    ctx: &EvalContext,
+    windows: &mut [procwatch_store::SeriesWindow],
+    reads: Vec<(usize, TsMs)>,
+    to: TsMs,
+) -> Result<(), StoreError> {
+    for (i, since) in reads {
+        let w = &windows[i];
+        let q = UsageQuery {
+            from: since,
+            to,
+            host: Some(w.host.clone()),
+            process: Some(w.process.clone()),
+            per_host: true,
+        };
+        if let Some(full) = ctx.store.window(&q).await?.into_iter().next() {
+            windows[i].samples = full.samples;
+        }
+    }
+    Ok(())
 }
 
 /// The engine's inputs for `windows`, each with its host's interval (`fallback` for a host

@@ -163,9 +163,12 @@ impl Alarms {
         self.engine.lock().unwrap_or_else(|p| p.into_inner()).warmups()
     }
 
-    /// Estimated heap bytes of the engine's state ([`procwatch_alarm::Engine::estimated_bytes`]).
-    pub fn engine_bytes(&self) -> usize {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner()).estimated_bytes()
+    /// (Estimated heap bytes of the engine's state, series whose forecaster is dropped while
+    /// they stay low): [`procwatch_alarm::Engine::estimated_bytes`],
+    /// [`procwatch_alarm::Engine::dormant_series`], read under one lock.
+    pub fn engine_figures(&self) -> (usize, usize) {
+        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        (engine.estimated_bytes(), engine.dormant_series())
     }
 
     /// How long the last evaluation pass took (zero before the first).

@@ -342,3 +342,45 @@ async fn stream_replays_and_ends_at_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// Issue 16, dormancy through the real evaluator and the embedded store: a series idle for
+/// three hours (its forecaster dropped) then ramping to a crossing wakes with its stored
+/// history and raises exactly what a server that kept the forecaster raises: the same AMBER,
+/// at the same sample, with the same forecast and ETA.
+#[tokio::test]
+async fn a_dormant_series_wakes_from_its_stored_history_and_judges_as_a_kept_one() {
+    let now = procwatch_model::clock::Clock::now_ms(&procwatch_model::clock::SystemClock);
+    let start = now - 6 * 3_600_000;
+    let cpu = |i: i64| match i {
+        0..1080 => 1.5 + (i % 5) as f64 * 0.4,
+        _ => (1.5 + (i - 1080) as f64 * 0.4).min(95.0),
+    };
+    let mut runs = Vec::new();
+    for dormancy in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = procwatch_store_sqlite::SqliteStore::open(dir.path(), Default::default());
+        let config = ServerConfig { interval: Duration::from_secs(10), ..ServerConfig::default() };
+        let st = AppState::new(Arc::new(store.unwrap()), config);
+        st.alarms.engine.lock().unwrap().set_dormancy(dormancy);
+        let (mut events, mut most_dormant) = (Vec::new(), 0);
+        for i in 0..1400 {
+            let ts = start + i * 10_000;
+            let mut b = batch("web-1", "app", &[(ts, cpu(i))]);
+            (b.seq, b.interval_ms) = (i as u64, 10_000);
+            st.store.write_batch(&b).await.unwrap();
+            let got = st.alarms.evaluate(&st, ts).await.unwrap();
+            events.extend(got.into_iter().filter(|e| e.kind == AlarmKind::Series));
+            most_dormant = most_dormant.max(st.alarms.engine_figures().1);
+        }
+        runs.push((events, most_dormant, st.alarms.engine_figures().1));
+    }
+    let (kept, dormant) = (&runs[0], &runs[1]);
+    assert_eq!((kept.1, kept.2), (0, 0));
+    // cpu, mem and cores (persistence, RED only) slept; cpu woke for the ramp, mem (1 %)
+    // and cores (0) sleep on.
+    assert_eq!((dormant.1, dormant.2), (3, 2));
+    let amber = kept.0.iter().find(|e| e.level == Level::Amber).expect("an AMBER before RED");
+    assert!(amber.forecast.is_some() && amber.eta_seconds.is_some());
+    assert!(kept.0.iter().any(|e| e.level == Level::Red));
+    assert_eq!(kept.0, dormant.0);
+}
