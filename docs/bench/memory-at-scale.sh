@@ -19,7 +19,8 @@ while kill -0 $(cat $OUT/loadgen.pid) 2>/dev/null; do
   w=$(echo "$m" | awk '/^procwatch_store_window_bytes /{print $2}')
   e=$(echo "$m" | awk '/^procwatch_alarm_engine_bytes /{print $2}')
   hu=$(echo "$m" | awk '/^procwatch_heap_in_use_bytes /{print $2}'); hf=$(echo "$m" | awk '/^procwatch_heap_free_bytes /{print $2}')
-  echo "$(( $(date +%s) - T0 )) rss_kb=$rss window=$w engine=$e heap_in_use=$hu heap_free=$hf load=$(cut -d' ' -f1 /proc/loadavg)" >> $OUT/samples.txt
+  d=$(echo "$m" | awk '/^procwatch_alarm_dormant_series /{print $2}')
+  echo "$(( $(date +%s) - T0 )) rss_kb=$rss window=$w engine=$e dormant=$d heap_in_use=$hu heap_free=$hf load=$(cut -d' ' -f1 /proc/loadavg)" >> $OUT/samples.txt
   sleep 15
 done
 awk '/VmRSS|VmHWM/' /proc/$pid/status > $OUT/final_status.txt

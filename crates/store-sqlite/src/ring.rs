@@ -368,18 +368,24 @@ impl Ring {
     }
 
     /// Makes room for one more sample. Below `cap` (what the window is expected to hold at
-    /// most, 0 if unknown) the buffer doubles from 16 but stops exactly at `cap` instead of
-    /// the next power of two (at 10 s and a 5 min window: 68 samples). Past a known `cap` (the
+    /// most, 0 if unknown; at 10 s, a 5 min window and the defaults: 50 samples) the buffer
+    /// is allocated at `cap` at once, up to `FIRST_CAP_MAX` samples (a client declaring a tiny
+    /// interval must not make one sample cost a 4,096-sample buffer), so at usual intervals a
+    /// series' ring is one allocation for its whole life. Growing by doubling (16, 32, then
+    /// the cap) left each series' outgrown buffers behind as holes too small for the next ring: at
+    /// 300,000 series glibc held 370–480 MB free inside its heaps that no trim could return
+    /// (BENCHMARKS.md, "Session 11"); above `FIRST_CAP_MAX` it still doubles up to `cap`. Past a known `cap` (the
     /// floor is late: a slow maintenance pass, a burst) it grows by an eighth, so a late floor
     /// costs a few samples of headroom, not half a window; with no `cap` it grows by half.
-    /// Never more than plain doubling would reserve.
     fn reserve_one(&mut self, cap: usize) {
+        /// The most samples a ring is first allocated for (see above): 1.5 KB narrow, 2.5 KB wide.
+        const FIRST_CAP_MAX: usize = 64;
         let len = self.c.len();
         if len < self.c.capacity() {
             return;
         }
         let target = if cap > len {
-            cap.min((2 * len).max(16))
+            cap.min((2 * len).max(FIRST_CAP_MAX))
         } else if cap > 0 {
             len + len / 8 + 2
         } else {
@@ -591,6 +597,29 @@ mod tests {
         assert_eq!(ts_of(r), vec![2000]);
         assert!(r.c.capacity() <= 20, "{}", r.c.capacity());
         assert_eq!(r.c.values(CPU, 0..1, &mut Vec::new()), &[2.0]);
+    }
+
+    /// A series' ring is one allocation at the window's capacity (no outgrown buffers left
+    /// behind as heap holes), and a client declaring a tiny interval gets no huge buffer for
+    /// one sample.
+    #[test]
+    fn a_ring_is_allocated_once_at_the_window_capacity_and_never_huge_at_first() {
+        let mut h = HostIndex::new(0);
+        h.cap = 44;
+        h.upsert("p", 0, 1.0, 0.5, 0.1, 4096, 1);
+        assert_eq!(h.series["p"].c.capacity(), 44);
+        let ptr = |h: &HostIndex| match &h.series["p"].c.buf {
+            Buf::Narrow(b) => b.as_ptr() as usize,
+            Buf::Wide(b) => b.as_ptr() as usize,
+        };
+        let first = ptr(&h);
+        for ts in 1..44 {
+            h.upsert("p", ts * 10, 1.0, 0.5, 0.1, 4096, 1);
+        }
+        assert_eq!(ptr(&h), first, "no reallocation up to the capacity");
+        h.cap = 4096;
+        h.upsert("q", 0, 1.0, 0.5, 0.1, 4096, 1);
+        assert_eq!(h.series["q"].reserved_bytes(), 64 * 24);
     }
 
     fn ts_of(r: &Ring) -> Vec<TsMs> {
