@@ -120,6 +120,9 @@ pub struct Engine {
     /// Whether quiet OK series drop their forecaster (issue 16; on by default, see
     /// [`Engine::set_dormancy`]).
     dormancy: bool,
+    /// Fed since the last [`Engine::finish`]: for each host with an open host alarm, its
+    /// first sample after the silence (when it was heard from again).
+    heard_back: HashMap<Arc<str>, TsMs>,
 }
 
 impl Engine {
@@ -276,6 +279,7 @@ impl Engine {
             names: HashSet::new(),
             extra_metrics,
             dormancy: true,
+            heard_back: HashMap::new(),
         }
     }
 
@@ -326,7 +330,33 @@ impl Engine {
         series: &[SeriesInput<'_>],
         hosts: &[HostSeen<'_>],
     ) -> Vec<AlarmEvent> {
+        let mut out = self.feed(series);
+        out.extend(self.finish(now, hosts));
+        out
+    }
+
+    /// The first half of [`Engine::evaluate`]: feeds `series` through their state machines
+    /// and returns their transitions. A pass may feed its series in parts (the evaluator feeds
+    /// a large fleet host by host, so a pass never holds every series' samples at once), then
+    /// calls [`Engine::finish`] once; that is the same as one `evaluate` with all the parts.
+    pub fn feed(&mut self, series: &[SeriesInput<'_>]) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
+        // The first sample of each silent host (one with an open host alarm): when it was
+        // heard from again.
+        for input in series {
+            let Some((host, state)) = self.hosts.get_key_value(input.host) else { continue };
+            if state.open.is_none() {
+                continue;
+            }
+            let quiet = state.quiet_since;
+            let Some(first) = input.samples.iter().map(|s| s.ts).filter(|&t| t > quiet).min()
+            else {
+                continue;
+            };
+            let host = intern(&mut self.names, host);
+            let at = self.heard_back.entry(host).or_insert(first);
+            *at = (*at).min(first);
+        }
         for input in series {
             // The extras only when some rule names them (issue 19).
             let extras = self.extra_metrics.iter().copied();
@@ -348,6 +378,14 @@ impl Engine {
                 st.feed(input, metric, &mut out, self.dormancy);
             }
         }
+        out
+    }
+
+    /// The second half of [`Engine::evaluate`], once per pass after [`Engine::feed`]: marks
+    /// silent series and hosts at `now` and returns those transitions.
+    pub fn finish(&mut self, now: TsMs, hosts: &[HostSeen<'_>]) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        let heard_back = std::mem::take(&mut self.heard_back);
         // Silent series: an open alarm turns Stale (from the moment the third interval
         // without a sample ended, not from `now`); an OK series is forgotten.
         let host_interval: BTreeMap<&str, i64> =
@@ -409,14 +447,6 @@ impl Engine {
             }
             true
         });
-        // The first sample of each silent host in this pass's input: when it was heard from
-        // again. Only hosts with an open host alarm need it.
-        let silent: HashSet<String> =
-            self.hosts.iter().filter(|(_, s)| s.open.is_some()).map(|(h, _)| h.clone()).collect();
-        let mut first_heard: BTreeMap<&str, Vec<TsMs>> = BTreeMap::new();
-        for input in series.iter().filter(|i| silent.contains(i.host)) {
-            first_heard.entry(input.host).or_default().extend(input.samples.iter().map(|s| s.ts));
-        }
         for h in hosts {
             // A paused host is judged on its heartbeats (see `Pause`).
             let h = &HostSeen { last_seen: h.heard(), ..*h };
@@ -428,9 +458,10 @@ impl Engine {
             if state.open.is_some() && h.last_seen > state.quiet_since {
                 // Heard from again: at its first sample after the silence.
                 let quiet = state.quiet_since;
-                let back = first_heard
+                let back = heard_back
                     .get(h.host)
-                    .and_then(|ts| ts.iter().copied().filter(|&t| t > quiet).min())
+                    .copied()
+                    .filter(|&t| t > quiet)
                     .unwrap_or(h.last_seen)
                     .min(h.last_seen);
                 let start = state.open.as_ref().map_or(back, |e| e.start);
@@ -466,6 +497,7 @@ impl Engine {
                 None => {}
             }
         }
+        drop(heard_back);
         self.sweep_names();
         out
     }

@@ -211,3 +211,79 @@ fn a_dormant_engine_holds_less() {
     assert!(d + 2 * 300 <= k, "dormant {d} bytes, keeping {k}");
     eprintln!("one idle process: dormant {d} bytes, keeping {k}");
 }
+
+/// The evaluator feeds a pass host by host (`Engine::feed`, then `Engine::finish` once): the
+/// same transitions as one `evaluate` with every host, host silences and returns included.
+#[test]
+fn feeding_a_pass_in_parts_is_one_evaluate() {
+    use procwatch_alarm::HostSeen;
+    let len = 3 * 360;
+    let hosts = ["h0", "h1", "h2"];
+    // Each host its own fleet; h1 is silent for 5 minutes from sample 500 (a host alarm that
+    // opens, then closes when it is heard from again).
+    let fleets: Vec<Fleet> = (0..3u64)
+        .map(|k| {
+            let mut f = fleet(100 + k, len);
+            if k == 1 {
+                let (a, b) = (1_000_000_000 + 500 * STEP, 1_000_000_000 + 530 * STEP);
+                f.samples.iter_mut().for_each(|s| s.retain(|x| x.ts < a || x.ts >= b));
+            }
+            f
+        })
+        .collect();
+    let (mut whole, mut parts) = (Engine::new(RuleSet::default()), Engine::new(RuleSet::default()));
+    let mut last_seen = [0i64; 3];
+    let mut silences = Vec::new();
+    for i in 0..len as i64 {
+        let now = 1_000_000_000 + i * STEP;
+        let inputs: Vec<Vec<Vec<Sample>>> = fleets
+            .iter()
+            .map(|f| {
+                let w = |s: &Vec<Sample>| -> Vec<Sample> {
+                    s.iter().filter(|x| x.ts >= now - 4 * STEP && x.ts <= now).cloned().collect()
+                };
+                f.samples.iter().map(w).collect()
+            })
+            .collect();
+        for (k, per) in inputs.iter().enumerate() {
+            if let Some(t) = per.iter().flatten().map(|s| s.ts).max() {
+                last_seen[k] = last_seen[k].max(t);
+            }
+        }
+        let seen: Vec<HostSeen<'_>> = (0..3)
+            .filter(|&k| last_seen[k] > 0)
+            .map(|k| HostSeen {
+                host: hosts[k],
+                last_seen: last_seen[k],
+                interval_ms: STEP,
+                pause: None,
+            })
+            .collect();
+        let series = |k: usize| -> Vec<SeriesInput<'_>> {
+            inputs[k]
+                .iter()
+                .zip(&fleets[k].names)
+                .map(|(s, name)| SeriesInput {
+                    host: hosts[k],
+                    process: name,
+                    samples: s,
+                    interval_ms: STEP,
+                })
+                .collect()
+        };
+        let all: Vec<SeriesInput<'_>> = (0..3).flat_map(series).collect();
+        let a = whole.evaluate(now, &all, &seen);
+        let mut b = Vec::new();
+        for k in 0..3 {
+            b.extend(parts.feed(&series(k)));
+        }
+        b.extend(parts.finish(now, &seen));
+        assert_eq!(a, b, "pass {i}");
+        let host = a.iter().filter(|e| e.kind == procwatch_model::AlarmKind::HostSilent);
+        silences.extend(host.map(|e| (e.host.clone(), e.level, e.end.is_some())));
+    }
+    // h1's silence opened and was closed by its return (the part `finish` judges from what
+    // `feed` saw).
+    assert!(silences.contains(&("h1".into(), Level::Red, false)), "{silences:?}");
+    assert!(silences.contains(&("h1".into(), Level::Red, true)), "{silences:?}");
+}

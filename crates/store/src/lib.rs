@@ -369,10 +369,11 @@ pub trait Storage: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Whether `usage_of` for one series (exact host and process) is answered in process,
-    /// without a round trip to a database server: the server then reads a short page of a
-    /// listing row by row after choosing it on one figure (`GET /api/v1/usage?sort=…&limit=…`).
-    /// Remote backends keep the default (`false`) and answer the page with one query.
+    /// Whether `usage_of` for one series (exact host and process) and `window` for one host
+    /// are answered in process, without a round trip to a database server: the server then
+    /// reads a short page of a listing row by row after choosing it on one figure
+    /// (`GET /api/v1/usage?sort=…&limit=…`), and the alarm evaluator reads its pass host by
+    /// host. Remote backends keep the default (`false`) and answer each with one query.
     fn series_usage_is_local(&self) -> bool {
         false
     }
