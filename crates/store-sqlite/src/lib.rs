@@ -356,11 +356,29 @@ impl Drop for SqliteStore {
 }
 
 fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
+    // At a fixed rate: a pass woken early (late rows, `write.rs`) runs, but does not push the
+    // next regular one back. Each early pass used to restart the wait, and one that came less
+    // than a fold step after the last advance left the floor where it was: at 300,000 series
+    // the floor fell minutes behind, every ring outgrew the window's capacity at once, and the
+    // outgrown buffers stayed in the heap as ≈ 0.2–0.3 GB of holes (BENCHMARKS.md, Session 11).
+    let mut due: Option<std::time::Instant> = None;
     loop {
-        std::thread::park_timeout(every);
+        let wait = match (due, weak.upgrade()) {
+            (_, None) => return,
+            (None, Some(_)) => every,
+            (Some(d), Some(inner)) => d.saturating_duration_since(inner.opts.clock.instant()),
+        };
+        std::thread::park_timeout(wait);
         let Some(inner) = weak.upgrade() else { return };
         if inner.stop.load(Ordering::SeqCst) {
             return;
+        }
+        let now = inner.opts.clock.instant();
+        let regular = due.unwrap_or(now);
+        if now >= regular {
+            // The next regular pass: one period after this one was due, or after now if this
+            // one came later than that (a long pass, a busy machine).
+            due = Some((regular + every).max(now));
         }
         if let Err(error) = inner.maintain(inner.opts.clock.now_ms()) {
             tracing::warn!(message = "Store maintenance failed.", %error);
