@@ -226,6 +226,35 @@ impl Alarms {
         Ok(events)
     }
 
+    /// Replaces the samples of each of `windows` for which `since` (asked under the engine's
+    /// lock) names an instant by its series' stored samples of `[since, to)`.
+    async fn read_back(
+        &self,
+        ctx: &EvalContext,
+        windows: &mut [procwatch_store::SeriesWindow],
+        to: TsMs,
+        since: impl Fn(&procwatch_alarm::Engine, &procwatch_store::SeriesWindow) -> Option<TsMs>,
+    ) -> Result<(), StoreError> {
+        let reads: Vec<(usize, TsMs)> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            windows.iter().enumerate().filter_map(|(i, w)| Some((i, since(&engine, w)?))).collect()
+        };
+        for (i, from) in reads {
+            let w = &windows[i];
+            let q = UsageQuery {
+                from,
+                to,
+                host: Some(w.host.clone()),
+                process: Some(w.process.clone()),
+                per_host: true,
+            };
+            if let Some(full) = ctx.store.window(&q).await?.into_iter().next() {
+                windows[i].samples = full.samples;
+            }
+        }
+        Ok(())
+    }
+
     /// Feeds one read of the pass (`host`: the one host it holds, `None`: any) to the engine,
     /// after reading back what the engine needs beyond the pass's window: a series returning
     /// after a gap from its last sample, a dormant series that wakes from its forecaster's
@@ -244,33 +273,19 @@ impl Alarms {
         // A series coming back after a gap (or through a late batch) is read again from the
         // last sample the engine saw of it (at most REREAD_MAX before `from`), so every replica
         // steps through the same samples whatever its read window.
-        let reread: Vec<(usize, TsMs)> = {
-            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            windows
-                .iter()
-                .enumerate()
-                .filter_map(|(i, w)| {
-                    let last = engine.last_sample(&w.host, &w.process)?;
-                    (last < from).then_some((i, last.max(from - REREAD_MAX_MS)))
-                })
-                .collect()
-        };
-        read_back(ctx, &mut windows, reread, to).await?;
+        self.read_back(ctx, &mut windows, to, |engine, w| {
+            let last = engine.last_sample(&w.host, &w.process)?;
+            (last < from).then_some(last.max(from - REREAD_MAX_MS))
+        })
+        .await?;
         // A dormant series (its forecaster dropped while it stayed low, issue 16) that a new
         // sample wakes gets its forecaster rebuilt from its stored history: read from where
         // the engine asks (at most the forecaster's memory, ≈ 2 h, for that one series).
-        let wake: Vec<(usize, TsMs)> = {
-            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            windows
-                .iter()
-                .enumerate()
-                .filter_map(|(i, w)| {
-                    let since = engine.history_needed(&w.host, &w.process, &w.samples)?;
-                    w.samples.first().is_some_and(|s| s.ts > since).then_some((i, since))
-                })
-                .collect()
-        };
-        read_back(ctx, &mut windows, wake, to).await?;
+        self.read_back(ctx, &mut windows, to, |engine, w| {
+            let since = engine.history_needed(&w.host, &w.process, &w.samples)?;
+            w.samples.first().is_some_and(|s| s.ts > since).then_some(since)
+        })
+        .await?;
         // Rules on the opt-in extras (issue 19): their figures, stored apart, join the samples.
         let needs_extras = self.engine.lock().unwrap_or_else(|p| p.into_inner()).needs_extras();
         if needs_extras {
@@ -333,30 +348,6 @@ struct PassSpan<'a> {
     to: TsMs,
     interval_ms: i64,
     host_interval: &'a BTreeMap<&'a str, i64>,
-}
-
-/// Replaces the samples of `windows[i]` by its series' stored samples of `[since, to)`, for
-/// each `(i, since)` of `reads`.
-async fn read_back(
-    ctx: &EvalContext,
-    windows: &mut [procwatch_store::SeriesWindow],
-    reads: Vec<(usize, TsMs)>,
-    to: TsMs,
-) -> Result<(), StoreError> {
-    for (i, since) in reads {
-        let w = &windows[i];
-        let q = UsageQuery {
-            from: since,
-            to,
-            host: Some(w.host.clone()),
-            process: Some(w.process.clone()),
-            per_host: true,
-        };
-        if let Some(full) = ctx.store.window(&q).await?.into_iter().next() {
-            windows[i].samples = full.samples;
-        }
-    }
-    Ok(())
 }
 
 /// The engine's inputs for `windows`, each with its host's interval (`fallback` for a host
