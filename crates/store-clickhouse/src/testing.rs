@@ -400,7 +400,12 @@ impl Cluster {
 
     /// Runs one SQL statement on node `i` directly; the body on 200, else the error text.
     pub fn sql(&self, i: usize, sql: &str) -> Result<String, String> {
-        match http(self.nodes[i].http_port, "POST", "/", sql) {
+        self.sql_with(i, "", sql)
+    }
+
+    /// [`Cluster::sql`] with ClickHouse settings as a query string (`insert_distributed_sync=1`).
+    pub fn sql_with(&self, i: usize, settings: &str, sql: &str) -> Result<String, String> {
+        match http(self.nodes[i].http_port, "POST", &format!("/?{settings}"), sql) {
             Some((status, body)) if status.contains(" 200 ") => Ok(body),
             Some((status, body)) => Err(format!("{status}: {body}")),
             None => Err("no answer".into()),

@@ -130,18 +130,21 @@ async fn the_shard_function_is_clickhouses_and_writes_land_where_distributed_put
         .iter()
         .map(|h| format!("(unhex('{}'), 'p', {t0}, 0, 0, 0, 0, 1, 1)", hex(h.as_bytes())))
         .collect();
-    cluster
-        .sql(0, &format!("INSERT INTO {db}.samples VALUES {}", values.join(",")))
-        .expect("insert through Distributed");
+    // Synchronous, as the store inserts (`insert_distributed_sync=1`): answered once the rows
+    // are on a replica of each shard. Asynchronous (the default), the Distributed table's
+    // background sender had not delivered them 60 s later on a loaded CI machine.
+    let insert = format!("INSERT INTO {db}.samples VALUES {}", values.join(","));
+    cluster.sql_with(0, "insert_distributed_sync=1", &insert).expect("insert through Distributed");
     let per_shard = |node: usize| {
         cluster
             .sql(node, &format!("SELECT count() FROM {db}.samples_local"))
             .ok()
             .and_then(|b| b.trim().parse::<u64>().ok())
     };
-    // The Distributed insert may be asynchronous here (raw HTTP, default settings): wait for it.
+    // On the replica Distributed chose; the first replica of each shard, counted here, has
+    // them once replication catches up: wait for that.
     assert!(
-        eventually(60, || per_shard(0).unwrap_or(0) + per_shard(2).unwrap_or(0)
+        eventually(120, || per_shard(0).unwrap_or(0) + per_shard(2).unwrap_or(0)
             == 3 * hosts.len() as u64),
         "the Distributed insert did not arrive: {:?} + {:?}",
         per_shard(0),
