@@ -381,6 +381,19 @@ impl Engine {
         out
     }
 
+    /// Feeds `series` as history, as the server does on its first pass and when it takes
+    /// hosts over: [`Engine::feed`], except that it records no host's return from silence (the
+    /// pass that follows records returns from what it reads itself), and keeps what the
+    /// pass's own feeds recorded before it. That is `evaluate(0, series, &[])` without its
+    /// sweep over every series (nothing is silent at time 0), which made a restart at a large
+    /// fleet cost one no-op sweep per host, and without dropping the returns recorded so far.
+    pub fn replay(&mut self, series: &[SeriesInput<'_>]) -> Vec<AlarmEvent> {
+        let recorded = std::mem::take(&mut self.heard_back);
+        let out = self.feed(series);
+        self.heard_back = recorded;
+        out
+    }
+
     /// The second half of [`Engine::evaluate`], once per pass after [`Engine::feed`]: marks
     /// silent series and hosts at `now` and returns those transitions.
     pub fn finish(&mut self, now: TsMs, hosts: &[HostSeen<'_>]) -> Vec<AlarmEvent> {

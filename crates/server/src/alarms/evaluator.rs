@@ -110,7 +110,9 @@ impl Alarms {
         let mut series_count = 0;
         let mut discovered = Vec::new();
         let pass = PassSpan { from, to, interval_ms, host_interval: &host_interval };
-        let mut restored = Vec::new();
+        // What is fed in one read after the host-by-host feeds: the whole pass from a remote
+        // store, and on either store the series of hosts taken over that continue an alarm.
+        let mut rest = Vec::new();
         if by_host {
             let covered = hosts.iter().filter(|h| scope.covers(&h.host));
             for h in covered.filter(|h| gained.is_none_or(|g| !g.contains(&h.host))) {
@@ -127,22 +129,22 @@ impl Alarms {
             }
         } else {
             let q = UsageQuery { from, to, host: None, process: None, per_host: true };
-            restored = ctx.store.window(&q).await?;
+            rest = ctx.store.window(&q).await?;
             // A series of a host the store does not list yet (its batch's bookkeeping lands
             // after its samples) waits for the next pass, which reads it again: judged with a
             // guessed interval it could go STALE at once.
             let known: std::collections::HashSet<&str> =
                 hosts.iter().map(|h| h.host.as_str()).collect();
-            restored.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
+            rest.retain(|w| known.contains(w.host.as_str()) && scope.covers(&w.host));
         }
         // Hosts taken over from another member (or on the first pass): see `share`.
         if let Some(gained) = gained {
             let span = (now - self.lookback_ms(interval_ms), to);
-            let taken = self.take_over(&ctx, gained, &mut restored, &host_interval, span);
+            let taken = self.take_over(&ctx, gained, &mut rest, &host_interval, span);
             discovered.extend(taken.await?);
         }
-        series_count += restored.len();
-        fed.extend(self.feed_windows(&ctx, restored, &pass, None).await?);
+        series_count += rest.len();
+        fed.extend(self.feed_windows(&ctx, rest, &pass, None).await?);
         // A host is judged silent only once the server itself has been evaluating for 3 of the
         // host's intervals: after a restart, agents need that long to be heard again.
         let first = *self.first_eval.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
@@ -305,8 +307,8 @@ impl Alarms {
     }
 
     /// The first pass's history of `span`, read and fed to the engine one host at a time
-    /// (hosts taken over are restored by `take_over` instead). Fed at "time 0", as a take-over
-    /// is: nothing is judged silent here; the pass that follows judges silence at its `now`.
+    /// (hosts taken over are restored by `take_over` instead). Replayed, as a take-over is:
+    /// nothing is judged silent here; the pass that follows judges silence at its `now`.
     /// The transitions the history holds wait in `primed` for the pass to store them. A host
     /// fed by an earlier, failed attempt is not fed twice (the engine skips what it has seen).
     async fn prime(
@@ -334,7 +336,7 @@ impl Alarms {
             }
             let inputs = series_inputs(&windows, host_interval, fallback);
             let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let events = engine.evaluate(0, &inputs, &[]);
+            let events = engine.replay(&inputs);
             self.primed.lock().unwrap_or_else(|p| p.into_inner()).extend(events);
         }
         Ok(())

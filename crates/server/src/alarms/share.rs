@@ -212,9 +212,9 @@ impl Alarms {
                 .partition(|w| engine.last_sample(&w.host, &w.process).is_none());
             windows.extend(restored);
             let inputs = super::evaluator::series_inputs(&fresh, host_interval, 1);
-            // At "time 0": nothing is judged silent, so no other series moves (the pass judges
-            // silence at `now`).
-            drop(engine.evaluate(0, &inputs, &[]));
+            // Nothing is judged silent here, so no other series moves (the pass judges silence
+            // at `now`).
+            drop(engine.replay(&inputs));
         }
         let candidates: Vec<AlarmEvent> = {
             let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
