@@ -1,6 +1,7 @@
 #!/bin/bash
 # One procwatch server on a warped clock fed by one loadgen; samples RSS and gauges every 15 s.
-# usage: memory-at-scale.sh OUT SPEED DURATION AGENTS BIN
+# usage: [BUSY=share] memory-at-scale.sh OUT SPEED DURATION AGENTS BIN
+# BUSY: loadgen --busy, the share of processes kept above the alarm engine's dormancy ceilings.
 # e.g. memory-at-scale.sh /tmp/s8/new300k 2 16m 1000 target/release/procwatch  (BENCHMARKS.md, "Session 8")
 OUT=$1; SPEED=${2:-2}; DUR=${3:-16m}; AGENTS=${4:-1000}; BIN=$5
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -9,7 +10,7 @@ unset PROCWATCH_CONFIG
 $BIN server --listen 127.0.0.1:0 --addr-file $OUT/addr --data-dir $OUT/data --ingest-rate 0 > $OUT/server.log 2>&1 &
 echo $! > $OUT/server.pid
 while [ ! -s $OUT/addr ]; do sleep 0.2; done
-$BIN loadgen --server http://$(cat $OUT/addr) --agents $AGENTS --processes 300 --interval 10s --duration $DUR \
+$BIN loadgen --server http://$(cat $OUT/addr) --agents $AGENTS --processes 300 --interval 10s --duration $DUR --busy ${BUSY:-0} \
    --server-pid $(cat $OUT/server.pid) --rss-every 15s --time-warp "$SPEED@$ORIGIN" > $OUT/loadgen.log 2>&1 &
 echo $! > $OUT/loadgen.pid
 T0=$(date +%s); pid=$(cat $OUT/server.pid)
@@ -20,7 +21,8 @@ while kill -0 $(cat $OUT/loadgen.pid) 2>/dev/null; do
   e=$(echo "$m" | awk '/^procwatch_alarm_engine_bytes /{print $2}')
   hu=$(echo "$m" | awk '/^procwatch_heap_in_use_bytes /{print $2}'); hf=$(echo "$m" | awk '/^procwatch_heap_free_bytes /{print $2}')
   d=$(echo "$m" | awk '/^procwatch_alarm_dormant_series /{print $2}')
-  echo "$(( $(date +%s) - T0 )) rss_kb=$rss window=$w engine=$e dormant=$d heap_in_use=$hu heap_free=$hf load=$(cut -d' ' -f1 /proc/loadavg)" >> $OUT/samples.txt
+  mt=$(echo "$m" | awk '/^procwatch_store_maintenance_seconds /{print $2}')
+  echo "$(( $(date +%s) - T0 )) rss_kb=$rss window=$w engine=$e dormant=$d heap_in_use=$hu heap_free=$hf maint_s=$mt load=$(cut -d' ' -f1 /proc/loadavg)" >> $OUT/samples.txt
   sleep 15
 done
 awk '/VmRSS|VmHWM/' /proc/$pid/status > $OUT/final_status.txt

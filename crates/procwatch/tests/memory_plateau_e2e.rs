@@ -88,6 +88,7 @@ async fn server_memory_plateaus_over_a_time_compressed_run() {
     let client = reqwest::Client::new();
     let minute_now = || (wall_ms() - origin) as f64 * SPEED / 60_000.0;
     let mut readings = Vec::new();
+    let mut maintenance = 0.0f64;
     // Polls until the virtual clock passes the run's end (a deadline in real time too).
     while minute_now() < RUN_MIN {
         assert!(start.elapsed() < Duration::from_secs(120), "the run took too long");
@@ -95,6 +96,8 @@ async fn server_memory_plateaus_over_a_time_compressed_run() {
         let minute = minute_now();
         if let Ok(resp) = client.get(format!("{url}/metrics")).send().await {
             let text = resp.text().await.unwrap_or_default();
+            let took = gauge(&text, "procwatch_store_maintenance_seconds").unwrap_or(0.0);
+            maintenance = maintenance.max(took);
             if let (Some(window), Some(engine), Some(rss), Some(dormant)) = (
                 gauge(&text, "procwatch_store_window_bytes"),
                 gauge(&text, "procwatch_alarm_engine_bytes"),
@@ -126,6 +129,8 @@ async fn server_memory_plateaus_over_a_time_compressed_run() {
     // cross: once the fleet is followed, every cpu and mem series keeps no forecaster.
     let dormant = readings.iter().map(|r| r.dormant).fold(0.0, f64::max);
     assert!(dormant >= 2.0 * 20.0 * 50.0, "dormant series: {dormant}\n{readings:?}");
+    // The store's maintenance passes (every 60 s virtual) ran and were timed.
+    assert!(maintenance > 0.0, "no maintenance pass reported");
     // The head must have held something (the fleet really was sending).
     assert!(wa > 500.0 * 1000.0 && ea > 0.0, "{readings:?}");
     assert!(wb <= 1.15 * wa, "store window grew: {wa} → {wb} bytes\n{readings:?}");

@@ -129,6 +129,7 @@ async fn prometheus_scrapes_per_process_series() {
     assert!(gauge("procwatch_heap_in_use_bytes") > 0.0, "no heap reading:\n{text}");
     assert!(gauge("procwatch_heap_free_bytes") >= 0.0);
     assert!(gauge("procwatch_alarm_dormant_series") >= 0.0);
+    assert!(gauge("procwatch_store_maintenance_seconds") >= 0.0);
     promtool_check(&text, "server /metrics");
     let agent_text = wait_for("the agent's /metrics", Duration::from_secs(30), || async {
         let r = client.get(format!("http://{agent_addr}/metrics")).send().await.ok()?;

@@ -34,6 +34,9 @@ impl Storage for MeteredStore {
     fn window_bytes(&self) -> Option<u64> {
         self.inner.window_bytes()
     }
+    fn last_maintenance(&self) -> Option<std::time::Duration> {
+        self.inner.last_maintenance()
+    }
     fn series_usage_is_local(&self) -> bool {
         self.inner.series_usage_is_local()
     }

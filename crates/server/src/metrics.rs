@@ -26,6 +26,9 @@
 //!   `procwatch_store_series` (series with a sample in the window), `procwatch_store_up`,
 //!   `procwatch_store_window_bytes` and `procwatch_alarm_engine_bytes` (estimated heap bytes of
 //!   the store's in-memory window and of the alarm engine's state, from capacities),
+//!   `procwatch_store_maintenance_seconds` (the last periodic maintenance pass of the
+//!   embedded store: folding, compaction, retention; longer than its 60 s period means the
+//!   passes run back to back),
 //!   `procwatch_alarm_dormant_series` (series whose forecaster is dropped while they stay
 //!   low: `procwatch_alarm::Engine::set_dormancy`),
 //!   `procwatch_heap_in_use_bytes` and `procwatch_heap_free_bytes` (glibc's own account,
@@ -148,6 +151,7 @@ struct Snapshot {
     store_series: Gauge,
     store_up: Gauge,
     store_window_bytes: Gauge,
+    store_maintenance: GaugeF,
     alarm_engine_bytes: Gauge,
     alarm_dormant_series: Gauge,
     heap_in_use: Gauge,
@@ -277,6 +281,11 @@ impl Metrics {
             "store_window_bytes",
             "Estimated heap bytes of the store's in-memory recent window (0: none)",
             s.store_window_bytes.clone(),
+        );
+        r.register(
+            "store_maintenance_seconds",
+            "How long the store's last periodic maintenance pass took (0: none here yet)",
+            s.store_maintenance.clone(),
         );
         r.register(
             "alarm_engine_bytes",
@@ -415,6 +424,7 @@ impl Metrics {
         s.store_series.set(snap.series as i64);
         let window = st.store.window_bytes().unwrap_or(0);
         s.store_window_bytes.set(window.min(i64::MAX as u64) as i64);
+        s.store_maintenance.set(st.store.last_maintenance().map_or(0.0, |d| d.as_secs_f64()));
         let (engine_bytes, dormant) = st.alarms.engine_figures();
         s.alarm_engine_bytes.set(engine_bytes.min(i64::MAX as usize) as i64);
         s.alarm_dormant_series.set(dormant.min(i64::MAX as usize) as i64);

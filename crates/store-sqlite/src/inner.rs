@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) late_rows: std::sync::atomic::AtomicU64,
     /// The maintenance thread, woken early when late rows pile up.
     pub(crate) maint_thread: Mutex<Option<std::thread::Thread>>,
+    /// How long the last maintenance pass took, µs + 1 (0: none finished yet).
+    pub(crate) last_maintenance_us: std::sync::atomic::AtomicU64,
 }
 
 /// Late head rows that wake the maintenance thread to fold them.

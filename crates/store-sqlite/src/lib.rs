@@ -236,6 +236,7 @@ impl SqliteStore {
             packed_to: AtomicI64::new(i64::MIN),
             stop: AtomicBool::new(false),
             late_rows: std::sync::atomic::AtomicU64::new(0),
+            last_maintenance_us: std::sync::atomic::AtomicU64::new(0),
             maint_thread: Mutex::new(None),
         });
         {
@@ -382,6 +383,17 @@ fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
         }
         if let Err(error) = inner.maintain(inner.opts.clock.now_ms()) {
             tracing::warn!(message = "Store maintenance failed.", %error);
+        }
+        let took = inner.opts.clock.instant().saturating_duration_since(now);
+        inner.last_maintenance_us.store(took.as_micros() as u64 + 1, Ordering::Relaxed);
+        if took > every {
+            // The next pass starts at once: maintenance runs back to back and competes with
+            // ingestion for the writer (the figure is `procwatch_store_maintenance_seconds`).
+            tracing::warn!(
+                message = "Store maintenance took longer than its period.",
+                took_ms = took.as_millis() as u64,
+                period_ms = every.as_millis() as u64
+            );
         }
     }
 }

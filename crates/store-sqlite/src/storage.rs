@@ -122,6 +122,11 @@ impl Storage for SqliteStore {
         self.blocking(move |i| i.extras_window(&q)).await
     }
 
+    fn last_maintenance(&self) -> Option<std::time::Duration> {
+        let us = self.inner.last_maintenance_us.load(std::sync::atomic::Ordering::Relaxed);
+        us.checked_sub(1).map(std::time::Duration::from_micros)
+    }
+
     fn window_bytes(&self) -> Option<u64> {
         let hosts: Vec<std::sync::Arc<crate::catalog::HostEntry>> =
             self.inner.catalog.read().hosts.values().cloned().collect();

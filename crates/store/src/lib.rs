@@ -462,6 +462,13 @@ pub trait Storage: Send + Sync + 'static {
         None
     }
 
+    /// How long the backend's last periodic maintenance pass in this process took (folding,
+    /// compaction, retention), for the `procwatch_store_maintenance_seconds` gauge. `None`
+    /// when it runs none here, or none has finished yet.
+    fn last_maintenance(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The opt-in extra metrics (issue 19, [`extras`]) of the series matching `q.host` and
     /// `q.process` (`per_host` is ignored) with `ts` in `[from, to)`, sorted by (host, process,
     /// ts), one record per stored sample that carried extras. Retention drops them with their

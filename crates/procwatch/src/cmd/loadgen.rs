@@ -79,6 +79,18 @@ pub struct LoadgenArgs {
     /// Timeout of one request.
     #[arg(long, default_value = "30s", value_parser = procwatch_model::duration::parse)]
     pub timeout: Duration,
+    /// Share (0 to 1) of each agent's processes that are busy: cpu 25–35 % and mem 17–23 %
+    /// instead of 0–10 % and 0–2 %, always, so the alarm engine keeps their forecasters
+    /// (a quiet series goes dormant). The first `busy × processes` of each host are busy.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub busy: f64,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 #[derive(Default)]
@@ -111,19 +123,24 @@ fn make_batch(
     ts: i64,
     processes: usize,
     interval_ms: u64,
+    busy: usize,
     rng: &mut Rng,
 ) -> Batch {
     let samples = (0..processes)
         .map(|j| {
             // Random figures at the precision an agent sends (`procwatch_model::precision`),
             // rss in whole pages as /proc counts it.
-            let cpu = round_percent(rng.next_f64() * 10.0);
+            let (cpu, mem) = match j < busy {
+                true => (25.0 + rng.next_f64() * 10.0, 17.0 + rng.next_f64() * 6.0),
+                false => (rng.next_f64() * 10.0, rng.next_f64() * 2.0),
+            };
+            let cpu = round_percent(cpu);
             Sample {
                 ts,
                 process: format!("proc-{j}"),
                 cpu,
                 cores: round_cores(cpu / 50.0),
-                mem: round_percent(rng.next_f64() * 2.0),
+                mem: round_percent(mem),
                 rss: (rng.next_f64() * 2.5e5) as u64 * 4096,
                 count: 1 + (j % 4) as u32,
                 extras: None,
@@ -218,6 +235,7 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
         let token = args.token.clone();
         let host = format!("{}-{i}", args.host_prefix);
         let (interval, processes) = (real(args.interval), args.processes);
+        let busy = (args.busy * processes as f64).round() as usize;
         let interval_ms = args.interval.as_millis() as u64;
         let offset = interval.mul_f64(i as f64 / args.agents as f64);
         tasks.push(tokio::spawn(async move {
@@ -232,7 +250,7 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
                 }
                 seq += 1;
                 let ts = stamp();
-                let batch = make_batch(&host, seq, ts, processes, interval_ms, &mut rng);
+                let batch = make_batch(&host, seq, ts, processes, interval_ms, busy, &mut rng);
                 let json = serde_json::to_vec(&batch).expect("batch serializes");
                 let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 let body = enc.write_all(&json).and_then(|()| enc.finish()).expect("gzip");
@@ -294,6 +312,7 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
     Ok(json!({
         "agents": args.agents,
         "processes": args.processes,
+        "busy": args.busy,
         "interval_s": args.interval.as_secs_f64(),
         "time_warp": warp.map(|w| w.speed),
         "duration_s": elapsed,
@@ -313,4 +332,28 @@ async fn drive(args: LoadgenArgs) -> Result<serde_json::Value> {
             "series": rss.iter().map(|(s, k)| json!([(*s * 10.0).round() / 10.0, k])).collect::<Vec<_>>(),
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_share_keeps_its_processes_above_the_dormancy_ceilings_and_the_rest_quiet() {
+        let mut rng = Rng(7);
+        let busy = (parse_share("0.25").unwrap() * 300.0).round() as usize;
+        for seq in 0..20 {
+            let b = make_batch("h", seq, 1_000 * seq as i64, 300, 10_000, busy, &mut rng);
+            for (j, s) in b.samples.iter().enumerate() {
+                if j < 75 {
+                    assert!((25.0..=35.0).contains(&s.cpu) && (17.0..=23.0).contains(&s.mem));
+                } else {
+                    assert!(s.cpu <= 10.0 && s.mem <= 2.0, "{s:?}");
+                }
+            }
+        }
+        for bad in ["-0.1", "1.5", "x", "NaN"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+    }
 }
