@@ -1,5 +1,5 @@
 //! The in-memory recent window: per host, per process, the samples with `ts >= floor` in
-//! one compact buffer per series (`Ring`, `crate::ring`: 24 bytes a sample at an agent's
+//! one compact buffer per series (`Ring`, `crate::ring`: 16 bytes a sample at an agent's
 //! precision, 40 otherwise, lossless either way), plus the fast statistics the usage queries
 //! need.
 

@@ -1,15 +1,18 @@
 //! One series' samples in the in-memory recent window (`Ring`), and read access to sample
 //! columns in memory or decoded from disk (`View`).
 //!
-//! Memory per sample, lossless either way: **24 bytes** when the sample has an agent's
-//! precision, 40 bytes otherwise. An agent sends cpu and mem in thousandths of a percent and
-//! cores in hundred-thousandths (`procwatch_model::precision`), and rss in whole pages; such a
-//! value `v` is kept as the integer `n` with `n / scale == v` **bit for bit** (checked when it
-//! is written, so it is exact by construction whatever the client sent), rss in 4 KiB pages,
-//! the timestamp as a u32 offset from the ring's base and the count as u32: six u32 words
-//! (`Buf::Narrow`). The first value of a series that does not fit (a client of its own, an
-//! older agent, a hostile batch) turns its ring wide: cpu, cores and mem as f64, rss as u64,
-//! offset and count packed in one word (`Buf::Wide`), what every ring was before. Queries
+//! Memory per sample, lossless either way: **16 bytes** when the sample has an agent's
+//! precision and usual magnitudes, 40 bytes otherwise. An agent sends cpu and mem in
+//! thousandths of a percent and cores in hundred-thousandths (`procwatch_model::precision`),
+//! and rss in whole pages; such a value `v` is kept as the integer `n` with `n / scale == v`
+//! **bit for bit** (checked when it is written, so it is exact by construction whatever the
+//! client sent). A narrow sample is four u32 words (`Buf::Narrow`): cpu (17 bits, up to
+//! 131.071 %), mem (17 bits), cores (22 bits, up to 41.94303) and the count (8 bits, up to
+//! 255) packed in two, rss in 4 KiB pages, and the timestamp as an offset from the ring's
+//! base. The first sample of a series that does not fit (a client of its own, an older agent,
+//! a hostile batch, a process on more than 41 cores or a group of more than 255) turns its ring
+//! wide: cpu, cores and mem as f64, rss as u64, offset and count packed in one word
+//! (`Buf::Wide`), what every ring was before. Queries
 //! answer exactly what was written (min, max, last and the raw window are compared bit for bit
 //! with the reference store), so a narrow ring's values are decoded, not approximated. A series
 //! is one allocation sized from its host's interval and the window (see `HostIndex::cap`).
@@ -87,25 +90,52 @@ fn widen(n: u32, scale: f64) -> f64 {
     f64::from(n as i32) / scale
 }
 
-/// One sample in a narrow ring's words, if it fits: cpu, cores, mem, rss pages.
-fn narrow_sample(vals: [f64; 3], rss: u64) -> Option<[u32; 4]> {
+/// Bit offset and width of cpu, cores and mem, then of the count, in a narrow sample's
+/// packed word (64 bits: the low 32 in segment `N_LO`, the high 32 in `N_HI`).
+const FIELDS: [(u32, u32); 3] = [(0, 17), (34, 22), (17, 17)];
+const COUNT_FIELD: (u32, u32) = (56, 8);
+
+fn put(packed: &mut u64, (at, bits): (u32, u32), n: u32) -> Option<()> {
+    (u64::from(n) >> bits == 0).then(|| *packed |= u64::from(n) << at)
+}
+
+fn get(packed: u64, (at, bits): (u32, u32)) -> u32 {
+    ((packed >> at) & ((1 << bits) - 1)) as u32
+}
+
+/// One sample in a narrow ring's words, if it fits: the packed word's low and high halves
+/// (cpu, cores, mem, count) and the rss pages.
+fn narrow_sample(vals: [f64; 3], rss: u64, count: u32) -> Option<[u32; 3]> {
     if !rss.is_multiple_of(PAGE) {
         return None;
     }
     let pages = u32::try_from(rss / PAGE).ok()?;
-    Some([
-        narrow(vals[0], SCALES[0])?,
-        narrow(vals[1], SCALES[1])?,
-        narrow(vals[2], SCALES[2])?,
-        pages,
-    ])
+    let mut packed = 0u64;
+    for ((v, scale), field) in vals.into_iter().zip(SCALES).zip(FIELDS) {
+        // A negative value's u32 bits are far above any field's width.
+        put(&mut packed, field, narrow(v, scale)?)?;
+    }
+    put(&mut packed, COUNT_FIELD, count)?;
+    Some([packed as u32, (packed >> 32) as u32, pages])
 }
 
-/// Narrow segments (u32 words, each `cap` long): cpu, cores, mem, rss pages, ts offset, count.
-const N_RSS: usize = 3;
-const N_TS: usize = 4;
-const N_COUNT: usize = 5;
-const N_SEGMENTS: usize = 6;
+/// Narrow segments (u32 words, each `cap` long): the packed word's low and high halves, rss
+/// pages, ts offset.
+const N_LO: usize = 0;
+const N_HI: usize = 1;
+const N_RSS: usize = 2;
+const N_TS: usize = 3;
+const N_SEGMENTS: usize = 4;
+
+/// The packed word of sample `i` of a narrow buffer of capacity `c`.
+fn packed_at(b: &[u32], c: usize, i: usize) -> u64 {
+    u64::from(b[N_LO * c + i]) | u64::from(b[N_HI * c + i]) << 32
+}
+
+/// Value `k` of sample `i` of a narrow buffer of capacity `c`.
+fn narrow_value(b: &[u32], c: usize, k: usize, i: usize) -> f64 {
+    widen(get(packed_at(b, c, i), FIELDS[k]), SCALES[k])
+}
 /// Wide segments (f64 words; rss and meta as bit patterns, which `to_bits`/`from_bits`
 /// round-trip): cpu, cores, mem, rss, `(ts - base) << 32 | count`.
 const W_RSS: usize = 3;
@@ -148,7 +178,7 @@ impl RingCols {
         self.cap as usize
     }
 
-    /// Whether the ring keeps 24 bytes a sample (every sample it holds has an agent's
+    /// Whether the ring keeps 16 bytes a sample (every sample it holds has an agent's
     /// precision).
     pub fn is_narrow(&self) -> bool {
         matches!(self.buf, Buf::Narrow(_))
@@ -175,7 +205,7 @@ impl RingCols {
     fn set(&mut self, i: usize, ts: TsMs, vals: [f64; 3], rss: u64, count: u32) {
         let dt = (ts - self.base) as u64;
         let narrow = match self.buf {
-            Buf::Narrow(_) => narrow_sample(vals, rss),
+            Buf::Narrow(_) => narrow_sample(vals, rss, count),
             Buf::Wide(_) => None,
         };
         if narrow.is_none() && self.is_narrow() {
@@ -188,7 +218,6 @@ impl RingCols {
                     b[k * c + i] = x;
                 }
                 b[N_TS * c + i] = dt as u32;
-                b[N_COUNT * c + i] = count;
             }
             (Buf::Wide(b), _) => {
                 for (k, v) in vals.into_iter().enumerate() {
@@ -216,11 +245,12 @@ impl RingCols {
             Buf::Narrow(b) => {
                 let mut nb = vec![0.0; W_SEGMENTS * cap].into_boxed_slice();
                 for i in 0..len {
-                    for (k, scale) in SCALES.into_iter().enumerate() {
-                        nb[k * cap + i] = widen(b[k * old + i], scale);
+                    for k in 0..SCALES.len() {
+                        nb[k * cap + i] = narrow_value(b, old, k, i);
                     }
                     nb[W_RSS * cap + i] = f64::from_bits(u64::from(b[N_RSS * old + i]) * PAGE);
-                    let meta = u64::from(b[N_TS * old + i]) << 32 | u64::from(b[N_COUNT * old + i]);
+                    let count = get(packed_at(b, old, i), COUNT_FIELD);
+                    let meta = u64::from(b[N_TS * old + i]) << 32 | u64::from(count);
                     nb[W_META * cap + i] = f64::from_bits(meta);
                 }
                 Buf::Wide(nb)
@@ -322,20 +352,19 @@ impl View for RingCols {
     fn value_at(&self, k: usize, i: usize) -> f64 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => widen(b[k * c + i], SCALES[k]),
+            Buf::Narrow(b) => narrow_value(b, c, k, i),
             Buf::Wide(b) => b[k * c + i],
         }
     }
     fn values<'a>(&'a self, k: usize, r: Range<usize>, buf: &'a mut Vec<f64>) -> &'a [f64] {
         let c = self.capacity();
-        let seg = k * c + r.start..k * c + r.end;
         match &self.buf {
             Buf::Narrow(b) => {
                 buf.clear();
-                buf.extend(b[seg].iter().map(|&n| widen(n, SCALES[k])));
+                buf.extend(r.map(|i| narrow_value(b, c, k, i)));
                 buf
             }
-            Buf::Wide(b) => &b[seg],
+            Buf::Wide(b) => &b[k * c + r.start..k * c + r.end],
         }
     }
     fn rss_at(&self, i: usize) -> u64 {
@@ -348,7 +377,7 @@ impl View for RingCols {
     fn count_at(&self, i: usize) -> u32 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => b[N_COUNT * c + i],
+            Buf::Narrow(b) => get(packed_at(b, c, i), COUNT_FIELD),
             Buf::Wide(b) => b[W_META * c + i].to_bits() as u32,
         }
     }
@@ -378,7 +407,7 @@ impl Ring {
     /// floor is late: a slow maintenance pass, a burst) it grows by an eighth, so a late floor
     /// costs a few samples of headroom, not half a window; with no `cap` it grows by half.
     fn reserve_one(&mut self, cap: usize) {
-        /// The most samples a ring is first allocated for (see above): 1.5 KB narrow, 2.5 KB wide.
+        /// The most samples a ring is first allocated for (see above): 1 KB narrow, 2.5 KB wide.
         const FIRST_CAP_MAX: usize = 64;
         let len = self.c.len();
         if len < self.c.capacity() {
@@ -503,19 +532,21 @@ mod tests {
     }
 
     proptest! {
-        /// Agent-precision samples keep a ring narrow (24 bytes a sample); the first value
-        /// of any other precision turns it wide. Either way every value reads back bit for
-        /// bit, through both the per-sample and the per-range reads.
+        /// Agent-precision samples of usual magnitudes keep a ring narrow (16 bytes a
+        /// sample); the first value of any other precision, or beyond a packed field's
+        /// range (negative, cpu above 131.071 %, a count above 255), turns it wide. Either
+        /// way every value reads back bit for bit, through both the per-sample and the
+        /// per-range reads.
         #[test]
         fn narrow_and_wide_rings_read_back_exactly(
             ops in proptest::collection::vec(
-                (0i64..500, -200_000i32..200_000, 0u32..5_000_000, any::<u64>(), 0u8..40),
+                (0i64..500, -2_000i32..140_000, 0u32..5_000_000, any::<u64>(), 0u8..40, 0u32..270),
                 1..200),
         ) {
             let mut ring = Ring::default();
             let mut want = std::collections::BTreeMap::new();
             let mut all_narrow = true;
-            for (dt, milli, pages, bits, op) in ops {
+            for (dt, milli, pages, bits, op, count) in ops {
                 let ts = 1_700_000_000_000 + dt * 10_000;
                 if op == 0 {
                     ring.evict(ts);
@@ -528,11 +559,12 @@ mod tests {
                     ([f64::from_bits(bits), 0.1 + 0.2, -0.0], bits)
                 } else {
                     use procwatch_model::precision::{round_cores, round_percent};
+                    all_narrow &= (0..=131_071).contains(&milli) && count <= 255;
                     let v = f64::from(milli) / 1e3;
                     ([v, round_cores(v / 7.0), round_percent(v / 2.0)], u64::from(pages) * 4096)
                 };
-                ring.upsert_cap(32, ts, vals[0], vals[1], vals[2], rss, pages);
-                want.insert(ts, (vals.map(f64::to_bits), rss, pages));
+                ring.upsert_cap(32, ts, vals[0], vals[1], vals[2], rss, count);
+                want.insert(ts, (vals.map(f64::to_bits), rss, count));
             }
             let c = &ring.c;
             prop_assert_eq!(c.is_narrow(), all_narrow);
@@ -559,7 +591,7 @@ mod tests {
         h.upsert("p", 10, 12.345, 0.12345, 1.5, 8192, 1);
         h.upsert("p", 20, 12.346, 0.12346, 1.5, 8192, 1);
         assert!(h.series["p"].c.is_narrow());
-        assert_eq!(h.series["p"].reserved_bytes(), 8 * 24);
+        assert_eq!(h.series["p"].reserved_bytes(), 8 * 16);
         // 1/3 has no thousandths; every sample before it must survive the change.
         h.upsert("p", 30, 1.0 / 3.0, 0.1, 1.5, 8192, 1);
         let c = &h.series["p"].c;
@@ -573,6 +605,41 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_stays_narrow_up_to_each_packed_fields_limit_and_turns_wide_past_it() {
+        // The largest value of each packed field (cpu, mem 131.071 %, cores 41.94303, count
+        // 255), then one step past each: every sample reads back exactly either way.
+        let top = [131.071, 41.94303, 131.071];
+        let past = [(0, 131.072), (1, 41.94304), (2, 131.072)];
+        const RSS_TOP: u64 = u32::MAX as u64 * 4096;
+        for step in past.into_iter().map(Some).chain([None]) {
+            let mut h = HostIndex::new(0);
+            h.cap = 8;
+            h.upsert("p", 10, top[0], top[1], top[2], RSS_TOP, 255);
+            h.upsert("p", 20, 0.0, 0.0, 0.0, 0, 0);
+            assert!(h.series["p"].c.is_narrow());
+            let mut third = top;
+            let count = match step {
+                Some((k, v)) => {
+                    third[k] = v;
+                    255
+                }
+                None => 256,
+            };
+            h.upsert("p", 30, third[0], third[1], third[2], 4096, count);
+            let c = &h.series["p"].c;
+            assert!(!c.is_narrow(), "{third:?} {count}");
+            let got: Vec<_> = (0..3)
+                .map(|i| ([0, 1, 2].map(|k| c.value_at(k, i)), c.rss_at(i), c.count_at(i)))
+                .collect();
+            assert_eq!(
+                got,
+                vec![(top, RSS_TOP, 255), ([0.0; 3], 0, 0), (third, 4096, count)],
+                "{step:?}"
+            );
+        }
+    }
+
+    #[test]
     fn buffers_stop_growing_at_the_window_capacity() {
         let mut h = HostIndex::new(0);
         h.cap = 110;
@@ -582,7 +649,7 @@ mod tests {
         let r = &h.series["p"];
         assert_eq!(r.c.capacity(), 110);
         assert!(r.c.is_narrow());
-        assert_eq!(r.reserved_bytes(), 110 * 24);
+        assert_eq!(r.reserved_bytes(), 110 * 16);
         // Past the expected size (a burst, an out-of-order insert) it still grows.
         h.upsert("p", 5, 2.0, 0.5, 0.1, 4096, 1);
         h.upsert("p", 2000, 2.0, 0.5, 0.1, 4096, 1);
@@ -619,7 +686,7 @@ mod tests {
         assert_eq!(ptr(&h), first, "no reallocation up to the capacity");
         h.cap = 4096;
         h.upsert("q", 0, 1.0, 0.5, 0.1, 4096, 1);
-        assert_eq!(h.series["q"].reserved_bytes(), 64 * 24);
+        assert_eq!(h.series["q"].reserved_bytes(), 64 * 16);
     }
 
     fn ts_of(r: &Ring) -> Vec<TsMs> {
