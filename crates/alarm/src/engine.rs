@@ -106,7 +106,10 @@ pub struct Engine {
     /// `rules.rules` then `rules.defaults` (see [`RuleSet::rule_for`]), shared by the series
     /// they match.
     shared: Vec<Arc<Rule>>,
-    series: BTreeMap<Key, SeriesState>,
+    /// Boxed: a B-tree filled in key order (a pass feeds hosts and processes in order) keeps
+    /// its nodes about half full, so an inline state (≈ 160 bytes) cost ≈ 370 bytes a series
+    /// (heaptrack, BENCHMARKS.md "Session 12"); a node slot is now the key and a pointer.
+    series: BTreeMap<Key, Box<SeriesState>>,
     /// OK series forgotten for silence, with their last sample (kept an hour): one that
     /// comes back skips what it was already judged on (an overlapping read window), so no
     /// past transition is derived, and delivered, twice.
@@ -302,8 +305,11 @@ impl Engine {
     /// forecasters, open events and interned names), from sizes and capacities: cheap enough
     /// for every `/metrics` scrape; an estimate, not an allocator count.
     pub fn estimated_bytes(&self) -> usize {
-        // A B-tree entry costs about its key and value plus node overhead (≈ 1/8).
-        let entry = (std::mem::size_of::<Key>() + std::mem::size_of::<SeriesState>()) * 9 / 8;
+        // A B-tree filled in key order keeps its nodes about half full: a slot (the key and
+        // the box) costs about twice its size; the boxed state its size and the allocator's
+        // header.
+        let slot = std::mem::size_of::<Key>() + std::mem::size_of::<Box<SeriesState>>();
+        let entry = 2 * slot + std::mem::size_of::<SeriesState>() + 16;
         let event = std::mem::size_of::<AlarmEvent>() + 96;
         let series: usize = self
             .series
@@ -373,7 +379,7 @@ impl Engine {
                     false => self.forgotten.remove(&key),
                     true => None,
                 };
-                let st = self.series.entry(key).or_insert_with(|| SeriesState::new(rule));
+                let st = self.series.entry(key).or_insert_with(|| Box::new(SeriesState::new(rule)));
                 st.resume_after = st.resume_after.or(resume);
                 st.feed(input, metric, &mut out, self.dormancy);
             }
@@ -695,7 +701,7 @@ impl Engine {
                         intern(&mut self.names, &ev.process),
                         ev.metric,
                     );
-                    self.series.insert(key, st);
+                    self.series.insert(key, Box::new(st));
                 }
             }
         }
