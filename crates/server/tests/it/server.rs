@@ -301,3 +301,53 @@ async fn too_many_writes_in_flight_is_429() {
     assert_eq!(app.post_batch(&b).await.0, 200);
     app.stop().await;
 }
+
+/// A store that answers as a remote one would: `series_usage_is_local` is false, so
+/// `/metrics` asks it once for every host's rows.
+struct Remote;
+
+#[async_trait::async_trait]
+impl Gate for Remote {
+    const NAME: &'static str = "remote";
+    async fn before(&self, _: Call) -> procwatch_store::StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn metrics_caps_each_host_alike_read_host_by_host_or_at_once() {
+    // The embedded store is read host by host (only each host's capped rows are held), a
+    // remote one at once: the exposition is the same.
+    let mut texts = Vec::new();
+    for remote in [false, true] {
+        let app = match remote {
+            false => spawn_app().await,
+            true => {
+                let store = Arc::new(GatedMemory { inner: MemoryStore::new(), gate: Remote });
+                spawn_app_with(store, ServerConfig::default()).await
+            }
+        };
+        assert_eq!(app.store.series_usage_is_local(), !remote);
+        let ts = now_ms() - 1_000;
+        for (host, n) in [("a", 25), ("b", 3)] {
+            let samples = (0..n).map(|i| sample(ts, &format!("p{i:02}"), i as f64, 1.0)).collect();
+            assert_eq!(app.post_batch(&batch(host, 1, samples)).await.0, 200);
+        }
+        let text = app.metrics_text().await;
+        let value = |name: &str| -> Option<String> {
+            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+        };
+        assert_eq!(value("procwatch_process_series_capped{host=\"a\"}").as_deref(), Some("5"));
+        assert_eq!(value("procwatch_process_series_capped{host=\"b\"}").as_deref(), Some("0"));
+        assert_eq!(value("procwatch_store_series").as_deref(), Some("28"), "{text}");
+        // Host a keeps its top 20 by cpu: p05..p24.
+        let mut kept: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("procwatch_process_cpu_percent{")).collect();
+        assert_eq!(kept.len(), 23, "{text}");
+        assert!(!kept.iter().any(|l| l.contains("host=\"a\"") && l.contains("p04")));
+        kept.sort();
+        texts.push(kept.join("\n"));
+        app.stop().await;
+    }
+    assert_eq!(texts[0], texts[1]);
+}
