@@ -65,6 +65,21 @@ pub(crate) fn insert_chunks(
     Ok(())
 }
 
+/// The last head row (by arrival) reaching below the fold target. Through the `min_ts` index:
+/// left to itself SQLite answered `max(id)` by walking the table back from its newest row,
+/// reading every head row of the last minutes (each about a page) until one matched: 25–40 ms
+/// a query, once per host and step, ≈ 55 s of a 60 s maintenance pass at 300,000 series
+/// (BENCHMARKS.md, "Session 12").
+pub(crate) const HEAD_PREFIX_END: &str =
+    "SELECT max(id) FROM head INDEXED BY head_min_ts WHERE min_ts < ?1";
+/// The host of the oldest head row in the prefix.
+pub(crate) const HEAD_OLDEST_HOST: &str =
+    "SELECT host_id FROM head WHERE id <= ?1 ORDER BY id LIMIT 1";
+/// One host's rows in the prefix, oldest first: through `head_host` (host, rowid), not a scan
+/// of the whole prefix (≈ 4,000 rows at 1,000 hosts) for each host's half dozen.
+pub(crate) const HEAD_HOST_PREFIX: &str =
+    "SELECT id, gen, data FROM head INDEXED BY head_host WHERE host_id = ?2 AND id <= ?1 ORDER BY id LIMIT 64";
+
 impl Inner {
     /// Folds head rows so that every sample older than `target` is in chunks, then raises the
     /// memory floor to `target` and evicts memory. Returns the head rows folded.
@@ -77,10 +92,8 @@ impl Inner {
                 return Ok(folded);
             }
             // The prefix of the head (by arrival) up to the last row reaching below target.
-            let limit: Option<i64> = w
-                .conn
-                .query_row("SELECT max(id) FROM head WHERE min_ts < ?1", [target], |r| r.get(0))
-                .map_err(db_err)?;
+            let limit: Option<i64> =
+                w.conn.query_row(HEAD_PREFIX_END, [target], |r| r.get(0)).map_err(db_err)?;
             let Some(limit) = limit else {
                 let tx = w.conn.transaction().map_err(db_err)?;
                 tx.execute(
@@ -100,22 +113,12 @@ impl Inner {
                 return Ok(folded);
             };
             // Fold up to 64 rows of the host of the oldest row in the prefix.
-            let host_id: i64 = w
-                .conn
-                .query_row(
-                    "SELECT host_id FROM head WHERE id <= ?1 ORDER BY id LIMIT 1",
-                    [limit],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
+            let host_id: i64 =
+                w.conn.query_row(HEAD_OLDEST_HOST, [limit], |r| r.get(0)).map_err(db_err)?;
             let gen = w.gen + 1;
             let tx = w.conn.transaction().map_err(db_err)?;
-            let n = self.fold_selected(
-                &tx,
-                "SELECT id, gen, data FROM head WHERE id <= ?1 AND host_id = ?2 ORDER BY id LIMIT 64",
-                params![limit, host_id],
-                Some(gen),
-            )?;
+            let n =
+                self.fold_selected(&tx, HEAD_HOST_PREFIX, params![limit, host_id], Some(gen))?;
             tx.commit().map_err(db_err)?;
             w.gen = gen;
             folded += n;
@@ -317,4 +320,49 @@ fn put_chunk(
     )?
     .execute(params![sid, c.ts[0], c.ts[c.len() - 1], c.len() as i64, gen, level, codec::encode(c)])
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The maintenance pass's head queries search the index each is meant to; none scans the
+    /// head table (each head row is a whole batch, about a page: a scan of a few minutes' rows
+    /// at a large fleet is what made a pass take most of its minute).
+    #[test]
+    fn the_folds_head_queries_search_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::SqliteOptions {
+            maintenance_interval: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let store = crate::SqliteStore::open(dir.path(), opts).unwrap();
+        let w = store.inner.writer.lock();
+        let queries = [
+            (HEAD_PREFIX_END, "INDEX head_min_ts"),
+            (HEAD_OLDEST_HOST, "INTEGER PRIMARY KEY"),
+            (HEAD_HOST_PREFIX, "INDEX head_host"),
+            // The partial index holds only the late rows (a handful).
+            ("SELECT host_id FROM head WHERE gen > 0 LIMIT 1", "INDEX head_late"),
+            ("SELECT EXISTS(SELECT 1 FROM head WHERE gen > 0)", "INDEX head_late"),
+        ];
+        for (q, index) in queries {
+            let mut stmt = w.conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+            let ones = std::iter::repeat_n(1, stmt.parameter_count());
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(ones), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let on_head: Vec<&String> = plan.iter().filter(|s| s.contains(" head")).collect();
+            assert!(!on_head.is_empty(), "{q}: {plan:?}");
+            for step in on_head {
+                assert!(
+                    step.contains(&format!(" USING {index}"))
+                        || step.contains(&format!(" USING COVERING {index}")),
+                    "{q}: {plan:?}"
+                );
+            }
+        }
+    }
 }

@@ -55,15 +55,14 @@
 //! keeps the highest `gen`. Queries whose window starts at or after `F` (the usage, `get-all`
 //! and fleet queries, the alarms' windows) are answered from memory alone; older parts
 //! (history) come from chunks and late rows, merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
-//! Memory use: 44 bytes per sample in the window (columns `ts, cpu, cores, mem, rss: 8 bytes,
-//! count: 4`); a series' columns are reserved up to the most it holds, (window + fold step +
-//! maintenance period) / its host's interval + 2 samples (10 s: 128), so they stop there
-//! instead of at the next power of two (2 s: 632, not 1,024), plus ≈ 1.3 KB per series of
-//! names, maps and SQLite cache. Measured under concurrent ingest (`examples/mem_probe.rs`):
-//! ≈ 60 bytes of RSS per window sample, 6.9 KB per series at 10 s in the steady state. In
-//! the server the store's window is about 40 % of the heap; the alarm engine's per-series
-//! state and the evaluator's copies of the window are the rest (BENCHMARKS.md, "Embedded
-//! store"). Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
+//! Memory use: 16 bytes a sample in the window at an agent's precision, 40 otherwise
+//! (`ring.rs`); a series' buffer is allocated once at what it holds at most, (window + fold
+//! step + two maintenance periods) / its host's interval + 2 samples (the server's 5 min
+//! window and 1 min step at 10 s: 50). Each row of `head` is a whole batch: the fold
+//! finds its prefix through the `head_min_ts` index and each host's rows of it through
+//! `head_host`, never by reading the head table itself (a scan of a few minutes' rows cost most
+//! of a 60 s pass at 300,000 series). Server figures per series: BENCHMARKS.md, "Memory per
+//! active series". Big usage queries (8 hosts or more, or merged rows over ≥ 2,000 series) use two
 //! threads. Figures: BENCHMARKS.md, "Embedded store".
 //!
 //! # Durability
