@@ -56,6 +56,16 @@ impl Columns {
         }
     }
 
+    /// Empties every column, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.ts.clear();
+        self.cpu.clear();
+        self.cores.clear();
+        self.mem.clear();
+        self.rss.clear();
+        self.count.clear();
+    }
+
     /// Appends one sample's values to every column.
     pub fn push(&mut self, ts: TsMs, cpu: f64, cores: f64, mem: f64, rss: u64, count: u32) {
         self.ts.push(ts);
@@ -133,7 +143,8 @@ impl<'a> BitReader<'a> {
         if n == 0 {
             return Ok(0);
         }
-        if n > 32 {
+        if n > 57 {
+            // One 8-byte load holds at most 57 bits from any bit offset.
             let hi = self.read(n - 32)?;
             let lo = self.read(32)?;
             return Ok((hi << 32) | lo);
@@ -142,17 +153,20 @@ impl<'a> BitReader<'a> {
         if end > self.buf.len() * 8 {
             return Err(CorruptChunk("truncated"));
         }
-        // Gather up to 5 bytes covering [pos, end).
+        // The 8 bytes from the one holding `pos` (zeros past the end), big-endian.
         let first = self.pos / 8;
-        let mut acc: u64 = 0;
-        let last = (end - 1) / 8;
-        for &b in &self.buf[first..=last] {
-            acc = (acc << 8) | u64::from(b);
-        }
-        let total = ((last - first + 1) * 8) as u32;
-        let shift = total - (self.pos % 8) as u32 - n;
+        let word = match self.buf.get(first..first + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                let mut b = [0u8; 8];
+                let rest = &self.buf[first..];
+                b[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(b)
+            }
+        };
+        let shift = 64 - (self.pos % 8) as u32 - n;
         self.pos = end;
-        Ok((acc >> shift) & ((1u64 << n) - 1))
+        Ok((word >> shift) & ((1u64 << n) - 1))
     }
 
     #[inline]
@@ -499,6 +513,30 @@ mod tests {
                 c.push(t, a, b, m, r, n);
             }
             prop_assert!(same(&decode(&encode(&c)).unwrap(), &c));
+        }
+
+        #[test]
+        fn bits_read_back_at_any_width_and_offset(
+            fields in proptest::collection::vec((1u32..=64, any::<u64>()), 0..200)
+        ) {
+            // Widths 1–64 in any sequence: every bit offset, one-load reads (≤ 57 bits) and
+            // split ones, and the stream's last bytes, where fewer than 8 remain.
+            let mut w = BitWriter::new(Vec::new());
+            let masked: Vec<(u32, u64)> = fields
+                .iter()
+                .map(|&(n, v)| (n, if n == 64 { v } else { v & ((1u64 << n) - 1) }))
+                .collect();
+            for &(n, v) in &masked {
+                w.write(v, n);
+            }
+            let buf = w.finish();
+            let mut r = BitReader { buf: &buf, pos: 0 };
+            for &(n, v) in &masked {
+                prop_assert_eq!(r.read(n).unwrap(), v, "width {}", n);
+            }
+            // Past the padding: an error, never a panic or a made-up value.
+            let left = buf.len() * 8 - r.pos;
+            prop_assert!(r.read(left as u32 + 1).is_err());
         }
 
         #[test]

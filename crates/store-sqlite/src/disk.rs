@@ -85,8 +85,31 @@ pub(crate) fn disk_series(
     from: TsMs,
     to: TsMs,
 ) -> StoreResult<Columns> {
+    let mut out = Columns::default();
+    disk_series_into(conn, sid, late, from, to, &mut out, &mut DiskScratch::default())?;
+    Ok(out)
+}
+
+/// Decoded chunks kept between calls of `disk_series_into`: a fleet query reads every
+/// series' chunks, and a fresh set of column vectors per chunk was a third of its time spent
+/// in the allocator (BENCHMARKS.md, "Session 9").
+#[derive(Debug, Default)]
+pub(crate) struct DiskScratch {
+    parts: Vec<Columns>,
+}
+
+/// `disk_series`, appended to `out`, decoding into `s`'s buffers.
+pub(crate) fn disk_series_into(
+    conn: &Connection,
+    sid: u32,
+    late: &[(i64, Vec<HeadRec>)],
+    from: TsMs,
+    to: TsMs,
+    out: &mut Columns,
+    s: &mut DiskScratch,
+) -> StoreResult<()> {
     if from >= to {
-        return Ok(Columns::default());
+        return Ok(());
     }
     let mut stmt = conn
         .prepare_cached(
@@ -94,12 +117,30 @@ pub(crate) fn disk_series(
         )
         .map_err(db_err)?;
     let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
-    let mut parts: Vec<(i64, Columns)> = Vec::new();
+    let mut gens: Vec<i64> = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
-        let gen: i64 = row.get(0).map_err(db_err)?;
+        gens.push(row.get(0).map_err(db_err)?);
         let blob = blob_at(row, 1)?;
-        parts.push((gen, codec::decode(blob).map_err(other)?));
+        if s.parts.len() < gens.len() {
+            s.parts.push(Columns::default());
+        }
+        let c = &mut s.parts[gens.len() - 1];
+        c.clear();
+        codec::decode_into(blob, c).map_err(other)?;
     }
+    let chunks = &s.parts[..gens.len()];
+    let has_late = late.iter().any(|(_, recs)| recs.iter().any(|r| r.sid == sid));
+    // The common case: chunks of successive folds, each sorted, one after the other in time.
+    // No timestamp is in two of them, so their union in order is the merge.
+    if !has_late && in_sequence(chunks) {
+        for c in chunks {
+            let a = c.ts.partition_point(|&t| t < from);
+            let b = c.ts.partition_point(|&t| t < to).max(a);
+            append_columns(out, c, a..b);
+        }
+        return Ok(());
+    }
+    let mut parts: Vec<(i64, Columns)> = gens.iter().copied().zip(chunks.iter().cloned()).collect();
     for (gen, recs) in late {
         let mut c = Columns::default();
         for r in recs.iter().filter(|r| r.sid == sid) {
@@ -120,10 +161,30 @@ pub(crate) fn disk_series(
         }
     }
     if parts.is_empty() {
-        return Ok(Columns::default());
+        return Ok(());
     }
     parts.sort_by_key(|(g, _)| *g);
-    Ok(merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to))
+    let merged = merge_columns(parts.into_iter().map(|(_, c)| c).collect(), from, to);
+    append_columns(out, &merged, 0..merged.len());
+    Ok(())
+}
+
+/// Whether every part is strictly ascending and each ends before the next (non-empty) one
+/// begins.
+fn in_sequence(parts: &[Columns]) -> bool {
+    let mut last: Option<TsMs> = None;
+    for c in parts {
+        if !c.ts.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        if let (Some(l), Some(&f)) = (last, c.ts.first()) {
+            if l >= f {
+                return false;
+            }
+        }
+        last = c.ts.last().copied().or(last);
+    }
+    true
 }
 
 pub(crate) fn append_columns(dst: &mut Columns, src: &Columns, r: std::ops::Range<usize>) {

@@ -1,6 +1,6 @@
 //! Queries: usage, window, history and host totals over memory and disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,59 +13,91 @@ use rusqlite::params;
 
 use crate::catalog::{HostEntry, Sel};
 use crate::codec::Columns;
-use crate::disk::{append_columns, col_sample, disk_series, late_rows};
-use crate::head::HeadRec;
+use crate::disk::{append_columns, col_sample, disk_series_into, late_rows, DiskScratch};
 use crate::index;
 use crate::index::{MergedAcc, Scratch};
 use crate::inner::Inner;
-use crate::memory::usage_from_memory;
+use crate::memory::{par_split, usage_from_memory};
 use crate::schema::db_err;
 
+/// Reused buffers of `Inner::each_series`: one host's memory parts, one series' columns and
+/// its decoded chunks.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesBufs {
+    mem: Vec<Columns>,
+    cols: Columns,
+    disk: DiskScratch,
+}
+
 impl Inner {
-    /// Full columns of `sel` in `[from, to)`: chunks below the host's memory floor, memory above.
+    /// Calls `f(i, &sels[i], columns)` with the samples of each of `sels` in `[from, to)`:
+    /// chunks below the host's memory floor, memory above. It goes one host at a time (`sels`
+    /// as `select` lists them: a host's series together) and one series at a time in
+    /// `bufs`, so a fleet query holds one host's recent samples, never the fleet's.
+    ///
+    /// A host's memory is read first, then its disk in a read transaction begun after: what
+    /// a fold moved out of memory in between is in that transaction's chunks.
+    pub(crate) fn each_series<'s>(
+        &self,
+        sels: &'s [Sel],
+        from: TsMs,
+        to: TsMs,
+        bufs: &mut SeriesBufs,
+        mut f: impl FnMut(usize, &'s Sel, &Columns),
+    ) -> StoreResult<()> {
+        let mut i = 0;
+        while i < sels.len() {
+            let host = &sels[i].host;
+            let n = sels[i..].iter().take_while(|s| s.host.id == host.id).count();
+            let group = &sels[i..i + n];
+            if bufs.mem.len() < n {
+                bufs.mem.resize_with(n, Columns::default);
+            }
+            let floor = {
+                let idx = host.index.read();
+                for (s, m) in group.iter().zip(&mut bufs.mem) {
+                    m.clear();
+                    if let Some(ring) = idx.series.get(&s.process) {
+                        ring.c.append_to(m, ring.range(from.max(idx.floor), to));
+                    }
+                }
+                idx.floor
+            };
+            if from >= floor {
+                for (k, s) in group.iter().enumerate() {
+                    f(i + k, s, &bufs.mem[k]);
+                }
+            } else {
+                let SeriesBufs { mem, cols, disk } = &mut *bufs;
+                self.with_reader(|conn| {
+                    // The host's late head rows, read once (usually none).
+                    let late = late_rows(conn, host.id, from, to)?;
+                    for (k, s) in group.iter().enumerate() {
+                        cols.clear();
+                        disk_series_into(conn, s.sid, &late, from, to.min(floor), cols, disk)?;
+                        append_columns(cols, &mem[k], 0..mem[k].len());
+                        f(i + k, s, cols);
+                    }
+                    Ok(())
+                })?;
+            }
+            i += n;
+        }
+        Ok(())
+    }
+
+    /// Full columns of each of `sels` in `[from, to)` (`each_series`, kept).
     pub(crate) fn series_columns(
         &self,
         sels: &[Sel],
         from: TsMs,
         to: TsMs,
     ) -> StoreResult<Vec<Columns>> {
-        let mut mem_parts = Vec::with_capacity(sels.len());
-        let mut need_disk = false;
-        for s in sels {
-            let idx = s.host.index.read();
-            let floor = idx.floor;
-            let mut c = Columns::default();
-            if let Some(ring) = idx.series.get(&s.process) {
-                let r = ring.range(from.max(floor), to);
-                ring.c.append_to(&mut c, r);
-            }
-            need_disk |= from < floor;
-            mem_parts.push((floor, c));
-        }
-        if !need_disk {
-            return Ok(mem_parts.into_iter().map(|(_, c)| c).collect());
-        }
-        self.with_reader(|conn| {
-            let mut out = Vec::with_capacity(sels.len());
-            // Each host's late head rows, read once (usually none).
-            let mut late: HashMap<u32, Vec<(i64, Vec<HeadRec>)>> = HashMap::new();
-            for (s, (floor, mem)) in sels.iter().zip(mem_parts) {
-                if from < floor {
-                    let host_late = match late.entry(s.host.id) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(late_rows(conn, s.host.id, from, to)?)
-                        }
-                    };
-                    let mut c = disk_series(conn, s.sid, host_late, from, to.min(floor))?;
-                    append_columns(&mut c, &mem, 0..mem.len());
-                    out.push(c);
-                } else {
-                    out.push(mem);
-                }
-            }
-            Ok(out)
-        })
+        let mut out = Vec::with_capacity(sels.len());
+        self.each_series(sels, from, to, &mut SeriesBufs::default(), |_, _, c| {
+            out.push(c.clone())
+        })?;
+        Ok(out)
     }
 
     /// Usage rows with the statistics `needs` names (the others 0).
@@ -88,41 +120,40 @@ impl Inner {
             }
         }
         let sels = self.select(q.host.as_deref(), q.process.as_deref());
-        let cols = self.series_columns(&sels, from, to)?;
-        let mut scratch = Scratch::default();
-        let mut rows = Vec::new();
         if q.per_host {
-            for (s, c) in sels.iter().zip(&cols) {
-                if !c.is_empty() {
-                    let host = Some(s.host.name.clone());
-                    rows.push(index::row_of(
-                        c,
-                        0..c.len(),
-                        host,
-                        s.process.clone(),
-                        &mut scratch,
-                        needs,
-                    ));
-                }
+            // Two threads for a fleet, each over whole hosts of its half.
+            let big = hosts.len() >= 8;
+            let parts = par_split(&sels, big, |ss| {
+                let mut scratch = Scratch::default();
+                let mut rows = Vec::new();
+                let done = self.each_series(ss, from, to, &mut SeriesBufs::default(), |_, s, c| {
+                    if !c.is_empty() {
+                        let host = Some(s.host.name.clone());
+                        let p = s.process.clone();
+                        rows.push(index::row_of(c, 0..c.len(), host, p, &mut scratch, needs));
+                    }
+                });
+                Some(vec![done.map(|()| rows)])
+            })
+            .expect("every part answers");
+            let mut rows = Vec::new();
+            for part in parts {
+                rows.append(&mut part?);
             }
-        } else {
-            // `sels` is sorted by (host, process): grouping keeps host order inside a process.
-            let mut by_proc: BTreeMap<&str, Vec<&Columns>> = BTreeMap::new();
-            for (s, c) in sels.iter().zip(&cols) {
-                by_proc.entry(&s.process).or_default().push(c);
-            }
-            let mut acc = MergedAcc::new(needs);
-            for (p, group) in by_proc {
-                acc.clear();
-                for c in group {
-                    acc.add(c, 0..c.len());
-                }
-                if !acc.is_empty() {
-                    rows.push(acc.finish(p.to_string()));
-                }
-            }
+            return Ok(rows);
         }
-        Ok(rows)
+        // `sels` is sorted by (host, process): each process' accumulator takes its hosts in
+        // host order, as the memory path does, so the sums are the same bit for bit.
+        let mut by_proc: BTreeMap<&str, MergedAcc> = BTreeMap::new();
+        self.each_series(&sels, from, to, &mut SeriesBufs::default(), |_, s, c| {
+            if !c.is_empty() {
+                by_proc
+                    .entry(&s.process)
+                    .or_insert_with(|| MergedAcc::new(needs))
+                    .add(c, 0..c.len());
+            }
+        })?;
+        Ok(by_proc.into_iter().map(|(p, mut acc)| acc.finish(p.to_string())).collect())
     }
 
     pub(crate) fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {

@@ -13,6 +13,7 @@ use crate::catalog::HostEntry;
 use crate::index::{self, Scratch};
 use crate::inner::Inner;
 use crate::memory::par_split;
+use crate::read::SeriesBufs;
 
 /// Ranked reads keep at most this many rows (deeper pages sort the whole listing instead).
 pub(crate) const TOP_MAX: usize = 10_000;
@@ -74,8 +75,11 @@ impl<'a> TopK<'a> {
 }
 
 impl Inner {
-    /// `Storage::usage_top`: per-host rows answered from memory only (else `None`: the caller
-    /// sorts the listing), positions as `usage` lists them (hosts by name, then processes).
+    /// `Storage::usage_top`: per-host rows, positions as `usage` lists them (hosts by name, then
+    /// processes). A host whose memory covers the range is ranked from its rings; one whose
+    /// range reaches below its memory floor, from its chunks and memory a series at a time
+    /// (`each_series`). `None` (the caller sorts the listing) for merged rows, one process,
+    /// or a page deeper than `TOP_MAX`.
     pub(crate) fn usage_top(
         &self,
         q: &UsageQuery,
@@ -101,29 +105,50 @@ impl Inner {
         let parts = par_split(&hosts, hosts.len() >= 8, |hs| {
             let mut top = TopK::new(keep, order);
             let mut scratch = Scratch::default();
+            let mut bufs = SeriesBufs::default();
             let mut total = 0usize;
             for (hi, h) in hs {
-                let idx = h.index.read();
-                if idx.floor > from {
-                    return None;
-                }
-                for (si, (p, ring)) in idx.series.iter().enumerate() {
-                    let r = ring.range(from, to);
-                    if r.is_empty() {
+                {
+                    let idx = h.index.read();
+                    if idx.floor <= from {
+                        for (si, (p, ring)) in idx.series.iter().enumerate() {
+                            let r = ring.range(from, to);
+                            if r.is_empty() {
+                                continue;
+                            }
+                            total += 1;
+                            let row =
+                                index::row_of(&ring.c, r, None, String::new(), &mut scratch, needs);
+                            let pos = (*hi as u64) << 32 | si as u64;
+                            top.offer(row, pos, || (Some(h.name.clone()), p.clone()));
+                        }
                         continue;
                     }
+                }
+                // The range reaches below the host's memory: its chunks too, a series at a
+                // time. Positions are the catalog's order, which is the listing's (by name).
+                let sels = self.select(Some(&h.name), None);
+                let done = self.each_series(&sels, from, to, &mut bufs, |si, s, c| {
+                    if c.is_empty() {
+                        return;
+                    }
                     total += 1;
-                    let row = index::row_of(&ring.c, r, None, String::new(), &mut scratch, needs);
+                    let row =
+                        index::row_of(c, 0..c.len(), None, String::new(), &mut scratch, needs);
                     let pos = (*hi as u64) << 32 | si as u64;
-                    top.offer(row, pos, || (Some(h.name.clone()), p.clone()));
+                    top.offer(row, pos, || (Some(h.name.clone()), s.process.clone()));
+                });
+                if let Err(e) = done {
+                    return Some(vec![Err(e)]);
                 }
             }
-            Some(vec![(top.buf, total)])
-        });
-        let Some(parts) = parts else { return Ok(None) };
+            Some(vec![Ok((top.buf, total))])
+        })
+        .expect("every part answers");
         let mut top = TopK::new(keep, order);
         let mut total = 0;
-        for (buf, n) in parts {
+        for part in parts {
+            let (buf, n) = part?;
             top.merge(TopK { keep, order, buf, cut: None });
             total += n;
         }

@@ -1,0 +1,140 @@
+//! Samples below the memory floor read back exactly through every shape the disk can hold
+//! them in: late head rows, chunks of successive folds (concatenated), and chunks that
+//! overlap because a sample was rewritten after its fold (merged, the later write winning).
+//! The usage listing, the ranked read and the raw history must all see the same samples.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use procwatch_model::Sample;
+use procwatch_store::conformance::batch;
+use procwatch_store::{HistoryQuery, RowOrder, Storage, UsageNeeds, UsageQuery, UsageRow};
+use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
+
+fn sample(ts: i64, process: &str, cpu: f64) -> Sample {
+    Sample {
+        ts,
+        process: process.into(),
+        cpu,
+        cores: cpu / 100.0,
+        mem: 1.5,
+        rss: 1 << 20,
+        count: 1,
+        extras: None,
+    }
+}
+
+/// The raw cpu values of `process` on `host` over the last 3 h, oldest first.
+async fn raw_cpu(store: &SqliteStore, host: &str, process: &str, now: i64) -> Vec<(i64, f64)> {
+    let q = HistoryQuery {
+        host: host.into(),
+        process: process.into(),
+        from: now - 3 * 3_600_000,
+        to: now + 60_000,
+        step_ms: 0,
+    };
+    store.history(&q).await.unwrap().iter().map(|p| (p.ts, p.cpu)).collect()
+}
+
+/// Per-host usage over the last 3 h: the listing and the ranked read by cpu mean must agree.
+async fn listing(store: &SqliteStore, now: i64) -> Vec<UsageRow> {
+    let q = UsageQuery {
+        from: now - 3 * 3_600_000,
+        to: now + 60_000,
+        host: None,
+        process: None,
+        per_host: true,
+    };
+    let needs = UsageNeeds::ALL;
+    let rows = store.usage_of(&q, needs).await.unwrap();
+    let order: RowOrder = Arc::new(|a: &UsageRow, b: &UsageRow| b.cpu.mean.total_cmp(&a.cpu.mean));
+    let mut want = rows.clone();
+    want.sort_by(|a, b| order(a, b));
+    let (top, n) = store.usage_top(&q, needs, order, 3).await.unwrap().expect("ranked");
+    assert_eq!(n, rows.len());
+    assert_eq!(top, want[..3.min(want.len())]);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
+    let store = SqliteStore::open(dir.path(), opts).unwrap();
+    let t0 = now - 3_600_000;
+    let mut seq = 0;
+    let mut send = |samples: Vec<Sample>| {
+        seq += 1;
+        batch("h1", seq, samples)
+    };
+    // Three writes an hour old, each of 6 samples of "a" and "b" a minute apart: late head
+    // rows, then (one fold after each) three level-0 chunks per series in time order.
+    let mut want_a = Vec::new();
+    for w in 0..3i64 {
+        let mut s = Vec::new();
+        for i in 0..6i64 {
+            let ts = t0 + (w * 6 + i) * 10_000;
+            let cpu = (w * 6 + i) as f64;
+            s.push(sample(ts, "a", cpu));
+            s.push(sample(ts, "b", 50.0 - cpu));
+            want_a.push((ts, cpu));
+        }
+        store.write_batch(&send(s)).await.unwrap();
+    }
+    // And recent samples, in memory.
+    store.write_batch(&send(vec![sample(now - 20_000, "a", 7.0)])).await.unwrap();
+    want_a.push((now - 20_000, 7.0));
+    let check = |rows: &[UsageRow], want_a: &[(i64, f64)]| {
+        let a = rows.iter().find(|r| r.process == "a").expect("row a");
+        assert_eq!(a.samples, want_a.len() as u64);
+        let sum = want_a.iter().fold(0.0, |s, (_, v)| s + v);
+        assert_eq!(a.cpu.mean, sum / want_a.len() as f64);
+        assert_eq!(a.cpu.max, want_a.iter().map(|p| p.1).fold(f64::MIN, f64::max));
+    };
+    // Late head rows.
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
+    check(&listing(&store, now).await, &want_a);
+    // Folded write by write: chunks in sequence.
+    let dir2 = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
+    let store = SqliteStore::open(dir2.path(), opts).unwrap();
+    let mut seq = 0;
+    for w in 0..3i64 {
+        let mut s = Vec::new();
+        for i in 0..6i64 {
+            let ts = t0 + (w * 6 + i) * 10_000;
+            let cpu = (w * 6 + i) as f64;
+            s.push(sample(ts, "a", cpu));
+            s.push(sample(ts, "b", 50.0 - cpu));
+        }
+        seq += 1;
+        store.write_batch(&batch("h1", seq, s)).await.unwrap();
+        store.compact_at(now).unwrap();
+    }
+    seq += 1;
+    store.write_batch(&batch("h1", seq, vec![sample(now - 20_000, "a", 7.0)])).await.unwrap();
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
+    check(&listing(&store, now).await, &want_a);
+    // Rewrites of two folded samples (one in the first chunk, one in the last) and a sample
+    // between two chunks: a late row over the chunks, then chunks that overlap.
+    let rewrite = vec![
+        sample(t0 + 10_000, "a", 90.0),
+        sample(t0 + 170_000, "a", 91.0),
+        sample(t0 + 55_000, "a", 92.0),
+    ];
+    store.write_batch(&batch("h1", seq + 1, rewrite)).await.unwrap();
+    want_a[1].1 = 90.0;
+    want_a[17].1 = 91.0;
+    want_a.insert(6, (t0 + 55_000, 92.0));
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
+    check(&listing(&store, now).await, &want_a);
+    store.compact_at(now).unwrap();
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
+    let rows = listing(&store, now).await;
+    check(&rows, &want_a);
+    // "b" was not rewritten: 18 old samples, untouched.
+    let b = rows.iter().find(|r| r.process == "b").expect("row b");
+    assert_eq!(b.samples, 18);
+    assert_eq!(b.cpu.min, 50.0 - 17.0);
+}
