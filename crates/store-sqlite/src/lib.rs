@@ -347,6 +347,28 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Other(format!("store task failed: {e}").into()))?
     }
+
+    /// `blocking` for a read whose cost the caller chooses (a fleet over a long window): `f`
+    /// gets a flag set once nobody waits for the answer any more (this future dropped: the
+    /// request timed out or its client left), and stops at its next host. Without it a
+    /// dropped request's read ran to its end on a blocking thread, however long.
+    async fn blocking_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner, &AtomicBool) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _on_drop = SetOnDrop(abandoned.clone());
+        self.blocking(move |i| f(i, &abandoned)).await
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for SqliteStore {
@@ -394,5 +416,67 @@ fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
                 period_ms = every.as_millis() as u64
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procwatch_store::{UsageNeeds, UsageQuery};
+
+    /// A read whose future is dropped (its request timed out or its client left) is told so,
+    /// and a below-floor usage read told so stops with an error instead of running on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_nobody_waits_for_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
+        let store = SqliteStore::open(dir.path(), opts).unwrap();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (saw_tx, saw_rx) = std::sync::mpsc::channel::<bool>();
+        let read = store.blocking_read(move |_, stop| {
+            let _ = started_tx.send(());
+            // Waits for the flag (bounded, so a broken flag fails the test, not hangs it).
+            let t0 = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+                std::thread::yield_now();
+            }
+            let _ = saw_tx.send(stop.load(Ordering::Relaxed));
+            Ok(())
+        });
+        tokio::select! {
+            _ = read => panic!("the read ended before it was dropped"),
+            _ = started_rx => {} // running: the select drops the read here
+        }
+        let saw = tokio::task::spawn_blocking(move || saw_rx.recv().unwrap()).await.unwrap();
+        assert!(saw, "the dropped read was not told");
+
+        // A usage read below the memory floor looks at the flag host by host.
+        let now = store.inner.floor.load(Ordering::SeqCst);
+        let q = UsageQuery {
+            from: now - 3_600_000,
+            to: now + 60_000,
+            host: None,
+            process: None,
+            per_host: true,
+        };
+        let sample = procwatch_model::Sample {
+            ts: now - 1_800_000,
+            process: "p".into(),
+            cpu: 1.0,
+            cores: 0.01,
+            mem: 1.0,
+            rss: 4096,
+            count: 1,
+            extras: None,
+        };
+        let batch = procwatch_store::conformance::batch("h", 1, vec![sample]);
+        procwatch_store::Storage::write_batch(&store, &batch).await.unwrap();
+        let needs = UsageNeeds::ALL;
+        let go = AtomicBool::new(false);
+        assert_eq!(store.inner.usage(&q, needs, &go).unwrap().len(), 1);
+        let stopped = AtomicBool::new(true);
+        let err = store.inner.usage(&q, needs, &stopped).unwrap_err();
+        assert!(err.to_string().contains("its request ended"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Queries: usage, window, history and host totals over memory and disk.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use procwatch_model::{HostTotal, Sample, TsMs};
@@ -37,16 +37,24 @@ impl Inner {
     ///
     /// A host's memory is read first, then its disk in a read transaction begun after: what
     /// a fold moved out of memory in between is in that transaction's chunks.
+    ///
+    /// `stop` is looked at before each host: once set (nobody waits for the answer), the
+    /// read ends with an error. A window is the client's to choose (up to the retention), so
+    /// a read can be long; it must not outlive its request.
     pub(crate) fn each_series<'s>(
         &self,
         sels: &'s [Sel],
         from: TsMs,
         to: TsMs,
         bufs: &mut SeriesBufs,
+        stop: &AtomicBool,
         mut f: impl FnMut(usize, &'s Sel, &Columns),
     ) -> StoreResult<()> {
         let mut i = 0;
         while i < sels.len() {
+            if stop.load(Ordering::Relaxed) {
+                return Err(abandoned());
+            }
             let host = &sels[i].host;
             let n = sels[i..].iter().take_while(|s| s.host.id == host.id).count();
             let group = &sels[i..i + n];
@@ -94,14 +102,20 @@ impl Inner {
         to: TsMs,
     ) -> StoreResult<Vec<Columns>> {
         let mut out = Vec::with_capacity(sels.len());
-        self.each_series(sels, from, to, &mut SeriesBufs::default(), |_, _, c| {
+        let never = AtomicBool::new(false);
+        self.each_series(sels, from, to, &mut SeriesBufs::default(), &never, |_, _, c| {
             out.push(c.clone())
         })?;
         Ok(out)
     }
 
-    /// Usage rows with the statistics `needs` names (the others 0).
-    pub(crate) fn usage(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
+    /// Usage rows with the statistics `needs` names (the others 0); `stop`: see `each_series`.
+    pub(crate) fn usage(
+        &self,
+        q: &UsageQuery,
+        needs: UsageNeeds,
+        stop: &AtomicBool,
+    ) -> StoreResult<Vec<UsageRow>> {
         let from = q.from.max(self.retention_floor.load(Ordering::SeqCst));
         let to = q.to;
         if from >= to {
@@ -126,13 +140,14 @@ impl Inner {
             let parts = par_split(&sels, big, |ss| {
                 let mut scratch = Scratch::default();
                 let mut rows = Vec::new();
-                let done = self.each_series(ss, from, to, &mut SeriesBufs::default(), |_, s, c| {
-                    if !c.is_empty() {
-                        let host = Some(s.host.name.clone());
-                        let p = s.process.clone();
-                        rows.push(index::row_of(c, 0..c.len(), host, p, &mut scratch, needs));
-                    }
-                });
+                let done =
+                    self.each_series(ss, from, to, &mut SeriesBufs::default(), stop, |_, s, c| {
+                        if !c.is_empty() {
+                            let host = Some(s.host.name.clone());
+                            let p = s.process.clone();
+                            rows.push(index::row_of(c, 0..c.len(), host, p, &mut scratch, needs));
+                        }
+                    });
                 Some(vec![done.map(|()| rows)])
             })
             .expect("every part answers");
@@ -145,7 +160,7 @@ impl Inner {
         // `sels` is sorted by (host, process): each process' accumulator takes its hosts in
         // host order, as the memory path does, so the sums are the same bit for bit.
         let mut by_proc: BTreeMap<&str, MergedAcc> = BTreeMap::new();
-        self.each_series(&sels, from, to, &mut SeriesBufs::default(), |_, s, c| {
+        self.each_series(&sels, from, to, &mut SeriesBufs::default(), stop, |_, s, c| {
             if !c.is_empty() {
                 by_proc
                     .entry(&s.process)
@@ -215,4 +230,9 @@ impl Inner {
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
     }
+}
+
+/// The error of a read stopped because nobody waits for it any more.
+pub(crate) fn abandoned() -> StoreError {
+    StoreError::Unavailable("the read was stopped: its request ended (timed out or closed)".into())
 }

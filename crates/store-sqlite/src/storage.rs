@@ -42,7 +42,7 @@ impl Storage for SqliteStore {
 
     async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
         let q = q.clone();
-        self.blocking(move |i| i.usage(&q, needs)).await
+        self.blocking_read(move |i, stop| i.usage(&q, needs, stop)).await
     }
 
     async fn usage_top(
@@ -53,7 +53,7 @@ impl Storage for SqliteStore {
         keep: usize,
     ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
         let q = q.clone();
-        self.blocking(move |i| i.usage_top(&q, needs, &order, keep)).await
+        self.blocking_read(move |i, stop| i.usage_top(&q, needs, &order, keep, stop)).await
     }
 
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {

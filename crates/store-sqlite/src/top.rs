@@ -4,7 +4,7 @@
 //! each to be sorted and mostly dropped by the caller.
 
 use std::cmp::Ordering as Cmp;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use procwatch_store::{RowOrder, StoreResult, UsageNeeds, UsageQuery, UsageRow};
@@ -86,6 +86,7 @@ impl Inner {
         needs: UsageNeeds,
         order: &RowOrder,
         keep: usize,
+        stop: &AtomicBool,
     ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
         if !q.per_host || q.process.is_some() || keep == 0 || keep > TOP_MAX {
             return Ok(None);
@@ -128,7 +129,7 @@ impl Inner {
                 // The range reaches below the host's memory: its chunks too, a series at a
                 // time. Positions are the catalog's order, which is the listing's (by name).
                 let sels = self.select(Some(&h.name), None);
-                let done = self.each_series(&sels, from, to, &mut bufs, |si, s, c| {
+                let done = self.each_series(&sels, from, to, &mut bufs, stop, |si, s, c| {
                     if c.is_empty() {
                         return;
                     }
