@@ -56,34 +56,42 @@ async fn listing(store: &SqliteStore, now: i64) -> Vec<UsageRow> {
     rows
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+/// Write `w` (0–2) of the hour-old data: 6 samples of "a" and "b", 10 s apart.
+fn old_write(t0: i64, w: i64) -> Vec<Sample> {
+    let mut s = Vec::new();
+    for i in 0..6i64 {
+        let ts = t0 + (w * 6 + i) * 10_000;
+        let cpu = (w * 6 + i) as f64;
+        s.push(sample(ts, "a", cpu));
+        s.push(sample(ts, "b", 50.0 - cpu));
+    }
+    s
+}
+
+/// A store, its directory, with the three hour-old writes (each folded at once with `fold`,
+/// else left as late head rows) and one recent sample of "a" in memory.
+async fn store_with(now: i64, t0: i64, fold: bool) -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let opts = SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
     let store = SqliteStore::open(dir.path(), opts).unwrap();
-    let t0 = now - 3_600_000;
-    let mut seq = 0;
-    let mut send = |samples: Vec<Sample>| {
-        seq += 1;
-        batch("h1", seq, samples)
-    };
-    // Three writes an hour old, each of 6 samples of "a" and "b" a minute apart: late head
-    // rows, then (one fold after each) three level-0 chunks per series in time order.
-    let mut want_a = Vec::new();
     for w in 0..3i64 {
-        let mut s = Vec::new();
-        for i in 0..6i64 {
-            let ts = t0 + (w * 6 + i) * 10_000;
-            let cpu = (w * 6 + i) as f64;
-            s.push(sample(ts, "a", cpu));
-            s.push(sample(ts, "b", 50.0 - cpu));
-            want_a.push((ts, cpu));
+        store.write_batch(&batch("h1", w as u64 + 1, old_write(t0, w))).await.unwrap();
+        if fold {
+            store.compact_at(now).unwrap();
         }
-        store.write_batch(&send(s)).await.unwrap();
     }
-    // And recent samples, in memory.
-    store.write_batch(&send(vec![sample(now - 20_000, "a", 7.0)])).await.unwrap();
+    store.write_batch(&batch("h1", 4, vec![sample(now - 20_000, "a", 7.0)])).await.unwrap();
+    (store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let t0 = now - 3_600_000;
+    // Three writes an hour old: late head rows, or (one fold after each) three level-0
+    // chunks per series in time order.
+    let (store, _dir) = store_with(now, t0, false).await;
+    let mut want_a: Vec<(i64, f64)> = (0..18).map(|k| (t0 + k * 10_000, k as f64)).collect();
     want_a.push((now - 20_000, 7.0));
     let check = |rows: &[UsageRow], want_a: &[(i64, f64)]| {
         let a = rows.iter().find(|r| r.process == "a").expect("row a");
@@ -96,24 +104,7 @@ async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
     assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
     check(&listing(&store, now).await, &want_a);
     // Folded write by write: chunks in sequence.
-    let dir2 = tempfile::tempdir().unwrap();
-    let opts = SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
-    let store = SqliteStore::open(dir2.path(), opts).unwrap();
-    let mut seq = 0;
-    for w in 0..3i64 {
-        let mut s = Vec::new();
-        for i in 0..6i64 {
-            let ts = t0 + (w * 6 + i) * 10_000;
-            let cpu = (w * 6 + i) as f64;
-            s.push(sample(ts, "a", cpu));
-            s.push(sample(ts, "b", 50.0 - cpu));
-        }
-        seq += 1;
-        store.write_batch(&batch("h1", seq, s)).await.unwrap();
-        store.compact_at(now).unwrap();
-    }
-    seq += 1;
-    store.write_batch(&batch("h1", seq, vec![sample(now - 20_000, "a", 7.0)])).await.unwrap();
+    let (store, _dir2) = store_with(now, t0, true).await;
     assert_eq!(raw_cpu(&store, "h1", "a", now).await, want_a);
     check(&listing(&store, now).await, &want_a);
     // Rewrites of two folded samples (one in the first chunk, one in the last) and a sample
@@ -123,7 +114,7 @@ async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
         sample(t0 + 170_000, "a", 91.0),
         sample(t0 + 55_000, "a", 92.0),
     ];
-    store.write_batch(&batch("h1", seq + 1, rewrite)).await.unwrap();
+    store.write_batch(&batch("h1", 5, rewrite)).await.unwrap();
     want_a[1].1 = 90.0;
     want_a[17].1 = 91.0;
     want_a.insert(6, (t0 + 55_000, 92.0));
