@@ -16,6 +16,7 @@
 //! | distinct processes a batch | `series_limits.per_batch` (10,000) | 413 | `series_per_batch` |
 //! | distinct series a host | `series_limits.per_host` (20,000) | 429 + `Retry-After: 60` | `series_per_host` |
 //! | distinct series in total | `series_limits.total` (1,000,000) | 507 | `series_total` |
+//! | usage reads below the embedded store's memory floor (a fleet or host over a window longer than `--window`) at once | `procwatch_store_sqlite::DISK_READS_AT_ONCE` (2) | waits its turn, then 408 at `request_timeout`; a read whose request ended stops at its next host | – |
 //!
 //! The rate limit is a token bucket per host: the batch's `host` (a per-host token's host,
 //! before the body is read), so one flooding host does not starve the others, whatever token

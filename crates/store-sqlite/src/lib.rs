@@ -170,7 +170,18 @@ use wal_sync::WalSync;
 pub struct SqliteStore {
     inner: Arc<Inner>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Permits of the reads that reach below the memory floor over more than one series
+    /// (`blocking_read`): [`DISK_READS_AT_ONCE`].
+    disk_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Usage reads over more than one series that reach below the memory floor, running at once
+/// at most; the others wait their turn (first come, first served) or their request's timeout.
+/// Such a read is the client's to size (any window up to the retention, the whole fleet), and
+/// each takes a core for as long as it runs: without a cap, a few clients asking for 48 h
+/// windows would take every core from ingestion and the alarm evaluator. Reads answered from
+/// memory (the default windows), one series' reads and the evaluator's never wait.
+pub const DISK_READS_AT_ONCE: usize = 2;
 
 impl SqliteStore {
     /// What an acknowledged write survives (the option it was opened with).
@@ -248,7 +259,11 @@ impl SqliteStore {
         inner.advance(opts.clock.now_ms() - opts.memory_window_ms)?;
         inner.rebuild_index()?;
 
-        let store = SqliteStore { inner, thread: Mutex::new(None) };
+        let store = SqliteStore {
+            inner,
+            thread: Mutex::new(None),
+            disk_reads: Arc::new(tokio::sync::Semaphore::new(DISK_READS_AT_ONCE)),
+        };
         if !opts.maintenance_interval.is_zero() {
             let weak = Arc::downgrade(&store.inner);
             let every = opts.maintenance_interval;
@@ -351,14 +366,28 @@ impl SqliteStore {
     /// `blocking` for a read whose cost the caller chooses (a fleet over a long window): `f`
     /// gets a flag set once nobody waits for the answer any more (this future dropped: the
     /// request timed out or its client left), and stops at its next host. Without it a
-    /// dropped request's read ran to its end on a blocking thread, however long.
+    /// dropped request's read ran to its end on a blocking thread, however long. A read of
+    /// `q` that reaches below the memory floor over more than one series first takes one of
+    /// the [`DISK_READS_AT_ONCE`] permits, held until `f` returns.
     async fn blocking_read<T: Send + 'static>(
         &self,
+        q: &procwatch_store::UsageQuery,
         f: impl FnOnce(&Inner, &AtomicBool) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let abandoned = Arc::new(AtomicBool::new(false));
         let _on_drop = SetOnDrop(abandoned.clone());
-        self.blocking(move |i| f(i, &abandoned)).await
+        let one_series = q.host.is_some() && q.process.is_some();
+        let below_floor = q.from < self.inner.floor.load(Ordering::SeqCst);
+        let permit = match below_floor && !one_series {
+            true => Some(self.disk_reads.clone().acquire_owned().await.map_err(other)?),
+            false => None,
+        };
+        self.blocking(move |i| {
+            let out = f(i, &abandoned);
+            drop(permit);
+            out
+        })
+        .await
     }
 }
 
@@ -434,7 +463,14 @@ mod tests {
         let store = SqliteStore::open(dir.path(), opts).unwrap();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let (saw_tx, saw_rx) = std::sync::mpsc::channel::<bool>();
-        let read = store.blocking_read(move |_, stop| {
+        let recent = UsageQuery {
+            from: i64::MAX - 1,
+            to: i64::MAX,
+            host: None,
+            process: None,
+            per_host: true,
+        };
+        let read = store.blocking_read(&recent, move |_, stop| {
             let _ = started_tx.send(());
             // Waits for the flag (bounded, so a broken flag fails the test, not hangs it).
             let t0 = std::time::Instant::now();
@@ -478,5 +514,64 @@ mod tests {
         let stopped = AtomicBool::new(true);
         let err = store.inner.usage(&q, needs, &stopped).unwrap_err();
         assert!(err.to_string().contains("its request ended"), "{err}");
+    }
+
+    /// Reads below the memory floor over more than one series take one of
+    /// `DISK_READS_AT_ONCE` permits and wait while none is free; reads from memory and one
+    /// series' reads do not wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_reads_take_turns_and_short_ones_do_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
+        let store = SqliteStore::open(dir.path(), opts).unwrap();
+        let floor = store.inner.floor.load(Ordering::SeqCst);
+        let sample = |ts, process: &str| procwatch_model::Sample {
+            ts,
+            process: process.into(),
+            cpu: 1.0,
+            cores: 0.01,
+            mem: 1.0,
+            rss: 4096,
+            count: 1,
+            extras: None,
+        };
+        let now = floor + 600_000;
+        let batch = procwatch_store::conformance::batch(
+            "h",
+            1,
+            vec![
+                sample(floor - 1_800_000, "p"),
+                sample(now - 30_000, "p"),
+                sample(now - 30_000, "q"),
+            ],
+        );
+        procwatch_store::Storage::write_batch(&store, &batch).await.unwrap();
+        let long = UsageQuery {
+            from: floor - 3_600_000,
+            to: now,
+            host: None,
+            process: None,
+            per_host: true,
+        };
+        let one = UsageQuery { host: Some("h".into()), process: Some("p".into()), ..long.clone() };
+        let recent = UsageQuery { from: floor + 1, ..long.clone() };
+        let held = store.disk_reads.clone().acquire_many_owned(DISK_READS_AT_ONCE as u32).await;
+        let held = held.unwrap();
+        let mut waiting = Box::pin(procwatch_store::Storage::usage(&store, &long));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        // Meanwhile the others answer, each a full round trip through the blocking pool.
+        let rows = procwatch_store::Storage::usage(&store, &recent).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let rows = procwatch_store::Storage::usage(&store, &one).await.unwrap();
+        assert_eq!(rows[0].samples, 2);
+        for _ in 0..3 {
+            tokio::task::spawn_blocking(|| ()).await.unwrap();
+            assert!(futures::poll!(waiting.as_mut()).is_pending(), "ran without a permit");
+        }
+        drop(held);
+        let rows = waiting.await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.samples).sum::<u64>(), 3);
+        assert_eq!(store.disk_reads.available_permits(), DISK_READS_AT_ONCE);
     }
 }

@@ -41,8 +41,8 @@ impl Storage for SqliteStore {
     }
 
     async fn usage_of(&self, q: &UsageQuery, needs: UsageNeeds) -> StoreResult<Vec<UsageRow>> {
-        let q = q.clone();
-        self.blocking_read(move |i, stop| i.usage(&q, needs, stop)).await
+        let owned = q.clone();
+        self.blocking_read(q, move |i, stop| i.usage(&owned, needs, stop)).await
     }
 
     async fn usage_top(
@@ -52,8 +52,8 @@ impl Storage for SqliteStore {
         order: RowOrder,
         keep: usize,
     ) -> StoreResult<Option<(Vec<UsageRow>, usize)>> {
-        let q = q.clone();
-        self.blocking_read(move |i, stop| i.usage_top(&q, needs, &order, keep, stop)).await
+        let owned = q.clone();
+        self.blocking_read(q, move |i, stop| i.usage_top(&owned, needs, &order, keep, stop)).await
     }
 
     async fn window(&self, q: &UsageQuery) -> StoreResult<Vec<SeriesWindow>> {
