@@ -451,32 +451,48 @@ fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procwatch_store::{UsageNeeds, UsageQuery};
+    use procwatch_store::{Storage, UsageNeeds, UsageQuery};
+
+    /// A store with no maintenance thread, its directory, and its memory floor.
+    fn open_store() -> (SqliteStore, tempfile::TempDir, TsMs) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
+        let store = SqliteStore::open(dir.path(), opts).unwrap();
+        let floor = store.inner.floor.load(Ordering::SeqCst);
+        (store, dir, floor)
+    }
+
+    fn sample(ts: TsMs, process: &str) -> procwatch_model::Sample {
+        procwatch_model::Sample {
+            ts,
+            process: process.into(),
+            cpu: 1.0,
+            cores: 0.01,
+            mem: 1.0,
+            rss: 4096,
+            count: 1,
+            extras: None,
+        }
+    }
+
+    fn query(from: TsMs, to: TsMs) -> UsageQuery {
+        UsageQuery { from, to, host: None, process: None, per_host: true }
+    }
 
     /// A read whose future is dropped (its request timed out or its client left) is told so,
     /// and a below-floor usage read told so stops with an error instead of running on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_nobody_waits_for_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts =
-            SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
-        let store = SqliteStore::open(dir.path(), opts).unwrap();
+        let (store, _dir, floor) = open_store();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (saw_tx, saw_rx) = std::sync::mpsc::channel::<bool>();
-        let recent = UsageQuery {
-            from: i64::MAX - 1,
-            to: i64::MAX,
-            host: None,
-            process: None,
-            per_host: true,
-        };
+        let recent = query(TsMs::MAX - 1, TsMs::MAX);
         let read = store.blocking_read(&recent, move |_, stop| {
             let _ = started_tx.send(());
-            // Waits for the flag (bounded, so a broken flag fails the test, not hangs it).
-            let t0 = std::time::Instant::now();
-            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
-                std::thread::yield_now();
-            }
+            // Looks at the flag once the test has dropped the read (or given up).
+            let _ = release_rx.recv();
             let _ = saw_tx.send(stop.load(Ordering::Relaxed));
             Ok(())
         });
@@ -484,30 +500,15 @@ mod tests {
             _ = read => panic!("the read ended before it was dropped"),
             _ = started_rx => {} // running: the select drops the read here
         }
+        release_tx.send(()).unwrap();
         let saw = tokio::task::spawn_blocking(move || saw_rx.recv().unwrap()).await.unwrap();
         assert!(saw, "the dropped read was not told");
 
         // A usage read below the memory floor looks at the flag host by host.
-        let now = store.inner.floor.load(Ordering::SeqCst);
-        let q = UsageQuery {
-            from: now - 3_600_000,
-            to: now + 60_000,
-            host: None,
-            process: None,
-            per_host: true,
-        };
-        let sample = procwatch_model::Sample {
-            ts: now - 1_800_000,
-            process: "p".into(),
-            cpu: 1.0,
-            cores: 0.01,
-            mem: 1.0,
-            rss: 4096,
-            count: 1,
-            extras: None,
-        };
-        let batch = procwatch_store::conformance::batch("h", 1, vec![sample]);
-        procwatch_store::Storage::write_batch(&store, &batch).await.unwrap();
+        let q = query(floor - 3_600_000, floor + 60_000);
+        let batch =
+            procwatch_store::conformance::batch("h", 1, vec![sample(floor - 1_800_000, "p")]);
+        store.write_batch(&batch).await.unwrap();
         let needs = UsageNeeds::ALL;
         let go = AtomicBool::new(false);
         assert_eq!(store.inner.usage(&q, needs, &go).unwrap().len(), 1);
@@ -521,49 +522,25 @@ mod tests {
     /// series' reads do not wait.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_reads_take_turns_and_short_ones_do_not_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts =
-            SqliteOptions { maintenance_interval: Duration::ZERO, ..SqliteOptions::default() };
-        let store = SqliteStore::open(dir.path(), opts).unwrap();
-        let floor = store.inner.floor.load(Ordering::SeqCst);
-        let sample = |ts, process: &str| procwatch_model::Sample {
-            ts,
-            process: process.into(),
-            cpu: 1.0,
-            cores: 0.01,
-            mem: 1.0,
-            rss: 4096,
-            count: 1,
-            extras: None,
-        };
+        let (store, _dir, floor) = open_store();
         let now = floor + 600_000;
-        let batch = procwatch_store::conformance::batch(
-            "h",
-            1,
-            vec![
-                sample(floor - 1_800_000, "p"),
-                sample(now - 30_000, "p"),
-                sample(now - 30_000, "q"),
-            ],
-        );
-        procwatch_store::Storage::write_batch(&store, &batch).await.unwrap();
-        let long = UsageQuery {
-            from: floor - 3_600_000,
-            to: now,
-            host: None,
-            process: None,
-            per_host: true,
-        };
+        let samples = vec![
+            sample(floor - 1_800_000, "p"),
+            sample(now - 30_000, "p"),
+            sample(now - 30_000, "q"),
+        ];
+        store.write_batch(&procwatch_store::conformance::batch("h", 1, samples)).await.unwrap();
+        let long = query(floor - 3_600_000, now);
         let one = UsageQuery { host: Some("h".into()), process: Some("p".into()), ..long.clone() };
         let recent = UsageQuery { from: floor + 1, ..long.clone() };
         let held = store.disk_reads.clone().acquire_many_owned(DISK_READS_AT_ONCE as u32).await;
         let held = held.unwrap();
-        let mut waiting = Box::pin(procwatch_store::Storage::usage(&store, &long));
+        let mut waiting = Box::pin(store.usage(&long));
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         // Meanwhile the others answer, each a full round trip through the blocking pool.
-        let rows = procwatch_store::Storage::usage(&store, &recent).await.unwrap();
+        let rows = store.usage(&recent).await.unwrap();
         assert_eq!(rows.len(), 2);
-        let rows = procwatch_store::Storage::usage(&store, &one).await.unwrap();
+        let rows = store.usage(&one).await.unwrap();
         assert_eq!(rows[0].samples, 2);
         for _ in 0..3 {
             tokio::task::spawn_blocking(|| ()).await.unwrap();
