@@ -96,6 +96,8 @@ pub(crate) fn disk_series(
 #[derive(Debug, Default)]
 pub(crate) struct DiskScratch {
     parts: Vec<Columns>,
+    /// The `gen` of each of the first `gens.len()` parts.
+    gens: Vec<i64>,
 }
 
 /// `disk_series`, appended to `out`, decoding into `s`'s buffers.
@@ -117,18 +119,19 @@ pub(crate) fn disk_series_into(
         )
         .map_err(db_err)?;
     let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
-    let mut gens: Vec<i64> = Vec::new();
+    let DiskScratch { parts: pool, gens } = s;
+    gens.clear();
     while let Some(row) = rows.next().map_err(db_err)? {
         gens.push(row.get(0).map_err(db_err)?);
         let blob = blob_at(row, 1)?;
-        if s.parts.len() < gens.len() {
-            s.parts.push(Columns::default());
+        if pool.len() < gens.len() {
+            pool.push(Columns::default());
         }
-        let c = &mut s.parts[gens.len() - 1];
+        let c = &mut pool[gens.len() - 1];
         c.clear();
         codec::decode_into(blob, c).map_err(other)?;
     }
-    let chunks = &s.parts[..gens.len()];
+    let chunks = &pool[..gens.len()];
     let has_late = late.iter().any(|(_, recs)| recs.iter().any(|r| r.sid == sid));
     // The common case: chunks of successive folds, each sorted, one after the other in time.
     // No timestamp is in two of them, so their union in order is the merge.
