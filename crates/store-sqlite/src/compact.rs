@@ -250,6 +250,12 @@ impl Inner {
     }
 }
 
+/// The chunks of series `?1` holding samples of `[?2, ?3)`, for `merge_block`: the same
+/// search as `disk::SERIES_CHUNKS`, which starts at the block rather than at the series'
+/// oldest chunk.
+pub(crate) const BLOCK_CHUNKS: &str =
+    "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts < ?3 ORDER BY gen, id";
+
 /// Merges every chunk of series `sid` holding samples of the block `[block, block + b)` into
 /// one level-1 chunk of that block's samples, at the highest `gen` among them; the samples a
 /// chunk holds outside the block stay where they were, re-inserted at that chunk's own `gen`
@@ -269,11 +275,7 @@ fn merge_block(tx: &rusqlite::Transaction, sid: u32, block: TsMs, b: i64) -> Sto
     let mut gen = 0i64;
     let mut merged = 0u64;
     {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT id, gen, level, data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
-            )
-            .map_err(db_err)?;
+        let mut stmt = tx.prepare_cached(BLOCK_CHUNKS).map_err(db_err)?;
         let mut rows = stmt.query(params![sid, block, end]).map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
             ids.push(row.get::<_, i64>(0).map_err(db_err)?);
@@ -346,17 +348,47 @@ mod tests {
             ("SELECT host_id FROM head WHERE gen > 0 LIMIT 1", "INDEX head_late"),
             ("SELECT EXISTS(SELECT 1 FROM head WHERE gen > 0)", "INDEX head_late"),
         ];
-        for (q, index) in queries {
-            let mut stmt = w.conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+        plans_use(&w.conn, " head", &queries);
+    }
+
+    /// A series' chunks are searched by (series, end): `(series_id=? AND end_ts>?)` in the
+    /// plan, not a walk from the series' oldest chunk.
+    #[test]
+    fn chunk_reads_start_at_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::SqliteOptions {
+            maintenance_interval: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let store = crate::SqliteStore::open(dir.path(), opts).unwrap();
+        let w = store.inner.writer.lock();
+        let want = "INDEX chunks_series_end (series_id=? AND end_ts>?)";
+        plans_use(&w.conn, " chunks", &[(crate::disk::SERIES_CHUNKS, want), (BLOCK_CHUNKS, want)]);
+        // A read sorts its handful of chunks itself: no sorter per series.
+        let plan: Vec<String> = w
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::disk::SERIES_CHUNKS))
+            .unwrap()
+            .query_map([1, 1, 1], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!plan.iter().any(|s| s.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// Asserts that every step of each query's plan on `table` uses its index.
+    fn plans_use(conn: &rusqlite::Connection, table: &str, queries: &[(&str, &str)]) {
+        for &(q, index) in queries {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
             let ones = std::iter::repeat_n(1, stmt.parameter_count());
             let plan: Vec<String> = stmt
                 .query_map(rusqlite::params_from_iter(ones), |r| r.get(3))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            let on_head: Vec<&String> = plan.iter().filter(|s| s.contains(" head")).collect();
-            assert!(!on_head.is_empty(), "{q}: {plan:?}");
-            for step in on_head {
+            let on_table: Vec<&String> = plan.iter().filter(|s| s.contains(table)).collect();
+            assert!(!on_table.is_empty(), "{q}: {plan:?}");
+            for step in on_table {
                 assert!(
                     step.contains(&format!(" USING {index}"))
                         || step.contains(&format!(" USING COVERING {index}")),

@@ -76,6 +76,19 @@ pub(crate) fn late_rows(
     Ok(out)
 }
 
+/// The chunks of series `?1` holding samples in `[?2, ?3)`: `(gen, id, data)`. Through
+/// `chunks_series_end` (series, end): the search starts at the series' first chunk ending at
+/// or after `?2`. Through an index on (series, start) it began at the series' oldest chunk:
+/// a store at its steady state holds ≈ 140 chunks a series (one per 2 h block of the
+/// retention, one per fold of the open block), and a 10-minute read visited all of them to
+/// return a dozen (BENCHMARKS.md, "Session 14"). Adding the start to the index, to check it
+/// there, made every fold and merge slower (one more column in each entry) and the reads
+/// no faster: a recent window's chunks all start before its end. No `ORDER BY`: the
+/// caller puts the handful of rows in (`gen`, `id`) order itself, where SQLite built a
+/// sorter for every series.
+pub(crate) const SERIES_CHUNKS: &str =
+    "SELECT gen, id, data FROM chunks WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts < ?3";
+
 /// Samples of one series in `[from, to)` from its chunks and its host's late head rows
 /// (`late`, from `late_rows`), merged by `gen`.
 pub(crate) fn disk_series(
@@ -95,9 +108,8 @@ pub(crate) fn disk_series(
 /// in the allocator (BENCHMARKS.md, "Session 9").
 #[derive(Debug, Default)]
 pub(crate) struct DiskScratch {
-    parts: Vec<Columns>,
-    /// The `gen` of each of the first `gens.len()` parts.
-    gens: Vec<i64>,
+    /// (`gen`, `id`, decoded chunk), reused from series to series.
+    parts: Vec<(i64, i64, Columns)>,
 }
 
 /// `disk_series`, appended to `out`, decoding into `s`'s buffers.
@@ -113,37 +125,39 @@ pub(crate) fn disk_series_into(
     if from >= to {
         return Ok(());
     }
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT gen, data FROM chunks WHERE series_id = ?1 AND start_ts < ?3 AND end_ts >= ?2 ORDER BY gen, id",
-        )
-        .map_err(db_err)?;
+    let mut stmt = conn.prepare_cached(SERIES_CHUNKS).map_err(db_err)?;
     let mut rows = stmt.query(params![sid, from, to]).map_err(db_err)?;
-    let DiskScratch { parts: pool, gens } = s;
-    gens.clear();
+    let pool = &mut s.parts;
+    let mut n = 0;
     while let Some(row) = rows.next().map_err(db_err)? {
-        gens.push(row.get(0).map_err(db_err)?);
-        let blob = blob_at(row, 1)?;
-        if pool.len() < gens.len() {
-            pool.push(Columns::default());
+        if pool.len() == n {
+            pool.push((0, 0, Columns::default()));
         }
-        let c = &mut pool[gens.len() - 1];
+        let (gen, id, c) = &mut pool[n];
+        *gen = row.get(0).map_err(db_err)?;
+        *id = row.get(1).map_err(db_err)?;
         c.clear();
-        codec::decode_into(blob, c).map_err(other)?;
+        codec::decode_into(blob_at(row, 2)?, c).map_err(other)?;
+        n += 1;
     }
-    let chunks = &pool[..gens.len()];
+    // Oldest write first: a later write of the same timestamp wins the merge.
+    let parts = &mut pool[..n];
+    if !parts.is_sorted_by_key(|(g, id, _)| (*g, *id)) {
+        parts.sort_unstable_by_key(|(g, id, _)| (*g, *id));
+    }
+    let parts = &pool[..n];
     let has_late = late.iter().any(|(_, recs)| recs.iter().any(|r| r.sid == sid));
     // The common case: chunks of successive folds, each sorted, one after the other in time.
     // No timestamp is in two of them, so their union in order is the merge.
-    if !has_late && in_sequence(chunks) {
-        for c in chunks {
+    if !has_late && in_sequence(parts.iter().map(|(_, _, c)| c)) {
+        for (_, _, c) in parts {
             let a = c.ts.partition_point(|&t| t < from);
             let b = c.ts.partition_point(|&t| t < to).max(a);
             append_columns(out, c, a..b);
         }
         return Ok(());
     }
-    let mut parts: Vec<(i64, Columns)> = gens.iter().copied().zip(chunks.iter().cloned()).collect();
+    let mut parts: Vec<(i64, Columns)> = parts.iter().map(|(g, _, c)| (*g, c.clone())).collect();
     for (gen, recs) in late {
         let mut c = Columns::default();
         for r in recs.iter().filter(|r| r.sid == sid) {
@@ -174,7 +188,7 @@ pub(crate) fn disk_series_into(
 
 /// Whether every part is strictly ascending and each ends before the next (non-empty) one
 /// begins.
-fn in_sequence(parts: &[Columns]) -> bool {
+fn in_sequence<'a>(parts: impl Iterator<Item = &'a Columns>) -> bool {
     let mut last: Option<TsMs> = None;
     for c in parts {
         if !c.ts.windows(2).all(|w| w[0] < w[1]) {

@@ -129,3 +129,35 @@ async fn older_samples_read_back_from_late_rows_folded_chunks_and_rewrites() {
     assert_eq!(b.samples, 18);
     assert_eq!(b.cpu.min, 50.0 - 17.0);
 }
+
+/// A rewrite folded into a chunk that ends before the chunks it overlaps: the index on
+/// (series, end) yields it first, and the later write must still win. On a manual clock in
+/// the middle of a 2 h block, so that no block merge joins the chunks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_wins_over_older_chunks_that_end_after_it() {
+    let block = 7_200_000;
+    let now = 1_780_000_000_000 - 1_780_000_000_000 % block + 90 * 60_000;
+    let t0 = now - 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(procwatch_model::clock::ManualClock::new(now));
+    let opts =
+        SqliteOptions { maintenance_interval: Duration::ZERO, clock, ..SqliteOptions::default() };
+    let store = SqliteStore::open(dir.path(), opts).unwrap();
+    // Two folds of an hour-old minute each: chunks [t0, t0 + 50 s] and [t0 + 60 s, t0 + 110 s].
+    for w in 0..2i64 {
+        store.write_batch(&batch("h1", w as u64 + 1, old_write(t0, w))).await.unwrap();
+        store.compact_at(now).unwrap();
+    }
+    let mut want: Vec<(i64, f64)> = (0..12).map(|k| (t0 + k * 10_000, k as f64)).collect();
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want);
+    // Then one sample of the first rewritten: a chunk of its own, ending at t0 + 20 s.
+    store.write_batch(&batch("h1", 3, vec![sample(t0 + 20_000, "a", 93.0)])).await.unwrap();
+    store.compact_at(now).unwrap();
+    want[2].1 = 93.0;
+    assert_eq!(raw_cpu(&store, "h1", "a", now).await, want);
+    let rows = listing(&store, now).await;
+    let a = rows.iter().find(|r| r.process == "a").expect("row a");
+    assert_eq!(a.samples, 12);
+    assert_eq!(a.cpu.max, 93.0);
+    assert_eq!(a.cpu.mean, want.iter().map(|p| p.1).sum::<f64>() / 12.0);
+}
