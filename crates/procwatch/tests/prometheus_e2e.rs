@@ -130,6 +130,9 @@ async fn prometheus_scrapes_per_process_series() {
     assert!(gauge("procwatch_heap_free_bytes") >= 0.0);
     assert!(gauge("procwatch_alarm_dormant_series") >= 0.0);
     assert!(gauge("procwatch_store_maintenance_seconds") >= 0.0);
+    // Nobody reads below the memory floor here: no turn taken, none waited for.
+    assert_eq!(gauge("procwatch_store_long_reads_running"), 0.0);
+    assert_eq!(gauge("procwatch_store_long_reads_waiting"), 0.0);
     promtool_check(&text, "server /metrics");
     let agent_text = wait_for("the agent's /metrics", Duration::from_secs(30), || async {
         let r = client.get(format!("http://{agent_addr}/metrics")).send().await.ok()?;

@@ -34,6 +34,9 @@ impl Storage for MeteredStore {
     fn window_bytes(&self) -> Option<u64> {
         self.inner.window_bytes()
     }
+    fn long_reads(&self) -> Option<procwatch_store::LongReads> {
+        self.inner.long_reads()
+    }
     fn last_maintenance(&self) -> Option<std::time::Duration> {
         self.inner.last_maintenance()
     }

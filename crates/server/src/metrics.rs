@@ -29,6 +29,9 @@
 //!   `procwatch_store_maintenance_seconds` (the last periodic maintenance pass of the
 //!   embedded store: folding, compaction, retention; longer than its 60 s period means the
 //!   passes run back to back),
+//!   `procwatch_store_long_reads_running` and `procwatch_store_long_reads_waiting` (fleet
+//!   reads over windows below the store's memory take turns: `DISK_READS_AT_ONCE` in the
+//!   embedded store; a queue that does not drain means clients ask for more than it reads),
 //!   `procwatch_alarm_dormant_series` (series whose forecaster is dropped while they stay
 //!   low: `procwatch_alarm::Engine::set_dormancy`),
 //!   `procwatch_heap_in_use_bytes` and `procwatch_heap_free_bytes` (glibc's own account,
@@ -156,6 +159,8 @@ struct Snapshot {
     store_up: Gauge,
     store_window_bytes: Gauge,
     store_maintenance: GaugeF,
+    store_long_reads_running: Gauge,
+    store_long_reads_waiting: Gauge,
     alarm_engine_bytes: Gauge,
     alarm_dormant_series: Gauge,
     heap_in_use: Gauge,
@@ -290,6 +295,16 @@ impl Metrics {
             "store_maintenance_seconds",
             "How long the store's last periodic maintenance pass took (0: none here yet)",
             s.store_maintenance.clone(),
+        );
+        r.register(
+            "store_long_reads_running",
+            "Fleet reads below the store's in-memory window holding a turn now",
+            s.store_long_reads_running.clone(),
+        );
+        r.register(
+            "store_long_reads_waiting",
+            "Fleet reads below the store's in-memory window waiting for a turn",
+            s.store_long_reads_waiting.clone(),
         );
         r.register(
             "alarm_engine_bytes",
@@ -429,6 +444,9 @@ impl Metrics {
         let window = st.store.window_bytes().unwrap_or(0);
         s.store_window_bytes.set(window.min(i64::MAX as u64) as i64);
         s.store_maintenance.set(st.store.last_maintenance().map_or(0.0, |d| d.as_secs_f64()));
+        let long = st.store.long_reads().unwrap_or_default();
+        s.store_long_reads_running.set(long.running.min(i64::MAX as u64) as i64);
+        s.store_long_reads_waiting.set(long.waiting.min(i64::MAX as u64) as i64);
         let (engine_bytes, dormant) = st.alarms.engine_figures();
         s.alarm_engine_bytes.set(engine_bytes.min(i64::MAX as usize) as i64);
         s.alarm_dormant_series.set(dormant.min(i64::MAX as usize) as i64);

@@ -153,7 +153,7 @@ pub use codec::{decode as decode_chunk, encode as encode_chunk, Columns, Corrupt
 pub use options::{CompactStats, Durability, SqliteOptions};
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -173,6 +173,8 @@ pub struct SqliteStore {
     /// Permits of the reads that reach below the memory floor over more than one series
     /// (`blocking_read`): [`DISK_READS_AT_ONCE`].
     disk_reads: Arc<tokio::sync::Semaphore>,
+    /// Reads waiting for one of `disk_reads`' permits.
+    reads_waiting: AtomicU64,
 }
 
 /// Usage reads over more than one series that reach below the memory floor, running at once
@@ -263,6 +265,7 @@ impl SqliteStore {
             inner,
             thread: Mutex::new(None),
             disk_reads: Arc::new(tokio::sync::Semaphore::new(DISK_READS_AT_ONCE)),
+            reads_waiting: AtomicU64::new(0),
         };
         if !opts.maintenance_interval.is_zero() {
             let weak = Arc::downgrade(&store.inner);
@@ -379,7 +382,12 @@ impl SqliteStore {
         let one_series = q.host.is_some() && q.process.is_some();
         let below_floor = q.from < self.inner.floor.load(Ordering::SeqCst);
         let permit = match below_floor && !one_series {
-            true => Some(self.disk_reads.clone().acquire_owned().await.map_err(other)?),
+            true => {
+                // Counted while it waits, however the wait ends (a permit, or the request
+                // dropped).
+                let _waiting = Waiting::enter(&self.reads_waiting);
+                Some(self.disk_reads.clone().acquire_owned().await.map_err(other)?)
+            }
             false => None,
         };
         self.blocking(move |i| {
@@ -388,6 +396,22 @@ impl SqliteStore {
             out
         })
         .await
+    }
+}
+
+/// One more on a count while it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a AtomicU64) -> Waiting<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -451,7 +475,7 @@ fn maintenance_loop(weak: Weak<Inner>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procwatch_store::{Storage, UsageNeeds, UsageQuery};
+    use procwatch_store::{LongReads, Storage, UsageNeeds, UsageQuery};
 
     /// A store with no maintenance thread, its directory, and its memory floor.
     fn open_store() -> (SqliteStore, tempfile::TempDir, TsMs) {
@@ -537,6 +561,8 @@ mod tests {
         let held = held.unwrap();
         let mut waiting = Box::pin(store.usage(&long));
         assert!(futures::poll!(waiting.as_mut()).is_pending());
+        let gauges = |running, waiting| Some(LongReads { running, waiting });
+        assert_eq!(store.long_reads(), gauges(DISK_READS_AT_ONCE as u64, 1));
         // Meanwhile the others answer, each a full round trip through the blocking pool.
         let rows = store.usage(&recent).await.unwrap();
         assert_eq!(rows.len(), 2);
@@ -550,5 +576,17 @@ mod tests {
         let rows = waiting.await.unwrap();
         assert_eq!(rows.iter().map(|r| r.samples).sum::<u64>(), 3);
         assert_eq!(store.disk_reads.available_permits(), DISK_READS_AT_ONCE);
+        assert_eq!(store.long_reads(), gauges(0, 0));
+
+        // A request dropped while it waits leaves the count.
+        let held = store.disk_reads.clone().acquire_owned().await.unwrap();
+        let held2 = store.disk_reads.clone().acquire_owned().await.unwrap();
+        let mut gone = Box::pin(store.usage(&long));
+        assert!(futures::poll!(gone.as_mut()).is_pending());
+        assert_eq!(store.long_reads(), gauges(2, 1));
+        drop(gone);
+        assert_eq!(store.long_reads(), gauges(2, 0));
+        drop((held, held2));
+        assert_eq!(store.long_reads(), gauges(0, 0));
     }
 }

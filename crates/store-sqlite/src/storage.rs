@@ -127,6 +127,14 @@ impl Storage for SqliteStore {
         us.checked_sub(1).map(std::time::Duration::from_micros)
     }
 
+    fn long_reads(&self) -> Option<procwatch_store::LongReads> {
+        let free = self.disk_reads.available_permits();
+        Some(procwatch_store::LongReads {
+            running: crate::DISK_READS_AT_ONCE.saturating_sub(free) as u64,
+            waiting: self.reads_waiting.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
     fn window_bytes(&self) -> Option<u64> {
         let hosts: Vec<std::sync::Arc<crate::catalog::HostEntry>> =
             self.inner.catalog.read().hosts.values().cloned().collect();

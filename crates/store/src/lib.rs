@@ -151,6 +151,15 @@ pub struct UsageRow {
     pub last_ts: TsMs,
 }
 
+/// Long reads of a backend that takes turns ([`Storage::long_reads`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongReads {
+    /// Holding one of the backend's turns.
+    pub running: u64,
+    /// Waiting for one (first come, first served).
+    pub waiting: u64,
+}
+
 /// Filters for `usage` and `window`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageQuery {
@@ -466,6 +475,13 @@ pub trait Storage: Send + Sync + 'static {
     /// compaction, retention), for the `procwatch_store_maintenance_seconds` gauge. `None`
     /// when it runs none here, or none has finished yet.
     fn last_maintenance(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Reads whose cost the client chooses (several series over a window reaching below the
+    /// backend's in-memory recent window) running now and waiting for their turn, for the
+    /// `procwatch_store_long_reads_*` gauges. `None` when the backend does not take turns.
+    fn long_reads(&self) -> Option<LongReads> {
         None
     }
 
