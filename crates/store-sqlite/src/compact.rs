@@ -365,27 +365,24 @@ mod tests {
         let want = "INDEX chunks_series_end (series_id=? AND end_ts>?)";
         plans_use(&w.conn, " chunks", &[(crate::disk::SERIES_CHUNKS, want), (BLOCK_CHUNKS, want)]);
         // A read sorts its handful of chunks itself: no sorter per series.
-        let plan: Vec<String> = w
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::disk::SERIES_CHUNKS))
-            .unwrap()
-            .query_map([1, 1, 1], |r| r.get(3))
+        let plan = plan(&w.conn, crate::disk::SERIES_CHUNKS);
+        assert!(!plan.iter().any(|s| s.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// The steps of `q`'s query plan, every parameter 1.
+    fn plan(conn: &rusqlite::Connection, q: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+        let ones = std::iter::repeat_n(1, stmt.parameter_count());
+        stmt.query_map(rusqlite::params_from_iter(ones), |r| r.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(!plan.iter().any(|s| s.contains("TEMP B-TREE")), "{plan:?}");
+            .unwrap()
     }
 
     /// Asserts that every step of each query's plan on `table` uses its index.
     fn plans_use(conn: &rusqlite::Connection, table: &str, queries: &[(&str, &str)]) {
         for &(q, index) in queries {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
-            let ones = std::iter::repeat_n(1, stmt.parameter_count());
-            let plan: Vec<String> = stmt
-                .query_map(rusqlite::params_from_iter(ones), |r| r.get(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let plan = plan(conn, q);
             let on_table: Vec<&String> = plan.iter().filter(|s| s.contains(table)).collect();
             assert!(!on_table.is_empty(), "{q}: {plan:?}");
             for step in on_table {
