@@ -86,6 +86,8 @@ fn main() {
     let sweeps = (hours * 360.0) as u64;
     let start = Instant::now();
     let mut maint = Duration::ZERO;
+    // Maintenance time per simulated hour: flat once the retention is full, or growing?
+    let mut per_hour: Vec<Duration> = Vec::new();
     let mut ts = t0;
     rt.block_on(async {
         for seq in 1..=sweeps {
@@ -98,6 +100,11 @@ fn main() {
                 let m = Instant::now();
                 store.maintain_at(ts).unwrap();
                 maint += m.elapsed();
+                let hour = (seq / 360) as usize;
+                if per_hour.len() <= hour {
+                    per_hour.resize(hour + 1, Duration::ZERO);
+                }
+                per_hour[hour] += m.elapsed();
             }
         }
     });
@@ -120,6 +127,12 @@ fn main() {
         chunks as f64 / series as f64,
         l1 as f64 / series as f64
     );
+    let full: Vec<String> = per_hour
+        .iter()
+        .take((hours as usize).saturating_sub(1))
+        .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0 / 60.0))
+        .collect();
+    println!("maintenance ms a pass, each full hour in turn: {}", full.join(" "));
     for (label, window) in [("10 min", 600_000), ("1 h", 3_600_000)] {
         let q =
             UsageQuery { from: now - window, to: now, host: None, process: None, per_host: true };
