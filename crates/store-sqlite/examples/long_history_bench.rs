@@ -15,40 +15,13 @@
 use std::time::{Duration, Instant};
 
 use procwatch_model::clock::Clock;
-use procwatch_model::{Batch, Sample, TsMs};
-use procwatch_store::conformance::batch;
 use procwatch_store::{HistoryQuery, Resolution, Storage};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
-use support::time_ms;
+use support::{sweep, time_ms};
 
 mod support;
 
 const DAY: i64 = 86_400_000;
-
-/// One sweep of `procs` processes at `ts`: deterministic, irregular, mostly idle values.
-fn sweep(procs: usize, ts: TsMs, seq: u64) -> Batch {
-    let samples = (0..procs)
-        .map(|k| {
-            let x = (k as u64).wrapping_mul(0x9E37_79B9).wrapping_add(seq.wrapping_mul(7919));
-            let busy = k % 10 == 9;
-            Sample {
-                ts,
-                process: format!("process-{k:03}"),
-                cpu: if busy {
-                    50.0 + (x % 1500) as f64 / 10.0
-                } else {
-                    f64::from(u8::from(x.is_multiple_of(7)))
-                },
-                cores: if busy { 0.5 + (x % 15) as f64 / 10.0 } else { 0.0 },
-                mem: 0.1 + (k as f64) / 100.0 + (x % 3) as f64 / 1000.0,
-                rss: 4096 * (1_000 + (k as u64) * 37 + x % 5),
-                count: 1 + (k % 10 == 0) as u32 * (x % 4) as u32,
-                extras: None,
-            }
-        })
-        .collect();
-    batch("host-000", seq, samples)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -78,7 +51,7 @@ fn main() {
     rt.block_on(async {
         while ts < now - 60_000 {
             seq += 1;
-            let b = sweep(procs, ts, seq);
+            let b = sweep("host-000", procs, ts, seq);
             samples += b.samples.len();
             store.write_batch(&b).await.unwrap();
             ts += if ts < raw_from { 300_000 } else { raw_every };

@@ -17,40 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procwatch_model::clock::ManualClock;
-use procwatch_model::{Batch, Sample, TsMs};
-use procwatch_store::conformance::batch;
+use procwatch_model::TsMs;
 use procwatch_store::{HistoryQuery, Storage, UsageNeeds, UsageQuery};
 use procwatch_store_sqlite::{SqliteOptions, SqliteStore};
-use support::time_ms;
+use support::{sweep, time_ms};
 
 mod support;
 
 const PROCS: usize = 300;
-
-/// One sweep of host `h` at `ts`: deterministic, irregular, mostly idle values.
-fn sweep(h: usize, ts: TsMs, seq: u64) -> Batch {
-    let samples = (0..PROCS)
-        .map(|k| {
-            let x = (k as u64).wrapping_mul(0x9E37_79B9).wrapping_add(seq.wrapping_mul(7919));
-            let busy = k % 10 == 9;
-            Sample {
-                ts,
-                process: format!("process-{k:03}"),
-                cpu: if busy {
-                    50.0 + (x % 1500) as f64 / 10.0
-                } else {
-                    f64::from(u8::from(x.is_multiple_of(7)))
-                },
-                cores: if busy { 0.5 + (x % 15) as f64 / 10.0 } else { 0.0 },
-                mem: 0.1 + (k as f64) / 100.0 + (x % 3) as f64 / 1000.0,
-                rss: 4096 * (1_000 + (k as u64) * 37 + x % 5),
-                count: 1,
-                extras: None,
-            }
-        })
-        .collect();
-    batch(&format!("host-{h:04}"), seq, samples)
-}
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -94,7 +68,10 @@ fn main() {
             ts = t0 + seq as i64 * 10_000;
             clock.set_ms(ts);
             for h in 0..hosts {
-                store.write_batch(&sweep(h, ts + h as i64, seq)).await.unwrap();
+                store
+                    .write_batch(&sweep(&format!("host-{h:04}"), PROCS, ts + h as i64, seq))
+                    .await
+                    .unwrap();
             }
             if seq % 6 == 0 {
                 let m = Instant::now();

@@ -333,12 +333,7 @@ mod tests {
     /// at a large fleet is what made a pass take most of its minute).
     #[test]
     fn the_folds_head_queries_search_their_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = crate::SqliteOptions {
-            maintenance_interval: std::time::Duration::ZERO,
-            ..Default::default()
-        };
-        let store = crate::SqliteStore::open(dir.path(), opts).unwrap();
+        let (store, _dir) = store();
         let w = store.inner.writer.lock();
         let queries = [
             (HEAD_PREFIX_END, "INDEX head_min_ts"),
@@ -355,18 +350,23 @@ mod tests {
     /// plan, not a walk from the series' oldest chunk.
     #[test]
     fn chunk_reads_start_at_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = crate::SqliteOptions {
-            maintenance_interval: std::time::Duration::ZERO,
-            ..Default::default()
-        };
-        let store = crate::SqliteStore::open(dir.path(), opts).unwrap();
+        let (store, _dir) = store();
         let w = store.inner.writer.lock();
         let want = "INDEX chunks_series_end (series_id=? AND end_ts>?)";
         plans_use(&w.conn, " chunks", &[(crate::disk::SERIES_CHUNKS, want), (BLOCK_CHUNKS, want)]);
         // A read sorts its handful of chunks itself: no sorter per series.
         let plan = plan(&w.conn, crate::disk::SERIES_CHUNKS);
         assert!(!plan.iter().any(|s| s.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// An empty store with no maintenance thread, and its directory.
+    fn store() -> (crate::SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::SqliteOptions {
+            maintenance_interval: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        (crate::SqliteStore::open(dir.path(), opts).unwrap(), dir)
     }
 
     /// The steps of `q`'s query plan, every parameter 1.
