@@ -144,14 +144,14 @@ impl Engine {
         self.dormancy = on;
         if !on {
             for st in self.series.values_mut() {
-                st.dormant = None;
+                st.forget_quiet();
             }
         }
     }
 
     /// Series whose forecaster is dropped while they stay low (see [`Engine::set_dormancy`]).
     pub fn dormant_series(&self) -> usize {
-        self.series.values().filter(|st| st.dormant.is_some()).count()
+        self.series.values().filter(|st| st.dormant().is_some()).count()
     }
 
     /// The first instant of history a pass must include in the samples of `(host, process)`
@@ -316,7 +316,7 @@ impl Engine {
             .values()
             .map(|st| {
                 entry
-                    + st.forecaster.as_ref().map_or(0, |f| f.heap_bytes())
+                    + st.forecaster().map_or(0, |f| f.heap_bytes())
                     + st.open.as_ref().map_or(0, |_| event)
                     + st.before_stale.as_ref().map_or(0, |_| event)
             })
@@ -380,7 +380,9 @@ impl Engine {
                     true => None,
                 };
                 let st = self.series.entry(key).or_insert_with(|| Box::new(SeriesState::new(rule)));
-                st.resume_after = st.resume_after.or(resume);
+                if let Some(at) = resume.filter(|_| st.resume_after().is_none()) {
+                    st.set_resume_after(at);
+                }
                 st.feed(input, metric, &mut out, self.dormancy);
             }
         }
@@ -417,11 +419,11 @@ impl Engine {
         self.series.retain(|key, st| {
             let (host, process, metric) = key;
             let interval = st
-                .interval_ms
+                .interval_ms()
                 .or_else(|| host_interval.get(&**host).copied())
                 .unwrap_or(FALLBACK_INTERVAL_MS)
                 .max(1);
-            let last = st.last_ts.or(st.open.as_ref().map(|e| e.start));
+            let last = st.last_ts().or(st.open.as_ref().map(|e| e.start));
             let Some(stale_at) = last.map(|t| t + STALE_INTERVALS * interval) else {
                 return true;
             };
@@ -430,7 +432,7 @@ impl Engine {
             }
             match st.level {
                 Level::Ok => {
-                    forgotten.insert(key.clone(), st.last_ts.unwrap_or(stale_at));
+                    forgotten.insert(key.clone(), st.last_ts().unwrap_or(stale_at));
                     return false;
                 }
                 // Paused on purpose: not STALE, closed (see `Pause`).
@@ -441,7 +443,7 @@ impl Engine {
                         ev.reason = Some(PAUSED_REASON.to_owned());
                         out.push(*ev);
                     }
-                    forgotten.insert(key.clone(), st.last_ts.unwrap_or(stale_at));
+                    forgotten.insert(key.clone(), st.last_ts().unwrap_or(stale_at));
                     return false;
                 }
                 Level::Stale => {}
@@ -642,7 +644,7 @@ impl Engine {
         [Metric::Cpu, Metric::Cores, Metric::Mem]
             .into_iter()
             .filter_map(|m| self.series.get(&(host.clone(), process.clone(), m)))
-            .filter_map(|st| st.last_ts.or(st.resume_after))
+            .filter_map(|st| st.last_ts().or(st.resume_after()))
             .max()
     }
 
@@ -655,7 +657,7 @@ impl Engine {
             .iter()
             .map(|((host, process, metric), st)| {
                 let need = st.warmup_ms(*metric);
-                let have = match (st.warm_since, st.last_ts) {
+                let have = match (st.warm_since(), st.last_ts()) {
                     (Some(a), Some(b)) => (b - a).max(0),
                     _ => 0,
                 };
@@ -694,7 +696,7 @@ impl Engine {
                     let mut st = SeriesState::new(rule);
                     st.level = ev.level;
                     st.last_value = ev.value;
-                    st.resume_after = Some(ev.start);
+                    st.set_resume_after(ev.start);
                     st.open = Some(Box::new(ev.clone()));
                     let key = (
                         intern(&mut self.names, &ev.host),
