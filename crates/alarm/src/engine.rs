@@ -10,7 +10,9 @@ pub use procwatch_model::STALE_INTERVALS;
 /// The interval assumed for a restored alarm whose series was not seen again yet.
 const FALLBACK_INTERVAL_MS: i64 = 10_000;
 
+mod process;
 mod series;
+use process::ProcessStates;
 use series::SeriesState;
 
 /// The samples of one (host, process) the server hands to [`Engine::evaluate`].
@@ -77,6 +79,9 @@ impl HostSeen<'_> {
 /// metrics of a series and every series of a host share one copy of each name.
 type Key = (Arc<str>, Arc<str>, Metric);
 
+/// (host, process): the engine's B-tree holds the series of a process under one key.
+type ProcessKey = (Arc<str>, Arc<str>);
+
 /// One series' forecast warm-up, as [`Engine::warmups`] reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warmup {
@@ -106,10 +111,13 @@ pub struct Engine {
     /// `rules.rules` then `rules.defaults` (see [`RuleSet::rule_for`]), shared by the series
     /// they match.
     shared: Vec<Arc<Rule>>,
-    /// Boxed: a B-tree filled in key order (a pass feeds hosts and processes in order) keeps
-    /// its nodes about half full, so an inline state (≈ 160 bytes) cost ≈ 370 bytes a series
-    /// (heaptrack, BENCHMARKS.md "Session 12"); a node slot is now the key and a pointer.
-    series: BTreeMap<Key, Box<SeriesState>>,
+    /// One entry per process, its series' states in metric order in one allocation, so
+    /// walking it visits (host, process, metric) in order. Out of line: a B-tree filled in key
+    /// order (a pass feeds hosts and processes in order) keeps its nodes about half full, so
+    /// inline states would cost twice their size (BENCHMARKS.md "Session 12"); a node slot is
+    /// the key and the states' pointer and length (48 bytes), one a process instead of one a
+    /// series.
+    series: BTreeMap<ProcessKey, ProcessStates>,
     /// OK series forgotten for silence, with their last sample (kept an hour): one that
     /// comes back skips what it was already judged on (an overlapping read window), so no
     /// past transition is derived, and delivered, twice.
@@ -143,7 +151,7 @@ impl Engine {
     pub fn set_dormancy(&mut self, on: bool) {
         self.dormancy = on;
         if !on {
-            for st in self.series.values_mut() {
+            for st in self.series.values_mut().flat_map(ProcessStates::iter_mut) {
                 st.forget_quiet();
             }
         }
@@ -151,7 +159,11 @@ impl Engine {
 
     /// Series whose forecaster is dropped while they stay low (see [`Engine::set_dormancy`]).
     pub fn dormant_series(&self) -> usize {
-        self.series.values().filter(|st| st.dormant().is_some()).count()
+        self.series
+            .values()
+            .flat_map(ProcessStates::iter)
+            .filter(|st| st.dormant().is_some())
+            .count()
     }
 
     /// The first instant of history a pass must include in the samples of `(host, process)`
@@ -165,13 +177,21 @@ impl Engine {
         samples: &[procwatch_model::Sample],
     ) -> Option<TsMs> {
         let (host, process) = (self.names.get(host)?, self.names.get(process)?);
+        let states = self.series.get(&(host.clone(), process.clone()))?;
         [Metric::Cpu, Metric::Cores, Metric::Mem]
             .into_iter()
             .chain(self.extra_metrics.iter().copied())
-            .filter_map(|m| {
-                self.series.get(&(host.clone(), process.clone(), m))?.history_needed(m, samples)
-            })
+            .filter_map(|m| states.get(m)?.history_needed(m, samples))
             .min()
+    }
+}
+
+/// What glibc's malloc (64-bit) takes for a request of `bytes`: the request and an 8-byte
+/// header, rounded up to 16, at least 32; nothing for 0 (no allocation).
+fn malloc_chunk(bytes: usize) -> usize {
+    match bytes {
+        0 => 0,
+        _ => (bytes + 8).next_multiple_of(16).max(32),
     }
 }
 
@@ -286,13 +306,18 @@ impl Engine {
         }
     }
 
-    /// [`RuleSet::rule_for`], as the shared copy of the rule.
-    fn shared_rule(&self, host: &str, process: &str, metric: Metric) -> Option<Arc<Rule>> {
-        let n = self.shared.len() - 1;
-        self.shared[..n]
+    /// [`RuleSet::rule_for`], as the shared copy of the rule (`shared` is [`Engine::shared`]).
+    fn shared_rule(
+        shared: &[Arc<Rule>],
+        host: &str,
+        process: &str,
+        metric: Metric,
+    ) -> Option<Arc<Rule>> {
+        let n = shared.len() - 1;
+        shared[..n]
             .iter()
             .find(|r| r.matches(host, process, metric))
-            .or_else(|| (!metric.needs_rule()).then_some(&self.shared[n]))
+            .or_else(|| (!metric.needs_rule()).then_some(&shared[n]))
             .cloned()
     }
 
@@ -305,20 +330,25 @@ impl Engine {
     /// forecasters, open events and interned names), from sizes and capacities: cheap enough
     /// for every `/metrics` scrape; an estimate, not an allocator count.
     pub fn estimated_bytes(&self) -> usize {
-        // A B-tree filled in key order keeps its nodes about half full: a slot (the key and
-        // the box) costs about twice its size; the boxed state its size and the allocator's
-        // header.
-        let slot = std::mem::size_of::<Key>() + std::mem::size_of::<Box<SeriesState>>();
-        let entry = 2 * slot + std::mem::size_of::<SeriesState>() + 16;
+        // A B-tree filled in key order keeps its nodes about half full: a slot (the process's
+        // key and its states' pointer and length) costs about twice its size; the states one
+        // malloc chunk of their size (a quiet process's three: 312 bytes, a 320-byte chunk).
+        let slot = std::mem::size_of::<(ProcessKey, ProcessStates)>();
+        let state = std::mem::size_of::<SeriesState>();
         let event = std::mem::size_of::<AlarmEvent>() + 96;
         let series: usize = self
             .series
             .values()
-            .map(|st| {
-                entry
-                    + st.forecaster().map_or(0, |f| f.heap_bytes())
-                    + st.open.as_ref().map_or(0, |_| event)
-                    + st.before_stale.as_ref().map_or(0, |_| event)
+            .map(|states| {
+                let each: usize = states
+                    .iter()
+                    .map(|st| {
+                        st.forecaster().map_or(0, |f| f.heap_bytes())
+                            + st.open.as_ref().map_or(0, |_| event)
+                            + st.before_stale.as_ref().map_or(0, |_| event)
+                    })
+                    .sum();
+                2 * slot + malloc_chunk(states.len() * state) + each
             })
             .sum();
         let hosts = self.hosts.len() * (std::mem::size_of::<(String, HostState)>() + 32 + event);
@@ -366,23 +396,27 @@ impl Engine {
         for input in series {
             // The extras only when some rule names them (issue 19).
             let extras = self.extra_metrics.iter().copied();
-            for metric in [Metric::Cpu, Metric::Cores, Metric::Mem].into_iter().chain(extras) {
-                let Some(rule) = self.shared_rule(input.host, input.process, metric) else {
-                    continue;
-                };
-                let key = (
-                    intern(&mut self.names, input.host),
-                    intern(&mut self.names, input.process),
-                    metric,
-                );
-                let resume = match self.series.contains_key(&key) {
-                    false => self.forgotten.remove(&key),
-                    true => None,
-                };
-                let st = self.series.entry(key).or_insert_with(|| Box::new(SeriesState::new(rule)));
-                if let Some(at) = resume.filter(|_| st.resume_after().is_none()) {
-                    st.set_resume_after(at);
-                }
+            let metrics = [Metric::Cpu, Metric::Cores, Metric::Mem].into_iter().chain(extras);
+            let mut rules = metrics
+                .filter_map(|m| {
+                    Some((m, Self::shared_rule(&self.shared, input.host, input.process, m)?))
+                })
+                .peekable();
+            if rules.peek().is_none() {
+                continue;
+            }
+            let host = intern(&mut self.names, input.host);
+            let process = intern(&mut self.names, input.process);
+            let states = self.series.entry((host.clone(), process.clone())).or_default();
+            for (metric, rule) in rules {
+                let forgotten = &mut self.forgotten;
+                let st = states.get_or_insert_with(metric, || {
+                    let mut st = SeriesState::new(rule, metric);
+                    if let Some(at) = forgotten.remove(&(host.clone(), process.clone(), metric)) {
+                        st.set_resume_after(at);
+                    }
+                    st
+                });
                 st.feed(input, metric, &mut out, self.dormancy);
             }
         }
@@ -416,57 +450,66 @@ impl Engine {
         let paused: HashSet<&str> = hosts.iter().filter(|h| h.paused()).map(|h| h.host).collect();
         let forgotten = &mut self.forgotten;
         forgotten.retain(|_, last| now.saturating_sub(*last) < 3_600_000);
-        self.series.retain(|key, st| {
-            let (host, process, metric) = key;
-            let interval = st
-                .interval_ms()
-                .or_else(|| host_interval.get(&**host).copied())
-                .unwrap_or(FALLBACK_INTERVAL_MS)
-                .max(1);
-            let last = st.last_ts().or(st.open.as_ref().map(|e| e.start));
-            let Some(stale_at) = last.map(|t| t + STALE_INTERVALS * interval) else {
-                return true;
-            };
-            if now < stale_at {
-                return true;
-            }
-            match st.level {
-                Level::Ok => {
-                    forgotten.insert(key.clone(), st.last_ts().unwrap_or(stale_at));
-                    return false;
+        self.series.retain(|(host, process), states| {
+            states.retain(|st| {
+                let metric = st.metric;
+                let interval = st
+                    .interval_ms()
+                    .or_else(|| host_interval.get(&**host).copied())
+                    .unwrap_or(FALLBACK_INTERVAL_MS)
+                    .max(1);
+                let last = st.last_ts().or(st.open.as_ref().map(|e| e.start));
+                let Some(stale_at) = last.map(|t| t + STALE_INTERVALS * interval) else {
+                    return true;
+                };
+                if now < stale_at {
+                    return true;
                 }
-                // Paused on purpose: not STALE, closed (see `Pause`).
-                _ if paused.contains(&**host) => {
+                match st.level {
+                    Level::Ok => {
+                        forgotten.insert(
+                            (host.clone(), process.clone(), metric),
+                            st.last_ts().unwrap_or(stale_at),
+                        );
+                        return false;
+                    }
+                    // Paused on purpose: not STALE, closed (see `Pause`).
+                    _ if paused.contains(&**host) => {
+                        if let Some(mut ev) = st.open.take() {
+                            let at = if st.level == Level::Stale { now } else { stale_at };
+                            ev.end = Some(at.max(ev.start));
+                            ev.reason = Some(PAUSED_REASON.to_owned());
+                            out.push(*ev);
+                        }
+                        forgotten.insert(
+                            (host.clone(), process.clone(), metric),
+                            st.last_ts().unwrap_or(stale_at),
+                        );
+                        return false;
+                    }
+                    Level::Stale => {}
+                    _ => st.go_stale(host, process, metric, stale_at, &mut out),
+                }
+                // The host kept reporting for 3 intervals after the series went STALE: the
+                // process exited (or is no longer sampled). Its alarm closes, with the reason,
+                // and the series is forgotten; a silent host keeps its series STALE instead.
+                let stale_start = st.open.as_ref().map_or(stale_at, |e| e.start);
+                let host_seen = host_last_seen.get(&**host).copied();
+                if host_seen.is_some_and(|seen| seen >= stale_start + STALE_INTERVALS * interval) {
                     if let Some(mut ev) = st.open.take() {
-                        let at = if st.level == Level::Stale { now } else { stale_at };
-                        ev.end = Some(at.max(ev.start));
-                        ev.reason = Some(PAUSED_REASON.to_owned());
+                        let secs = (STALE_INTERVALS * interval) as f64 / 1000.0;
+                        ev.end = Some(stale_start + STALE_INTERVALS * interval);
+                        ev.reason = Some(format!(
+                            "process exited: no sample of it for {} while its host kept reporting",
+                            short_secs(2.0 * secs)
+                        ));
                         out.push(*ev);
                     }
-                    forgotten.insert(key.clone(), st.last_ts().unwrap_or(stale_at));
                     return false;
                 }
-                Level::Stale => {}
-                _ => st.go_stale(host, process, *metric, stale_at, &mut out),
-            }
-            // The host kept reporting for 3 intervals after the series went STALE: the
-            // process exited (or is no longer sampled). Its alarm closes, with the reason,
-            // and the series is forgotten; a silent host keeps its series STALE instead.
-            let stale_start = st.open.as_ref().map_or(stale_at, |e| e.start);
-            let host_seen = host_last_seen.get(&**host).copied();
-            if host_seen.is_some_and(|seen| seen >= stale_start + STALE_INTERVALS * interval) {
-                if let Some(mut ev) = st.open.take() {
-                    let secs = (STALE_INTERVALS * interval) as f64 / 1000.0;
-                    ev.end = Some(stale_start + STALE_INTERVALS * interval);
-                    ev.reason = Some(format!(
-                        "process exited: no sample of it for {} while its host kept reporting",
-                        short_secs(2.0 * secs)
-                    ));
-                    out.push(*ev);
-                }
-                return false;
-            }
-            true
+                true
+            });
+            !states.is_empty()
         });
         for h in hosts {
             // A paused host is judged on its heartbeats (see `Pause`).
@@ -538,11 +581,13 @@ impl Engine {
         if let Some(h) = self.hosts.remove(host) {
             close(h.open, &mut out);
         }
-        self.series.retain(|(h, _, _), st| {
+        self.series.retain(|(h, _), states| {
             if &**h != host {
                 return true;
             }
-            close(st.open.take(), &mut out);
+            for st in states.iter_mut() {
+                close(st.open.take(), &mut out);
+            }
             false
         });
         out.push(AlarmEvent {
@@ -591,15 +636,16 @@ impl Engine {
     /// alarms stay open in the store, where the new owner restores them from). No event.
     pub fn release_host(&mut self, host: &str) {
         self.hosts.remove(host);
-        self.series.retain(|(h, _, _), _| &**h != host);
+        self.series.retain(|(h, _), _| &**h != host);
         self.forgotten.retain(|(h, _, _), _| &**h != host);
         self.sweep_names();
     }
 
     /// The currently open alarms (series and hosts), ordered by host, process, metric.
     pub fn active(&self) -> Vec<AlarmEvent> {
-        let mut v: Vec<AlarmEvent> =
-            self.series.values().filter_map(|s| s.open.as_deref().cloned()).collect();
+        let mut v: Vec<AlarmEvent> = (self.series.values().flat_map(ProcessStates::iter))
+            .filter_map(|s| s.open.as_deref().cloned())
+            .collect();
         v.extend(self.hosts.values().filter_map(|h| h.open.as_deref().cloned()));
         v.sort_by(|a, b| (&a.host, &a.process, a.metric).cmp(&(&b.host, &b.process, b.metric)));
         v
@@ -611,7 +657,8 @@ impl Engine {
     /// follows: the series was never seen to recover.
     pub fn expire_stale(&mut self, now: TsMs, max_stale_ms: i64) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
-        self.series.retain(|_, st| {
+        self.series.retain(|_, states| {
+            states.retain(|st| {
             if st.level != Level::Stale {
                 return true;
             }
@@ -630,6 +677,8 @@ impl Engine {
                 out.push(*ev);
             }
             false
+            });
+            !states.is_empty()
         });
         self.sweep_names();
         out
@@ -641,9 +690,10 @@ impl Engine {
     /// skipped.
     pub fn last_sample(&self, host: &str, process: &str) -> Option<TsMs> {
         let (host, process) = (self.names.get(host)?.clone(), self.names.get(process)?.clone());
+        let states = self.series.get(&(host, process))?;
         [Metric::Cpu, Metric::Cores, Metric::Mem]
             .into_iter()
-            .filter_map(|m| self.series.get(&(host.clone(), process.clone(), m)))
+            .filter_map(|m| states.get(m))
             .filter_map(|st| st.last_ts().or(st.resume_after()))
             .max()
     }
@@ -655,8 +705,10 @@ impl Engine {
     pub fn warmups(&self) -> Vec<Warmup> {
         self.series
             .iter()
-            .map(|((host, process, metric), st)| {
-                let need = st.warmup_ms(*metric);
+            .flat_map(|((host, process), states)| states.iter().map(move |st| (host, process, st)))
+            .map(|(host, process, st)| {
+                let metric = st.metric;
+                let need = st.warmup_ms(metric);
                 let have = match (st.warm_since(), st.last_ts()) {
                     (Some(a), Some(b)) => (b - a).max(0),
                     _ => 0,
@@ -664,7 +716,7 @@ impl Engine {
                 Warmup {
                     host: host.to_string(),
                     process: process.to_string(),
-                    metric: *metric,
+                    metric,
                     warmup_ms: need,
                     history_ms: have,
                     ready_in_ms: (need - have).max(0),
@@ -690,20 +742,16 @@ impl Engine {
                     );
                 }
                 AlarmKind::Series => {
-                    let rule = self
-                        .shared_rule(&ev.host, &ev.process, ev.metric)
+                    let rule = Self::shared_rule(&self.shared, &ev.host, &ev.process, ev.metric)
                         .unwrap_or_else(|| self.shared[self.shared.len() - 1].clone());
-                    let mut st = SeriesState::new(rule);
+                    let mut st = SeriesState::new(rule, ev.metric);
                     st.level = ev.level;
                     st.last_value = ev.value;
                     st.set_resume_after(ev.start);
                     st.open = Some(Box::new(ev.clone()));
-                    let key = (
-                        intern(&mut self.names, &ev.host),
-                        intern(&mut self.names, &ev.process),
-                        ev.metric,
-                    );
-                    self.series.insert(key, Box::new(st));
+                    let key =
+                        (intern(&mut self.names, &ev.host), intern(&mut self.names, &ev.process));
+                    self.series.entry(key).or_default().insert(st);
                 }
             }
         }

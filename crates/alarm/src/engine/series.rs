@@ -8,8 +8,8 @@ use procwatch_model::{AlarmEvent, AlarmKind, Level, Metric, TsMs};
 use std::num::NonZeroI64;
 use std::sync::Arc;
 
-/// 104 bytes (a 112-byte malloc chunk; it was 160, a 176-byte chunk): most series are
-/// dormant, so this is most of what a quiet process costs the engine. The optional timestamps
+/// 104 bytes (it was 160), in its process's one allocation (`super::ProcessStates`): most
+/// series are dormant, so this is most of what a quiet process costs the engine. The optional timestamps
 /// are plain `i64`s with a presence bit in `flags` (any `i64` stays a valid timestamp), the
 /// two signal counters one run and its direction (at most one of them is ever non-zero), and
 /// the forecaster and the dormant promise one field (a dormant series has no forecaster).
@@ -45,6 +45,8 @@ pub(super) struct SeriesState {
     /// Consecutive samples below T − hysteresis while RED.
     pub(super) below: u32,
     pub(super) level: Level,
+    /// The series' metric: its place among its process's series (`super::ProcessStates`).
+    pub(super) metric: Metric,
     flags: Flags,
 }
 
@@ -85,7 +87,7 @@ impl Flags {
 }
 
 impl SeriesState {
-    pub(super) fn new(rule: Arc<Rule>) -> Self {
+    pub(super) fn new(rule: Arc<Rule>, metric: Metric) -> Self {
         Self {
             rule,
             model: Model::Cold,
@@ -100,6 +102,7 @@ impl SeriesState {
             signal_run: 0,
             below: 0,
             level: Level::Ok,
+            metric,
             flags: Flags::default(),
         }
     }

@@ -202,10 +202,15 @@ fn a_paused_host_is_judged_on_its_heartbeats_and_its_alarms_close_with_the_reaso
     assert_eq!(kinds, vec![(AlarmKind::Series, Level::Stale), (AlarmKind::HostSilent, Level::Red)]);
 }
 
-/// What a quiet process costs the engine is mostly its series' states (issue 16): 104 bytes
-/// (a 112-byte malloc chunk) a state, from 160 (176). A field added or widened past that
-/// fails here; see `SeriesState` for how the fields are packed.
+/// What a quiet process costs the engine is mostly its series' states (issue 16): 104 bytes a
+/// state (from 160), a process's states in one allocation (three: 312 bytes, a 320-byte
+/// malloc chunk), and one B-tree slot a process of 48 bytes (the key, the states' pointer and
+/// length) instead of one a series. A field added or widened past that fails here; see
+/// `SeriesState` for how the fields are packed.
 #[test]
-fn a_series_state_fits_a_112_byte_malloc_chunk() {
-    assert!(std::mem::size_of::<SeriesState>() <= 104, "{}", std::mem::size_of::<SeriesState>());
+fn a_process_costs_one_b_tree_slot_and_its_states_104_bytes_each() {
+    use std::mem::size_of;
+    assert!(size_of::<SeriesState>() <= 104, "{}", size_of::<SeriesState>());
+    assert!(size_of::<(ProcessKey, ProcessStates)>() <= 48);
+    assert_eq!(malloc_chunk(3 * 104), 320);
 }
