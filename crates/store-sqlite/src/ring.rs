@@ -1,29 +1,34 @@
 //! One series' samples in the in-memory recent window (`Ring`), and read access to sample
 //! columns in memory or decoded from disk (`View`).
 //!
-//! Memory per sample, lossless either way: **16 bytes** when the sample has an agent's
-//! precision and usual magnitudes, 40 bytes otherwise. An agent sends cpu and mem in
-//! thousandths of a percent and cores in hundred-thousandths (`procwatch_model::precision`),
-//! and rss in whole pages; such a value `v` is kept as the integer `n` with `n / scale == v`
-//! **bit for bit** (checked when it is written, so it is exact by construction whatever the
-//! client sent). A narrow sample is four u32 words (`Buf::Narrow`): cpu (17 bits, up to
-//! 131.071 %), mem (17 bits), cores (22 bits, up to 41.94303) and the count (8 bits, up to
-//! 255) packed in two, rss in 4 KiB pages, and the timestamp as an offset from the ring's
-//! base. The first sample of a series that does not fit (a client of its own, an older agent,
-//! a hostile batch, a process on more than 41 cores or a group of more than 255) turns its ring
-//! wide: cpu, cores and mem as f64, rss as u64, offset and count packed in one word
-//! (`Buf::Wide`), what every ring was before. Queries
-//! answer exactly what was written (min, max, last and the raw window are compared bit for bit
-//! with the reference store), so a narrow ring's values are decoded, not approximated. A series
-//! is one allocation sized from its host's interval and the window (see `HostIndex::cap`).
-//! The timestamp offset fits: memory holds only `[floor, now + 5 min]`, minutes, and the base
-//! moves up at every eviction.
+//! Memory per sample, lossless either way: **a few bytes** when the sample has an agent's
+//! precision, 40 bytes otherwise. An agent sends cpu and mem in thousandths of a percent and
+//! cores in hundred-thousandths (`procwatch_model::precision`), and rss in whole pages; such
+//! a value `v` is kept as the integer `n` with `n / scale == v` **bit for bit** (checked when
+//! it is written, so it is exact by construction whatever the client sent). Such samples are
+//! bit-packed (`Buf::Packed`, `packed`): each field is kept as its offset from the series'
+//! smallest value in exactly the bits its range needs, the timestamp as its residual from
+//! the median step, so a quiet series (cpu moving within a few %, rss within a few MB,
+//! samples 10 s apart) takes 4–9 bytes a sample, where a fixed layout took 16. Any magnitude
+//! fits (a field is at most 64 bits); a write that does not fit the current layout re-packs
+//! the ring, and each eviction re-packs it fitted to what is left. The first sample of a
+//! series that has no agent's precision (a client of its own, an older agent, a hostile
+//! batch) turns its ring wide: cpu, cores and mem as f64, rss as u64, offset and count
+//! packed in one word (`Buf::Wide`), for as long as it lives. Queries answer exactly what was
+//! written (min, max, last and the raw window are compared bit for bit with the reference
+//! store), so a packed ring's values are decoded, not approximated. A series is one
+//! allocation sized from its host's interval and the window (see `HostIndex::cap`). A wide
+//! ring's timestamp offset fits its u32: memory holds only `[floor, now + 5 min]`, minutes,
+//! and the base moves up at every eviction.
 
 use procwatch_model::precision::{CORES_SCALE, PERCENT_SCALE};
 use procwatch_model::TsMs;
 use std::ops::Range;
 
 use crate::codec::Columns;
+
+mod packed;
+use packed::Rec;
 
 /// The value columns, in [`View::values`]' numbering.
 pub const CPU: usize = 0;
@@ -70,9 +75,9 @@ impl View for Columns {
     }
 }
 
-/// The page size rss is counted in by a narrow ring.
+/// The page size rss is counted in by a packed ring.
 const PAGE: u64 = 4096;
-/// Scales of cpu, cores and mem in a narrow ring.
+/// Scales of cpu, cores and mem in a packed ring.
 const SCALES: [f64; 3] = [PERCENT_SCALE, CORES_SCALE, PERCENT_SCALE];
 
 /// `v` as the integer `n` (as u32 bits of an i32) with `n / scale == v` bit for bit, if any.
@@ -90,73 +95,27 @@ fn widen(n: u32, scale: f64) -> f64 {
     f64::from(n as i32) / scale
 }
 
-/// Bit offset and width of cpu, cores and mem, then of the count, in a narrow sample's
-/// packed word (64 bits: the low 32 in segment `N_LO`, the high 32 in `N_HI`).
-const FIELDS: [(u32, u32); 3] = [(0, 17), (34, 22), (17, 17)];
-const COUNT_FIELD: (u32, u32) = (56, 8);
-
-fn put(packed: &mut u64, (at, bits): (u32, u32), n: u32) -> Option<()> {
-    (u64::from(n) >> bits == 0).then(|| *packed |= u64::from(n) << at)
-}
-
-fn get(packed: u64, (at, bits): (u32, u32)) -> u32 {
-    ((packed >> at) & ((1 << bits) - 1)) as u32
-}
-
-/// One sample in a narrow ring's words, if it fits: the packed word's low and high halves
-/// (cpu, cores, mem, count) and the rss pages.
-fn narrow_sample(vals: [f64; 3], rss: u64, count: u32) -> Option<[u32; 3]> {
-    if !rss.is_multiple_of(PAGE) {
-        return None;
-    }
-    let pages = u32::try_from(rss / PAGE).ok()?;
-    let mut packed = 0u64;
-    for ((v, scale), field) in vals.into_iter().zip(SCALES).zip(FIELDS) {
-        // A negative value's u32 bits are far above any field's width.
-        put(&mut packed, field, narrow(v, scale)?)?;
-    }
-    put(&mut packed, COUNT_FIELD, count)?;
-    Some([packed as u32, (packed >> 32) as u32, pages])
-}
-
-/// Narrow segments (u32 words, each `cap` long): the packed word's low and high halves, rss
-/// pages, ts offset.
-const N_LO: usize = 0;
-const N_HI: usize = 1;
-const N_RSS: usize = 2;
-const N_TS: usize = 3;
-const N_SEGMENTS: usize = 4;
-
-/// The packed word of sample `i` of a narrow buffer of capacity `c`.
-fn packed_at(b: &[u32], c: usize, i: usize) -> u64 {
-    u64::from(b[N_LO * c + i]) | u64::from(b[N_HI * c + i]) << 32
-}
-
-/// Value `k` of sample `i` of a narrow buffer of capacity `c`.
-fn narrow_value(b: &[u32], c: usize, k: usize, i: usize) -> f64 {
-    widen(get(packed_at(b, c, i), FIELDS[k]), SCALES[k])
-}
 /// Wide segments (f64 words; rss and meta as bit patterns, which `to_bits`/`from_bits`
 /// round-trip): cpu, cores, mem, rss, `(ts - base) << 32 | count`.
 const W_RSS: usize = 3;
 const W_META: usize = 4;
 const W_SEGMENTS: usize = 5;
 
-/// A ring's buffer: narrow or wide (see the module's documentation).
+/// A ring's buffer: packed or wide (see the module's documentation).
 #[derive(Debug, Clone)]
 enum Buf {
-    Narrow(Box<[u32]>),
+    Packed(Box<[u64]>),
     Wide(Box<[f64]>),
 }
 
 impl Default for Buf {
     fn default() -> Self {
-        Buf::Narrow(Box::default())
+        Buf::Packed(Box::default())
     }
 }
 
-/// The columns of one series in one buffer: segments of `cap` words, the first `len` of each
-/// used.
+/// The samples of one series in one buffer: `cap` records (packed) or segments of `cap`
+/// words (wide), the first `len` used.
 #[derive(Debug, Default, Clone)]
 pub struct RingCols {
     base: TsMs,
@@ -178,90 +137,110 @@ impl RingCols {
         self.cap as usize
     }
 
-    /// Whether the ring keeps 16 bytes a sample (every sample it holds has an agent's
-    /// precision).
-    pub fn is_narrow(&self) -> bool {
-        matches!(self.buf, Buf::Narrow(_))
+    /// Whether the ring is bit-packed (every sample it holds has an agent's precision).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.buf, Buf::Packed(_))
     }
 
-    /// Heap bytes a sample takes in this ring.
-    fn sample_bytes(&self) -> usize {
-        match self.buf {
-            Buf::Narrow(_) => N_SEGMENTS * 4,
-            Buf::Wide(_) => W_SEGMENTS * 8,
+    /// Heap bytes of the buffer.
+    fn buffer_bytes(&self) -> usize {
+        match &self.buf {
+            Buf::Packed(b) => b.len() * 8,
+            Buf::Wide(b) => b.len() * 8,
         }
     }
 
     /// The timestamp offset of sample `i` from `base`.
-    fn offset(&self, i: usize) -> u32 {
+    fn offset(&self, i: usize) -> i64 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => b[N_TS * c + i],
-            Buf::Wide(b) => (b[W_META * c + i].to_bits() >> 32) as u32,
+            Buf::Packed(b) => packed::off_at(b, i),
+            Buf::Wide(b) => (b[W_META * c + i].to_bits() >> 32) as i64,
         }
     }
 
-    /// Writes sample `i`; a value that does not fit a narrow ring turns it wide first.
-    fn set(&mut self, i: usize, ts: TsMs, vals: [f64; 3], rss: u64, count: u32) {
-        let dt = (ts - self.base) as u64;
-        let narrow = match self.buf {
-            Buf::Narrow(_) => narrow_sample(vals, rss, count),
+    /// The packed records, if packed.
+    fn records(&self) -> Option<Vec<Rec>> {
+        match &self.buf {
+            Buf::Packed(b) => Some(packed::decode(b, self.len())),
+            Buf::Wide(_) => None,
+        }
+    }
+
+    /// Writes sample `i` (`insert`: before the current `i`, with `len < cap`; else over it).
+    /// A packed ring writes in place when the sample fits its layout, re-packs otherwise; a
+    /// value without an agent's precision turns it wide first.
+    fn write(&mut self, i: usize, insert: bool, ts: TsMs, vals: [f64; 3], rss: u64, count: u32) {
+        let off = ts - self.base;
+        let rec = match self.buf {
+            Buf::Packed(_) => Rec::new(vals, rss, count, off),
             Buf::Wide(_) => None,
         };
-        if narrow.is_none() && self.is_narrow() {
+        if rec.is_none() && self.is_packed() {
             self.resize(self.capacity(), true);
         }
-        let c = self.capacity();
-        match (&mut self.buf, narrow) {
-            (Buf::Narrow(b), Some(w)) => {
-                for (k, x) in w.into_iter().enumerate() {
-                    b[k * c + i] = x;
+        let (c, len) = (self.capacity(), self.len());
+        match (&mut self.buf, rec) {
+            (Buf::Packed(b), Some(rec)) => {
+                let fast = (!insert || i == len) && packed::try_write(b, i, &rec);
+                if !fast {
+                    let mut recs = packed::decode(b, len);
+                    match insert {
+                        true => recs.insert(i, rec),
+                        false => recs[i] = rec,
+                    }
+                    packed::pack(b, &recs, c, false);
                 }
-                b[N_TS * c + i] = dt as u32;
+                self.len += u32::from(insert);
             }
             (Buf::Wide(b), _) => {
+                if insert {
+                    for k in 0..W_SEGMENTS {
+                        b.copy_within(k * c + i..k * c + len, k * c + i + 1);
+                    }
+                    self.len += 1;
+                }
                 for (k, v) in vals.into_iter().enumerate() {
                     b[k * c + i] = v;
                 }
                 b[W_RSS * c + i] = f64::from_bits(rss);
-                b[W_META * c + i] = f64::from_bits(dt << 32 | u64::from(count));
+                b[W_META * c + i] = f64::from_bits((off as u64) << 32 | u64::from(count));
             }
-            (Buf::Narrow(_), None) => unreachable!("turned wide above"),
+            (Buf::Packed(_), None) => unreachable!("turned wide above"),
         }
     }
 
-    /// Moves to a buffer of `cap` (≥ len) samples, wide if `wide` or already wide.
+    /// Moves to a buffer of `cap` (≥ len) samples, wide if `wide` or already wide; a packed
+    /// buffer is re-packed with its layout fitted to what it holds.
     fn resize(&mut self, cap: usize, wide: bool) {
         let (old, len) = (self.capacity(), self.len());
         debug_assert!(cap >= len);
-        let buf = match &self.buf {
-            Buf::Narrow(b) if !wide => {
-                let mut nb = vec![0u32; N_SEGMENTS * cap].into_boxed_slice();
-                for k in 0..N_SEGMENTS {
-                    nb[k * cap..k * cap + len].copy_from_slice(&b[k * old..k * old + len]);
-                }
-                Buf::Narrow(nb)
+        let buf = match (self.records(), &self.buf) {
+            (Some(recs), _) if !wide => {
+                let mut b = Box::default();
+                packed::pack(&mut b, &recs, cap, true);
+                Buf::Packed(b)
             }
-            Buf::Narrow(b) => {
+            (Some(recs), _) => {
                 let mut nb = vec![0.0; W_SEGMENTS * cap].into_boxed_slice();
-                for i in 0..len {
+                for (i, r) in recs.iter().enumerate() {
                     for k in 0..SCALES.len() {
-                        nb[k * cap + i] = narrow_value(b, old, k, i);
+                        nb[k * cap + i] = r.value(k);
                     }
-                    nb[W_RSS * cap + i] = f64::from_bits(u64::from(b[N_RSS * old + i]) * PAGE);
-                    let count = get(packed_at(b, old, i), COUNT_FIELD);
-                    let meta = u64::from(b[N_TS * old + i]) << 32 | u64::from(count);
+                    nb[W_RSS * cap + i] = f64::from_bits(r.rss());
+                    let meta = (r.off as u64) << 32 | u64::from(r.count());
                     nb[W_META * cap + i] = f64::from_bits(meta);
                 }
                 Buf::Wide(nb)
             }
-            Buf::Wide(b) => {
+            (None, Buf::Wide(b)) => {
                 let mut nb = vec![0.0; W_SEGMENTS * cap].into_boxed_slice();
                 for k in 0..W_SEGMENTS {
                     nb[k * cap..k * cap + len].copy_from_slice(&b[k * old..k * old + len]);
                 }
                 Buf::Wide(nb)
             }
+            (None, Buf::Packed(_)) => unreachable!("a packed ring has records"),
         };
         self.buf = buf;
         self.cap = cap as u32;
@@ -272,11 +251,7 @@ impl RingCols {
     fn move_offsets(&mut self, by: i64) {
         let (c, len) = (self.capacity(), self.len());
         match &mut self.buf {
-            Buf::Narrow(b) => {
-                for w in &mut b[N_TS * c..N_TS * c + len] {
-                    *w = (i64::from(*w) + by) as u32;
-                }
-            }
+            Buf::Packed(b) => packed::move_offsets(b, by),
             Buf::Wide(b) => {
                 for w in &mut b[W_META * c..W_META * c + len] {
                     *w = f64::from_bits((w.to_bits() as i64 + (by << 32)) as u64);
@@ -290,47 +265,44 @@ impl RingCols {
         if t <= self.base {
             return 0;
         }
-        let Ok(rel) = u32::try_from(t - self.base) else { return self.len() };
-        let (c, len) = (self.capacity(), self.len());
-        match &self.buf {
-            Buf::Narrow(b) => b[N_TS * c..N_TS * c + len].partition_point(|&w| w < rel),
-            Buf::Wide(b) => b[W_META * c..W_META * c + len]
-                .partition_point(|w| ((w.to_bits() >> 32) as u32) < rel),
+        let rel = t - self.base;
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.offset(mid) < rel {
+                true => lo = mid + 1,
+                false => hi = mid,
+            }
         }
+        lo
     }
 
-    /// Moves `src..len` of every segment to `dst`.
-    fn shift(&mut self, src: usize, dst: usize) {
+    /// Drops the first `n` samples and moves the base up to the new first timestamp; a
+    /// packed ring is re-packed, its layout fitted to what is left.
+    fn drop_front(&mut self, n: usize) {
         let (c, len) = (self.capacity(), self.len());
+        self.len -= n as u32;
         match &mut self.buf {
-            Buf::Narrow(b) => {
-                for k in 0..N_SEGMENTS {
-                    b.copy_within(k * c + src..k * c + len, k * c + dst);
+            Buf::Packed(b) => {
+                let mut recs = packed::decode(b, len);
+                recs.drain(..n);
+                let by = recs.first().map_or(0, |r| r.off);
+                for r in &mut recs {
+                    r.off -= by;
                 }
+                self.base += by;
+                packed::pack(b, &recs, c, false);
             }
             Buf::Wide(b) => {
                 for k in 0..W_SEGMENTS {
-                    b.copy_within(k * c + src..k * c + len, k * c + dst);
+                    b.copy_within(k * c + n..k * c + len, k * c);
+                }
+                if !self.is_empty() {
+                    let by = self.offset(0);
+                    self.move_offsets(-by);
+                    self.base += by;
                 }
             }
-        }
-    }
-
-    /// Inserts `at` (len < cap) by shifting the tail of every segment.
-    fn insert_at(&mut self, i: usize, ts: TsMs, vals: [f64; 3], rss: u64, count: u32) {
-        self.shift(i, i + 1);
-        self.len += 1;
-        self.set(i, ts, vals, rss, count);
-    }
-
-    /// Drops the first `n` samples and moves the base up to the new first timestamp.
-    fn drop_front(&mut self, n: usize) {
-        self.shift(n, 0);
-        self.len -= n as u32;
-        if !self.is_empty() {
-            let by = i64::from(self.offset(0));
-            self.move_offsets(-by);
-            self.base += by;
         }
     }
 
@@ -347,21 +319,23 @@ impl RingCols {
 
 impl View for RingCols {
     fn ts_at(&self, i: usize) -> TsMs {
-        self.base + TsMs::from(self.offset(i))
+        self.base + self.offset(i)
     }
     fn value_at(&self, k: usize, i: usize) -> f64 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => narrow_value(b, c, k, i),
+            Buf::Packed(b) => packed::value_at(b, k, i),
             Buf::Wide(b) => b[k * c + i],
         }
     }
     fn values<'a>(&'a self, k: usize, r: Range<usize>, buf: &'a mut Vec<f64>) -> &'a [f64] {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => {
+            Buf::Packed(b) => {
                 buf.clear();
-                buf.extend(r.map(|i| narrow_value(b, c, k, i)));
+                if !r.is_empty() {
+                    packed::values(b, k, r, buf);
+                }
                 buf
             }
             Buf::Wide(b) => &b[k * c + r.start..k * c + r.end],
@@ -370,14 +344,14 @@ impl View for RingCols {
     fn rss_at(&self, i: usize) -> u64 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => u64::from(b[N_RSS * c + i]) * PAGE,
+            Buf::Packed(b) => packed::rss_at(b, i),
             Buf::Wide(b) => b[W_RSS * c + i].to_bits(),
         }
     }
     fn count_at(&self, i: usize) -> u32 {
         let c = self.capacity();
         match &self.buf {
-            Buf::Narrow(b) => get(packed_at(b, c, i), COUNT_FIELD),
+            Buf::Packed(b) => packed::count_at(b, i),
             Buf::Wide(b) => b[W_META * c + i].to_bits() as u32,
         }
     }
@@ -407,7 +381,7 @@ impl Ring {
     /// floor is late: a slow maintenance pass, a burst) it grows by an eighth, so a late floor
     /// costs a few samples of headroom, not half a window; with no `cap` it grows by half.
     fn reserve_one(&mut self, cap: usize) {
-        /// The most samples a ring is first allocated for (see above): 1 KB narrow, 2.5 KB wide.
+        /// The most samples a ring is first allocated for (see above): ≈ 560 bytes packed, 2.5 KB wide.
         const FIRST_CAP_MAX: usize = 64;
         let len = self.c.len();
         if len < self.c.capacity() {
@@ -428,6 +402,8 @@ impl Ring {
         let keep = cap.max(self.c.len());
         if self.c.capacity() > 2 * keep.max(4) {
             self.c.resize(keep, false);
+        } else if matches!(&self.c.buf, Buf::Packed(b) if packed::over_stride(b)) {
+            self.c.resize(self.c.capacity(), false);
         }
     }
 
@@ -455,15 +431,15 @@ impl Ring {
         let n = c.len();
         if n == 0 || ts > c.ts_at(n - 1) {
             self.reserve_one(cap);
-            self.c.insert_at(n, ts, vals, rss, count);
+            self.c.write(n, true, ts, vals, rss, count);
             return;
         }
         let i = c.lower_bound(ts);
         if i < n && c.ts_at(i) == ts {
-            c.set(i, ts, vals, rss, count);
+            c.write(i, false, ts, vals, rss, count);
         } else {
             self.reserve_one(cap);
-            self.c.insert_at(i, ts, vals, rss, count);
+            self.c.write(i, true, ts, vals, rss, count);
         }
     }
 
@@ -473,7 +449,7 @@ impl Ring {
 
     /// Heap bytes reserved by the buffer.
     pub fn reserved_bytes(&self) -> usize {
-        self.c.capacity() * self.c.sample_bytes()
+        self.c.buffer_bytes()
     }
 
     /// Drops samples with `ts < floor`.
@@ -532,9 +508,8 @@ mod tests {
     }
 
     proptest! {
-        /// Agent-precision samples of usual magnitudes keep a ring narrow (16 bytes a
-        /// sample); the first value of any other precision, or beyond a packed field's
-        /// range (negative, cpu above 131.071 %, a count above 255), turns it wide. Either
+        /// Agent-precision samples of any magnitude keep a ring packed; the first value of
+        /// any other precision turns it wide. Either
         /// way every value reads back bit for bit, through both the per-sample and the
         /// per-range reads.
         #[test]
@@ -545,7 +520,7 @@ mod tests {
         ) {
             let mut ring = Ring::default();
             let mut want = std::collections::BTreeMap::new();
-            let mut all_narrow = true;
+            let mut all_packed = true;
             for (dt, milli, pages, bits, op, count) in ops {
                 let ts = 1_700_000_000_000 + dt * 10_000;
                 if op == 0 {
@@ -555,11 +530,10 @@ mod tests {
                 }
                 // op 1: a value no agent sends (any bit pattern, rss not in pages).
                 let (vals, rss) = if op == 1 {
-                    all_narrow = false;
+                    all_packed = false;
                     ([f64::from_bits(bits), 0.1 + 0.2, -0.0], bits)
                 } else {
                     use procwatch_model::precision::{round_cores, round_percent};
-                    all_narrow &= (0..=131_071).contains(&milli) && count <= 255;
                     let v = f64::from(milli) / 1e3;
                     ([v, round_cores(v / 7.0), round_percent(v / 2.0)], u64::from(pages) * 4096)
                 };
@@ -567,7 +541,7 @@ mod tests {
                 want.insert(ts, (vals.map(f64::to_bits), rss, count));
             }
             let c = &ring.c;
-            prop_assert_eq!(c.is_narrow(), all_narrow);
+            prop_assert_eq!(c.is_packed(), all_packed);
             let mut buf = Vec::new();
             let cols: Vec<Vec<u64>> = (0..3)
                 .map(|k| c.values(k, 0..c.len(), &mut buf).iter().map(|v| v.to_bits()).collect())
@@ -584,18 +558,57 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A packed ring through every path: appends that fit its layout and ones that
+        /// re-pack it, replacements, out-of-order inserts, evictions that re-pack it smaller,
+        /// jittered and irregular timestamps, capacities reached and outgrown. It stays
+        /// packed and holds exactly what a sorted map would.
+        #[test]
+        fn a_packed_ring_matches_a_sorted_map(
+            ops in proptest::collection::vec(
+                (0i64..400, -50i64..50, -300_000i32..300_000, 0u64..1 << 40, 0u32..5, 0u8..12),
+                1..300),
+            cap in 0usize..80,
+            base in 1_700_000_000_000i64..1_800_000_000_000,
+        ) {
+            use procwatch_model::precision::{round_cores, round_percent};
+            let mut ring = Ring::default();
+            let mut want = std::collections::BTreeMap::new();
+            for (slot, jitter, milli, pages, count, op) in ops {
+                let ts = base + slot * 10_000 + jitter;
+                if op == 0 {
+                    ring.evict(ts);
+                    ring.shrink(cap);
+                    want.retain(|&t, _| t >= ts);
+                    continue;
+                }
+                let v = f64::from(milli) / 1e3;
+                let vals = [v, round_cores(v / 3.0), round_percent(v / 7.0)];
+                ring.upsert_cap(cap, ts, vals[0], vals[1], vals[2], pages * 4096, count);
+                want.insert(ts, (vals.map(f64::to_bits), pages * 4096, count));
+            }
+            let c = &ring.c;
+            prop_assert!(c.is_packed());
+            type Read = (TsMs, ([u64; 3], u64, u32));
+            let got: Vec<Read> = (0..c.len())
+                .map(|i| (c.ts_at(i), ([0, 1, 2].map(|k| c.value_at(k, i).to_bits()), c.rss_at(i), c.count_at(i))))
+                .collect();
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
+    }
+
     #[test]
     fn a_ring_turns_wide_at_its_first_value_of_another_precision() {
         let mut h = HostIndex::new(0);
         h.cap = 8;
         h.upsert("p", 10, 12.345, 0.12345, 1.5, 8192, 1);
         h.upsert("p", 20, 12.346, 0.12346, 1.5, 8192, 1);
-        assert!(h.series["p"].c.is_narrow());
-        assert_eq!(h.series["p"].reserved_bytes(), 8 * 16);
+        assert!(h.series["p"].c.is_packed());
+        assert!(h.series["p"].reserved_bytes() < 8 * 16);
         // 1/3 has no thousandths; every sample before it must survive the change.
         h.upsert("p", 30, 1.0 / 3.0, 0.1, 1.5, 8192, 1);
         let c = &h.series["p"].c;
-        assert!(!c.is_narrow());
+        assert!(!c.is_packed());
         assert_eq!(h.series["p"].reserved_bytes(), 8 * 40);
         let mut buf = Vec::new();
         assert_eq!(c.values(CPU, 0..3, &mut buf), &[12.345, 12.346, 1.0 / 3.0]);
@@ -604,39 +617,54 @@ mod tests {
         assert_eq!((0..3).map(|i| c.ts_at(i)).collect::<Vec<_>>(), vec![10, 20, 30]);
     }
 
+    /// A packed ring has no field limits: any value of an agent's precision (negative, a
+    /// process on 2,000 cores, a count or an rss at the top of its type) stays packed, its
+    /// field just wider, and reads back exactly.
     #[test]
-    fn a_ring_stays_narrow_up_to_each_packed_fields_limit_and_turns_wide_past_it() {
-        // The largest value of each packed field (cpu, mem 131.071 %, cores 41.94303, count
-        // 255), then one step past each: every sample reads back exactly either way.
-        let top = [131.071, 41.94303, 131.071];
-        let past = [(0, 131.072), (1, 41.94304), (2, 131.072)];
-        const RSS_TOP: u64 = u32::MAX as u64 * 4096;
-        for step in past.into_iter().map(Some).chain([None]) {
-            let mut h = HostIndex::new(0);
-            h.cap = 8;
-            h.upsert("p", 10, top[0], top[1], top[2], RSS_TOP, 255);
-            h.upsert("p", 20, 0.0, 0.0, 0.0, 0, 0);
-            assert!(h.series["p"].c.is_narrow());
-            let mut third = top;
-            let count = match step {
-                Some((k, v)) => {
-                    third[k] = v;
-                    255
-                }
-                None => 256,
-            };
-            h.upsert("p", 30, third[0], third[1], third[2], 4096, count);
-            let c = &h.series["p"].c;
-            assert!(!c.is_narrow(), "{third:?} {count}");
-            let got: Vec<_> = (0..3)
-                .map(|i| ([0, 1, 2].map(|k| c.value_at(k, i)), c.rss_at(i), c.count_at(i)))
-                .collect();
-            assert_eq!(
-                got,
-                vec![(top, RSS_TOP, 255), ([0.0; 3], 0, 0), (third, 4096, count)],
-                "{step:?}"
-            );
+    fn a_ring_stays_packed_at_any_magnitude_of_an_agents_precision() {
+        const RSS_TOP: u64 = u64::MAX / 4096 * 4096;
+        let top = [2_147_483.647, 21_474.83647, -2_147_483.647];
+        let mut h = HostIndex::new(0);
+        h.cap = 8;
+        h.upsert("p", 10, 1.5, 0.015, 2.0, 8192, 1);
+        h.upsert("p", 20, 0.0, 0.0, 0.0, 0, 0);
+        let small = h.series["p"].reserved_bytes();
+        h.upsert("p", 1_000_000_000, top[0], top[1], top[2], RSS_TOP, u32::MAX);
+        h.upsert("p", 15, -0.001, -0.00001, 131.072, 4096, 256);
+        let c = &h.series["p"].c;
+        assert!(c.is_packed());
+        assert!(h.series["p"].reserved_bytes() > small, "the fields widened");
+        let got: Vec<_> = (0..4)
+            .map(|i| (c.ts_at(i), [0, 1, 2].map(|k| c.value_at(k, i)), c.rss_at(i), c.count_at(i)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (10, [1.5, 0.015, 2.0], 8192, 1),
+                (15, [-0.001, -0.00001, 131.072], 4096, 256),
+                (20, [0.0; 3], 0, 0),
+                (1_000_000_000, top, RSS_TOP, u32::MAX),
+            ]
+        );
+    }
+
+    /// Values that wandered wide and came back are given back their bits at the next
+    /// eviction: the ring is re-packed at what it holds.
+    #[test]
+    fn a_ring_is_repacked_smaller_once_its_wide_values_are_evicted() {
+        let mut h = HostIndex::new(0);
+        h.cap = 32;
+        for ts in 0..32 {
+            let spike = if ts == 3 { 1_000_000.0 } else { 0.5 };
+            h.upsert("p", ts * 10_000, spike, 0.01, 1.0, 4096 << (ts % 2), 1);
         }
+        let wide = h.series["p"].reserved_bytes();
+        h.evict(5 * 10_000);
+        let r = &h.series["p"];
+        assert!(r.reserved_bytes() < wide, "{} !< {wide}", r.reserved_bytes());
+        assert_eq!(r.c.capacity(), 32);
+        assert_eq!(ts_of(r), (5..32).map(|t| t * 10_000).collect::<Vec<_>>());
+        assert_eq!(r.c.values(CPU, 0..27, &mut Vec::new()), &[0.5; 27]);
     }
 
     #[test]
@@ -648,8 +676,8 @@ mod tests {
         }
         let r = &h.series["p"];
         assert_eq!(r.c.capacity(), 110);
-        assert!(r.c.is_narrow());
-        assert_eq!(r.reserved_bytes(), 110 * 16);
+        assert!(r.c.is_packed());
+        assert!(r.reserved_bytes() <= 48 + 110 * 8, "{}", r.reserved_bytes());
         // Past the expected size (a burst, an out-of-order insert) it still grows.
         h.upsert("p", 5, 2.0, 0.5, 0.1, 4096, 1);
         h.upsert("p", 2000, 2.0, 0.5, 0.1, 4096, 1);
@@ -676,7 +704,7 @@ mod tests {
         h.upsert("p", 0, 1.0, 0.5, 0.1, 4096, 1);
         assert_eq!(h.series["p"].c.capacity(), 44);
         let ptr = |h: &HostIndex| match &h.series["p"].c.buf {
-            Buf::Narrow(b) => b.as_ptr() as usize,
+            Buf::Packed(b) => b.as_ptr() as usize,
             Buf::Wide(b) => b.as_ptr() as usize,
         };
         let first = ptr(&h);
@@ -686,7 +714,7 @@ mod tests {
         assert_eq!(ptr(&h), first, "no reallocation up to the capacity");
         h.cap = 4096;
         h.upsert("q", 0, 1.0, 0.5, 0.1, 4096, 1);
-        assert_eq!(h.series["q"].reserved_bytes(), 64 * 16);
+        assert_eq!(h.series["q"].reserved_bytes(), 48 + 64 * 8);
     }
 
     fn ts_of(r: &Ring) -> Vec<TsMs> {
