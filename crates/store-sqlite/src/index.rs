@@ -1,6 +1,6 @@
 //! The in-memory recent window: per host, per process, the samples with `ts >= floor` in
-//! one compact buffer per series (`Ring`, `crate::ring`: 16 bytes a sample at an agent's
-//! precision, 40 otherwise, lossless either way), plus the fast statistics the usage queries
+//! one compact buffer per series (`Ring`, `crate::ring`: bit-packed at an agent's
+//! precision, 40 bytes a sample otherwise, lossless either way), plus the fast statistics the usage queries
 //! need.
 
 use std::collections::BTreeMap;
@@ -163,7 +163,7 @@ pub fn stats_of_mut(vals: &mut [f64], last: f64) -> Stats {
 pub struct Scratch {
     sel: Vec<f64>,
     rss: Vec<f64>,
-    /// A narrow ring's values, decoded.
+    /// A packed ring's values, decoded.
     vals: Vec<f64>,
 }
 
@@ -235,7 +235,7 @@ pub struct MergedAcc {
     sums: [f64; 4],
     n: u64,
     last: Option<(TsMs, [f64; 4], u32)>,
-    /// A narrow ring's values, decoded.
+    /// A packed ring's values, decoded.
     decoded: Vec<f64>,
 }
 

@@ -318,6 +318,28 @@ pub(super) fn pack(buf: &mut Box<[u64]>, recs: &[Rec], cap: usize, fresh: bool) 
     }
 }
 
+/// Drops the first `n` of `len` records and subtracts `by` from every timestamp offset:
+/// the records' bits move down `n` strides, word by word, and only the timestamp's
+/// reference changes (a record's residual is its offset minus its index times the step, so
+/// it moves by `n × step − by` for every record alike). The layout is kept as it is, not
+/// refitted: a maintenance pass evicts from every series, and a refit decodes and encodes
+/// every record (`RingCols::drop_front` refits one eviction in eight).
+pub(super) fn drop_front(b: &mut [u64], n: usize, len: usize, by: i64) {
+    if b.len() < HEADER || n == 0 {
+        return;
+    }
+    let l = Layout::read(b);
+    let stride = l.stride as usize;
+    let (dst, src, bits) = (HEADER * 64, HEADER * 64 + n * stride, (len - n) * stride);
+    for j in (0..bits).step_by(64) {
+        let w = (bits - j).min(64) as u32;
+        let v = get_bits(b, src + j, w);
+        put_bits(b, dst + j, w, v);
+    }
+    let shift = (n as i64).wrapping_mul(l.step).wrapping_sub(by);
+    b[5] = b[5].wrapping_add(shift as u64);
+}
+
 /// Adds `by` to every timestamp offset.
 pub(super) fn move_offsets(b: &mut [u64], by: i64) {
     if b.len() >= HEADER {
@@ -354,8 +376,8 @@ mod tests {
     }
 
     /// A quiet agent series (cpu under 10 %, mem under 2 %, rss within a few MB, samples
-    /// 10 s apart with a few ms of jitter) packs in well under the 16 bytes a sample it
-    /// took before.
+    /// 10 s apart with a few ms of jitter) packs in well under the 16 bytes a sample a fixed
+    /// layout took.
     #[test]
     fn a_quiet_agent_series_packs_in_a_few_bytes_a_sample() {
         let recs: Vec<Rec> = (0..50)
@@ -371,5 +393,12 @@ mod tests {
         assert!(l.need() <= 14 + 7 + 9 + 3, "{:?}", l.widths);
         assert_eq!(decode(&buf, 50), recs);
         assert!(buf.len() * 8 < 50 * 8, "{} bytes", buf.len() * 8);
+        // Dropping records moves their bits, keeps the layout, reads back the rest exactly.
+        let before = Layout::read(&buf).widths;
+        let by = recs[7].off;
+        drop_front(&mut buf, 7, 50, by);
+        let rest: Vec<Rec> = recs[7..].iter().map(|r| Rec { off: r.off - by, ..*r }).collect();
+        assert_eq!(decode(&buf, 43), rest);
+        assert_eq!(Layout::read(&buf).widths, before);
     }
 }
