@@ -266,6 +266,9 @@ impl RingCols {
             return 0;
         }
         let rel = t - self.base;
+        if let Buf::Packed(b) = &self.buf {
+            return packed::lower_bound(b, self.len(), rel);
+        }
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;

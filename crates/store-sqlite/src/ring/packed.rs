@@ -240,6 +240,26 @@ pub(super) fn off_at(b: &[u64], i: usize) -> i64 {
     ((l.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(l.step))
 }
 
+/// The index of the first of the `len` records whose offset is `>= rel` (one header read for
+/// the whole search).
+pub(super) fn lower_bound(b: &[u64], len: usize, rel: i64) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let l = Layout::read(b);
+    let off =
+        |i: usize| ((l.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(l.step));
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match off(mid) < rel {
+            true => lo = mid + 1,
+            false => hi = mid,
+        }
+    }
+    lo
+}
+
 /// Value `k` (cpu, cores, mem) of record `i`.
 pub(super) fn value_at(b: &[u64], k: usize, i: usize) -> f64 {
     let l = Layout::read(b);
@@ -249,7 +269,13 @@ pub(super) fn value_at(b: &[u64], k: usize, i: usize) -> f64 {
 /// Values `k` of records `r`, appended to `out`.
 pub(super) fn values(b: &[u64], k: usize, r: std::ops::Range<usize>, out: &mut Vec<f64>) {
     let l = Layout::read(b);
-    out.extend(r.map(|i| widen((l.get(b, i, k) as u32) ^ 0x8000_0000, SCALES[k])));
+    let (w, base, stride, scale) = (l.widths[k], l.refs[k], l.stride as usize, SCALES[k]);
+    let mut at = l.bit(r.start, k);
+    out.extend(r.map(|_| {
+        let v = base.wrapping_add(get_bits(b, at, w));
+        at += stride;
+        widen((v as u32) ^ 0x8000_0000, scale)
+    }));
 }
 
 pub(super) fn rss_at(b: &[u64], i: usize) -> u64 {
