@@ -313,8 +313,8 @@ pub(super) fn try_write(b: &mut [u64], i: usize, r: &Rec) -> bool {
     if !(0..FIELDS).all(|k| l.fits(k, v[k])) {
         return false;
     }
-    for k in 0..FIELDS {
-        put_bits(b, l.bit(i, k), l.widths[k], v[k] - l.refs[k]);
+    for (k, v) in v.into_iter().enumerate() {
+        put_bits(b, l.bit(i, k), l.widths[k], v - l.refs[k]);
     }
     true
 }
