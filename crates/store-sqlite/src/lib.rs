@@ -55,7 +55,7 @@
 //! keeps the highest `gen`. Queries whose window starts at or after `F` (the usage, `get-all`
 //! and fleet queries, the alarms' windows) are answered from memory alone; older parts
 //! (history) come from chunks and late rows, merged by `gen`. At `open` the index is rebuilt from the chunks reaching `F` and the head.
-//! Memory use: bit-packed at an agent's precision (4–9 bytes a quiet sample), 40 otherwise
+//! Memory use: bit-packed at an agent's precision (about 8 bytes a quiet sample), 40 otherwise
 //! (`ring.rs`); a series' buffer is allocated once at what it holds at most, (window + fold
 //! step + two maintenance periods) / its host's interval + 2 samples (the server's 5 min
 //! window and 1 min step at 10 s: 50). Each row of `head` is a whole batch: the fold

@@ -9,9 +9,10 @@
 //! bit-packed (`Buf::Packed`, `packed`): each field is kept as its offset from the series'
 //! smallest value in exactly the bits its range needs, the timestamp as its residual from
 //! the median step, so a quiet series (cpu moving within a few %, rss within a few MB,
-//! samples 10 s apart) takes 4–9 bytes a sample, where a fixed layout took 16. Any magnitude
-//! fits (a field is at most 64 bits); a write that does not fit the current layout re-packs
-//! the ring, and each eviction re-packs it fitted to what is left. The first sample of a
+//! samples 10 s apart) takes about 8 bytes a sample, where a fixed layout took 16. Any
+//! magnitude fits (a field is at most 64 bits); a write that does not fit the current layout
+//! re-packs the ring, and one eviction in eight refits it to what is left (the others move
+//! the records' bits: `RingCols::drop_front`). The first sample of a
 //! series that has no agent's precision (a client of its own, an older agent, a hostile
 //! batch) turns its ring wide: cpu, cores and mem as f64, rss as u64, offset and count
 //! packed in one word (`Buf::Wide`), for as long as it lives. Queries answer exactly what was
