@@ -641,7 +641,7 @@ mod tests {
     #[test]
     fn a_ring_stays_packed_at_any_magnitude_of_an_agents_precision() {
         const RSS_TOP: u64 = u64::MAX / 4096 * 4096;
-        let top = [2_147_483.647, 21_474.83647, -2_147_483.647];
+        let top = [2_147_483.647, 21_474.836_47, -2_147_483.647];
         let mut h = HostIndex::new(0);
         h.cap = 8;
         h.upsert("p", 10, 1.5, 0.015, 2.0, 8192, 1);

@@ -61,7 +61,7 @@ impl Rec {
     }
 
     pub(super) fn value(&self, k: usize) -> f64 {
-        widen((self.f[k] as u32) ^ 0x8000_0000, SCALES[k])
+        value_of(self.f[k], k)
     }
 
     pub(super) fn rss(&self) -> u64 {
@@ -132,6 +132,11 @@ impl Layout {
         self.refs[k].wrapping_add(get_bits(b, self.bit(i, k), self.widths[k]))
     }
 
+    /// Record `i`'s timestamp offset from the ring's base.
+    fn off(&self, b: &[u64], i: usize) -> i64 {
+        ((self.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(self.step))
+    }
+
     /// Whether `v` fits field `k`.
     fn fits(&self, k: usize, v: u64) -> bool {
         v >= self.refs[k] && (self.widths[k] == 64 || (v - self.refs[k]) >> self.widths[k] == 0)
@@ -196,6 +201,11 @@ fn best_step(recs: &[Rec]) -> i64 {
     }
 }
 
+/// Value `k` (cpu, cores, mem) from its field domain (an order-preserving u32).
+fn value_of(v: u64, k: usize) -> f64 {
+    widen((v as u32) ^ 0x8000_0000, SCALES[k])
+}
+
 /// The `w` bits at bit `at` (`w ≤ 64`).
 fn get_bits(b: &[u64], at: usize, w: u32) -> u64 {
     if w == 0 {
@@ -236,8 +246,7 @@ fn words(cap: usize, stride: u32) -> usize {
 
 /// Record `i`'s timestamp offset from the ring's base.
 pub(super) fn off_at(b: &[u64], i: usize) -> i64 {
-    let l = Layout::read(b);
-    ((l.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(l.step))
+    Layout::read(b).off(b, i)
 }
 
 /// The index of the first of the `len` records whose offset is `>= rel` (one header read for
@@ -247,12 +256,10 @@ pub(super) fn lower_bound(b: &[u64], len: usize, rel: i64) -> usize {
         return 0;
     }
     let l = Layout::read(b);
-    let off =
-        |i: usize| ((l.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(l.step));
     let (mut lo, mut hi) = (0, len);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        match off(mid) < rel {
+        match l.off(b, mid) < rel {
             true => lo = mid + 1,
             false => hi = mid,
         }
@@ -262,19 +269,18 @@ pub(super) fn lower_bound(b: &[u64], len: usize, rel: i64) -> usize {
 
 /// Value `k` (cpu, cores, mem) of record `i`.
 pub(super) fn value_at(b: &[u64], k: usize, i: usize) -> f64 {
-    let l = Layout::read(b);
-    widen((l.get(b, i, k) as u32) ^ 0x8000_0000, SCALES[k])
+    value_of(Layout::read(b).get(b, i, k), k)
 }
 
 /// Values `k` of records `r`, appended to `out`.
 pub(super) fn values(b: &[u64], k: usize, r: std::ops::Range<usize>, out: &mut Vec<f64>) {
     let l = Layout::read(b);
-    let (w, base, stride, scale) = (l.widths[k], l.refs[k], l.stride as usize, SCALES[k]);
+    let (w, base, stride) = (l.widths[k], l.refs[k], l.stride as usize);
     let mut at = l.bit(r.start, k);
     out.extend(r.map(|_| {
         let v = base.wrapping_add(get_bits(b, at, w));
         at += stride;
-        widen((v as u32) ^ 0x8000_0000, scale)
+        value_of(v, k)
     }));
 }
 
@@ -295,9 +301,7 @@ pub(super) fn decode(b: &[u64], len: usize) -> Vec<Rec> {
     (0..len)
         .map(|i| {
             let f = std::array::from_fn(|k| l.get(b, i, k));
-            let off =
-                ((l.get(b, i, TS) ^ SIGN) as i64).wrapping_add((i as i64).wrapping_mul(l.step));
-            Rec { f, off }
+            Rec { f, off: l.off(b, i) }
         })
         .collect()
 }
