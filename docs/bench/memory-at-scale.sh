@@ -2,12 +2,13 @@
 # One procwatch server on a warped clock fed by one loadgen; samples RSS and gauges every 15 s.
 # usage: [BUSY=share] memory-at-scale.sh OUT SPEED DURATION AGENTS BIN
 # BUSY: loadgen --busy, the share of processes kept above the alarm engine's dormancy ceilings.
+# MEMORY_WINDOW: the server's --memory-window (default: its --window, 5m).
 # e.g. memory-at-scale.sh /tmp/s8/new300k 2 16m 1000 target/release/procwatch  (BENCHMARKS.md, "Session 8")
 OUT=$1; SPEED=${2:-2}; DUR=${3:-16m}; AGENTS=${4:-1000}; BIN=$5
 rm -rf "$OUT"; mkdir -p "$OUT"
 ORIGIN=$(date +%s%3N); export PROCWATCH_TIME_WARP="$SPEED@$ORIGIN"
 unset PROCWATCH_CONFIG
-$BIN server --listen 127.0.0.1:0 --addr-file $OUT/addr --data-dir $OUT/data --ingest-rate 0 > $OUT/server.log 2>&1 &
+$BIN server --listen 127.0.0.1:0 --addr-file $OUT/addr --data-dir $OUT/data --ingest-rate 0 ${MEMORY_WINDOW:+--memory-window $MEMORY_WINDOW} > $OUT/server.log 2>&1 &
 echo $! > $OUT/server.pid
 while [ ! -s $OUT/addr ]; do sleep 0.2; done
 $BIN loadgen --server http://$(cat $OUT/addr) --agents $AGENTS --processes 300 --interval 10s --duration $DUR --busy ${BUSY:-0} \

@@ -14,8 +14,9 @@
 //! shard's replica URLs; 0: through the `Distributed` tables), `PROCWATCH_BENCH_CH_PER_SHARD`
 //! (with shard-aware writes, data INSERTs in flight per shard, default the store's),
 //! `PROCWATCH_BENCH_INTERVAL_S` (the server's interval, default 10: how often its alarm
-//! evaluator reads the fleet and stores events while the bench ingests), and
-//! `PROCWATCH_BENCH_QUERIES=0` to stop after the ingestion rows (no query rows, no bytes).
+//! evaluator reads the fleet and stores events while the bench ingests),
+//! `PROCWATCH_BENCH_WINDOW_MIN` (the SQLite store's memory window, the server's `--window`,
+//! default 5), and `PROCWATCH_BENCH_QUERIES=0` to stop after the ingestion rows (no query rows, no bytes).
 //!
 //! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
 //! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
@@ -378,9 +379,12 @@ fn main() {
             // `--window 5m`, `--fold-step 1m`); no maintenance thread: one pass runs after
             // ingestion, before the queries (below), so they all see the steady state and
             // none races a first pass folding the whole run at once.
+            // `PROCWATCH_BENCH_WINDOW_MIN`: the server's `--window` in minutes (default 5).
+            let window_min = env_usize("PROCWATCH_BENCH_WINDOW_MIN", 5) as i64;
+            println!("memory window: {window_min} min");
             let opts = SqliteOptions {
                 durability,
-                memory_window_ms: 5 * 60_000,
+                memory_window_ms: window_min * 60_000,
                 fold_step_ms: 60_000,
                 maintenance_interval: Duration::ZERO,
                 ..SqliteOptions::default()

@@ -120,8 +120,15 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCWATCH_WINDOW", default_value = "5m", value_parser = procwatch_model::duration::parse)]
     pub window: Duration,
 
-    /// How far the embedded store's in-memory floor moves at once: samples older than
-    /// `--window` are folded to disk chunks in steps of this, so memory holds up to window +
+    /// How far back the embedded store keeps samples in memory when that should be longer
+    /// than `--window` (default: `--window`; at most 2 h): usage pages over windows up to it
+    /// are answered from memory, at ≈ 8 bytes a quiet sample (a 10-minute window at 10 s:
+    /// ≈ 250 bytes more a series than 5 minutes).
+    #[arg(long, env = "PROCWATCH_MEMORY_WINDOW", value_parser = procwatch_model::duration::parse)]
+    pub memory_window: Option<Duration>,
+
+    /// How far the embedded store's in-memory floor moves at once: samples older than the
+    /// memory window (`--window`, `--memory-window`) are folded to disk chunks in steps of this, so memory holds up to window +
     /// step (+ one maintenance period) a series. Shorter = less memory per series, more small
     /// chunks until the 2 h merge (10 s to 2 h).
     #[arg(long, env = "PROCWATCH_FOLD_STEP", default_value = "1m", value_parser = procwatch_model::duration::parse)]
@@ -349,7 +356,15 @@ pub fn sqlite_options(args: &ServerArgs) -> SqliteOptions {
         // The head holds what the hot queries read (the query window) and what the alarm
         // evaluator reads incrementally; a longer default only cost memory per series
         // (BENCHMARKS.md, "Memory per active series").
-        memory_window_ms: args.window.max(Duration::from_secs(60)).as_millis() as i64,
+        // `--memory-window` only ever lengthens it: the alarm evaluator and the seed routes
+        // read `--window` from memory.
+        memory_window_ms: args
+            .memory_window
+            .unwrap_or(args.window)
+            .min(Duration::from_secs(7200))
+            .max(args.window)
+            .max(Duration::from_secs(60))
+            .as_millis() as i64,
         // 1 min, not the library's 5: at 10 s a series holds ≈ 44 samples instead of ≈ 68
         // (BENCHMARKS.md, "Memory per active series", Session 6).
         fold_step_ms: args
@@ -766,6 +781,20 @@ mod tests {
             err.contains("--rollup-retention (2days) must be at least --retention (3days)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn memory_window_is_the_window_unless_set_longer_and_bounded() {
+        std::env::remove_var("PROCWATCH_MEMORY_WINDOW");
+        std::env::remove_var("PROCWATCH_WINDOW");
+        let ms = |a: &[&str]| sqlite_options(&parse(a)).memory_window_ms;
+        assert_eq!(ms(&[]), 300_000);
+        assert_eq!(ms(&["--window", "15m"]), 900_000);
+        assert_eq!(ms(&["--memory-window", "10m"]), 600_000);
+        // Never shorter than what the evaluator and the seed routes read, at most 2 h.
+        assert_eq!(ms(&["--window", "15m", "--memory-window", "10m"]), 900_000);
+        assert_eq!(ms(&["--memory-window", "30d"]), 7_200_000);
+        assert_eq!(ms(&["--window", "10s"]), 60_000);
     }
 
     #[test]
