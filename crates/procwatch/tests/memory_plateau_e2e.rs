@@ -131,9 +131,15 @@ async fn server_memory_plateaus_over_a_time_compressed_run() {
     assert!(dormant >= 2.0 * 20.0 * 50.0, "dormant series: {dormant}\n{readings:?}");
     // The store's maintenance passes (every 60 s virtual) ran and were timed.
     assert!(maintenance > 0.0, "no maintenance pass reported");
-    // The head must have held something (the fleet really was sending).
-    assert!(wa > 500.0 * 1000.0 && ea > 0.0, "{readings:?}");
-    assert!(wb <= 1.15 * wa, "store window grew: {wa} → {wb} bytes\n{readings:?}");
+    // The head must have held something (the fleet really was sending): every one of the
+    // 1,000 series a ring of at least 200 bytes (a packed ring of the window's capacity is
+    // ≈ 480 bytes at loadgen's values).
+    assert!(wa > 20.0 * 50.0 * 200.0 && ea > 0.0, "{readings:?}");
+    // A packed ring's size follows its values' ranges and its timestamps' regularity: at 60×
+    // a stall of 100 ms real is 6 s of virtual jitter, ≈ 10 more bits a sample for every
+    // series at once (seen: +12 % in one pass under CI). A leak of a window per window is
+    // +100 %.
+    assert!(wb <= 1.4 * wa, "store window grew: {wa} → {wb} bytes\n{readings:?}");
     assert!(eb <= 1.15 * ea, "alarm engine grew: {ea} → {eb} bytes\n{readings:?}");
     // RSS: the allocator keeps some slack; a leak of a window per window is far above this.
     assert!(rb <= 1.25 * ra + (16 << 20) as f64, "RSS grew: {ra} → {rb} bytes\n{readings:?}");
