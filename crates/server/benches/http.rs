@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use procwatch_model::{Batch, Sample};
+use procwatch_model::{Batch, HostTotal, Sample};
 use procwatch_server::ServerConfig;
 use procwatch_store::memory::MemoryStore;
 use procwatch_store::{Storage, UsageNeeds};
@@ -94,13 +94,29 @@ fn host_samples(rng: &mut Lcg, procs: &[String], end: i64, sweeps: usize) -> Vec
     out
 }
 
+/// A batch as an agent sends it: its samples and one host total per sweep (timestamp) in it.
 fn batch_of(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
+    let mut sweeps: std::collections::BTreeMap<i64, (f64, f64)> = Default::default();
+    for s in &samples {
+        let t = sweeps.entry(s.ts).or_default();
+        t.0 += s.cpu;
+        t.1 += s.mem;
+    }
+    let host_totals = sweeps
+        .into_iter()
+        .map(|(ts, (cpu, mem))| HostTotal {
+            ts,
+            cpu: (cpu / 2.0).min(100.0).round(),
+            mem: mem.min(100.0).round(),
+            unattributed_cpu: Some(0.5),
+        })
+        .collect();
     Batch {
         host: host.into(),
         agent: "bench".into(),
         seq,
         interval_ms: STEP_MS as u64,
-        host_totals: Vec::new(),
+        host_totals,
         samples,
         dropped_samples: 0,
         report: None,
@@ -133,6 +149,14 @@ fn line_protocol(b: &Batch) -> String {
             s.rss,
             s.count,
             s.ts
+        );
+    }
+    for t in &b.host_totals {
+        let u = t.unattributed_cpu.unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "host,host={host} cpu={},mem={},unattributed_cpu={u} {}",
+            t.cpu, t.mem, t.ts
         );
     }
     out
