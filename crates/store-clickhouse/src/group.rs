@@ -45,7 +45,7 @@ use procwatch_model::clock::Clock;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::extras::ExtrasRow;
-use crate::rows::{SampleRow, TotalRow};
+use crate::rows::SampleRow;
 use crate::shard::Replicas;
 use crate::{ClickHouseError, Conn};
 
@@ -55,22 +55,21 @@ pub const MAX_QUEUED_ROWS: usize = 400_000;
 /// The longest linger a configuration may ask for (a longer one is cut to this).
 pub const MAX_LINGER: Duration = Duration::from_millis(100);
 
-/// The rows one batch (or one group of batches) writes.
+/// The rows one batch (or one group of batches) writes: samples and host totals in one table,
+/// the opt-in extras in their own.
 #[derive(Default)]
 pub struct Rows {
     pub samples: Vec<SampleRow>,
-    pub totals: Vec<TotalRow>,
     pub extras: Vec<ExtrasRow>,
 }
 
 impl Rows {
     pub fn len(&self) -> usize {
-        self.samples.len() + self.totals.len() + self.extras.len()
+        self.samples.len() + self.extras.len()
     }
 
     pub fn append(&mut self, mut other: Rows) {
         self.samples.append(&mut other.samples);
-        self.totals.append(&mut other.totals);
         self.extras.append(&mut other.extras);
     }
 }

@@ -104,7 +104,7 @@ use procwatch_store::{
 use error::shared_error;
 pub use error::ClickHouseError;
 use hosts::{Book, HostState};
-use rows::{sample_rows, HostRow, MetaRow, TotalRow};
+use rows::{sample_rows, HostRow, MetaRow};
 
 /// The default [`ClickHouseConfig::insert_linger`].
 pub const DEFAULT_INSERT_LINGER: Duration = Duration::ZERO;
@@ -222,16 +222,15 @@ impl Conn {
         .await
     }
 
-    /// The data of one batch or group: the three tables at once (independent inserts).
+    /// The data of one batch or group: samples (host totals included) and extras at once
+    /// (independent inserts; without extras, one).
     pub(crate) async fn insert_rows(&self, rows: &group::Rows) -> Result<(), ClickHouseError> {
-        let (a, b, c) = tokio::join!(
+        let (a, b) = tokio::join!(
             self.insert("samples", &rows.samples),
-            self.insert("host_totals", &rows.totals),
             self.insert("extras", &rows.extras)
         );
         a?;
-        b?;
-        c
+        b
     }
 }
 
@@ -579,19 +578,7 @@ impl ClickHouseStore {
 /// order).
 fn batch_rows(batch: &Batch) -> StoreResult<group::Rows> {
     check_batch(batch)?;
-    Ok(group::Rows {
-        samples: sample_rows(batch),
-        totals: total_rows(batch),
-        extras: extras::rows(batch)?,
-    })
-}
-
-fn total_rows(batch: &Batch) -> Vec<TotalRow> {
-    let mut by_ts: BTreeMap<TsMs, &HostTotal> = BTreeMap::new();
-    for t in &batch.host_totals {
-        by_ts.insert(t.ts, t);
-    }
-    by_ts.values().map(|t| TotalRow::new(&batch.host, t, batch.seq)).collect()
+    Ok(group::Rows { samples: sample_rows(batch), extras: extras::rows(batch)? })
 }
 
 #[async_trait]

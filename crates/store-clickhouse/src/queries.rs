@@ -146,10 +146,21 @@ pub async fn host_totals(
                 .bind(host)
                 .bind(from)
                 .bind(to)
+                .bind(host)
+                .bind(from)
+                .bind(to)
                 .fetch_all::<TotalRow>(),
         )
         .await?;
-    Ok(rows.iter().map(TotalRow::total).collect())
+    // Sorted by ts then version: the last row of each ts is its newest.
+    let mut out: Vec<HostTotal> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        match out.last_mut() {
+            Some(last) if last.ts == r.ts => *last = r.total(),
+            _ => out.push(r.total()),
+        }
+    }
+    Ok(out)
 }
 
 pub async fn put_alarm_event(st: &ClickHouseStore, e: &AlarmEvent) -> R<()> {

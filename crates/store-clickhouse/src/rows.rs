@@ -50,18 +50,53 @@ impl SampleRow {
     }
 }
 
-/// The batch as deterministic rows: one per `(process, ts)` (the last one given wins, as a
-/// rewrite would), sorted, versioned by `seq`. The same batch always gives the same bytes.
+/// The batch as deterministic rows of `samples`: its host totals first (one per `ts`), then
+/// one row per `(process, ts)` (the last one given wins, as a rewrite would), sorted,
+/// versioned by `seq`. The same batch always gives the same bytes.
 pub fn sample_rows(batch: &Batch) -> Vec<SampleRow> {
+    let mut totals: BTreeMap<TsMs, &HostTotal> = BTreeMap::new();
+    for t in &batch.host_totals {
+        totals.insert(t.ts, t);
+    }
     let mut by_key: BTreeMap<(&str, TsMs), &Sample> = BTreeMap::new();
     for s in &batch.samples {
         by_key.insert((s.process.as_str(), s.ts), s);
     }
-    by_key.values().map(|s| SampleRow::new(&batch.host, s, batch.seq)).collect()
+    let mut rows = Vec::with_capacity(totals.len() + by_key.len());
+    rows.extend(totals.values().map(|t| SampleRow::host_total(&batch.host, t, batch.seq)));
+    rows.extend(by_key.values().map(|s| SampleRow::new(&batch.host, s, batch.seq)));
+    rows
 }
 
-/// One row of `host_totals` (`unattributed_cpu` is an `Option` as a value + flag, so the table
-/// needs no `Nullable`).
+/// The `process` of a host-total row in `samples`: the empty name, which no batch can carry
+/// (`procwatch_model::validate::process_problem` refuses it), so every sample query excludes it
+/// with `process != ''` and the host-total query selects it.
+pub const HOST_TOTAL_PROCESS: &str = "";
+
+impl SampleRow {
+    /// A host total as a row of `samples`, so that a batch costs the cluster one replicated
+    /// INSERT, not one for its samples and one for its host total: process `''`
+    /// ([`HOST_TOTAL_PROCESS`]), `cpu` and `mem` as they are, `cores` the CPU no sampled process
+    /// accounts for and `count` 1 when the agent sent that figure (0 when not), `rss` 0.
+    pub fn host_total(host: &str, t: &HostTotal, version: u64) -> Self {
+        SampleRow {
+            host: host.to_string(),
+            process: HOST_TOTAL_PROCESS.to_string(),
+            ts: t.ts,
+            cpu: t.cpu,
+            cores: t.unattributed_cpu.unwrap_or(0.0),
+            mem: t.mem,
+            rss: 0,
+            count: u32::from(t.unattributed_cpu.is_some()),
+            version,
+        }
+    }
+}
+
+/// A host total as the host-total query reads it (`sql::host_totals`), from `samples` (rows of
+/// [`SampleRow::host_total`]) and from `host_totals`, where builds before host totals moved
+/// into `samples` wrote them (`unattributed_cpu` is an `Option` as a value + flag, so neither
+/// table needs `Nullable`).
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub struct TotalRow {
     pub host: String,
@@ -74,18 +109,6 @@ pub struct TotalRow {
 }
 
 impl TotalRow {
-    pub fn new(host: &str, t: &HostTotal, version: u64) -> Self {
-        TotalRow {
-            host: host.to_string(),
-            ts: t.ts,
-            cpu: t.cpu,
-            mem: t.mem,
-            unattributed_cpu: t.unattributed_cpu.unwrap_or(0.0),
-            has_unattributed: u8::from(t.unattributed_cpu.is_some()),
-            version,
-        }
-    }
-
     pub fn total(&self) -> HostTotal {
         HostTotal {
             ts: self.ts,

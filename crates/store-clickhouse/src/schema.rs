@@ -7,6 +7,12 @@
 //!   `(host, process, ts)` / `(host, ts)` so one host's series are contiguous and the fleet view
 //!   reads each host's range in order. `version` is the batch `seq`: a rewrite of the same
 //!   `(host, process, ts)` by a later batch replaces the row (queries read `FINAL`).
+//!   **Host totals are written to `samples`** as process `''`, a name no batch can carry
+//!   (`rows::SampleRow::host_total`: `cores` holds the unattributed CPU, `count` whether the
+//!   agent sent it), so that a batch is one replicated INSERT (a part and a ZooKeeper commit
+//!   per INSERT is what a small batch costs the cluster), not two; every sample query says
+//!   `process != ''`. `host_totals_local` is still created and read (`sql::host_totals`): it
+//!   holds what builds before that change wrote, until retention drops its days.
 //! - `samples` / `host_totals`: `Distributed` tables over them, sharded by `cityHash64(host)`,
 //!   so all of a host's rows live on one shard and `FINAL` per shard is exact.
 //! - `hosts`, `alarm_events`, `meta`: small catalogs replicated on **every** node (one ZooKeeper

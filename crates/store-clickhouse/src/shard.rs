@@ -130,16 +130,15 @@ impl Replicas {
         Err(last.unwrap_or_else(|| ClickHouseError::Config("a shard without replicas".into())))
     }
 
-    /// A group's rows into the shard's local tables, the three at once (independent inserts).
+    /// A group's rows into the shard's local tables: samples (host totals included) and extras
+    /// at once (independent inserts; without extras, one).
     pub(crate) async fn insert_rows(&self, rows: &Rows) -> Result<(), ClickHouseError> {
-        let (a, b, c) = tokio::join!(
+        let (a, b) = tokio::join!(
             self.insert("samples_local", &rows.samples),
-            self.insert("host_totals_local", &rows.totals),
             self.insert("extras_local", &rows.extras)
         );
         a?;
-        b?;
-        c
+        b
     }
 }
 

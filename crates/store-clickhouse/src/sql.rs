@@ -5,6 +5,10 @@
 /// Columns of a queried sample (`rows::SampleRow`, the columns of `samples`).
 pub const SAMPLE_COLUMNS: &str = "host, process, ts, cpu, cores, mem, rss, count, version";
 
+/// Every query of samples keeps to this condition: host totals share the table as process `''`
+/// (`rows::HOST_TOTAL_PROCESS`), a name no batch can carry.
+const NOT_TOTAL: &str = "process != ''";
+
 /// Raw samples in `[?, ?)`, optionally of one host and/or process, newest version of each key,
 /// sorted per series. Binds: from, to, [host], [process].
 pub fn samples_window(db: &str, host: bool, process: bool) -> String {
@@ -13,7 +17,9 @@ pub fn samples_window(db: &str, host: bool, process: bool) -> String {
 
 /// `columns` of `table` in `[?, ?)` as [`samples_window`] reads `samples` (also `extras`).
 pub fn window_of(db: &str, table: &str, columns: &str, host: bool, process: bool) -> String {
-    let mut sql = format!("SELECT {columns} FROM {db}.{table} FINAL WHERE ts >= ? AND ts < ?");
+    let mut sql = format!(
+        "SELECT {columns} FROM {db}.{table} FINAL WHERE ts >= ? AND ts < ? AND {NOT_TOTAL}"
+    );
     if host {
         sql.push_str(" AND host = ?");
     }
@@ -26,14 +32,24 @@ pub fn window_of(db: &str, table: &str, columns: &str, host: bool, process: bool
 
 /// Whether a series has any sample at or above the floor. Binds: host, process, floor.
 pub fn series_known(db: &str) -> String {
-    format!("SELECT count() FROM {db}.samples WHERE host = ? AND process = ? AND ts >= ?")
+    format!(
+        "SELECT count() FROM {db}.samples WHERE host = ? AND process = ? AND ts >= ? \
+         AND {NOT_TOTAL}"
+    )
 }
 
-/// Host totals of one host in `[?, ?)`. Binds: host, from, to.
+/// Host totals of one host in `[?, ?)`: the rows of `samples` with process `''`
+/// (`rows::SampleRow::host_total`) and those that builds before that change wrote to
+/// `host_totals`, sorted by `ts` then `version` (the caller keeps the last of each `ts`).
+/// Binds: host, from, to, host, from, to.
 pub fn host_totals(db: &str) -> String {
     format!(
-        "SELECT host, ts, cpu, mem, unattributed_cpu, has_unattributed, version \
-         FROM {db}.host_totals FINAL WHERE host = ? AND ts >= ? AND ts < ? ORDER BY ts"
+        "SELECT host, ts, cpu, mem, unattributed_cpu, has_unattributed, version FROM (\
+         SELECT host, ts, cpu, mem, cores AS unattributed_cpu, toUInt8(count) AS \
+         has_unattributed, version FROM {db}.samples FINAL WHERE host = ? AND process = '' \
+         AND ts >= ? AND ts < ? \
+         UNION ALL SELECT host, ts, cpu, mem, unattributed_cpu, has_unattributed, version \
+         FROM {db}.host_totals FINAL WHERE host = ? AND ts >= ? AND ts < ?) ORDER BY ts, version"
     )
 }
 
@@ -77,7 +93,7 @@ pub fn retention_floor(db: &str) -> String {
 /// Samples between the old floor and the cutoff (what retention removes). Binds: old floor,
 /// cutoff.
 pub fn retention_count(db: &str) -> String {
-    format!("SELECT count() FROM {db}.samples WHERE ts >= ? AND ts < ?")
+    format!("SELECT count() FROM {db}.samples WHERE ts >= ? AND ts < ? AND {NOT_TOTAL}")
 }
 
 /// The day partitions of `table` holding rows before `?` (a day start).
@@ -131,7 +147,7 @@ pub fn usage(db: &str, per_host: bool, host: bool, process: bool) -> String {
         if per_host { ("host", "host, process") } else { ("'' AS merged", "process") };
     let mut sql = format!(
         "SELECT {key}, process, count(), max(ts), argMax(count, ts), {}, {}, {}, {} \
-         FROM {db}.samples FINAL WHERE ts >= ? AND ts < ?",
+         FROM {db}.samples FINAL WHERE ts >= ? AND ts < ? AND {NOT_TOTAL}",
         stats_columns("cpu", "cpu"),
         stats_columns("cores", "cores"),
         stats_columns("mem", "mem"),

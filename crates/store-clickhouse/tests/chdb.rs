@@ -35,7 +35,7 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
     stmts.push(format!(
         "INSERT INTO {db}.samples VALUES ('h1', 'java', {a}, 1.5, 0.03, 2.5, 1000, 1, 1), \
          ('h1', 'java', {a}, 9.5, 0.19, 3.5, 2000, 2, 2), ('h1', 'nginx', {b}, 1, 0.02, 1, 10, 4, 1), \
-         ('h2', 'java', {old}, 5, 0.1, 5, 50, 1, 1)",
+         ('h2', 'java', {old}, 5, 0.1, 5, 50, 1, 1), ('h1', '', {b}, 42, 0.5, 51, 0, 1, 3)",
         a = ts(1_000),
         b = ts(2_000),
         old = ts(-86_400_000)
@@ -66,6 +66,15 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
         ),
         (bind(&sql::samples_window(db, false, false), &[&lo, &hi]), None),
         (
+            // Not the host total (process ''), which shares the table.
+            bind(&sql::samples_window(db, true, false), &[&lo, &hi, "'h1'"]),
+            Some(format!(
+                "h1\tjava\t{a}\t9.5\t0.19\t3.5\t2000\t2\t2\nh1\tnginx\t{b}\t1\t0.02\t1\t10\t4\t1\n",
+                a = ts(1_000),
+                b = ts(2_000)
+            )),
+        ),
+        (
             bind(&sql::usage(db, true, true, true), &[&lo, &hi, "'h1'", "'java'"]),
             Some(format!(
                 "h1\tjava\t1\t{}\t2\t{}\n",
@@ -76,8 +85,13 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
         (bind(&sql::usage(db, false, true, false), &[&lo, &hi, "'h1'"]), None),
         (bind(&sql::series_known(db), &["'h1'", "'nginx'", "0"]), Some("1\n".into())),
         (
-            bind(&sql::host_totals(db), &["'h1'", &lo, &hi]),
-            Some(format!("h1\t{}\t41\t50\t2.5\t1\t2\n", ts(1_000))),
+            // The legacy table's newest version and the row in `samples`, by ts.
+            bind(&sql::host_totals(db), &["'h1'", &lo, &hi, "'h1'", &lo, &hi]),
+            Some(format!(
+                "h1\t{}\t41\t50\t2.5\t1\t2\nh1\t{}\t42\t51\t0.5\t1\t3\n",
+                ts(1_000),
+                ts(2_000)
+            )),
         ),
         (bind(&sql::host_state(db), &["'h1'"]), Some("{\"last_seen\":2}\n".into())),
         (sql::hosts(db), Some("h1\t{\"last_seen\":2}\n".into())),
@@ -93,7 +107,7 @@ fn ddl_and_query_shapes_run_on_a_current_clickhouse() {
         (sql::drop_day(db, "samples", None, "2025-12-04"), None),
         // The old day is gone; the two versions of one key inserted in one block were
         // already collapsed at insert by the ReplacingMergeTree.
-        (format!("SELECT count() FROM {db}.samples"), Some("2\n".into())),
+        (format!("SELECT count() FROM {db}.samples"), Some("3\n".into())),
         (sql::delete_old_alarms(db, day0), None),
         (bind(sql::READONLY_REPLICAS, &["'chk'"]), Some("0\n".into())),
     ];

@@ -70,8 +70,16 @@ async fn a_retried_batch_is_stored_once_through_either_server() {
         a.write_batch(bt).await.expect("retry, same server");
         b.write_batch(bt).await.expect("retry, other server");
     }
-    assert_eq!(stored_rows(&cluster, db, "samples", 600), 6 * 100, "samples stored once");
-    assert_eq!(stored_rows(&cluster, db, "host_totals", 300), 6 * 50, "host totals stored once");
+    // Host totals ride in `samples` as process '' (one row per host and ts).
+    assert_eq!(
+        stored_rows(&cluster, db, "samples", 900),
+        6 * (100 + 50),
+        "samples and host totals stored once"
+    );
+    for (i, bt) in batches.iter().enumerate() {
+        let got = a.host_totals(&bt.host, t0, t0 + 60_000).await.expect("host totals");
+        assert_eq!(got.len(), 50, "host totals of host {i}");
+    }
     // Both shards hold some of the hosts.
     for node in [0, 2] {
         let local = cluster
@@ -80,7 +88,7 @@ async fn a_retried_batch_is_stored_once_through_either_server() {
             .trim()
             .parse::<u64>()
             .expect("a number");
-        assert!(local > 0 && local < 600, "node {node} holds {local} rows");
+        assert!(local > 0 && local < 900, "node {node} holds {local} rows");
     }
     // And every query answers each sample once.
     let q = procwatch_store::UsageQuery {

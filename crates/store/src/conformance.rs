@@ -208,6 +208,14 @@ pub async fn write_read_back(store: &dyn Storage) {
     // Unknown host: empty, not an error.
     let u = store.usage(&q(t0, t0 + 60_000, Some("nope"), None, true)).await.expect("usage");
     assert!(u.is_empty());
+    // A host total is not a process: per host and merged, only the two processes.
+    for per_host in [true, false] {
+        let u =
+            store.usage(&q(t0, t0 + 60_000, Some("rb-1"), None, per_host)).await.expect("usage");
+        let mut names: Vec<&str> = u.iter().map(|r| r.process.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["java", "postgres"], "usage, per host: {per_host}");
+    }
     let totals = store.host_totals("rb-1", t0, t0 + 1).await.expect("totals");
     assert_eq!(totals, b.host_totals);
 }
