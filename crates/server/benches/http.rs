@@ -96,18 +96,21 @@ fn host_samples(rng: &mut Lcg, procs: &[String], end: i64, sweeps: usize) -> Vec
 
 /// A batch as an agent sends it: its samples and one host total per sweep (timestamp) in it.
 fn batch_of(host: &str, seq: u64, samples: Vec<Sample>) -> Batch {
-    let mut sweeps: std::collections::BTreeMap<i64, (f64, f64)> = Default::default();
+    let mut sweeps: std::collections::BTreeMap<i64, (f64, f64, f64)> = Default::default();
     for s in &samples {
         let t = sweeps.entry(s.ts).or_default();
         t.0 += s.cpu;
         t.1 += s.mem;
+        t.2 += 1.0;
     }
     let host_totals = sweeps
         .into_iter()
-        .map(|(ts, (cpu, mem))| HostTotal {
+        // A host's figures from its processes' means: in range, and a host under its
+        // threshold, as most are (a bench of alarms would be another bench).
+        .map(|(ts, (cpu, mem, n))| HostTotal {
             ts,
-            cpu: (cpu / 2.0).min(100.0).round(),
-            mem: mem.min(100.0).round(),
+            cpu: (cpu / n).min(100.0).round(),
+            mem: (mem / n).min(100.0).round(),
             unattributed_cpu: Some(0.5),
         })
         .collect();
