@@ -270,15 +270,7 @@ impl RingCols {
         if let Buf::Packed(b) = &self.buf {
             return packed::lower_bound(b, self.len(), rel);
         }
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.offset(mid) < rel {
-                true => lo = mid + 1,
-                false => hi = mid,
-            }
-        }
-        lo
+        first_not_below(self.len(), |i| self.offset(i) < rel)
     }
 
     /// Drops the first `n` samples and moves the base up to the new first timestamp.
@@ -293,15 +285,9 @@ impl RingCols {
             // About one eviction in eight (a hash of the new base decides, so that the
             // rings of a host spread over passes) refits the layout to what is left, giving
             // back the bits of values evicted; the others move the records' bits only.
-            Buf::Packed(b) if refit_after(self.base + by) => {
-                let mut recs = packed::decode(b, len);
-                recs.drain(..n);
-                for r in &mut recs {
-                    r.off -= by;
-                }
-                packed::pack(b, &recs, c, false);
+            Buf::Packed(b) => {
+                packed::drop_front(b, c, n, len, by, refit_after(self.base + by));
             }
-            Buf::Packed(b) => packed::drop_front(b, n, len, by),
             Buf::Wide(b) => {
                 for k in 0..W_SEGMENTS {
                     b.copy_within(k * c + n..k * c + len, k * c);
@@ -361,6 +347,20 @@ impl View for RingCols {
             Buf::Wide(b) => b[W_META * c + i].to_bits() as u32,
         }
     }
+}
+
+/// The first index in `0..len` for which `below` is false, `below` being true on a prefix
+/// (a binary search: the wide and the packed rings' `lower_bound`).
+fn first_not_below(len: usize, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match below(mid) {
+            true => lo = mid + 1,
+            false => hi = mid,
+        }
+    }
+    lo
 }
 
 /// Whether a packed ring whose base moves to `base` at an eviction refits its layout

@@ -256,15 +256,7 @@ pub(super) fn lower_bound(b: &[u64], len: usize, rel: i64) -> usize {
         return 0;
     }
     let l = Layout::read(b);
-    let (mut lo, mut hi) = (0, len);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        match l.off(b, mid) < rel {
-            true => lo = mid + 1,
-            false => hi = mid,
-        }
-    }
-    lo
+    super::first_not_below(len, |i| l.off(b, i) < rel)
 }
 
 /// Value `k` (cpu, cores, mem) of record `i`.
@@ -348,14 +340,35 @@ pub(super) fn pack(buf: &mut Box<[u64]>, recs: &[Rec], cap: usize, fresh: bool) 
     }
 }
 
-/// Drops the first `n` of `len` records and subtracts `by` from every timestamp offset:
-/// the records' bits move down `n` strides, word by word, and only the timestamp's
-/// reference changes (a record's residual is its offset minus its index times the step, so
-/// it moves by `n × step − by` for every record alike). The layout is kept as it is, not
-/// refitted: a maintenance pass evicts from every series, and a refit decodes and encodes
-/// every record (`RingCols::drop_front` refits one eviction in eight).
-pub(super) fn drop_front(b: &mut [u64], n: usize, len: usize, by: i64) {
+/// Drops the first `n` of `len` records (of a buffer for `cap`) and subtracts `by` from every
+/// timestamp offset.
+///
+/// Without `refit` the records' bits move down `n` strides, word by word, and only the
+/// timestamp's reference changes (a record's residual is its offset minus its index times
+/// the step, so it moves by `n × step − by` for every record alike); the layout is kept as
+/// it is. With `refit` what is left is decoded and packed again with the layout fitted to
+/// it, in the same buffer when its stride still holds it, giving back the bits of the values
+/// evicted. A maintenance pass evicts from every series and a refit decodes and encodes
+/// every record, so the caller asks for one rarely (`RingCols::drop_front`: one eviction in
+/// eight).
+pub(super) fn drop_front(
+    b: &mut Box<[u64]>,
+    cap: usize,
+    n: usize,
+    len: usize,
+    by: i64,
+    refit: bool,
+) {
     if b.len() < HEADER || n == 0 {
+        return;
+    }
+    if refit {
+        let mut recs = decode(b, len);
+        recs.drain(..n);
+        for r in &mut recs {
+            r.off -= by;
+        }
+        pack(b, &recs, cap, false);
         return;
     }
     let l = Layout::read(b);
@@ -426,9 +439,16 @@ mod tests {
         // Dropping records moves their bits, keeps the layout, reads back the rest exactly.
         let before = Layout::read(&buf).widths;
         let by = recs[7].off;
-        drop_front(&mut buf, 7, 50, by);
+        let mut moved = buf.clone();
+        drop_front(&mut moved, 50, 7, 50, by, false);
         let rest: Vec<Rec> = recs[7..].iter().map(|r| Rec { off: r.off - by, ..*r }).collect();
-        assert_eq!(decode(&buf, 43), rest);
-        assert_eq!(Layout::read(&buf).widths, before);
+        assert_eq!(decode(&moved, 43), rest);
+        assert_eq!(Layout::read(&moved).widths, before);
+        // A refit reads back the same records, in a layout fitted to them, in no more words.
+        let mut refitted = buf.clone();
+        drop_front(&mut refitted, 50, 7, 50, by, true);
+        assert_eq!(decode(&refitted, 43), rest);
+        assert_eq!(Layout::read(&refitted).widths, Layout::fit(&rest, 0).widths);
+        assert!(refitted.len() <= buf.len());
     }
 }
