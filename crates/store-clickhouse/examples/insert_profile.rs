@@ -1,13 +1,16 @@
 //! Where the time of an agent-sized batch (one host sweep, 300 samples) goes on the 2 × 2
 //! cluster: each step of `write_batch` on its own, with the same settings and concurrency as
 //! the HTTP bench, and what each costs the cluster (CPU per process from `/proc/PID/stat`,
-//! ZooKeeper transactions, parts and fetches from `system.events` / `system.parts`).
+//! ZooKeeper transactions, parts and fetches from `system.events` / `system.parts`), and the
+//! same INSERT into a plain `ReplacingMergeTree` on the same nodes (what replication adds).
 //!
 //! `cargo run --release -p procwatch-store-clickhouse --features testing --example insert_profile`
 //!
 //! Environment: `PROFILE_BATCHES` (300 per phase), `PROFILE_CONNS` (4 in flight),
 //! `PROFILE_STORE` (the store's settings to run, `INSERTS_IN_FLIGHT:CONNS,...`, default `4:4`),
-//! `PROFILE_ONLY_STORE` (set: only the store phases, not the raw INSERTs).
+//! `PROFILE_ONLY_STORE` (set: only the store phases, not the raw INSERTs), `PROFILE_QUERY_LOG`
+//! (set: the raw INSERTs are logged in `system.query_log`, and each phase prints where their
+//! server-side time went: ZooKeeper waits, CPU, waits for a core and for the disk).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +57,10 @@ fn batch(i: usize, end: i64) -> Batch {
     }
 }
 
+fn query_log() -> bool {
+    std::env::var("PROFILE_QUERY_LOG").is_ok()
+}
+
 fn client(url: &str) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(url)
@@ -62,6 +69,40 @@ fn client(url: &str) -> clickhouse::Client {
         .with_setting("insert_deduplicate", "1")
         .with_setting("load_balancing", "in_order")
         .with_setting("prefer_localhost_replica", "0")
+        .with_setting("log_queries", if query_log() { "1" } else { "0" })
+}
+
+/// Where the server-side time of the logged INSERTs into `db` went, from `system.query_log`
+/// on every node (queries a node sent on to another, as a `Distributed` INSERT does, are logged
+/// there too, with `is_initial_query = 0`).
+fn insert_breakdown(c: &Cluster, db: &str) {
+    let ev = |name: &str| {
+        format!("avg(ProfileEvents.Values[indexOf(ProfileEvents.Names, '{name}')]) / 1000")
+    };
+    let q = format!(
+        "SELECT is_initial_query, count(), quantile(0.5)(query_duration_ms),          avg(query_duration_ms), {}, {}, {}, {}, {}, {}, {} FROM system.query_log          WHERE type = 2 AND query LIKE 'INSERT INTO {db}.%' GROUP BY is_initial_query",
+        ev("RealTimeMicroseconds"),
+        ev("UserTimeMicroseconds"),
+        ev("SystemTimeMicroseconds"),
+        ev("OSCPUWaitMicroseconds"),
+        ev("OSIOWaitMicroseconds"),
+        ev("ZooKeeperWaitMicroseconds"),
+        ev("DiskWriteElapsedMicroseconds"),
+    );
+    println!(
+        "query_log (ms per INSERT; node, initial, count, p50, mean duration, thread real, user, \
+         system, CPU wait, IO wait, ZooKeeper wait, disk write):"
+    );
+    for i in 0..4 {
+        let _ = c.sql(i, "SYSTEM FLUSH LOGS");
+        for line in c.sql(i, &q).unwrap_or_default().lines() {
+            let f: Vec<String> = line
+                .split('\t')
+                .map(|x| x.parse::<f64>().map(|v| format!("{v:.1}")).unwrap_or(x.into()))
+                .collect();
+            println!("  node {i}: {}", f.join(", "));
+        }
+    }
 }
 
 async fn insert<T: clickhouse::RowWrite + clickhouse::RowOwned>(
@@ -235,6 +276,9 @@ async fn phase(
         })
         .fold(0.0, f64::max);
     println!("most parts in one partition on a node now: {most}");
+    if query_log() {
+        insert_breakdown(c, db);
+    }
 }
 
 fn main() {
@@ -361,6 +405,33 @@ fn main() {
                 Box::pin(async move {
                     let s = so[&b.get(i).host];
                     insert(&k[s], "p_direct.samples_local", &sample_rows(&b.get(i))).await;
+                })
+            }),
+        )
+        .await;
+
+        // 4b. The same INSERT into a plain `ReplacingMergeTree` on the same two nodes: the
+        // single-node schema (`schema::ddl(None, ..)`), so no ZooKeeper commit and no replica
+        // fetching the part. What 4 costs beyond this is the replication's.
+        let db = "p_plain";
+        for node in [0, 2] {
+            for stmt in procwatch_store_clickhouse::schema::ddl(None, db) {
+                c.sql(node, &stmt).expect("plain schema");
+            }
+        }
+        let (k, b, so) = (shard_clients.clone(), batches.clone(), shard_of.clone());
+        phase(
+            c,
+            db,
+            "samples INSERT into a plain (not replicated) ReplacingMergeTree on the same nodes",
+            n,
+            PROCS,
+            conns,
+            Arc::new(move |i| {
+                let (k, b, so) = (k.clone(), b.clone(), so.clone());
+                Box::pin(async move {
+                    let s = so[&b.get(i).host];
+                    insert(&k[s], "p_plain.samples", &sample_rows(&b.get(i))).await;
                 })
             }),
         )
