@@ -10,7 +10,8 @@
 //! `PROFILE_STORE` (the store's settings to run, `INSERTS_IN_FLIGHT:CONNS,...`, default `4:4`),
 //! `PROFILE_ONLY_STORE` (set: only the store phases, not the raw INSERTs), `PROFILE_QUERY_LOG`
 //! (set: the raw INSERTs are logged in `system.query_log`, and each phase prints where their
-//! server-side time went: ZooKeeper waits, CPU, waits for a core and for the disk).
+//! server-side time went: CPU, waits for a core, disk writes; 18.16 counts ZooKeeper waits on
+//! ZooKeeper's client thread, so that column stays 0 and the wait is in what is left over).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,7 +81,9 @@ fn insert_breakdown(c: &Cluster, db: &str) {
         format!("avg(ProfileEvents.Values[indexOf(ProfileEvents.Names, '{name}')]) / 1000")
     };
     let q = format!(
-        "SELECT is_initial_query, count(), quantile(0.5)(query_duration_ms),          avg(query_duration_ms), {}, {}, {}, {}, {}, {}, {} FROM system.query_log          WHERE type = 2 AND query LIKE 'INSERT INTO {db}.%' GROUP BY is_initial_query",
+        "SELECT is_initial_query, count(), quantile(0.5)(query_duration_ms), \
+         avg(query_duration_ms), {}, {}, {}, {}, {}, {}, {} FROM system.query_log \
+         WHERE type = 2 AND query LIKE 'INSERT INTO {db}.%' GROUP BY is_initial_query",
         ev("RealTimeMicroseconds"),
         ev("UserTimeMicroseconds"),
         ev("SystemTimeMicroseconds"),
@@ -388,54 +391,47 @@ fn main() {
         )
         .await;
 
-        // 4. The samples INSERT straight into the shard's first replica's local table.
-        let db = "p_direct";
-        ClickHouseStore::connect(c.config(db)).await.expect("connect");
-        let shard_clients = Arc::new([client(&c.url(0)), client(&c.url(2))]);
-        let (k, b, so) = (shard_clients.clone(), batches.clone(), shard_of.clone());
-        phase(
-            c,
-            db,
-            "samples INSERT direct to the shard's samples_local",
-            n,
-            PROCS,
-            conns,
-            Arc::new(move |i| {
-                let (k, b, so) = (k.clone(), b.clone(), so.clone());
-                Box::pin(async move {
-                    let s = so[&b.get(i).host];
-                    insert(&k[s], "p_direct.samples_local", &sample_rows(&b.get(i))).await;
-                })
-            }),
-        )
-        .await;
-
-        // 4b. The same INSERT into a plain `ReplacingMergeTree` on the same two nodes: the
-        // single-node schema (`schema::ddl(None, ..)`), so no ZooKeeper commit and no replica
-        // fetching the part. What 4 costs beyond this is the replication's.
-        let db = "p_plain";
+        // 4. The samples INSERT straight into the shard's first replica's local table; then
+        // (4b) the same INSERT into a plain `ReplacingMergeTree` on the same two nodes, from the
+        // single-node schema (`schema::ddl(None, ..)`): no ZooKeeper commit and no replica
+        // fetching the part, so what 4 costs beyond 4b is the replication's.
+        ClickHouseStore::connect(c.config("p_direct")).await.expect("connect");
         for node in [0, 2] {
-            for stmt in procwatch_store_clickhouse::schema::ddl(None, db) {
+            for stmt in procwatch_store_clickhouse::schema::ddl(None, "p_plain") {
                 c.sql(node, &stmt).expect("plain schema");
             }
         }
-        let (k, b, so) = (shard_clients.clone(), batches.clone(), shard_of.clone());
-        phase(
-            c,
-            db,
-            "samples INSERT into a plain (not replicated) ReplacingMergeTree on the same nodes",
-            n,
-            PROCS,
-            conns,
-            Arc::new(move |i| {
-                let (k, b, so) = (k.clone(), b.clone(), so.clone());
-                Box::pin(async move {
-                    let s = so[&b.get(i).host];
-                    insert(&k[s], "p_plain.samples", &sample_rows(&b.get(i))).await;
-                })
-            }),
-        )
-        .await;
+        let shard_clients = Arc::new([client(&c.url(0)), client(&c.url(2))]);
+        for (db, table, name) in [
+            (
+                "p_direct",
+                "p_direct.samples_local",
+                "samples INSERT direct to the shard's samples_local",
+            ),
+            (
+                "p_plain",
+                "p_plain.samples",
+                "samples INSERT into a plain (not replicated) ReplacingMergeTree on the same nodes",
+            ),
+        ] {
+            let (k, b, so) = (shard_clients.clone(), batches.clone(), shard_of.clone());
+            phase(
+                c,
+                db,
+                name,
+                n,
+                PROCS,
+                conns,
+                Arc::new(move |i| {
+                    let (k, b, so) = (k.clone(), b.clone(), so.clone());
+                    Box::pin(async move {
+                        let s = so[&b.get(i).host];
+                        insert(&k[s], table, &sample_rows(&b.get(i))).await;
+                    })
+                }),
+            )
+            .await;
+        }
 
         // 5. Groups of g batches per Distributed INSERT, `conns` groups in flight.
         for g in [4usize, 16] {
