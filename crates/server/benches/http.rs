@@ -20,6 +20,9 @@
 //!
 //! What it does: starts `procwatch_server::run` on `127.0.0.1:0` (its own 2-thread runtime) over
 //! the store in a temp dir, and a real `influxd` with a temp config on free loopback ports.
+//! Every temp dir (store, cluster, influxd) is under `TMPDIR`, so setting it moves both peers
+//! to another file system together (BENCHMARKS.md, "ClickHouse cluster", Run 8: the root file
+//! system here is ext4 without a journal, which can slow the cluster's file churn).
 //! Data (the same for both, pre-serialized before any timing): host `solo`, 300 processes,
 //! 2 h at 10 s (216,000 samples) sent in batches of 5,000 samples; then the fleet, 100 hosts ×
 //! 300 processes, 10 min at 10 s (1.8 M samples) sent one host sweep (300 samples) a batch.
