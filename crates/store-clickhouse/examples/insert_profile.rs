@@ -425,8 +425,8 @@ fn main() {
                 Arc::new(move |i| {
                     let (k, b, so) = (k.clone(), b.clone(), so.clone());
                     Box::pin(async move {
-                        let s = so[&b.get(i).host];
-                        insert(&k[s], table, &sample_rows(&b.get(i))).await;
+                        let batch = b.get(i);
+                        insert(&k[so[&batch.host]], table, &sample_rows(&batch)).await;
                     })
                 }),
             )
