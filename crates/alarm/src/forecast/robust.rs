@@ -22,14 +22,6 @@ use procwatch_model::TsMs;
 ///   when `f + z·σ·√h > T`, where `z` is the sensitivity: AMBER when T is within `z` noise
 ///   widths of the forecast (higher `z`, more warnings; `z < 0` asks the forecast to clear T
 ///   by `−z` noise widths);
-/// - **season** (hourly, only where the data shows it): with P = 1 h ([`SEASON_MS`]), when
-///   over the last P of closed buckets the bucket one period earlier predicted each bucket
-///   with less than half the absolute error of the bucket H earlier
-///   (`2·Σ|m_j − m_{j−P}| < Σ|m_j − m_{j−H}|`), the bucket median `s` one period before the
-///   asked instant is a second forecast, judged above T when `s + z·σ_s > T` (σ_s = 1.4826 ×
-///   the median of those `|m_j − m_{j−P}|`, at least `min_sigma`); above = the trend rule or
-///   this one. An hourly job shows up as the same bucket each hour, which no trend sees
-///   coming. The history holds at least 2P for it;
 /// - **hold-off**: never above while a sample above T was seen in the last `holdoff`: a
 ///   re-crossing then is the same incident (docs/contract.md: re-crossings within 30 min are
 ///   a continuation), already RED;
@@ -73,26 +65,6 @@ pub struct RobustParams {
     pub damping: f64,
     /// The sensitivity `z`: noise widths of margin.
     pub sensitivity: f64,
-}
-
-/// The period of the seasonal term, ms: one hour (hourly jobs; BENCHMARKS.md, Forecaster,
-/// session 19, says why one period and why this one).
-pub const SEASON_MS: i64 = 60 * 60_000;
-
-impl RobustParams {
-    /// The seasonal period in buckets, when [`SEASON_MS`] is a whole number (at least 3) of
-    /// them.
-    pub fn season_buckets(&self) -> Option<usize> {
-        let p = SEASON_MS / self.step_ms.max(1);
-        (SEASON_MS % self.step_ms.max(1) == 0 && p >= 3).then_some(p as usize)
-    }
-
-    /// The closed buckets held: the longer window, and two seasonal periods (the gate
-    /// compares the last period with the one before).
-    fn cap(&self) -> usize {
-        let season = self.season_buckets().map_or(0, |p| 2 * p);
-        (self.trend.max(self.noise) as usize).max(season) + 1
-    }
 }
 
 /// The accepted range of the sensitivity.
@@ -186,9 +158,6 @@ pub struct Assessment {
     pub since_above_ms: Option<i64>,
     /// The bucket width, ms.
     pub step_ms: i64,
-    /// The seasonal forecast, when the gate is open: (the bucket median one period before
-    /// the asked instant, σ_s before the floor).
-    pub season: Option<(f64, f64)>,
 }
 
 impl Assessment {
@@ -198,20 +167,13 @@ impl Assessment {
         let value = self.y + self.h * params.damping * self.slope;
         let sigma = self.sigma.max(params.min_sigma);
         let held = self.since_above_ms.is_some_and(|d| d < params.holdoff_ms);
-        let trend_above = value + params.sensitivity * sigma * self.h.sqrt() > threshold;
-        let season_above = self.season.is_some_and(|(s, sigma_s)| {
-            s + params.sensitivity * sigma_s.max(params.min_sigma) > threshold
-        });
-        let above = !held && (trend_above || season_above);
+        let above = !held && value + params.sensitivity * sigma * self.h.sqrt() > threshold;
         let slope_ms = self.slope / self.step_ms as f64;
         let eta_ms = match eta_from_slope(self.y, slope_ms, threshold) {
-            // The season claims "within H", no sooner.
-            _ if above && !trend_above => Some(self.horizon_ms),
             Some(ms) if above => Some(ms.min(self.horizon_ms)),
             None if above => Some(self.horizon_ms),
             eta => eta,
         };
-        let value = self.season.map_or(value, |(s, _)| value.max(s));
         Forecast { value, above, eta_ms }
     }
 }
@@ -247,7 +209,7 @@ impl Robust {
             return;
         };
         let m = median_in_place(&mut values) as f32;
-        let cap = self.params.cap();
+        let cap = self.params.trend.max(self.params.noise) as usize + 1;
         if self.history.len() == cap {
             self.history.pop_front();
         }
@@ -259,36 +221,6 @@ impl Robust {
         values.clear();
         values.push(y);
         self.current = Some((id, values));
-    }
-
-    /// The seasonal forecast for the instant `at`: `(s, σ_s)` when the gate is open (see
-    /// [`Robust`]), from the closed buckets only.
-    fn seasonal(&self, at: TsMs, t_last: TsMs) -> Option<(f64, f64)> {
-        let p = self.params.season_buckets()?;
-        let step = self.params.step_ms;
-        let n = self.history.len();
-        // The horizon in buckets: the lag of the predictor the season has to beat.
-        let hb = (((at - t_last) as f64 / step as f64).round() as usize).clamp(1, p - 1);
-        if n < 2 * p {
-            return None;
-        }
-        let m = |i: usize| f64::from(self.history[i]);
-        let (mut season_err, mut lag_err) = (0.0, 0.0);
-        let mut errs: Vec<f64> = Vec::with_capacity(p);
-        for j in n - p..n {
-            let e = (m(j) - m(j - p)).abs();
-            season_err += e;
-            lag_err += (m(j) - m(j - hb)).abs();
-            errs.push(e);
-        }
-        if 2.0 * season_err >= lag_err {
-            return None;
-        }
-        // The asked instant's bucket is `ahead` after the open one; one period before it is
-        // `back` buckets before the open one, i.e. history[n − back].
-        let ahead = at.div_euclid(step) - self.current.as_ref()?.0;
-        let back = usize::try_from(p as i64 - ahead).ok().filter(|b| (1..=n).contains(b))?;
-        Some((m(n - back), 1.4826 * median_in_place(&mut errs)))
     }
 
     /// (Theil–Sen slope per bucket, σ per bucket before the floor) over the closed buckets and the open one.
@@ -329,7 +261,6 @@ impl Robust {
             self.last_above = Some(t_last);
         }
         let (slope, sigma) = self.trend_and_noise()?;
-        let season = self.seasonal(at, t_last);
         Some(Assessment {
             y: y_last,
             slope,
@@ -338,7 +269,6 @@ impl Robust {
             horizon_ms: (at - t_last).max(0),
             since_above_ms: self.last_above.map(|t| t_last - t),
             step_ms: self.params.step_ms,
-            season,
         })
     }
 }
@@ -387,12 +317,8 @@ impl Forecaster for Robust {
         let h = horizon_ms as f64 / p.step_ms as f64;
         let grow = 1.0 + h * p.damping.abs();
         let spread = p.sensitivity.max(0.0) * h.sqrt();
-        // The season: s ≤ c and σ_s ≤ 1.4826·c when every value lies in [0, c].
-        let z = p.sensitivity.max(0.0);
         let ceiling = (threshold / (grow + spread * 2.0 * 1.4826))
             .min((threshold - spread * p.min_sigma) / grow)
-            .min(threshold / (1.0 + z * 1.4826))
-            .min(threshold - z * p.min_sigma)
             * (1.0 - 1e-6);
         if !(ceiling > 0.0 && ceiling.is_finite()) {
             return None;
@@ -403,7 +329,7 @@ impl Forecaster for Robust {
         if !held || !self.last.is_some_and(|(_, y)| within(y)) {
             return None;
         }
-        let cap = p.cap() as i64;
+        let cap = i64::from(p.trend.max(p.noise)) + 1;
         let memory_ms = ((cap + 2) * p.step_ms).max(p.holdoff_ms + p.step_ms);
         Some(Quiet { ceiling, memory_ms })
     }
