@@ -97,11 +97,16 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// A window of `n` samples (`W/Δ + 1`; at least 2).
+    /// A window of `n` samples (`W/Δ + 1`; at least 2). The buffer grows with the samples
+    /// pushed, from at most [`Linear::PREALLOC`]: `n` comes from a configured window over a
+    /// host's claimed interval, and a claim is not a sample.
     pub fn new(n: usize) -> Self {
         let n = n.max(2);
-        Self { n, buf: std::collections::VecDeque::with_capacity(n) }
+        Self { n, buf: std::collections::VecDeque::with_capacity(n.min(Self::PREALLOC)) }
     }
+
+    /// The most samples a window reserves before any is pushed.
+    pub const PREALLOC: usize = 64;
 
     /// The window in samples for a window `window_ms` at interval `interval_ms`.
     pub fn samples_for(window_ms: i64, interval_ms: i64) -> usize {
@@ -486,6 +491,22 @@ pub use robust::{Assessment, Robust, RobustParams, Shape, SENSITIVITY_RANGE};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A window sized by a hostile interval claim (1 ms over an hour: 3.6 M samples) holds
+    /// only what is pushed, not the claim; the window itself still counts samples by it.
+    #[test]
+    fn a_huge_linear_window_reserves_nothing_up_front() {
+        let n = Linear::samples_for(3_600_000, 1);
+        assert_eq!(n, 3_600_001);
+        let mut f = Linear::new(n);
+        let bytes = f.heap_bytes();
+        assert!(bytes < 2_048, "{bytes}");
+        for i in 0..10 {
+            f.push(i * 1_000, i as f64);
+        }
+        assert!(f.heap_bytes() < 2_048, "{}", f.heap_bytes());
+        assert_eq!(f.forecast(20_000, 80.0), None, "not full: no forecast");
+    }
 
     /// Feeds `(minutes, value)` stretches at 10 s sampling and returns, per sample, its
     /// time in ms and whether the default forecaster said "above 80 at t + 10 min".

@@ -25,7 +25,7 @@ mod stale;
 pub mod text;
 pub mod validate;
 
-pub use stale::{is_stale, stale_after_ms, STALE_INTERVALS};
+pub use stale::{is_stale, stale_after_ms, trusted_interval_ms, STALE_INTERVALS};
 
 use serde::{Deserialize, Serialize};
 

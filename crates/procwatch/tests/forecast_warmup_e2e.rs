@@ -5,6 +5,9 @@
 //! A real server (`--store memory`, evaluating every 200 ms, 127.0.0.1:0) with a `linear`
 //! forecaster over a 20 s window; one series gets a single sample (warming up, ready in ≈ 20 s),
 //! another gets 28 s of samples stamped in the past (ready at once): no waiting for history.
+//!
+//! And a hostile interval claim: a batch saying `interval_ms: 1` to a server whose `linear`
+//! window is an hour must not make each of its series reserve a window of 3.6 M samples.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -125,4 +128,55 @@ async fn forecasts_say_per_series_when_amber_is_ready() {
             fresh.len()
         )
     );
+}
+
+/// An agent claims a 1 ms interval, sending a batch every 100 ms; the rule's `linear` window
+/// is 1 h. The server goes by the claim floored at the shorter of its own interval and 1 s
+/// (here 200 ms). Before, it went by the claim itself: the host was "silent" 3 ms after each
+/// batch (a RED `host silent`, and its series never reached the engine), and a client that
+/// kept it alive would have had each series reserve a window of 3.6 M samples (57.6 MB) up
+/// front. Now the series reach the engine, and their windows (18,001 samples at the floor)
+/// reserve only what is pushed: reserving 18,001, the 40 with a forecaster (cpu and mem;
+/// cores is RED only) held 11.5 MB by the engine's gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_interval_does_not_size_the_forecasters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[alarm_defaults]\nmethod = \"linear\"\nwindow = \"1h\"\nhorizon = \"10m\"\n";
+    let (_server, url) = common::start_memory_server(dir.path(), config, WRITE, READ);
+    let client = reqwest::Client::new();
+    let sender = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            for seq in 1.. {
+                let now = now_ms();
+                let samples: Vec<Value> = (0..20).map(|i| sample(now, &format!("p{i}"))).collect();
+                let batch = json!({"host": "liar", "agent": "hostile", "seq": seq,
+                                   "interval_ms": 1, "host_totals": [], "samples": samples});
+                common::post_samples(&client, &url, WRITE, &batch).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // Every series (20 processes × cpu, mem, cores) reaches the engine.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = forecasts(&client, &url).await;
+        if rows(&f, "liar").len() == 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the series never reached the engine: {f}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client.get(format!("{url}/metrics")).bearer_auth(READ).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    sender.abort();
+    let bytes: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("procwatch_alarm_engine_bytes "))
+        .unwrap_or_else(|| panic!("no procwatch_alarm_engine_bytes in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(bytes < 1_000_000.0, "60 series of a few samples hold {bytes} bytes");
 }

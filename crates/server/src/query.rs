@@ -160,11 +160,8 @@ pub struct ListParams {
 }
 
 fn host_view(st: &AppState, h: HostInfo, now: TsMs) -> HostView {
-    let interval = if h.interval_ms > 0 {
-        h.interval_ms as i64
-    } else {
-        st.config.interval.as_millis() as i64
-    };
+    let interval =
+        procwatch_model::trusted_interval_ms(h.interval_ms, st.config.interval.as_millis() as i64);
     HostView {
         folded: st.governor.folded_of(&h.host),
         age_ms: now - h.last_seen,

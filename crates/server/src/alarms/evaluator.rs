@@ -79,8 +79,7 @@ impl Alarms {
         let host_interval: BTreeMap<&str, i64> = hosts
             .iter()
             .map(|h| {
-                let i = if h.interval_ms > 0 { h.interval_ms as i64 } else { interval_ms };
-                (h.host.as_str(), i)
+                (h.host.as_str(), procwatch_model::trusted_interval_ms(h.interval_ms, interval_ms))
             })
             .collect();
         let overlap = procwatch_model::stale_after_ms(interval_ms).max(30_000);

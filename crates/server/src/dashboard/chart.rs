@@ -167,15 +167,11 @@ pub(super) async fn chart(
     let minutes = |ts: TsMs| (ts - now) as f64 / 60_000.0;
     let points: Vec<(f64, f64)> = history.iter().map(|h| (minutes(h.ts), metric.of(h))).collect();
     // The forecast, from raw samples of the last forecast window.
-    let interval = st
-        .store
-        .hosts()
-        .await?
-        .into_iter()
-        .find(|h| h.host == host)
-        .map(|h| h.interval_ms as i64)
-        .filter(|i| *i > 0)
-        .unwrap_or(st.config.interval.as_millis() as i64);
+    let server_interval = st.config.interval.as_millis() as i64;
+    let interval =
+        st.store.hosts().await?.into_iter().find(|h| h.host == host).map_or(server_interval, |h| {
+            procwatch_model::trusted_interval_ms(h.interval_ms, server_interval)
+        });
     let raw = st
         .store
         .history(&HistoryQuery {

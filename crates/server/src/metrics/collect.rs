@@ -167,7 +167,7 @@ pub(super) async fn collect(st: &AppState, cap: usize) -> Collected {
     c.hosts = hosts
         .into_iter()
         .map(|h: HostInfo| {
-            let interval = if h.interval_ms > 0 { h.interval_ms as i64 } else { default_interval };
+            let interval = procwatch_model::trusted_interval_ms(h.interval_ms, default_interval);
             HostRow {
                 stale: procwatch_model::is_stale(now, h.last_seen, interval),
                 capped: capped.get(&h.host).copied().unwrap_or(0),
