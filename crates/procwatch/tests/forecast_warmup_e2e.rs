@@ -147,27 +147,24 @@ async fn a_claimed_interval_does_not_size_the_forecasters() {
     let sender = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move {
+            // The agent's cadence, not a wait: a batch every 100 ms while the test looks.
+            let mut cadence = tokio::time::interval(Duration::from_millis(100));
             for seq in 1.. {
+                cadence.tick().await;
                 let now = now_ms();
                 let samples: Vec<Value> = (0..20).map(|i| sample(now, &format!("p{i}"))).collect();
                 let batch = json!({"host": "liar", "agent": "hostile", "seq": seq,
                                    "interval_ms": 1, "host_totals": [], "samples": samples});
                 common::post_samples(&client, &url, WRITE, &batch).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
 
     // Every series (20 processes × cpu, mem, cores) reaches the engine.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let f = forecasts(&client, &url).await;
-        if rows(&f, "liar").len() == 60 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the series never reached the engine: {f}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until_async("the 60 series in the engine", Duration::from_secs(60), || async {
+        (rows(&forecasts(&client, &url).await, "liar").len() == 60).then_some(())
+    })
+    .await;
     let r = client.get(format!("{url}/metrics")).bearer_auth(READ).send().await.unwrap();
     let text = r.text().await.unwrap();
     sender.abort();
