@@ -468,6 +468,13 @@ impl Score {
     pub fn false_amber_minutes_per_day(&self) -> f64 {
         ratio(self.false_amber_ms as f64 / 60_000.0, self.days)
     }
+    /// Issue 18's check against another setting (`predict_linear` at a window): more
+    /// catches at no more false alarms per day and no higher AMBER %.
+    pub fn beats(&self, other: &Score) -> bool {
+        self.caught > other.caught
+            && self.false_per_day() <= other.false_per_day()
+            && self.amber_pct() <= other.amber_pct()
+    }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

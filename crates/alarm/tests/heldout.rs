@@ -187,12 +187,7 @@ fn the_held_out_curve_against_predict_linear() {
         let held = r.cv(family.name, Criterion::RecallTarget);
         for (w, cells) in &r.grid.linear {
             let l = cv::pool(cells, &family.members).score;
-            let better = held.curve.iter().any(|c| {
-                let s = &c.score;
-                s.caught > l.caught
-                    && s.false_per_day() <= l.false_per_day()
-                    && s.amber_pct() <= l.amber_pct()
-            });
+            let better = held.curve.iter().any(|c| c.score.beats(&l));
             if !better {
                 beaten_by_nothing.push(format!("{} W={w}m", family.name));
             }
@@ -234,12 +229,7 @@ fn what_the_candidates_reach_in_sample() {
     for family in &r.families {
         for (w, linear) in &r.grid.linear {
             let l = cv::pool(linear, &family.members).score;
-            let beats = cells().any(|row| {
-                let c = cv::pool(row, &family.members).score;
-                c.caught > l.caught
-                    && c.false_per_day() <= l.false_per_day()
-                    && c.amber_pct() <= l.amber_pct()
-            });
+            let beats = cells().any(|row| cv::pool(row, &family.members).score.beats(&l));
             if !beats {
                 unbeaten.push(format!("{} W={w}m", family.name));
             }
@@ -252,8 +242,7 @@ fn what_the_candidates_reach_in_sample() {
     assert_eq!(counts(&live).1, 62);
     for w in [5, 10] {
         let l = cv::pool(&r.grid.linear.iter().find(|x| x.0 == w).unwrap().1, &mem.members).score;
-        assert!(live.caught > l.caught && live.false_per_day() <= l.false_per_day());
-        assert!(live.amber_pct() <= l.amber_pct(), "W={w}m: {}", live.amber_pct());
+        assert!(live.beats(&l), "W={w}m: {live:?} against {l:?}");
     }
     let w10 = &r.grid.linear.iter().find(|(w, _)| *w == 10).unwrap().1;
     let mut out_of_reach = Vec::new();

@@ -80,7 +80,7 @@ impl AgainstLinear {
 
     /// Met: a knob with more catches at no more false alarms/day and no higher AMBER %.
     fn met(&self) -> bool {
-        self.within_guards.as_ref().is_some_and(|w| w.1.score.caught > self.linear.score.caught)
+        self.within_guards.as_ref().is_some_and(|w| w.1.score.beats(&self.linear.score))
     }
 }
 
