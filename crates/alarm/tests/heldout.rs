@@ -44,6 +44,10 @@ impl Run {
     fn shape(&self, i: usize) -> String {
         self.grid.shapes[i].to_string()
     }
+    /// `predict_linear`'s cells at window `w` minutes, a cell per trace.
+    fn linear(&self, w: i64) -> &[cv::Cell] {
+        &self.grid.linear.iter().find(|(x, _)| *x == w).unwrap().1
+    }
 }
 
 /// (events, caught, false episodes, AMBER samples) of a score.
@@ -201,10 +205,7 @@ fn the_held_out_curve_against_predict_linear() {
     assert!((z1.amber_pct() - 6.40).abs() < 0.01, "{}", z1.amber_pct());
     assert_eq!((z75.caught, z75.false_episodes), (54, 77));
     assert!((z75.amber_pct() - 4.92).abs() < 0.01, "{}", z75.amber_pct());
-    let linear = |w: i64| {
-        let cells = &r.grid.linear.iter().find(|(x, _)| *x == w).unwrap().1;
-        cv::pool(cells, &r.family("mem").members).score
-    };
+    let linear = |w: i64| cv::pool(r.linear(w), &r.family("mem").members).score;
     let (w5, w10) = (linear(5), linear(10));
     assert_eq!((w5.caught, w10.caught), (58, 55));
     // z = 1: more catches at fewer false alarms, above the AMBER guard of both.
@@ -241,26 +242,22 @@ fn what_the_candidates_reach_in_sample() {
     let live = cv::pool(&r.grid.cells[pick.shape][pick.knob], &mem.members).score;
     assert_eq!(counts(&live).1, 62);
     for w in [5, 10] {
-        let l = cv::pool(&r.grid.linear.iter().find(|x| x.0 == w).unwrap().1, &mem.members).score;
+        let l = cv::pool(r.linear(w), &mem.members).score;
         assert!(live.beats(&l), "W={w}m: {live:?} against {l:?}");
     }
-    let w10 = &r.grid.linear.iter().find(|(w, _)| *w == 10).unwrap().1;
+    let w10 = r.linear(10);
     let mut out_of_reach = Vec::new();
     for family in r.families.iter().filter(|f| f.name != "cpu_no_asg") {
         for &i in &family.members {
-            let side = |c: &&cv::Cell| {
-                c.score.recall() >= family.goal_recall
-                    && c.score.false_per_day() <= family.budget_per_day
-            };
-            let on_side = cells().map(|row| &row[i]).filter(side).count();
-            let guarded = cells()
-                .map(|row| &row[i])
-                .filter(side)
-                .filter(|c| c.score.amber_pct() <= w10[i].score.amber_pct())
-                .count();
-            if guarded == 0 {
+            let on_side: Vec<&Score> = cells()
+                .map(|row| &row[i].score)
+                .filter(|s| {
+                    s.recall() >= family.goal_recall && s.false_per_day() <= family.budget_per_day
+                })
+                .collect();
+            if on_side.iter().all(|s| s.amber_pct() > w10[i].score.amber_pct()) {
                 let name = r.traces[i].name.trim_end_matches(".csv").to_string();
-                out_of_reach.push((name, on_side));
+                out_of_reach.push((name, on_side.len()));
             }
         }
     }
